@@ -1,0 +1,108 @@
+"""Render model.c / model.h / ek_contract.h for an IR graph from the Jinja templates."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from ... import __version__
+from ...ir.graph import Graph
+from ...ir.planner import MemoryPlan
+from ...ops import get_op
+from ...resources import resource_dir
+
+C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t"}
+
+
+def c_int(v: int) -> str:
+    """An int literal that is valid C for every int32 value (INT32_MIN has no literal)."""
+    v = int(v)
+    return "(-2147483647 - 1)" if v == -(2**31) else str(v)
+
+
+def c_array(values, per_line: int = 16) -> str:
+    flat = [c_int(v) for v in np.ravel(values)]
+    width = max((len(s) for s in flat), default=1)
+    lines = [", ".join(s.rjust(width) for s in flat[i:i + per_line]) for i in range(0, len(flat), per_line)]
+    return ",\n".join("    " + line for line in lines)
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource_dir("templates") / "cortexm")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["cint"] = c_int
+    env.filters["c_array"] = c_array
+    return env
+
+
+def _symbol(name: str) -> str:
+    s = "".join(ch if ch.isalnum() else "_" for ch in name)
+    return ("t_" + s) if s[0].isdigit() else s
+
+
+def _pointer(graph: Graph, plan: MemoryPlan, tensor: str, writable: bool) -> str:
+    p = plan.placements[tensor]
+    ctype = C_TYPES[graph.tensors[tensor].dtype]
+    if p.buffer == "input":
+        return "input"
+    if p.buffer == "output":
+        return "output"
+    qual = "" if writable else "const "
+    return f"({qual}{ctype} *)(EK_ARENA + {p.offset})"
+
+
+def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path) -> dict:
+    """Write the C sources into ``out_dir``; returns figures for the build report."""
+    env = environment()
+    symbols = {name: "ek_" + _symbol(name) for name in graph.constants}
+    constants = []
+    for name, arr in graph.constants.items():
+        t = graph.tensors[name]
+        constants.append({
+            "sym": symbols[name], "ctype": C_TYPES[t.dtype], "count": arr.size,
+            "comment": f"{name}: {list(arr.shape)} {t.dtype} ({t.bits}-bit codes)",
+            "body": c_array(arr),
+        })
+    layers, total_macs = [], 0
+    for i, node in enumerate(graph.nodes):
+        op = get_op(node.op, node.name)
+        if op.alias:
+            continue
+        fn = f"ek_layer{i}_{_symbol(node.name)}"
+        x, y = node.inputs[0], node.outputs[0]
+        macs = op.macs(node, graph)
+        total_macs += macs
+        ctx = {
+            "node": node, "fn": fn, "ctx": op.c_context(node, graph), "macs": macs,
+            "in_t": C_TYPES[graph.tensors[x].dtype], "out_t": C_TYPES[graph.tensors[y].dtype],
+            "weights": symbols.get(node.inputs[1], "") if len(node.inputs) > 1 else "",
+            "bias": symbols.get(node.inputs[2], "") if len(node.inputs) > 2 else "",
+        }
+        code = env.get_template(f"ops/{op.template}").render(**ctx)
+        call = f"{fn}({_pointer(graph, plan, x, False)}, {_pointer(graph, plan, y, True)})"
+        layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}"})
+
+    in_t, out_t = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
+    iq = graph.input_quant
+    common = {
+        "version": __version__,
+        "source_name": Path(graph.meta.get("source", "model.onnx")).name,
+        "arena_bytes": plan.arena_bytes,
+        "input": {"float_shape": list(iq.float_shape), "count": in_t.size, "ctype": C_TYPES[in_t.dtype],
+                  "scale": repr(float(iq.scale)), "zero_point": iq.zero_point, "qmin": iq.qmin, "qmax": iq.qmax},
+        "output": {"shape": list(out_t.shape), "count": out_t.size, "ctype": C_TYPES[out_t.dtype],
+                   "scale": repr(float(out_t.scale[0])), "zero_point": out_t.zero_point},
+    }
+    const_bytes = int(sum(a.nbytes for a in graph.constants.values()))
+    (out_dir / "model.h").write_text(env.get_template("model.h.j2").render(**common))
+    (out_dir / "model.c").write_text(env.get_template("model.c.j2").render(
+        constants=constants, layers=layers, total_macs=total_macs, const_bytes=const_bytes, **common))
+    shutil.copyfile(resource_dir("templates") / "cortexm" / "ek_contract.h", out_dir / "ek_contract.h")
+    return {"macs": total_macs, "weight_bytes": const_bytes, "arena_bytes": plan.arena_bytes}

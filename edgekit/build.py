@@ -1,0 +1,151 @@
+"""``edgekit build``: QONNX file -> integer IR -> C sources -> host runner and firmware.
+
+Everything is written into a temporary sibling directory first and moved into place
+only when every step succeeded, so a failed build never leaves a half-written
+output directory behind.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .backends.cortexm import generate_c
+from .backends.cortexm import toolchain as tc
+from .errors import BuildDirError, TargetError
+from .frontends.qonnx import import_qonnx
+from .ir.passes import run_default_passes
+from .ir.planner import check_plan, plan_memory
+from .ops import get_op
+from .resources import resource_dir
+from .targets import Board, resolve
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    manifest: dict
+
+
+def _render_linker_script(core, board: Board, path: Path) -> None:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource_dir("targets") / "ld")),
+                             undefined=jinja2.StrictUndefined)
+    path.write_text(env.get_template("cortexm.ld.j2").render(core=core, board=board, stack_bytes=board.stack_bytes))
+
+
+def _layer_report(graph, plan) -> list[dict]:
+    rows = []
+    for node in graph.nodes:
+        op = get_op(node.op, node.name)
+        out = graph.tensors[node.outputs[0]]
+        p = plan.placements.get(node.outputs[0])
+        rows.append({
+            "name": node.name, "op": node.op,
+            "input_shape": list(graph.tensors[node.inputs[0]].shape), "output_shape": list(out.shape),
+            "output_dtype": out.dtype, "macs": op.macs(node, graph),
+            "weight_bytes": sum(graph.constants[i].nbytes for i in node.inputs if i in graph.constants),
+            "output_bytes": out.nbytes, "buffer": p.buffer if p else None,
+            "arena_offset": p.offset if p and p.buffer == "arena" else None,
+        })
+    return rows
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    """Refuse to clobber a directory that is not an earlier edgekit build."""
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise BuildDirError(f"{out_dir}: exists and is not a directory")
+        if any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
+            raise BuildDirError(f"{out_dir}: exists, is not empty and is not an edgekit build; "
+                                "choose another -o directory")
+
+
+def build(model: str | Path, target: str, board: str | None, out_dir: str | Path) -> BuildResult:
+    """Compile a QONNX model for a Cortex-M core and board into ``out_dir``."""
+    t0 = time.monotonic()
+    model, out_dir = Path(model), Path(out_dir)
+    core, brd = resolve(target, board)
+    _prepare_out_dir(out_dir)
+    tc.arm_gcc(), tc.arm_size(), tc.host_cc()  # fail before any work if a tool is missing
+
+    graph, cleaned = import_qonnx(model)
+    run_default_passes(graph)
+    plan = plan_memory(graph)
+    check_plan(plan)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        cleaned.save(str(tmp / "model.onnx"))
+        graph.save(tmp)
+        (tmp / "src").mkdir()
+        codegen = generate_c(graph, plan, tmp / "src")
+        tc.copy_firmware_sources(tmp / "firmware")
+        _render_linker_script(core, brd, tmp / "firmware" / "link.ld")
+        elf = tc.compile_firmware(tmp, core, brd, tmp / "firmware" / "link.ld")
+        tc.compile_host(tmp)
+        sizes = tc.section_sizes(elf)
+        usage = tc.memory_usage(sizes)
+        _check_fit(usage, brd)
+        manifest = {
+            "edgekit_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "source": str(model.resolve()),
+            "source_sha256": graph.meta["source_sha256"],
+            "target": core.name,
+            "board": brd.name,
+            "qemu_machine": brd.qemu_machine,
+            "firmware": "firmware.elf",
+            "host_runner": "host/ek_host_runner",
+            "input": {"tensor": graph.inputs[0], "float_shape": list(graph.input_quant.float_shape),
+                      "dtype": graph.tensors[graph.inputs[0]].dtype},
+            "output": {"tensor": graph.outputs[0], "shape": list(graph.tensors[graph.outputs[0]].shape),
+                       "dtype": graph.tensors[graph.outputs[0]].dtype},
+            "macs": codegen["macs"],
+            "weight_bytes": codegen["weight_bytes"],
+            "arena_bytes": plan.arena_bytes,
+            "sections": sizes,
+            "memory": usage,
+            "layers": _layer_report(graph, plan),
+            "memory_plan": plan.to_json(),
+            "build_seconds": round(time.monotonic() - t0, 2),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult(out_dir, manifest)
+
+
+def _check_fit(usage: dict, board: Board) -> None:
+    over = []
+    if usage["flash_bytes"] > board.flash.length:
+        over.append(f"flash by {usage['flash_bytes'] - board.flash.length} bytes "
+                    f"({usage['flash_bytes']} of {board.flash.length})")
+    if usage["ram_bytes"] > board.ram.length:
+        over.append(f"RAM by {usage['ram_bytes'] - board.ram.length} bytes "
+                    f"({usage['ram_bytes']} of {board.ram.length})")
+    if over:
+        raise TargetError(f"the model does not fit {board.name}: over " + " and ".join(over))
+
+
+def load_manifest(build_dir: str | Path) -> dict:
+    path = Path(build_dir) / MANIFEST
+    if not path.is_file():
+        raise BuildDirError(f"{build_dir}: not an edgekit build directory (no {MANIFEST}); "
+                            "run `edgekit build` first")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise BuildDirError(f"{path}: unreadable manifest ({e}); rebuild") from None

@@ -1,0 +1,364 @@
+"""QONNX front end: load and clean a QONNX file, validate it, lower it to the integer IR.
+
+Lowering walks the cleaned graph in topological order and tracks what each ONNX tensor
+is in integer terms: a float graph input not yet quantized, a quantized constant
+(weights, biases), or an IR integer tensor. Each supported ONNX op has one lowering
+function registered in ``LOWERINGS``; anything else is refused with the node's name.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ContractError, ModelError, UnsupportedOpError
+from ..ir import contract
+from ..ir.graph import Graph, InputQuant, Node, Tensor
+
+
+# ---------------------------------------------------------------------------------------
+# Loading and cleaning
+# ---------------------------------------------------------------------------------------
+def load_qonnx(path: str | Path):
+    """Read, clean up (shape inference, constant folding, unique names) and return a ModelWrapper."""
+    import onnx
+    from onnx import checker
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such file")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:  # protobuf raises assorted errors on truncated/corrupt files
+        raise ModelError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e}); "
+                         "the file may be truncated or corrupt: export it again") from None
+    if not proto.graph.node:
+        raise ModelError(f"{path}: not a readable ONNX model (no graph nodes); the file may be "
+                         "truncated or not ONNX at all: export it again")
+    try:
+        checker.check_model(proto)
+    except Exception as e:
+        raise ModelError(f"{path}: malformed ONNX graph: {str(e).splitlines()[0]}") from None
+
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    try:
+        model = cleanup_model(ModelWrapper(proto))
+    except Exception as e:
+        raise ModelError(f"{path}: qonnx could not clean up the graph ({type(e).__name__}: {e})") from None
+    return model
+
+
+# ---------------------------------------------------------------------------------------
+# Values tracked during lowering
+# ---------------------------------------------------------------------------------------
+@dataclass
+class FloatInput:
+    """The float graph input, possibly reshaped, before its input quantizer."""
+    shape: tuple[int, ...]
+
+
+@dataclass
+class FloatConst:
+    value: np.ndarray
+
+
+@dataclass
+class QuantConst:
+    """A constant already quantized by a Quant node: integer codes and their grid."""
+    codes: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray
+    bits: int
+    signed: bool
+
+
+@dataclass
+class IntValue:
+    """An IR integer tensor."""
+    tensor: str
+
+
+class Lowerer:
+    def __init__(self, model, source: str):
+        self.model = model
+        self.source = source
+        self.env: dict[str, object] = {}
+        self.tensors: dict[str, Tensor] = {}
+        self.nodes: list[Node] = []
+        self.constants: dict[str, np.ndarray] = {}
+        self.input_quant: InputQuant | None = None
+        self.ir_input: str | None = None
+        self.qonnx_float_exact = True
+
+    # -- helpers --------------------------------------------------------------------
+    def shape(self, onnx_name: str) -> tuple[int, ...]:
+        s = self.model.get_tensor_shape(onnx_name)
+        if s is None:
+            raise ModelError(f"{self.source}: tensor '{onnx_name}' has no inferred shape")
+        return tuple(int(d) for d in s[1:])  # drop the batch dimension
+
+    def const(self, node, idx: int, what: str) -> np.ndarray:
+        v = self.env.get(node.input[idx])
+        if not isinstance(v, FloatConst):
+            raise UnsupportedOpError(f"node '{node.name}' ({node.op_type}): {what} must be a constant")
+        return v.value
+
+    def int_input(self, node, idx: int = 0) -> Tensor:
+        v = self.env.get(node.input[idx])
+        if isinstance(v, IntValue):
+            return self.tensors[v.tensor]
+        if isinstance(v, (FloatInput, FloatConst)):
+            raise ModelError(
+                f"node '{node.name}' ({node.op_type}): input '{node.input[idx]}' is not quantized; "
+                "every activation must pass through a Quant node (Brevitas QuantIdentity/QuantReLU "
+                "or a quantized layer with an output quantizer) before it is computed on")
+        raise ModelError(f"node '{node.name}' ({node.op_type}): input '{node.input[idx]}' is "
+                         "a quantized constant where an activation was expected")
+
+    def add_tensor(self, t: Tensor) -> str:
+        self.tensors[t.name] = t
+        return t.name
+
+    def add_const(self, name: str, arr: np.ndarray, dtype: str, bits: int, signed: bool, scale) -> str:
+        lo, hi = contract.quant_range(bits, signed, False)
+        self.add_tensor(Tensor(name, tuple(arr.shape), dtype, bits, signed,
+                               [float(s) for s in np.ravel(scale)], 0, lo, hi, const=True))
+        self.constants[name] = arr.astype(np.dtype(dtype))
+        return name
+
+    def emit(self, node, op: str, inputs: list[str], out: Tensor, **attrs) -> None:
+        self.add_tensor(out)
+        self.nodes.append(Node(node.name, op, inputs, [out.name], attrs))
+        self.env[node.output[0]] = IntValue(out.name)
+
+    # -- driver ---------------------------------------------------------------------
+    def run(self) -> Graph:
+        g = self.model.graph
+        if len(g.input) != 1 or len(g.output) != 1:
+            raise UnsupportedOpError(f"{self.source}: models with {len(g.input)} inputs and "
+                                     f"{len(g.output)} outputs are not supported (one of each)")
+        from onnx import numpy_helper
+
+        for init in g.initializer:
+            self.env[init.name] = FloatConst(numpy_helper.to_array(init))
+        self.env[g.input[0].name] = FloatInput(self.shape(g.input[0].name))
+        self.float_input_shape = self.shape(g.input[0].name)
+
+        unsupported = [f"'{n.name}' ({n.op_type})" for n in g.node if n.op_type not in LOWERINGS]
+        if unsupported:
+            raise UnsupportedOpError(
+                f"{self.source}: unsupported op(s) {', '.join(unsupported)}; edgekit lowers "
+                f"{', '.join(sorted(LOWERINGS))}")
+        if not any(n.op_type == "Quant" for n in g.node):
+            raise ModelError(f"{self.source}: the graph has no Quant nodes, so it is a float model; "
+                             "train it with edgekit.qat (Brevitas) and export it with export_qonnx")
+        for node in g.node:
+            LOWERINGS[node.op_type](self, node)
+
+        out = self.env.get(g.output[0].name)
+        if not isinstance(out, IntValue):
+            raise ModelError(f"{self.source}: the graph output '{g.output[0].name}' is not a quantized "
+                             "tensor; end the model with a quantizer (e.g. QuantIdentity) or a quantized layer")
+        if self.input_quant is None:
+            raise ModelError(f"{self.source}: the graph input is never quantized")
+        return Graph(self.tensors, self.nodes, [self.ir_input], [out.tensor], self.constants,
+                     self.input_quant, meta={"source": self.source,
+                                             "qonnx_float_exact": self.qonnx_float_exact})
+
+
+LOWERINGS: dict[str, Callable[[Lowerer, object], None]] = {}
+
+
+def lowering(*op_types: str):
+    def deco(fn):
+        for t in op_types:
+            LOWERINGS[t] = fn
+        return fn
+    return deco
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+# ---------------------------------------------------------------------------------------
+# Lowerings, one per ONNX op type
+# ---------------------------------------------------------------------------------------
+@lowering("Quant")
+def lower_quant(lw: Lowerer, node) -> None:
+    a = _attrs(node)
+    mode = a.get("rounding_mode", b"ROUND")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "ROUND":
+        raise UnsupportedOpError(f"node '{node.name}' (Quant): rounding_mode {mode} is not supported "
+                                 "(edgekit implements ROUND, half to even)")
+    scale = np.asarray(lw.const(node, 1, "the scale"), dtype=np.float32)
+    zp = np.asarray(lw.const(node, 2, "the zero point"), dtype=np.float32)
+    bits_f = float(np.asarray(lw.const(node, 3, "the bit width")).ravel()[0])
+    if bits_f != int(bits_f) or bits_f < 2:
+        raise UnsupportedOpError(f"node '{node.name}' (Quant): bit width {bits_f} is not supported "
+                                 "(integer widths of 2 or more)")
+    bits, signed, narrow = int(bits_f), bool(a.get("signed", 1)), bool(a.get("narrow", 0))
+    if np.any(zp != np.round(zp)):
+        raise UnsupportedOpError(f"node '{node.name}' (Quant): non-integer zero point")
+    if np.any(scale <= 0):
+        raise ModelError(f"node '{node.name}' (Quant): scale must be positive")
+    qmin, qmax = contract.quant_range(bits, signed, narrow)
+    src = lw.env.get(node.input[0])
+
+    if isinstance(src, FloatConst):  # weights or bias
+        codes = contract.quantize(src.value, scale, zp, qmin, qmax)
+        lw.env[node.output[0]] = QuantConst(codes, scale, zp, bits, signed)
+        return
+
+    if scale.size != 1 or zp.size != 1:
+        raise UnsupportedOpError(f"node '{node.name}' (Quant): per-channel activation scales are not "
+                                 "supported; use a per-tensor activation quantizer")
+    s, z = float(scale.ravel()[0]), int(zp.ravel()[0])
+    dtype = contract.storage_dtype(bits, signed, f"node '{node.name}' (Quant)")
+    out = Tensor(node.output[0], lw.shape(node.output[0]), dtype, bits, signed, [s], z, qmin, qmax)
+
+    if isinstance(src, FloatInput):  # the input quantizer: runs on the host
+        if lw.input_quant is not None:
+            raise UnsupportedOpError(f"node '{node.name}' (Quant): the float input is quantized twice")
+        lw.input_quant = InputQuant(lw.float_input_shape, s, z, qmin, qmax, bits, signed)
+        lw.ir_input = lw.add_tensor(out)
+        lw.env[node.output[0]] = IntValue(out.name)
+        return
+
+    t = lw.int_input(node)
+    if len(t.scale) != 1 and t.dtype != "int32":
+        raise UnsupportedOpError(f"node '{node.name}' (Quant): per-channel input scale")
+    rq = contract.requant_for_scales(np.asarray(t.scale), s, z, qmin, qmax)
+    lw.emit(node, "requantize", [t.name], out, requant=rq)
+
+
+@lowering("Gemm", "MatMul")
+def lower_dense(lw: Lowerer, node) -> None:
+    a = _attrs(node)
+    if node.op_type == "Gemm":
+        if a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0):
+            raise UnsupportedOpError(f"node '{node.name}' (Gemm): alpha/beta other than 1 or transA")
+    x = lw.int_input(node, 0)
+    w = lw.env.get(node.input[1])
+    if not isinstance(w, QuantConst):
+        raise ModelError(f"node '{node.name}' ({node.op_type}): the weights are not quantized; "
+                         "use a quantized layer (Brevitas QuantLinear with a weight quantizer)")
+    if w.codes.ndim != 2:
+        raise UnsupportedOpError(f"node '{node.name}' ({node.op_type}): weights of rank {w.codes.ndim}")
+    trans_b = node.op_type == "Gemm" and a.get("transB", 0)
+    codes = w.codes if trans_b else w.codes.T  # IR layout: [out, in]
+    w_scale = np.ravel(w.scale).astype(np.float64)
+    if np.any(w.zero_point != 0):
+        raise UnsupportedOpError(f"node '{node.name}': asymmetric weights (zero point != 0) are not supported")
+    if len(x.shape) != 1 or x.shape[0] != codes.shape[1]:
+        raise UnsupportedOpError(f"node '{node.name}': input shape {x.shape} does not match weights {codes.shape}")
+    if w.bits > 8:
+        raise ContractError(f"node '{node.name}': {w.bits}-bit weights; edgekit holds weights in at most 8 bits")
+    if len(x.scale) != 1:
+        raise UnsupportedOpError(f"node '{node.name}': input with per-channel scale")
+    acc_scale = np.float64(x.scale[0]) * w_scale
+    if acc_scale.size == 1:
+        acc_scale = np.full(codes.shape[0], acc_scale[0])
+
+    bias = np.zeros(codes.shape[0], np.int64)
+    if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+        bias = _bias_codes(lw, node, node.input[2], acc_scale)
+    _emit_dense(lw, node, x, codes, w, bias, acc_scale)
+
+
+def _bias_codes(lw: Lowerer, node, name: str, acc_scale: np.ndarray) -> np.ndarray:
+    b = lw.env.get(name)
+    if isinstance(b, FloatConst):
+        raise ModelError(f"node '{node.name}' ({node.op_type}): the bias is not quantized; use "
+                         "bias_quant=Int32Bias (or Int16Bias) so the bias sits on the accumulator's grid")
+    if not isinstance(b, QuantConst):
+        raise UnsupportedOpError(f"node '{node.name}' ({node.op_type}): the bias must be a constant")
+    b_scale = np.broadcast_to(np.ravel(b.scale).astype(np.float64), acc_scale.shape)
+    if np.any(b.zero_point != 0) or not np.allclose(b_scale, acc_scale, rtol=1e-6, atol=0):
+        raise ContractError(
+            f"node '{node.name}' ({node.op_type}): the bias scale {b_scale[0]:.6g} is not input scale x "
+            f"weight scale ({acc_scale[0]:.6g}), so the bias cannot be added to the int32 accumulator "
+            "exactly; use bias_quant=Int32Bias")
+    codes = np.broadcast_to(np.ravel(b.codes), acc_scale.shape).astype(np.int64)
+    if b.bits > 32:
+        raise ContractError(f"node '{node.name}': {b.bits}-bit bias does not fit int32")
+    return codes
+
+
+def _emit_dense(lw: Lowerer, node, x: Tensor, codes, w: QuantConst, bias, acc_scale) -> None:
+    # Fold the input zero point into the bias so the kernel multiplies raw codes.
+    folded = bias - x.zero_point * codes.sum(axis=1)
+    bound = contract.accumulator_bound(codes, folded, x.qmin, x.qmax)
+    contract.check_accumulator(node.name, bound)
+    # qonnx runs in float32; it is exact only while |sum| < 2**24.
+    real_bound = contract.accumulator_bound(codes, bias, x.qmin - x.zero_point, x.qmax - x.zero_point)
+    if int(real_bound.max()) >= contract.FLOAT32_EXACT_INT:
+        lw.qonnx_float_exact = False
+    wname = lw.add_const(f"{node.name}_weight", codes, "int8", w.bits, w.signed, np.ravel(w.scale))
+    bname = lw.add_const(f"{node.name}_bias", folded, "int32", 32, True, acc_scale)
+    out = Tensor(node.output[0], (codes.shape[0],), "int32", 32, True, [float(s) for s in acc_scale], 0,
+                 contract.INT32_MIN, contract.INT32_MAX)
+    lw.emit(node, "dense", [x.name, wname, bname], out, requant=None)
+
+
+@lowering("Add")
+def lower_add(lw: Lowerer, node) -> None:
+    # Only the bias add that follows a bias-less MatMul; residual adds come with the CNN ops.
+    acc_name = next((i for i in node.input if isinstance(lw.env.get(i), IntValue)), None)
+    other = next((i for i in node.input if i != acc_name), None)
+    if acc_name is None or not isinstance(lw.env.get(other), (QuantConst, FloatConst)):
+        raise UnsupportedOpError(f"node '{node.name}' (Add): only a bias add after MatMul is supported")
+    t = lw.tensors[lw.env[acc_name].tensor]
+    prod = next((n for n in lw.nodes if t.name in n.outputs), None)
+    consumers = [n for n in lw.model.graph.node if acc_name in n.input]
+    if prod is None or prod.op != "dense" or len(consumers) != 1 or np.any(lw.constants[prod.inputs[2]]):
+        raise UnsupportedOpError(f"node '{node.name}' (Add): only a bias add directly after a bias-less MatMul")
+    x = lw.tensors[prod.inputs[0]]
+    w_codes = lw.constants[prod.inputs[1]].astype(np.int64)
+    bias = _bias_codes(lw, node, other, np.asarray(t.scale, np.float64))
+    folded = bias - x.zero_point * w_codes.sum(axis=1)
+    contract.check_accumulator(prod.name, contract.accumulator_bound(w_codes, folded, x.qmin, x.qmax))
+    lw.constants[prod.inputs[2]] = folded.astype(np.int32)
+    lw.env[node.output[0]] = IntValue(t.name)
+
+
+@lowering("Relu")
+def lower_relu(lw: Lowerer, node) -> None:
+    t = lw.int_input(node)
+    out = Tensor(node.output[0], t.shape, t.dtype, t.bits, t.signed, list(t.scale), t.zero_point,
+                 max(t.qmin, t.zero_point), t.qmax)
+    lw.emit(node, "relu", [t.name], out)
+
+
+@lowering("Flatten", "Reshape")
+def lower_reshape(lw: Lowerer, node) -> None:
+    src = lw.env.get(node.input[0])
+    new_shape = lw.shape(node.output[0])
+    if isinstance(src, FloatInput):
+        lw.env[node.output[0]] = FloatInput(new_shape)
+        return
+    t = lw.int_input(node)
+    out = Tensor(node.output[0], new_shape, t.dtype, t.bits, t.signed, list(t.scale), t.zero_point, t.qmin, t.qmax)
+    lw.emit(node, "reshape", [t.name], out)
+
+
+@lowering("Identity")
+def lower_identity(lw: Lowerer, node) -> None:
+    lw.env[node.output[0]] = lw.env.get(node.input[0])
+
+
+# ---------------------------------------------------------------------------------------
+def import_qonnx(path: str | Path) -> tuple[Graph, object]:
+    """Load, clean and lower a QONNX file; returns the IR graph and the cleaned ModelWrapper."""
+    model = load_qonnx(path)
+    graph = Lowerer(model, str(path)).run()
+    graph.meta["source_sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return graph, model

@@ -1,0 +1,56 @@
+"""Graph passes on the integer IR. Each keeps results identical under the contract."""
+from __future__ import annotations
+
+from .graph import Graph
+
+
+def _single_consumer(graph: Graph, tensor: str):
+    users = graph.consumers(tensor)
+    if len(users) == 1 and tensor not in graph.outputs:
+        return users[0]
+    return None
+
+
+def fuse_requantize(graph: Graph) -> Graph:
+    """Fold ``relu`` and ``requantize`` into the preceding ``dense`` (or relu into requantize).
+
+    Why it is exact: rounding is monotone and maps 0 to 0, so
+    ``clamp(round(max(a, 0) * r) + zp, lo, hi) == clamp(round(a * r) + zp, max(lo, zp), hi)``;
+    a ReLU becomes a higher lower clamp bound. The int32 accumulator never touches memory.
+    """
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.nodes):
+            nxt = _single_consumer(graph, node.outputs[0])
+            if nxt is None:
+                continue
+            merged = False
+            if node.op == "dense" and node.attrs.get("requant") is None and nxt.op == "requantize":
+                node.attrs["requant"] = nxt.attrs["requant"]
+                merged = True
+            elif node.op == "dense" and node.attrs.get("requant") is not None and nxt.op == "relu":
+                rq = node.attrs["requant"]
+                node.attrs["requant"] = rq.with_lo(rq.zero_point)
+                merged = True
+            elif node.op == "relu" and nxt.op == "requantize":
+                # relu(q) then requant == requant with lo raised to the output zero point
+                if graph.tensors[node.inputs[0]].zero_point == graph.tensors[node.outputs[0]].zero_point:
+                    rq = nxt.attrs["requant"]
+                    nxt.attrs["requant"] = rq.with_lo(rq.zero_point)
+                    nxt.inputs = [node.inputs[0]]
+                    graph.nodes.remove(node)
+                    del graph.tensors[node.outputs[0]]
+                    changed = True
+                    break
+            if merged:
+                del graph.tensors[node.outputs[0]]
+                node.outputs = list(nxt.outputs)
+                graph.nodes.remove(nxt)
+                changed = True
+                break
+    return graph
+
+
+def run_default_passes(graph: Graph) -> Graph:
+    return fuse_requantize(graph)

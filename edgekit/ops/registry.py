@@ -1,0 +1,40 @@
+"""The operator registry: one :class:`Op` subclass per IR operator, found by name.
+
+An operator brings its simulator kernel (``simulate``), the Jinja template that emits
+its C kernel (``template`` plus ``c_context``) and its cost (``macs``). Lowerings from
+front-end graphs live with the front ends and only create IR nodes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UnsupportedOpError
+
+OPS: dict[str, "Op"] = {}
+
+
+class Op:
+    name: str = ""
+    template: str | None = None  # under templates/cortexm/ops/
+    alias: bool = False  # output shares the input's memory (no code emitted)
+
+    def simulate(self, node, inputs: list[np.ndarray], graph) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def c_context(self, node, graph) -> dict:
+        return {}
+
+    def macs(self, node, graph) -> int:
+        return 0
+
+
+def register(cls: type[Op]) -> type[Op]:
+    OPS[cls.name] = cls()
+    return cls
+
+
+def get_op(name: str, node_name: str = "?") -> Op:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise UnsupportedOpError(f"node '{node_name}': IR op '{name}' has no implementation") from None

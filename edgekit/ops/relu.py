@@ -1,0 +1,20 @@
+"""ReLU on integer codes: ``max(q, zero_point)`` (the code of real 0)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import Op, register
+
+
+@register
+class Relu(Op):
+    name = "relu"
+    template = "relu.c.j2"
+
+    def simulate(self, node, inputs, graph):
+        zp = graph.tensors[node.inputs[0]].zero_point
+        return [np.maximum(inputs[0], zp)]
+
+    def c_context(self, node, graph):
+        t = graph.tensors[node.inputs[0]]
+        return {"count": t.size, "zero_point": t.zero_point}

@@ -1,0 +1,21 @@
+"""Requantize an integer tensor to another scale and zero point (per-tensor)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.contract import apply_requant
+from .registry import Op, register
+
+
+@register
+class Requantize(Op):
+    name = "requantize"
+    template = "requantize.c.j2"
+
+    def simulate(self, node, inputs, graph):
+        zp_in = graph.tensors[node.inputs[0]].zero_point
+        return [apply_requant(inputs[0].astype(np.int64) - zp_in, node.attrs["requant"])]
+
+    def c_context(self, node, graph):
+        t = graph.tensors[node.inputs[0]]
+        return {"count": t.size, "zp_in": t.zero_point, "requant": node.attrs["requant"]}

@@ -1,0 +1,197 @@
+"""``edgekit verify``: run the same inputs through every stage and compare with the simulator.
+
+Stages: qonnx execution of the cleaned model (float32), edgekit's integer simulator
+(the reference), the generated C compiled for the host, and the firmware on the
+emulated board. Outputs are compared as integer codes; a stage that the contract says
+must be exact and differs makes the verification fail.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backends.cortexm import toolchain as tc
+from .build import load_manifest
+from .errors import VerificationError
+from .ir.graph import Graph
+from .ir.contract import is_power_of_two
+from .sim import quantize_input, simulate
+
+
+@dataclass
+class StageResult:
+    stage: str
+    must_be_exact: bool
+    elements: int
+    mismatches: int
+    max_lsb: int
+    note: str = ""
+
+    @property
+    def share(self) -> float:
+        return self.mismatches / self.elements if self.elements else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatches == 0 or not self.must_be_exact
+
+
+@dataclass
+class VerifyReport:
+    build_dir: str
+    board: str
+    vectors: int
+    input_source: str
+    output_shape: list
+    stages: list[StageResult]
+    memory: dict
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.stages)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        for s, st in zip(d["stages"], self.stages):
+            s["share"] = st.share
+            s["ok"] = st.ok
+        d["ok"] = self.ok
+        return d
+
+    def table(self) -> str:
+        lines = [f"edgekit verify {self.build_dir}: {self.vectors} vectors ({self.input_source}), "
+                 f"output {self.output_shape}, reference = simulator",
+                 f"{'stage':<22}{'must be exact':>14}{'mismatching':>14}{'share':>10}{'max diff (LSB)':>16}  result"]
+        for s in self.stages:
+            res = "ok" if s.mismatches == 0 else ("FAIL" if s.must_be_exact else "differs (reported)")
+            lines.append(f"{s.stage:<22}{'yes' if s.must_be_exact else 'no':>14}"
+                         f"{f'{s.mismatches}/{s.elements}':>14}{100 * s.share:>9.3f}%{s.max_lsb:>16}  {res}"
+                         + (f"  [{s.note}]" if s.note else ""))
+        m = self.memory
+        lines.append(f"firmware on {self.board}: flash {m['flash_bytes']} B (code {m['text_bytes']}, "
+                     f"constants {m['rodata_bytes']}), RAM {m['ram_bytes']} B (arena {m['arena_bytes']}, "
+                     f"other .bss {m['bss_bytes'] - m['arena_bytes']}, .data {m['data_bytes']}, stack reserved "
+                     f"{m['stack_bytes']}, stack used {m.get('stack_used_bytes', '?')})")
+        lines.append("PASS: every stage that must be exact is exact" if self.ok
+                     else "FAIL: a stage that must be exact differs from the simulator")
+        return "\n".join(lines)
+
+
+def generate_inputs(graph: Graph, count: int, seed: int = 0) -> np.ndarray:
+    """Seeded float inputs covering the input quantizer's whole range.
+
+    Per element: on-grid values for every code, exact ties between codes (checks
+    round-half-to-even), values beyond both ends (saturation) and uniform noise. The
+    first three vectors are all-minimum, all-maximum and all-zero-point.
+    """
+    iq = graph.input_quant
+    rng = np.random.default_rng(seed)
+    shape = (count,) + tuple(iq.float_shape)
+    codes = rng.integers(iq.qmin, iq.qmax + 1, size=shape).astype(np.float64)
+    kind = rng.integers(0, 4, size=shape)
+    lo, hi = (iq.qmin - iq.zero_point) * iq.scale, (iq.qmax - iq.zero_point) * iq.scale
+    x = (codes - iq.zero_point) * iq.scale
+    x = np.where(kind == 1, x + 0.5 * iq.scale, x)  # ties
+    x = np.where(kind == 2, rng.uniform(lo - 4 * abs(hi - lo), hi + 4 * abs(hi - lo), size=shape), x)
+    x = np.where(kind == 3, rng.uniform(lo, hi, size=shape), x)
+    if count >= 3:
+        x[0], x[1], x[2] = lo, hi, 0.0
+    return x.astype(np.float32)
+
+
+def _run_qonnx(model_path: Path, x: np.ndarray) -> np.ndarray:
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.change_batchsize import ChangeBatchSize
+    from qonnx.util.cleanup import cleanup_model
+
+    model = ModelWrapper(str(model_path))
+    model = cleanup_model(model.transform(ChangeBatchSize(x.shape[0])))
+    iname, oname = model.graph.input[0].name, model.graph.output[0].name
+    return execute_onnx(model, {iname: x.astype(np.float32)})[oname]
+
+
+def _compare(name: str, got: np.ndarray, ref: np.ndarray, exact: bool, note: str = "") -> StageResult:
+    diff = np.abs(got.astype(np.int64).reshape(ref.shape) - ref.astype(np.int64))
+    return StageResult(name, exact, int(diff.size), int(np.count_nonzero(diff)),
+                       int(diff.max()) if diff.size else 0, note)
+
+
+def _run_binary(runner, codes: np.ndarray, dtype: str, out_count: int, out_dtype: str) -> tuple[np.ndarray, str]:
+    with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as d:
+        work = Path(d)
+        codes.astype(np.dtype(dtype)).tofile(work / "inputs.bin")
+        proc = runner(work)
+        out = np.fromfile(work / "outputs.bin", dtype=np.dtype(out_dtype))
+    if out.size != codes.shape[0] * out_count:
+        raise VerificationError(f"the harness wrote {out.size} outputs, expected {codes.shape[0] * out_count}")
+    return out.reshape(codes.shape[0], out_count), proc.stdout + proc.stderr
+
+
+def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None, count: int = 256,
+           seed: int = 0, stages: tuple[str, ...] = ("qonnx", "host", "qemu")) -> VerifyReport:
+    build_dir = Path(build_dir)
+    manifest = load_manifest(build_dir)
+    graph = Graph.load(build_dir)
+    if "qemu" in stages:
+        tc.qemu()  # a missing emulator is an error before any work, not a skipped stage
+
+    if inputs is None:
+        x, source = generate_inputs(graph, count, seed), f"generated, seed {seed}"
+    elif isinstance(inputs, np.ndarray):
+        x, source = inputs, "array"
+    else:
+        try:
+            x, source = np.load(inputs), str(inputs)
+        except (OSError, ValueError) as e:
+            raise VerificationError(f"{inputs}: cannot read inputs ({e})") from None
+    fshape = tuple(graph.input_quant.float_shape)
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape[1:] != fshape:
+        if x.size % int(np.prod(fshape)) != 0 or x.ndim < 2:
+            raise VerificationError(f"inputs have shape {x.shape}; expected (N, {', '.join(map(str, fshape))}) "
+                                    "in the model's input layout")
+        x = x.reshape((-1,) + fshape)
+
+    codes = quantize_input(graph, x)
+    out_t = graph.tensors[graph.outputs[0]]
+    ref = simulate(graph, codes)[graph.outputs[0]].reshape(x.shape[0], -1)
+    results = [StageResult("simulator", True, int(ref.size), 0, 0, "reference")]
+    memory = dict(manifest["memory"], arena_bytes=manifest["arena_bytes"])
+    requant_exact = all(n.attrs["requant"].exact for n in graph.nodes if n.attrs.get("requant") is not None)
+    pow2 = requant_exact and is_power_of_two(graph.input_quant.scale)
+
+    if "qonnx" in stages:
+        y = _run_qonnx(build_dir / "model.onnx", x).reshape(x.shape[0], -1).astype(np.float64)
+        scale = np.asarray(out_t.scale, np.float64)
+        q = np.round(y / scale + out_t.zero_point)
+        float_exact = bool(graph.meta.get("qonnx_float_exact", True))
+        note = "" if pow2 else "float scales: qonnx rounds in float32, edgekit uses Q31 multipliers"
+        if pow2 and not float_exact:
+            note = "accumulators can exceed 2^24, where qonnx's float32 arithmetic is inexact"
+        results.append(_compare("qonnx (float32)", q, ref, pow2 and float_exact, note))
+
+    out_count = out_t.size
+    if "host" in stages:
+        exe = build_dir / manifest["host_runner"]
+        got, _ = _run_binary(lambda w: tc.run_host(exe, w), codes, manifest["input"]["dtype"], out_count,
+                             out_t.dtype)
+        results.append(_compare("host C", got, ref, True))
+    if "qemu" in stages:
+        machine = manifest["qemu_machine"]
+        if not machine:
+            raise VerificationError(f"board {manifest['board']} cannot be emulated; flash it instead")
+        elf = build_dir / manifest["firmware"]
+        got, log = _run_binary(lambda w: tc.run_qemu(elf, machine, w), codes, manifest["input"]["dtype"],
+                               out_count, out_t.dtype)
+        for line in log.splitlines():
+            if line.startswith("EK_STACK_USED="):
+                memory["stack_used_bytes"] = int(line.split("=")[1])
+        results.append(_compare(f"firmware ({machine})", got, ref, True))
+
+    return VerifyReport(str(build_dir), manifest["board"], int(x.shape[0]), source, list(out_t.shape), results,
+                        memory, extra={"power_of_two": pow2})
