@@ -161,6 +161,8 @@ def make_requant(ratio: np.ndarray, zero_point: int, lo: int, hi: int) -> Requan
     """Requantization parameters for per-tensor or per-channel real ratios s_in / s_out."""
     ratio = np.atleast_1d(np.asarray(ratio, dtype=np.float64))
     parts = [_multiplier_shift(float(r)) for r in ratio]
+    if len(set(parts)) == 1:  # one scale after all: emit per-tensor constants
+        parts = parts[:1]
     return Requant(
         multiplier=tuple(p[0] for p in parts),
         shift=tuple(p[1] for p in parts),
