@@ -1,0 +1,78 @@
+"""Shared fixtures: small Brevitas models exported to QONNX, and their build directories.
+
+Models are tiny (a few hundred MACs) so exporting, building and running them on QEMU
+takes about a second each; they are built once per test session.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.qat import QuantMLP, export_qonnx
+
+os.environ.setdefault("EDGEKIT_CACHE", str(Path(__file__).parent / ".cache"))
+
+
+def make_mlp(preset: str, input_shape=(4, 3), hidden=(16, 8), n_out=5, seed: int = 0) -> QuantMLP:
+    """A QuantMLP with random weights and activation scales calibrated on random data."""
+    torch.manual_seed(seed)
+    model = QuantMLP(input_shape, hidden, n_out, preset)
+    model.train()
+    with torch.no_grad():
+        for _ in range(8):  # let the learned/statistics-based scales settle
+            model(torch.randn(64, *input_shape) * 1.5)
+    model.eval()
+    return model
+
+
+def export_mlp(path: Path, preset: str, **kw) -> Path:
+    model = make_mlp(preset, **kw)
+    shape = kw.get("input_shape", (4, 3))
+    return export_qonnx(model, torch.zeros(1, *shape), path)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def pow2_onnx(models_dir) -> Path:
+    return export_mlp(models_dir / "mlp_int8_pow2.onnx", "int8-pow2")
+
+
+@pytest.fixture(scope="session")
+def float_onnx(models_dir) -> Path:
+    return export_mlp(models_dir / "mlp_int8_float.onnx", "int8-float")
+
+
+@pytest.fixture(scope="session")
+def w4_onnx(models_dir) -> Path:
+    return export_mlp(models_dir / "mlp_w4a8_pow2.onnx", "w4a8-pow2")
+
+
+@pytest.fixture(scope="session")
+def pow2_build(pow2_onnx, tmp_path_factory) -> Path:
+    from edgekit.api import build
+
+    out = tmp_path_factory.mktemp("builds") / "pow2"
+    build(pow2_onnx, "cortex-m4", "mps2-an386", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def float_build(float_onnx, tmp_path_factory) -> Path:
+    from edgekit.api import build
+
+    out = tmp_path_factory.mktemp("builds") / "float"
+    build(float_onnx, "cortex-m4", "mps2-an386", out)
+    return out
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
