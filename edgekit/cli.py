@@ -1,12 +1,13 @@
 """The ``edgekit`` command line: a thin layer over :mod:`edgekit.api`.
 
 User errors (EdgekitError) print one ``error:`` line and exit 2; a failed
-verification exits 1.
+verification exits 1; an internal error exits 3 (EDGEKIT_DEBUG=1 shows its traceback).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
@@ -89,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug in edgekit, not in the user's input
+        if os.environ.get("EDGEKIT_DEBUG"):
+            raise
+        print(f"error: internal error in edgekit ({type(e).__name__}: {e}); this is a bug: please report it "
+              "with the traceback from EDGEKIT_DEBUG=1", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def _run_binary(runner, codes: np.ndarray, dtype: str, out_count: int, out_dtype
 
 def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None, count: int = 256,
            seed: int = 0, stages: tuple[str, ...] = ("qonnx", "host", "qemu")) -> VerifyReport:
-    build_dir = Path(build_dir)
+    build_dir = Path(build_dir).resolve()  # the runners execute in temporary directories
     manifest = load_manifest(build_dir)
     graph = Graph.load(build_dir)
     if "qemu" in stages:

@@ -55,6 +55,8 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None, timeout: float = 30
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise ToolchainError(f"{what} did not finish within {timeout:.0f} s: {' '.join(cmd)}") from None
+    except OSError as e:
+        raise ToolchainError(f"{what}: cannot run {cmd[0]} ({e.strerror})") from None
     if proc.returncode != 0:
         raise ToolchainError(f"{what} failed (exit {proc.returncode}):\n{' '.join(cmd)}\n"
                              f"{(proc.stdout + proc.stderr).strip()[-3000:]}")
@@ -129,6 +131,8 @@ def run_qemu(elf: Path, machine: str, workdir: Path, timeout: float = 120) -> su
     try:
         proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
+    except OSError as e:
+        raise ToolchainError(f"cannot run {cmd[0]} ({e.strerror})") from None
     except subprocess.TimeoutExpired:
         raise ToolchainError(f"the firmware did not finish on {machine} within {timeout:.0f} s "
                              f"(hung or too many vectors): {' '.join(cmd)}") from None
