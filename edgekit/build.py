@@ -81,7 +81,7 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
     plan = plan_memory(graph)
     check_plan(plan)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(out_dir.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         cleaned.save(str(tmp / "model.onnx"))
@@ -124,8 +124,22 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for d in reversed(created):  # leave the file system as it was
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
         raise
     return BuildResult(out_dir, manifest)
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """mkdir -p, returning the directories it created (outermost first)."""
+    missing = []
+    p = path.absolute()
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
 
 
 def _check_fit(usage: dict, board: Board) -> None:

@@ -69,7 +69,7 @@ def test_accumulator_check_names_node():
     w = np.full((2, 200_000), 127)
     bound = contract.accumulator_bound(w, np.zeros(2, np.int64), -128, 127)
     with pytest.raises(ContractError, match="node 'fc9'.*overflow"):
-        contract.check_accumulator("fc9", bound)
+        contract.check_accumulator("node 'fc9'", bound)
     assert contract.check_accumulator("ok", contract.accumulator_bound(w[:, :10], np.zeros(2), -128, 127)) <= 32
 
 

@@ -204,7 +204,7 @@ def test_accumulator_check_names_node():
     """The static int32 check itself: the bound 2**31 - 1 passes, one more is refused by name."""
     assert contract.check_accumulator("fc1", np.array([5, contract.INT32_MAX])) == 32
     with pytest.raises(ContractError, match=r"node 'fc1'.*2147483648.*overflow"):
-        contract.check_accumulator("fc1", np.array([5, contract.INT32_MAX + 1]))
+        contract.check_accumulator("node 'fc1'", np.array([5, contract.INT32_MAX + 1]))
 
 
 # ---------------------------------------------------------------------------------------
@@ -257,11 +257,13 @@ def failing_tool(tmp_path) -> Path:
     return tool
 
 
-def test_cross_compiler_fails_midway(failing_tool, pow2_onnx, work):
-    """A tool that fails after the staging directory exists: that directory is removed too."""
+@pytest.mark.parametrize("out_name", ["out", "new/deeper/out"], ids=["flat", "nested"])
+def test_cross_compiler_fails_midway(out_name, failing_tool, pow2_onnx, work):
+    """A tool that fails after the staging directory exists: it is removed, and so are the
+    parent directories of -o that the build created."""
     env = {"EDGEKIT_ARM_GCC": str(failing_tool), "EDGEKIT_ARM_SIZE": shutil.which("arm-none-eabi-size") or
            "arm-none-eabi-size"}
-    proc = build_fails(pow2_onnx, work, *TARGET, env=env)
+    proc = build_fails(pow2_onnx, work, *TARGET, env=env, out_name=out_name)
     assert_user_error(proc, "cross-compiling")
     assert str(failing_tool) in proc.stderr and "internal compiler error" in proc.stderr
 

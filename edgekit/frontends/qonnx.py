@@ -46,11 +46,27 @@ def load_qonnx(path: str | Path):
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
+    # qonnx's cleanup renames every node (<OpType>_<n>); remember the user's names in
+    # doc_string, which survives the cleanup, so that errors point at the user's graph.
+    for i, node in enumerate(proto.graph.node):
+        node.doc_string = ORIGINAL_NAME_TAG + (node.name or f"{node.op_type}#{i}")
     try:
         model = cleanup_model(ModelWrapper(proto))
     except Exception as e:
         raise ModelError(f"{path}: qonnx could not clean up the graph ({type(e).__name__}: {e})") from None
     return model
+
+
+ORIGINAL_NAME_TAG = "edgekit-source-name:"
+
+
+def describe(node) -> str:
+    """How errors name a node: the user's name, the cleaned name and the op type."""
+    doc = node.doc_string or ""
+    original = doc[len(ORIGINAL_NAME_TAG):] if doc.startswith(ORIGINAL_NAME_TAG) else ""
+    if original and original != node.name:
+        return f"node '{original}' ({node.op_type}, '{node.name}' after qonnx cleanup)"
+    return f"node '{node.name}' ({node.op_type})"
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,7 +121,7 @@ class Lowerer:
     def const(self, node, idx: int, what: str) -> np.ndarray:
         v = self.env.get(node.input[idx])
         if not isinstance(v, FloatConst):
-            raise UnsupportedOpError(f"node '{node.name}' ({node.op_type}): {what} must be a constant")
+            raise UnsupportedOpError(f"{describe(node)}: {what} must be a constant")
         return v.value
 
     def int_input(self, node, idx: int = 0) -> Tensor:
@@ -114,10 +130,10 @@ class Lowerer:
             return self.tensors[v.tensor]
         if isinstance(v, (FloatInput, FloatConst)):
             raise ModelError(
-                f"node '{node.name}' ({node.op_type}): input '{node.input[idx]}' is not quantized; "
+                f"{describe(node)}: input '{node.input[idx]}' is not quantized; "
                 "every activation must pass through a Quant node (Brevitas QuantIdentity/QuantReLU "
                 "or a quantized layer with an output quantizer) before it is computed on")
-        raise ModelError(f"node '{node.name}' ({node.op_type}): input '{node.input[idx]}' is "
+        raise ModelError(f"{describe(node)}: input '{node.input[idx]}' is "
                          "a quantized constant where an activation was expected")
 
     def add_tensor(self, t: Tensor) -> str:
@@ -149,7 +165,7 @@ class Lowerer:
         self.env[g.input[0].name] = FloatInput(self.shape(g.input[0].name))
         self.float_input_shape = self.shape(g.input[0].name)
 
-        unsupported = [f"'{n.name}' ({n.op_type})" for n in g.node if n.op_type not in LOWERINGS]
+        unsupported = [describe(n) for n in g.node if n.op_type not in LOWERINGS]
         if unsupported:
             raise UnsupportedOpError(
                 f"{self.source}: unsupported op(s) {', '.join(unsupported)}; edgekit lowers "
@@ -197,19 +213,19 @@ def lower_quant(lw: Lowerer, node) -> None:
     mode = a.get("rounding_mode", b"ROUND")
     mode = mode.decode() if isinstance(mode, bytes) else mode
     if mode != "ROUND":
-        raise UnsupportedOpError(f"node '{node.name}' (Quant): rounding_mode {mode} is not supported "
+        raise UnsupportedOpError(f"{describe(node)}: rounding_mode {mode} is not supported "
                                  "(edgekit implements ROUND, half to even)")
     scale = np.asarray(lw.const(node, 1, "the scale"), dtype=np.float32)
     zp = np.asarray(lw.const(node, 2, "the zero point"), dtype=np.float32)
     bits_f = float(np.asarray(lw.const(node, 3, "the bit width")).ravel()[0])
     if bits_f != int(bits_f) or bits_f < 2:
-        raise UnsupportedOpError(f"node '{node.name}' (Quant): bit width {bits_f} is not supported "
+        raise UnsupportedOpError(f"{describe(node)}: bit width {bits_f} is not supported "
                                  "(integer widths of 2 or more)")
     bits, signed, narrow = int(bits_f), bool(a.get("signed", 1)), bool(a.get("narrow", 0))
     if np.any(zp != np.round(zp)):
-        raise UnsupportedOpError(f"node '{node.name}' (Quant): non-integer zero point")
+        raise UnsupportedOpError(f"{describe(node)}: non-integer zero point")
     if np.any(scale <= 0):
-        raise ModelError(f"node '{node.name}' (Quant): scale must be positive")
+        raise ModelError(f"{describe(node)}: scale must be positive")
     qmin, qmax = contract.quant_range(bits, signed, narrow)
     src = lw.env.get(node.input[0])
 
@@ -219,15 +235,15 @@ def lower_quant(lw: Lowerer, node) -> None:
         return
 
     if scale.size != 1 or zp.size != 1:
-        raise UnsupportedOpError(f"node '{node.name}' (Quant): per-channel activation scales are not "
+        raise UnsupportedOpError(f"{describe(node)}: per-channel activation scales are not "
                                  "supported; use a per-tensor activation quantizer")
     s, z = float(scale.ravel()[0]), int(zp.ravel()[0])
-    dtype = contract.storage_dtype(bits, signed, f"node '{node.name}' (Quant)")
+    dtype = contract.storage_dtype(bits, signed, describe(node))
     out = Tensor(node.output[0], lw.shape(node.output[0]), dtype, bits, signed, [s], z, qmin, qmax)
 
     if isinstance(src, FloatInput):  # the input quantizer: runs on the host
         if lw.input_quant is not None:
-            raise UnsupportedOpError(f"node '{node.name}' (Quant): the float input is quantized twice")
+            raise UnsupportedOpError(f"{describe(node)}: the float input is quantized twice")
         lw.input_quant = InputQuant(lw.float_input_shape, s, z, qmin, qmax, bits, signed)
         lw.ir_input = lw.add_tensor(out)
         lw.env[node.output[0]] = IntValue(out.name)
@@ -235,7 +251,7 @@ def lower_quant(lw: Lowerer, node) -> None:
 
     t = lw.int_input(node)
     if len(t.scale) != 1 and t.dtype != "int32":
-        raise UnsupportedOpError(f"node '{node.name}' (Quant): per-channel input scale")
+        raise UnsupportedOpError(f"{describe(node)}: per-channel input scale")
     rq = contract.requant_for_scales(np.asarray(t.scale), s, z, qmin, qmax)
     lw.emit(node, "requantize", [t.name], out, requant=rq)
 
@@ -245,25 +261,25 @@ def lower_dense(lw: Lowerer, node) -> None:
     a = _attrs(node)
     if node.op_type == "Gemm":
         if a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0):
-            raise UnsupportedOpError(f"node '{node.name}' (Gemm): alpha/beta other than 1 or transA")
+            raise UnsupportedOpError(f"{describe(node)}: alpha/beta other than 1 or transA")
     x = lw.int_input(node, 0)
     w = lw.env.get(node.input[1])
     if not isinstance(w, QuantConst):
-        raise ModelError(f"node '{node.name}' ({node.op_type}): the weights are not quantized; "
+        raise ModelError(f"{describe(node)}: the weights are not quantized; "
                          "use a quantized layer (Brevitas QuantLinear with a weight quantizer)")
     if w.codes.ndim != 2:
-        raise UnsupportedOpError(f"node '{node.name}' ({node.op_type}): weights of rank {w.codes.ndim}")
+        raise UnsupportedOpError(f"{describe(node)}: weights of rank {w.codes.ndim}")
     trans_b = node.op_type == "Gemm" and a.get("transB", 0)
     codes = w.codes if trans_b else w.codes.T  # IR layout: [out, in]
     w_scale = np.ravel(w.scale).astype(np.float64)
     if np.any(w.zero_point != 0):
-        raise UnsupportedOpError(f"node '{node.name}': asymmetric weights (zero point != 0) are not supported")
+        raise UnsupportedOpError(f"{describe(node)}: asymmetric weights (zero point != 0) are not supported")
     if len(x.shape) != 1 or x.shape[0] != codes.shape[1]:
-        raise UnsupportedOpError(f"node '{node.name}': input shape {x.shape} does not match weights {codes.shape}")
+        raise UnsupportedOpError(f"{describe(node)}: input shape {x.shape} does not match weights {codes.shape}")
     if w.bits > 8:
-        raise ContractError(f"node '{node.name}': {w.bits}-bit weights; edgekit holds weights in at most 8 bits")
+        raise ContractError(f"{describe(node)}: {w.bits}-bit weights; edgekit holds weights in at most 8 bits")
     if len(x.scale) != 1:
-        raise UnsupportedOpError(f"node '{node.name}': input with per-channel scale")
+        raise UnsupportedOpError(f"{describe(node)}: input with per-channel scale")
     acc_scale = np.float64(x.scale[0]) * w_scale
     if acc_scale.size == 1:
         acc_scale = np.full(codes.shape[0], acc_scale[0])
@@ -277,19 +293,19 @@ def lower_dense(lw: Lowerer, node) -> None:
 def _bias_codes(lw: Lowerer, node, name: str, acc_scale: np.ndarray) -> np.ndarray:
     b = lw.env.get(name)
     if isinstance(b, FloatConst):
-        raise ModelError(f"node '{node.name}' ({node.op_type}): the bias is not quantized; use "
+        raise ModelError(f"{describe(node)}: the bias is not quantized; use "
                          "bias_quant=Int32Bias (or Int16Bias) so the bias sits on the accumulator's grid")
     if not isinstance(b, QuantConst):
-        raise UnsupportedOpError(f"node '{node.name}' ({node.op_type}): the bias must be a constant")
+        raise UnsupportedOpError(f"{describe(node)}: the bias must be a constant")
     b_scale = np.broadcast_to(np.ravel(b.scale).astype(np.float64), acc_scale.shape)
     if np.any(b.zero_point != 0) or not np.allclose(b_scale, acc_scale, rtol=1e-6, atol=0):
         raise ContractError(
-            f"node '{node.name}' ({node.op_type}): the bias scale {b_scale[0]:.6g} is not input scale x "
+            f"{describe(node)}: the bias scale {b_scale[0]:.6g} is not input scale x "
             f"weight scale ({acc_scale[0]:.6g}), so the bias cannot be added to the int32 accumulator "
             "exactly; use bias_quant=Int32Bias")
     codes = np.broadcast_to(np.ravel(b.codes), acc_scale.shape).astype(np.int64)
     if b.bits > 32:
-        raise ContractError(f"node '{node.name}': {b.bits}-bit bias does not fit int32")
+        raise ContractError(f"{describe(node)}: {b.bits}-bit bias does not fit int32")
     return codes
 
 
@@ -297,7 +313,7 @@ def _emit_dense(lw: Lowerer, node, x: Tensor, codes, w: QuantConst, bias, acc_sc
     # Fold the input zero point into the bias so the kernel multiplies raw codes.
     folded = bias - x.zero_point * codes.sum(axis=1)
     bound = contract.accumulator_bound(codes, folded, x.qmin, x.qmax)
-    contract.check_accumulator(node.name, bound)
+    contract.check_accumulator(describe(node), bound)
     # qonnx runs in float32; it is exact only while |sum| < 2**24.
     real_bound = contract.accumulator_bound(codes, bias, x.qmin - x.zero_point, x.qmax - x.zero_point)
     if int(real_bound.max()) >= contract.FLOAT32_EXACT_INT:
@@ -315,17 +331,17 @@ def lower_add(lw: Lowerer, node) -> None:
     acc_name = next((i for i in node.input if isinstance(lw.env.get(i), IntValue)), None)
     other = next((i for i in node.input if i != acc_name), None)
     if acc_name is None or not isinstance(lw.env.get(other), (QuantConst, FloatConst)):
-        raise UnsupportedOpError(f"node '{node.name}' (Add): only a bias add after MatMul is supported")
+        raise UnsupportedOpError(f"{describe(node)}: only a bias add after MatMul is supported")
     t = lw.tensors[lw.env[acc_name].tensor]
     prod = next((n for n in lw.nodes if t.name in n.outputs), None)
     consumers = [n for n in lw.model.graph.node if acc_name in n.input]
     if prod is None or prod.op != "dense" or len(consumers) != 1 or np.any(lw.constants[prod.inputs[2]]):
-        raise UnsupportedOpError(f"node '{node.name}' (Add): only a bias add directly after a bias-less MatMul")
+        raise UnsupportedOpError(f"{describe(node)}: only a bias add directly after a bias-less MatMul")
     x = lw.tensors[prod.inputs[0]]
     w_codes = lw.constants[prod.inputs[1]].astype(np.int64)
     bias = _bias_codes(lw, node, other, np.asarray(t.scale, np.float64))
     folded = bias - x.zero_point * w_codes.sum(axis=1)
-    contract.check_accumulator(prod.name, contract.accumulator_bound(w_codes, folded, x.qmin, x.qmax))
+    contract.check_accumulator(describe(node), contract.accumulator_bound(w_codes, folded, x.qmin, x.qmax))
     lw.constants[prod.inputs[2]] = folded.astype(np.int32)
     lw.env[node.output[0]] = IntValue(t.name)
 

@@ -198,12 +198,15 @@ def accumulator_bound(weights: np.ndarray, bias: np.ndarray, x_lo: int, x_hi: in
 
 
 def check_accumulator(node: str, bound: np.ndarray, what: str = "accumulator") -> int:
-    """Raise ContractError if ``bound`` can leave int32; return the bits it needs."""
+    """Raise ContractError if ``bound`` can leave int32; return the bits it needs.
+
+    ``node`` describes the node for the message, e.g. "node 'fc1' (Gemm)".
+    """
     worst = int(np.max(bound)) if np.size(bound) else 0
     bits = max(worst, 1).bit_length() + 1
     if worst > INT32_MAX:
         raise ContractError(
-            f"node '{node}': the int32 {what} can reach {worst} (needs {bits} bits) for the given "
+            f"{node}: the int32 {what} can reach {worst} (needs {bits} bits) for the given "
             "weights and input range, so the result would overflow; use fewer input features, "
             "narrower weights or activations, or split the layer"
         )
