@@ -166,14 +166,20 @@ def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None,
     pow2 = requant_exact and is_power_of_two(graph.input_quant.scale)
 
     if "qonnx" in stages:
-        y = _run_qonnx(build_dir / "model.onnx", x).reshape(x.shape[0], -1).astype(np.float64)
-        scale = np.asarray(out_t.scale, np.float64)
+        y = _run_qonnx(build_dir / "model.onnx", x).astype(np.float64)
+        if y.ndim in (3, 4):  # channels-first feature map: compare in the IR's channels-last order
+            y = np.moveaxis(y, 1, -1)
+        y = y.reshape(x.shape[0], -1)
+        scale = np.resize(np.asarray(out_t.scale, np.float64), y.shape[1])  # per channel: last IR axis
         q = np.round(y / scale + out_t.zero_point)
         float_exact = bool(graph.meta.get("qonnx_float_exact", True))
+        inexact = graph.meta.get("inexact", [])
         note = "" if pow2 else "float scales: qonnx rounds in float32, edgekit uses Q31 multipliers"
         if pow2 and not float_exact:
             note = "accumulators can exceed 2^24, where qonnx's float32 arithmetic is inexact"
-        results.append(_compare("qonnx (float32)", q, ref, pow2 and float_exact, note))
+        if pow2 and inexact:
+            note = "; ".join(inexact)
+        results.append(_compare("qonnx (float32)", q, ref, pow2 and float_exact and not inexact, note))
 
     out_count = out_t.size
     if "host" in stages:

@@ -74,8 +74,10 @@ def describe(node) -> str:
 # ---------------------------------------------------------------------------------------
 @dataclass
 class FloatInput:
-    """The float graph input, possibly reshaped, before its input quantizer."""
+    """The float graph input before its input quantizer, with the float-domain ops
+    (reshape/transpose, per sample) applied to it so far; the host replays them."""
     shape: tuple[int, ...]
+    pre_ops: tuple = ()
 
 
 @dataclass
@@ -95,8 +97,31 @@ class QuantConst:
 
 @dataclass
 class IntValue:
-    """An IR integer tensor."""
+    """An IR integer tensor. ``pending`` is a float op applied to it (clip, elementwise
+    function, softmax, average pool) that only a following Quant turns back into integers."""
     tensor: str
+    pending: tuple | None = None
+
+
+def ir_shape(onnx_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Per-sample IR shape: feature maps are channels-last, 1D maps are (1, L, C)."""
+    if len(onnx_shape) == 3:
+        c, h, w = onnx_shape
+        return (h, w, c)
+    if len(onnx_shape) == 2:
+        c, length = onnx_shape
+        return (1, length, c)
+    return tuple(onnx_shape)
+
+
+def channels_last_perm(onnx_shape: tuple[int, ...]) -> np.ndarray | None:
+    """perm with ir_flat[i] == onnx_flat[perm[i]] for a flattened feature map (None if identical)."""
+    if len(onnx_shape) not in (2, 3):
+        return None
+    n = int(np.prod(onnx_shape))
+    idx = np.arange(n).reshape(onnx_shape)
+    perm = np.moveaxis(idx, 0, -1).ravel()
+    return None if np.array_equal(perm, np.arange(n)) else perm
 
 
 class Lowerer:
@@ -110,13 +135,26 @@ class Lowerer:
         self.input_quant: InputQuant | None = None
         self.ir_input: str | None = None
         self.qonnx_float_exact = True
+        self.inexact: list[str] = []  # why the graph is not bit-exact with qonnx, if it is not
+        # IR tensors holding a flattened channels-last feature map, with the permutation to
+        # ONNX's channels-first flattening order (dense layers permute their weights instead)
+        self.feature_perm: dict[str, np.ndarray] = {}
 
     # -- helpers --------------------------------------------------------------------
-    def shape(self, onnx_name: str) -> tuple[int, ...]:
+    def onnx_shape(self, onnx_name: str) -> tuple[int, ...]:
         s = self.model.get_tensor_shape(onnx_name)
         if s is None:
             raise ModelError(f"{self.source}: tensor '{onnx_name}' has no inferred shape")
         return tuple(int(d) for d in s[1:])  # drop the batch dimension
+
+    def shape(self, onnx_name: str) -> tuple[int, ...]:
+        """The IR (channels-last) per-sample shape of an ONNX tensor."""
+        return ir_shape(self.onnx_shape(onnx_name))
+
+    def value(self, node, idx: int = 0) -> IntValue:
+        v = self.env.get(node.input[idx])
+        self.int_input(node, idx, allow_pending=True)
+        return v
 
     def const(self, node, idx: int, what: str) -> np.ndarray:
         v = self.env.get(node.input[idx])
@@ -124,9 +162,13 @@ class Lowerer:
             raise UnsupportedOpError(f"{describe(node)}: {what} must be a constant")
         return v.value
 
-    def int_input(self, node, idx: int = 0) -> Tensor:
+    def int_input(self, node, idx: int = 0, allow_pending: bool = False) -> Tensor:
         v = self.env.get(node.input[idx])
         if isinstance(v, IntValue):
+            if v.pending is not None and not allow_pending:
+                raise UnsupportedOpError(
+                    f"{describe(node)}: its input comes from a {v.pending[0]} whose result is not quantized; "
+                    f"put a quantizer (Quant node, e.g. Brevitas QuantIdentity) right after the {v.pending[0]}")
             return self.tensors[v.tensor]
         if isinstance(v, (FloatInput, FloatConst)):
             raise ModelError(
@@ -162,8 +204,8 @@ class Lowerer:
 
         for init in g.initializer:
             self.env[init.name] = FloatConst(numpy_helper.to_array(init))
-        self.env[g.input[0].name] = FloatInput(self.shape(g.input[0].name))
-        self.float_input_shape = self.shape(g.input[0].name)
+        self.env[g.input[0].name] = FloatInput(self.onnx_shape(g.input[0].name))
+        self.float_input_shape = self.onnx_shape(g.input[0].name)
 
         unsupported = [describe(n) for n in g.node if n.op_type not in LOWERINGS]
         if unsupported:
@@ -177,14 +219,23 @@ class Lowerer:
             LOWERINGS[node.op_type](self, node)
 
         out = self.env.get(g.output[0].name)
+        if isinstance(out, IntValue) and out.pending is not None:
+            raise UnsupportedOpError(f"{self.source}: the graph output comes from a {out.pending[0]} that is "
+                                     "not quantized; end the model with a quantizer")
+        if isinstance(out, IntValue) and out.tensor in self.feature_perm:
+            raise UnsupportedOpError(f"{self.source}: the graph output is a flattened feature map; "
+                                     "flattened maps can only feed dense layers")
         if not isinstance(out, IntValue):
             raise ModelError(f"{self.source}: the graph output '{g.output[0].name}' is not a quantized "
                              "tensor; end the model with a quantizer (e.g. QuantIdentity) or a quantized layer")
         if self.input_quant is None:
             raise ModelError(f"{self.source}: the graph input is never quantized")
+        out_onnx = self.onnx_shape(g.output[0].name)
         return Graph(self.tensors, self.nodes, [self.ir_input], [out.tensor], self.constants,
                      self.input_quant, meta={"source": self.source,
-                                             "qonnx_float_exact": self.qonnx_float_exact})
+                                             "qonnx_float_exact": self.qonnx_float_exact,
+                                             "inexact": self.inexact,
+                                             "output_onnx_shape": list(out_onnx)})
 
 
 LOWERINGS: dict[str, Callable[[Lowerer, object], None]] = {}
@@ -244,16 +295,26 @@ def lower_quant(lw: Lowerer, node) -> None:
     if isinstance(src, FloatInput):  # the input quantizer: runs on the host
         if lw.input_quant is not None:
             raise UnsupportedOpError(f"{describe(node)}: the float input is quantized twice")
-        lw.input_quant = InputQuant(lw.float_input_shape, s, z, qmin, qmax, bits, signed)
+        pre_ops = list(src.pre_ops)
+        onnx_shape = lw.onnx_shape(node.output[0])
+        if len(onnx_shape) in (2, 3):  # channels-first feature map -> channels-last codes
+            pre_ops.append(("to_channels_last", list(onnx_shape)))
+        lw.input_quant = InputQuant(lw.float_input_shape, s, z, qmin, qmax, bits, signed, pre_ops)
         lw.ir_input = lw.add_tensor(out)
         lw.env[node.output[0]] = IntValue(out.name)
         return
 
-    t = lw.int_input(node)
+    v = lw.value(node)
+    t = lw.tensors[v.tensor]
+    if v.pending is not None:
+        PENDING_RESOLVERS[v.pending[0]](lw, node, v, out)
+        return
     if len(t.scale) != 1 and t.dtype != "int32":
         raise UnsupportedOpError(f"{describe(node)}: per-channel input scale")
     rq = contract.requant_for_scales(np.asarray(t.scale), s, z, qmin, qmax)
     lw.emit(node, "requantize", [t.name], out, requant=rq)
+    if v.tensor in lw.feature_perm:
+        lw.feature_perm[out.name] = lw.feature_perm[v.tensor]
 
 
 @lowering("Gemm", "MatMul")
@@ -271,6 +332,8 @@ def lower_dense(lw: Lowerer, node) -> None:
         raise UnsupportedOpError(f"{describe(node)}: weights of rank {w.codes.ndim}")
     trans_b = node.op_type == "Gemm" and a.get("transB", 0)
     codes = w.codes if trans_b else w.codes.T  # IR layout: [out, in]
+    if x.name in lw.feature_perm:  # the input is a channels-last map flattened: permute the weights
+        codes = codes[:, lw.feature_perm[x.name]]
     w_scale = np.ravel(w.scale).astype(np.float64)
     if np.any(w.zero_point != 0):
         raise UnsupportedOpError(f"{describe(node)}: asymmetric weights (zero point != 0) are not supported")
@@ -357,13 +420,23 @@ def lower_relu(lw: Lowerer, node) -> None:
 @lowering("Flatten", "Reshape")
 def lower_reshape(lw: Lowerer, node) -> None:
     src = lw.env.get(node.input[0])
-    new_shape = lw.shape(node.output[0])
+    onnx_out = lw.onnx_shape(node.output[0])
     if isinstance(src, FloatInput):
-        lw.env[node.output[0]] = FloatInput(new_shape)
+        lw.env[node.output[0]] = FloatInput(onnx_out, src.pre_ops + (("reshape", list(onnx_out)),))
         return
     t = lw.int_input(node)
+    onnx_in = lw.onnx_shape(node.input[0])
+    if len(onnx_out) != 1 and tuple(onnx_out) != tuple(onnx_in):
+        raise UnsupportedOpError(f"{describe(node)}: reshape {onnx_in} -> {onnx_out}; edgekit supports "
+                                 "flattening to one dimension")
+    perm = channels_last_perm(onnx_in)
+    if t.name in lw.feature_perm:
+        perm = lw.feature_perm[t.name]
+    new_shape = ir_shape(onnx_out)
     out = Tensor(node.output[0], new_shape, t.dtype, t.bits, t.signed, list(t.scale), t.zero_point, t.qmin, t.qmax)
     lw.emit(node, "reshape", [t.name], out)
+    if perm is not None:
+        lw.feature_perm[out.name] = perm
 
 
 @lowering("Identity")
@@ -371,7 +444,26 @@ def lower_identity(lw: Lowerer, node) -> None:
     lw.env[node.output[0]] = lw.env.get(node.input[0])
 
 
+@lowering("Transpose")
+def lower_transpose(lw: Lowerer, node) -> None:
+    src = lw.env.get(node.input[0])
+    perm = list(_attrs(node).get("perm", []))
+    if isinstance(src, FloatInput):  # e.g. (N, T, C) windows -> (N, C, T) for Conv1d: replayed on the host
+        lw.env[node.output[0]] = FloatInput(lw.onnx_shape(node.output[0]),
+                                            src.pre_ops + (("transpose", [p - 1 for p in perm[1:]]),))
+        return
+    raise UnsupportedOpError(f"{describe(node)}: transposing a quantized tensor is not supported; transpose "
+                             "the float input before the input quantizer instead")
+
+
+# Pending float ops that the following Quant resolves; each module registers its resolver.
+PENDING_RESOLVERS: dict[str, Callable] = {}
+
+
 # ---------------------------------------------------------------------------------------
+from . import qonnx_ops  # noqa: E402,F401  (registers the per-op lowerings)
+
+
 def import_qonnx(path: str | Path) -> tuple[Graph, object]:
     """Load, clean and lower a QONNX file; returns the IR graph and the cleaned ModelWrapper."""
     model = load_qonnx(path)

@@ -221,3 +221,32 @@ def requant_for_scales(s_in: np.ndarray, s_out: float, zero_point: int, lo: int,
 def is_power_of_two(x: np.ndarray) -> bool:
     x = np.atleast_1d(np.asarray(x, dtype=np.float64))
     return bool(np.all([(v > 0 and math.frexp(float(v))[0] == 0.5) for v in x]))
+
+
+def div_round(num: np.ndarray, den, mode: str = "ROUND") -> np.ndarray:
+    """num / den for den > 0 (an int or a broadcastable array), rounded half to even
+    ("ROUND") or down ("FLOOR"), exactly.
+
+    Pooling divides by the window size with this; C: ``ek_div_rne`` / ``ek_div_floor``.
+    """
+    num = np.asarray(num, dtype=np.int64)
+    q = num // den  # floor division, also for negative numerators
+    if mode == "FLOOR":
+        return q
+    r2 = 2 * (num - q * den)
+    up = (r2 > den) | ((r2 == den) & ((q & 1) == 1))
+    return q + up.astype(np.int64)
+
+
+def pool_divisor(s_in: float, s_out: float, window: int) -> tuple[int, int] | None:
+    """(num, den) with s_in / (window * s_out) == num / den when the scale ratio is a power of two.
+
+    Returns None for other ratios (those requantize through a Q31 multiplier).
+    """
+    ratio = np.float64(s_in) / np.float64(s_out)
+    if not is_power_of_two(ratio):
+        return None
+    e = int(round(math.log2(ratio)))
+    num, den = (2**e, window) if e >= 0 else (1, window * 2 ** (-e))
+    g = math.gcd(num, den)
+    return num // g, den // g

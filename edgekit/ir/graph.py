@@ -63,6 +63,9 @@ class InputQuant:
     qmax: int
     bits: int
     signed: bool
+    # Float-domain steps between the graph input and its quantizer, replayed on the host:
+    # ("reshape", shape), ("transpose", perm), ("to_channels_last", chw_shape); per sample.
+    pre_ops: list = field(default_factory=list)
 
 
 @dataclass
@@ -95,8 +98,8 @@ class Graph:
                 return int(v)
             if isinstance(v, (np.floating,)):
                 return float(v)
-            if isinstance(v, tuple):
-                return list(v)
+            if isinstance(v, (list, tuple)):
+                return [enc(x) for x in v]
             return v
 
         doc = {
@@ -131,6 +134,8 @@ class Graph:
         def dec(v):
             if isinstance(v, dict) and "__requant__" in v:
                 return Requant.from_json(v["__requant__"])
+            if isinstance(v, list):
+                return [dec(x) for x in v]
             return v
 
         tensors = {}

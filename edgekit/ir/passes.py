@@ -11,8 +11,12 @@ def _single_consumer(graph: Graph, tensor: str):
     return None
 
 
+# Ops that produce an int32 accumulator and can requantize it in their epilogue.
+ACCUMULATING = ("dense", "conv2d", "add")
+
+
 def fuse_requantize(graph: Graph) -> Graph:
-    """Fold ``relu`` and ``requantize`` into the preceding ``dense`` (or relu into requantize).
+    """Fold ``relu`` and ``requantize`` into the preceding accumulating op (or relu into requantize).
 
     Why it is exact: rounding is monotone and maps 0 to 0, so
     ``clamp(round(max(a, 0) * r) + zp, lo, hi) == clamp(round(a * r) + zp, max(lo, zp), hi)``;
@@ -26,10 +30,10 @@ def fuse_requantize(graph: Graph) -> Graph:
             if nxt is None:
                 continue
             merged = False
-            if node.op == "dense" and node.attrs.get("requant") is None and nxt.op == "requantize":
+            if node.op in ACCUMULATING and node.attrs.get("requant") is None and nxt.op == "requantize":
                 node.attrs["requant"] = nxt.attrs["requant"]
                 merged = True
-            elif node.op == "dense" and node.attrs.get("requant") is not None and nxt.op == "relu":
+            elif node.op in ACCUMULATING and node.attrs.get("requant") is not None and nxt.op == "relu":
                 rq = node.attrs["requant"]
                 node.attrs["requant"] = rq.with_lo(rq.zero_point)
                 merged = True

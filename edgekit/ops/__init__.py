@@ -1,5 +1,5 @@
 """IR operators. Importing this package registers every operator module."""
-from . import dense, relu, requantize, reshape  # noqa: F401  (registration side effects)
+from . import add, concat, conv2d, dense, lut, pool, relu, requantize, reshape, softmax  # noqa: F401
 from .registry import OPS, Op, get_op, register
 
 __all__ = ["OPS", "Op", "get_op", "register"]

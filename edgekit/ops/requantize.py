@@ -18,4 +18,5 @@ class Requantize(Op):
 
     def c_context(self, node, graph):
         t = graph.tensors[node.inputs[0]]
-        return {"count": t.size, "zp_in": t.zero_point, "requant": node.attrs["requant"]}
+        return {"count": t.size, "channels": t.shape[-1] if t.shape else 1, "zp_in": t.zero_point,
+                "requant": node.attrs["requant"]}

@@ -19,6 +19,13 @@ def quantize_input(graph: Graph, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.shape[1:] != tuple(iq.float_shape):
         x = x.reshape((x.shape[0],) + tuple(iq.float_shape))
+    for op, arg in iq.pre_ops:
+        if op == "reshape":
+            x = x.reshape((x.shape[0],) + tuple(arg))
+        elif op == "transpose":
+            x = x.transpose([0] + [p + 1 for p in arg])
+        elif op == "to_channels_last":
+            x = np.moveaxis(x, 1, -1)
     q = quantize(x, iq.scale, iq.zero_point, iq.qmin, iq.qmax)
     t = graph.tensors[graph.inputs[0]]
     return q.reshape((q.shape[0],) + tuple(t.shape))

@@ -47,4 +47,23 @@ static inline int64_t ek_mul_rshift_rne64(int32_t x, int32_t m, int32_t s)
     return floor_q + (int64_t)((rem > half) | ((rem == half) & ((uint64_t)floor_q & 1u)));
 }
 
+/* n / d rounded half to even, d > 0 (pooling: exact division by the window size). */
+static inline int32_t ek_div_rne(int32_t n, int32_t d)
+{
+    int32_t q = n / d;
+    int32_t r = n % d; /* C99: q truncates toward zero, r has the sign of n */
+    if (r < 0) {
+        q -= 1;
+        r += d; /* now q = floor(n / d) and 0 <= r < d */
+    }
+    return q + (int32_t)((2 * r > d) | ((2 * r == d) & (q & 1)));
+}
+
+/* floor(n / d), d > 0. */
+static inline int32_t ek_div_floor(int32_t n, int32_t d)
+{
+    const int32_t q = n / d;
+    return (n % d < 0) ? q - 1 : q;
+}
+
 #endif /* EK_CONTRACT_H */

@@ -58,6 +58,15 @@ def _pointer(graph: Graph, plan: MemoryPlan, tensor: str, writable: bool) -> str
     return f"({qual}{ctype} *)(EK_ARENA + {p.offset})"
 
 
+def _overlaps(plan: MemoryPlan, a: str, b: str) -> bool:
+    pa, pb = plan.placements[a], plan.placements[b]
+    if pa.buffer != pb.buffer:
+        return False
+    if pa.buffer != "arena":
+        return True
+    return pa.offset < pb.offset + pb.size and pb.offset < pa.offset + pa.size
+
+
 def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path) -> dict:
     """Write the C sources into ``out_dir``; returns figures for the build report."""
     env = environment()
@@ -76,17 +85,27 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path) -> dict:
         if op.alias:
             continue
         fn = f"ek_layer{i}_{_symbol(node.name)}"
-        x, y = node.inputs[0], node.outputs[0]
+        acts = [t for t in node.inputs if not graph.tensors[t].const]
+        consts = [symbols[t] for t in node.inputs if graph.tensors[t].const]
+        y = node.outputs[0]
         macs = op.macs(node, graph)
         total_macs += macs
+        # restrict only where the planner guarantees the output overlaps no input
+        aliased = any(_overlaps(plan, t, y) for t in acts)
+        ptr = "*" if aliased else "*restrict "
+        in_names = ["in"] if len(acts) == 1 else [f"in{k}" for k in range(len(acts))]
+        params = [f"const {C_TYPES[graph.tensors[t].dtype]} {ptr}{n}" for t, n in zip(acts, in_names)]
+        params.append(f"{C_TYPES[graph.tensors[y].dtype]} {ptr}out")
         ctx = {
             "node": node, "fn": fn, "ctx": op.c_context(node, graph), "macs": macs,
-            "in_t": C_TYPES[graph.tensors[x].dtype], "out_t": C_TYPES[graph.tensors[y].dtype],
-            "weights": symbols.get(node.inputs[1], "") if len(node.inputs) > 1 else "",
-            "bias": symbols.get(node.inputs[2], "") if len(node.inputs) > 2 else "",
+            "params": ", ".join(params),
+            "in_t": C_TYPES[graph.tensors[acts[0]].dtype], "out_t": C_TYPES[graph.tensors[y].dtype],
+            "weights": consts[0] if consts else "", "bias": consts[1] if len(consts) > 1 else "",
+            "table": consts[0] if consts else "",
         }
         code = env.get_template(f"ops/{op.template}").render(**ctx)
-        call = f"{fn}({_pointer(graph, plan, x, False)}, {_pointer(graph, plan, y, True)})"
+        args = [_pointer(graph, plan, t, False) for t in acts] + [_pointer(graph, plan, y, True)]
+        call = f"{fn}({', '.join(args)})"
         layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}"})
 
     in_t, out_t = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]

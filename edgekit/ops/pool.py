@@ -1,0 +1,57 @@
+"""Max and average pooling over channels-last maps."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.contract import apply_requant, div_round
+from ._windows import pad_hw, window_slices
+from .registry import Op, register
+
+
+def _pool_context(node, graph) -> dict:
+    x = graph.tensors[node.inputs[0]]
+    y = graph.tensors[node.outputs[0]]
+    a = node.attrs
+    return {"ih": x.shape[0], "iw": x.shape[1], "c": x.shape[2], "oh": y.shape[0], "ow": y.shape[1],
+            "kh": a["kernel"][0], "kw": a["kernel"][1], "sh": a["stride"][0], "sw": a["stride"][1],
+            "pad_t": a["pad"][0], "pad_l": a["pad"][1], "zp": x.zero_point}
+
+
+@register
+class MaxPool(Op):
+    name = "maxpool"
+    template = "maxpool.c.j2"
+
+    def simulate(self, node, inputs, graph):
+        a = node.attrs
+        oh, ow, _ = graph.tensors[node.outputs[0]].shape
+        xp = pad_hw(inputs[0], a["pad"], np.iinfo(np.int64).min)  # padding never wins
+        views = [v for _, v in window_slices(xp, a["kernel"], a["stride"], (1, 1), (oh, ow))]
+        return [np.max(np.stack(views), axis=0)]
+
+    def c_context(self, node, graph):
+        return _pool_context(node, graph)
+
+
+@register
+class AvgPool(Op):
+    """Sum of (x - zp) over the window, then ``div_round(sum * num, den) + zp`` or a Q31 requant."""
+
+    name = "avgpool"
+    template = "avgpool.c.j2"
+
+    def simulate(self, node, inputs, graph):
+        a = node.attrs
+        zp = graph.tensors[node.inputs[0]].zero_point
+        oh, ow, _ = graph.tensors[node.outputs[0]].shape
+        xp = pad_hw(inputs[0].astype(np.int64) - zp, a["pad"], 0)
+        total = sum(v for _, v in window_slices(xp, a["kernel"], a["stride"], (1, 1), (oh, ow)))
+        if a["requant"] is not None:
+            return [apply_requant(total, a["requant"])]
+        q = div_round(total * a["num"], a["den"], a["mode"]) + a["zero_point"]
+        return [np.clip(q, a["lo"], a["hi"])]
+
+    def c_context(self, node, graph):
+        a = node.attrs
+        return dict(_pool_context(node, graph), num=a["num"], den=a["den"], mode=a["mode"], requant=a["requant"],
+                    out_zp=a["zero_point"], lo=a["lo"], hi=a["hi"])

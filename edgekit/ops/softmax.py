@@ -1,0 +1,25 @@
+"""Integer softmax over the last axis (see docs/integer-contract.md, section Softmax)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.contract import div_round
+from .registry import Op, register
+
+
+@register
+class Softmax(Op):
+    name = "softmax"
+    template = "softmax.c.j2"
+
+    def simulate(self, node, inputs, graph):
+        x, table = inputs
+        a = node.attrs
+        e = table.astype(np.int64)[x.max(axis=-1, keepdims=True) - x]
+        q = div_round(e << a["out_shift"], e.sum(axis=-1, keepdims=True))
+        return [np.clip(q + a["zero_point"], a["lo"], a["hi"])]
+
+    def c_context(self, node, graph):
+        a = node.attrs
+        return {"count": graph.tensors[node.inputs[0]].size, "shift": a["out_shift"], "out_zp": a["zero_point"],
+                "lo": a["lo"], "hi": a["hi"]}
