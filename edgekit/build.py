@@ -16,12 +16,12 @@ from pathlib import Path
 from . import __version__
 from .backends.cortexm import generate_c
 from .backends.cortexm import toolchain as tc
-from .errors import BuildDirError, TargetError
+from .backends.cortexm.memory import breakdown, fit_report, raise_if_over
+from .errors import BuildDirError
 from .frontends.qonnx import import_qonnx
 from .ir.passes import run_default_passes
 from .ir.planner import check_plan, plan_memory
 from .ops import get_op
-from .resources import resource_dir
 from .targets import Board, resolve
 
 MANIFEST = "manifest.json"
@@ -34,11 +34,7 @@ class BuildResult:
 
 
 def _render_linker_script(core, board: Board, path: Path) -> None:
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource_dir("targets") / "ld")),
-                             undefined=jinja2.StrictUndefined)
-    path.write_text(env.get_template("cortexm.ld.j2").render(core=core, board=board, stack_bytes=board.stack_bytes))
+    tc.render_linker_script(core, board, path)
 
 
 def _layer_report(graph, plan) -> list[dict]:
@@ -68,8 +64,23 @@ def _prepare_out_dir(out_dir: Path) -> None:
                                 "choose another -o directory")
 
 
-def build(model: str | Path, target: str, board: str | None, out_dir: str | Path) -> BuildResult:
-    """Compile a QONNX model for a Cortex-M core and board into ``out_dir``."""
+def build(model: str | Path, target: str, board: str | None, out_dir: str | Path, *, backend: str | None = None,
+          io_type: str | None = None, reuse_factor: int | None = None) -> BuildResult:
+    """Compile a QONNX model for a Cortex-M core and board into ``out_dir``.
+
+    ``target="fpga"`` writes an hls4ml project instead (``backend``: vitis/vivado,
+    ``io_type``: io_parallel/io_stream, ``reuse_factor``); see edgekit/backends/hls.
+    """
+    # --- FPGA targets (issue 7): hls4ml project, edgekit/backends/hls ---
+    if target == "fpga":
+        from .backends.hls import build_fpga
+
+        return build_fpga(model, board, out_dir, backend=backend, io_type=io_type, reuse_factor=reuse_factor)
+    if backend is not None or io_type is not None or reuse_factor is not None:
+        from .errors import TargetError
+
+        raise TargetError("--backend, --io-type and --reuse-factor apply to --target fpga only")
+    # --- end FPGA ---
     t0 = time.monotonic()
     model, out_dir = Path(model), Path(out_dir)
     core, brd = resolve(target, board)
@@ -94,7 +105,7 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
         tc.compile_host(tmp)
         sizes = tc.section_sizes(elf)
         usage = tc.memory_usage(sizes)
-        _check_fit(usage, brd)
+        fit = _check_fit(elf, brd)
         manifest = {
             "edgekit_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -114,6 +125,9 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
             "arena_bytes": plan.arena_bytes,
             "sections": sizes,
             "memory": usage,
+            "memory_breakdown": breakdown(elf, sizes),
+            "fit": fit,
+            "board_description": brd.to_json(),
             "layers": _layer_report(graph, plan),
             "memory_plan": plan.to_json(),
             "build_seconds": round(time.monotonic() - t0, 2),
@@ -142,16 +156,11 @@ def _make_parents(path: Path) -> list[Path]:
     return list(reversed(missing))
 
 
-def _check_fit(usage: dict, board: Board) -> None:
-    over = []
-    if usage["flash_bytes"] > board.flash.length:
-        over.append(f"flash by {usage['flash_bytes'] - board.flash.length} bytes "
-                    f"({usage['flash_bytes']} of {board.flash.length})")
-    if usage["ram_bytes"] > board.ram.length:
-        over.append(f"RAM by {usage['ram_bytes'] - board.ram.length} bytes "
-                    f"({usage['ram_bytes']} of {board.ram.length})")
-    if over:
-        raise TargetError(f"the model does not fit {board.name}: over " + " and ".join(over))
+def _check_fit(elf: Path, board: Board) -> dict:
+    """Every memory region of the board with its use; refuses a model that overflows any of them."""
+    report = fit_report(elf, board)
+    raise_if_over(report, board)
+    return report
 
 
 def load_manifest(build_dir: str | Path) -> dict:

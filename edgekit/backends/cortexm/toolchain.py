@@ -71,17 +71,69 @@ def copy_firmware_sources(dest: Path) -> None:
             shutil.copyfile(f, dest / f.name)
 
 
-def compile_firmware(build: Path, core: Core, board: Board, linker_script: Path) -> Path:
-    """Cross-compile src/ + firmware/ into firmware.elf (no libc, -O2, sections gc'd)."""
-    elf = build / "firmware.elf"
+FIRMWARE_CFLAGS = ["-O2", "-g", "-ffreestanding", "-fno-tree-loop-distribute-patterns", "-ffunction-sections",
+                   "-fdata-sections"]
+
+
+def render_linker_script(core: Core, board: Board, path: Path, oversize: bool = False) -> Path:
+    """Write the linker script for ``board`` (targets/ld/cortexm.ld.j2).
+
+    ``oversize`` lifts the region lengths (same origins, so the same addresses) to measure
+    an image that does not fit, so that the fit check can say by how much.
+    """
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource_dir("targets") / "ld")),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+    big = 0x0F000000
+    path.write_text(env.get_template("cortexm.ld.j2").render(
+        core=core, board=board, stack_bytes=board.stack_bytes,
+        flash_length=big if oversize else board.flash.length, ram_length=big if oversize else board.ram.length))
+    return path
+
+
+def compile_objects(build: Path, core: Core) -> list[Path]:
+    """Cross-compile src/model.c and the runtime, one object each under obj/ (the map file then
+    attributes every section to its source, which the flash/RAM breakdown relies on)."""
+    objdir = build / "obj"
+    objdir.mkdir(exist_ok=True)
     sources = [build / "src" / "model.c"] + [build / "firmware" / f for f in FIRMWARE_SOURCES]
-    cmd = [arm_gcc(), *core.cflags, *WARNINGS, "-O2", "-g", "-ffreestanding", "-nostdlib",
-           "-fno-tree-loop-distribute-patterns", "-ffunction-sections", "-fdata-sections",
-           f"-I{build / 'src'}", f"-I{build / 'firmware'}", *map(str, sources),
-           f"-T{linker_script}", "-Wl,--gc-sections", f"-Wl,-Map={build / 'firmware.map'}", "-lgcc",
-           "-o", str(elf)]
-    _run(cmd, "cross-compiling the firmware")
+    objects = []
+    for src in sources:
+        obj = objdir / (src.stem + ".o")
+        _run([arm_gcc(), *core.cflags, *WARNINGS, *FIRMWARE_CFLAGS, f"-I{build / 'src'}",
+              f"-I{build / 'firmware'}", "-c", str(src), "-o", str(obj)], f"cross-compiling {src.name}")
+        objects.append(obj)
+    return objects
+
+
+def link_firmware(build: Path, core: Core, objects: list[Path], linker_script: Path,
+                  elf: Path | None = None) -> Path:
+    elf = elf or build / "firmware.elf"
+    _run([arm_gcc(), *core.cflags, "-nostdlib", *map(str, objects), f"-T{linker_script}", "-Wl,--gc-sections",
+          f"-Wl,-Map={elf.with_suffix('.map')}", "-lgcc", "-o", str(elf)], "linking the firmware")
     return elf
+
+
+def compile_firmware(build: Path, core: Core, board: Board, linker_script: Path) -> Path:
+    """Cross-compile src/ + firmware/ into firmware.elf (no libc, -O2, sections gc'd).
+
+    If the image overflows the board's memory, link it once more with the lengths lifted
+    (``<build>/firmware.oversize.elf``) and raise TargetError with the report of every region.
+    """
+    objects = compile_objects(build, core)
+    try:
+        return link_firmware(build, core, objects, linker_script)
+    except ToolchainError as e:
+        if "overflowed" not in str(e) and "will not fit" not in str(e):
+            raise
+    from .memory import fit_report, raise_if_over  # measure the image, then refuse it with numbers
+
+    big = render_linker_script(core, board, build / "firmware" / "link.oversize.ld", oversize=True)
+    elf = link_firmware(build, core, objects, big, build / "firmware.oversize.elf")
+    raise_if_over(fit_report(elf, board), board)
+    raise ToolchainError("the linker refused the image for a reason other than its size (see above)")
 
 
 def compile_host(build: Path) -> Path:
@@ -93,6 +145,32 @@ def compile_host(build: Path) -> Path:
            *map(str, sources), "-o", str(exe)]
     _run(cmd, "compiling the generated C for the host")
     return exe
+
+
+def _binutil(name: str) -> str:
+    gcc = arm_gcc()
+    candidate = gcc[: -len("gcc")] + name if gcc.endswith("gcc") else f"arm-none-eabi-{name}"
+    return find_tool(f"EDGEKIT_ARM_{name.upper()}", candidate, "needed to analyse the firmware")
+
+
+def symbols(elf: Path) -> list[dict]:
+    """Defined symbols with a size: name, address, size, type letter (nm: T/t code, R/r
+    read-only data, D/d data, B/b bss), in address order."""
+    out = _run([_binutil("nm"), "-S", "-n", "--defined-only", str(elf)], "reading firmware symbols").stdout
+    syms = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            syms.append({"name": parts[3], "addr": int(parts[0], 16), "size": int(parts[1], 16),
+                         "type": parts[2]})
+    return syms
+
+
+def disassemble(elf: Path, start: int | None = None, stop: int | None = None) -> str:
+    cmd = [_binutil("objdump"), "-d", "--no-show-raw-insn"]
+    if start is not None:
+        cmd += [f"--start-address=0x{start:x}", f"--stop-address=0x{stop:x}"]
+    return _run([*cmd, str(elf)], "disassembling the firmware").stdout
 
 
 def section_sizes(elf: Path) -> dict[str, int]:
@@ -124,10 +202,16 @@ def run_host(exe: Path, workdir: Path) -> subprocess.CompletedProcess:
     return _run([str(exe)], "running the host build", cwd=workdir, timeout=120)
 
 
-def run_qemu(elf: Path, machine: str, workdir: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the harness firmware on an emulated board; inputs.bin/outputs.bin live in ``workdir``."""
-    cmd = [qemu(), "-M", machine, "-nographic", "-monitor", "none", "-serial", "none",
-           "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)]
+def qemu_command(elf: Path, machine: str, extra: list[str] | None = None) -> list[str]:
+    return [qemu(), "-M", machine, "-nographic", "-monitor", "none", "-serial", "none",
+            "-semihosting-config", "enable=on,target=native", "-kernel", str(elf), *(extra or [])]
+
+
+def run_qemu(elf: Path, machine: str, workdir: Path, timeout: float = 120,
+             extra: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run the harness firmware on an emulated board; inputs.bin/outputs.bin live in ``workdir``.
+    ``extra``: more QEMU arguments (e.g. ``-plugin`` for instruction counting)."""
+    cmd = qemu_command(elf, machine, extra)
     try:
         proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
