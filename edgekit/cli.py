@@ -17,6 +17,15 @@ from .errors import EdgekitError
 def _cmd_build(args) -> int:
     from .api import build
 
+    # --- FPGA targets (issue 7): an hls4ml project, edgekit/backends/hls ---
+    if args.target == "fpga" or args.backend or args.io_type or args.reuse_factor is not None:
+        from .backends.hls.build import summary
+
+        res = build(args.model, args.target, args.board, args.output, backend=args.backend, io_type=args.io_type,
+                    reuse_factor=args.reuse_factor)
+        print(summary(res))
+        return 0
+    # --- end FPGA ---
     res = build(args.model, args.target, args.board, args.output)
     m = res.manifest
     mem = m["memory"]
@@ -60,6 +69,14 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--target", required=True, help="core, e.g. cortex-m4 (see `edgekit targets`)")
     b.add_argument("--board", help="board, e.g. mps2-an386 (see `edgekit targets`)")
     b.add_argument("-o", "--output", required=True, help="build directory to create")
+    # --- FPGA targets (issue 7) ---
+    b.add_argument("--backend", choices=["vitis", "vivado"], help="with --target fpga: HLS tool the hls4ml project "
+                   "is written for (vitis)")
+    b.add_argument("--io-type", choices=["io_parallel", "io_stream"], help="with --target fpga: hls4ml I/O type "
+                   "(io_parallel)")
+    b.add_argument("--reuse-factor", type=int, metavar="N", help="with --target fpga: multiplications per "
+                   "multiplier (1 = fully parallel)")
+    # --- end FPGA ---
     b.set_defaults(func=_cmd_build)
 
     v = sub.add_parser("verify", help="prove qonnx, simulator, host C and emulated firmware agree",

@@ -136,6 +136,12 @@ def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None,
            seed: int = 0, stages: tuple[str, ...] = ("qonnx", "host", "qemu")) -> VerifyReport:
     build_dir = Path(build_dir).resolve()  # the runners execute in temporary directories
     manifest = load_manifest(build_dir)
+    # --- FPGA builds (issue 7): simulator, qonnx, hls4ml C-simulation; edgekit/backends/hls ---
+    if manifest.get("backend") == "hls":
+        from .backends.hls import verify_hls
+
+        return verify_hls(build_dir, inputs=inputs, count=count, seed=seed, stages=stages)
+    # --- end FPGA ---
     graph = Graph.load(build_dir)
     if "qemu" in stages:
         tc.qemu()  # a missing emulator is an error before any work, not a skipped stage

@@ -1,0 +1,228 @@
+"""``edgekit build --target fpga``: QONNX -> integer IR -> hls4ml project with IR-derived precisions.
+
+The build directory holds, next to the usual ``manifest.json``, ``model.onnx`` and the IR:
+
+* ``hls/`` - the complete hls4ml project (``firmware/edgekit_model.cpp``, ``parameters.h``,
+  ``defines.h`` with every ``ap_fixed`` type, the weights, the test bench with edgekit's
+  simulator outputs in ``tb_data/``, ``build_prj.tcl``/``project.tcl`` for Vitis or Vivado
+  HLS and ``build_lib.sh`` for the g++ C-simulation library);
+* ``hls_model.onnx`` - the graph as hls4ml's QONNX front end received it (channels last);
+* ``estimates.json`` - per-layer MACs, BOPs, multipliers, DSP/LUT/FF/BRAM, latency, the fit
+  against the part and the BOP comparison with hls4ml's default configurations.
+
+Nothing is compiled here (synthesis needs Vitis/Vivado); ``edgekit verify`` compiles the
+C-simulation library with g++ and compares it with the simulator.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ... import __version__
+from ...errors import TargetError, ToolchainError
+from .boards import get_fpga_board
+from .convert import HLS_BACKENDS, IO_TYPES, PROJECT_NAME, HlsOptions, apply_plan, check_patterns, convert, \
+    plan_precisions, prepare_for_hls4ml, quiet
+from .estimate import estimate
+
+HLS_DIR = "hls"
+TB_VECTORS = 16
+
+
+def check_hls4ml() -> None:
+    try:
+        import hls4ml  # noqa: F401
+    except ImportError:
+        raise ToolchainError("hls4ml is not installed; install the FPGA extra: pip install 'edgekit[hls]' "
+                             "(hls4ml[onnx]==1.3.0)") from None
+
+
+def make_options(board, backend: str | None, io_type: str | None, reuse_factor: int | None) -> HlsOptions:
+    backend = (backend or "vitis").lower()
+    if backend not in HLS_BACKENDS:
+        raise TargetError(f"unknown HLS backend '{backend}'; available: {', '.join(HLS_BACKENDS)}")
+    io_type = io_type or "io_parallel"
+    if io_type not in IO_TYPES:
+        raise TargetError(f"unknown io type '{io_type}'; available: {', '.join(IO_TYPES)}")
+    rf = 1 if reuse_factor is None else reuse_factor
+    if not isinstance(rf, int) or rf < 1:
+        raise TargetError(f"reuse factor must be a positive integer, got {reuse_factor!r}")
+    return HlsOptions(backend, io_type, rf, board.part, board.clock_period_ns)
+
+
+def hls_layout(cleaned, hls_onnx) -> dict:
+    """How the hls4ml model's input/output layout relates to the model's own (channels-last)."""
+    def shape(m, v):
+        return [int(d) for d in m.get_tensor_shape(v.name)[1:]]
+
+    in_onnx, in_hls = shape(cleaned, cleaned.graph.input[0]), shape(hls_onnx, hls_onnx.graph.input[0])
+    out_onnx, out_hls = shape(cleaned, cleaned.graph.output[0]), shape(hls_onnx, hls_onnx.graph.output[0])
+
+    def perm(a, b):
+        if a == b or len(a) < 2:
+            return None
+        p = [0] + list(range(2, len(a) + 1)) + [1]  # (N, C, ...) -> (N, ..., C)
+        if [([1] + a)[i] for i in p][1:] == b:
+            return p
+        raise TargetError(f"hls4ml's graph has layout {b} where the model has {a}; cannot map inputs")
+
+    return {"input_shape": in_onnx, "hls_input_shape": in_hls, "input_perm": perm(in_onnx, in_hls),
+            "output_shape": out_onnx, "hls_output_shape": out_hls, "output_perm": perm(out_onnx, out_hls)}
+
+
+def to_hls_layout(x: np.ndarray, onnx_shape: list, perm: list | None) -> np.ndarray:
+    x = np.asarray(x).reshape((x.shape[0], *onnx_shape))
+    return np.ascontiguousarray(np.transpose(x, perm) if perm else x)
+
+
+def from_hls_layout(y: np.ndarray, hls_shape: list, perm: list | None) -> np.ndarray:
+    y = np.asarray(y).reshape((y.shape[0], *hls_shape))
+    return np.transpose(y, np.argsort(perm)) if perm else y
+
+
+def _testbench(graph, layout: dict, tmp: Path) -> tuple[str, str]:
+    """Test-bench vectors for the HLS project: generated inputs and edgekit's simulator outputs."""
+    from ...sim import quantize_input, simulate
+    from ...verify import generate_inputs
+
+    x = generate_inputs(graph, TB_VECTORS, seed=0)
+    codes = quantize_input(graph, x)
+    out_t = graph.tensors[graph.outputs[0]]
+    q = simulate(graph, codes)[graph.outputs[0]]
+    y = (q.astype(np.float64) - out_t.zero_point) * np.asarray(out_t.scale, np.float64)
+    y = y.reshape((TB_VECTORS, *layout["output_shape"]))
+    if layout["output_perm"]:
+        y = np.transpose(y, layout["output_perm"])
+    xi = to_hls_layout(x.reshape((TB_VECTORS, *layout["input_shape"])), layout["input_shape"], layout["input_perm"])
+    np.save(tmp / "tb_input.npy", xi.reshape(TB_VECTORS, -1).astype(np.float64))
+    np.save(tmp / "tb_output.npy", y.reshape(TB_VECTORS, -1))
+    return str(tmp / "tb_input.npy"), str(tmp / "tb_output.npy")
+
+
+def _relativize_config(hls_dir: Path, tmp: Path) -> None:
+    """hls4ml records absolute paths of the temporary build; make them relative to the project."""
+    cfg = hls_dir / "hls4ml_config.yml"
+    text = cfg.read_text()
+    text = re.sub(r"^OutputDir: .*$", "OutputDir: .", text, flags=re.M)
+    text = re.sub(r"^OnnxModel: .*$", "OnnxModel: ../hls_model.onnx", text, flags=re.M)
+    text = re.sub(r"^InputData: .*$", "InputData: tb_data/tb_input_features.dat", text, flags=re.M)
+    text = re.sub(r"^OutputPredictions: .*$", "OutputPredictions: tb_data/tb_output_predictions.dat", text, flags=re.M)
+    cfg.write_text(text)
+
+
+def build_fpga(model: str | Path, board: str | None, out_dir: str | Path, backend: str | None = None,
+               io_type: str | None = None, reuse_factor: int | None = None):
+    """Build an hls4ml project for an FPGA board into ``out_dir`` (see the module docstring)."""
+    from ...build import MANIFEST, BuildResult, _make_parents, _prepare_out_dir
+    from ...frontends.qonnx import import_qonnx, load_qonnx
+    from ...ir.passes import run_default_passes
+
+    t0 = time.monotonic()
+    model, out_dir = Path(model), Path(out_dir)
+    brd = get_fpga_board(board)
+    opts = make_options(brd, backend, io_type, reuse_factor)
+    _prepare_out_dir(out_dir)
+    check_hls4ml()
+
+    check_patterns(load_qonnx(model))  # name the node hls4ml cannot take before edgekit's own lowering
+    graph, cleaned = import_qonnx(model)
+    run_default_passes(graph)
+    plan = plan_precisions(graph)
+    hls_onnx = prepare_for_hls4ml(cleaned)
+    layout = hls_layout(cleaned, hls_onnx)
+
+    created = _make_parents(out_dir.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        cleaned.save(str(tmp / "model.onnx"))
+        graph.save(tmp)
+        hls_onnx.save(str(tmp / "hls_model.onnx"))
+        tb_in, tb_out = _testbench(graph, layout, tmp)
+        t1 = time.monotonic()
+        hm = convert(str(tmp / "hls_model.onnx"), plan, opts, tmp / HLS_DIR, input_data_tb=tb_in,
+                     output_data_tb=tb_out, onnx_model=hls_onnx)
+        types = apply_plan(hm, plan)
+        with quiet():
+            hm.write()
+        convert_seconds = time.monotonic() - t1
+        (tmp / "tb_input.npy").unlink()
+        (tmp / "tb_output.npy").unlink()
+        _relativize_config(tmp / HLS_DIR, tmp)
+        est = estimate(hm, hls_onnx, plan, brd, opts)
+        (tmp / "estimates.json").write_text(json.dumps(est, indent=1))
+        out_t = graph.tensors[graph.outputs[0]]
+        manifest = {
+            "edgekit_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "source": str(model.resolve()),
+            "source_sha256": graph.meta["source_sha256"],
+            "backend": "hls",
+            "target": "fpga",
+            "board": brd.name,
+            "part": brd.part,
+            "hls": {"backend": opts.hls4ml_backend, "io_type": opts.io_type, "reuse_factor": opts.reuse_factor,
+                    "strategy": opts.strategy, "clock_period_ns": opts.clock_period_ns, "project_dir": HLS_DIR,
+                    "project_name": PROJECT_NAME, "hls4ml_version": _hls4ml_version(),
+                    "convert_seconds": round(convert_seconds, 2)},
+            "layout": layout,
+            "input": {"tensor": graph.inputs[0], "float_shape": list(graph.input_quant.float_shape),
+                      "dtype": graph.tensors[graph.inputs[0]].dtype},
+            "output": {"tensor": graph.outputs[0], "shape": list(out_t.shape), "dtype": out_t.dtype},
+            "precision": plan.to_json(),
+            "hls_types": types,
+            "macs": est["totals"]["macs"],
+            "bops": est["totals"]["bops"],
+            "estimates": "estimates.json",
+            "fits": est["fits"],
+            "build_seconds": round(time.monotonic() - t0, 2),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for d in reversed(created):
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
+    result = BuildResult(out_dir, manifest)
+    result.estimates = est
+    return result
+
+
+def _hls4ml_version() -> str:
+    import hls4ml
+
+    return getattr(hls4ml, "__version__", "?")
+
+
+def summary(res) -> str:
+    """What ``edgekit build --target fpga`` prints: one line, the precisions, the estimates."""
+    from .estimate import format_estimates
+
+    m = res.manifest
+    est = getattr(res, "estimates", None) or json.loads((Path(res.out_dir) / m["estimates"]).read_text())
+    h, p = m["hls"], m["precision"]
+    lines = [f"built {res.out_dir} for fpga on {m['board']} ({m['part']}): hls4ml {h['hls4ml_version']} "
+             f"{h['backend']} project in {res.out_dir}/{h['project_dir']}, {h['io_type']}, reuse factor "
+             f"{h['reuse_factor']} ({h['strategy']}), clock {h['clock_period_ns']} ns, {m['macs']} MACs, "
+             f"{m['bops']} BOPs in {m['build_seconds']} s"]
+    if p["exact"]:
+        lines.append(f"precisions from edgekit's integer analysis (bit-exact by construction): input {p['input']}, "
+                     f"output {p['output']}")
+        for lp in p["layers"]:
+            lines.append(f"  {lp['hls_layer']:<18} x {lp['input']:<26} w {lp['weight']:<28} acc {lp['accum']:<12} "
+                         f"-> {lp['result']}")
+    else:
+        lines.append(f"float scales ({p['reason']}): hls4ml's own precision inference; "
+                     "`edgekit verify` reports the difference")
+    lines.append(format_estimates(est))
+    lines.append(f"estimates written to {res.out_dir}/{m['estimates']}")
+    return "\n".join(lines)

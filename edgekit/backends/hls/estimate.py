@@ -1,0 +1,249 @@
+"""Resource and latency estimates without vendor tools (see docs/fpga.md for the model).
+
+Everything here is read from the converted hls4ml model - the types hls4ml will actually
+emit - plus the weights from edgekit's IR. It is a first-order model for comparing
+configurations and checking the fit against a part, not a substitute for the Vitis/Vivado
+HLS synthesis report:
+
+* MACs per inference, and **bit operations** ``BOPs = MACs x weight bits x input bits``.
+* **Multipliers**: with io_parallel and reuse factor 1 every weight is a constant wired
+  into its own multiplier, and HLS removes the ones whose weight is 0; with reuse factor R
+  each layer time-shares ``ceil(n_in x n_out / R)`` general multipliers.
+* **DSP or LUT** by operand width: a product goes to DSP slices when both operands are at
+  least ``DSP_MIN_BITS`` bits (HLS builds narrower products from LUTs), using
+  ``ceil(a / A) x ceil(b / B)`` slices for the part's A x B multiplier; a LUT multiplier
+  costs about ``a x b / 2`` LUTs, every accumulation adder about one LUT per accumulator bit.
+* **Latency** (io_parallel): per dense layer ``R + 1 + ceil(log2(n_in) / 4)`` clock cycles
+  (the time-shared multiplies, a multiplier stage, an adder tree of about four levels per
+  cycle); per convolution the same per output position; activations, reshapes and the
+  output cast are absorbed into those stages. The initiation interval is the largest R.
+  Calibration point: the published hls4ml jet tagger (16-64-32-32-5, R=1, 5 ns) reports
+  14 cycles, this model gives 15.
+* **Block RAM**: none at R=1 (weights are constants in logic); with R > 1 (Resource
+  strategy) the weights of a layer sit in 18 Kb BRAMs, ``n_in x n_out / R`` weights of
+  ``w`` bits per word: ``ceil(words_width / 36) x ceil(R / 512)`` blocks.
+* **Flip-flops**: pipeline registers for every multiplier's operands and every layer's
+  accumulators and outputs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .boards import RESOURCE_KINDS, FpgaBoard
+from .convert import COMPUTE_CLASSES, PrecisionPlan
+from .precision import FixedType
+
+DSP_MIN_BITS = 10  # both operands at least this wide -> DSP slice, otherwise LUT fabric
+LUT_PER_MULT_BIT2 = 0.5  # LUTs per (a bits x b bits) of a LUT multiplier
+ADDER_TREE_LEVELS_PER_CYCLE = 4
+
+
+def _width(p) -> int | None:
+    t = FixedType.from_hls4ml(p)
+    return t.width if t is not None else None
+
+
+def _geometry(layer) -> tuple[int, int, int]:
+    """(fan_in, n_out, positions): MACs = fan_in x n_out x positions."""
+    cls = layer.class_name
+    if cls == "Dense":
+        return int(layer.get_attr("n_in")), int(layer.get_attr("n_out")), 1
+    if cls in ("Conv1D", "PointwiseConv1D"):
+        return (int(layer.get_attr("n_chan")) * int(layer.get_attr("filt_width")), int(layer.get_attr("n_filt")),
+                int(layer.get_attr("out_width")))
+    if cls in ("Conv2D", "PointwiseConv2D"):
+        return (int(layer.get_attr("n_chan")) * int(layer.get_attr("filt_width")) * int(layer.get_attr("filt_height")),
+                int(layer.get_attr("n_filt")), int(layer.get_attr("out_width")) * int(layer.get_attr("out_height")))
+    raise ValueError(cls)
+
+
+def layer_estimates(hls_model, board: FpgaBoard, io_type: str) -> list[dict]:
+    rows = []
+    for layer in hls_model.get_layers():
+        if layer.class_name not in COMPUTE_CLASSES:
+            continue
+        fan_in, n_out, positions = _geometry(layer)
+        x_bits = _width(layer.get_input_variable().type.precision)
+        w_bits = _width(layer.types["weight_t"].precision)
+        acc_bits = _width(layer.types["accum_t"].precision)
+        out_bits = _width(layer.get_output_variable().type.precision)
+        rf = int(layer.get_attr("reuse_factor", 1))
+        weights = np.asarray(layer.weights["weight"].data)
+        n_weights = int(weights.size)
+        nonzero = int(np.count_nonzero(weights))
+        macs = fan_in * n_out * positions
+        bops = macs * x_bits * w_bits if x_bits and w_bits else None
+        mults = nonzero if rf == 1 else math.ceil(n_weights / rf)
+        on_dsp = bool(x_bits and w_bits and min(x_bits, w_bits) >= DSP_MIN_BITS)
+        a, b = max(x_bits or 0, w_bits or 0), min(x_bits or 0, w_bits or 0)
+        dsp_per = math.ceil(a / board.dsp.a_bits) * math.ceil(b / board.dsp.b_bits) if on_dsp else 0
+        dsp = mults * dsp_per
+        lut_mult = 0 if on_dsp else math.ceil(mults * LUT_PER_MULT_BIT2 * (x_bits or 16) * (w_bits or 16))
+        lut_add = mults * (acc_bits or 32)
+        ff = mults * ((x_bits or 16) + (w_bits or 16)) + n_out * ((acc_bits or 32) + (out_bits or 16))
+        if rf == 1:
+            bram18 = 0
+        else:
+            word_bits = math.ceil(n_weights / rf) * (w_bits or 16)
+            bram18 = math.ceil(word_bits / 36) * math.ceil(rf / 512)
+        tree = math.ceil(math.log2(max(fan_in, 2)) / ADDER_TREE_LEVELS_PER_CYCLE)
+        latency = (rf + 1 + tree) * positions if io_type == "io_parallel" else None
+        rows.append({
+            "layer": layer.name, "class": layer.class_name, "fan_in": fan_in, "n_out": n_out, "positions": positions,
+            "macs": macs, "input_bits": x_bits, "weight_bits": w_bits, "accum_bits": acc_bits, "result_bits": out_bits,
+            "bops": bops, "accum_bitops": macs * acc_bits if acc_bits else None,
+            "weights": n_weights, "nonzero_weights": nonzero, "reuse_factor": rf,
+            "multipliers": mults, "multiplier_on": "DSP" if on_dsp else "LUT",
+            "dsp": dsp, "lut": lut_mult + lut_add, "ff": ff, "bram18": bram18, "latency_cycles": latency,
+        })
+    return rows
+
+
+def summarize(rows: list[dict], board: FpgaBoard, io_type: str, clock_period_ns: float) -> dict:
+    tot = {k: sum(r[k] for r in rows) for k in ("macs", "dsp", "lut", "ff", "bram18", "multipliers")}
+    tot["bops"] = sum(r["bops"] or 0 for r in rows)
+    tot["uram"] = 0
+    if io_type == "io_parallel":
+        lat = sum(r["latency_cycles"] for r in rows)
+        ii = max((r["reuse_factor"] * r["positions"] for r in rows), default=1)
+        latency = {"cycles": lat, "ns": round(lat * clock_period_ns, 2), "initiation_interval": ii,
+                   "throughput_per_s": round(1e9 / (ii * clock_period_ns))}
+    else:
+        latency = {"cycles": None, "note": "latency is estimated for io_parallel only"}
+    util = {k: (round(100.0 * tot[k] / board.resources[k], 2) if board.resources.get(k) else None)
+            for k in RESOURCE_KINDS}
+    fits = all(tot[k] <= board.resources[k] for k in RESOURCE_KINDS if k in tot)
+    return {"totals": tot, "latency": latency, "utilization_percent": util, "fits": fits,
+            "part": board.part, "board": board.name, "part_resources": dict(board.resources)}
+
+
+# ---------------------------------------------------------------------------------------
+# Baselines: the same model under hls4ml's own configurations
+# ---------------------------------------------------------------------------------------
+def strip_quantizers(hls_onnx):
+    """The same network without its quantizers: weights and biases as their quantized float values,
+    activation Quant nodes bypassed. This is what hls4ml sees for an unquantized model."""
+    import copy
+
+    from onnx import numpy_helper
+    from qonnx.custom_op.general.quant import quant
+    from qonnx.util.cleanup import cleanup_model
+
+    m = copy.deepcopy(hls_onnx)
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    for node in list(g.node):
+        if node.op_type != "Quant":
+            continue
+        src = node.input[0]
+        if src in inits:
+            from onnx import helper
+
+            a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+            args = [numpy_helper.to_array(inits[i]) for i in node.input[1:4]]
+            mode = a.get("rounding_mode", b"ROUND")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            val = quant(numpy_helper.to_array(inits[src]), *args, signed=int(a.get("signed", 1)),
+                        narrow=int(a.get("narrow", 0)), rounding_mode=mode)
+            new = numpy_helper.from_array(np.asarray(val, np.float32), node.output[0])
+            g.initializer.append(new)
+            g.node.remove(node)
+        else:  # an activation quantizer: pass the float value through
+            node.op_type, node.domain = "Identity", ""
+            del node.input[1:]
+            del node.attribute[:]
+    return cleanup_model(m)
+
+
+def baseline_bops(hls_onnx, opts, which: str) -> dict:
+    """Convert the same model with an hls4ml default configuration and count BOPs from its types.
+
+    ``which``: ``"default"`` - quantizers removed, ``config_from_onnx_model`` defaults (every
+    type ``fixed<16,6>``, hls4ml's default precision); ``"qonnx-auto"`` - the QONNX model
+    with hls4ml's own precision inference (``granularity="name"``, everything ``auto``).
+    """
+    import tempfile
+
+    import hls4ml
+
+    from .convert import quiet
+
+    model = strip_quantizers(hls_onnx) if which == "default" else hls_onnx
+    with quiet(), tempfile.TemporaryDirectory(prefix="edgekit-hls-baseline-") as d:
+        cfg = hls4ml.utils.config_from_onnx_model(model, granularity="model" if which == "default" else "name",
+                                                  backend=opts.hls4ml_backend, default_reuse_factor=opts.reuse_factor)
+        hm = hls4ml.converters.convert_from_onnx_model(model, output_dir=d, backend=opts.hls4ml_backend,
+                                                       io_type=opts.io_type, hls_config=cfg)
+        rows = []
+        for layer in hm.get_layers():
+            if layer.class_name not in COMPUTE_CLASSES:
+                continue
+            fan_in, n_out, positions = _geometry(layer)
+            x_bits = _width(layer.get_input_variable().type.precision)
+            w_bits = _width(layer.types["weight_t"].precision)
+            acc_bits = _width(layer.types["accum_t"].precision)
+            macs = fan_in * n_out * positions
+            rows.append({"layer": layer.name, "macs": macs, "input_bits": x_bits, "weight_bits": w_bits,
+                         "accum_bits": acc_bits, "bops": macs * x_bits * w_bits, "accum_bitops": macs * acc_bits})
+    return {"config": which, "layers": rows, "bops": sum(r["bops"] for r in rows),
+            "accum_bitops": sum(r["accum_bitops"] for r in rows)}
+
+
+def estimate(hls_model, hls_onnx, plan: PrecisionPlan, board: FpgaBoard, opts) -> dict:
+    rows = layer_estimates(hls_model, board, opts.io_type)
+    summary = summarize(rows, board, opts.io_type, opts.clock_period_ns)
+    tight_bops = summary["totals"]["bops"]
+    tight_acc = sum(r["accum_bitops"] or 0 for r in rows)
+    baselines = {}
+    for which in ("default", "qonnx-auto"):
+        try:
+            b = baseline_bops(hls_onnx, opts, which)
+        except Exception as e:  # a baseline is a comparison, never a reason to fail the build
+            baselines[which] = {"error": f"{type(e).__name__}: {e}"}
+            continue
+        b["bops_reduction_percent"] = round(100.0 * (1 - tight_bops / b["bops"]), 2) if b["bops"] else None
+        b["accum_bitops_reduction_percent"] = (round(100.0 * (1 - tight_acc / b["accum_bitops"]), 2)
+                                               if b["accum_bitops"] else None)
+        baselines[which] = b
+    return {"model": "first-order estimate, not synthesis (see docs/fpga.md)", "dsp_min_bits": DSP_MIN_BITS,
+            "io_type": opts.io_type, "reuse_factor": opts.reuse_factor, "clock_period_ns": opts.clock_period_ns,
+            "layers": rows, **summary, "accum_bitops": tight_acc, "baselines": baselines}
+
+
+def format_estimates(est: dict) -> str:
+    """The table ``edgekit build --target fpga`` prints."""
+    lines = [f"{'layer':<18}{'MACs':>8}{'x bits':>7}{'w bits':>7}{'acc':>5}{'BOPs':>11}{'mults':>7}{'on':>5}"
+             f"{'DSP':>6}{'LUT':>8}{'FF':>8}{'BRAM18':>7}{'cycles':>7}"]
+    for r in est["layers"]:
+        lines.append(f"{r['layer']:<18}{r['macs']:>8}{r['input_bits']:>7}{r['weight_bits']:>7}{r['accum_bits']:>5}"
+                     f"{r['bops']:>11}{r['multipliers']:>7}{r['multiplier_on']:>5}{r['dsp']:>6}{r['lut']:>8}"
+                     f"{r['ff']:>8}{r['bram18']:>7}{r['latency_cycles'] if r['latency_cycles'] is not None else '-':>7}")
+    t, u, lat = est["totals"], est["utilization_percent"], est["latency"]
+    lines.append(f"{'total':<18}{t['macs']:>8}{'':>7}{'':>7}{'':>5}{t['bops']:>11}{t['multipliers']:>7}{'':>5}"
+                 f"{t['dsp']:>6}{t['lut']:>8}{t['ff']:>8}{t['bram18']:>7}"
+                 f"{lat['cycles'] if lat.get('cycles') is not None else '-':>7}")
+    lines.append(f"{est['part']} ({est['board']}): DSP {t['dsp']}/{est['part_resources']['dsp']} ({u['dsp']}%), "
+                 f"LUT {t['lut']}/{est['part_resources']['lut']} ({u['lut']}%), FF {t['ff']}/"
+                 f"{est['part_resources']['ff']} ({u['ff']}%), BRAM18 {t['bram18']}/{est['part_resources']['bram18']} "
+                 f"({u['bram18']}%): {'fits' if est['fits'] else 'DOES NOT FIT'} (estimate)")
+    if lat.get("cycles") is not None:
+        lines.append(f"latency ~{lat['cycles']} cycles = {lat['ns']} ns at {est['clock_period_ns']} ns, "
+                     f"initiation interval {lat['initiation_interval']} (estimate)")
+    for name, b in est["baselines"].items():
+        if "error" in b:
+            lines.append(f"baseline {name}: not available ({b['error']})")
+            continue
+        what = ("hls4ml default config (fixed<16,6>, quantizers removed)" if name == "default"
+                else "hls4ml's own QONNX precision inference")
+        lines.append(f"vs {what}: BOPs {b['bops']} -> {t['bops']} ({_change(b['bops_reduction_percent'])}), "
+                     f"accumulator bit-ops {b['accum_bitops']} -> {est['accum_bitops']} "
+                     f"({_change(b['accum_bitops_reduction_percent'])})")
+    return "\n".join(lines)
+
+
+def _change(reduction: float | None) -> str:
+    if reduction is None:
+        return "n/a"
+    return f"{reduction:.1f}% fewer" if reduction >= 0 else f"{-reduction:.1f}% more"

@@ -1,0 +1,143 @@
+"""``edgekit verify`` for FPGA builds: simulator (reference), qonnx, hls4ml C-simulation.
+
+The C-simulation is hls4ml's own: the project's ``build_lib.sh`` compiles the generated
+HLS C++ (the same source Vitis/Vivado HLS synthesises, with the ``ap_fixed`` headers)
+with g++ into a shared library, which ``hls4ml.converters.link_existing_project(...)``
+loads and runs on the inputs. Outputs are compared as integer codes with the same
+``_compare`` and table as the Cortex-M verification.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ...build import load_manifest
+from ...errors import BuildDirError, ToolchainError, VerificationError
+from ...ir.contract import is_power_of_two
+from ...ir.graph import Graph
+from ...sim import quantize_input, simulate
+from ...verify import StageResult, VerifyReport, _compare, _run_qonnx, generate_inputs
+from .build import from_hls_layout, to_hls_layout
+from .convert import quiet
+
+
+class HlsVerifyReport(VerifyReport):
+    """The Cortex-M report's table, with the FPGA build's precisions and estimates as footer."""
+
+    def table(self) -> str:
+        lines = [f"edgekit verify {self.build_dir}: {self.vectors} vectors ({self.input_source}), "
+                 f"output {self.output_shape}, reference = simulator",
+                 f"{'stage':<22}{'must be exact':>14}{'mismatching':>14}{'share':>10}{'max diff (LSB)':>16}  result"]
+        for s in self.stages:
+            res = "ok" if s.mismatches == 0 else ("FAIL" if s.must_be_exact else "differs (reported)")
+            lines.append(f"{s.stage:<22}{'yes' if s.must_be_exact else 'no':>14}"
+                         f"{f'{s.mismatches}/{s.elements}':>14}{100 * s.share:>9.3f}%{s.max_lsb:>16}  {res}"
+                         + (f"  [{s.note}]" if s.note else ""))
+        m = self.memory
+        lines.append(f"fpga {self.board} ({m['part']}), {m['hls_backend']} {m['io_type']} reuse factor "
+                     f"{m['reuse_factor']}: C-simulation compiled with g++ in {m['csim_compile_seconds']} s; "
+                     f"estimate {m['dsp']} DSP, {m['lut']} LUT, {m['ff']} FF, {m['bram18']} BRAM18, "
+                     f"{m['latency_cycles'] if m['latency_cycles'] is not None else '?'} cycles "
+                     f"({'fits' if m['fits'] else 'does not fit'})")
+        lines.append("PASS: every stage that must be exact is exact" if self.ok
+                     else "FAIL: a stage that must be exact differs from the simulator")
+        return "\n".join(lines)
+
+
+def _load_inputs(graph: Graph, inputs, count: int, seed: int) -> tuple[np.ndarray, str]:
+    if inputs is None:
+        x, source = generate_inputs(graph, count, seed), f"generated, seed {seed}"
+    elif isinstance(inputs, np.ndarray):
+        x, source = inputs, "array"
+    else:
+        try:
+            x, source = np.load(inputs), str(inputs)
+        except (OSError, ValueError) as e:
+            raise VerificationError(f"{inputs}: cannot read inputs ({e})") from None
+    fshape = tuple(graph.input_quant.float_shape)
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape[1:] != fshape:
+        if x.ndim < 2 or x.size % int(np.prod(fshape)) != 0:
+            raise VerificationError(f"inputs have shape {x.shape}; expected (N, {', '.join(map(str, fshape))}) "
+                                    "in the model's input layout")
+        x = x.reshape((-1,) + fshape)
+    return x, source
+
+
+def run_csim(build_dir: Path, manifest: dict, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Compile the project's C-simulation library with g++ and run ``x`` (model layout) through it.
+
+    Returns the outputs in the model's output layout (real values) and the compile time.
+    """
+    if shutil.which("g++") is None:
+        raise ToolchainError("g++ is not installed; hls4ml's C-simulation needs it (apt-get install g++)")
+    try:
+        import hls4ml
+    except ImportError:
+        raise ToolchainError("hls4ml is not installed; install the FPGA extra: pip install 'edgekit[hls]'") from None
+    project = build_dir / manifest["hls"]["project_dir"]
+    if not (project / "hls4ml_config.yml").is_file():
+        raise BuildDirError(f"{project}: the hls4ml project is missing; rebuild with `edgekit build --target fpga`")
+    lay = manifest["layout"]
+    xin = to_hls_layout(x.reshape((x.shape[0], *lay["input_shape"])), lay["input_shape"], lay["input_perm"])
+    xin = np.ascontiguousarray(xin.reshape(x.shape[0], -1).astype(np.float64))
+    t0 = time.monotonic()
+    with quiet() as log:
+        try:
+            hm = hls4ml.converters.link_existing_project(str(project))
+            hm.config.config["OutputDir"] = str(project)  # the project may have moved since it was written
+            hm.compile()
+        except Exception as e:
+            tail = "\n".join(log.getvalue().splitlines()[-5:])
+            raise ToolchainError(f"g++ could not compile the hls4ml C-simulation in {project} "
+                                 f"({type(e).__name__}: {e}){': ' + tail if tail else ''}") from None
+        compile_s = time.monotonic() - t0
+        y = hm.predict(xin)
+    y = np.asarray(y, np.float64).reshape(x.shape[0], -1)
+    return from_hls_layout(y, lay["hls_output_shape"], lay["output_perm"]), compile_s
+
+
+def verify_hls(build_dir: str | Path, inputs=None, count: int = 256, seed: int = 0,
+               stages: tuple[str, ...] = ("qonnx", "csim")) -> HlsVerifyReport:
+    build_dir = Path(build_dir).resolve()
+    manifest = load_manifest(build_dir)
+    graph = Graph.load(build_dir)
+    x, source = _load_inputs(graph, inputs, count, seed)
+
+    codes = quantize_input(graph, x)
+    out_t = graph.tensors[graph.outputs[0]]
+    ref = simulate(graph, codes)[graph.outputs[0]].reshape(x.shape[0], -1)
+    results = [StageResult("simulator", True, int(ref.size), 0, 0, "reference")]
+    scale = np.asarray(out_t.scale, np.float64)
+    requant_exact = all(n.attrs["requant"].exact for n in graph.nodes if n.attrs.get("requant") is not None)
+    pow2 = requant_exact and is_power_of_two(graph.input_quant.scale)
+
+    if "qonnx" in stages:
+        y = _run_qonnx(build_dir / "model.onnx", x).reshape(x.shape[0], -1).astype(np.float64)
+        q = np.round(y / scale + out_t.zero_point)
+        float_exact = bool(graph.meta.get("qonnx_float_exact", True))
+        note = "" if pow2 else "float scales: qonnx rounds in float32, edgekit uses Q31 multipliers"
+        if pow2 and not float_exact:
+            note = "accumulators can exceed 2^24, where qonnx's float32 arithmetic is inexact"
+        results.append(_compare("qonnx (float32)", q, ref, pow2 and float_exact, note))
+
+    est = json.loads((build_dir / manifest["estimates"]).read_text())
+    compile_s = None
+    exact = bool(manifest["precision"]["exact"])
+    y, compile_s = run_csim(build_dir, manifest, x)
+    q = np.round(y.reshape(x.shape[0], -1) / scale + out_t.zero_point)
+    note = "" if exact else ("float scales: hls4ml applies them in fixed point (ApplyAlpha layers), "
+                             "so it is close, not exact")
+    results.append(_compare(f"hls4ml C-sim ({manifest['hls']['backend']})", q, ref, exact, note))
+
+    t, lat = est["totals"], est["latency"]
+    memory = {"part": manifest["part"], "hls_backend": manifest["hls"]["backend"],
+              "io_type": manifest["hls"]["io_type"], "reuse_factor": manifest["hls"]["reuse_factor"],
+              "csim_compile_seconds": round(compile_s, 1), "dsp": t["dsp"], "lut": t["lut"], "ff": t["ff"],
+              "bram18": t["bram18"], "latency_cycles": lat.get("cycles"), "fits": est["fits"]}
+    return HlsVerifyReport(str(build_dir), manifest["board"], int(x.shape[0]), source, list(out_t.shape), results,
+                           memory, extra={"power_of_two": pow2, "backend": "hls", "precision_exact": exact})
