@@ -1,18 +1,29 @@
 """Static memory planner: places every intermediate activation in one arena.
 
-Lifetimes come from the node schedule; tensors whose lifetimes overlap get disjoint
-byte ranges. Placement is greedy by size (largest first, lowest offset that fits), the
-strategy TFLM's GreedyMemoryPlanner uses. Model input and output live in the
-caller's buffers, so they take no arena space. Reshapes alias their input.
+1. Lifetimes come from the node schedule (producer index .. last consumer index).
+2. Buffers are shared where that is provably safe:
+   * reshapes alias their input (same bytes, new shape);
+   * elementwise ops (``Op.inplace``) write output element i only after reading input
+     element i, walking upward, so when the input dies at that node and the output
+     element is no wider than the input element, the output can take the input's
+     bytes (in place). The model input (a caller's const buffer) is never written.
+3. Placement: several greedy orders (largest first, earliest first, longest-lived
+   first) and, for up to ``EXACT_LIMIT`` buffers, every order; the first arrangement
+   that reaches the lower bound (the largest sum of simultaneously live buffers) is
+   optimal and ends the search.
+
+Model input and output live in the caller's buffers, so they take no arena space.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from ..ops import get_op
 from .graph import Graph
 
 ALIGN = 4  # bytes; keeps int32 tensors and word loads aligned on every Cortex-M
+EXACT_LIMIT = 7  # buffers: 7! = 5040 orders at most
 
 
 @dataclass
@@ -29,9 +40,13 @@ class Placement:
 class MemoryPlan:
     placements: dict[str, Placement]
     arena_bytes: int
+    lower_bound: int = 0
+    strategy: str = ""
+    inplace: list | None = None
 
     def to_json(self) -> dict:
-        return {"arena_bytes": self.arena_bytes,
+        return {"arena_bytes": self.arena_bytes, "lower_bound": self.lower_bound, "strategy": self.strategy,
+                "inplace": self.inplace or [],
                 "tensors": {k: vars(v) for k, v in self.placements.items()}}
 
 
@@ -39,56 +54,115 @@ def _round_up(n: int, a: int = ALIGN) -> int:
     return (n + a - 1) // a * a
 
 
-def plan_memory(graph: Graph) -> MemoryPlan:
-    # Resolve aliases to the tensor that owns the storage.
+def _buffers(graph: Graph):
+    """Group tensors that share storage; returns (owner map, in-place node list)."""
     root: dict[str, str] = {}
-    for node in graph.nodes:
-        if get_op(node.op, node.name).alias:
-            root[node.outputs[0]] = root.get(node.inputs[0], node.inputs[0])
     owner = lambda t: root.get(t, t)  # noqa: E731
+    last_use: dict[str, int] = {}
+    for i, node in enumerate(graph.nodes):
+        for t in node.inputs:
+            last_use[t] = i
+    inplace = []
+    in_owner = graph.inputs[0]
+    for i, node in enumerate(graph.nodes):
+        op = get_op(node.op, node.name)
+        y = node.outputs[0]
+        if op.alias:
+            root[y] = owner(node.inputs[0])
+            continue
+        if not getattr(op, "inplace", False) or y in graph.outputs:
+            continue
+        for x in (t for t in node.inputs if not graph.tensors[t].const):
+            group = [t for t in graph.tensors if owner(t) == owner(x)]
+            dies_here = all(last_use.get(t, -1) <= i for t in group)
+            if owner(x) != in_owner and dies_here and graph.tensors[y].itemsize <= graph.tensors[x].itemsize \
+                    and graph.tensors[y].size == graph.tensors[x].size:
+                root[y] = owner(x)
+                inplace.append(node.name)
+                break
+    return owner, inplace
 
-    first: dict[str, int] = {owner(graph.inputs[0]): -1}
+
+def plan_memory(graph: Graph) -> MemoryPlan:
+    owner, inplace = _buffers(graph)
+    in_owner, out_owner = owner(graph.inputs[0]), owner(graph.outputs[0])
+    if in_owner == out_owner:
+        raise ValueError("model output aliases its input")
+    first: dict[str, int] = {in_owner: -1}
     last: dict[str, int] = {}
+    size: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):
         for t in node.outputs:
             first.setdefault(owner(t), i)
         for t in node.inputs:
             if not graph.tensors[t].const:
                 last[owner(t)] = i
-    in_owner, out_owner = owner(graph.inputs[0]), owner(graph.outputs[0])
-    if in_owner == out_owner:
-        raise ValueError("model output aliases its input")
+    for t, info in graph.tensors.items():
+        if not info.const:
+            size[owner(t)] = max(size.get(owner(t), 0), info.nbytes)
 
     placements: dict[str, Placement] = {}
     arena = []
     for t, f in first.items():
-        size = graph.tensors[t].nbytes
         buf = "input" if t == in_owner else "output" if t == out_owner else "arena"
-        p = Placement(t, -1, size, f, last.get(t, len(graph.nodes)), buf)
+        p = Placement(t, -1, size[t], f, last.get(t, len(graph.nodes)), buf)
         placements[t] = p
         if buf == "arena":
             arena.append(p)
 
-    placed: list[Placement] = []
-    for p in sorted(arena, key=lambda p: (-p.size, p.first)):
-        live = sorted((q for q in placed if not (q.last < p.first or p.last < q.first)), key=lambda q: q.offset)
+    bound = _lower_bound(arena)
+    best, strategy = None, ""
+    orders = {
+        "greedy by size": sorted(arena, key=lambda p: (-p.size, p.first)),
+        "greedy by first use": sorted(arena, key=lambda p: (p.first, -p.size)),
+        "greedy by lifetime": sorted(arena, key=lambda p: (-(p.last - p.first), -p.size)),
+    }
+    candidates = list(orders.items())
+    if len(arena) <= EXACT_LIMIT:
+        candidates += [("exhaustive", list(o)) for o in itertools.permutations(arena)]
+    for name, order in candidates:
+        offsets, total = _place(order)
+        if best is None or total < best[1]:
+            best, strategy = (offsets, total), name
+        if total <= bound:
+            break
+    offsets, arena_bytes = best if best else ({}, 0)
+    for p in arena:
+        p.offset = offsets[p.tensor]
+    for t in graph.tensors:
+        if not graph.tensors[t].const and owner(t) != t and owner(t) in placements:
+            placements[t] = placements[owner(t)]
+    if arena_bytes == bound:
+        strategy += " (optimal: meets the lower bound)"
+    return MemoryPlan(placements, arena_bytes, bound, strategy, inplace)
+
+
+def _place(order: list[Placement]) -> tuple[dict[str, int], int]:
+    """Lowest offset that fits, in the given order; returns offsets and arena size."""
+    placed: list[tuple[int, int, Placement]] = []
+    offsets: dict[str, int] = {}
+    for p in order:
+        live = sorted((o, s) for o, s, q in placed if not (q.last < p.first or p.last < q.first))
         offset = 0
-        for q in live:
-            if offset + _round_up(p.size) <= q.offset:
+        need = _round_up(p.size)
+        for o, s in live:
+            if offset + need <= o:
                 break
-            offset = max(offset, q.offset + _round_up(q.size))
-        p.offset = offset
-        placed.append(p)
-    arena_bytes = max((p.offset + _round_up(p.size) for p in placed), default=0)
-    for alias, r in root.items():
-        placements[alias] = placements[r]
-    return MemoryPlan(placements, arena_bytes)
+            offset = max(offset, o + s)
+        placed.append((offset, need, p))
+        offsets[p.tensor] = offset
+    return offsets, max((o + s for o, s, _ in placed), default=0)
+
+
+def _lower_bound(arena: list[Placement]) -> int:
+    """No arrangement beats the largest total of buffers live at the same step."""
+    steps = {p.first for p in arena} | {p.last for p in arena}
+    return max((sum(_round_up(p.size) for p in arena if p.first <= s <= p.last) for s in steps), default=0)
 
 
 def check_plan(plan: MemoryPlan) -> None:
-    """Assert that no two simultaneously live arena tensors overlap (used by tests and builds)."""
-    ps = {id(p): p for p in plan.placements.values() if p.buffer == "arena"}.values()
-    ps = list(ps)
+    """Assert that no two simultaneously live arena buffers overlap (used by tests and builds)."""
+    ps = list({id(p): p for p in plan.placements.values() if p.buffer == "arena"}.values())
     for i, a in enumerate(ps):
         assert a.offset + a.size <= plan.arena_bytes, f"{a.tensor} exceeds the arena"
         for b in ps[i + 1:]:

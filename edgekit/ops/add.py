@@ -11,6 +11,7 @@ from .registry import Op, register
 class Add(Op):
     name = "add"
     template = "add.c.j2"
+    inplace = True  # output i is written after input i is read (see ir/planner.py)
 
     def simulate(self, node, inputs, graph):
         ta, tb = (graph.tensors[i] for i in node.inputs)

@@ -8,6 +8,7 @@ from .registry import Op, register
 class Lut(Op):
     name = "lut"
     template = "lut.c.j2"
+    inplace = True  # output i is written after input i is read (see ir/planner.py)
 
     def simulate(self, node, inputs, graph):
         x, table = inputs

@@ -17,6 +17,7 @@ class Op:
     name: str = ""
     template: str | None = None  # under templates/cortexm/ops/
     alias: bool = False  # output shares the input's memory (no code emitted)
+    inplace: bool = False  # elementwise: may overwrite a dying input (ir/planner.py)
 
     def simulate(self, node, inputs: list[np.ndarray], graph) -> list[np.ndarray]:
         raise NotImplementedError

@@ -10,6 +10,7 @@ from .registry import Op, register
 class Relu(Op):
     name = "relu"
     template = "relu.c.j2"
+    inplace = True  # output i is written after input i is read (see ir/planner.py)
 
     def simulate(self, node, inputs, graph):
         zp = graph.tensors[node.inputs[0]].zero_point

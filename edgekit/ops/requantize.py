@@ -11,6 +11,7 @@ from .registry import Op, register
 class Requantize(Op):
     name = "requantize"
     template = "requantize.c.j2"
+    inplace = True  # output i is written after input i is read (see ir/planner.py)
 
     def simulate(self, node, inputs, graph):
         zp_in = graph.tensors[node.inputs[0]].zero_point

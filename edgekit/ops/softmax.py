@@ -11,6 +11,7 @@ from .registry import Op, register
 class Softmax(Op):
     name = "softmax"
     template = "softmax.c.j2"
+    inplace = True  # output i is written after input i is read (see ir/planner.py)
 
     def simulate(self, node, inputs, graph):
         x, table = inputs

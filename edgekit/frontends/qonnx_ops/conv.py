@@ -45,8 +45,8 @@ def lower_conv(lw, node) -> None:
     group = int(a.get("group", 1))
     ih, iw, ic = x.shape
     oc = codes.shape[0]
-    if max(kernel) > 7 or min(kernel) < 1:
-        raise UnsupportedOpError(f"{describe(node)}: kernel {kernel}; edgekit supports kernel sizes 1 to 7")
+    if min(kernel) < 1:
+        raise UnsupportedOpError(f"{describe(node)}: kernel {kernel}")
     depthwise = group != 1
     if depthwise and (group != ic or oc % ic != 0 or codes.shape[1] != 1):
         raise UnsupportedOpError(f"{describe(node)}: grouped convolution with group={group} over {ic} channels "
