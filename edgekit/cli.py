@@ -55,6 +55,36 @@ def _cmd_targets(args) -> int:
     return 0
 
 
+# --- boards, flashing, profiling and export (issue 5): edgekit/backends/cortexm ---
+def _cmd_flash(args) -> int:
+    from .backends.cortexm.flash import flash
+
+    res = flash(args.build_dir, board=args.board, probe=args.probe, uid=args.uid, inputs=args.inputs,
+                count=args.count, seed=args.seed, timeout=args.timeout,
+                on_line=lambda line: print(f"  | {line}", flush=True))
+    print(res.summary())
+    return 0 if res.ok else 1
+
+
+def _cmd_profile(args) -> int:
+    from .backends.cortexm.profile import profile
+
+    rep = profile(args.build_dir, board=args.board, inputs=args.inputs, count=args.count, seed=args.seed,
+                  vector=args.vector)
+    print(json.dumps(rep.to_json(), indent=1) if args.json else rep.table())
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .backends.cortexm.export import export
+
+    dest = export(args.build_dir, args.output)
+    print(f"exported {args.build_dir} to {dest}: Makefile, CMakeLists.txt, src/ (the library), firmware/ "
+          "(the test harness); build it with `make` (arm-none-eabi-gcc, no Python)")
+    return 0
+# --- end issue 5 ---
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description="From quantization-aware training to verified "
                                 "firmware: build QONNX models for Cortex-M and prove every stage bit-exact.")
@@ -94,6 +124,44 @@ def make_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("targets", help="list the cores and boards edgekit knows",
                        description="List cores (--target) and boards (--board) from targets/.")
     t.set_defaults(func=_cmd_targets)
+
+    # --- boards, flashing, profiling and export (issue 5) ---
+    f = sub.add_parser("flash", help="run a build's firmware on its board (QEMU, or a real board via a probe)",
+                       description="On an emulated board, run the firmware in QEMU; on a real board, program it "
+                       "through pyocd (or openocd), reset it and serve its semihosting. The firmware runs the test "
+                       "vectors; its outputs are compared with the simulator. Exits 1 if they differ.")
+    f.add_argument("build_dir", help="directory written by `edgekit build`")
+    f.add_argument("--board", help="the board to run on; must be the build's board (default: the build's board)")
+    f.add_argument("--probe", choices=["pyocd", "openocd"], default="pyocd", help="debug-probe tool (pyocd)")
+    f.add_argument("--uid", help="unique ID / serial number of the probe to use")
+    f.add_argument("--inputs", help="float inputs (.npy) in the model's input layout")
+    f.add_argument("--count", type=int, default=16, help="number of generated vectors without --inputs (16)")
+    f.add_argument("--seed", type=int, default=0, help="seed for generated vectors (0)")
+    f.add_argument("--timeout", type=float, default=120.0, help="seconds the run may take (120)")
+    f.set_defaults(func=_cmd_flash)
+
+    pr = sub.add_parser("profile", help="exact instruction counts per layer on an emulated board, cycle estimate",
+                        description="Count the instructions of one inference and of each layer exactly on QEMU "
+                        "(edgekit's TCG plugin), estimate cycles and ms from instruction classes, break flash and "
+                        "RAM down; writes profile.json and profile.html into the build directory.")
+    pr.add_argument("build_dir", help="directory written by `edgekit build`")
+    pr.add_argument("--board", help="emulated board to count on (default: the build's board, or the QEMU board "
+                    "with the same core)")
+    pr.add_argument("--inputs", help="float inputs (.npy); default: random input codes")
+    pr.add_argument("--count", type=int, default=8, help="number of random input vectors (8)")
+    pr.add_argument("--seed", type=int, default=0, help="seed for the random input vectors (0)")
+    pr.add_argument("--vector", type=int, default=0, help="which vector's inference the table shows (0)")
+    pr.add_argument("--json", action="store_true", help="print the profile as JSON")
+    pr.set_defaults(func=_cmd_profile)
+
+    e = sub.add_parser("export", help="write a standalone C project (Makefile, CMakeLists.txt) from a build",
+                       description="Copy the generated library and the harness into a folder with a Makefile, a "
+                       "CMakeLists.txt and a CMake toolchain file that build it with arm-none-eabi-gcc, without "
+                       "Python or edgekit.")
+    e.add_argument("build_dir", help="directory written by `edgekit build`")
+    e.add_argument("-o", "--output", required=True, help="project folder to write")
+    e.set_defaults(func=_cmd_export)
+    # --- end issue 5 ---
     return p
 
 

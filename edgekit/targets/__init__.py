@@ -173,6 +173,16 @@ def board_from_dict(d: dict, path: Path) -> Board:
                  d.get("notes", ""), str(path))
 
 
+def board_from_json(d: dict) -> Board:
+    """Inverse of :meth:`Board.to_json` (the copy a build keeps in its manifest)."""
+    probe = Probe(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["probe"].items()}) \
+        if d.get("probe") else None
+    return Board(d["name"], d["description"], d["core"], MemoryRegion(**d["flash"]), MemoryRegion(**d["ram"]),
+                 d["stack_bytes"], d["clock_hz"], d.get("qemu_machine"), d.get("mcu", ""), d.get("reset_clock_hz"),
+                 d.get("load", "flash"), tuple(tuple(sorted(r.items())) for r in d.get("memory_map", ())), probe,
+                 d.get("notes", ""), d.get("path", ""))
+
+
 def get_board(name: str) -> Board:
     """A shipped board by name, or a board TOML file by path (``*.toml``)."""
     if name.endswith(".toml"):
