@@ -100,6 +100,8 @@ class Graph:
                 return float(v)
             if isinstance(v, (list, tuple)):
                 return [enc(x) for x in v]
+            if isinstance(v, dict):
+                return {k: enc(x) for k, x in v.items()}
             return v
 
         doc = {
@@ -136,6 +138,8 @@ class Graph:
                 return Requant.from_json(v["__requant__"])
             if isinstance(v, list):
                 return [dec(x) for x in v]
+            if isinstance(v, dict):
+                return {k: dec(x) for k, x in v.items()}
             return v
 
         tensors = {}

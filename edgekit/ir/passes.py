@@ -56,5 +56,33 @@ def fuse_requantize(graph: Graph) -> Graph:
     return graph
 
 
+def fuse_residual_add(graph: Graph) -> Graph:
+    """Fold a residual ``add`` into the convolution that produces one of its operands.
+
+    The convolution requantizes its accumulator to its own output codes exactly as
+    before, then adds the other operand as the add did: identical arithmetic. The
+    fused node runs where the add ran (after the other operand exists), and because it
+    writes output element i right after reading residual element i it can write over
+    the residual in place, so a ResNet block needs two feature maps, not three.
+    """
+    for add in [n for n in graph.nodes if n.op == "add"]:
+        for k, operand in enumerate(add.inputs):
+            conv = graph.producer(operand)
+            if conv is None or conv.op != "conv2d" or conv.attrs.get("requant") is None \
+                    or conv.attrs.get("residual") or _single_consumer(graph, operand) is not add:
+                continue
+            other = add.inputs[1 - k]
+            ordered = add.attrs["in_requant"] if k == 0 else add.attrs["in_requant"][::-1]
+            conv.attrs["residual"] = {"in_requant": ordered, "requant": add.attrs.get("requant")}
+            conv.inputs = conv.inputs + [other]
+            del graph.tensors[operand]
+            conv.outputs = list(add.outputs)
+            graph.nodes.remove(conv)
+            graph.nodes[graph.nodes.index(add)] = conv
+            break
+    return graph
+
+
 def run_default_passes(graph: Graph) -> Graph:
-    return fuse_requantize(graph)
+    fuse_requantize(graph)
+    return fuse_residual_add(graph)

@@ -3,10 +3,11 @@
 1. Lifetimes come from the node schedule (producer index .. last consumer index).
 2. Buffers are shared where that is provably safe:
    * reshapes alias their input (same bytes, new shape);
-   * elementwise ops (``Op.inplace``) write output element i only after reading input
-     element i, walking upward, so when the input dies at that node and the output
-     element is no wider than the input element, the output can take the input's
-     bytes (in place). The model input (a caller's const buffer) is never written.
+   * elementwise ops (``Op.inplace_inputs``: relu, requantize, lut, add, softmax, and a
+     convolution's fused residual input) write output element i only after reading
+     input element i, walking upward, so when the input dies at that node and the
+     output element is no wider than the input element, the output can take the
+     input's bytes (in place). The model input (a caller's const buffer) is never written.
 3. Placement: several greedy orders (largest first, earliest first, longest-lived
    first) and, for up to ``EXACT_LIMIT`` buffers, every order; the first arrangement
    that reaches the lower bound (the largest sum of simultaneously live buffers) is
@@ -70,9 +71,9 @@ def _buffers(graph: Graph):
         if op.alias:
             root[y] = owner(node.inputs[0])
             continue
-        if not getattr(op, "inplace", False) or y in graph.outputs:
+        if y in graph.outputs:
             continue
-        for x in (t for t in node.inputs if not graph.tensors[t].const):
+        for x in op.inplace_inputs(node, graph):
             group = [t for t in graph.tensors if owner(t) == owner(x)]
             dies_here = all(last_use.get(t, -1) <= i for t in group)
             if owner(x) != in_owner and dies_here and graph.tensors[y].itemsize <= graph.tensors[x].itemsize \

@@ -18,7 +18,7 @@ class Conv2d(Op):
     template = "conv2d.c.j2"
 
     def simulate(self, node, inputs, graph):
-        x, w, b = inputs
+        x, w, b = inputs[:3]
         a = node.attrs
         zp = graph.tensors[node.inputs[0]].zero_point
         oh, ow, oc = graph.tensors[node.outputs[0]].shape
@@ -33,7 +33,20 @@ class Conv2d(Op):
                 acc += view @ wf[:, ky, kx, :].T
         acc = acc.astype(np.int64) + b.astype(np.int64)
         rq = a.get("requant")
-        return [apply_requant(acc, rq) if rq is not None else acc]
+        y = apply_requant(acc, rq) if rq is not None else acc
+        if a.get("residual"):  # fused residual add (ir/passes.py): same arithmetic as ops/add.py
+            res = a["residual"]
+            zp_y = rq.zero_point
+            zp_r = graph.tensors[node.inputs[3]].zero_point
+            ry, rr = res["in_requant"]
+            y = apply_requant(y - zp_y, ry) + apply_requant(inputs[3] - zp_r, rr)
+            if res["requant"] is not None:
+                y = apply_requant(y, res["requant"])
+        return [y]
+
+    def inplace_inputs(self, node, graph):
+        # The residual is read at output element i just before that element is written.
+        return [node.inputs[3]] if node.attrs.get("residual") else []
 
     def c_context(self, node, graph):
         x = graph.tensors[node.inputs[0]]
@@ -43,7 +56,9 @@ class Conv2d(Op):
                 "oc": y.shape[2], "kh": a["kernel"][0], "kw": a["kernel"][1], "sh": a["stride"][0],
                 "sw": a["stride"][1], "dh": a["dilation"][0], "dw": a["dilation"][1], "pad_t": a["pad"][0],
                 "pad_l": a["pad"][1], "depthwise": a["depthwise"], "mult": a["depth_multiplier"],
-                "zp": x.zero_point, "requant": a.get("requant")}
+                "zp": x.zero_point, "requant": a.get("requant"), "residual": a.get("residual"),
+                "zp_y": a["requant"].zero_point if a.get("requant") else 0,
+                "zp_r": graph.tensors[node.inputs[3]].zero_point if a.get("residual") else 0}
 
     def macs(self, node, graph):
         y = graph.tensors[node.outputs[0]]

@@ -19,6 +19,13 @@ class Op:
     alias: bool = False  # output shares the input's memory (no code emitted)
     inplace: bool = False  # elementwise: may overwrite a dying input (ir/planner.py)
 
+    def inplace_inputs(self, node, graph) -> list[str]:
+        """Activation inputs whose bytes the output may reuse: the kernel writes output
+        element i only after its last read of that input's element i, walking upward."""
+        if self.inplace:
+            return [t for t in node.inputs if not graph.tensors[t].const]
+        return []
+
     def simulate(self, node, inputs: list[np.ndarray], graph) -> list[np.ndarray]:
         raise NotImplementedError
 

@@ -93,13 +93,14 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path) -> dict:
         # restrict only where the planner guarantees the output overlaps no input
         aliased = any(_overlaps(plan, t, y) for t in acts)
         ptr = "*" if aliased else "*restrict "
-        in_names = ["in"] if len(acts) == 1 else [f"in{k}" for k in range(len(acts))]
+        in_names = ["in"] + [f"in{k}" for k in range(1, len(acts))]
         params = [f"const {C_TYPES[graph.tensors[t].dtype]} {ptr}{n}" for t, n in zip(acts, in_names)]
         params.append(f"{C_TYPES[graph.tensors[y].dtype]} {ptr}out")
         ctx = {
             "node": node, "fn": fn, "ctx": op.c_context(node, graph), "macs": macs,
             "params": ", ".join(params),
             "in_t": C_TYPES[graph.tensors[acts[0]].dtype], "out_t": C_TYPES[graph.tensors[y].dtype],
+            "res_t": C_TYPES[graph.tensors[acts[1]].dtype] if len(acts) > 1 else "",
             "weights": consts[0] if consts else "", "bias": consts[1] if len(consts) > 1 else "",
             "table": consts[0] if consts else "",
         }
