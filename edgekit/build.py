@@ -22,6 +22,7 @@ from .frontends.qonnx import import_qonnx
 from .ir.passes import run_default_passes
 from .ir.planner import check_plan, plan_memory
 from .ops import get_op
+from .report import write_reports
 from .targets import Board, resolve
 
 MANIFEST = "manifest.json"
@@ -133,6 +134,7 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
             "build_seconds": round(time.monotonic() - t0, 2),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        write_reports(manifest, tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

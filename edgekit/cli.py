@@ -44,6 +44,15 @@ def _cmd_verify(args) -> int:
     return 0 if rep.ok else 1
 
 
+def _cmd_report(args) -> int:
+    from .build import load_manifest
+    from .report import report_json, report_text
+
+    m = load_manifest(args.build_dir)
+    print(json.dumps(report_json(m), indent=1) if args.json else report_text(m))
+    return 0
+
+
 def _cmd_targets(args) -> int:
     from .targets import get_board, get_core, list_boards, list_cores
 
@@ -120,6 +129,14 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--skip", action="append", choices=["qonnx", "host", "qemu"], help="skip a stage (repeatable)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_cmd_verify)
+
+    r = sub.add_parser("report", help="print the per-layer report of a build (shapes, MACs, memory plan)",
+                       description="Per-layer report of a build directory: op, shapes, MACs, weight bytes, "
+                       "activation bytes, arena offsets and live arena bytes. The build also writes it as "
+                       "report.txt, report.json and report.html (with a memory-over-time plot).")
+    r.add_argument("build_dir", help="directory written by `edgekit build`")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    r.set_defaults(func=_cmd_report)
 
     t = sub.add_parser("targets", help="list the cores and boards edgekit knows",
                        description="List cores (--target) and boards (--board) from targets/.")
