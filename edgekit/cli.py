@@ -53,6 +53,12 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .bench import SUITES
+
+    return SUITES[args.suite](args)
+
+
 def _cmd_targets(args) -> int:
     from .targets import get_board, get_core, list_boards, list_cores
 
@@ -137,6 +143,17 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("build_dir", help="directory written by `edgekit build`")
     r.add_argument("--json", action="store_true", help="print JSON")
     r.set_defaults(func=_cmd_report)
+
+    from .bench import SUITES
+
+    bn = sub.add_parser("bench", help="run a benchmark suite (not a test): " + ", ".join(sorted(SUITES)),
+                        description="Benchmarks against recorded peer data in ../shared/peers. zoo: build and verify "
+                        "the model zoo on the emulated board and compare peak RAM with TFLM's arena.")
+    bn.add_argument("suite", choices=sorted(SUITES))
+    bn.add_argument("--models", help="comma-separated subset (zoo: ds-cnn,resnet8,fc-autoencoder,mobilenetv1-0.25,har-cnn)")
+    bn.add_argument("--count", type=int, default=16, help="vectors verified per model (16)")
+    bn.add_argument("--json", action="store_true", help="print JSON")
+    bn.set_defaults(func=_cmd_bench)
 
     t = sub.add_parser("targets", help="list the cores and boards edgekit knows",
                        description="List cores (--target) and boards (--board) from targets/.")

@@ -1,0 +1,31 @@
+"""Model zoo: every architecture compiles, fits mps2-an386 and verifies bit-exactly; MACs match MLPerf Tiny."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgekit.api import build, verify
+from edgekit.qat import export_qonnx
+from edgekit.qat.zoo import MLPERF_REFERENCE, ZOO, calibrate
+
+RESULTS = Path(__file__).resolve().parents[2] / "shared" / "peers" / "mlperf_tiny" / "results.json"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_model_builds_and_verifies(name, tmp_path):
+    model = calibrate(ZOO[name]())
+    onnx_path = export_qonnx(model, torch.zeros(1, *model.input_shape), tmp_path / f"{name}.onnx")
+    res = build(onnx_path, "cortex-m4", "mps2-an386", tmp_path / "b")
+    rep = verify(tmp_path / "b", count=6)
+    assert rep.ok and all(s.mismatches == 0 for s in rep.stages), rep.table()
+    assert all(s.must_be_exact for s in rep.stages), "zoo models are power-of-two: every stage must be exact"
+    m = res.manifest
+    if name in MLPERF_REFERENCE and RESULTS.is_file():
+        ref = json.loads(RESULTS.read_text())[MLPERF_REFERENCE[name]]
+        assert m["macs"] == ref["macs"], "layer shapes must match the MLPerf Tiny reference"
+        io = sum(__import__("numpy").prod(d.get("float_shape") or d["shape"]) for d in (m["input"], m["output"]))
+        assert m["arena_bytes"] + io <= 0.8 * ref["tflm_cmsis_nn_m4"]["arena_used_bytes"]
