@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from ...errors import TargetError, ToolchainError, VerificationError
-from ...targets import Board
+from ...targets import Board, get_board
 from . import toolchain as tc
 
 PROBES = ("pyocd", "openocd")
@@ -71,13 +71,16 @@ class FlashResult:
 # Tools and commands
 # ---------------------------------------------------------------------------------------
 def pyocd_executable() -> str:
+    """pyocd's command: $EDGEKIT_PYOCD if set, else `pyocd` on PATH or beside this Python."""
     env = os.environ.get("EDGEKIT_PYOCD")
-    for cand in ([env] if env else []) + ["pyocd", str(Path(sys.executable).parent / "pyocd")]:
+    candidates = [env] if env else ["pyocd", str(Path(sys.executable).parent / "pyocd")]
+    for cand in candidates:
         path = shutil.which(cand)
         if path:
             return path
-    raise ToolchainError("pyocd not found (needed to flash real boards); install it with "
-                         "`pip install 'edgekit[boards]'` (pyocd>=0.36), or use --probe openocd")
+    raise ToolchainError(f"{env or 'pyocd'} not found (needed to flash real boards); install it with "
+                         "`pip install 'edgekit[boards]'` (pyocd>=0.36), or use --probe openocd"
+                         + ("; or fix EDGEKIT_PYOCD" if env else ""))
 
 
 def openocd_executable() -> str:
@@ -202,7 +205,7 @@ def check_pyocd_probe(uid: str | None = None, timeout: float = PROBE_LIST_TIMEOU
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise FlashError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {out.strip()[-500:]}")
-    if "No available debug probes" in out or not any(ch.isdigit() for ch in out):
+    if "no available debug probes" in out.lower() or not out.strip():
         raise FlashError("no debug probe found (`pyocd list --probes`: "
                          f"{out.strip().splitlines()[-1] if out.strip() else 'nothing listed'}); connect the "
                          "board's debug USB port (and check the udev rules / permissions), or try --probe openocd")
@@ -228,8 +231,12 @@ def flash(build_dir: str | Path, board: str | None = None, probe: str = "pyocd",
     manifest = load_manifest(build_dir)
     brd = build_board(manifest)
     if board is not None and board not in (manifest["board"], brd.path):
+        try:
+            core = get_board(board).core
+        except TargetError:
+            core = "<its core>"
         raise TargetError(f"{build_dir} was built for {manifest['board']} ({manifest['target']}), not {board}; "
-                          f"rebuild it: edgekit build MODEL --target <core of {board}> --board {board} -o DIR")
+                          f"rebuild it: edgekit build MODEL --target {core} --board {board} -o DIR")
     if probe not in PROBES:
         raise TargetError(f"unknown probe tool '{probe}'; choose {' or '.join(PROBES)}")
     elf = build_dir / manifest["firmware"]

@@ -253,40 +253,46 @@ def build_board(manifest: dict) -> Board:
     return board_from_json(desc) if desc else get_board(manifest["board"])
 
 
-def profile_board_for(manifest: dict, board: str | None) -> Board:
-    """The emulated board to count on: ``board`` (same core as the build), else the build's
-    own board when QEMU emulates it, else the first emulated board with the build's core."""
+#: Armv6-M code runs unchanged on an Armv7-M core: the fallback when the micro:bit's 16 KiB
+#: of RAM is too small for a Cortex-M0+ build (the executed instructions are the same).
+ARMV6M_FALLBACK = "mps2-an385"
+
+
+def profile_boards_for(manifest: dict, board: str | None) -> list[Board]:
+    """Emulated boards to count on, best first: ``board`` (same core as the build), else the
+    build's own board when QEMU emulates it, else the emulated boards with the build's core
+    (for a Cortex-M0+ also mps2-an385, whose Cortex-M3 executes Armv6-M code unchanged)."""
     core = manifest["target"]
     if board is not None:
         b = get_board(board)
         if not b.emulated:
             raise TargetError(f"board '{b.name}' is not emulated: instruction counts need a QEMU board with a "
                               f"{core}: {', '.join(emulated_boards(core)) or 'none'}")
-        if b.core != core:
+        if b.core != core and not (core == "cortex-m0plus" and b.name == ARMV6M_FALLBACK):
             raise TargetError(f"the build is for a {core}, but board '{b.name}' has a {b.core}; rebuild with "
                               f"--target {b.core} --board {b.name}, or profile on "
                               f"{', '.join(emulated_boards(core)) or 'no emulated board'}")
-        return b
+        return [b]
     own = build_board(manifest)
     if own.emulated:
-        return own
-    boards = emulated_boards(core)
-    if not boards:
+        return [own]
+    names = emulated_boards(core) + ([ARMV6M_FALLBACK] if core == "cortex-m0plus" else [])
+    if not names:
         raise TargetError(f"no emulated board carries a {core}; instruction counts need one")
-    return get_board(boards[0])
+    return [get_board(n) for n in names]
 
 
 def firmware_for(build_dir: Path, manifest: dict, board: Board, workdir: Path) -> Path:
-    """The build's firmware if it was linked for ``board``, else the same objects relinked for it."""
+    """The build's firmware if it was linked for ``board``, else the same sources, compiled with
+    the same flags, linked for it (TargetError if they do not fit its memory)."""
     if manifest["board"] == board.name:
         return build_dir / manifest["firmware"]
     core = get_core(manifest["target"])
-    tmp = workdir / "relink"
+    tmp = workdir / f"relink-{board.name}"
     shutil.copytree(build_dir / "src", tmp / "src")
     shutil.copytree(build_dir / "firmware", tmp / "firmware")
-    objects = tc.compile_objects(tmp, core)
     script = tc.render_linker_script(core, board, tmp / "firmware" / "link.ld")
-    return tc.link_firmware(tmp, core, objects, script)
+    return tc.compile_firmware(tmp, core, board, script)
 
 
 def _zones(syms: list[dict], layers: list[dict]) -> tuple[list[Zone], dict[int, int]]:
@@ -360,7 +366,7 @@ def profile(build_dir: str | Path, board: str | None = None, inputs: str | Path 
 
     build_dir = Path(build_dir).resolve()
     manifest = _load_manifest(build_dir)
-    run_board = profile_board_for(manifest, board)
+    candidates = profile_boards_for(manifest, board)
     est_board = build_board(manifest)
     core = get_core(manifest["target"])
     graph = Graph.load(build_dir)
@@ -381,7 +387,13 @@ def profile(build_dir: str | Path, board: str | None = None, inputs: str | Path 
 
     with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as d:
         work = Path(d)
-        elf = firmware_for(build_dir, manifest, run_board, work)
+        for i, run_board in enumerate(candidates):
+            try:
+                elf = firmware_for(build_dir, manifest, run_board, work)
+                break
+            except TargetError:
+                if i == len(candidates) - 1:
+                    raise
         syms = tc.symbols(elf)
         zones, layer_zone = _zones(syms, layers)
         main = [s for s in syms if s["name"] == "main"]

@@ -163,6 +163,8 @@ def symbols(elf: Path) -> list[dict]:
         if len(parts) == 4:
             syms.append({"name": parts[3], "addr": int(parts[0], 16), "size": int(parts[1], 16),
                          "type": parts[2]})
+        elif len(parts) == 3:  # no size (linker-script symbols such as __stack_top__)
+            syms.append({"name": parts[2], "addr": int(parts[0], 16), "size": 0, "type": parts[1]})
     return syms
 
 
