@@ -17,11 +17,14 @@ Summary
   (a pure rounding right shift) or ``M = 2**k, S = 0`` (a left shift). Otherwise
   ``M`` is a Q31 mantissa in [2**30, 2**31) and the product is taken in 64 bits, with a
   single rounding, half to even.
+* TFLite models use TFLite's own requantization instead (``Requant.rounding ==
+  "double"``): gemmlowp's SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT,
+  exactly as the TFLite Micro reference kernels compute it (see the end of this module).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -104,6 +107,12 @@ class Requant:
     ``multiplier`` and ``shift`` have one entry per output channel (or one for the
     whole tensor). ``lo``/``hi`` are the clamp bounds in output codes; a fused ReLU
     raises ``lo`` to the zero point.
+
+    ``rounding`` says how ``a * M * 2**-S`` is rounded: ``"half_even"`` (the default,
+    one rounding of the 64-bit product, QONNX models) or ``"double"`` (TFLite's
+    SaturatingRoundingDoublingHighMul then RoundingDivideByPOT, see
+    :func:`mul_dbl`). ``left_shift`` (double rounding only) multiplies the int32 input
+    by ``2**left_shift`` first, as TFLite's ADD does with its 20-bit input shift.
     """
 
     multiplier: tuple[int, ...]
@@ -112,17 +121,19 @@ class Requant:
     lo: int
     hi: int
     exact: bool  # True when M * 2**-S equals the real scale ratio exactly
+    rounding: str = "half_even"  # or "double" (TFLite)
+    left_shift: int = 0  # double rounding only: input * 2**left_shift before the multiplication
 
     @property
     def pure_shift(self) -> bool:
         """True when every channel is a rounding right shift (M == 1): 32-bit C path."""
-        return all(m == 1 for m in self.multiplier)
+        return self.rounding == "half_even" and all(m == 1 for m in self.multiplier)
 
     def with_lo(self, lo: int) -> "Requant":
-        return Requant(self.multiplier, self.shift, self.zero_point, max(self.lo, lo), self.hi, self.exact)
+        return replace(self, lo=max(self.lo, lo))
 
     def to_json(self) -> dict:
-        return {
+        d = {
             "multiplier": list(self.multiplier),
             "shift": list(self.shift),
             "zero_point": self.zero_point,
@@ -130,10 +141,14 @@ class Requant:
             "hi": self.hi,
             "exact": self.exact,
         }
+        if self.rounding != "half_even":  # QONNX builds keep their ir.json unchanged
+            d.update(rounding=self.rounding, left_shift=self.left_shift)
+        return d
 
     @staticmethod
     def from_json(d: dict) -> "Requant":
-        return Requant(tuple(d["multiplier"]), tuple(d["shift"]), d["zero_point"], d["lo"], d["hi"], d["exact"])
+        return Requant(tuple(d["multiplier"]), tuple(d["shift"]), d["zero_point"], d["lo"], d["hi"], d["exact"],
+                       d.get("rounding", "half_even"), d.get("left_shift", 0))
 
 
 def _multiplier_shift(ratio: float) -> tuple[int, int, bool]:
@@ -182,7 +197,10 @@ def apply_requant(acc: np.ndarray, rq: Requant, channel_axis: int = -1) -> np.nd
         shape = [1] * acc.ndim
         shape[channel_axis] = m.size
         m, s = m.reshape(shape), s.reshape(shape)
-    y = rshift_rne(acc * m, s) + rq.zero_point
+    if rq.rounding == "double":
+        y = mul_dbl(acc, m, s, rq.left_shift) + rq.zero_point
+    else:
+        y = rshift_rne(acc * m, s) + rq.zero_point
     return np.clip(y, rq.lo, rq.hi)
 
 
@@ -225,11 +243,17 @@ def is_power_of_two(x: np.ndarray) -> bool:
 
 def div_round(num: np.ndarray, den, mode: str = "ROUND") -> np.ndarray:
     """num / den for den > 0 (an int or a broadcastable array), rounded half to even
-    ("ROUND") or down ("FLOOR"), exactly.
+    ("ROUND"), down ("FLOOR") or half away from zero ("AWAY"), exactly.
 
-    Pooling divides by the window size with this; C: ``ek_div_rne`` / ``ek_div_floor``.
+    Pooling divides by the window size with this; C: ``ek_div_rne`` / ``ek_div_floor`` /
+    ``ek_div_away``. "AWAY" is TFLite's average pool: ``n > 0 ? (n + d/2) / d : (n - d/2) / d``
+    with C's truncating division.
     """
     num = np.asarray(num, dtype=np.int64)
+    if mode == "AWAY":
+        den = np.asarray(den, dtype=np.int64)
+        t = np.where(num > 0, num + den // 2, num - den // 2)
+        return np.where(t >= 0, t // den, -((-t) // den))  # truncating division
     q = num // den  # floor division, also for negative numerators
     if mode == "FLOOR":
         return q
@@ -250,3 +274,130 @@ def pool_divisor(s_in: float, s_out: float, window: int) -> tuple[int, int] | No
     num, den = (2**e, window) if e >= 0 else (1, window * 2 ** (-e))
     g = math.gcd(num, den)
     return num // g, den // g
+
+
+# ---------------------------------------------------------------------------------------
+# TFLite's integer arithmetic (TFLite models; docs/integer-contract.md, section 9)
+# ---------------------------------------------------------------------------------------
+def _wrap32(x: np.ndarray) -> np.ndarray:
+    """Two's complement wrap of int64-held values to int32 (what C's int32 arithmetic gives)."""
+    return ((np.asarray(x, dtype=np.int64) + 2**31) & (2**32 - 1)) - 2**31
+
+
+def srdhm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """gemmlowp SaturatingRoundingDoublingHighMul on int32 values: ``(a*b + nudge) / 2**31``
+    with C's truncating division, nudge ``2**30`` for ``a*b >= 0`` and ``1 - 2**30`` below;
+    ``INT32_MIN * INT32_MIN`` saturates to INT32_MAX. (Equals ``(a*b + 2**30) >> 31``.)"""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    ab = a * b  # |a*b| <= 2**62: exact in int64
+    t = ab + np.where(ab >= 0, np.int64(2**30), np.int64(1 - 2**30))
+    q = np.where(t >= 0, t >> 31, -((-t) >> 31))
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, q)
+
+
+def rdbp(x: np.ndarray, exponent) -> np.ndarray:
+    """gemmlowp RoundingDivideByPOT on int32 values: ``x / 2**exponent`` rounded to nearest,
+    ties away from zero; ``0 <= exponent <= 31``."""
+    x = np.asarray(x, dtype=np.int64)
+    e = np.asarray(exponent, dtype=np.int64)
+    mask = (np.int64(1) << e) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0).astype(np.int64)
+    return (x >> e) + (remainder > threshold).astype(np.int64)
+
+
+def mul_dbl(x: np.ndarray, m, s, left_shift: int = 0) -> np.ndarray:
+    """TFLite's MultiplyByQuantizedMultiplier (double rounding) in edgekit's (M, S) form.
+
+    TFLite's shift is ``31 - S``: ``RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(
+    x * 2**left, M), right)`` with ``left = max(31 - S, 0) + left_shift`` and
+    ``right = max(S - 31, 0)``. ``x * 2**left`` is an int32 product, wrapped like C's.
+    C: ``ek_mul_dbl``.
+    """
+    s = np.asarray(s, dtype=np.int64)
+    left = np.maximum(31 - s, 0) + left_shift
+    right = np.maximum(s - 31, 0)
+    xs = _wrap32(np.asarray(x, dtype=np.int64) << left)
+    return rdbp(srdhm(xs, m), right)
+
+
+def quantize_multiplier_tflite(ratio: float) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier (double rounding build) as edgekit's (M, S), ratio ~= M * 2**-S.
+
+    ``frexp`` then ``M = round(q * 2**31)`` half away from zero (TfLiteRound); a mantissa of
+    2**31 becomes 2**30 with the exponent raised; ratios below about 2**-31 flush to
+    M = 0 (stored with S = 31, so the result is 0 for every input).
+    """
+    if ratio < 0 or not math.isfinite(ratio):
+        raise ValueError(f"scale ratio must be non-negative and finite, got {ratio}")
+    if ratio == 0:
+        return 0, 31
+    q, e = math.frexp(ratio)
+    x = q * 2**31  # exact: a power-of-two scaling of a double
+    m = int(x) + (1 if x - int(x) >= 0.5 else 0)  # std::round for positive values
+    if m == 2**31:
+        m, e = m // 2, e + 1
+    if e < -31:
+        return 0, 31
+    if e > 31:
+        raise ValueError(f"scale ratio {ratio} is too large for TFLite's requantization")
+    return m, 31 - e
+
+
+def tflite_requant(ratio: np.ndarray, zero_point: int, lo: int, hi: int, left_shift: int = 0) -> Requant:
+    """Double-rounding Requant for per-tensor or per-channel real ratios (computed by the
+    caller in float64 exactly as TFLite Micro computes them)."""
+    ratio = np.atleast_1d(np.asarray(ratio, dtype=np.float64))
+    parts = [quantize_multiplier_tflite(float(r)) for r in ratio]
+    if len(set(parts)) == 1:
+        parts = parts[:1]
+    if any(left_shift + max(31 - p[1], 0) > 31 for p in parts):
+        raise ValueError("TFLite requantization would shift an int32 left by more than 31 bits")
+    return Requant(tuple(p[0] for p in parts), tuple(p[1] for p in parts), int(zero_point), int(lo), int(hi),
+                   False, "double", int(left_shift))
+
+
+def sat_shl(x: np.ndarray, k: int) -> np.ndarray:
+    """gemmlowp SaturatingRoundingMultiplyByPOT<k> for k > 0: ``x * 2**k`` saturated to int32."""
+    x = np.asarray(x, dtype=np.int64)
+    threshold = (1 << (31 - k)) - 1
+    return np.where(x > threshold, INT32_MAX, np.where(x < -threshold, INT32_MIN, _wrap32(x << k)))
+
+
+def one_over_one_plus_x(a: np.ndarray) -> np.ndarray:
+    """gemmlowp one_over_one_plus_x_for_x_in_0_1 on Q0.31 raw values (Newton-Raphson, 3 steps)."""
+    a = np.asarray(a, dtype=np.int64)
+    s = a + INT32_MAX  # RoundingHalfSum(a, One) with One = INT32_MAX (Q0.31)
+    t = s + np.where(s >= 0, 1, -1)
+    half_den = np.where(t >= 0, t // 2, -((-t) // 2))
+    x = 1515870810 + srdhm(half_den, -1010580540)  # 48/17 - 32/17 * d, Q2.29
+    for _ in range(3):
+        one_minus = (1 << 29) - srdhm(half_den, x)  # Q2.29
+        x = x + sat_shl(srdhm(x, one_minus), 2)  # Q4.27 * 4 -> Q2.29
+    return sat_shl(x, 1)  # ExactMulByPot<-1> then Rescale<0>
+
+
+def tflite_reciprocal(sum_of_exps: np.ndarray, integer_bits: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite GetReciprocal: (Q0.31 ``1 / (1 + x)`` of the normalised sum, num_bits_over_unit).
+
+    ``sum_of_exps`` > 0 is a Q12.19 value; C: ``ek_tfl_reciprocal``.
+    """
+    x = np.asarray(sum_of_exps, dtype=np.int64)
+    clz = 32 - np.frexp(x.astype(np.float64))[1].astype(np.int64)  # x < 2**31 is exact in float64
+    shifted_minus_one = (x << clz) - 2**31  # uint32 shift minus 2**31, as int32
+    return one_over_one_plus_x(shifted_minus_one), integer_bits - clz
+
+
+def tflite_softmax(x: np.ndarray, exp_table: np.ndarray) -> np.ndarray:
+    """TFLite's int8 softmax over the last axis (output scale 1/256, zero point -128).
+
+    ``exp_table[d]`` is gemmlowp's Q0.31 ``exp`` of the scaled input difference ``-d``
+    (0 where TFLite skips the element, below ``diff_min``), built at lowering time.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    e = np.asarray(exp_table, dtype=np.int64)[x.max(axis=-1, keepdims=True) - x]
+    total = rdbp(e, 12).sum(axis=-1, keepdims=True)  # Rescale<12>: Q0.31 -> Q12.19
+    scale, bits_over_unit = tflite_reciprocal(total)
+    q = rdbp(srdhm(scale, e), bits_over_unit + 31 - 8) - 128
+    return np.clip(q, -128, 127)

@@ -66,4 +66,87 @@ static inline int32_t ek_div_floor(int32_t n, int32_t d)
     return (n % d < 0) ? q - 1 : q;
 }
 
+/* n / d rounded half away from zero, d > 0: TFLite's average pool (truncating division). */
+static inline int32_t ek_div_away(int32_t n, int32_t d)
+{
+    return n > 0 ? (n + d / 2) / d : (n - d / 2) / d;
+}
+
+/* ---- TFLite's arithmetic (docs/integer-contract.md section 9; contract.py mul_dbl etc.) ---- */
+
+/*
+ * gemmlowp SaturatingRoundingDoublingHighMul: a * b / 2^31 rounded to nearest, ties
+ * toward +infinity. gemmlowp writes (a*b + nudge) / 2^31 with a sign-dependent nudge
+ * and truncating division; for every 64-bit product that equals floor((a*b + 2^30) / 2^31),
+ * an arithmetic shift. INT32_MIN * INT32_MIN saturates.
+ */
+static inline int32_t ek_srdhm(int32_t a, int32_t b)
+{
+    if (a == INT32_MIN && b == INT32_MIN) {
+        return INT32_MAX;
+    }
+    return (int32_t)(((int64_t)a * (int64_t)b + (INT64_C(1) << 30)) >> 31);
+}
+
+/* gemmlowp RoundingDivideByPOT: x / 2^e rounded to nearest, ties away from zero; 0 <= e <= 31. */
+static inline int32_t ek_rdbp(int32_t x, int32_t e)
+{
+    const int32_t mask = (int32_t)((UINT32_C(1) << e) - 1u);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0);
+    return (x >> e) + (remainder > threshold);
+}
+
+/*
+ * TFLite MultiplyByQuantizedMultiplier (double rounding) with edgekit's (M, S), S in [0, 62]:
+ * x * 2^(pre + max(31 - S, 0)) as an int32 product, ek_srdhm by M, ek_rdbp by max(S - 31, 0).
+ * `pre` is the extra input shift of TFLite's ADD (20), else 0.
+ */
+static inline int32_t ek_mul_dbl(int32_t x, int32_t m, int32_t s, int32_t pre)
+{
+    const int32_t left = pre + (s < 31 ? 31 - s : 0);
+    const int32_t right = s > 31 ? s - 31 : 0;
+    return ek_rdbp(ek_srdhm((int32_t)((uint32_t)x << left), m), right);
+}
+
+/* gemmlowp SaturatingRoundingMultiplyByPOT<k>, k > 0: x * 2^k saturated to int32. */
+static inline int32_t ek_sat_shl(int32_t x, int32_t k)
+{
+    const int32_t threshold = (int32_t)((UINT32_C(1) << (31 - k)) - 1u);
+    if (x > threshold) {
+        return INT32_MAX;
+    }
+    if (x < -threshold) {
+        return INT32_MIN;
+    }
+    return (int32_t)((uint32_t)x << k);
+}
+
+/*
+ * TFLite GetReciprocal for softmax: x > 0 is a Q12.19 sum of exponentials; returns the
+ * Q0.31 value of 1 / (1 + f) (gemmlowp one_over_one_plus_x_for_x_in_0_1, three
+ * Newton-Raphson steps) for x normalised to 2^bits * (1 + f), and sets *bits_over_unit.
+ */
+static inline int32_t ek_tfl_reciprocal(int32_t x, int32_t *bits_over_unit)
+{
+#if defined(__GNUC__)
+    const int32_t clz = __builtin_clz((uint32_t)x);
+#else
+    int32_t clz = 0;
+    while (!(((uint32_t)x << clz) & UINT32_C(0x80000000))) {
+        ++clz;
+    }
+#endif
+    *bits_over_unit = 12 - clz;
+    const int32_t a = (int32_t)(((uint32_t)x << clz) - UINT32_C(0x80000000));
+    const int64_t s = (int64_t)a + INT32_MAX; /* RoundingHalfSum(a, 1.0) */
+    const int32_t half_den = (int32_t)((s + (s >= 0 ? 1 : -1)) / 2);
+    int32_t r = 1515870810 + ek_srdhm(half_den, -1010580540); /* 48/17 - 32/17 d, Q2.29 */
+    for (int32_t i = 0; i < 3; ++i) {
+        const int32_t one_minus = (INT32_C(1) << 29) - ek_srdhm(half_den, r);
+        r = r + ek_sat_shl(ek_srdhm(r, one_minus), 2);
+    }
+    return ek_sat_shl(r, 1);
+}
+
 #endif /* EK_CONTRACT_H */
