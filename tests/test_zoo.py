@@ -22,7 +22,10 @@ def test_zoo_model_builds_and_verifies(name, tmp_path):
     res = build(onnx_path, "cortex-m4", "mps2-an386", tmp_path / "b")
     rep = verify(tmp_path / "b", count=6)
     assert rep.ok and all(s.mismatches == 0 for s in rep.stages), rep.table()
-    assert all(s.must_be_exact for s in rep.stages), "zoo models are power-of-two: every stage must be exact"
+    qonnx = next(s for s in rep.stages if s.stage.startswith("qonnx"))
+    # power-of-two models: exact against qonnx too, except the integer softmax (reported, <= 1 LSB)
+    has_softmax = any(layer["op"] == "softmax" for layer in res.manifest["layers"])
+    assert qonnx.must_be_exact != has_softmax and qonnx.max_lsb <= 1
     m = res.manifest
     if name in MLPERF_REFERENCE and RESULTS.is_file():
         ref = json.loads(RESULTS.read_text())[MLPERF_REFERENCE[name]]
