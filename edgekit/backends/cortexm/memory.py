@@ -83,26 +83,42 @@ def breakdown(elf: Path, sizes: dict[str, int] | None = None) -> dict:
     return {"flash": flash, "ram": ram, "weight_symbols": symbols}
 
 
+def _extent(layout: list[dict], origin: int, length: int, key: str, loaded_only: bool) -> int:
+    """Bytes from ``origin`` to the end of the last section placed (by ``key`` address) in the region:
+    the section sizes plus the alignment padding between them."""
+    ends = [s[key] + s["size"] for s in layout
+            if (s["loaded"] or not loaded_only) and s["size"] and origin <= s[key] < origin + length]
+    return max(ends) - origin if ends else 0
+
+
 def fit_report(elf: Path, board: Board) -> dict:
-    """Every memory region of ``board`` with what the firmware puts in it, and by how much
-    it is over (0 when it fits)."""
-    sizes = tc.section_sizes(Path(elf))
+    """Every memory region of ``board`` with what the firmware puts in it (the parts add up to
+    ``used``, alignment padding included), and by how much it is over (0 when it fits)."""
+    elf = Path(elf)
+    sizes = tc.section_sizes(elf)
+    layout = tc.section_layout(elf)
     b = breakdown(elf, sizes)
     f, r = b["flash"], b["ram"]
+    span = tc.OVERSIZE_LENGTH  # an oversized image (measuring link) still starts at the origin
     if board.load == "ram":
         data = tc.memory_usage(sizes)["data_bytes"]  # linked in place: no flash image to copy from
+        contents = {"code": f["code"], "weights": f["weights"], "runtime": f["runtime"] - data,
+                    "arena": r["arena"], "static": r["static"], "stack": r["stack"]}
         regions = [{"region": "RAM", "origin": board.ram.origin, "size": board.ram.length,
-                    "used": f["total"] + r["total"] - data,
-                    "contents": {"code": f["code"], "weights": f["weights"], "runtime": f["runtime"] - data,
-                                 "arena": r["arena"], "static": r["static"], "stack": r["stack"]}}]
+                    "used": _extent(layout, board.ram.origin, span, "vma", False), "contents": contents}]
     else:
         regions = [
-            {"region": "flash", "origin": board.flash.origin, "size": board.flash.length, "used": f["total"],
+            {"region": "flash", "origin": board.flash.origin, "size": board.flash.length,
+             "used": _extent(layout, board.flash.origin, span, "lma", True),
              "contents": {"code": f["code"], "weights": f["weights"], "runtime": f["runtime"]}},
-            {"region": "RAM", "origin": board.ram.origin, "size": board.ram.length, "used": r["total"],
+            {"region": "RAM", "origin": board.ram.origin, "size": board.ram.length,
+             "used": _extent(layout, board.ram.origin, span, "vma", False),
              "contents": {"arena": r["arena"], "static": r["static"], "stack": r["stack"]}},
         ]
     for reg in regions:
+        padding = reg["used"] - sum(reg["contents"].values())
+        if padding:
+            reg["contents"]["padding"] = padding
         reg["over"] = max(0, reg["used"] - reg["size"])
         reg["free"] = max(0, reg["size"] - reg["used"])
     return {"board": board.name, "load": board.load, "fits": all(reg["over"] == 0 for reg in regions),

@@ -75,6 +75,11 @@ FIRMWARE_CFLAGS = ["-O2", "-g", "-ffreestanding", "-fno-tree-loop-distribute-pat
                    "-fdata-sections"]
 
 
+#: Region length of the measuring link (same origins, so the same addresses): 240 MiB keeps
+#: every board's flash window below its RAM.
+OVERSIZE_LENGTH = 0x0F000000
+
+
 def render_linker_script(core: Core, board: Board, path: Path, oversize: bool = False) -> Path:
     """Write the linker script for ``board`` (targets/ld/cortexm.ld.j2).
 
@@ -86,7 +91,7 @@ def render_linker_script(core: Core, board: Board, path: Path, oversize: bool = 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource_dir("targets") / "ld")),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
-    big = 0x0F000000
+    big = OVERSIZE_LENGTH
     path.write_text(env.get_template("cortexm.ld.j2").render(
         core=core, board=board, stack_bytes=board.stack_bytes,
         flash_length=big if oversize else board.flash.length, ram_length=big if oversize else board.ram.length))
@@ -173,6 +178,20 @@ def disassemble(elf: Path, start: int | None = None, stop: int | None = None) ->
     if start is not None:
         cmd += [f"--start-address=0x{start:x}", f"--stop-address=0x{stop:x}"]
     return _run([*cmd, str(elf)], "disassembling the firmware").stdout
+
+
+def section_layout(elf: Path) -> list[dict]:
+    """Allocated sections: name, size, VMA (run address), LMA (load address), loaded (has contents)."""
+    out = _run([_binutil("objdump"), "-h", str(elf)], "reading firmware sections").stdout
+    rows, lines = [], out.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        f = line.split()
+        if len(f) >= 7 and f[0].isdigit() and f[1].startswith("."):
+            flags = lines[i + 1]
+            if "ALLOC" in flags:
+                rows.append({"name": f[1], "size": int(f[2], 16), "vma": int(f[3], 16), "lma": int(f[4], 16),
+                             "loaded": "LOAD" in flags})
+    return rows
 
 
 def section_sizes(elf: Path) -> dict[str, int]:
