@@ -3,7 +3,8 @@
 * ``int8-pow2``: 8-bit weights and activations with power-of-two ("fixed-point") scales
   and int32 biases. Every rescale is a rounding shift, so the whole chain - Brevitas,
   qonnx, simulator, C, firmware - is bit-exact.
-* ``w4a8-pow2``: 4-bit weights, 8-bit activations, power-of-two scales; also exact.
+* ``w4a8-pow2`` / ``w2a8-pow2``: 4- or 2-bit weights (packed in flash), 8-bit
+  activations, power-of-two scales; also exact.
 * ``int8-float``: 8-bit with learned float scales (TFLite-style). Simulator, C and
   firmware agree exactly; qonnx (float32) may differ by an LSB now and then.
 """
@@ -46,6 +47,9 @@ PRESETS = {
         QuantPreset("w4a8-pow2", Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, 4, Int32Bias,
                     Uint8ActPerTensorFixedPoint, Int8ActPerTensorFixedPoint, True,
                     "4-bit weights, 8-bit activations, power-of-two scales: bit-exact end to end"),
+        QuantPreset("w2a8-pow2", Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, 2, Int32Bias,
+                    Uint8ActPerTensorFixedPoint, Int8ActPerTensorFixedPoint, True,
+                    "2-bit (ternary, narrow range) weights, 8-bit activations, power-of-two scales: bit-exact"),
         QuantPreset("int8-float", Int8ActPerTensorFloat, Int8WeightPerTensorFloat, 8, Int32Bias,
                     Uint8ActPerTensorFloat, Int8ActPerTensorFloat, False,
                     "8-bit, float scales: integer stages exact, qonnx within an LSB"),

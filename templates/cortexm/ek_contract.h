@@ -149,4 +149,21 @@ static inline int32_t ek_tfl_reciprocal(int32_t x, int32_t *bits_over_unit)
     return ek_sat_shl(r, 1);
 }
 
+/*
+ * Sub-byte weights packed in flash (edgekit/ir/packing.py): element k of a signed
+ * 4-bit array (two per byte) or 2-bit array (four per byte), lowest bits first.
+ * Shift the field to the top of a byte, reinterpret as int8, shift back: sign-extended.
+ */
+static inline int32_t ek_w4(const uint8_t *p, int32_t k)
+{
+    const uint32_t field = (uint32_t)p[k >> 1] >> ((uint32_t)(k & 1) * 4u);
+    return (int32_t)(int8_t)(uint8_t)(field << 4) >> 4;
+}
+
+static inline int32_t ek_w2(const uint8_t *p, int32_t k)
+{
+    const uint32_t field = (uint32_t)p[k >> 2] >> ((uint32_t)(k & 3) * 2u);
+    return (int32_t)(int8_t)(uint8_t)(field << 6) >> 6;
+}
+
 #endif /* EK_CONTRACT_H */

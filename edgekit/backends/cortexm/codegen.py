@@ -9,10 +9,12 @@ import numpy as np
 
 from ... import __version__
 from ...ir.graph import Graph
+from ...ir.packing import pack, packed_bits
 from ...ir.planner import MemoryPlan
 from ...ops import get_op
 from ...resources import resource_dir
 
+PACKED_WEIGHT_OPS = ("dense", "conv2d")
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t"}
 
 
@@ -71,13 +73,21 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path) -> dict:
     """Write the C sources into ``out_dir``; returns figures for the build report."""
     env = environment()
     symbols = {name: "ek_" + _symbol(name) for name in graph.constants}
+    # 2- and 4-bit weights of dense/conv layers are packed in flash and unpacked in the kernel.
+    wbits = {n.inputs[1]: packed_bits(graph.tensors[n.inputs[1]].bits) for n in graph.nodes
+             if n.op in PACKED_WEIGHT_OPS}
     constants = []
     for name, arr in graph.constants.items():
         t = graph.tensors[name]
+        bits = wbits.get(name, 8)
+        if bits < 8:
+            body, ctype, count = c_array(pack(arr, bits)), "uint8_t", -(-arr.size * bits // 8)
+        else:
+            body, ctype, count = c_array(arr), C_TYPES[t.dtype], arr.size
         constants.append({
-            "sym": symbols[name], "ctype": C_TYPES[t.dtype], "count": arr.size,
-            "comment": f"{name}: {list(arr.shape)} {t.dtype} ({t.bits}-bit codes)",
-            "body": c_array(arr),
+            "sym": symbols[name], "ctype": ctype, "count": count, "body": body,
+            "comment": f"{name}: {list(arr.shape)} {t.bits}-bit codes"
+                       + (f", packed {8 // bits} per byte" if bits < 8 else f" as {t.dtype}"),
         })
     layers, total_macs = [], 0
     for i, node in enumerate(graph.nodes):
@@ -103,6 +113,7 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path) -> dict:
             "res_t": C_TYPES[graph.tensors[acts[1]].dtype] if len(acts) > 1 else "",
             "weights": consts[0] if consts else "", "bias": consts[1] if len(consts) > 1 else "",
             "table": consts[0] if consts else "",
+            "wbits": wbits.get(node.inputs[1], 8) if len(node.inputs) > 1 else 8,
         }
         code = env.get_template(f"ops/{op.template}").render(**ctx)
         args = [_pointer(graph, plan, t, False) for t in acts] + [_pointer(graph, plan, y, True)]
@@ -120,7 +131,8 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path) -> dict:
         "output": {"shape": list(out_t.shape), "count": out_t.size, "ctype": C_TYPES[out_t.dtype],
                    "scale": repr(float(out_t.scale[0])), "zero_point": out_t.zero_point},
     }
-    const_bytes = int(sum(a.nbytes for a in graph.constants.values()))
+    const_bytes = int(sum(-(-a.size * wbits.get(n, 8) // 8) * (a.itemsize if wbits.get(n, 8) == 8 else 1)
+                          for n, a in graph.constants.items()))
     (out_dir / "model.h").write_text(env.get_template("model.h.j2").render(**common))
     (out_dir / "model.c").write_text(env.get_template("model.c.j2").render(
         constants=constants, layers=layers, total_macs=total_macs, const_bytes=const_bytes, **common))
