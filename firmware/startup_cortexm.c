@@ -1,10 +1,10 @@
 /*
  * startup_cortexm.c - reset handler and vector table for every Cortex-M target.
  *
- * Copies .data, zeroes .bss, paints the stack so its high-water mark can be read
- * after the run, enables the FPU when the core has one (GCC may emit FP/vector
- * instructions in copy loops), calls main() and reports its return value through
- * semihosting. Any fault exits with code 100 + exception number instead of hanging.
+ * Enables the FPU (and MVE) when the core has one, before any loop runs (GCC may emit
+ * FP/vector instructions in copy loops), copies .data, zeroes .bss, paints the stack so
+ * its high-water mark can be read after the run, calls main() and reports its return
+ * value through semihosting. Any fault exits with code 100 + exception number instead of hanging.
  */
 #include <stdint.h>
 
@@ -32,6 +32,13 @@ uint32_t ek_io_stack_used(void)
 
 void reset_handler(void)
 {
+#if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
+    /* First of all, CPACR: full access to CP10/CP11 (FPU, and MVE on Armv8.1-M). GCC may
+     * vectorise the copy, zero and paint loops below (FP/MVE registers at -O3 on the
+     * Cortex-M55), which would fault with the coprocessors still disabled. */
+    *(volatile uint32_t *)0xE000ED88u |= (0xFu << 20);
+    __asm__ volatile("dsb\n\tisb" ::: "memory");
+#endif
     uint32_t *src = &__data_load__;
     for (uint32_t *dst = &__data_start__; dst < &__data_end__;) {
         *dst++ = *src++;
@@ -45,11 +52,6 @@ void reset_handler(void)
     for (uint32_t *p = &__stack_limit__; p < sp - 16; ++p) {
         *p = STACK_PAINT;
     }
-#if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
-    /* CPACR: full access to CP10/CP11 (FPU, and MVE on Armv8.1-M). */
-    *(volatile uint32_t *)0xE000ED88u |= (0xFu << 20);
-    __asm__ volatile("dsb\n\tisb" ::: "memory");
-#endif
     sh_exit(main());
 }
 
