@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import brevitas.nn as qnn
 import torch
-from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8ActPerTensorFloat, Int8WeightPerChannelFloat,
+from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8ActPerTensorFloat, Int8WeightPerChannelFixedPointMSE,
+                            Int8WeightPerChannelFloat,
                             Int8WeightPerTensorFixedPoint, Int32Bias, Uint8ActPerTensorFixedPoint)
 from torch import nn
 
@@ -117,6 +118,11 @@ def op_models():
         "conv_batchnorm": (lambda: Seq(qconv2d(3, 4, 3), nn.BatchNorm2d(4),
                                        qnn.QuantReLU(act_quant=U, return_quant_tensor=True), out_quant=U),
                            (3, 6, 6), False),
+        "conv_per_channel_pow2": (lambda: Seq(qconv2d(3, 4, 3, weight_quant=Int8WeightPerChannelFixedPointMSE)),
+                                  (3, 6, 6), True),
+        "dense_per_channel_pow2": (lambda: Seq(nn.Flatten(), qnn.QuantLinear(12, 5, weight_quant=Int8WeightPerChannelFixedPointMSE,
+                                                                             bias_quant=Int32Bias, return_quant_tensor=True)),
+                                   (3, 2, 2), True),
         "conv_per_channel_float": (lambda: Seq(qconv2d(3, 4, 3, weight_quant=Int8WeightPerChannelFloat),
                                                out_quant=Int8ActPerTensorFloat), (3, 6, 6), False),
         "maxpool_2x2": (lambda: Seq(qconv2d(3, 4, 3, padding=1), qid(), nn.MaxPool2d(2)), (3, 8, 8), True),

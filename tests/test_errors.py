@@ -373,3 +373,52 @@ def test_verify_unreadable_inputs(kind, built, tmp_path):
         inputs.write_text("1, 2, 3\n")
     proc = run_cli("verify", built, "--inputs", inputs)
     assert_user_error(proc, str(inputs))
+
+
+# ---------------------------------------------------------------------------------------
+# unsupported shapes and attributes of supported ops
+# ---------------------------------------------------------------------------------------
+def _export(model, shape, path):
+    import torch
+
+    from edgekit.qat import export_qonnx
+
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, *shape))
+    model.eval()
+    return export_qonnx(model, torch.zeros(1, *shape), path)
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("grouped", "group=2"),
+    ("softmax_unquantized_input", "Softmax"),
+    ("ceil_mode", "ceil_mode"),
+])
+def test_unsupported_attributes_name_the_node(case, needle, tmp_path, work):
+    from torch import nn
+
+    from opmodels import Seq, qconv2d
+
+    if case == "grouped":
+        model, shape = Seq(qconv2d(4, 4, 3, groups=2)), (4, 6, 6)
+    elif case == "ceil_mode":
+        model, shape = Seq(nn.MaxPool2d(2, ceil_mode=True)), (2, 5, 5)
+    else:
+        import brevitas.nn as qnn
+        from brevitas.quant import Int32Bias, Int8WeightPerTensorFixedPoint
+
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.s = Seq(nn.Flatten(), qnn.QuantLinear(8, 4, weight_quant=Int8WeightPerTensorFixedPoint,
+                                                           bias_quant=Int32Bias, return_quant_tensor=False))
+
+            def forward(self, x):
+                return nn.functional.softmax(self.s.body(self.s.inp(x)), dim=1)
+
+        model, shape = M(), (2, 2, 2)
+    path = _export(model, shape, tmp_path / f"{case}.onnx")
+    proc = build_fails(path, work, *TARGET)
+    assert_user_error(proc, needle)
+    assert "node '" in proc.stderr
