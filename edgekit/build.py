@@ -67,7 +67,7 @@ def _prepare_out_dir(out_dir: Path) -> None:
 
 def build(model: str | Path, target: str, board: str | None, out_dir: str | Path, *, backend: str | None = None,
           io_type: str | None = None, reuse_factor: int | None = None) -> BuildResult:
-    """Compile a QONNX model for a Cortex-M core and board into ``out_dir``.
+    """Compile a QONNX model (or an int8 ``.tflite`` model) for a Cortex-M core and board into ``out_dir``.
 
     ``target="fpga"`` writes an hls4ml project instead (``backend``: vitis/vivado,
     ``io_type``: io_parallel/io_stream, ``reuse_factor``); see edgekit/backends/hls.
@@ -88,7 +88,12 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
     _prepare_out_dir(out_dir)
     tc.arm_gcc(), tc.arm_size(), tc.host_cc()  # fail before any work if a tool is missing
 
-    graph, cleaned = import_qonnx(model)
+    if model.suffix.lower() == ".tflite":  # int8 TFLite flatbuffer (issue 6): edgekit/frontends/tflite.py
+        from .frontends.tflite import import_tflite
+
+        graph, cleaned = import_tflite(model)
+    else:
+        graph, cleaned = import_qonnx(model)
     run_default_passes(graph)
     plan = plan_memory(graph)
     check_plan(plan)
@@ -96,7 +101,10 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
     created = _make_parents(out_dir.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        cleaned.save(str(tmp / "model.onnx"))
+        if isinstance(cleaned, bytes):  # TFLite: the flatbuffer itself, for verify's TFLite reference stage
+            (tmp / "model.tflite").write_bytes(cleaned)
+        else:
+            cleaned.save(str(tmp / "model.onnx"))
         graph.save(tmp)
         (tmp / "src").mkdir()
         codegen = generate_c(graph, plan, tmp / "src")
@@ -112,6 +120,7 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "source": str(model.resolve()),
             "source_sha256": graph.meta["source_sha256"],
+            "frontend": graph.meta.get("frontend", "qonnx"),
             "target": core.name,
             "board": brd.name,
             "qemu_machine": brd.qemu_machine,

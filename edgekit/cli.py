@@ -39,7 +39,8 @@ def _cmd_verify(args) -> int:
     from .api import verify
 
     stages = tuple(s for s in ("qonnx", "host", "qemu") if s not in (args.skip or []))
-    rep = verify(args.build_dir, inputs=args.inputs, count=args.count, seed=args.seed, stages=stages)
+    rep = verify(args.build_dir, inputs=args.inputs, count=args.count, seed=args.seed, stages=stages,
+                 codes=args.codes)
     print(json.dumps(rep.to_json(), indent=1) if args.json else rep.table())
     return 0 if rep.ok else 1
 
@@ -130,9 +131,11 @@ def make_parser() -> argparse.ArgumentParser:
                        "that must be exact differs.")
     v.add_argument("build_dir", help="directory written by `edgekit build`")
     v.add_argument("--inputs", help="float inputs (.npy) in the model's input layout, shape (N, ...)")
+    v.add_argument("--codes", help="raw integer input codes (.npy, e.g. int8 for TFLite models), used as they are")
     v.add_argument("--count", type=int, default=256, help="number of generated vectors without --inputs (256)")
     v.add_argument("--seed", type=int, default=0, help="seed for generated vectors (0)")
-    v.add_argument("--skip", action="append", choices=["qonnx", "host", "qemu"], help="skip a stage (repeatable)")
+    v.add_argument("--skip", action="append", choices=["qonnx", "host", "qemu"], help="skip a stage (repeatable; "
+                   "qonnx is the reference stage: qonnx, or TFLite Micro for .tflite builds)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_cmd_verify)
 

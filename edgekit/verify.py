@@ -68,6 +68,8 @@ class VerifyReport:
                  f"{'stage':<22}{'must be exact':>14}{'mismatching':>14}{'share':>10}{'max diff (LSB)':>16}  result"]
         for s in self.stages:
             res = "ok" if s.mismatches == 0 else ("FAIL" if s.must_be_exact else "differs (reported)")
+            if s.elements == 0 and s.note.startswith("skipped"):
+                res = "skipped"
             lines.append(f"{s.stage:<22}{'yes' if s.must_be_exact else 'no':>14}"
                          f"{f'{s.mismatches}/{s.elements}':>14}{100 * s.share:>9.3f}%{s.max_lsb:>16}  {res}"
                          + (f"  [{s.note}]" if s.note else ""))
@@ -132,8 +134,54 @@ def _run_binary(runner, codes: np.ndarray, dtype: str, out_count: int, out_dtype
     return out.reshape(codes.shape[0], out_count), proc.stdout + proc.stderr
 
 
+def _load_codes(graph: Graph, codes) -> tuple[np.ndarray, str]:
+    """Raw input codes (an integer array or .npy file), used as they are: (N, input size) int64."""
+    source = "codes array"
+    if not isinstance(codes, np.ndarray):
+        try:
+            codes, source = np.load(codes), f"codes {codes}"
+        except (OSError, ValueError) as e:
+            raise VerificationError(f"{codes}: cannot read input codes ({e})") from None
+    t = graph.tensors[graph.inputs[0]]
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise VerificationError(f"input codes must be an integer array, got {codes.dtype}; pass float inputs "
+                                "with --inputs instead")
+    if codes.ndim < 2 or codes.size % t.size != 0:
+        raise VerificationError(f"input codes have shape {codes.shape}; expected (N, {', '.join(map(str, t.shape))})")
+    codes = codes.astype(np.int64).reshape((-1,) + tuple(t.shape))
+    if codes.size and (codes.min() < t.qmin or codes.max() > t.qmax):
+        raise VerificationError(f"input codes outside the input's range [{t.qmin}, {t.qmax}] ({t.dtype})")
+    return codes, source
+
+
+def _run_tflite_reference(model_path: Path, codes: np.ndarray) -> np.ndarray:
+    """The TFLite Micro interpreter (PyPI tflite-micro, reference kernels) on int8 codes."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_file(str(model_path))
+    shape = interpreter.get_input_details(0)["shape"]
+    out = []
+    for c in codes:
+        interpreter.set_input(c.reshape(shape).astype(np.int8), 0)
+        interpreter.invoke()
+        out.append(np.array(interpreter.get_output(0)).ravel())
+    return np.stack(out).astype(np.int64)
+
+
+def _tflite_reference_available() -> bool:
+    try:
+        from tflite_micro.python.tflite_micro import runtime  # noqa: F401
+    except Exception:  # not installed, or no wheel for this platform (x86-64 Linux only)
+        return False
+    return True
+
+
 def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None, count: int = 256,
-           seed: int = 0, stages: tuple[str, ...] = ("qonnx", "host", "qemu")) -> VerifyReport:
+           seed: int = 0, stages: tuple[str, ...] = ("qonnx", "host", "qemu"),
+           codes: str | Path | np.ndarray | None = None) -> VerifyReport:
+    """Run inputs through every stage. ``inputs`` are floats (quantized by the model's input
+    quantizer); ``codes`` are raw integer input codes used as they are (e.g. TFLite goldens).
+    For TFLite builds the "qonnx" stage is the TFLite Micro reference, when installed."""
     build_dir = Path(build_dir).resolve()  # the runners execute in temporary directories
     manifest = load_manifest(build_dir)
     # --- FPGA builds (issue 7): simulator, qonnx, hls4ml C-simulation; edgekit/backends/hls ---
@@ -146,7 +194,13 @@ def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None,
     if "qemu" in stages:
         tc.qemu()  # a missing emulator is an error before any work, not a skipped stage
 
-    if inputs is None:
+    tflite = manifest.get("frontend") == "tflite"
+    if codes is not None and inputs is not None:
+        raise VerificationError("give float inputs or input codes, not both")
+    if codes is not None:
+        codes, source = _load_codes(graph, codes)
+        x = None
+    elif inputs is None:
         x, source = generate_inputs(graph, count, seed), f"generated, seed {seed}"
     elif isinstance(inputs, np.ndarray):
         x, source = inputs, "array"
@@ -156,26 +210,37 @@ def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None,
         except (OSError, ValueError) as e:
             raise VerificationError(f"{inputs}: cannot read inputs ({e})") from None
     fshape = tuple(graph.input_quant.float_shape)
-    x = np.asarray(x, dtype=np.float32)
-    if x.shape[1:] != fshape:
-        if x.size % int(np.prod(fshape)) != 0 or x.ndim < 2:
-            raise VerificationError(f"inputs have shape {x.shape}; expected (N, {', '.join(map(str, fshape))}) "
-                                    "in the model's input layout")
-        x = x.reshape((-1,) + fshape)
-
-    codes = quantize_input(graph, x)
+    if x is not None:
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[1:] != fshape:
+            if x.size % int(np.prod(fshape)) != 0 or x.ndim < 2:
+                raise VerificationError(f"inputs have shape {x.shape}; expected (N, {', '.join(map(str, fshape))}) "
+                                        "in the model's input layout")
+            x = x.reshape((-1,) + fshape)
+        codes = quantize_input(graph, x)
+    n = int(codes.shape[0])
     out_t = graph.tensors[graph.outputs[0]]
-    ref = simulate(graph, codes)[graph.outputs[0]].reshape(x.shape[0], -1)
+    ref = simulate(graph, codes)[graph.outputs[0]].reshape(n, -1)
     results = [StageResult("simulator", True, int(ref.size), 0, 0, "reference")]
     memory = dict(manifest["memory"], arena_bytes=manifest["arena_bytes"])
     requant_exact = all(n.attrs["requant"].exact for n in graph.nodes if n.attrs.get("requant") is not None)
     pow2 = requant_exact and is_power_of_two(graph.input_quant.scale)
 
-    if "qonnx" in stages:
+    if tflite and "qonnx" in stages:  # the reference stage of a TFLite build
+        if _tflite_reference_available():
+            got = _run_tflite_reference(build_dir / "model.tflite", codes)
+            results.append(_compare("tflite reference", got, ref, True, "TFLite Micro interpreter"))
+        else:
+            results.append(StageResult("tflite reference", False, 0, 0, 0, "skipped: no TFLite Micro interpreter "
+                                       "(pip install tflite-micro, x86-64 Linux)"))
+    elif "qonnx" in stages and x is None:
+        results.append(StageResult("qonnx (float32)", False, 0, 0, 0, "skipped: input codes bypass the input "
+                                   "quantizer"))
+    elif "qonnx" in stages:
         y = _run_qonnx(build_dir / "model.onnx", x).astype(np.float64)
         if y.ndim in (3, 4):  # channels-first feature map: compare in the IR's channels-last order
             y = np.moveaxis(y, 1, -1)
-        y = y.reshape(x.shape[0], -1)
+        y = y.reshape(n, -1)
         scale = np.resize(np.asarray(out_t.scale, np.float64), y.shape[1])  # per channel: last IR axis
         q = np.round(y / scale + out_t.zero_point)
         float_exact = bool(graph.meta.get("qonnx_float_exact", True))
@@ -205,5 +270,5 @@ def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None,
                 memory["stack_used_bytes"] = int(line.split("=")[1])
         results.append(_compare(f"firmware ({machine})", got, ref, True))
 
-    return VerifyReport(str(build_dir), manifest["board"], int(x.shape[0]), source, list(out_t.shape), results,
-                        memory, extra={"power_of_two": pow2})
+    return VerifyReport(str(build_dir), manifest["board"], n, source, list(out_t.shape), results,
+                        memory, extra={"power_of_two": pow2, "frontend": manifest.get("frontend", "qonnx")})
