@@ -64,16 +64,21 @@ def hls_layout(cleaned, hls_onnx) -> dict:
     in_onnx, in_hls = shape(cleaned, cleaned.graph.input[0]), shape(hls_onnx, hls_onnx.graph.input[0])
     out_onnx, out_hls = shape(cleaned, cleaned.graph.output[0]), shape(hls_onnx, hls_onnx.graph.output[0])
 
-    def perm(a, b):
+    def perm(a, b, strict=True):
         if a == b or len(a) < 2:
             return None
         p = [0] + list(range(2, len(a) + 1)) + [1]  # (N, C, ...) -> (N, ..., C)
         if [([1] + a)[i] for i in p][1:] == b:
             return p
-        raise TargetError(f"hls4ml's graph has layout {b} where the model has {a}; cannot map inputs")
+        if strict:
+            raise TargetError(f"hls4ml's graph has input layout {b} where the model has {a}; cannot map inputs")
+        return None
 
+    # qonnx's channels-last conversion restores the model's own output layout with a final
+    # transpose, so a feature-map output comes back channels first (output_perm None).
     return {"input_shape": in_onnx, "hls_input_shape": in_hls, "input_perm": perm(in_onnx, in_hls),
-            "output_shape": out_onnx, "hls_output_shape": out_hls, "output_perm": perm(out_onnx, out_hls)}
+            "output_shape": out_onnx, "hls_output_shape": out_hls,
+            "output_perm": perm(out_onnx, out_hls, strict=False)}
 
 
 def to_hls_layout(x: np.ndarray, onnx_shape: list, perm: list | None) -> np.ndarray:
@@ -81,9 +86,28 @@ def to_hls_layout(x: np.ndarray, onnx_shape: list, perm: list | None) -> np.ndar
     return np.ascontiguousarray(np.transpose(x, perm) if perm else x)
 
 
-def from_hls_layout(y: np.ndarray, hls_shape: list, perm: list | None) -> np.ndarray:
-    y = np.asarray(y).reshape((y.shape[0], *hls_shape))
-    return np.transpose(y, np.argsort(perm)) if perm else y
+
+
+def _map_is_channels_first(layout: dict) -> bool:
+    """True when hls4ml's output is a feature map in the model's (channels-first) layout."""
+    return len(layout["hls_output_shape"]) >= 2 and layout["output_perm"] is None
+
+
+def to_ir_order(y: np.ndarray, layout: dict) -> np.ndarray:
+    """hls4ml outputs (N, ...) -> (N, elements) in the IR's channels-last order."""
+    y = np.asarray(y).reshape((y.shape[0], *layout["hls_output_shape"]))
+    if _map_is_channels_first(layout):
+        y = np.moveaxis(y, 1, -1)
+    return y.reshape(y.shape[0], -1)
+
+
+def from_ir_order(q: np.ndarray, layout: dict) -> np.ndarray:
+    """(N, elements) in the IR's channels-last order -> hls4ml's output order, flattened."""
+    q = np.asarray(q)
+    if _map_is_channels_first(layout):
+        q = q.reshape((q.shape[0], *layout["hls_output_shape"][1:], layout["hls_output_shape"][0]))
+        q = np.moveaxis(q, -1, 1)
+    return q.reshape(q.shape[0], -1)
 
 
 def _testbench(graph, layout: dict, tmp: Path) -> tuple[str, str]:
@@ -95,10 +119,9 @@ def _testbench(graph, layout: dict, tmp: Path) -> tuple[str, str]:
     codes = quantize_input(graph, x)
     out_t = graph.tensors[graph.outputs[0]]
     q = simulate(graph, codes)[graph.outputs[0]]
-    y = (q.astype(np.float64) - out_t.zero_point) * np.asarray(out_t.scale, np.float64)
-    y = y.reshape((TB_VECTORS, *layout["output_shape"]))
-    if layout["output_perm"]:
-        y = np.transpose(y, layout["output_perm"])
+    q = q.reshape(TB_VECTORS, -1)
+    y = (q.astype(np.float64) - out_t.zero_point) * np.resize(np.asarray(out_t.scale, np.float64), q.shape[1])
+    y = from_ir_order(y, layout)
     xi = to_hls_layout(x.reshape((TB_VECTORS, *layout["input_shape"])), layout["input_shape"], layout["input_perm"])
     np.save(tmp / "tb_input.npy", xi.reshape(TB_VECTORS, -1).astype(np.float64))
     np.save(tmp / "tb_output.npy", y.reshape(TB_VECTORS, -1))

@@ -25,6 +25,7 @@ import contextlib
 import copy
 import io
 import logging
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ import numpy as np
 
 from ...errors import ModelError, UnsupportedOpError
 from ...ir.graph import Graph
+from .precision import EXACT as EXACT_ROUNDING
 from .precision import FixedType, accumulator_type, pow2_exponent, tensor_type
 
 HLS_BACKENDS = {"vitis": "Vitis", "vivado": "Vivado"}
@@ -40,8 +42,9 @@ PROJECT_NAME = "edgekit_model"
 
 COMPUTE_CLASSES = ("Dense", "Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D")
 ACTIVATION_CLASSES = ("Activation", "ReLU")
+# value-preserving layers: layout changes, max pooling, zero padding (0 is on every grid)
 PASS_THROUGH_CLASSES = ("Reshape", "Transpose", "Pooling1D", "Pooling2D", "GlobalPooling1D", "GlobalPooling2D",
-                        "Flatten")
+                        "Flatten", "ZeroPadding1D", "ZeroPadding2D")
 
 
 def _describe(node) -> str:
@@ -79,12 +82,17 @@ def check_patterns(model) -> None:
                 f"{_describe(node)}: hls4ml has no Trunc layer (Brevitas exports one after a quantized "
                 "average pool, e.g. TruncAvgPool); use a max pool or a strided quantized convolution for the "
                 "FPGA backend")
+    for node in g.node:
         if node.op_type in ("AveragePool", "GlobalAveragePool"):
             shape = model.get_tensor_shape(node.input[0])
             if shape is not None and len(shape) == 3:
                 raise UnsupportedOpError(
                     f"{_describe(node)}: 1D average pooling breaks qonnx's channels-last conversion that "
                     "hls4ml needs; use a max pool, or flatten and use a quantized linear layer")
+            raise UnsupportedOpError(
+                f"{_describe(node)}: average pooling is not supported by the FPGA backend (hls4ml divides by "
+                "the window size in fixed point, which edgekit cannot match bit for bit); use a max pool or a "
+                "strided quantized convolution")
     consumers: dict[str, list] = {}
     for node in g.node:
         for i in node.input:
@@ -110,6 +118,7 @@ def prepare_for_hls4ml(cleaned_model):
 
     check_patterns(cleaned_model)
     m = copy.deepcopy(cleaned_model)
+    fold_float_bias_quant(m)
     try:
         with quiet():
             m = m.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
@@ -119,6 +128,90 @@ def prepare_for_hls4ml(cleaned_model):
         raise ModelError(f"qonnx could not prepare the graph for hls4ml (channels-last conversion, "
                          f"Gemm to MatMul): {type(e).__name__}: {e}") from None
     return m
+
+
+@contextlib.contextmanager
+def pooling1d_fix():
+    """Work around hls4ml 1.3's ONNX handler for 1D pooling, for the duration of a conversion.
+
+    The handler reads a channels-last (N, W, C) input as (N, C, W) - swapping ``n_in`` and
+    ``n_filt`` - and never sets ``pad_left``/``pad_right``, so every QONNX 1D MaxPool fails
+    with 'Attribute "pad_left" of layer ... not set'. The wrapper recomputes those
+    attributes from the channels-last shape; the original handler is restored afterwards.
+    """
+    import importlib
+
+    onnx_to_hls = importlib.import_module("hls4ml.converters.onnx_to_hls")
+    originals = {op: onnx_to_hls.layer_handlers.get(op) for op in ("MaxPool", "AveragePool")}
+
+    def wrap(orig):
+        def handler(node, input_names, input_shapes, graph):
+            layer = orig(node, input_names, input_shapes, graph)
+            if layer.get("class_name", "").endswith("Pooling1D"):
+                _, width, chans = input_shapes[0]
+                pads = list(layer.get("pads") or [0, 0])
+                dil = (layer.get("dilations") or [1])[0]
+                layer["n_in"], layer["n_filt"] = int(width), int(chans)
+                layer["pad_left"], layer["pad_right"] = int(pads[0]), int(pads[-1])
+                layer["n_out"] = int((width + pads[0] + pads[-1] - ((layer["pool_width"] - 1) * dil + 1))
+                                     // layer["stride_width"] + 1)
+            return layer
+
+        handler.handles = getattr(orig, "handles", None)
+        return handler
+
+    for op, orig in originals.items():
+        if orig is not None:
+            onnx_to_hls.layer_handlers[op] = wrap(orig)
+    try:
+        yield
+    finally:
+        for op, orig in originals.items():
+            if orig is not None:
+                onnx_to_hls.layer_handlers[op] = orig
+
+
+def fold_float_bias_quant(model) -> list[str]:
+    """Replace a quantized bias with a float-scale (not power-of-two) grid by its float values.
+
+    hls4ml 1.3 turns such a ``Quant`` on a constant into a Constant plus a rescaling
+    ApplyAlpha that its Add handling cannot fold, and the conversion dies with an
+    IndexError. The bias values themselves are unchanged (codes x scale in float32); only
+    float-scale models take this path, and their C-simulation is reported, not required
+    to be exact. Returns the names of the folded Quant nodes.
+    """
+    from onnx import helper, numpy_helper
+    from qonnx.custom_op.general.quant import quant
+
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    folded = []
+    for node in list(g.node):
+        if node.op_type != "Quant" or node.input[0] not in inits or any(i not in inits for i in node.input[1:4]):
+            continue
+        users = consumers.get(node.output[0], [])
+        is_bias = [u.op_type == "Add" or (u.op_type in ("Gemm", "Conv") and len(u.input) > 2
+                                          and u.input[2] == node.output[0]) for u in users]
+        if not users or not all(is_bias):
+            continue  # only biases (weights feed MatMul/Conv, which hls4ml handles)
+        scale = numpy_helper.to_array(inits[node.input[1]])
+        zp = numpy_helper.to_array(inits[node.input[2]])
+        if pow2_exponent(scale) is not None and not np.any(zp):
+            continue
+        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        mode = a.get("rounding_mode", b"ROUND")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        val = quant(numpy_helper.to_array(inits[node.input[0]]), scale, zp,
+                    numpy_helper.to_array(inits[node.input[3]]), int(a.get("signed", 1)), int(a.get("narrow", 0)),
+                    mode)
+        g.initializer.append(numpy_helper.from_array(np.asarray(val, np.float32), node.output[0]))
+        g.node.remove(node)
+        folded.append(node.name)
+    return folded
 
 
 # ---------------------------------------------------------------------------------------
@@ -251,7 +344,7 @@ def _compute_onnx_nodes(model) -> list:
 def make_config(hls_onnx, plan: PrecisionPlan, opts: HlsOptions) -> dict:
     import hls4ml
 
-    with quiet():
+    with quiet(), pooling1d_fix():
         cfg = hls4ml.utils.config_from_onnx_model(hls_onnx, granularity="name", backend=opts.hls4ml_backend,
                                                   default_reuse_factor=opts.reuse_factor)
     cfg["Model"]["ReuseFactor"] = opts.reuse_factor
@@ -287,14 +380,20 @@ def convert(hls_onnx, plan: PrecisionPlan, opts: HlsOptions, output_dir, input_d
     """
     import hls4ml
 
-    cfg = make_config(onnx_model if onnx_model is not None else hls_onnx, plan, opts)
+    try:
+        cfg = make_config(onnx_model if onnx_model is not None else hls_onnx, plan, opts)
+    except (UnsupportedOpError, ModelError):
+        raise
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UnsupportedOpError(f"hls4ml could not read the graph: {type(e).__name__}: {msg}") from None
     kwargs = dict(output_dir=str(output_dir), project_name=PROJECT_NAME, backend=opts.hls4ml_backend,
                   io_type=opts.io_type, hls_config=cfg, clock_period=opts.clock_period_ns,
                   input_data_tb=input_data_tb, output_data_tb=output_data_tb)
     if opts.part:
         kwargs["part"] = opts.part
     try:
-        with quiet():
+        with quiet(), pooling1d_fix():
             return hls4ml.converters.convert_from_onnx_model(hls_onnx, **kwargs)
     except UnsupportedOpError:
         raise
@@ -304,16 +403,26 @@ def convert(hls_onnx, plan: PrecisionPlan, opts: HlsOptions, output_dir, input_d
 
 
 def _set_precision(layer, type_name: str, t: FixedType) -> None:
-    from hls4ml.backends.fpga.fpga_types import APTypeConverter
-    from hls4ml.model.types import FixedPrecisionType
+    """Give one layer's type ``t``, without touching layers that share the same hls4ml type object.
+
+    hls4ml shares one named type between layers where it used the model's default
+    precision, so a type other than the result is replaced by a fresh one named after the
+    layer; the result type (one per variable, named in the generated code) keeps its name.
+    """
+    from hls4ml.backends.fpga.fpga_types import APTypeConverter, HLSTypeConverter
+    from hls4ml.model.types import FixedPrecisionType, NamedType
 
     # ap_fixed definitions (Vivado/Vitis), as hls4ml's own type transformation makes them
     p = APTypeConverter().convert(FixedPrecisionType(t.width, t.integer, t.signed, t.rounding, t.saturation))
-    layer.types[type_name].precision = p
     if type_name == "result_t":
+        layer.types[type_name].precision = p
         layer.get_output_variable().type.precision = p
+        return
+    new = HLSTypeConverter(APTypeConverter()).convert(NamedType(f"{layer.name}_{type_name}", p))
+    layer.set_attr(type_name, new)
     wname = type_name[:-2]
     if wname in getattr(layer, "weights", {}):
+        layer.weights[wname].type = new
         layer.weights[wname].update_precision(p)
 
 
@@ -339,9 +448,11 @@ def apply_plan(hls_model, plan: PrecisionPlan) -> dict:
     layers = list(hls_model.get_layers())
     table = {}
     if not plan.exact:
+        _widen_float_path(layers)
+        _reapply_templates(hls_model)
         for layer in layers:
             table[layer.name] = {k: str(FixedType.from_hls4ml(v.precision) or v.precision)
-                                 for k, v in layer.types.items() if not k.endswith("table_t")}
+                                 for k, v in layer.types.items() if not k.endswith("table_t") and k != "index_t"}
         return table
 
     compute_idx = [i for i, lay in enumerate(layers) if lay.class_name in COMPUTE_CLASSES]
@@ -354,9 +465,11 @@ def apply_plan(hls_model, plan: PrecisionPlan) -> dict:
         if have != plan.input_type:
             _set_precision(first, "result_t", plan.input_type)
     bounds = compute_idx + [len(layers)]
-    # Layers before the first compute layer: pass-through of the input (reshape, transpose)
-    for layer in layers[1:compute_idx[0]]:
-        _check_pass_through(layer, plan.input_type)
+    # Before the first dense/convolution: reshapes and transposes of the input, and possibly a
+    # requantization (a quantizer or ReLU) onto the first layer's input grid.
+    prefix = layers[1:compute_idx[0]] if compute_idx else layers[1:]
+    target = plan.layers[0].input_type if plan.layers else plan.output_type
+    _walk(prefix, plan.input_type, target, "the input", pins=[])
     for k, lp in enumerate(plan.layers):
         layer = layers[bounds[k]]
         lp.hls_layer = layer.name
@@ -378,41 +491,87 @@ def apply_plan(hls_model, plan: PrecisionPlan) -> dict:
             _set_precision(layer, "accum_t", lp.accum_type)
             lp.pinned.append("accum")
         chain = layers[bounds[k] + 1:bounds[k + 1]]
-        acts = [i for i, lay in enumerate(chain) if lay.class_name in ACTIVATION_CLASSES]
-        rounding_at = acts[-1] if acts else None
-        # the compute layer's own result: exact accumulator unless it is the rounding point
-        want = lp.accum_type if rounding_at is not None else lp.output_type
+        rounds_later = any(lay.class_name in ACTIVATION_CLASSES for lay in chain)
+        # the compute layer's own result: the exact accumulator, unless its cast is the rounding point
+        want = lp.accum_type if rounds_later else lp.output_type
         if _type(layer, "result_t") != want:
             _set_precision(layer, "result_t", want)
             lp.pinned.append("result")
-        current = want
-        for i, lay in enumerate(chain):
-            if lay.class_name in ACTIVATION_CLASSES:
-                act = lay.get_attr("activation", "")
-                if str(act).lower() not in ("relu", "linear"):
-                    raise UnsupportedOpError(f"hls4ml layer '{lay.name}' ({act}) after '{layer.name}' is not an "
-                                             "activation edgekit computes exactly (ReLU, or a quantizer)")
-                want = lp.output_type if i == rounding_at else lp.accum_type
-                if _type(lay, "result_t") != want:
-                    _set_precision(lay, "result_t", want)
-                    lp.pinned.append(f"{lay.name}.result")
-                current = want
-            elif lay.class_name in PASS_THROUGH_CLASSES:
-                _check_pass_through(lay, current)
-            else:
-                raise UnsupportedOpError(f"hls4ml created layer '{lay.name}' ({lay.class_name}) after '{layer.name}', "
-                                         "which edgekit cannot account for exactly")
-        if current != lp.output_type and not current.same_values(lp.output_type):
-            raise ModelError(f"after hls4ml layer '{layer.name}' the value has type {current}, edgekit's node "
-                             f"'{lp.name}' produces {lp.output_type}")
+        _walk(chain, want, lp.output_type, f"'{layer.name}'", lp.pinned)
     out = layers[-1]
     if not _type(out, "result_t").same_values(plan.output_type):
         raise ModelError(f"the hls4ml model's output has type {_type(out, 'result_t')}, edgekit's output is "
                          f"{plan.output_type}")
+    _reapply_templates(hls_model)
     for layer in layers:
         table[layer.name] = {k: str(FixedType.from_hls4ml(v.precision) or v.precision)
                              for k, v in layer.types.items() if not k.endswith("table_t") and k != "index_t"}
     return table
+
+
+def _reapply_templates(hls_model) -> None:
+    """Regenerate the layers' C++ config structs, which hls4ml wrote while converting and which
+    name the types (``typedef <name> accum_t;``): a replaced type must appear there too."""
+    backend = hls_model.config.backend.name.lower()
+    hls_model.apply_flow(f"{backend}:apply_templates", reapply="single")
+
+
+FLOAT_PATH_SIGNIFICANT_BITS = 32
+
+
+def _covering_type(values: np.ndarray, significant: int = FLOAT_PATH_SIGNIFICANT_BITS) -> FixedType:
+    """A signed type that holds ``values`` with ``significant`` bits below their largest magnitude."""
+    m = float(np.max(np.abs(values))) if np.size(values) else 0.0
+    integer = (math.floor(math.log2(m)) + 2) if m > 0 else 1
+    return FixedType(significant + 1, integer, True, "RND_CONV", "SAT")
+
+
+def _widen_float_path(layers) -> None:
+    """Float scales: hls4ml applies them with ApplyAlpha layers whose scale/bias types default to
+    the model precision, which can round a scale like 8e-5 to a multiple of 2^-16 (a ~10% error).
+    Give every ApplyAlpha scale and bias 32 significant bits and its result 32 more fractional
+    bits than hls4ml inferred; the stage is still reported as not exact."""
+    for layer in layers:
+        if layer.class_name != "ApplyAlpha":
+            continue
+        for wname in ("scale", "bias"):
+            w = layer.weights.get(wname)
+            if w is not None and f"{wname}_t" in layer.types:
+                _set_precision(layer, f"{wname}_t", _covering_type(np.asarray(w.data, np.float64)))
+        res = _type(layer, "result_t")
+        if res is not None and res.rounding == EXACT_ROUNDING:
+            _set_precision(layer, "result_t", FixedType(res.integer + FLOAT_PATH_SIGNIFICANT_BITS + 16, res.integer,
+                                                        True))
+
+
+def _walk(segment: list, start: FixedType, end: FixedType, after: str, pins: list) -> None:
+    """Check/pin the layers between two points whose types edgekit knows.
+
+    The last ReLU/linear activation of the segment is the one rounding point (its cast is the
+    contract's requantization onto ``end``); activations before it keep the exact ``start``
+    value; reshapes, transposes and max pools pass their input type through.
+    """
+    acts = [i for i, lay in enumerate(segment) if lay.class_name in ACTIVATION_CLASSES]
+    rounding_at = acts[-1] if acts else None
+    current = start
+    for i, lay in enumerate(segment):
+        if lay.class_name in ACTIVATION_CLASSES:
+            act = lay.get_attr("activation", "")
+            if str(act).lower() not in ("relu", "linear"):
+                raise UnsupportedOpError(f"hls4ml layer '{lay.name}' ({act}) after {after} is not an activation "
+                                         "edgekit's FPGA backend computes exactly (ReLU, or a quantizer)")
+            want = end if i == rounding_at else start
+            if _type(lay, "result_t") != want:
+                _set_precision(lay, "result_t", want)
+                pins.append(f"{lay.name}.result")
+            current = want
+        elif lay.class_name in PASS_THROUGH_CLASSES:
+            _check_pass_through(lay, current)
+        else:
+            raise UnsupportedOpError(f"hls4ml created layer '{lay.name}' ({lay.class_name}) after {after}, which "
+                                     "edgekit's FPGA backend cannot account for exactly")
+    if not current.same_values(end):
+        raise ModelError(f"after {after} the hls4ml value has type {current}, edgekit's IR has {end}")
 
 
 def _check_pass_through(layer, current: FixedType) -> None:

@@ -15,13 +15,15 @@ HLS synthesis report:
   costs about ``a x b / 2`` LUTs, every accumulation adder about one LUT per accumulator bit.
 * **Latency** (io_parallel): per dense layer ``R + 1 + ceil(log2(n_in) / 4)`` clock cycles
   (the time-shared multiplies, a multiplier stage, an adder tree of about four levels per
-  cycle); per convolution the same per output position; activations, reshapes and the
-  output cast are absorbed into those stages. The initiation interval is the largest R.
+  cycle); a convolution computes its P output positions one after another, pipelined:
+  ``P x R + 1 + ceil(log2(n_in) / 4)``; activations, pooling, reshapes and the output
+  cast are absorbed into those stages. The initiation interval is the largest ``P x R``.
   Calibration point: the published hls4ml jet tagger (16-64-32-32-5, R=1, 5 ns) reports
   14 cycles, this model gives 15.
 * **Block RAM**: none at R=1 (weights are constants in logic); with R > 1 (Resource
-  strategy) the weights of a layer sit in 18 Kb BRAMs, ``n_in x n_out / R`` weights of
-  ``w`` bits per word: ``ceil(words_width / 36) x ceil(R / 512)`` blocks.
+  strategy) the weights of a layer form a ROM R words deep and ``n_in x n_out / R x w``
+  bits wide: from R = 32 on it takes ``ceil(width / 36) x ceil(R / 512)`` 18 Kb BRAMs,
+  below that it is built from LUTs (one LUT per 64 bits).
 * **Flip-flops**: pipeline registers for every multiplier's operands and every layer's
   accumulators and outputs.
 """
@@ -38,6 +40,7 @@ from .precision import FixedType
 DSP_MIN_BITS = 10  # both operands at least this wide -> DSP slice, otherwise LUT fabric
 LUT_PER_MULT_BIT2 = 0.5  # LUTs per (a bits x b bits) of a LUT multiplier
 ADDER_TREE_LEVELS_PER_CYCLE = 4
+BRAM_MIN_DEPTH = 32  # shallower weight ROMs (reuse factor < 32) are built from LUTs
 
 
 def _width(p) -> int | None:
@@ -83,13 +86,16 @@ def layer_estimates(hls_model, board: FpgaBoard, io_type: str) -> list[dict]:
         lut_mult = 0 if on_dsp else math.ceil(mults * LUT_PER_MULT_BIT2 * (x_bits or 16) * (w_bits or 16))
         lut_add = mults * (acc_bits or 32)
         ff = mults * ((x_bits or 16) + (w_bits or 16)) + n_out * ((acc_bits or 32) + (out_bits or 16))
-        if rf == 1:
-            bram18 = 0
-        else:
+        bram18 = 0
+        if rf > 1:  # weights in a ROM of depth R and width n_weights / R x w bits
             word_bits = math.ceil(n_weights / rf) * (w_bits or 16)
-            bram18 = math.ceil(word_bits / 36) * math.ceil(rf / 512)
+            if rf >= BRAM_MIN_DEPTH:
+                bram18 = math.ceil(word_bits / 36) * math.ceil(rf / 512)
+            else:  # shallow ROMs go to LUTs used as 64 x 1 memories
+                lut_add += math.ceil(word_bits * math.ceil(rf / 64))
         tree = math.ceil(math.log2(max(fan_in, 2)) / ADDER_TREE_LEVELS_PER_CYCLE)
-        latency = (rf + 1 + tree) * positions if io_type == "io_parallel" else None
+        # positions (convolutions) are pipelined one after another, each taking R cycles
+        latency = rf * positions + 1 + tree if io_type == "io_parallel" else None
         rows.append({
             "layer": layer.name, "class": layer.class_name, "fan_in": fan_in, "n_out": n_out, "positions": positions,
             "macs": macs, "input_bits": x_bits, "weight_bits": w_bits, "accum_bits": acc_bits, "result_bits": out_bits,
@@ -168,10 +174,10 @@ def baseline_bops(hls_onnx, opts, which: str) -> dict:
 
     import hls4ml
 
-    from .convert import quiet
+    from .convert import pooling1d_fix, quiet
 
     model = strip_quantizers(hls_onnx) if which == "default" else hls_onnx
-    with quiet(), tempfile.TemporaryDirectory(prefix="edgekit-hls-baseline-") as d:
+    with quiet(), pooling1d_fix(), tempfile.TemporaryDirectory(prefix="edgekit-hls-baseline-") as d:
         cfg = hls4ml.utils.config_from_onnx_model(model, granularity="model" if which == "default" else "name",
                                                   backend=opts.hls4ml_backend, default_reuse_factor=opts.reuse_factor)
         hm = hls4ml.converters.convert_from_onnx_model(model, output_dir=d, backend=opts.hls4ml_backend,

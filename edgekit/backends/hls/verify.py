@@ -21,7 +21,7 @@ from ...ir.contract import is_power_of_two
 from ...ir.graph import Graph
 from ...sim import quantize_input, simulate
 from ...verify import StageResult, VerifyReport, _compare, _run_qonnx, generate_inputs
-from .build import from_hls_layout, to_hls_layout
+from .build import to_hls_layout, to_ir_order
 from .convert import quiet
 
 
@@ -71,7 +71,7 @@ def _load_inputs(graph: Graph, inputs, count: int, seed: int) -> tuple[np.ndarra
 def run_csim(build_dir: Path, manifest: dict, x: np.ndarray) -> tuple[np.ndarray, float]:
     """Compile the project's C-simulation library with g++ and run ``x`` (model layout) through it.
 
-    Returns the outputs in the model's output layout (real values) and the compile time.
+    Returns the outputs (real values, flattened channels last: the IR's order) and the compile time.
     """
     if shutil.which("g++") is None:
         raise ToolchainError("g++ is not installed; hls4ml's C-simulation needs it (apt-get install g++)")
@@ -97,8 +97,7 @@ def run_csim(build_dir: Path, manifest: dict, x: np.ndarray) -> tuple[np.ndarray
                                  f"({type(e).__name__}: {e}){': ' + tail if tail else ''}") from None
         compile_s = time.monotonic() - t0
         y = hm.predict(xin)
-    y = np.asarray(y, np.float64).reshape(x.shape[0], -1)
-    return from_hls_layout(y, lay["hls_output_shape"], lay["output_perm"]), compile_s
+    return to_ir_order(np.asarray(y, np.float64), lay), compile_s
 
 
 def verify_hls(build_dir: str | Path, inputs=None, count: int = 256, seed: int = 0,
@@ -112,26 +111,31 @@ def verify_hls(build_dir: str | Path, inputs=None, count: int = 256, seed: int =
     out_t = graph.tensors[graph.outputs[0]]
     ref = simulate(graph, codes)[graph.outputs[0]].reshape(x.shape[0], -1)
     results = [StageResult("simulator", True, int(ref.size), 0, 0, "reference")]
-    scale = np.asarray(out_t.scale, np.float64)
+    scale = np.resize(np.asarray(out_t.scale, np.float64), ref.shape[1])  # per channel: last IR axis
     requant_exact = all(n.attrs["requant"].exact for n in graph.nodes if n.attrs.get("requant") is not None)
     pow2 = requant_exact and is_power_of_two(graph.input_quant.scale)
 
-    if "qonnx" in stages:
-        y = _run_qonnx(build_dir / "model.onnx", x).reshape(x.shape[0], -1).astype(np.float64)
-        q = np.round(y / scale + out_t.zero_point)
+    if "qonnx" in stages:  # as edgekit.verify.verify's qonnx stage
+        y = _run_qonnx(build_dir / "model.onnx", x).astype(np.float64)
+        if y.ndim in (3, 4):  # channels-first feature map: compare in the IR's channels-last order
+            y = np.moveaxis(y, 1, -1)
+        q = np.round(y.reshape(x.shape[0], -1) / scale + out_t.zero_point)
         float_exact = bool(graph.meta.get("qonnx_float_exact", True))
+        inexact = graph.meta.get("inexact", [])
         note = "" if pow2 else "float scales: qonnx rounds in float32, edgekit uses Q31 multipliers"
         if pow2 and not float_exact:
             note = "accumulators can exceed 2^24, where qonnx's float32 arithmetic is inexact"
-        results.append(_compare("qonnx (float32)", q, ref, pow2 and float_exact, note))
+        if pow2 and inexact:
+            note = "; ".join(inexact)
+        results.append(_compare("qonnx (float32)", q, ref, pow2 and float_exact and not inexact, note))
 
     est = json.loads((build_dir / manifest["estimates"]).read_text())
     compile_s = None
     exact = bool(manifest["precision"]["exact"])
     y, compile_s = run_csim(build_dir, manifest, x)
     q = np.round(y.reshape(x.shape[0], -1) / scale + out_t.zero_point)
-    note = "" if exact else ("float scales: hls4ml applies them in fixed point (ApplyAlpha layers), "
-                             "so it is close, not exact")
+    note = "" if exact else ("float scales: hls4ml multiplies by fixed-point 1/scale and scale (ApplyAlpha "
+                             "layers) where edgekit divides in float32 and requantizes with Q31 multipliers")
     results.append(_compare(f"hls4ml C-sim ({manifest['hls']['backend']})", q, ref, exact, note))
 
     t, lat = est["totals"], est["latency"]
