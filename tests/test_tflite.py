@@ -167,3 +167,354 @@ def test_c_softmax_reciprocal_equals_python(tmp_path: Path, rng):
     # 1 / (1 + f) is close to the real reciprocal
     f = (xs / 2.0 ** np.floor(np.log2(xs))) - 1
     np.testing.assert_allclose(r / 2**31, 1 / (1 + f), atol=2e-9)
+
+
+# ---------------------------------------------------------------------------------------
+# Operators: small synthetic .tflite models vs the TFLite Micro interpreter
+# ---------------------------------------------------------------------------------------
+def _tflm():
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+    except Exception:
+        return None
+    return runtime
+
+
+def _run_tflm(model: bytes, codes: np.ndarray) -> np.ndarray:
+    runtime = _tflm()
+    it = runtime.Interpreter.from_bytes(model)
+    shape = it.get_input_details(0)["shape"]
+    out = []
+    for c in codes:
+        it.set_input(c.reshape(shape).astype(np.int8), 0)
+        it.invoke()
+        out.append(np.array(it.get_output(0)).ravel())
+    return np.stack(out).astype(np.int64)
+
+
+def _conv_layer(b, rng, x, x_shape, x_scale, oc, k, stride, padding, act, depthwise=False, mult=1, per_channel=True,
+                x_rms=35.0):
+    """Adds a CONV_2D / DEPTHWISE_CONV_2D with random int8 weights; returns (out index, shape, scale).
+
+    The output scale puts the accumulator's spread at about 35 output codes for inputs whose
+    codes spread ``x_rms`` around their zero point, so no layer saturates or collapses."""
+    from tflite_builder import tflite
+
+    h, w, c = x_shape
+    if depthwise:
+        oc = c * mult
+        wshape, fan_in, qdim = (1, k, k, oc), k * k, 3
+    else:
+        wshape, fan_in, qdim = (oc, k, k, c), k * k * c, 0
+    w_scale = rng.uniform(0.004, 0.02, oc if per_channel else 1).astype(np.float32)
+    wts = rng.integers(-127, 128, wshape)
+    bias_scale = (np.float32(x_scale) * w_scale).astype(np.float32)
+    bias = rng.integers(-3000, 3000, oc)
+    wi = b.tensor(wshape, "int8", w_scale, np.zeros(w_scale.size, np.int64), wts, qdim=qdim)
+    bi = b.tensor((oc,), "int32", np.resize(bias_scale, oc), np.zeros(oc, np.int64), bias)
+    pad = tflite.Padding.SAME if padding == "SAME" else tflite.Padding.VALID
+    if padding == "SAME":
+        oh, ow = -(-h // stride), -(-w // stride)
+    else:
+        oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
+    out_scale = float(x_scale * w_scale.mean() * np.sqrt(fan_in) * x_rms * 73 / 35)
+    y = b.act((1, oh, ow, oc), out_scale, int(rng.integers(-20, 20)))
+    fields = dict(Padding=pad, StrideW=stride, StrideH=stride, FusedActivationFunction=act)
+    if depthwise:
+        b.op("DEPTHWISE_CONV_2D", [x, wi, bi], [y], "DepthwiseConv2DOptions", DepthMultiplier=mult,
+             DilationWFactor=1, DilationHFactor=1, **fields)
+    else:
+        b.op("CONV_2D", [x, wi, bi], [y], "Conv2DOptions", DilationWFactor=1, DilationHFactor=1, **fields)
+    return y, (oh, ow, oc), out_scale
+
+
+def _fc_layer(b, rng, x, n, x_scale, n_out, x_rms, logit_scale, zp, per_channel):
+    """FULLY_CONNECTED whose logits spread about 35 codes of ``logit_scale``."""
+    from tflite_builder import tflite
+
+    w_mean = logit_scale * 35 / (x_scale * np.sqrt(n) * x_rms * 73)
+    w_scale = (w_mean * rng.uniform(0.8, 1.2, n_out if per_channel else 1)).astype(np.float32)
+    wi = b.tensor((n_out, n), "int8", w_scale, np.zeros(w_scale.size, np.int64), rng.integers(-127, 128, (n_out, n)))
+    bi = b.tensor((n_out,), "int32", np.resize(np.float32(x_scale) * w_scale, n_out), np.zeros(n_out, np.int64),
+                  rng.integers(-2000, 2000, n_out))
+    y = b.act((1, n_out), logit_scale, zp)
+    b.op("FULLY_CONNECTED", [x, wi, bi], [y], "FullyConnectedOptions",
+         FusedActivationFunction=tflite.ActivationFunctionType.NONE)
+    return y
+
+
+def cnn_model(seed: int = 0) -> bytes:
+    """conv 3x3/2 SAME RELU6 -> depthwise 3x3 mult 2 SAME RELU -> max pool 2x2/2 SAME RELU ->
+    avg pool 3x3/1 SAME (border windows count fewer taps) -> reshape -> FC (per-channel) -> softmax"""
+    from tflite_builder import TfliteBuilder, tflite
+
+    A = tflite.ActivationFunctionType
+    rng = np.random.default_rng(seed)
+    b = TfliteBuilder()
+    x = b.act((1, 9, 11, 3), 0.02, 7)
+    y, shp, s = _conv_layer(b, rng, x, (9, 11, 3), 0.02, 8, 3, 2, "SAME", A.RELU6, x_rms=45)
+    y, shp, s = _conv_layer(b, rng, y, shp, s, 0, 3, 1, "SAME", A.RELU, depthwise=True, mult=2, x_rms=25)
+    zp = int(b.tensors[y]["zp"][0])
+    mshape = (-(-shp[0] // 2), -(-shp[1] // 2), shp[2])
+    mp = b.act((1,) + mshape, s, zp)  # pooling keeps the quantization
+    b.op("MAX_POOL_2D", [y], [mp], "Pool2DOptions", Padding=tflite.Padding.SAME, StrideW=2, StrideH=2,
+         FilterWidth=2, FilterHeight=2, FusedActivationFunction=A.RELU)
+    ap = b.act((1,) + mshape, s, zp)
+    b.op("AVERAGE_POOL_2D", [mp], [ap], "Pool2DOptions", Padding=tflite.Padding.SAME, StrideW=1, StrideH=1,
+         FilterWidth=3, FilterHeight=3, FusedActivationFunction=A.NONE)
+    n = int(np.prod(mshape))
+    flat = b.act((1, n), s, zp)
+    b.op("RESHAPE", [ap, b.tensor((2,), "int32", data=[1, n])], [flat], "ReshapeOptions")
+    logits = _fc_layer(b, rng, flat, n, s, 10, 25, 0.06, 5, per_channel=True)
+    out = b.act((1, 10), 1 / 256, -128)
+    b.op("SOFTMAX", [logits], [out], "SoftmaxOptions", Beta=1.0)
+    return b.build([x], [out])
+
+
+def residual_model(seed: int = 1) -> bytes:
+    """conv 3x3 VALID RELU -> two branches (conv 1x1 per-tensor, conv 3x3 SAME) -> ADD RELU6 ->
+    ADD with the trunk -> reshape -> FC (per-tensor) -> reshape (1, 2, 6) -> softmax
+    over two rows of 6 with beta 0.7"""
+    from tflite_builder import TfliteBuilder, tflite
+
+    A = tflite.ActivationFunctionType
+    rng = np.random.default_rng(seed)
+    b = TfliteBuilder()
+    x = b.act((1, 8, 8, 4), 0.004, -10)
+    y, shp, s = _conv_layer(b, rng, x, (8, 8, 4), 0.004, 6, 3, 1, "VALID", A.RELU, x_rms=45)
+    p, _, sp = _conv_layer(b, rng, y, shp, s, 6, 1, 1, "VALID", A.NONE, per_channel=False, x_rms=25)
+    q, _, sq = _conv_layer(b, rng, y, shp, s, 6, 3, 1, "SAME", A.NONE, x_rms=25)
+    s_r = float(np.hypot(sp, sq))
+    r = b.act((1,) + shp, s_r, -2)
+    b.op("ADD", [p, q], [r], "AddOptions", FusedActivationFunction=A.RELU6)
+    s_r2 = float(np.hypot(s_r * 25 / 35, s * 25 / 35))
+    r2 = b.act((1,) + shp, s_r2, 3)
+    b.op("ADD", [r, y], [r2], "AddOptions", FusedActivationFunction=A.NONE)
+    n = int(np.prod(shp))
+    flat = b.act((1, n), s_r2, 3)
+    b.op("RESHAPE", [r2, b.tensor((2,), "int32", data=[1, n])], [flat], "ReshapeOptions")
+    logits = _fc_layer(b, rng, flat, n, s_r2, 12, 25, 0.08, -7, per_channel=False)
+    rows = b.act((1, 2, 6), 0.08, -7)
+    b.op("RESHAPE", [logits, b.tensor((3,), "int32", data=[1, 2, 6])], [rows], "ReshapeOptions")
+    out = b.act((1, 2, 6), 1 / 256, -128)
+    b.op("SOFTMAX", [rows], [out], "SoftmaxOptions", Beta=0.7)
+    return b.build([x], [out])
+
+
+SYNTHETIC = {"cnn": cnn_model, "residual": residual_model}
+
+
+def _codes(rng, shape, n=64):
+    wide = rng.integers(-128, 128, (n // 2,) + shape)
+    narrow = np.clip(np.round(rng.normal(0, 12, (n - n // 2,) + shape)), -128, 127)
+    return np.concatenate([wide, narrow]).astype(np.int64)
+
+
+@pytest.mark.parametrize("name", sorted(SYNTHETIC))
+def test_synthetic_models_equal_tflite_micro(name, tmp_path, rng):
+    if _tflm() is None:
+        pytest.skip("tflite-micro (TFLite Micro's Python interpreter, x86-64 Linux) is not installed")
+    from edgekit.frontends.tflite import import_tflite
+    from edgekit.ir.passes import run_default_passes
+    from edgekit.sim import simulate
+
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(SYNTHETIC[name]())
+    graph, _ = import_tflite(path)
+    run_default_passes(graph)
+    codes = _codes(rng, graph.tensors[graph.inputs[0]].shape)
+    got = simulate(graph, codes)[graph.outputs[0]].reshape(len(codes), -1)
+    want = _run_tflm(path.read_bytes(), codes)
+    assert np.array_equal(got, want), f"{np.count_nonzero(got != want)} of {want.size} differ"
+    assert len(np.unique(want)) > 20, "the test model saturates: it would not catch rounding errors"
+    ops = {n.op for n in graph.nodes}
+    assert {"conv2d", "softmax_tflite"} <= ops
+
+
+def test_synthetic_model_through_every_stage(tmp_path, rng):
+    """Host C and the firmware on QEMU equal the simulator (and TFLite Micro when installed)."""
+    from edgekit.api import build, verify
+
+    path = tmp_path / "residual.tflite"
+    path.write_bytes(residual_model())
+    build(path, "cortex-m4", "mps2-an386", tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["frontend"] == "tflite" and (tmp_path / "b" / "model.tflite").is_file()
+    rep = verify(tmp_path / "b", codes=_codes(rng, (8, 8, 4), 48))
+    stages = {s.stage: s for s in rep.stages}
+    for s in ("host C", "firmware (mps2-an386)"):
+        assert stages[s].elements > 0 and stages[s].mismatches == 0, rep.table()
+    ref = stages["tflite reference"]
+    if _tflm() is not None:
+        assert ref.must_be_exact and ref.elements > 0 and ref.mismatches == 0, rep.table()
+    else:
+        assert "skipped" in ref.note
+    assert rep.ok
+    # float inputs go through the model's input quantizer (scale 0.5, zero point -10)
+    rep = verify(tmp_path / "b", inputs=rng.normal(0, 20, (8, 8, 8, 4)).astype(np.float32), stages=("host",))
+    assert rep.ok and rep.vectors == 8
+
+
+# ---------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------
+def _model_with(op: str) -> bytes:
+    from tflite_builder import TfliteBuilder, tflite
+
+    b = TfliteBuilder()
+    x = b.act((1, 4, 4, 2), 0.1, 0)
+    y = b.act((1, 4, 4, 2), 0.1, 0)
+    b.op("MAX_POOL_2D", [x], [y], "Pool2DOptions", Padding=tflite.Padding.SAME, StrideW=1, StrideH=1,
+         FilterWidth=2, FilterHeight=2, FusedActivationFunction=0)
+    z = b.act((1, 4, 4, 2), 1 / 128, 0)
+    b.op(op, [y], [z])
+    return b.build([x], [z])
+
+
+def test_unsupported_operator_is_named(tmp_path):
+    from edgekit.errors import UnsupportedOpError
+    from edgekit.frontends.tflite import import_tflite
+
+    path = tmp_path / "tanh.tflite"
+    path.write_bytes(_model_with("TANH"))
+    with pytest.raises(UnsupportedOpError, match=r"operator 1 \(TANH\)"):
+        import_tflite(path)
+
+
+def test_cli_refuses_unsupported_and_truncated_models(tmp_path, capsys):
+    from edgekit.cli import main
+
+    path = tmp_path / "logistic.tflite"
+    path.write_bytes(_model_with("LOGISTIC"))
+    assert main(["build", str(path), "--target", "cortex-m4", "--board", "mps2-an386", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "operator 1 (LOGISTIC)" in err and not (tmp_path / "o").exists()
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(_model_with("TANH")[:200])
+    assert main(["build", str(cut), "--target", "cortex-m4", "--board", "mps2-an386", "-o", str(tmp_path / "o")]) == 2
+    assert "truncated" in capsys.readouterr().err
+
+
+def test_unsupported_fused_activation_is_named(tmp_path):
+    from tflite_builder import TfliteBuilder, tflite
+
+    from edgekit.errors import UnsupportedOpError
+    from edgekit.frontends.tflite import import_tflite
+
+    b = TfliteBuilder()
+    x, y = b.act((1, 2, 2, 1), 0.1, 0), b.act((1, 2, 2, 1), 0.1, 0)
+    b.op("ADD", [x, x], [y], "AddOptions", FusedActivationFunction=tflite.ActivationFunctionType.TANH)
+    (tmp_path / "a.tflite").write_bytes(b.build([x], [y]))
+    with pytest.raises(UnsupportedOpError, match=r"operator 0 \(ADD\).*fused activation TANH"):
+        import_tflite(tmp_path / "a.tflite")
+
+
+def test_activation_ranges_follow_tflite():
+    from edgekit.frontends.tflite import activation_range
+
+    assert activation_range("NONE", 0.1, 3, "x") == (-128, 127)
+    assert activation_range("RELU", 0.1, -128, "x") == (-128, 127)
+    assert activation_range("RELU6", 0.05, -128, "x") == (-128, -8)  # 6 / 0.05 = 120 codes above zero
+    assert activation_range("RELU6", 0.0234375, -100, "x") == (-100, 127)
+    assert activation_range("RELU_N1_TO_1", 0.08, 10, "x") == (-3, 23)  # float32: 1 / 0.08f = 12.50000028
+    assert activation_range("RELU_N1_TO_1", 2.0, 10, "x") == (9, 11)  # +-0.5: half away from zero
+    assert activation_range("RELU6", 12.0, 0, "x") == (0, 1)  # 0.5 -> 1 (half to even would give 0)
+
+
+# ---------------------------------------------------------------------------------------
+# MLPerf Tiny: TFLite Micro goldens, in the simulator, host C and firmware on QEMU
+# ---------------------------------------------------------------------------------------
+MLPERF = {"ad01_int8": "anomaly detection (FC autoencoder)", "kws_ref_model": "keyword spotting (DS-CNN)",
+          "pretrainedResnet_quant": "image classification (ResNet-8)"}
+
+
+def _golden(name: str):
+    if not (PEERS / f"{name}.tflite").is_file() or not (PEERS / f"{name}_golden.npz").is_file():
+        pytest.skip(f"MLPerf Tiny model {name} not found in {PEERS} (shared/peers/mlperf_tiny beside the "
+                    "repository)")
+    d = np.load(PEERS / f"{name}_golden.npz")
+    codes = np.concatenate([d["inputs"].reshape(len(d["inputs"]), -1), d["fixed_input"].reshape(1, -1)])
+    want = np.concatenate([d["outputs"].reshape(len(d["outputs"]), -1), d["fixed_output"].reshape(1, -1)])
+    return codes.astype(np.int64), want.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def mlperf_builds(tmp_path_factory):
+    return {}
+
+
+def _mlperf_build(name: str, builds: dict, tmp_path_factory) -> Path:
+    from edgekit.api import build
+
+    if name not in builds:
+        out = tmp_path_factory.mktemp("mlperf") / name
+        build(PEERS / f"{name}.tflite", "cortex-m4", "mps2-an386", out)
+        builds[name] = out
+    return builds[name]
+
+
+def _strong_codes(rng, shape: tuple, zp: int, n: int) -> np.ndarray:
+    """Inputs that keep the outputs away from saturation: narrow noise around the input zero
+    point and smooth (low-frequency) patterns, unlike the uniform golden inputs."""
+    parts = [np.round(rng.normal(zp, sd, (n // 4,) + shape)) for sd in (2, 6, 15)]
+    walk = np.cumsum(rng.normal(0, 6, (n - 3 * (n // 4),) + shape), axis=1)
+    parts.append(np.round(zp + walk / np.sqrt(np.arange(1, shape[0] + 1)).reshape((-1,) + (1,) * (len(shape) - 1))))
+    return np.clip(np.concatenate(parts), -128, 127).astype(np.int64)
+
+
+@pytest.mark.parametrize("name", sorted(MLPERF))
+def test_mlperf_simulator_equals_tflite_micro_golden(name):
+    from edgekit.frontends.tflite import import_tflite
+    from edgekit.ir.passes import run_default_passes
+    from edgekit.sim import simulate
+
+    codes, want = _golden(name)
+    graph, _ = import_tflite(PEERS / f"{name}.tflite")
+    run_default_passes(graph)
+    got = simulate(graph, codes.reshape((-1,) + graph.tensors[graph.inputs[0]].shape))[graph.outputs[0]]
+    got = got.reshape(len(codes), -1)
+    assert np.array_equal(got, want), f"{MLPERF[name]}: {np.count_nonzero(got != want)} of {want.size} differ"
+
+
+@pytest.mark.parametrize("name", sorted(MLPERF))
+def test_mlperf_host_and_firmware_equal_golden(name, mlperf_builds, tmp_path_factory):
+    """Golden inputs (20 random + the fixed one) through host C and the firmware on QEMU."""
+    from edgekit.api import verify
+
+    codes, want = _golden(name)
+    out = _mlperf_build(name, mlperf_builds, tmp_path_factory)
+    codes_file = tmp_path_factory.mktemp("codes") / f"{name}.npy"
+    np.save(codes_file, codes.astype(np.int8))
+    rep = verify(out, codes=codes_file)  # the same path as `edgekit verify out/ --codes codes.npy`
+    stages = {s.stage: s for s in rep.stages}
+    for s in ("host C", "firmware (mps2-an386)"):
+        assert stages[s].elements == want.size and stages[s].mismatches == 0, rep.table()
+    if _tflm() is not None:
+        assert stages["tflite reference"].mismatches == 0 and stages["tflite reference"].elements == want.size
+    assert rep.ok, rep.table()
+    # the reference of those stages is the simulator, which equals the golden outputs
+    from edgekit.ir.graph import Graph
+    from edgekit.sim import simulate
+
+    graph = Graph.load(out)
+    sim = simulate(graph, codes.reshape((-1,) + graph.tensors[graph.inputs[0]].shape))[graph.outputs[0]]
+    assert np.array_equal(sim.reshape(len(codes), -1), want)
+
+
+@pytest.mark.parametrize("name", sorted(MLPERF))
+def test_mlperf_strong_inputs_agree_across_stages(name, mlperf_builds, tmp_path_factory, rng):
+    """Inputs that do not saturate the softmax: simulator, host C, firmware (and TFLite Micro)."""
+    from edgekit.api import verify
+    from edgekit.ir.graph import Graph
+    from edgekit.sim import simulate
+
+    _golden(name)
+    out = _mlperf_build(name, mlperf_builds, tmp_path_factory)
+    graph = Graph.load(out)
+    t = graph.tensors[graph.inputs[0]]
+    codes = _strong_codes(rng, t.shape, t.zero_point, 32)
+    rep = verify(out, codes=codes)
+    assert rep.ok and all(s.mismatches == 0 for s in rep.stages), rep.table()
+    assert all(s.elements > 0 for s in rep.stages if s.stage != "tflite reference"), rep.table()
+    y = simulate(graph, codes)[graph.outputs[0]]
+    assert np.count_nonzero(y > -128) > y.size // 10 and len(np.unique(y)) > 20, "inputs saturate the model"

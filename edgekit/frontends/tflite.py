@@ -489,6 +489,8 @@ def lower_pool(lw: TfliteLowerer, op, name: str, where: str) -> None:
     out = lw.out_tensor(where, oidx)
     if out.shape != shape:
         raise ModelError(f"{where}: output shape {list(out.shape)} disagrees with the computed {list(shape)}")
+    if abs(np.float32(x.scale[0]) - np.float32(out.scale[0])) > 1e-6 or x.zero_point != out.zero_point:
+        raise UnsupportedOpError(f"{where}: input and output quantization differ (TFLite requires them equal)")
     lo, hi = lw.activation(where, o, out)
     if lw.op_name(op) == "MAX_POOL_2D":
         clamp = {} if (lo, hi) == (INT8_MIN, INT8_MAX) else {"lo": lo, "hi": hi}
