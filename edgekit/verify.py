@@ -188,7 +188,7 @@ def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None,
     if manifest.get("backend") == "hls":
         from .backends.hls import verify_hls
 
-        return verify_hls(build_dir, inputs=inputs, count=count, seed=seed, stages=stages)
+        return verify_hls(build_dir, inputs=inputs, count=count, seed=seed, stages=stages, codes=codes)
     # --- end FPGA ---
     graph = Graph.load(build_dir)
     if "qemu" in stages:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import __version__
-from ...errors import TargetError, ToolchainError
+from ...errors import TargetError, ToolchainError, UnsupportedOpError
 from .boards import get_fpga_board
 from .convert import HLS_BACKENDS, IO_TYPES, PROJECT_NAME, HlsOptions, apply_plan, check_patterns, convert, \
     plan_precisions, prepare_for_hls4ml, quiet
@@ -148,6 +148,9 @@ def build_fpga(model: str | Path, board: str | None, out_dir: str | Path, backen
 
     t0 = time.monotonic()
     model, out_dir = Path(model), Path(out_dir)
+    if model.suffix.lower() == ".tflite":
+        raise UnsupportedOpError(f"{model}: the FPGA backend builds QONNX models (hls4ml's QONNX front end); "
+                                 ".tflite models are supported for Cortex-M targets")
     brd = get_fpga_board(board)
     opts = make_options(brd, backend, io_type, reuse_factor)
     _prepare_out_dir(out_dir)

@@ -40,7 +40,8 @@ HLS_BACKENDS = {"vitis": "Vitis", "vivado": "Vivado"}
 IO_TYPES = ("io_parallel", "io_stream")
 PROJECT_NAME = "edgekit_model"
 
-COMPUTE_CLASSES = ("Dense", "Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D")
+COMPUTE_CLASSES = ("Dense", "Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D", "DepthwiseConv1D",
+                   "DepthwiseConv2D")
 ACTIVATION_CLASSES = ("Activation", "ReLU")
 # value-preserving layers: layout changes, max pooling, zero padding (0 is on every grid)
 PASS_THROUGH_CLASSES = ("Reshape", "Transpose", "Pooling1D", "Pooling2D", "GlobalPooling1D", "GlobalPooling2D",
@@ -82,6 +83,23 @@ def check_patterns(model) -> None:
                 f"{_describe(node)}: hls4ml has no Trunc layer (Brevitas exports one after a quantized "
                 "average pool, e.g. TruncAvgPool); use a max pool or a strided quantized convolution for the "
                 "FPGA backend")
+    supported = _hls4ml_onnx_ops()
+    for node in g.node:
+        if supported and node.op_type not in supported:
+            raise UnsupportedOpError(f"{_describe(node)}: hls4ml {_hls4ml_version()} has no ONNX handler for "
+                                     f"{node.op_type}, so the FPGA backend cannot build this graph")
+        if node.op_type == "Conv":
+            from onnx import helper
+
+            dil = [d for a in node.attribute if a.name == "dilations" for d in helper.get_attribute_value(a)]
+            if any(d != 1 for d in dil):
+                raise UnsupportedOpError(f"{_describe(node)}: dilated convolutions (dilations {dil}) are not "
+                                         "supported by hls4ml's QONNX path")
+            group = [int(helper.get_attribute_value(a)) for a in node.attribute if a.name == "group"]
+            w_shape = model.get_tensor_shape(node.input[1])
+            if group and group[0] != 1 and w_shape is not None and w_shape[0] != group[0]:
+                raise UnsupportedOpError(f"{_describe(node)}: depthwise convolution with depth multiplier "
+                                         f"{w_shape[0] // group[0]}; hls4ml's kernels support only 1")
     for node in g.node:
         if node.op_type in ("AveragePool", "GlobalAveragePool"):
             shape = model.get_tensor_shape(node.input[0])
@@ -108,6 +126,38 @@ def check_patterns(model) -> None:
                     f"{_describe(node)}: its output '{o}' feeds {len(users) + (o in outputs)} consumers ({names}"
                     f"{', the graph output' if o in outputs else ''}); hls4ml's QONNX path does not move "
                     "layout transposes through forks, so branching graphs are not supported by the FPGA backend")
+
+
+def _hls4ml_onnx_ops() -> set[str]:
+    try:
+        from hls4ml.converters.onnx_to_hls import get_supported_onnx_layers
+    except ImportError:
+        return set()
+    # Gemm becomes MatMul + Add in the preparation (GemmToMatMul)
+    return set(get_supported_onnx_layers()) | {"Identity", "Dropout", "Quant", "Gemm"}
+
+
+def _hls4ml_version() -> str:
+    try:
+        import hls4ml
+    except ImportError:
+        return "?"
+    return getattr(hls4ml, "__version__", "?")
+
+
+def _per_channel_weight_nodes(model) -> list[str]:
+    """Layers whose weight quantizer has more than one scale (hls4ml handles those only in some layers)."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    quant_out = {n.output[0]: n for n in model.graph.node if n.op_type == "Quant"}
+    names = []
+    for n in model.graph.node:
+        if n.op_type in ("MatMul", "Gemm", "Conv") and len(n.input) > 1 and n.input[1] in quant_out:
+            q = quant_out[n.input[1]]
+            if q.input[1] in inits and np.unique(numpy_helper.to_array(inits[q.input[1]])).size > 1:
+                names.append(_describe(n))
+    return names
 
 
 def prepare_for_hls4ml(cleaned_model):
@@ -290,7 +340,9 @@ def plan_precisions(graph: Graph) -> PrecisionPlan:
             codes = np.asarray(graph.constants[node.inputs[1]], np.int64)
             bias = (np.asarray(graph.constants[node.inputs[2]], np.int64) if len(node.inputs) > 2
                     else np.zeros(codes.shape[0], np.int64))
-            acc, bound = accumulator_type(x, w, codes, bias)
+            # IR weights: dense [out, in], conv OHWI, depthwise HWC (one filter per output channel)
+            rows_axis = -1 if node.attrs.get("depthwise") else 0
+            acc, bound = accumulator_type(x, w, codes, bias, rows_axis=rows_axis)
             e_w = pow2_exponent(w.scale)
             w_type = tensor_type(w)
             b_bits = graph.tensors[node.inputs[2]].bits if len(node.inputs) > 2 else acc.width
@@ -299,8 +351,8 @@ def plan_precisions(graph: Graph) -> PrecisionPlan:
             rq = node.attrs.get("requant")
             out_type = tensor_type(out) if rq is not None else acc
             layers.append(LayerPlan(node.name, node.op, tensor_type(x), w_type, bias_type, acc, bound, out_type,
-                                    codes.astype(np.float64) * 2.0**e_w, codes, int(codes[0].size),
-                                    int(codes.shape[0]),
+                                    codes.astype(np.float64) * 2.0**e_w, codes, int(codes.size // codes.shape[rows_axis]),
+                                    int(codes.shape[rows_axis]),
                                     bool(rq is not None and rq.lo == rq.zero_point and out.qmin < rq.zero_point)))
     return PrecisionPlan(exact, "; ".join(reasons[:3]) + (f" (and {len(reasons) - 3} more)" if len(reasons) > 3
                                                           else ""),
@@ -399,7 +451,12 @@ def convert(hls_onnx, plan: PrecisionPlan, opts: HlsOptions, output_dir, input_d
         raise
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UnsupportedOpError(f"hls4ml could not convert the graph: {type(e).__name__}: {msg}") from None
+        hint = ""
+        per_channel = _per_channel_weight_nodes(onnx_model if onnx_model is not None else hls_onnx)
+        if per_channel:
+            hint = (f"; the graph has per-channel weight scales ({', '.join(per_channel[:3])}), which hls4ml 1.3's "
+                    "QONNX path handles only in some layers: a per-tensor weight quantizer avoids this")
+        raise UnsupportedOpError(f"hls4ml could not convert the graph: {type(e).__name__}: {msg}{hint}") from None
 
 
 def _set_precision(layer, type_name: str, t: FixedType) -> None:

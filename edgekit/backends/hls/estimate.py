@@ -56,6 +56,11 @@ def _geometry(layer) -> tuple[int, int, int]:
     if cls in ("Conv1D", "PointwiseConv1D"):
         return (int(layer.get_attr("n_chan")) * int(layer.get_attr("filt_width")), int(layer.get_attr("n_filt")),
                 int(layer.get_attr("out_width")))
+    if cls == "DepthwiseConv1D":
+        return int(layer.get_attr("filt_width")), int(layer.get_attr("n_filt")), int(layer.get_attr("out_width"))
+    if cls == "DepthwiseConv2D":
+        return (int(layer.get_attr("filt_width")) * int(layer.get_attr("filt_height")), int(layer.get_attr("n_filt")),
+                int(layer.get_attr("out_width")) * int(layer.get_attr("out_height")))
     if cls in ("Conv2D", "PointwiseConv2D"):
         return (int(layer.get_attr("n_chan")) * int(layer.get_attr("filt_width")) * int(layer.get_attr("filt_height")),
                 int(layer.get_attr("n_filt")), int(layer.get_attr("out_width")) * int(layer.get_attr("out_height")))

@@ -8,9 +8,12 @@ loads and runs on the inputs. Outputs are compared as integer codes with the sam
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
-import time
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,6 @@ from ...ir.graph import Graph
 from ...sim import quantize_input, simulate
 from ...verify import StageResult, VerifyReport, _compare, _run_qonnx, generate_inputs
 from .build import to_hls_layout, to_ir_order
-from .convert import quiet
 
 
 class HlsVerifyReport(VerifyReport):
@@ -75,35 +77,36 @@ def run_csim(build_dir: Path, manifest: dict, x: np.ndarray) -> tuple[np.ndarray
     """
     if shutil.which("g++") is None:
         raise ToolchainError("g++ is not installed; hls4ml's C-simulation needs it (apt-get install g++)")
-    try:
-        import hls4ml
-    except ImportError:
-        raise ToolchainError("hls4ml is not installed; install the FPGA extra: pip install 'edgekit[hls]'") from None
+    if importlib.util.find_spec("hls4ml") is None:
+        raise ToolchainError("hls4ml is not installed; install the FPGA extra: pip install 'edgekit[hls]'")
     project = build_dir / manifest["hls"]["project_dir"]
     if not (project / "hls4ml_config.yml").is_file():
         raise BuildDirError(f"{project}: the hls4ml project is missing; rebuild with `edgekit build --target fpga`")
     lay = manifest["layout"]
     xin = to_hls_layout(x.reshape((x.shape[0], *lay["input_shape"])), lay["input_shape"], lay["input_perm"])
     xin = np.ascontiguousarray(xin.reshape(x.shape[0], -1).astype(np.float64))
-    t0 = time.monotonic()
-    with quiet() as log:
-        try:
-            hm = hls4ml.converters.link_existing_project(str(project))
-            hm.config.config["OutputDir"] = str(project)  # the project may have moved since it was written
-            hm.compile()
-        except Exception as e:
-            tail = "\n".join(log.getvalue().splitlines()[-5:])
-            raise ToolchainError(f"g++ could not compile the hls4ml C-simulation in {project} "
-                                 f"({type(e).__name__}: {e}){': ' + tail if tail else ''}") from None
-        compile_s = time.monotonic() - t0
-        y = hm.predict(xin)
-    return to_ir_order(np.asarray(y, np.float64), lay), compile_s
+    with tempfile.TemporaryDirectory(prefix="edgekit-csim-") as d:
+        np.save(Path(d) / "in.npy", xin)
+        proc = subprocess.run([sys.executable, "-m", "edgekit.backends.hls._csim", str(project), str(Path(d) / "in.npy"),
+                               str(Path(d) / "out.npy")], capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-6:])
+            what = ("g++ could not compile" if "EDGEKIT_CSIM_COMPILE_FAILED" in proc.stderr
+                    else f"exit status {proc.returncode} from")
+            raise VerificationError(f"{what} the hls4ml C-simulation in {project}:\n{tail}")
+        y = np.load(Path(d) / "out.npy")
+    compile_s = float(next(line.split("=")[1] for line in proc.stdout.splitlines()
+                           if line.startswith("EDGEKIT_CSIM_COMPILE_SECONDS=")))
+    return to_ir_order(np.asarray(y, np.float64).reshape(x.shape[0], -1), lay), compile_s
 
 
 def verify_hls(build_dir: str | Path, inputs=None, count: int = 256, seed: int = 0,
-               stages: tuple[str, ...] = ("qonnx", "csim")) -> HlsVerifyReport:
+               stages: tuple[str, ...] = ("qonnx", "csim"), codes=None) -> HlsVerifyReport:
     build_dir = Path(build_dir).resolve()
     manifest = load_manifest(build_dir)
+    if codes is not None:
+        raise VerificationError("--codes is for TFLite builds; give an FPGA build float --inputs in the model's "
+                                "input layout (the C-simulation quantizes them with the input quantizer's type)")
     graph = Graph.load(build_dir)
     x, source = _load_inputs(graph, inputs, count, seed)
 
