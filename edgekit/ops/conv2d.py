@@ -12,6 +12,40 @@ from ._windows import pad_hw, window_slices
 from .registry import Op, register
 
 
+# In-place depthwise convolutions keep this many bytes of original input rows on the stack.
+INPLACE_RING_LIMIT = 2048
+
+
+def depthwise_inplace_rows(node, graph) -> int:
+    """Rows of original input an in-place depthwise conv must keep (0: not possible).
+
+    Output row oy overwrites input row oy. It reads input rows oy - pad_t .. oy - pad_t + kh - 1:
+    those above oy are untouched; row oy and the pad_t rows before it are already (being)
+    overwritten, so the kernel copies each input row into a ring of pad_t + 1 rows just
+    before overwriting it. Needs stride 1, no dilation, one output per input channel,
+    an output the size of the input, and equal element widths.
+    """
+    a = node.attrs
+    x, y = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
+    if not a["depthwise"] or a["depth_multiplier"] != 1 or a["stride"] != [1, 1] or a["dilation"] != [1, 1]:
+        return 0
+    if x.shape != y.shape or x.itemsize != y.itemsize or a.get("residual"):
+        return 0
+    rows = a["pad"][0] + 1
+    return rows if rows * x.shape[1] * x.shape[2] * x.itemsize <= INPLACE_RING_LIMIT else 0
+
+
+def pointwise_inplace(node, graph) -> bool:
+    """A 1x1 convolution may overwrite its input pixel by pixel: output pixel p depends only
+    on input pixel p, so the kernel computes the pixel into a stack buffer and then stores it
+    over input pixel p - which must not reach into pixel p + 1 (out pixel bytes <= in pixel bytes)."""
+    a = node.attrs
+    x, y = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
+    return (not a["depthwise"] and a["kernel"] == [1, 1] and a["stride"] == [1, 1] and a["pad"] == [0, 0, 0, 0]
+            and x.shape[:2] == y.shape[:2] and y.shape[2] * y.itemsize <= x.shape[2] * x.itemsize
+            and not a.get("residual") and y.shape[2] * y.itemsize <= INPLACE_RING_LIMIT)
+
+
 @register
 class Conv2d(Op):
     name = "conv2d"
@@ -46,7 +80,9 @@ class Conv2d(Op):
 
     def inplace_inputs(self, node, graph):
         # The residual is read at output element i just before that element is written.
-        return [node.inputs[3]] if node.attrs.get("residual") else []
+        if node.attrs.get("residual"):
+            return [node.inputs[3]]
+        return [node.inputs[0]] if depthwise_inplace_rows(node, graph) or pointwise_inplace(node, graph) else []
 
     def c_context(self, node, graph):
         x = graph.tensors[node.inputs[0]]
@@ -57,6 +93,7 @@ class Conv2d(Op):
                 "sw": a["stride"][1], "dh": a["dilation"][0], "dw": a["dilation"][1], "pad_t": a["pad"][0],
                 "pad_l": a["pad"][1], "depthwise": a["depthwise"], "mult": a["depth_multiplier"],
                 "zp": x.zero_point, "requant": a.get("requant"), "residual": a.get("residual"),
+                "ring_rows": depthwise_inplace_rows(node, graph), "pointwise_inplace": pointwise_inplace(node, graph),
                 "zp_y": a["requant"].zero_point if a.get("requant") else 0,
                 "zp_r": graph.tensors[node.inputs[3]].zero_point if a.get("residual") else 0}
 

@@ -114,6 +114,7 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path) -> dict:
             "weights": consts[0] if consts else "", "bias": consts[1] if len(consts) > 1 else "",
             "table": consts[0] if consts else "",
             "wbits": wbits.get(node.inputs[1], 8) if len(node.inputs) > 1 else 8,
+            "inplace": aliased,
         }
         code = env.get_template(f"ops/{op.template}").render(**ctx)
         args = [_pointer(graph, plan, t, False) for t in acts] + [_pointer(graph, plan, y, True)]
