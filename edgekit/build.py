@@ -22,6 +22,7 @@ from .frontends.qonnx import import_qonnx
 from .ir.passes import run_default_passes
 from .ir.planner import check_plan, plan_memory
 from .ops import get_op
+from .backends.cortexm.stack import inference_stack_bytes
 from .report import write_reports
 from .targets import Board, resolve
 
@@ -142,6 +143,7 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
             "memory_plan": plan.to_json(),
             "build_seconds": round(time.monotonic() - t0, 2),
         }
+        manifest["memory"]["inference_stack_static_bytes"] = inference_stack_bytes(tmp / "obj" / "model.su")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         write_reports(manifest, tmp)
         if out_dir.exists():

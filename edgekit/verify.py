@@ -78,6 +78,11 @@ class VerifyReport:
                      f"constants {m['rodata_bytes']}), RAM {m['ram_bytes']} B (arena {m['arena_bytes']}, "
                      f"other .bss {m['bss_bytes'] - m['arena_bytes']}, .data {m['data_bytes']}, stack reserved "
                      f"{m['stack_bytes']}, stack used {m.get('stack_used_bytes', '?')})")
+        if "arena_touched_bytes" in m:
+            lines.append(f"measured on the board: arena written up to byte {m['arena_touched_bytes']} of "
+                         f"{m['arena_bytes']} planned; inference stack {m.get('inference_stack_bytes', '?')} B"
+                         + (f" (static analysis: {m['inference_stack_static_bytes']} B)"
+                            if "inference_stack_static_bytes" in m else ""))
         lines.append("PASS: every stage that must be exact is exact" if self.ok
                      else "FAIL: a stage that must be exact differs from the simulator")
         return "\n".join(lines)
@@ -265,9 +270,12 @@ def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None,
         elf = build_dir / manifest["firmware"]
         got, log = _run_binary(lambda w: tc.run_qemu(elf, machine, w), codes, manifest["input"]["dtype"],
                                out_count, out_t.dtype)
+        measured = {"EK_STACK_USED": "stack_used_bytes", "EK_INFERENCE_STACK": "inference_stack_bytes",
+                    "EK_ARENA_TOUCHED": "arena_touched_bytes"}
         for line in log.splitlines():
-            if line.startswith("EK_STACK_USED="):
-                memory["stack_used_bytes"] = int(line.split("=")[1])
+            key, _, value = line.partition("=")
+            if key in measured and value.strip().isdigit():
+                memory[measured[key]] = int(value)
         results.append(_compare(f"firmware ({machine})", got, ref, True))
 
     return VerifyReport(str(build_dir), manifest["board"], n, source, list(out_t.shape), results,

@@ -11,7 +11,12 @@ int ek_io_write(const void *buf, uint32_t len);
 void ek_io_close(void);
 void ek_io_log(const char *text);
 
-/* Lowest stack address ever written (painted-stack high-water mark), 0 if unknown. */
+/* Stack bytes ever used since reset (painted-stack high-water mark), 0 if unknown. */
 uint32_t ek_io_stack_used(void);
+
+/* Paint the free stack below the caller and return the caller's stack pointer, so that
+ * ek_io_stack_low_water() afterwards tells how deep the code in between went (0 if unknown). */
+uintptr_t ek_io_stack_mark(void);
+uintptr_t ek_io_stack_low_water(void);
 
 #endif /* EK_IO_H */

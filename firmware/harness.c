@@ -12,6 +12,28 @@ enum { EXIT_OK = 0, EXIT_IO = 2, EXIT_FORMAT = 3 };
 
 static ek_input_t input_vector[EK_INPUT_COUNT];
 static ek_output_t output_vector[EK_OUTPUT_COUNT];
+static ek_input_t first_vector[EK_INPUT_COUNT];
+
+/* RAM measurement: the arena is painted before inference; the highest byte that differs
+ * from the paint afterwards is the arena really used. Two paints (0xA5, then 0x5A on a
+ * rerun) so that data equal to one paint cannot hide a written byte. */
+static void paint_arena(uint8_t value)
+{
+    uint8_t *arena = ek_model_arena();
+    for (uint32_t i = 0; i < EK_ARENA_BYTES; ++i) {
+        arena[i] = value;
+    }
+}
+
+static uint32_t arena_touched(uint8_t value)
+{
+    const uint8_t *arena = ek_model_arena();
+    uint32_t top = EK_ARENA_BYTES;
+    while (top > 0u && arena[top - 1u] == value) {
+        --top;
+    }
+    return top;
+}
 
 /* Decimal without printf, so the target needs no libc formatting code. */
 static void log_number(const char *label, uint32_t value)
@@ -47,17 +69,38 @@ int main(void)
         return EXIT_FORMAT;
     }
     const uint32_t count = input_bytes / (uint32_t)sizeof input_vector;
+    uint32_t inference_stack = 0;
+    paint_arena(0xA5u);
     for (uint32_t i = 0; i < count; ++i) {
         if (ek_io_read(input_vector, sizeof input_vector) != 0) {
             return EXIT_IO;
         }
-        ek_model_run(input_vector, output_vector);
+        if (i == 0u) {
+            /* how deep ek_model_run goes below its caller's stack pointer */
+            const uintptr_t mark = ek_io_stack_mark();
+            ek_model_run(input_vector, output_vector);
+            inference_stack = (uint32_t)(mark - ek_io_stack_low_water());
+            for (uint32_t k = 0; k < EK_INPUT_COUNT; ++k) {
+                first_vector[k] = input_vector[k];
+            }
+        } else {
+            ek_model_run(input_vector, output_vector);
+        }
         if (ek_io_write(output_vector, sizeof output_vector) != 0) {
             return EXIT_IO;
         }
     }
     ek_io_close();
+    uint32_t touched = arena_touched(0xA5u);
+    if (count > 0u) {
+        paint_arena(0x5Au);
+        ek_model_run(first_vector, output_vector);
+        const uint32_t again = arena_touched(0x5Au);
+        touched = again > touched ? again : touched;
+    }
     log_number("EK_VECTORS=", count);
     log_number("EK_STACK_USED=", ek_io_stack_used());
+    log_number("EK_INFERENCE_STACK=", inference_stack);
+    log_number("EK_ARENA_TOUCHED=", touched);
     return EXIT_OK;
 }

@@ -46,3 +46,13 @@ uint32_t ek_io_stack_used(void)
 {
     return 0;
 }
+
+uintptr_t ek_io_stack_mark(void)
+{
+    return 0;
+}
+
+uintptr_t ek_io_stack_low_water(void)
+{
+    return 0;
+}

@@ -30,6 +30,36 @@ uint32_t ek_io_stack_used(void)
     return (uint32_t)((uintptr_t)&__stack_top__ - (uintptr_t)p);
 }
 
+/* Naked, so it has no frame of its own: it paints everything from the stack limit up to
+ * the caller's stack pointer exactly and returns that stack pointer. Only r0-r2 are used
+ * (caller-saved), with ARMv6-M-compatible instructions. */
+__attribute__((naked)) uintptr_t ek_io_stack_mark(void)
+{
+    __asm__ volatile(
+        "ldr r0, =__stack_limit__\n"
+        "ldr r1, =0xC5C5C5C5\n"
+        "mov r2, sp\n"
+        "1:\n"
+        "cmp r0, r2\n"
+        "bhs 2f\n"
+        "str r1, [r0]\n"
+        "adds r0, r0, #4\n"
+        "b 1b\n"
+        "2:\n"
+        "mov r0, sp\n"
+        "bx lr\n"
+        ".ltorg\n");
+}
+
+uintptr_t ek_io_stack_low_water(void)
+{
+    const uint32_t *p = &__stack_limit__;
+    while (p < &__stack_top__ && *p == STACK_PAINT) {
+        ++p;
+    }
+    return (uintptr_t)p;
+}
+
 void reset_handler(void)
 {
 #if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)

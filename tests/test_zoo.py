@@ -27,6 +27,12 @@ def test_zoo_model_builds_and_verifies(name, tmp_path):
     has_softmax = any(layer["op"] == "softmax" for layer in res.manifest["layers"])
     assert qonnx.must_be_exact != has_softmax and qonnx.max_lsb <= 1
     m = res.manifest
+    # the planned RAM is what the firmware really uses: arena written up to its last
+    # (word-aligned) byte, and the painted inference stack matches GCC's static frames
+    mem = rep.memory
+    assert m["arena_bytes"] - 3 <= mem["arena_touched_bytes"] <= m["arena_bytes"]
+    static = m["memory"]["inference_stack_static_bytes"]
+    assert static - 8 <= mem["inference_stack_bytes"] <= static
     if name in MLPERF_REFERENCE and RESULTS.is_file():
         ref = json.loads(RESULTS.read_text())[MLPERF_REFERENCE[name]]
         assert m["macs"] == ref["macs"], "layer shapes must match the MLPerf Tiny reference"

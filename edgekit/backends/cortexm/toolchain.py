@@ -107,7 +107,9 @@ def compile_objects(build: Path, core: Core) -> list[Path]:
     objects = []
     for src in sources:
         obj = objdir / (src.stem + ".o")
-        _run([arm_gcc(), *core.cflags, *WARNINGS, *FIRMWARE_CFLAGS, f"-I{build / 'src'}",
+        # -fstack-usage on the model: obj/model.su feeds the static stack analysis (stack.py)
+        extra = ["-fstack-usage"] if src.name == "model.c" else []
+        _run([arm_gcc(), *core.cflags, *WARNINGS, *FIRMWARE_CFLAGS, *extra, f"-I{build / 'src'}",
               f"-I{build / 'firmware'}", "-c", str(src), "-o", str(obj)], f"cross-compiling {src.name}")
         objects.append(obj)
     return objects

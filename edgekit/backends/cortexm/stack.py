@@ -1,0 +1,31 @@
+"""Static stack analysis of the generated model from GCC's -fstack-usage output.
+
+``ek_model_run`` calls each layer function in turn and layers call nothing (their
+helpers are static inline), so the deepest inference stack is ek_model_run's frame
+plus the largest layer frame. The firmware's painted-stack measurement checks it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def frames(su_file: Path) -> dict[str, tuple[int, str]]:
+    """function -> (bytes, qualifier) from a GCC .su file."""
+    out = {}
+    for line in su_file.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3:
+            out[parts[0].rsplit(":", 1)[-1]] = (int(parts[1]), parts[2])
+    return out
+
+
+def inference_stack_bytes(su_file: Path) -> int | None:
+    """Predicted stack depth of one ek_model_run call, or None if it cannot be bounded."""
+    if not su_file.is_file():
+        return None
+    f = frames(su_file)
+    if "ek_model_run" not in f or any(q.startswith("dynamic") and not q.endswith("bounded")
+                                      for name, (_, q) in f.items() if name.startswith("ek_")):
+        return None
+    layers = [b for name, (b, _) in f.items() if name.startswith("ek_layer")]
+    return f["ek_model_run"][0] + max(layers, default=0)
