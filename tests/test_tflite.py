@@ -331,16 +331,24 @@ def test_synthetic_models_equal_tflite_micro(name, tmp_path, rng):
     assert {"conv2d", "softmax_tflite"} <= ops
 
 
-def test_synthetic_model_through_every_stage(tmp_path, rng):
-    """Host C and the firmware on QEMU equal the simulator (and TFLite Micro when installed)."""
-    from edgekit.api import build, verify
+@pytest.fixture(scope="module")
+def residual_build(tmp_path_factory) -> Path:
+    from edgekit.api import build
 
-    path = tmp_path / "residual.tflite"
-    path.write_bytes(residual_model())
-    build(path, "cortex-m4", "mps2-an386", tmp_path / "b")
-    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["frontend"] == "tflite" and (tmp_path / "b" / "model.tflite").is_file()
-    rep = verify(tmp_path / "b", codes=_codes(rng, (8, 8, 4), 48))
+    d = tmp_path_factory.mktemp("tflite")
+    (d / "residual.tflite").write_bytes(residual_model())
+    build(d / "residual.tflite", "cortex-m4", "mps2-an386", d / "b")
+    return d / "b"
+
+
+def test_synthetic_model_through_every_stage(residual_build, rng):
+    """Host C and the firmware on QEMU equal the simulator (and TFLite Micro when installed)."""
+    from edgekit.api import verify
+
+    out = residual_build
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["frontend"] == "tflite" and (out / "model.tflite").is_file()
+    rep = verify(out, codes=_codes(rng, (8, 8, 4), 48))
     stages = {s.stage: s for s in rep.stages}
     for s in ("host C", "firmware (mps2-an386)"):
         assert stages[s].elements > 0 and stages[s].mismatches == 0, rep.table()
@@ -350,9 +358,35 @@ def test_synthetic_model_through_every_stage(tmp_path, rng):
     else:
         assert "skipped" in ref.note
     assert rep.ok
-    # float inputs go through the model's input quantizer (scale 0.5, zero point -10)
-    rep = verify(tmp_path / "b", inputs=rng.normal(0, 20, (8, 8, 8, 4)).astype(np.float32), stages=("host",))
+    # float inputs go through the model's input quantizer (scale 0.004, zero point -10)
+    rep = verify(out, inputs=rng.normal(0, 0.1, (8, 8, 8, 4)).astype(np.float32), stages=("host",))
     assert rep.ok and rep.vectors == 8
+
+
+def test_verify_codes_cli_and_errors(residual_build, tmp_path, capsys, monkeypatch, rng):
+    import importlib
+
+    from edgekit.cli import main
+
+    verify_mod = importlib.import_module("edgekit.verify")  # the module (edgekit.verify is also a function)
+    from edgekit.errors import VerificationError
+
+    codes = _codes(rng, (8, 8, 4), 6)
+    np.save(tmp_path / "c.npy", codes.reshape(6, 1, 8, 8, 4).astype(np.int8))  # a batch axis is fine
+    assert main(["verify", str(residual_build), "--codes", str(tmp_path / "c.npy"), "--skip", "qemu"]) == 0
+    assert "6 vectors (codes" in capsys.readouterr().out
+    with pytest.raises(VerificationError, match="integer array"):
+        verify_mod.verify(residual_build, codes=codes.astype(np.float32), stages=("host",))
+    with pytest.raises(VerificationError, match=r"outside the input's range \[-128, 127\]"):
+        verify_mod.verify(residual_build, codes=codes * 4, stages=("host",))
+    with pytest.raises(VerificationError, match="not both"):
+        verify_mod.verify(residual_build, codes=codes, inputs=codes.astype(np.float32))
+    # without TFLite Micro the reference stage is reported as skipped, and the rest still runs
+    monkeypatch.setattr(verify_mod, "_tflite_reference_available", lambda: False)
+    rep = verify_mod.verify(residual_build, codes=codes, stages=("qonnx", "host"))
+    ref = rep.stages[1]
+    assert ref.stage == "tflite reference" and ref.elements == 0 and "skipped" in ref.note and rep.ok
+    assert "skipped" in rep.table()
 
 
 # ---------------------------------------------------------------------------------------
