@@ -245,7 +245,8 @@ def _fc_layer(b, rng, x, n, x_scale, n_out, x_rms, logit_scale, zp, per_channel)
 
 def cnn_model(seed: int = 0) -> bytes:
     """conv 3x3/2 SAME RELU6 -> depthwise 3x3 mult 2 SAME RELU -> max pool 2x2/2 SAME RELU ->
-    avg pool 3x3/1 SAME (border windows count fewer taps) -> reshape -> FC (per-channel) -> softmax"""
+    avg pool 3x3/1 SAME (border windows count fewer taps) -> QUANTIZE (int8 rescale) -> reshape ->
+    FC (per-channel) -> softmax"""
     from tflite_builder import TfliteBuilder, tflite
 
     A = tflite.ActivationFunctionType
@@ -262,10 +263,12 @@ def cnn_model(seed: int = 0) -> bytes:
     ap = b.act((1,) + mshape, s, zp)
     b.op("AVERAGE_POOL_2D", [mp], [ap], "Pool2DOptions", Padding=tflite.Padding.SAME, StrideW=1, StrideH=1,
          FilterWidth=3, FilterHeight=3, FusedActivationFunction=A.NONE)
+    rq = b.act((1,) + mshape, s * 1.37, zp + 4)  # int8 -> int8 QUANTIZE (requantization)
+    b.op("QUANTIZE", [ap], [rq])
     n = int(np.prod(mshape))
-    flat = b.act((1, n), s, zp)
-    b.op("RESHAPE", [ap, b.tensor((2,), "int32", data=[1, n])], [flat], "ReshapeOptions")
-    logits = _fc_layer(b, rng, flat, n, s, 10, 25, 0.06, 5, per_channel=True)
+    flat = b.act((1, n), s * 1.37, zp + 4)
+    b.op("RESHAPE", [rq, b.tensor((2,), "int32", data=[1, n])], [flat], "ReshapeOptions")
+    logits = _fc_layer(b, rng, flat, n, s * 1.37, 10, 25, 0.06, 5, per_channel=True)
     out = b.act((1, 10), 1 / 256, -128)
     b.op("SOFTMAX", [logits], [out], "SoftmaxOptions", Beta=1.0)
     return b.build([x], [out])
@@ -332,23 +335,36 @@ def test_synthetic_models_equal_tflite_micro(name, tmp_path, rng):
 
 
 @pytest.fixture(scope="module")
-def residual_build(tmp_path_factory) -> Path:
+def synthetic_builds(tmp_path_factory) -> dict:
+    return {}
+
+
+def _synthetic_build(name: str, builds: dict, tmp_path_factory) -> Path:
     from edgekit.api import build
 
-    d = tmp_path_factory.mktemp("tflite")
-    (d / "residual.tflite").write_bytes(residual_model())
-    build(d / "residual.tflite", "cortex-m4", "mps2-an386", d / "b")
-    return d / "b"
+    if name not in builds:
+        d = tmp_path_factory.mktemp("tflite")
+        (d / f"{name}.tflite").write_bytes(SYNTHETIC[name]())
+        build(d / f"{name}.tflite", "cortex-m4", "mps2-an386", d / "b")
+        builds[name] = d / "b"
+    return builds[name]
 
 
-def test_synthetic_model_through_every_stage(residual_build, rng):
+@pytest.fixture
+def residual_build(synthetic_builds, tmp_path_factory) -> Path:
+    return _synthetic_build("residual", synthetic_builds, tmp_path_factory)
+
+
+@pytest.mark.parametrize("name", sorted(SYNTHETIC))
+def test_synthetic_model_through_every_stage(name, synthetic_builds, tmp_path_factory, rng):
     """Host C and the firmware on QEMU equal the simulator (and TFLite Micro when installed)."""
     from edgekit.api import verify
+    from edgekit.ir.graph import Graph
 
-    out = residual_build
+    out = _synthetic_build(name, synthetic_builds, tmp_path_factory)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["frontend"] == "tflite" and (out / "model.tflite").is_file()
-    rep = verify(out, codes=_codes(rng, (8, 8, 4), 48))
+    rep = verify(out, codes=_codes(rng, Graph.load(out).tensors[manifest["input"]["tensor"]].shape, 48))
     stages = {s.stage: s for s in rep.stages}
     for s in ("host C", "firmware (mps2-an386)"):
         assert stages[s].elements > 0 and stages[s].mismatches == 0, rep.table()
@@ -358,8 +374,9 @@ def test_synthetic_model_through_every_stage(residual_build, rng):
     else:
         assert "skipped" in ref.note
     assert rep.ok
-    # float inputs go through the model's input quantizer (scale 0.004, zero point -10)
-    rep = verify(out, inputs=rng.normal(0, 0.1, (8, 8, 8, 4)).astype(np.float32), stages=("host",))
+    # float inputs go through the model's input quantizer
+    fshape = tuple(manifest["input"]["float_shape"])
+    rep = verify(out, inputs=rng.normal(0, 0.1, (8,) + fshape).astype(np.float32), stages=("host",))
     assert rep.ok and rep.vectors == 8
 
 

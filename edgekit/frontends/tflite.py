@@ -226,10 +226,13 @@ class TfliteLowerer:
             return f"CUSTOM({(code.CustomCode() or b'?').decode()})"
         return self.op_names.get(c, f"BUILTIN_{c}")
 
-    def options(self, op, cls):
+    def options(self, op, cls, where: str | None = None):
+        """The operator's options table; None when absent (an error if ``where`` names the op)."""
         table = op.BuiltinOptions()
         o = cls()
         if table is None:
+            if where is not None:
+                raise UnsupportedOpError(f"{where}: the operator has no options table")
             return None
         o.Init(table.Bytes, table.Pos)
         return o
@@ -322,8 +325,14 @@ class TfliteLowerer:
             raise UnsupportedOpError(f"{self.source}: the model output '{y.name}' is {y.type}; edgekit imports "
                                      "full-integer models with an int8 output")
         out_name = self.ir_name[outs[0]]
-        if out_name == inp.name:
-            raise UnsupportedOpError(f"{self.source}: the model output is its input")
+        root = out_name
+        while True:  # reshapes alias their input: follow them back
+            prod = next((n for n in self.nodes if root in n.outputs), None)
+            if prod is None or prod.op != "reshape":
+                break
+            root = prod.inputs[0]
+        if root == inp.name:
+            raise UnsupportedOpError(f"{self.source}: the model output is its input (reshaped at most)")
         iq = InputQuant(x.per_sample_shape, s, z, INT8_MIN, INT8_MAX, 8, True, [])
         return Graph(self.tensors, self.nodes, [inp.name], [out_name], self.constants, iq,
                      meta={"source": self.source, "frontend": "tflite", "qonnx_float_exact": False, "inexact": [],
@@ -385,7 +394,7 @@ def _check_acc(where: str, x: Tensor, per_out_abs: np.ndarray, bias: np.ndarray)
 def lower_conv(lw: TfliteLowerer, op, name: str, where: str) -> None:
     tfl = lw.tfl
     depthwise = lw.op_name(op) == "DEPTHWISE_CONV_2D"
-    o = lw.options(op, tfl.DepthwiseConv2DOptions if depthwise else tfl.Conv2DOptions)
+    o = lw.options(op, tfl.DepthwiseConv2DOptions if depthwise else tfl.Conv2DOptions, where)
     ins = _inputs(op)
     x = lw.act(where, ins[0])
     if len(x.shape) != 3:
@@ -470,7 +479,7 @@ def lower_fully_connected(lw: TfliteLowerer, op, name: str, where: str) -> None:
 
 
 def _pool_window(lw, op, where: str, x: Tensor):
-    o = lw.options(op, lw.tfl.Pool2DOptions)
+    o = lw.options(op, lw.tfl.Pool2DOptions, where)
     if len(x.shape) != 3:
         raise UnsupportedOpError(f"{where}: input of shape {list(x.shape)}; expected N x H x W x C")
     ih, iw, c = x.shape
@@ -541,6 +550,24 @@ def lower_reshape(lw: TfliteLowerer, op, name: str, where: str) -> None:
     if (out.scale, out.zero_point) != (x.scale, x.zero_point):
         raise UnsupportedOpError(f"{where}: reshape that changes the quantization is not supported")
     lw.emit(name, "reshape", [x.name], out, oidx)
+
+
+@lowering("QUANTIZE")
+def lower_quantize(lw: TfliteLowerer, op, name: str, where: str) -> None:
+    """int8 -> int8 requantization (TFLite Micro's Requantize): double(s_in) / double(s_out)."""
+    i = _inputs(op)[0]
+    if lw.t[i].type != "INT8":
+        raise UnsupportedOpError(f"{where}: quantizing a {lw.t[i].type} tensor; edgekit imports full-integer "
+                                 "models (int8 input and output: inference_input_type=tf.int8)")
+    x = lw.act(where, i)
+    oidx = int(op.OutputsAsNumpy()[0])
+    out = lw.out_tensor(where, oidx)
+    ratio = np.float64(np.float32(x.scale[0])) / np.float64(np.float32(out.scale[0]))
+    try:
+        rq = contract.tflite_requant(np.array([ratio]), out.zero_point, INT8_MIN, INT8_MAX)
+    except ValueError as e:
+        raise UnsupportedOpError(f"{where}: {e}") from None
+    lw.emit(name, "requantize", [x.name], out, oidx, requant=rq)
 
 
 @lowering("SOFTMAX")
