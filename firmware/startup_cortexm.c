@@ -36,6 +36,7 @@ uint32_t ek_io_stack_used(void)
 __attribute__((naked)) uintptr_t ek_io_stack_mark(void)
 {
     __asm__ volatile(
+        ".syntax unified\n" /* GCC hands Thumb-1 (Armv6-M) inline asm over in divided syntax */
         "ldr r0, =__stack_limit__\n"
         "ldr r1, =0xC5C5C5C5\n"
         "mov r2, sp\n"

@@ -182,7 +182,7 @@ def test_flash_an_emulated_board(builds):
     lines = []
     res = flash(builds["mps2-an386"], board="mps2-an386", count=12, on_line=lines.append)
     assert res.ok and res.tool == "qemu" and res.vectors == 12 and res.elements == 12 * 4
-    assert lines == ["EK_VECTORS=12", f"EK_STACK_USED={res.stack_used}"]
+    assert lines[:2] == ["EK_VECTORS=12", f"EK_STACK_USED={res.stack_used}"]  # streamed as they came
 
 
 def test_flash_reports_wrong_outputs(builds, tmp_path):
