@@ -350,9 +350,11 @@ class ProfileReport:
                      f"{v['count']}: {v['min']:,}..{v['max']:,} instructions (mean {v['mean']:,.1f})")
         f, r = d["memory"]["flash"], d["memory"]["ram"]
         used = d["memory"].get("stack_used")
+        inf = d["memory"].get("inference_stack")
         lines.append(f"flash {f['total']:,} B: code {f['code']:,}, weights {f['weights']:,}, runtime {f['runtime']:,}"
                      f" | RAM {r['total']:,} B: arena {r['arena']:,}, static {r['static']:,}, stack {r['stack']:,} "
-                     f"reserved ({used if used is not None else '?'} used)")
+                     f"reserved ({used if used is not None else '?'} used"
+                     + (f", {inf} by the inference" if inf is not None else "") + ")")
         lines.append("cycles and ms are ESTIMATES from instruction classes (core timing table); instruction counts "
                      "are exact")
         return "\n".join(lines)
@@ -420,9 +422,11 @@ def profile(build_dir: str | Path, board: str | None = None, inputs: str | Path 
     report = _report(build_dir, manifest, core, run_board, est_board, layers, zones, layer_zone, counts, insns,
                      vector, source, mem)
     report["seconds"] = round(seconds, 3)
+    keys = {"EK_STACK_USED": "stack_used", "EK_INFERENCE_STACK": "inference_stack", "EK_ARENA_TOUCHED": "arena_touched"}
     for line in counts.log.splitlines():
-        if line.startswith("EK_STACK_USED="):
-            report["memory"]["stack_used"] = int(line.split("=")[1])
+        key, _, value = line.partition("=")
+        if key in keys and value.strip().isdigit():
+            report["memory"][keys[key]] = int(value)
     rep = ProfileReport(report)
     if write:
         _write(build_dir, rep)
