@@ -351,8 +351,8 @@ def plan_precisions(graph: Graph) -> PrecisionPlan:
             rq = node.attrs.get("requant")
             out_type = tensor_type(out) if rq is not None else acc
             layers.append(LayerPlan(node.name, node.op, tensor_type(x), w_type, bias_type, acc, bound, out_type,
-                                    codes.astype(np.float64) * 2.0**e_w, codes, int(codes.size // codes.shape[rows_axis]),
-                                    int(codes.shape[rows_axis]),
+                                    codes.astype(np.float64) * 2.0**e_w, codes,
+                                    int(codes.size // codes.shape[rows_axis]), int(codes.shape[rows_axis]),
                                     bool(rq is not None and rq.lo == rq.zero_point and out.qmin < rq.zero_point)))
     return PrecisionPlan(exact, "; ".join(reasons[:3]) + (f" (and {len(reasons) - 3} more)" if len(reasons) > 3
                                                           else ""),
@@ -653,7 +653,8 @@ def _check_bias(layer, lp: LayerPlan) -> None:
         raise ModelError(f"hls4ml layer '{layer.name}': the bias is not on the accumulator's grid "
                          f"(2^{lp.accum_type.lsb_exp})")
     got = _type(layer, "bias_t")
-    if got is None or got.lsb_exp > lp.accum_type.lsb_exp or \
-            (vals.size and np.max(np.abs(codes)) >= 2 ** (got.width - 1) * 2.0 ** (got.lsb_exp - lp.accum_type.lsb_exp)):
+    too_narrow = got is not None and vals.size and \
+        np.max(np.abs(codes)) >= 2 ** (got.width - 1) * 2.0 ** (got.lsb_exp - lp.accum_type.lsb_exp)
+    if got is None or got.lsb_exp > lp.accum_type.lsb_exp or too_narrow:
         _set_precision(layer, "bias_t", lp.bias_type)
         lp.pinned.append("bias")

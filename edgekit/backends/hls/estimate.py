@@ -230,7 +230,7 @@ def format_estimates(est: dict) -> str:
     for r in est["layers"]:
         lines.append(f"{r['layer']:<18}{r['macs']:>8}{r['input_bits']:>7}{r['weight_bits']:>7}{r['accum_bits']:>5}"
                      f"{r['bops']:>11}{r['multipliers']:>7}{r['multiplier_on']:>5}{r['dsp']:>6}{r['lut']:>8}"
-                     f"{r['ff']:>8}{r['bram18']:>7}{r['latency_cycles'] if r['latency_cycles'] is not None else '-':>7}")
+                     f"{r['ff']:>8}{r['bram18']:>7}{_or_dash(r['latency_cycles']):>7}")
     t, u, lat = est["totals"], est["utilization_percent"], est["latency"]
     lines.append(f"{'total':<18}{t['macs']:>8}{'':>7}{'':>7}{'':>5}{t['bops']:>11}{t['multipliers']:>7}{'':>5}"
                  f"{t['dsp']:>6}{t['lut']:>8}{t['ff']:>8}{t['bram18']:>7}"
@@ -258,3 +258,7 @@ def _change(reduction: float | None) -> str:
     if reduction is None:
         return "n/a"
     return f"{reduction:.1f}% fewer" if reduction >= 0 else f"{-reduction:.1f}% more"
+
+
+def _or_dash(v) -> str:
+    return "-" if v is None else str(v)

@@ -87,8 +87,8 @@ def run_csim(build_dir: Path, manifest: dict, x: np.ndarray) -> tuple[np.ndarray
     xin = np.ascontiguousarray(xin.reshape(x.shape[0], -1).astype(np.float64))
     with tempfile.TemporaryDirectory(prefix="edgekit-csim-") as d:
         np.save(Path(d) / "in.npy", xin)
-        proc = subprocess.run([sys.executable, "-m", "edgekit.backends.hls._csim", str(project), str(Path(d) / "in.npy"),
-                               str(Path(d) / "out.npy")], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "edgekit.backends.hls._csim", str(project),
+                               str(Path(d) / "in.npy"), str(Path(d) / "out.npy")], capture_output=True, text=True)
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-6:])
             what = ("g++ could not compile" if "EDGEKIT_CSIM_COMPILE_FAILED" in proc.stderr
