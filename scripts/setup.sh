@@ -15,6 +15,7 @@ need_apt=()
 command -v arm-none-eabi-gcc >/dev/null || need_apt+=(gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-arm-none-eabi)
 command -v qemu-system-arm >/dev/null || need_apt+=(qemu-system-arm)
 command -v gcc >/dev/null || need_apt+=(gcc)
+command -v g++ >/dev/null || need_apt+=(g++)  # hls4ml's C-simulation
 command -v xz >/dev/null || need_apt+=(xz-utils)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

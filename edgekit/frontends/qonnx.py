@@ -220,8 +220,10 @@ class Lowerer:
 
         out = self.env.get(g.output[0].name)
         if isinstance(out, IntValue) and out.pending is not None:
-            raise UnsupportedOpError(f"{self.source}: the graph output comes from a {out.pending[0]} that is "
-                                     "not quantized; end the model with a quantizer")
+            producer = next((n for n in g.node if g.output[0].name in n.output), None)
+            where = describe(producer) if producer is not None else "the last node"
+            raise UnsupportedOpError(f"{self.source}: the graph output comes from {where}, a {out.pending[0]} whose "
+                                     "result is not quantized; end the model with a quantizer (e.g. QuantIdentity)")
         if isinstance(out, IntValue) and out.tensor in self.feature_perm:
             raise UnsupportedOpError(f"{self.source}: the graph output is a flattened feature map; "
                                      "flattened maps can only feed dense layers")
