@@ -17,7 +17,7 @@ from . import __version__
 from .backends.cortexm import generate_c
 from .backends.cortexm import toolchain as tc
 from .backends.cortexm.memory import breakdown, fit_report, raise_if_over
-from .errors import BuildDirError
+from .errors import BuildDirError, TargetError
 from .frontends.qonnx import import_qonnx
 from .ir.passes import run_default_passes
 from .ir.planner import check_plan, plan_memory
@@ -76,6 +76,10 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
     # --- FPGA targets (issue 7): hls4ml project, edgekit/backends/hls ---
     if target == "fpga":
         from .backends.hls import build_fpga
+
+        if Path(model).suffix.lower() == ".tflite":
+            raise TargetError(f"{model}: the FPGA backend (hls4ml) takes QONNX models; .tflite files build for "
+                              "Cortex-M targets only")
 
         return build_fpga(model, board, out_dir, backend=backend, io_type=io_type, reuse_factor=reuse_factor)
     if backend is not None or io_type is not None or reuse_factor is not None:
