@@ -310,3 +310,23 @@ def test_inputs_change_nothing_for_a_branch_free_kernel_but_are_used(fixed_m4, t
     rep = profile(fixed_m4, inputs=tmp_path / "x.npy", vector=4, write=False).to_json()
     assert rep["vectors"]["count"] == 5 and rep["vector"] == 4
     assert set(rep["vectors"]["instructions"]) == {sum(EXPECTED["cortex-m4"])}
+
+
+@pytest.mark.parametrize("target, board", [("cortex-m3", "mps2-an385"), ("cortex-m7", "mps2-an500"),
+                                           ("cortex-m55", "mps3-an547"), ("cortex-m33", "mps2-an505"),
+                                           ("cortex-m0plus", "microbit")])
+def test_profile_on_every_emulated_board(fixed_onnx, tmp_path, target, board):
+    out = tmp_path / board
+    build(fixed_onnx, target, board, out)
+    rep = profile(out, count=2, write=False).to_json()
+    assert rep["counted_on"] == board
+    names = [r["name"] for r in rep["layers"]]
+    assert names == ["Gemm_0", "Gemm_1", "Gemm_2", "ek_model_run"]  # no unattributed row
+    assert all(r["instructions"] > r["macs"] for r in rep["layers"][:3])
+    assert sum(r["instructions"] for r in rep["layers"]) == rep["total"]["instructions"]
+    assert rep["unknown_addresses"] == []
+    classes = {k for r in rep["layers"] for k in r["classes"]}
+    assert "other" not in classes, classes  # every executed instruction has a class of its own
+    assert ("mac" in classes or "mul" in classes) and "load" in classes and "branch" in classes
+    again = profile(out, count=2, write=False).to_json()
+    assert again["total"]["instructions"] == rep["total"]["instructions"]
