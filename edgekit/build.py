@@ -83,7 +83,6 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
 
         return build_fpga(model, board, out_dir, backend=backend, io_type=io_type, reuse_factor=reuse_factor)
     if backend is not None or io_type is not None or reuse_factor is not None:
-        from .errors import TargetError
 
         raise TargetError("--backend, --io-type and --reuse-factor apply to --target fpga only")
     # --- end FPGA ---
