@@ -422,3 +422,10 @@ def test_unsupported_attributes_name_the_node(case, needle, tmp_path, work):
     proc = build_fails(path, work, *TARGET)
     assert_user_error(proc, needle)
     assert "node '" in proc.stderr
+
+
+def test_tflite_for_fpga_is_refused(tmp_path, work):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"TFL3" + bytes(64))
+    proc = build_fails(model, work, "--target", "fpga", "--board", "pynq-z2")
+    assert_user_error(proc, "m.tflite", "QONNX")
