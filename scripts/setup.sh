@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything edgekit needs on a fresh Debian/Ubuntu machine:
-#   1. arm-none-eabi-gcc, newlib headers, binutils and qemu-system-arm (apt), if missing;
-#   2. a virtual environment in .venv with the CPU build of torch, then edgekit itself;
+#   1. arm-none-eabi-gcc, newlib headers, binutils, qemu-system-arm and openocd (apt), if missing;
+#   2. a virtual environment in .venv with the CPU build of torch, then edgekit itself
+#      (with the dev and boards extras: pytest, pyocd);
 #   3. edgekit's QEMU instruction-count plugin (edgekit profile), compiled against the
 #      qemu-plugin.h of Debian's qemu source package (same version as the installed QEMU).
 # Idempotent: a second run only checks. Used by `make setup` (and so by `make demo`/`make test`).
@@ -17,6 +18,7 @@ command -v qemu-system-arm >/dev/null || need_apt+=(qemu-system-arm)
 command -v gcc >/dev/null || need_apt+=(gcc)
 command -v g++ >/dev/null || need_apt+=(g++)  # hls4ml's C-simulation
 command -v xz >/dev/null || need_apt+=(xz-utils)
+command -v openocd >/dev/null || need_apt+=(openocd)  # edgekit flash --probe openocd (and its tests)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -26,7 +28,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 stamp="$VENV/.edgekit-setup"
-want="$(sha256sum pyproject.toml | cut -c1-16)"
+extras="dev,boards"
+want="$({ cat pyproject.toml; echo "$extras"; } | sha256sum | cut -c1-16)"
 if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/edgekit" ]; }; then
     echo "setup: creating $VENV (torch CPU build first, then edgekit and its dependencies)"
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
@@ -40,7 +43,7 @@ if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/edg
     }
     # The CPU wheel of torch 2.13.0 must come first: a looser request pulls a multi-GB CUDA build.
     pip_install "torch==2.13.0"
-    pip_install -e ".[dev]"
+    pip_install -e ".[$extras]"  # boards: pyocd, for edgekit flash (and its no-probe tests)
     echo "$want" > "$stamp"
     echo "setup: done"
 fi
