@@ -110,6 +110,28 @@ def generate_inputs(graph: Graph, count: int, seed: int = 0) -> np.ndarray:
     return x.astype(np.float32)
 
 
+def load_float_inputs(graph: Graph, inputs, count: int = 256, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Float inputs in the model's input layout, and where they came from: generated (None),
+    an array, or an .npy file; a flat or mis-shaped array is reshaped if it holds whole samples."""
+    if inputs is None:
+        x, source = generate_inputs(graph, count, seed), f"generated, seed {seed}"
+    elif isinstance(inputs, np.ndarray):
+        x, source = inputs, "array"
+    else:
+        try:
+            x, source = np.load(inputs), str(inputs)
+        except (OSError, ValueError) as e:
+            raise VerificationError(f"{inputs}: cannot read inputs ({e})") from None
+    fshape = tuple(graph.input_quant.float_shape)
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape[1:] != fshape:
+        if x.ndim < 2 or x.size % int(np.prod(fshape)) != 0:
+            raise VerificationError(f"inputs have shape {x.shape}; expected (N, {', '.join(map(str, fshape))}) "
+                                    "in the model's input layout")
+        x = x.reshape((-1,) + fshape)
+    return x, source
+
+
 def _run_qonnx(model_path: Path, x: np.ndarray) -> np.ndarray:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
@@ -205,23 +227,8 @@ def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None,
     if codes is not None:
         codes, source = _load_codes(graph, codes)
         x = None
-    elif inputs is None:
-        x, source = generate_inputs(graph, count, seed), f"generated, seed {seed}"
-    elif isinstance(inputs, np.ndarray):
-        x, source = inputs, "array"
     else:
-        try:
-            x, source = np.load(inputs), str(inputs)
-        except (OSError, ValueError) as e:
-            raise VerificationError(f"{inputs}: cannot read inputs ({e})") from None
-    fshape = tuple(graph.input_quant.float_shape)
-    if x is not None:
-        x = np.asarray(x, dtype=np.float32)
-        if x.shape[1:] != fshape:
-            if x.size % int(np.prod(fshape)) != 0 or x.ndim < 2:
-                raise VerificationError(f"inputs have shape {x.shape}; expected (N, {', '.join(map(str, fshape))}) "
-                                        "in the model's input layout")
-            x = x.reshape((-1,) + fshape)
+        x, source = load_float_inputs(graph, inputs, count, seed)
         codes = quantize_input(graph, x)
     n = int(codes.shape[0])
     out_t = graph.tensors[graph.outputs[0]]

@@ -1,8 +1,6 @@
 """Residual add: both inputs rescaled to a common scale, summed in int32, then requantized."""
 from __future__ import annotations
 
-import numpy as np
-
 from ..ir.contract import apply_requant
 from .registry import Op, register
 

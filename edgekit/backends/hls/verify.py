@@ -23,7 +23,7 @@ from ...errors import BuildDirError, ToolchainError, VerificationError
 from ...ir.contract import is_power_of_two
 from ...ir.graph import Graph
 from ...sim import quantize_input, simulate
-from ...verify import StageResult, VerifyReport, _compare, _run_qonnx, generate_inputs
+from ...verify import StageResult, VerifyReport, _compare, _run_qonnx, load_float_inputs
 from .build import to_hls_layout, to_ir_order
 
 
@@ -48,26 +48,6 @@ class HlsVerifyReport(VerifyReport):
         lines.append("PASS: every stage that must be exact is exact" if self.ok
                      else "FAIL: a stage that must be exact differs from the simulator")
         return "\n".join(lines)
-
-
-def _load_inputs(graph: Graph, inputs, count: int, seed: int) -> tuple[np.ndarray, str]:
-    if inputs is None:
-        x, source = generate_inputs(graph, count, seed), f"generated, seed {seed}"
-    elif isinstance(inputs, np.ndarray):
-        x, source = inputs, "array"
-    else:
-        try:
-            x, source = np.load(inputs), str(inputs)
-        except (OSError, ValueError) as e:
-            raise VerificationError(f"{inputs}: cannot read inputs ({e})") from None
-    fshape = tuple(graph.input_quant.float_shape)
-    x = np.asarray(x, dtype=np.float32)
-    if x.shape[1:] != fshape:
-        if x.ndim < 2 or x.size % int(np.prod(fshape)) != 0:
-            raise VerificationError(f"inputs have shape {x.shape}; expected (N, {', '.join(map(str, fshape))}) "
-                                    "in the model's input layout")
-        x = x.reshape((-1,) + fshape)
-    return x, source
 
 
 def run_csim(build_dir: Path, manifest: dict, x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -108,7 +88,7 @@ def verify_hls(build_dir: str | Path, inputs=None, count: int = 256, seed: int =
         raise VerificationError("--codes is for TFLite builds; give an FPGA build float --inputs in the model's "
                                 "input layout (the C-simulation quantizes them with the input quantizer's type)")
     graph = Graph.load(build_dir)
-    x, source = _load_inputs(graph, inputs, count, seed)
+    x, source = load_float_inputs(graph, inputs, count, seed)
 
     codes = quantize_input(graph, x)
     out_t = graph.tensors[graph.outputs[0]]

@@ -26,7 +26,6 @@ def lower_elementwise(lw, node) -> None:
 
 
 def _run_onnx_function(fn_node, x: np.ndarray) -> np.ndarray:
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 

@@ -11,7 +11,6 @@ import math
 import numpy as np
 
 from ...errors import UnsupportedOpError
-from ...ir import contract
 from ..qonnx import PENDING_RESOLVERS, IntValue, _attrs, describe, lowering
 
 EXP_BITS = 16
