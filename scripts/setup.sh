@@ -2,7 +2,7 @@
 # Set up everything edgekit needs on a fresh Debian/Ubuntu machine:
 #   1. arm-none-eabi-gcc, newlib headers, binutils, qemu-system-arm and openocd (apt), if missing;
 #   2. a virtual environment in .venv with the CPU build of torch, then edgekit itself
-#      (with the dev and boards extras: pytest, pyocd);
+#      (with the dev, boards and nas extras: pytest, pyocd, optuna + psycopg2);
 #   3. edgekit's QEMU instruction-count plugin (edgekit profile), compiled against the
 #      qemu-plugin.h of Debian's qemu source package (same version as the installed QEMU).
 # Idempotent: a second run only checks. Used by `make setup` (and so by `make demo`/`make test`).
@@ -28,7 +28,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 stamp="$VENV/.edgekit-setup"
-extras="dev,boards"
+extras="dev,boards,nas"
 want="$({ cat pyproject.toml; echo "$extras"; } | sha256sum | cut -c1-16)"
 if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/edgekit" ]; }; then
     echo "setup: creating $VENV (torch CPU build first, then edgekit and its dependencies)"
