@@ -199,6 +199,11 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, help="project folder to write")
     e.set_defaults(func=_cmd_export)
     # --- end issue 5 ---
+    # --- architecture search (issue 8): edgekit/nas ---
+    from .nas.cli import add_parsers as _add_nas_parsers
+
+    _add_nas_parsers(sub)
+    # --- end issue 8 ---
     return p
 
 

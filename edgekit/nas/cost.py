@@ -1,0 +1,521 @@
+"""Per-core latency model calibrated against exact instruction counts on the emulator.
+
+The search needs the latency of thousands of candidate layers without running each on
+QEMU, so it predicts it from the layer shapes with a linear model per layer kind, fitted
+by least squares to per-layer counts that ``edgekit profile`` measures exactly (QEMU TCG
+plugin) on a set of calibration architectures drawn from the search space:
+
+* full convolution: executed MACs, executed taps (x output channels), kx- and ky-loop
+  iterations, output elements, output pixels, and a constant;
+* depthwise convolution: executed taps, kx/ky-loop iterations, output elements,
+  output pixels, constant;
+* dense: MACs, outputs, constant;
+* max/average pooling: executed taps, window iterations, output elements, output pixels,
+  constant;
+* anything else (relu, requantize, add...): output elements, constant; reshape: nothing;
+* glue (``ek_model_run`` itself): constant + per layer.
+
+"Executed" counts skip the taps that fall into the padding, exactly as the kernels do.
+Two models with the same features are fitted: one to the exact **instruction** counts,
+one to the profiler's **cycle estimate** (instruction classes costed with the core's
+``[timing]`` table, see ``edgekit/backends/cortexm/profile.py``); latency in ms is the
+predicted cycles divided by the board's clock, the same conversion ``edgekit profile``
+uses. The error against measured counts on held-out architectures is stored with the
+model and printed by ``edgekit nas``.
+
+A calibration depends on the generated kernels, the compiler and its flags, so it is
+cached under ``$EDGEKIT_CACHE/nas`` keyed by a hash of the C templates, firmware
+sources, compiler version and core flags; any change there recalibrates.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgekitError
+
+KIND_FEATURES = {
+    "conv": ("macs", "taps", "kx_iters", "ky_iters", "outputs", "pixels", "const"),
+    "dwconv": ("taps", "kx_iters", "ky_iters", "outputs", "pixels", "const"),
+    "dense": ("macs", "outputs", "const"),
+    "pool": ("taps", "win_iters", "outputs", "pixels", "const"),
+    "eltwise": ("outputs", "const"),
+    "glue": ("const", "layers"),
+}
+# Kinds are refined by the kernel variant the build chose (an optimized kernel's name), the
+# weights' storage width (2/4-bit weights are unpacked in the kernel) and whether the kernel
+# runs in place (input and output share arena bytes): see kind_chain().
+ZERO_OPS = ("reshape",)
+COST_MODEL_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------
+# Features
+# ---------------------------------------------------------------------------------------
+def _valid(o: int, i: int, k: int, s: int, pad: int, d: int = 1) -> int:
+    """Sum over the o output positions of the taps that land inside an input of length i."""
+    return sum(sum(1 for kk in range(k) if 0 <= oo * s - pad + kk * d < i) for oo in range(o))
+
+
+def _aliased(plan: dict, names: list[str], out: str) -> bool:
+    """Whether an input shares storage with the output (the kernel then runs in place;
+    the same rule as the code generator's)."""
+    t = plan.get("tensors", {})
+    if out not in t:
+        return False
+    po = t[out]
+    for n in names:
+        pi = t.get(n)
+        if pi is None or pi["buffer"] != po["buffer"]:
+            continue
+        if pi["buffer"] != "arena":
+            return True
+        if pi["offset"] < po["offset"] + po["size"] and po["offset"] < pi["offset"] + pi["size"]:
+            return True
+    return False
+
+
+def _kernel_variant(manifest: dict | None, name: str) -> str:
+    """The kernel the build chose for a node ('ref' or an optimized kernel's kind), when the
+    manifest records it."""
+    if not manifest:
+        return "ref"
+    desc = (manifest.get("kernels") or {}).get(name)
+    if desc is None:
+        for row in manifest.get("layers", []):
+            if row.get("name") == name:
+                desc = row.get("kernel")
+                break
+    if not desc or not str(desc).startswith("optimized"):
+        return "ref"
+    return str(desc).split(":")[0].split()[-1]
+
+
+def layer_info(graph, manifest: dict | None = None) -> list[dict]:
+    """Raw description of every node (what the features are computed from): op, shapes,
+    kernel, stride, padding, depthwise, weight storage width, in-place, chosen kernel."""
+    from ..ir.packing import packed_bits
+
+    plan = (manifest or {}).get("memory_plan") or {}
+    rows = []
+    for n in graph.nodes:
+        y = graph.tensors[n.outputs[0]]
+        x = graph.tensors[n.inputs[0]]
+        a = n.attrs
+        info = {"name": n.name, "op": n.op, "in": list(x.shape), "out": list(y.shape), "in_dtype": x.dtype}
+        for k in ("kernel", "stride", "dilation", "pad", "depthwise"):
+            if k in a:
+                info[k] = list(a[k]) if isinstance(a[k], (list, tuple)) else a[k]
+        if n.op in ("conv2d", "dense") and len(n.inputs) > 1:
+            info["wbits"] = packed_bits(graph.tensors[n.inputs[1]].bits)
+        acts = [i for i in n.inputs if i not in graph.constants]
+        info["inplace"] = _aliased(plan, acts, n.outputs[0])
+        info["variant"] = _kernel_variant(manifest, n.name)
+        rq = a.get("requant")
+        if rq is not None:
+            info["rq"] = ("shift" if len(rq.multiplier) == 1 and rq.multiplier[0] == 1 and 0 < rq.shift[0] <= 31
+                          else "none" if len(rq.multiplier) == 1 and rq.multiplier[0] == 1 and rq.shift[0] == 0
+                          else "mul")
+        rows.append(info)
+    return rows
+
+
+def kind_chain(base: str, info: dict) -> list[str]:
+    """Most specific first: base.variant.wN.inplace -> ... -> base (the fit falls back along it
+    when a specific kind had too few calibration layers)."""
+    parts = [base]
+    if info.get("variant", "ref") != "ref":
+        parts.append(f"opt-{info['variant']}")
+    if "wbits" in info:
+        parts.append(f"w{info['wbits']}")
+    if info.get("inplace"):
+        parts.append("inplace")
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+
+
+def features(info: dict) -> tuple[str, dict]:
+    """(base kind, features) of one layer from :func:`layer_info`."""
+    op = info["op"]
+    f: dict = {"const": 1}
+    if op == "conv2d":
+        ih, iw, ic = info["in"]
+        oh, ow, oc = info["out"]
+        kh, kw = info["kernel"]
+        sh, sw = info["stride"]
+        dh, dw = info.get("dilation", (1, 1))
+        vh = _valid(oh, ih, kh, sh, info["pad"][0], dh)
+        vw = _valid(ow, iw, kw, sw, info["pad"][1], dw)
+        f.update(taps=vh * vw * oc, kx_iters=vh * ow * kw * oc, ky_iters=oh * ow * oc * kh,
+                 outputs=oh * ow * oc, pixels=oh * ow)
+        if info["depthwise"]:
+            return "dwconv", f
+        f["macs"] = vh * vw * oc * ic
+        return "conv", f
+    if op == "dense":
+        n_in = int(np.prod(info["in"]))
+        n_out = int(np.prod(info["out"]))
+        f.update(macs=n_in * n_out, outputs=n_out)
+        return "dense", f
+    if op in ("maxpool", "avgpool"):
+        ih, iw, c = info["in"]
+        oh, ow, _ = info["out"]
+        kh, kw = info["kernel"]
+        sh, sw = info["stride"]
+        pad = info.get("pad", (0, 0, 0, 0))
+        vh = _valid(oh, ih, kh, sh, pad[0])
+        vw = _valid(ow, iw, kw, sw, pad[1])
+        f.update(taps=vh * vw * c, win_iters=oh * ow * c * kh * kw, outputs=oh * ow * c, pixels=oh * ow)
+        return "pool", f
+    if op in ZERO_OPS:
+        return "zero", {}
+    f.update(outputs=int(np.prod(info["out"])))
+    return "eltwise", f
+
+
+def layer_features(graph, manifest: dict | None = None) -> list[tuple[str, list[str], dict]]:
+    """(node name, kind chain, features) per node, in execution order."""
+    out = []
+    for i in layer_info(graph, manifest):
+        base, f = features(i)
+        out.append((i["name"], kind_chain(base, i) if base != "zero" else ["zero"], f))
+    return out
+
+
+def _vector(kind: str, f: dict) -> np.ndarray:
+    base = kind.split(".")[0]
+    return np.array([float(f.get(k, 0)) for k in KIND_FEATURES[base]])
+
+
+# ---------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------
+@dataclass
+class CostModel:
+    core: str
+    key: str                                   # hash of what the counts depend on
+    coef: dict = field(default_factory=dict)   # target ("instructions"/"cycles") -> kind -> [coef]
+    stats: dict = field(default_factory=dict)  # calibration summary and held-out errors
+
+    def layer_cost(self, target: str, chain: list[str], f: dict) -> float:
+        if chain == ["zero"]:
+            return 0.0
+        table = self.coef[target]
+        for kind in chain:
+            if kind in table:
+                return float(_vector(kind, f) @ np.asarray(table[kind]))
+        raise EdgekitError(f"the cost model has no coefficients for {chain[-1]} layers; recalibrate")
+
+    def glue_cost(self, target: str, n_layers: int) -> float:
+        return float(_vector("glue", {"const": 1, "layers": n_layers}) @ np.asarray(self.coef[target]["glue"]))
+
+    def predict_layers(self, feats: list[tuple[str, list[str], dict]]) -> dict:
+        """Predicted instructions and cycles of one inference, in total and per layer."""
+        out = {"instructions": 0.0, "cycles": 0.0, "layers": []}
+        for name, chain, f in feats:
+            row = {"name": name, "kind": chain[0]}
+            for target in ("instructions", "cycles"):
+                row[target] = self.layer_cost(target, chain, f)
+                out[target] += row[target]
+            out["layers"].append(row)
+        for target in ("instructions", "cycles"):
+            out[target] += self.glue_cost(target, len(feats))
+        return out
+
+    def predict_build(self, build_dir: str | Path) -> dict:
+        """Prediction for an edgekit build directory (its IR, memory plan and kernel choices)."""
+        from ..build import load_manifest
+        from ..ir.graph import Graph
+
+        return self.predict_layers(layer_features(Graph.load(Path(build_dir)), load_manifest(build_dir)))
+
+    def to_json(self) -> dict:
+        return {"edgekit_cost_model": COST_MODEL_VERSION, "core": self.core, "key": self.key,
+                "features": {k: list(v) for k, v in KIND_FEATURES.items()}, "coef": self.coef, "stats": self.stats}
+
+    @staticmethod
+    def from_json(d: dict) -> "CostModel":
+        if d.get("edgekit_cost_model") != COST_MODEL_VERSION:
+            raise EdgekitError("cost model file of another version; recalibrate")
+        return CostModel(d["core"], d["key"], d["coef"], d.get("stats", {}))
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1))
+        os.replace(tmp, path)
+
+    @staticmethod
+    def load(path: str | Path) -> "CostModel":
+        return CostModel.from_json(json.loads(Path(path).read_text()))
+
+    def summary(self) -> str:
+        s = self.stats
+        if not s.get("holdout"):
+            return f"cost model for {self.core}: {s.get('n_fit', '?')} calibration architectures, no held-out set"
+        h = s["holdout"]
+        return (f"cost model for {self.core}: fitted on {s['n_fit']} architectures ({s['n_layers']} layers), "
+                f"held-out {h['n']} architectures: instructions error mean {100 * h['instructions_mean_abs']:.2f}% "
+                f"max {100 * h['instructions_max_abs']:.2f}%, cycle-estimate error mean "
+                f"{100 * h['cycles_mean_abs']:.2f}% max {100 * h['cycles_max_abs']:.2f}%")
+
+
+def sample_layers(sample: dict) -> list[tuple[str, list[str], dict, float, float]]:
+    """(name, kind chain, features, instructions, cycles) per measured layer of a sample."""
+    out = []
+    for layer in sample["layers"]:
+        base, f = features(layer["info"])
+        chain = kind_chain(base, layer["info"]) if base != "zero" else ["zero"]
+        out.append((layer["info"]["name"], chain, f, layer["instructions"], layer["cycles"]))
+    return out
+
+
+def _lstsq(rows, y, weights) -> list[float]:
+    X, Y, w = np.array(rows, dtype=np.float64), np.array(y, dtype=np.float64), np.array(weights)
+    # Columns scaled to comparable magnitudes; lstsq gives the minimum-norm solution where a
+    # feature never varies in the calibration set.
+    norm = np.maximum(np.abs(X).max(axis=0), 1.0)
+    c, *_ = np.linalg.lstsq((X / norm) * w[:, None], Y * w, rcond=None)
+    return [float(v) for v in c / norm]
+
+
+def fit(samples: list[dict], core: str, key: str, min_rows_extra: int = 3) -> CostModel:
+    """Least squares per layer kind on per-layer measurements, weighted by 1/measured (so
+    the fit minimises relative errors and small layers count as much as large ones).
+
+    Every level of a kind chain (``conv.w4.inplace``, ``conv.w4``, ``conv``) gets its own
+    coefficients when it has at least (features + ``min_rows_extra``) calibration layers;
+    prediction uses the most specific one available.
+    """
+    coef: dict = {"instructions": {}, "cycles": {}}
+    groups: dict[str, list] = {}
+    n_layers = 0
+    for s in samples:
+        for _, chain, f, ins, cyc in sample_layers(s):
+            if chain == ["zero"]:
+                continue
+            n_layers += 1
+            for kind in chain:
+                groups.setdefault(kind, []).append((f, ins, cyc))
+    for kind, rows in sorted(groups.items()):
+        n_feat = len(KIND_FEATURES[kind.split(".")[0]])
+        if len(rows) < n_feat + min_rows_extra and "." in kind:
+            continue  # too few to fit this variant: it falls back to its parent kind
+        X = [_vector(kind, f) for f, _, _ in rows]
+        for t, target in ((1, "instructions"), (2, "cycles")):
+            y = [r[t] for r in rows]
+            coef[target][kind] = _lstsq(X, y, [1.0 / max(v, 1.0) for v in y])
+    g = [_vector("glue", {"const": 1, "layers": s["glue"]["layers"]}) for s in samples]
+    for target in ("instructions", "cycles"):
+        coef[target]["glue"] = _lstsq(g, [s["glue"][target] for s in samples], [1.0] * len(samples))
+    return CostModel(core, key, coef, {"n_fit": len(samples), "n_layers": n_layers,
+                                       "kinds": {k: len(v) for k, v in sorted(groups.items())}})
+
+
+def evaluate(model: CostModel, samples: list[dict]) -> dict:
+    """Relative error of the predicted totals against measured totals, per architecture."""
+    errs_i, errs_c, rows = [], [], []
+    for s in samples:
+        layers = sample_layers(s)
+        pred = model.predict_layers([(n, c, f) for n, c, f, _, _ in layers])
+        pi, pc = pred["instructions"], pred["cycles"]
+        ei = (pi - s["instructions"]) / s["instructions"]
+        ec = (pc - s["cycles"]) / s["cycles"]
+        errs_i.append(ei)
+        errs_c.append(ec)
+        rows.append({"arch": s["arch"], "measured_instructions": s["instructions"], "predicted_instructions":
+                     round(pi), "instructions_error": ei, "measured_cycles": s["cycles"],
+                     "predicted_cycles": round(pc), "cycles_error": ec})
+    ai, ac = np.abs(errs_i), np.abs(errs_c)
+    return {"n": len(samples), "instructions_mean_abs": float(ai.mean()) if len(ai) else None,
+            "instructions_max_abs": float(ai.max()) if len(ai) else None,
+            "cycles_mean_abs": float(ac.mean()) if len(ac) else None,
+            "cycles_max_abs": float(ac.max()) if len(ac) else None, "rows": rows}
+
+
+# ---------------------------------------------------------------------------------------
+# Calibration: build and profile architectures on the core's emulated board
+# ---------------------------------------------------------------------------------------
+def calibration_key(core_name: str) -> str:
+    """Hash of everything the instruction counts depend on besides the layer shapes."""
+    from ..backends.cortexm import toolchain as tc
+    from ..resources import resource_dir
+    from ..targets import get_core
+
+    h = hashlib.sha256()
+    h.update(f"v{COST_MODEL_VERSION}".encode())
+    for kind in ("templates", "firmware"):
+        root = resource_dir(kind)
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and p.suffix in (".j2", ".h", ".c", ".ld"):
+                h.update(str(p.relative_to(root)).encode())
+                h.update(p.read_bytes())
+    core = get_core(core_name)
+    h.update(" ".join(core.cflags).encode())
+    h.update(" ".join(tc.FIRMWARE_CFLAGS).encode())
+    h.update(json.dumps(core.timing, sort_keys=True).encode())
+    try:
+        h.update(subprocess.run([tc.arm_gcc(), "--version"], capture_output=True, text=True).stdout.encode())
+    except (OSError, EdgekitError):
+        pass
+    for mod in ("codegen", "toolchain"):
+        h.update((Path(__file__).resolve().parents[1] / "backends" / "cortexm" / f"{mod}.py").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def emulated_board_for(core_name: str) -> str:
+    """The QEMU board that stands in for a real board with this core."""
+    from ..targets import emulated_boards
+
+    boards = emulated_boards(core_name)
+    if not boards and core_name == "cortex-m0plus":
+        return "mps2-an385"  # Armv6-M code runs unchanged on its Cortex-M3 (as edgekit profile does)
+    if not boards:
+        raise EdgekitError(f"no emulated board carries a {core_name}; the latency model needs one")
+    # Prefer the board with the most RAM (calibration architectures can be large).
+    from ..targets import get_board
+
+    return max(boards, key=lambda b: get_board(b).ram.length)
+
+
+def measure_arch(arch, core_name: str, workdir: Path, seed: int = 0) -> dict:
+    """Export ``arch`` with random weights, build it for the core's QEMU board, profile it."""
+    import torch
+
+    from ..api import build
+    from ..backends.cortexm.profile import profile
+    from ..ir.graph import Graph
+    from ..qat import export_qonnx
+    from .space import build_model
+    from .train import calibrate_activations
+
+    board = emulated_board_for(core_name)
+    model = build_model(arch)
+    calibrate_activations(model, torch.randn(64, *arch.input_shape, generator=torch.Generator().manual_seed(seed)))
+    onnx = export_qonnx(model, torch.zeros(1, *arch.input_shape), workdir / "model.onnx")
+    res = build(onnx, core_name, board, workdir / "build")
+    rep = profile(res.out_dir, count=1, write=False).to_json()
+    graph = Graph.load(res.out_dir)
+    infos = {i["name"]: i for i in layer_info(graph, res.manifest)}
+    layers, glue = [], None
+    for r in rep["layers"]:
+        if r["name"] == "ek_model_run":
+            glue = {"instructions": r["instructions"], "cycles": r["est_cycles"], "layers": len(infos)}
+        elif r["name"] in infos:
+            layers.append({"info": infos[r["name"]], "instructions": r["instructions"], "cycles": r["est_cycles"]})
+        elif r["instructions"]:
+            raise EdgekitError(f"profile row {r['label']} matches no IR node")
+    return {"arch": arch.describe(), "arch_json": arch.to_json(), "layers": layers, "glue": glue,
+            "instructions": rep["total"]["instructions"], "cycles": rep["total"]["est_cycles"],
+            "macs": rep["total"]["macs"], "board": board}
+
+
+def _measure_job(args):
+    arch_json, core_name, seed = args
+    from .space import ArchSpec
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-nas-cal-") as d:
+        try:
+            return measure_arch(ArchSpec.from_json(arch_json), core_name, Path(d), seed)
+        except EdgekitError as e:  # e.g. an architecture whose accumulator could overflow
+            return {"error": str(e), "arch_json": arch_json}
+
+
+def calibrate(core_name: str, input_shape: tuple[int, int], n_classes: int, space=None, n_fit: int = 40,
+              n_holdout: int = 12, seed: int = 0, workers: int = 1, progress=print) -> CostModel:
+    """Measure ``n_fit + n_holdout`` random architectures, fit on the first, test on the rest."""
+    from .space import SpaceConfig, random_arch
+
+    space = space or SpaceConfig()
+    rng = np.random.default_rng(seed)
+    archs, seen = [], set()
+    while len(archs) < n_fit + n_holdout:
+        a = random_arch(rng, space, input_shape, n_classes)
+        if a.key() not in seen:
+            seen.add(a.key())
+            archs.append(a)
+    jobs = [(a.to_json(), core_name, seed + i) for i, a in enumerate(archs)]
+    t0 = time.monotonic()
+    results = []
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
+            for i, r in enumerate(pool.imap(_measure_job, jobs)):
+                results.append(r)
+                _report(progress, i, len(jobs), r, t0)
+    else:
+        for i, job in enumerate(jobs):
+            r = _measure_job(job)
+            results.append(r)
+            _report(progress, i, len(jobs), r, t0)
+    fit_set = [r for r in results[:n_fit] if "error" not in r]
+    hold = [r for r in results[n_fit:] if "error" not in r]
+    if len(fit_set) < 3:
+        raise EdgekitError("too few calibration architectures could be measured to fit a cost model")
+    model = fit(fit_set, core_name, calibration_key(core_name))
+    model.stats.update({"samples": {"fit": fit_set, "holdout": hold}, "n_fit": len(fit_set), "board": fit_set[0]["board"], "seed": seed,
+                        "input_shape": list(input_shape), "seconds": round(time.monotonic() - t0, 1),
+                        "failed": [r["error"] for r in results if "error" in r],
+                        "fit": {k: v for k, v in evaluate(model, fit_set).items() if k != "rows"},
+                        "holdout": evaluate(model, hold) if hold else None})
+    return model
+
+
+def _worker_init():
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+def _report(progress, i, n, r, t0):
+    if progress is None:
+        return
+    if "error" in r:
+        progress(f"  calibration {i + 1}/{n}: skipped ({r['error'].splitlines()[0][:100]})")
+    else:
+        progress(f"  calibration {i + 1}/{n}: {r['instructions']:>10,} instructions  {r['arch']}  "
+                 f"({time.monotonic() - t0:.0f} s)")
+
+
+def cache_path(core_name: str, input_shape, key: str) -> Path:
+    root = Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit") / "nas"
+    shape = "x".join(str(int(s)) for s in input_shape)
+    return root / f"cost-{core_name}-{shape}-{key}.json"
+
+
+def load_or_calibrate(core_name: str, input_shape, n_classes: int, n_fit: int = 40, n_holdout: int = 12,
+                      workers: int = 1, progress=print, path: str | Path | None = None) -> CostModel:
+    """A cached calibration for this core and kernel set, else a fresh one (and cache it)."""
+    if path is not None:
+        m = CostModel.load(path)
+        if m.core != core_name:
+            raise EdgekitError(f"{path}: cost model is for {m.core}, not {core_name}")
+        return m
+    key = calibration_key(core_name)
+    cached = cache_path(core_name, input_shape, key)
+    if cached.is_file():
+        try:
+            m = CostModel.load(cached)
+            if m.key == key and m.stats.get("n_fit", 0) >= min(n_fit, 3):
+                return m
+        except (OSError, ValueError, KeyError, EdgekitError):
+            pass
+    if progress:
+        progress(f"calibrating the latency model for {core_name}: {n_fit} + {n_holdout} held-out architectures "
+                 f"built and profiled on {emulated_board_for(core_name)} (cached in {cached.parent})")
+    m = calibrate(core_name, tuple(input_shape), n_classes, n_fit=n_fit, n_holdout=n_holdout, workers=workers,
+                  progress=progress)
+    m.save(cached)
+    return m

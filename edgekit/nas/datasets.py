@@ -1,0 +1,138 @@
+"""Data sets for the search: train / validation / test windows ``(N, T, C)``.
+
+* ``har``: UCI-HAR-style windows cut from the UCI HAPT recordings
+  (:func:`edgekit.data.load_har`): 128 samples x 6 channels (body+gravity acceleration
+  and gyroscope), 6 activities. Test = the 9 subjects of UCI-HAR's official test split;
+  validation (early stopping and the search objective) = 3 of the 21 training subjects,
+  so the test subjects are never seen during the search.
+* ``basicmotions``: the UEA BasicMotions set (accelerometer + gyroscope, 100 samples x
+  6 channels, 4 activities, 40 train / 40 test series). Read from the copy that sktime
+  (``pip install sktime``) or aeon ships, without importing either package; validation =
+  a stratified quarter of the training series. Standardized per channel with training
+  statistics.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DatasetError
+
+DATASETS = ("har", "basicmotions")
+
+
+@dataclass(frozen=True, eq=False)
+class NasData:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    description: str
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+
+def load(name: str, train_subset: int | None = None, seed: int = 0) -> NasData:
+    """Load a data set by name; ``train_subset`` keeps that many random training windows."""
+    if name == "har":
+        d = _har()
+    elif name == "basicmotions":
+        d = _basicmotions()
+    else:
+        raise DatasetError(f"unknown data set '{name}'; available: {', '.join(DATASETS)}")
+    if train_subset and train_subset < len(d.x_train):
+        idx = np.sort(np.random.default_rng(seed).permutation(len(d.x_train))[:train_subset])
+        d = NasData(d.name, d.x_train[idx], d.y_train[idx], d.x_val, d.y_val, d.x_test, d.y_test, d.class_names,
+                    d.description + f"; training subset of {train_subset} windows (seed {seed})")
+    return d
+
+
+HAR_VAL_SUBJECTS = (7, 19, 28)
+
+
+def _har() -> NasData:
+    from ..data import load_har
+
+    h = load_har()
+    val = np.isin(h.s_train, HAR_VAL_SUBJECTS)
+    return NasData("har", h.x_train[~val], h.y_train[~val], h.x_train[val], h.y_train[val], h.x_test, h.y_test,
+                   h.class_names,
+                   f"HAR windows (UCI HAPT, 128x6, 50 Hz): train {int((~val).sum())} windows (18 subjects), "
+                   f"validation {int(val.sum())} (subjects {', '.join(map(str, HAR_VAL_SUBJECTS))}), test "
+                   f"{len(h.x_test)} (UCI-HAR test subjects {', '.join(map(str, sorted(set(h.s_test.tolist()))))})")
+
+
+# ---------------------------------------------------------------------------------------
+# BasicMotions (.ts files shipped inside sktime / aeon)
+# ---------------------------------------------------------------------------------------
+_TS_LOCATIONS = (("sktime", ("datasets", "data", "BasicMotions")), ("aeon", ("datasets", "data", "BasicMotions")))
+
+
+def basicmotions_dir() -> Path | None:
+    for module, parts in _TS_LOCATIONS:
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        d = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+        if (d / "BasicMotions_TRAIN.ts").is_file():
+            return d
+    return None
+
+
+def read_ts(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A sktime/UEA ``.ts`` file of equal-length multivariate series: (x [N, T, C], labels)."""
+    xs, ys = [], []
+    in_data = False
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not in_data:
+            if line.lower() == "@data":
+                in_data = True
+            continue
+        *dims, label = line.split(":")
+        xs.append(np.array([[float(v) for v in d.split(",")] for d in dims], dtype=np.float32).T)
+        ys.append(label.strip())
+    if not xs:
+        raise DatasetError(f"{path}: no series")
+    return np.stack(xs), np.array(ys)
+
+
+def _basicmotions() -> NasData:
+    d = basicmotions_dir()
+    if d is None:
+        raise DatasetError("BasicMotions ships with sktime or aeon: pip install sktime (edgekit reads the bundled "
+                           ".ts files without importing it)")
+    x_tr, l_tr = read_ts(d / "BasicMotions_TRAIN.ts")
+    x_te, l_te = read_ts(d / "BasicMotions_TEST.ts")
+    classes = tuple(sorted(set(l_tr.tolist())))
+    y_tr = np.array([classes.index(v) for v in l_tr], dtype=np.int64)
+    y_te = np.array([classes.index(v) for v in l_te], dtype=np.int64)
+    rng = np.random.default_rng(0)
+    val = np.zeros(len(y_tr), bool)
+    for c in range(len(classes)):  # stratified quarter for validation
+        idx = rng.permutation(np.flatnonzero(y_tr == c))
+        val[idx[:max(1, len(idx) // 4)]] = True
+    flat = x_tr[~val].reshape(-1, x_tr.shape[2]).astype(np.float64)
+    mean, std = flat.mean(0).astype(np.float32), flat.std(0).astype(np.float32) + 1e-6
+    x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+    return NasData("basicmotions", x_tr[~val], y_tr[~val], x_tr[val], y_tr[val], x_te, y_te, classes,
+                   f"BasicMotions (UEA, {x_tr.shape[1]}x{x_tr.shape[2]}, from {d}): train {int((~val).sum())}, "
+                   f"validation {int(val.sum())}, test {len(y_te)} series")

@@ -1,0 +1,491 @@
+"""After the search: check the models it returns, export the best, write the report.
+
+Every model on the Pareto front (up to ``verify_top``, best validation accuracy first)
+is checked before it is returned:
+
+* built for the **board** with ``edgekit.api.build`` (which refuses a model that does not
+  fit the board's flash or RAM), and its RAM/flash compared with the budgets;
+* built for the **QEMU board with the same core** (the stand-in, e.g. mps2-an386 for a
+  NUCLEO-L4R5ZI's Cortex-M4; a board that QEMU emulates is its own stand-in): the
+  generated C must be byte-identical to the board build's, and ``edgekit.api.verify``
+  must find every stage bit-exact on 256 real test windows and on 64 generated vectors
+  that cover the input quantizer's range;
+* profiled (``edgekit profile``: exact instruction counts on the stand-in, cycle estimate
+  at the board's clock); the **measured** latency is compared with the budget, so a model
+  that only fits by the cost model's error is not returned;
+* its integer model (the simulator, which the firmware matches bit for bit) is run on the
+  whole test set: the accuracy of the firmware.
+
+The best model is the checked one with the highest validation accuracy; its board build
+is copied to ``<out>/best`` and the stand-in build to ``<out>/best-<qemu board>``.
+
+Files: ``report.md`` and ``report.html`` (tables and the plot), ``pareto.svg`` (accuracy
+against latency and against RAM), ``trials.csv`` / ``trials.json`` (every trial),
+``summary.json`` (what this module returns).
+"""
+from __future__ import annotations
+
+import csv
+import filecmp
+import html
+import json
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgekitError
+from .search import (CONSTRAINT_NAMES, NasConfig, fmt_bytes, nearest_infeasible, pareto_front, trial_rows)
+
+
+# ---------------------------------------------------------------------------------------
+# Checking a returned model
+# ---------------------------------------------------------------------------------------
+def _materialize(row: dict, config: NasConfig, data, work: Path, say) -> tuple[Path, str]:
+    """The trained model of a trial: its ONNX file when this machine wrote it, else the
+    architecture retrained here with the trial's settings and seed."""
+    art = row.get("artifact") or {}
+    onnx = Path(art.get("dir", "")) / "model.onnx"
+    if art.get("host") == socket.gethostname() and onnx.is_file():
+        return onnx, "trained during the search"
+    say(f"  trial {row['number']}: trained on {art.get('host', '?')}; retraining it here")
+    return _train_arch(row["arch_json"], config, data, work, config.max_epochs, config.seed + row["number"],
+                       train_full=False), "retrained on this machine (the search trained it elsewhere)"
+
+
+def _train_arch(arch_json: dict, config: NasConfig, data, work: Path, epochs: int, seed: int,
+                train_full: bool) -> Path:
+    import torch
+
+    from ..qat import export_qonnx
+    from .space import ArchSpec, build_model
+    from .train import calibrate_activations, train_early_stopping
+
+    arch = ArchSpec.from_json(arch_json)
+    torch.manual_seed(seed)
+    model = build_model(arch)
+    idx = np.random.default_rng(config.seed).permutation(len(data.x_train))[:256]
+    calibrate_activations(model, torch.as_tensor(data.x_train[idx]))
+    x, y = data.x_train, data.y_train
+    if train_full and config.train_subset:
+        from .datasets import load
+
+        full = load(config.dataset, None, config.seed)
+        x, y = full.x_train, full.y_train
+    train_early_stopping(model, x, y, data.x_val, data.y_val, max_epochs=epochs,
+                         patience=max(config.patience, 3 if train_full else config.patience), lr=config.lr,
+                         batch=config.batch, seed=seed)
+    work.mkdir(parents=True, exist_ok=True)
+    return export_qonnx(model, torch.as_tensor(data.x_train[:1]), work / "model.onnx")
+
+
+def integer_accuracy(build_dir: Path, x: np.ndarray, y: np.ndarray, batch: int = 512) -> float:
+    """Top-1 accuracy of the integer model (edgekit's simulator, bit-exact with the firmware)."""
+    from ..ir.graph import Graph
+    from ..sim import quantize_input, simulate
+
+    g = Graph.load(Path(build_dir))
+    correct = 0
+    for i in range(0, len(x), batch):
+        codes = quantize_input(g, x[i:i + batch])
+        out = simulate(g, codes)[g.outputs[0]].reshape(len(codes), -1)
+        correct += int((out.argmax(1) == y[i:i + batch]).sum())
+    return correct / len(x)
+
+
+def check_model(onnx: Path, config: NasConfig, data, dest: Path) -> dict:
+    """Build for the board and the stand-in, verify, profile, score; see the module docstring."""
+    from ..api import build, verify
+    from ..backends.cortexm.profile import profile
+    from ..targets import get_board
+    from .cost import emulated_board_for
+
+    board = get_board(config.board)
+    res: dict = {"ok": False, "problems": []}
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    shutil.copy(onnx, dest / "model.onnx")
+    try:
+        b = build(dest / "model.onnx", config.target, config.board, dest / "board")
+    except EdgekitError as e:
+        res["problems"].append(f"does not build for {board.name}: {str(e).splitlines()[0]}")
+        return res
+    m = b.manifest
+    res.update(board_dir=str(dest / "board"), ram_bytes=m["memory"]["ram_bytes"],
+               flash_bytes=m["memory"]["flash_bytes"], arena_bytes=m["arena_bytes"], macs=m["macs"],
+               fits_board=m["fit"]["fits"], ram=m["memory_breakdown"]["ram"], flash=m["memory_breakdown"]["flash"])
+    if board.emulated:
+        emu_dir, emu_name = dest / "board", board.name
+    else:
+        emu_name = emulated_board_for(config.target)
+        try:
+            build(dest / "model.onnx", config.target, emu_name, dest / "emulated")
+        except EdgekitError as e:
+            res["problems"].append(f"does not build for the stand-in {emu_name}: {str(e).splitlines()[0]}")
+            return res
+        emu_dir = dest / "emulated"
+        if not filecmp.cmp(emu_dir / "src" / "model.c", dest / "board" / "src" / "model.c", shallow=False):
+            res["problems"].append(f"the C generated for {emu_name} differs from the {board.name} build")
+    res.update(emulated_board=emu_name, emulated_dir=str(emu_dir))
+    n = min(256, len(data.x_test))
+    v_real = verify(emu_dir, inputs=data.x_test[:n])
+    v_gen = verify(emu_dir, count=64)
+    res["verify"] = {"test_windows": n, "real_ok": v_real.ok, "generated_ok": v_gen.ok,
+                     "stages": [{"stage": s.stage, "mismatches": s.mismatches, "elements": s.elements,
+                                 "must_be_exact": s.must_be_exact} for s in v_real.stages + v_gen.stages],
+                     "stack_used_bytes": v_real.memory.get("stack_used_bytes")}
+    (dest / "verify.txt").write_text(v_real.table() + "\n\n" + v_gen.table() + "\n")
+    if not (v_real.ok and v_gen.ok):
+        res["problems"].append(f"not bit-exact on {emu_name} (see {dest / 'verify.txt'})")
+    try:
+        p = profile(dest / "board", count=2).to_json()
+        res.update(measured_instructions=p["total"]["instructions"], measured_cycles=p["total"]["est_cycles"],
+                   measured_latency_ms=p["total"]["est_ms"], counted_on=p["counted_on"])
+    except EdgekitError as e:
+        res["problems"].append(f"could not be profiled: {str(e).splitlines()[0]}")
+        return res
+    res["int_test_accuracy"] = integer_accuracy(dest / "board", data.x_test, data.y_test)
+    cons = config.budget.violations(res["ram_bytes"], res["flash_bytes"], res["measured_latency_ms"])
+    res["constraints"] = cons
+    for name, c in zip(CONSTRAINT_NAMES, cons):
+        if c > 0:
+            res["problems"].append(f"over the {name} budget by {100 * c:.1f}% (measured)")
+    if not res["fits_board"]:
+        res["problems"].append(f"does not fit {board.name}")
+    res["ok"] = not res["problems"]
+    return res
+
+
+# ---------------------------------------------------------------------------------------
+# finish(): checks, export, report
+# ---------------------------------------------------------------------------------------
+def finish(study, config: NasConfig, data, out_dir: Path, storage: str = "", study_name: str = "",
+           verify_top: int = 8, final_epochs: int = 0, export: bool = True, say=print) -> dict:
+    from ..targets import get_board
+
+    out_dir = Path(out_dir)
+    rows = trial_rows(study)
+    done = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
+    front = pareto_front(done)
+    checked = []
+    best = None
+    if export and front:
+        pareto_dir = out_dir / "pareto"
+        for r in front[:verify_top]:
+            say(f"  checking trial {r['number']} ({r['arch']}): build for {config.board}, verify on the "
+                f"stand-in, profile")
+            work = pareto_dir / f"trial-{r['number']:04d}"
+            origin = ""
+            try:
+                onnx, origin = _materialize(r, config, data, work / "retrain", say)
+                chk = check_model(onnx, config, data, work)
+            except EdgekitError as e:
+                chk = {"ok": False, "problems": [str(e).splitlines()[0]]}
+            chk.update(number=r["number"], arch=r["arch"], val_accuracy=r["val_accuracy"],
+                       test_accuracy=r["test_accuracy"], pred_latency_ms=r["latency_ms"],
+                       pred_instructions=r["pred_instructions"], model_origin=origin,
+                       dir=str(work))
+            if chk.get("measured_instructions") and r["pred_instructions"]:
+                chk["cost_model_error"] = (r["pred_instructions"] - chk["measured_instructions"]) / \
+                    chk["measured_instructions"]
+            checked.append(chk)
+            say("    " + ("ok" if chk["ok"] else "REJECTED: " + "; ".join(chk["problems"]))
+                + (f"; measured {chk['measured_latency_ms']:.2f} ms (predicted {r['latency_ms']:.2f}), firmware "
+                   f"test accuracy {chk['int_test_accuracy']:.4f}" if chk.get("int_test_accuracy") is not None
+                   else ""))
+            if chk["ok"] and best is None:
+                best = chk
+        if best is not None and final_epochs > 0:
+            say(f"  final training of trial {best['number']} for up to {final_epochs} epochs on the full "
+                "training set")
+            r = next(x for x in front if x["number"] == best["number"])
+            work = out_dir / "pareto" / f"trial-{best['number']:04d}-final"
+            onnx = _train_arch(r["arch_json"], config, data, work / "retrain", final_epochs,
+                               config.seed + r["number"], train_full=True)
+            chk = check_model(onnx, config, data, work)
+            chk.update(number=best["number"], arch=best["arch"], val_accuracy=None, test_accuracy=None,
+                       pred_latency_ms=best["pred_latency_ms"], pred_instructions=best["pred_instructions"],
+                       model_origin=f"retrained for up to {final_epochs} epochs on the full training set",
+                       dir=str(work), final=True)
+            checked.append(chk)
+            say("    " + ("ok" if chk["ok"] else "REJECTED: " + "; ".join(chk["problems"]))
+                + (f"; firmware test accuracy {chk['int_test_accuracy']:.4f}" if chk.get("int_test_accuracy")
+                   is not None else ""))
+            if chk["ok"] and chk["int_test_accuracy"] >= best["int_test_accuracy"]:
+                best = chk
+        if best is not None:
+            for name, src in (("best", best["board_dir"]),
+                              (f"best-{best['emulated_board']}", best["emulated_dir"])):
+                if src == best["board_dir"] and name != "best":
+                    continue
+                dst = out_dir / name
+                if dst.exists():
+                    shutil.rmtree(dst)
+                shutil.copytree(src, dst, symlinks=True)
+            best["export_dir"] = str(out_dir / "best")
+
+    board = get_board(config.board)
+    cm = config.cost_model.get("stats", {})
+    summary = {
+        "edgekit_nas": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "study": study_name, "storage": storage_redacted(storage),
+        "board": board.name, "target": config.target, "clock_hz": board.clock_hz,
+        "budget": {"max_ram": config.budget.max_ram, "max_flash": config.budget.max_flash,
+                   "max_latency_ms": config.budget.max_latency_ms},
+        "dataset": config.dataset, "dataset_description": data.description,
+        "trials": {"total": len(rows), "finished": len(done),
+                   "trained": sum(r["trained"] for r in done),
+                   "feasible": sum(r["feasible"] for r in done),
+                   "infeasible_untrained": sum(r["status"] == "infeasible" and not r["trained"] for r in done),
+                   "invalid_or_failed": sum(r["status"] in ("invalid", "build_failed") for r in done)},
+        "cost_model": {"core": config.target, "n_fit": cm.get("n_fit"), "board": cm.get("board"),
+                       "holdout": {k: v for k, v in (cm.get("holdout") or {}).items() if k != "rows"}},
+        "pareto": [_public(r) for r in front],
+        "checked": checked,
+        "best": best,
+        "feasible": best is not None,
+        "nearest": [] if front else [_public(r) for r in nearest_infeasible(done)],
+        "training": {"max_epochs": config.max_epochs, "patience": config.patience,
+                     "train_subset": config.train_subset, "final_epochs": final_epochs},
+    }
+    _write_tables(out_dir, rows)
+    (out_dir / "pareto.svg").write_text(pareto_svg(done, front, config))
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    (out_dir / "report.md").write_text(report_markdown(summary, rows, front, config))
+    (out_dir / "report.html").write_text(report_html(summary, rows, front, config))
+    say(summary_text(summary, out_dir))
+    return summary
+
+
+def storage_redacted(url: str) -> str:
+    from .search import redact
+
+    return redact(url)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    return str(o)
+
+
+def _public(r: dict) -> dict:
+    keys = ("number", "status", "reason", "arch", "val_accuracy", "test_accuracy", "latency_ms",
+            "pred_instructions", "ram_bytes", "flash_bytes", "arena_bytes", "macs", "constraints", "epochs",
+            "seconds")
+    return {k: r.get(k) for k in keys}
+
+
+def _write_tables(out_dir: Path, rows: list[dict]) -> None:
+    cols = ("number", "state", "status", "val_accuracy", "test_accuracy", "latency_ms", "pred_instructions",
+            "ram_bytes", "flash_bytes", "arena_bytes", "macs", "feasible", "trained", "epochs", "seconds",
+            "worker", "arch", "reason")
+    with open(out_dir / "trials.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else (f"{r[c]:.5g}" if isinstance(r[c], float) else r[c])
+                        for c in cols])
+    (out_dir / "trials.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "stage"} for r in rows],
+                                                    indent=1, default=_json_default))
+
+
+def summary_text(s: dict, out_dir: Path) -> str:
+    t = s["trials"]
+    lines = [f"trials: {t['finished']} finished, {t['trained']} trained, {t['feasible']} feasible, "
+             f"{t['infeasible_untrained']} over budget before training, {t['invalid_or_failed']} invalid/failed"]
+    if s["best"] is not None:
+        b = s["best"]
+        lines.append(f"best: trial {b['number']} {b['arch']}")
+        lines.append(f"  firmware test accuracy {b['int_test_accuracy']:.4f}, RAM {fmt_bytes(b['ram_bytes'])}, "
+                     f"flash {fmt_bytes(b['flash_bytes'])}, latency {b['measured_latency_ms']:.2f} ms measured "
+                     f"({b['measured_instructions']:,} instructions on {b['emulated_board']})")
+        lines.append(f"  verified bit-exact on {b['emulated_board']}; firmware for {s['board']} in "
+                     f"{b['export_dir']}")
+    elif s["pareto"]:
+        lines.append("no model on the Pareto front passed the checks: " +
+                     "; ".join(f"#{c['number']}: {', '.join(c['problems'])}" for c in s["checked"]))
+    else:
+        lines.append(f"NO FEASIBLE MODEL: no trial met the budgets ({_budget_text(s)}). Nearest:")
+        for r in s["nearest"]:
+            lines.append("  " + _nearest_line(r))
+    lines.append(f"report: {out_dir / 'report.md'}, {out_dir / 'report.html'}, {out_dir / 'pareto.svg'}")
+    return "\n".join(lines)
+
+
+def _budget_text(s: dict) -> str:
+    b = s["budget"]
+    parts = []
+    if b["max_ram"] is not None:
+        parts.append(f"RAM <= {fmt_bytes(b['max_ram'])}")
+    if b["max_flash"] is not None:
+        parts.append(f"flash <= {fmt_bytes(b['max_flash'])}")
+    if b["max_latency_ms"] is not None:
+        parts.append(f"latency <= {b['max_latency_ms']:g} ms")
+    return ", ".join(parts)
+
+
+def _nearest_line(r: dict) -> str:
+    over = [f"{n} +{100 * c:.0f}%" for n, c in zip(CONSTRAINT_NAMES, r["constraints"] or []) if c > 0]
+    return (f"#{r['number']} {r['arch']}: RAM {fmt_bytes(r['ram_bytes'])}, flash {fmt_bytes(r['flash_bytes'])}, "
+            f"latency {r['latency_ms']:.2f} ms" + (f" — over: {', '.join(over)}" if over else ""))
+
+
+# ---------------------------------------------------------------------------------------
+# Report documents
+# ---------------------------------------------------------------------------------------
+def _fmt(v, spec=".4f"):
+    return "-" if v is None else format(v, spec)
+
+
+def report_markdown(s: dict, rows: list[dict], front: list[dict], config: NasConfig) -> str:
+    L = [f"# edgekit nas: {s['dataset']} on {s['board']}", "",
+         f"- budgets: {_budget_text(s)}; board {s['board']} ({s['target']}, clock {s['clock_hz'] / 1e6:g} MHz)",
+         f"- data: {s['dataset_description']}",
+         f"- trials: {s['trials']['finished']} finished, {s['trials']['trained']} trained (QAT, up to "
+         f"{s['training']['max_epochs']} epochs, patience {s['training']['patience']}), {s['trials']['feasible']} "
+         f"feasible",
+         f"- RAM = the firmware's whole RAM as linked (arena + I/O buffers + other static data + the reserved "
+         f"stack); flash = code + weights + runtime; latency = cost-model prediction during the search, measured "
+         f"(exact instruction count on QEMU, cycle estimate at the board clock) for the checked models"]
+    h = s["cost_model"]["holdout"]
+    if h:
+        L.append(f"- cost model ({s['cost_model']['n_fit']} calibration architectures on "
+                 f"{s['cost_model']['board']}): held-out error on instructions mean "
+                 f"{100 * h['instructions_mean_abs']:.2f}%, max {100 * h['instructions_max_abs']:.2f}% "
+                 f"({h['n']} architectures)")
+    L += ["", "![Pareto front](pareto.svg)", ""]
+    if s["best"]:
+        b = s["best"]
+        L += ["## Best feasible model", "",
+              f"trial {b['number']}: `{b['arch']}` ({b.get('model_origin', '')})", "",
+              f"| firmware test accuracy | RAM | flash | arena | latency (measured) | instructions | board build | "
+              f"verified on |", "|---|---|---|---|---|---|---|---|",
+              f"| {b['int_test_accuracy']:.4f} | {fmt_bytes(b['ram_bytes'])} | {fmt_bytes(b['flash_bytes'])} | "
+              f"{fmt_bytes(b['arena_bytes'])} | {b['measured_latency_ms']:.2f} ms | {b['measured_instructions']:,} | "
+              f"`{b['export_dir']}` | {b['emulated_board']} (bit-exact) |", ""]
+    elif not front:
+        L += ["## No feasible model", "", f"No trial met the budgets ({_budget_text(s)}). Nearest:", ""]
+        L += [f"- {_nearest_line(r)}" for r in s["nearest"]]
+        L.append("")
+    if front:
+        L += ["## Pareto front (validation accuracy, latency, RAM)", "",
+              "| trial | val acc | test acc | latency pred. (ms) | latency meas. (ms) | cost-model error | RAM | flash | "
+              "firmware test acc | check | architecture |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        by = {c["number"]: c for c in s["checked"] if not c.get("final")}
+        for r in front:
+            c = by.get(r["number"], {})
+            L.append(f"| {r['number']} | {_fmt(r['val_accuracy'])} | {_fmt(r['test_accuracy'])} | "
+                     f"{_fmt(r['latency_ms'], '.2f')} | {_fmt(c.get('measured_latency_ms'), '.2f')} | "
+                     f"{_fmt(100 * c['cost_model_error'], '+.2f') + '%' if c.get('cost_model_error') is not None else '-'}"
+                     f" | {fmt_bytes(r['ram_bytes'])} | {fmt_bytes(r['flash_bytes'])} | "
+                     f"{_fmt(c.get('int_test_accuracy'))} | "
+                     f"{('ok' if c.get('ok') else 'rejected: ' + '; '.join(c.get('problems', []))) if c else '-'} | "
+                     f"`{r['arch']}` |")
+        L.append("")
+    L += ["## All trials", "", "| # | status | val acc | test acc | latency (ms) | RAM | flash | MACs | epochs | s | "
+          "architecture | note |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        L.append(f"| {r['number']} | {r['status']} | {_fmt(r['val_accuracy'])} | {_fmt(r['test_accuracy'])} | "
+                 f"{_fmt(r['latency_ms'], '.2f')} | {fmt_bytes(r['ram_bytes'])} | {fmt_bytes(r['flash_bytes'])} | "
+                 f"{r['macs'] if r['macs'] is not None else '-'} | {r['epochs'] or '-'} | {r['seconds'] or '-'} | "
+                 f"`{r['arch']}` | {r['reason'] if r['status'] != 'feasible' else ''} |")
+    return "\n".join(L) + "\n"
+
+
+def report_html(s: dict, rows: list[dict], front: list[dict], config: NasConfig) -> str:
+    md = report_markdown(s, rows, front, config)
+    body = []
+    table: list[str] = []
+
+    def flush():
+        if table:
+            head, _, *rest = table
+            cells = lambda line, tag: "".join(f"<{tag}>{html.escape(c.strip().strip('`'))}</{tag}>"  # noqa: E731
+                                              for c in line.strip().strip("|").split("|"))
+            body.append("<table><tr>" + cells(head, "th") + "</tr>"
+                        + "".join("<tr>" + cells(r, "td") + "</tr>" for r in rest) + "</table>")
+            table.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("!["):
+            body.append(pareto_svg([r for r in rows if r["state"] in ("COMPLETE", "PRUNED")], front, config))
+        elif line.startswith("- "):
+            body.append(f"<p>{html.escape(line[2:])}</p>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line.replace('`', ''))}</p>")
+    flush()
+    return ("<!doctype html><meta charset='utf-8'><title>edgekit nas</title><style>body{font-family:sans-serif}"
+            "td,th{padding:2px 8px;border-bottom:1px solid #ddd;font-size:13px}table{border-collapse:collapse}"
+            "</style>\n" + "\n".join(body) + "\n")
+
+
+def pareto_svg(rows: list[dict], front: list[dict], config: NasConfig) -> str:
+    """Two panels, validation accuracy against latency and against RAM (hand-written SVG)."""
+    W, H, M = 460, 320, 52
+    trained = [r for r in rows if r["trained"] and r["val_accuracy"] is not None]
+    untrained = [r for r in rows if not r["trained"] and r["latency_ms"] is not None]
+    front_ids = {r["number"] for r in front}
+    panels = [("latency_ms", "latency (ms, cost model)", config.budget.max_latency_ms, 1.0),
+              ("ram_bytes", "RAM (KiB)", config.budget.max_ram, 1 / 1024)]
+    accs = [r["val_accuracy"] for r in trained] or [0.0, 1.0]
+    y_lo = max(0.0, min(accs) - 0.05) if trained else 0.0
+    y_hi = min(1.0, max(accs) + 0.02) if trained else 1.0
+    if y_hi - y_lo < 0.05:
+        y_lo = max(0.0, y_hi - 0.05)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H + 30}" font-family="sans-serif" '
+           f'font-size="11">']
+    for p, (key, label, budget, scale) in enumerate(panels):
+        ox = p * W
+        xs = [r[key] * scale for r in trained] + ([budget * scale] if budget else [])
+        x_hi = max(xs + [1e-9]) * 1.1
+        x0, x1, y0, y1 = ox + M, ox + W - 12, H - M + 10, 14
+
+        def X(v):
+            return x0 + (x1 - x0) * min(v, x_hi) / x_hi
+
+        def Y(v):
+            return y0 - (y0 - y1) * (v - y_lo) / (y_hi - y_lo or 1)
+
+        out.append(f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="none" stroke="#888"/>')
+        for i in range(6):
+            xv = x_hi * i / 5
+            yv = y_lo + (y_hi - y_lo) * i / 5
+            out.append(f'<text x="{X(xv):.1f}" y="{y0 + 14}" text-anchor="middle">{xv:.3g}</text>')
+            out.append(f'<text x="{x0 - 4}" y="{Y(yv) + 4:.1f}" text-anchor="end">{yv:.3f}</text>')
+        out.append(f'<text x="{(x0 + x1) / 2}" y="{y0 + 30}" text-anchor="middle">{html.escape(label)}</text>')
+        out.append(f'<text x="{ox + 12}" y="{(y0 + y1) / 2}" transform="rotate(-90 {ox + 12} {(y0 + y1) / 2})" '
+                   f'text-anchor="middle">validation accuracy</text>')
+        if budget:
+            bx = X(budget * scale)
+            out.append(f'<line x1="{bx:.1f}" y1="{y1}" x2="{bx:.1f}" y2="{y0}" stroke="#c33" stroke-dasharray="4 3"/>'
+                       f'<text x="{bx + 3:.1f}" y="{y1 + 12}" fill="#c33">budget</text>')
+        for r in untrained:  # over budget before training: ticks on the x axis
+            out.append(f'<line x1="{X(r[key] * scale):.1f}" y1="{y0 - 6}" x2="{X(r[key] * scale):.1f}" y2="{y0}" '
+                       f'stroke="#aaa"><title>#{r["number"]} not trained: {html.escape(r["reason"])}</title></line>')
+        for r in sorted(trained, key=lambda r: r["number"] in front_ids):
+            on = r["number"] in front_ids
+            color = "#d62728" if on else ("#1f77b4" if r["feasible"] else "#999")
+            out.append(f'<circle cx="{X(r[key] * scale):.1f}" cy="{Y(r["val_accuracy"]):.1f}" r="{5 if on else 3.5}" '
+                       f'fill="{color}" fill-opacity="0.85"><title>#{r["number"]} {html.escape(r["arch"])}: '
+                       f'acc {r["val_accuracy"]:.4f}, {r["latency_ms"]:.2f} ms, {fmt_bytes(r["ram_bytes"])}'
+                       f'</title></circle>')
+    out.append(f'<text x="{M}" y="{H + 24}"><tspan fill="#d62728">&#9679; Pareto front</tspan>  '
+               f'<tspan fill="#1f77b4">&#9679; feasible</tspan>  <tspan fill="#999">&#9679; trained, over budget'
+               f'</tspan>  <tspan fill="#aaa">| over budget, not trained (x axis)</tspan></text>')
+    out.append("</svg>")
+    return "\n".join(out)
