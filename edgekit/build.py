@@ -39,7 +39,7 @@ def _render_linker_script(core, board: Board, path: Path) -> None:
     tc.render_linker_script(core, board, path)
 
 
-def _layer_report(graph, plan) -> list[dict]:
+def _layer_report(graph, plan, kernels: dict | None = None) -> list[dict]:
     rows = []
     for node in graph.nodes:
         op = get_op(node.op, node.name)
@@ -53,6 +53,8 @@ def _layer_report(graph, plan) -> list[dict]:
             "output_bytes": out.nbytes, "buffer": p.buffer if p else None,
             "arena_offset": p.offset if p and p.buffer == "arena" else None,
         })
+        if kernels and node.name in kernels:
+            rows[-1]["kernel"] = kernels[node.name]
     return rows
 
 
@@ -66,9 +68,16 @@ def _prepare_out_dir(out_dir: Path) -> None:
                                 "choose another -o directory")
 
 
+KERNELS = ("optimized", "reference")
+
+
 def build(model: str | Path, target: str, board: str | None, out_dir: str | Path, *, backend: str | None = None,
-          io_type: str | None = None, reuse_factor: int | None = None) -> BuildResult:
+          io_type: str | None = None, reuse_factor: int | None = None, kernels: str = "optimized") -> BuildResult:
     """Compile a QONNX model (or an int8 ``.tflite`` model) for a Cortex-M core and board into ``out_dir``.
+
+    ``kernels="optimized"`` (default) uses the DSP-extension kernels (templates/cortexm/ops_dsp,
+    docs/kernels.md) for the layers that fit them on cores that have it; ``"reference"`` keeps
+    the portable reference kernels everywhere. Both compute the same integers.
 
     ``target="fpga"`` writes an hls4ml project instead (``backend``: vitis/vivado,
     ``io_type``: io_parallel/io_stream, ``reuse_factor``); see edgekit/backends/hls.
@@ -87,6 +96,8 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
         raise TargetError("--backend, --io-type and --reuse-factor apply to --target fpga only")
     # --- end FPGA ---
     t0 = time.monotonic()
+    if kernels not in KERNELS:
+        raise TargetError(f"kernels '{kernels}': choose one of {', '.join(KERNELS)}")
     model, out_dir = Path(model), Path(out_dir)
     core, brd = resolve(target, board)
     _prepare_out_dir(out_dir)
@@ -111,7 +122,7 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
             cleaned.save(str(tmp / "model.onnx"))
         graph.save(tmp)
         (tmp / "src").mkdir()
-        codegen = generate_c(graph, plan, tmp / "src")
+        codegen = generate_c(graph, plan, tmp / "src", kernels=kernels, features=core.features, board=brd)
         tc.copy_firmware_sources(tmp / "firmware")
         _render_linker_script(core, brd, tmp / "firmware" / "link.ld")
         elf = tc.compile_firmware(tmp, core, brd, tmp / "firmware" / "link.ld")
@@ -142,7 +153,8 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
             "memory_breakdown": breakdown(elf, sizes),
             "fit": fit,
             "board_description": brd.to_json(),
-            "layers": _layer_report(graph, plan),
+            "kernels": kernels,
+            "layers": _layer_report(graph, plan, codegen["kernels"]),
             "memory_plan": plan.to_json(),
             "build_seconds": round(time.monotonic() - t0, 2),
         }

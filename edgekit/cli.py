@@ -19,6 +19,10 @@ def _cmd_build(args) -> int:
 
     # --- FPGA targets (issue 7): an hls4ml project, edgekit/backends/hls ---
     if args.target == "fpga" or args.backend or args.io_type or args.reuse_factor is not None:
+        if args.kernels:
+            from .errors import TargetError
+
+            raise TargetError("--kernels applies to Cortex-M targets only")
         from .backends.hls.build import summary
 
         res = build(args.model, args.target, args.board, args.output, backend=args.backend, io_type=args.io_type,
@@ -26,12 +30,13 @@ def _cmd_build(args) -> int:
         print(summary(res))
         return 0
     # --- end FPGA ---
-    res = build(args.model, args.target, args.board, args.output)
+    res = build(args.model, args.target, args.board, args.output, kernels=args.kernels or "optimized")
     m = res.manifest
     mem = m["memory"]
+    n_opt = sum(1 for r in m["layers"] if r.get("kernel", "").startswith("optimized"))
     print(f"built {res.out_dir} for {m['target']} on {m['board']}: {len(m['layers'])} layers, {m['macs']} MACs, "
           f"flash {mem['flash_bytes']} B, RAM {mem['ram_bytes']} B (arena {m['arena_bytes']} B, "
-          f"stack {mem['stack_bytes']} B) in {m['build_seconds']} s")
+          f"stack {mem['stack_bytes']} B) in {m['build_seconds']} s; {n_opt} layer(s) with optimized kernels")
     return 0
 
 
@@ -115,6 +120,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--target", required=True, help="core, e.g. cortex-m4 (see `edgekit targets`)")
     b.add_argument("--board", help="board, e.g. mps2-an386 (see `edgekit targets`)")
     b.add_argument("-o", "--output", required=True, help="build directory to create")
+    b.add_argument("--kernels", choices=["optimized", "reference"], help="optimized (default): DSP-extension "
+                   "kernels where the core has them and a layer fits (docs/kernels.md); reference: the portable "
+                   "reference kernels everywhere. Both compute the same integers")
     # --- FPGA targets (issue 7) ---
     b.add_argument("--backend", choices=["vitis", "vivado"], help="with --target fpga: HLS tool the hls4ml project "
                    "is written for (vitis)")

@@ -69,13 +69,26 @@ def _overlaps(plan: MemoryPlan, a: str, b: str) -> bool:
     return pa.offset < pb.offset + pb.size and pb.offset < pa.offset + pa.size
 
 
-def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path) -> dict:
-    """Write the C sources into ``out_dir``; returns figures for the build report."""
+def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = "reference",
+               features=(), board=None) -> dict:
+    """Write the C sources into ``out_dir``; returns figures for the build report.
+
+    ``kernels="optimized"`` with a core whose ``features`` include "dsp" gives the layers that
+    fit an optimized kernel (templates/cortexm/ops_dsp, selected by ``dsp.select``) that kernel,
+    under ``#if EK_USE_DSP`` with the reference kernel in the ``#else`` branch (host build,
+    other cores). ``board`` bounds the flash of their int16 weights and their stack scratch.
+    """
     env = environment()
     symbols = {name: "ek_" + _symbol(name) for name in graph.constants}
     # 2- and 4-bit weights of dense/conv layers are packed in flash and unpacked in the kernel.
     wbits = {n.inputs[1]: packed_bits(graph.tensors[n.inputs[1]].bits) for n in graph.nodes
              if n.op in PACKED_WEIGHT_OPS}
+    selections = _select_kernels(graph, plan, kernels, features, board)
+    dsp_only = set()  # weights that only optimized kernels consume (they carry their own layout); biases are shared
+    for name in graph.constants:
+        users = [n for n in graph.nodes if name in n.inputs]
+        if users and all(selections[n.name].optimized and n.inputs[1] == name for n in users):
+            dsp_only.add(name)
     constants = []
     for name, arr in graph.constants.items():
         t = graph.tensors[name]
@@ -85,7 +98,7 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path) -> dict:
         else:
             body, ctype, count = c_array(arr), C_TYPES[t.dtype], arr.size
         constants.append({
-            "sym": symbols[name], "ctype": ctype, "count": count, "body": body,
+            "sym": symbols[name], "ctype": ctype, "count": count, "body": body, "reference_only": name in dsp_only,
             "comment": f"{name}: {list(arr.shape)} {t.bits}-bit codes"
                        + (f", packed {8 // bits} per byte" if bits < 8 else f" as {t.dtype}"),
         })
@@ -117,9 +130,16 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path) -> dict:
             "inplace": aliased,
         }
         code = env.get_template(f"ops/{op.template}").render(**ctx)
+        sel = selections[node.name]
+        dsp_code = None
+        if sel.optimized:
+            d = dict(sel.ctx)
+            dctx = dict(ctx["ctx"], residual=ctx["ctx"].get("residual"))
+            dsp_code = env.get_template(sel.template).render(**dict(ctx, ctx=dctx, d=d, scratch=sel.scratch))
         args = [_pointer(graph, plan, t, False) for t in acts] + [_pointer(graph, plan, y, True)]
         call = f"{fn}({', '.join(args)})"
-        layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}"})
+        layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}", "dsp_code": dsp_code,
+                       "kernel": sel.describe() if node.op in PACKED_WEIGHT_OPS else ""})
 
     in_t, out_t = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     iq = graph.input_quant
@@ -135,7 +155,38 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path) -> dict:
     const_bytes = int(sum(-(-a.size * wbits.get(n, 8) // 8) * (a.itemsize if wbits.get(n, 8) == 8 else 1)
                           for n, a in graph.constants.items()))
     (out_dir / "model.h").write_text(env.get_template("model.h.j2").render(**common))
+    any_dsp = any(s.optimized for s in selections.values())
+    dsp_common = env.get_template("ops_dsp/dsp_common.c.j2").render() if any_dsp else ""
     (out_dir / "model.c").write_text(env.get_template("model.c.j2").render(
-        constants=constants, layers=layers, total_macs=total_macs, const_bytes=const_bytes, **common))
+        constants=constants, layers=layers, total_macs=total_macs, const_bytes=const_bytes, dsp_common=dsp_common,
+        **common))
     shutil.copyfile(resource_dir("templates") / "cortexm" / "ek_contract.h", out_dir / "ek_contract.h")
-    return {"macs": total_macs, "weight_bytes": const_bytes, "arena_bytes": plan.arena_bytes}
+    return {"macs": total_macs, "weight_bytes": const_bytes, "arena_bytes": plan.arena_bytes,
+            "kernels": {n.name: selections[n.name].describe() for n in graph.nodes if n.op in PACKED_WEIGHT_OPS},
+            "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized)}
+
+
+def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, board) -> dict:
+    """node name -> dsp.Selection; optimized kernels only where their int16 weights fit the
+    board's flash budget and their scratch fits the arena's free bytes or the stack."""
+    from . import dsp
+
+    sel = {}
+    for i, node in enumerate(graph.nodes):
+        s = dsp.select(node, graph, plan, features, kernels)
+        need = s.ctx.get("scratch_bytes", 0) if s.optimized else 0
+        if need:
+            s.scratch = dsp.arena_gap(plan, i, need)
+            stack_limit = min(dsp.STACK_SCRATCH_LIMIT, (board.stack_bytes // 2) if board else dsp.STACK_SCRATCH_LIMIT)
+            if s.scratch is None and need > stack_limit:
+                s = dsp.Selection("reference", reason=f"scratch of {need} B fits neither a free arena gap nor "
+                                                       f"the stack budget ({stack_limit} B)")
+        sel[node.name] = s
+    if board is not None:
+        budget = int(dsp.FLASH_SHARE * board.flash.length)
+        opt = sorted((s.weight_bytes, n) for n, s in sel.items() if s.optimized)
+        while opt and sum(b for b, _ in opt) > budget:
+            _, n = opt.pop()  # largest first back to the reference kernel
+            sel[n] = dsp.Selection("reference", reason=f"int16 weights would take more than "
+                                                       f"{dsp.FLASH_SHARE:.0%} of the board's flash")
+    return sel

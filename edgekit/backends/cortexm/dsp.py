@@ -1,0 +1,362 @@
+"""Optimized kernels for cores with the DSP extension (Cortex-M4/M7/M33/M55): selection and
+build-time data layout. The C lives in ``templates/cortexm/ops_dsp/`` (docs/kernels.md).
+
+Every optimized kernel computes exactly the integers of its reference kernel
+(``templates/cortexm/ops/``): it only changes the order of the int32 additions (exact: the
+static overflow check bounds every partial sum, and SMLAD's sums wrap like int32 adds)
+and the instructions of the epilogue, never its arithmetic. What it exploits is what the
+code generator knows at build time: shapes, strides and zero points become constants,
+weights are stored as int16 pairs in the order in which the inner loop consumes them,
+and the TFLite double-rounding requantization is folded into one 64-bit multiply-add
+with per-channel constants (``fast_double_rounding``).
+
+Selection (``select``) is per node: a node gets an optimized kernel when the core has
+"dsp", the build asks for optimized kernels, and the node's attributes fit a kernel;
+otherwise the reference kernel, with the reason recorded in the manifest.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+#: int16 weights may take at most this share of the board's flash (else the reference kernel).
+FLASH_SHARE = 0.5
+#: im2col block: pixels per block (the 3x2 micro-kernel: 3 pixels x 2 output channels).
+GEMM_PIXELS = 3
+#: k-pair steps per iteration of the micro-kernels' loops.
+GEMM_UNROLL = 4
+DENSE_ROWS = 4
+DENSE_UNROLL = 2  # k-quads per loop iteration
+#: Stack bytes an optimized kernel may take for its scratch buffers when no arena gap fits.
+STACK_SCRATCH_LIMIT = 8192
+
+
+@dataclass
+class Selection:
+    """The kernel chosen for one node."""
+
+    kind: str                      # "conv2d_gemm", "dw3", "dense" or "reference"
+    template: str | None = None    # under templates/cortexm/ (ops_dsp/...)
+    reason: str = ""               # why the reference kernel (kind == "reference")
+    ctx: dict = field(default_factory=dict)
+    weight_bytes: int = 0          # flash bytes of the re-laid weights
+    scratch: int | None = None     # arena offset of the kernel's scratch buffer (None: on the stack)
+
+    @property
+    def optimized(self) -> bool:
+        return self.kind != "reference"
+
+    def describe(self) -> str:
+        if not self.optimized:
+            return f"reference ({self.reason})" if self.reason else "reference"
+        return f"optimized {self.kind}: {self.ctx.get('summary', '')}".rstrip(": ")
+
+
+# ---------------------------------------------------------------------------------------
+# Requantization: TFLite double rounding as one SMLAL
+# ---------------------------------------------------------------------------------------
+def fast_double_rounding(rq) -> dict | None:
+    """Per-channel constants for the one-multiply form of TFLite's double rounding, or None.
+
+    For ``M`` in [2^30, 2^31) and ``e = S - 31`` >= 2, with ``x = SRDHM(acc, M)``:
+    ``RDBP(x, e) + zp == floor((acc*M + A - [acc < 0]*2^31) / 2^(31+e))`` with
+    ``A = 2^30 + 2^(30+e) + zp*2^(31+e)`` (SRDHM is floor((acc*M + 2^30) / 2^31); RDBP adds
+    2^(e-1), minus 1 for x < 0, and floors; x < 0 exactly when acc < 0 because M >= 2^30;
+    nested floors of divisions by powers of two are one floor). The low word of A is 2^30,
+    so C seeds SMLAL with lo = 2^30 | (acc & 2^31), hi = Ahi + (acc >> 31), and the result
+    is hi >> (e - 1). Every 64-bit intermediate stays below 2^63 (checked here).
+    """
+    if rq is None or rq.rounding != "double" or rq.left_shift != 0:
+        return None
+    ms, ahis, shs = [], [], []
+    for m, s in zip(rq.multiplier, rq.shift):
+        e = s - 31
+        if not (2**30 <= m < 2**31) or e < 2 or e > 30:
+            return None
+        a = 2**30 + 2**(30 + e) + rq.zero_point * 2**(31 + e)
+        ahi = (a - 2**30) >> 32
+        if not -(2**31) <= ahi < 2**31 or abs(a) + 2**31 >= 2**62:
+            return None
+        ms.append(m)
+        ahis.append(ahi)
+        shs.append(e - 1)
+    return {"m": ms, "ahi": ahis, "sh": shs, "per_channel": len(ms) > 1}
+
+
+def scalar_expr(rq, x_bound: int) -> str | None:
+    """C for the per-tensor ``requant(rq, x)`` (with its clamp) as a format string with ``{x}``,
+    for |x| <= x_bound, in a one-multiply form; None where only the reference form applies.
+
+    Double rounding with a left shift L (TFLite's ADD shifts its inputs by 20) is the same
+    arithmetic on x * 2^L when that product fits in int32. Besides the SMLAL form
+    (fast_double_rounding) it recognises M = 2^30, S = 31 (a ratio of exactly 1/2):
+    SRDHM(x * 2^L, 2^30) = floor(x * 2^(L-1) + 1/2) = x * 2^(L-1) for L >= 1.
+    """
+    if rq is None or rq.rounding != "double" or len(rq.multiplier) != 1:
+        return None
+    m, sft = rq.multiplier[0], rq.shift[0]
+    big = rq.lo == -(2**31) and rq.hi == 2**31 - 1
+    L = rq.left_shift + max(31 - sft, 0)
+    if x_bound * 2**L >= 2**31:
+        return None
+    zp = f" + {rq.zero_point}" if rq.zero_point else ""
+    if m == 2**30 and sft == 31 and L >= 1:
+        core = f"(int32_t)((uint32_t)({{x}}) << {L - 1}){zp}" if L > 1 else f"({{x}}){zp}"
+        if abs(rq.zero_point) + x_bound * 2**(L - 1) >= 2**31:
+            return None
+    else:
+        f = fast_double_rounding(replace(rq, left_shift=0)) if sft >= 31 else None
+        if f is None:
+            return None
+        xs = f"(int32_t)((uint32_t)({{x}}) << {L})" if L else "({x})"
+        core = f"ek_dsp_rq({xs}, {f['m'][0]}, {f['ahi'][0]}, {f['sh'][0]})"
+    if big:
+        return core
+    pre, post = clamp_parts(rq.lo, rq.hi)
+    return pre + core + post
+
+
+def clamp_parts(lo: int, hi: int) -> tuple[str, str]:
+    """C around an int32 expression v: clamp(v, lo, hi), with SSAT/USAT where the range allows."""
+    for bits in (8, 16):
+        if lo == -(2 ** (bits - 1)) and hi == 2 ** (bits - 1) - 1:
+            return "__ssat(", f", {bits})"
+        if lo == 0 and hi == 2**bits - 1:
+            return "__usat(", f", {bits})"
+    lo_s = "(-2147483647 - 1)" if lo == -(2**31) else str(lo)
+    return "ek_clamp32(", f", {lo_s}, {hi})"
+
+
+def _pad_channels(values, n: int):
+    v = list(values)
+    return v + [v[-1]] * (n - len(v)) if v else v
+
+
+def _requant_ctx(rq, channels_padded: int) -> dict:
+    f = fast_double_rounding(rq)
+    if f is None:
+        return {"fast": False}
+    if f["per_channel"]:
+        f = {k: (_pad_channels(v, channels_padded) if isinstance(v, list) else v) for k, v in f.items()}
+    pre, post = clamp_parts(rq.lo, rq.hi)
+    rec = [v for trip in zip(f["m"], f["ahi"], f["sh"]) for v in trip]
+    return {"fast": True, "fast_pc": f["per_channel"], "fm": f["m"], "fahi": f["ahi"], "fsh": f["sh"],
+            "frec": rec, "clamp_pre": pre, "clamp_post": post}
+
+
+def _residual_ctx(node, graph) -> dict:
+    """Fast forms of a fused residual add's three requantizations (conv2d.c.j2's arithmetic)."""
+    res = node.attrs.get("residual")
+    if not res:
+        return {}
+    rq = node.attrs["requant"]
+    zp_r = graph.tensors[node.inputs[3]].zero_point
+    info = np.iinfo(graph.tensors[node.inputs[3]].dtype)
+    r_bound = max(abs(int(info.min) - zp_r), abs(int(info.max) - zp_r))
+    y_bound = max(abs(rq.lo - rq.zero_point), abs(rq.hi - rq.zero_point))
+    ra, rb = res["in_requant"]
+    ea, eb = scalar_expr(ra, y_bound), scalar_expr(rb, r_bound)
+    out = res["requant"]
+    # the sum of the two rescaled operands: bounded by the static check (docs/integer-contract.md 7c)
+    eo = scalar_expr(out, 2**31 - 1) if out is not None else None
+    return {"res_a": ea, "res_b": eb, "res_o": eo}
+
+
+# ---------------------------------------------------------------------------------------
+# Weights as int16 pairs
+# ---------------------------------------------------------------------------------------
+def pair_words(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """int32 words holding (lo, hi) int16 halves (lo in bits 0-15): what SMLAD multiplies."""
+    w = (np.asarray(lo, np.int64) & 0xFFFF) | ((np.asarray(hi, np.int64) & 0xFFFF) << 16)
+    return np.where(w >= 2**31, w - 2**32, w).astype(np.int64)
+
+
+def run_pairs(length: int) -> list[tuple[int, int]]:
+    """The order in which the im2col extension lays out a run of ``length`` input bytes as
+    int16 pairs (-1: a zero half). A word of 4 bytes b0..b3 becomes SXTB16 -> (b0, b2) and
+    SXTB16 of the word rotated by 8 -> (b1, b3); leftover bytes pair up in order."""
+    pairs = []
+    q, r = divmod(length, 4)
+    for g in range(q):
+        pairs += [(4 * g, 4 * g + 2), (4 * g + 1, 4 * g + 3)]
+    base = 4 * q
+    if r == 1:
+        pairs.append((base, -1))
+    elif r == 2:
+        pairs.append((base, base + 1))
+    elif r == 3:
+        pairs += [(base, base + 1), (base + 2, -1)]
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------
+# Selection
+# ---------------------------------------------------------------------------------------
+def _conv_geometry(node, graph) -> dict:
+    x = graph.tensors[node.inputs[0]]
+    y = graph.tensors[node.outputs[0]]
+    a = node.attrs
+    return {"ih": x.shape[0], "iw": x.shape[1], "ic": x.shape[2], "oh": y.shape[0], "ow": y.shape[1],
+            "oc": y.shape[2], "kh": a["kernel"][0], "kw": a["kernel"][1], "sh": a["stride"][0],
+            "sw": a["stride"][1], "dh": a["dilation"][0], "dw": a["dilation"][1], "pad_t": a["pad"][0],
+            "pad_l": a["pad"][1]}
+
+
+def _ext(dtype: str) -> str | None:
+    return {"int8": "sxtab16", "uint8": "uxtab16"}.get(dtype)
+
+
+def _offset_word(zp: int) -> int:
+    """(-zp, -zp) as two int16 halves: SXTAB16/UXTAB16 add it to the extended bytes."""
+    h = (-zp) & 0xFFFF
+    w = h | (h << 16)
+    return w - 2**32 if w >= 2**31 else w
+
+
+def select_conv_gemm(node, graph) -> Selection:
+    g = _conv_geometry(node, graph)
+    x = graph.tensors[node.inputs[0]]
+    if _ext(x.dtype) is None:
+        return Selection("reference", reason=f"{x.dtype} input")
+    w = graph.constants[node.inputs[1]].astype(np.int64)          # (oc, kh, kw, ic)
+    bias = graph.constants[node.inputs[2]].astype(np.int64)
+    oc, kh, kw, ic = w.shape
+    # runs of contiguous input bytes: a kernel row when there is no horizontal dilation, else one tap
+    if g["dw"] == 1:
+        runs = [(ky, 0) for ky in range(kh)]
+        run_len = kw * ic
+    else:
+        runs = [(ky, kx) for ky in range(kh) for kx in range(kw)]
+        run_len = ic
+    rp = run_pairs(run_len)
+    words_per_run = len(rp)
+    kwords = len(runs) * words_per_run                           # k-pairs per output pixel
+    flat = w.reshape(oc, -1)                                       # (ky, kx, ic) order
+    oc_pad = oc + (oc & 1)
+    wp = np.zeros((oc_pad, kwords, 2), np.int64)
+    for r, (ky, kx0) in enumerate(runs):
+        for j, (a, b) in enumerate(rp):
+            for half, e in enumerate((a, b)):
+                if e < 0:
+                    continue
+                if g["dw"] == 1:
+                    kx, c = divmod(e, ic)
+                else:
+                    kx, c = kx0, e
+                wp[:oc, r * words_per_run + j, half] = flat[:, (ky * kw + kx) * ic + c]
+    words = pair_words(wp[..., 0], wp[..., 1])                     # (oc_pad, kwords)
+    # stream per channel pair: for each k-pair j: word(c0, j), word(c1, j)
+    stream = words.reshape(oc_pad // 2, 2, kwords).transpose(0, 2, 1).reshape(-1)
+    rq = node.attrs.get("requant")
+    ctx = {
+        "g": g, "runs": runs, "run_len": run_len, "words_per_run": words_per_run, "kwords": kwords,
+        "oc_pad": oc_pad, "npix": g["oh"] * g["ow"], "ext": _ext(x.dtype), "offset_word": _offset_word(x.zero_point),
+        "tap_mode": ic % 4 == 0, "unroll": GEMM_UNROLL, "loops": kwords // GEMM_UNROLL,
+        "rem": kwords % GEMM_UNROLL, "pixels": GEMM_PIXELS,
+        "w_words": stream.tolist(), "bias": _pad_channels(bias.tolist(), oc_pad),
+        "scratch_bytes": 4 * GEMM_PIXELS * kwords,
+        "tail_bytes": GEMM_PIXELS * oc * graph.tensors[node.outputs[0]].itemsize
+        if (g["oh"] * g["ow"]) % GEMM_PIXELS else 0,
+        "summary": f"im2col {kwords} int16 pairs/pixel, {GEMM_PIXELS}x2 SMLAD micro-kernel",
+    }
+    ctx.update(_requant_ctx(rq, oc_pad))
+    ctx.update(_residual_ctx(node, graph))
+    if node.attrs.get("residual"):
+        ctx["summary"] += ", fused residual add"
+    return Selection("conv2d_gemm", "ops_dsp/conv2d_gemm.c.j2", ctx=ctx, weight_bytes=4 * stream.size)
+
+
+def select_dw(node, graph) -> Selection:
+    g = _conv_geometry(node, graph)
+    x = graph.tensors[node.inputs[0]]
+    a = node.attrs
+    if _ext(x.dtype) is None:
+        return Selection("reference", reason=f"{x.dtype} input")
+    if g["kw"] != 3 or g["dw"] != 1 or g["dh"] != 1 or g["sw"] not in (1, 2):
+        return Selection("reference", reason="depthwise kernel other than kh x 3 with horizontal stride 1 or 2 "
+                                             "and no dilation")
+    w = graph.constants[node.inputs[1]].astype(np.int64)          # (kh, kw, oc)
+    bias = graph.constants[node.inputs[2]].astype(np.int64)
+    kh, oc = g["kh"], g["oc"]
+    # per channel, per kernel row: stride 1: (w0, w1), (w1, w2); stride 2: (w0, w1), (w2, 0)
+    recs = []
+    for c in range(oc):
+        row = []
+        for ky in range(kh):
+            w0, w1, w2 = (int(v) for v in w[ky, :, c])
+            second = (w1, w2) if g["sw"] == 1 else (w2, 0)
+            row += [pair_words(w0, w1).item(), pair_words(*second).item()]
+        recs.append(row)
+    ow_even = g["ow"] + (g["ow"] & 1)
+    need = ow_even + 2 if g["sw"] == 1 else 2 * ow_even + 2
+    wpad = max(need, g["iw"] + g["pad_l"])
+    wpad += wpad & 1
+    rq = a.get("requant")
+    ctx = {"g": g, "mult": a["depth_multiplier"], "wp": wpad, "w_words": [v for r in recs for v in r],
+           "bias": bias.tolist(), "ext": _ext(x.dtype), "offset_word": _offset_word(x.zero_point), "zp": x.zero_point,
+           "scratch_bytes": 2 * kh * g["ic"] * wpad,
+           "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16, 2 outputs per SMLAD step"}
+    ctx.update(_requant_ctx(rq, oc))
+    ctx.update(_residual_ctx(node, graph))
+    return Selection("dw3", "ops_dsp/dw3.c.j2", ctx=ctx, weight_bytes=4 * len(ctx["w_words"]))
+
+
+def select_dense(node, graph) -> Selection:
+    x = graph.tensors[node.inputs[0]]
+    if _ext(x.dtype) is None:
+        return Selection("reference", reason=f"{x.dtype} input")
+    w = graph.constants[node.inputs[1]].astype(np.int64)          # (n_out, n_in)
+    bias = graph.constants[node.inputs[2]].astype(np.int64)
+    n_out, n_in = w.shape
+    quads, tail = divmod(n_in, 4)
+    rows_pad = -(-n_out // DENSE_ROWS) * DENSE_ROWS
+    wpad = np.zeros((rows_pad, n_in), np.int64)
+    wpad[:n_out] = w
+    blocks = wpad.reshape(rows_pad // DENSE_ROWS, DENSE_ROWS, n_in)
+    # per block, per k-quad: (w[r][4q], w[r][4q+2]) for r = 0..3, then (w[r][4q+1], w[r][4q+3])
+    body = blocks[:, :, :4 * quads].reshape(rows_pad // DENSE_ROWS, DENSE_ROWS, quads, 4)
+    wa = pair_words(body[..., 0], body[..., 2])                    # (blocks, rows, quads)
+    wb = pair_words(body[..., 1], body[..., 3])
+    stream = np.stack([wa, wb], axis=2).transpose(0, 3, 2, 1).reshape(-1)   # block, quad, (a|b), row
+    tail_w = blocks[:, :, 4 * quads:].transpose(0, 2, 1).reshape(-1)       # block, k, row
+    rq = node.attrs.get("requant")
+    ctx = {"n_in": n_in, "n_out": n_out, "rows_pad": rows_pad, "quads": quads, "tail": tail,
+           "unroll": DENSE_UNROLL, "loops": quads // DENSE_UNROLL, "rem": quads % DENSE_UNROLL,
+           "ext": "sxtb16" if x.dtype == "int8" else "uxtb16",
+           "w_words": stream.tolist(), "tail_w": tail_w.tolist(), "bias": _pad_channels(bias.tolist(), rows_pad),
+           "summary": f"{DENSE_ROWS} rows per block, int16 weights, SMLAD"}
+    ctx.update(_requant_ctx(rq, rows_pad))
+    return Selection("dense", "ops_dsp/dense.c.j2", ctx=ctx, weight_bytes=4 * stream.size + 2 * tail_w.size)
+
+
+def select(node, graph, plan, features, kernels: str) -> Selection:
+    """The kernel for one node (see the module docstring)."""
+    if kernels == "reference":
+        return Selection("reference", reason="--kernels reference")
+    if "dsp" not in features:
+        return Selection("reference", reason="core without the DSP extension")
+    if node.op == "conv2d":
+        if node.attrs["depthwise"]:
+            return select_dw(node, graph)
+        return select_conv_gemm(node, graph)
+    if node.op == "dense":
+        return select_dense(node, graph)
+    return Selection("reference")
+
+
+def arena_gap(plan, node_index: int, size: int) -> int | None:
+    """Offset of ``size`` free arena bytes while node ``node_index`` runs (no live tensor
+    there), or None. Kernels put their scratch buffers there instead of on the stack."""
+    if size <= 0:
+        return None
+    busy = sorted((p.offset, p.offset + p.size) for p in plan.placements.values()
+                  if p.buffer == "arena" and p.first <= node_index <= p.last)
+    pos = 0
+    for lo, hi in busy:
+        if lo - pos >= size:
+            return pos
+        pos = max(pos, (hi + 3) // 4 * 4)
+    if plan.arena_bytes - pos >= size:
+        return pos
+    return None
