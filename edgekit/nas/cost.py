@@ -16,6 +16,11 @@ plugin) on a set of calibration architectures drawn from the search space:
 * glue (``ek_model_run`` itself): constant + per layer.
 
 "Executed" counts skip the taps that fall into the padding, exactly as the kernels do.
+Each kind is refined by what changes the generated code: the kernel the build chose (an
+optimized DSP kernel or the reference one, from the manifest), the weights' storage width
+(2- and 4-bit weights are unpacked inside the kernel) and whether the layer runs in place;
+a refinement with too few calibration layers falls back to its parent kind. The fit is
+weighted by 1/measured count, so it minimises relative errors per layer.
 Two models with the same features are fitted: one to the exact **instruction** counts,
 one to the profiler's **cycle estimate** (instruction classes costed with the core's
 ``[timing]`` table, see ``edgekit/backends/cortexm/profile.py``); latency in ms is the
@@ -25,7 +30,8 @@ model and printed by ``edgekit nas``.
 
 A calibration depends on the generated kernels, the compiler and its flags, so it is
 cached under ``$EDGEKIT_CACHE/nas`` keyed by a hash of the C templates, firmware
-sources, compiler version and core flags; any change there recalibrates.
+sources, code generator, IR and operator modules, compiler version and core flags; any
+change there recalibrates.
 """
 from __future__ import annotations
 
@@ -88,7 +94,8 @@ def _kernel_variant(manifest: dict | None, name: str) -> str:
     manifest records it."""
     if not manifest:
         return "ref"
-    desc = (manifest.get("kernels") or {}).get(name)
+    kernels = manifest.get("kernels")
+    desc = kernels.get(name) if isinstance(kernels, dict) else None
     if desc is None:
         for row in manifest.get("layers", []):
             if row.get("name") == name:
@@ -366,8 +373,11 @@ def calibration_key(core_name: str) -> str:
         h.update(subprocess.run([tc.arm_gcc(), "--version"], capture_output=True, text=True).stdout.encode())
     except (OSError, EdgekitError):
         pass
-    for mod in ("codegen", "toolchain"):
-        h.update((Path(__file__).resolve().parents[1] / "backends" / "cortexm" / f"{mod}.py").read_bytes())
+    pkg = Path(__file__).resolve().parents[1]
+    for sub in ("backends/cortexm", "ir", "ops"):  # code generation, kernel choice, memory plan, operators
+        for p in sorted((pkg / sub).glob("*.py")):
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -425,8 +435,11 @@ def _measure_job(args):
     with tempfile.TemporaryDirectory(prefix="edgekit-nas-cal-") as d:
         try:
             return measure_arch(ArchSpec.from_json(arch_json), core_name, Path(d), seed)
-        except EdgekitError as e:  # e.g. an architecture whose accumulator could overflow
-            return {"error": str(e), "arch_json": arch_json}
+        except Exception as e:  # noqa: BLE001  e.g. an architecture whose accumulator could overflow
+            text = (str(e).strip().splitlines() or [""])[0]
+            if not isinstance(e, EdgekitError):
+                text = f"internal error ({type(e).__name__}: {text})"
+            return {"error": text, "arch_json": arch_json}
 
 
 def calibrate(core_name: str, input_shape: tuple[int, int], n_classes: int, space=None, n_fit: int = 40,
@@ -462,7 +475,7 @@ def calibrate(core_name: str, input_shape: tuple[int, int], n_classes: int, spac
     if len(fit_set) < 3:
         raise EdgekitError("too few calibration architectures could be measured to fit a cost model")
     model = fit(fit_set, core_name, calibration_key(core_name))
-    model.stats.update({"samples": {"fit": fit_set, "holdout": hold}, "n_fit": len(fit_set), "board": fit_set[0]["board"], "seed": seed,
+    model.stats.update({"samples": {"fit": fit_set, "holdout": hold}, "n_fit": len(fit_set), "n_requested": n_fit, "board": fit_set[0]["board"], "seed": seed,
                         "input_shape": list(input_shape), "seconds": round(time.monotonic() - t0, 1),
                         "failed": [r["error"] for r in results if "error" in r],
                         "fit": {k: v for k, v in evaluate(model, fit_set).items() if k != "rows"},
@@ -489,33 +502,36 @@ def _report(progress, i, n, r, t0):
                  f"({time.monotonic() - t0:.0f} s)")
 
 
-def cache_path(core_name: str, input_shape, key: str) -> Path:
+def cache_path(core_name: str, input_shape, key: str, space=None) -> Path:
     root = Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit") / "nas"
     shape = "x".join(str(int(s)) for s in input_shape)
-    return root / f"cost-{core_name}-{shape}-{key}.json"
+    sp = hashlib.sha256(json.dumps(space.to_json() if space else None, sort_keys=True).encode()).hexdigest()[:8]
+    return root / f"cost-{core_name}-{shape}-{sp}-{key}.json"
 
 
 def load_or_calibrate(core_name: str, input_shape, n_classes: int, n_fit: int = 40, n_holdout: int = 12,
-                      workers: int = 1, progress=print, path: str | Path | None = None) -> CostModel:
-    """A cached calibration for this core and kernel set, else a fresh one (and cache it)."""
+                      workers: int = 1, progress=print, path: str | Path | None = None, space=None) -> CostModel:
+    """A cached calibration for this core, kernel set and search space, else a fresh one
+    (calibration architectures are drawn from ``space``, so the fit covers what the search
+    will ask about), which is then cached."""
     if path is not None:
         m = CostModel.load(path)
         if m.core != core_name:
             raise EdgekitError(f"{path}: cost model is for {m.core}, not {core_name}")
         return m
     key = calibration_key(core_name)
-    cached = cache_path(core_name, input_shape, key)
+    cached = cache_path(core_name, input_shape, key, space)
     if cached.is_file():
         try:
             m = CostModel.load(cached)
-            if m.key == key and m.stats.get("n_fit", 0) >= min(n_fit, 3):
+            if m.key == key and m.stats.get("n_requested", 0) >= n_fit:
                 return m
         except (OSError, ValueError, KeyError, EdgekitError):
             pass
     if progress:
         progress(f"calibrating the latency model for {core_name}: {n_fit} + {n_holdout} held-out architectures "
                  f"built and profiled on {emulated_board_for(core_name)} (cached in {cached.parent})")
-    m = calibrate(core_name, tuple(input_shape), n_classes, n_fit=n_fit, n_holdout=n_holdout, workers=workers,
-                  progress=progress)
+    m = calibrate(core_name, tuple(input_shape), n_classes, space=space, n_fit=n_fit, n_holdout=n_holdout,
+                  workers=workers, progress=progress)
     m.save(cached)
     return m

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgekitError
-from .search import (CONSTRAINT_NAMES, NasConfig, fmt_bytes, nearest_infeasible, pareto_front, trial_rows)
+from .search import CONSTRAINT_NAMES, NasConfig, _why, fmt_bytes, nearest_infeasible, pareto_front, trial_rows
 
 
 # ---------------------------------------------------------------------------------------
@@ -182,8 +182,8 @@ def finish(study, config: NasConfig, data, out_dir: Path, storage: str = "", stu
             try:
                 onnx, origin = _materialize(r, config, data, work / "retrain", say)
                 chk = check_model(onnx, config, data, work)
-            except EdgekitError as e:
-                chk = {"ok": False, "problems": [str(e).splitlines()[0]]}
+            except Exception as e:  # noqa: BLE001  a model that cannot be checked is not returned
+                chk = {"ok": False, "problems": [_why(e)]}
             chk.update(number=r["number"], arch=r["arch"], val_accuracy=r["val_accuracy"],
                        test_accuracy=r["test_accuracy"], pred_latency_ms=r["latency_ms"],
                        pred_instructions=r["pred_instructions"], model_origin=origin,
@@ -203,9 +203,12 @@ def finish(study, config: NasConfig, data, out_dir: Path, storage: str = "", stu
                 "training set")
             r = next(x for x in front if x["number"] == best["number"])
             work = out_dir / "pareto" / f"trial-{best['number']:04d}-final"
-            onnx = _train_arch(r["arch_json"], config, data, work / "retrain", final_epochs,
-                               config.seed + r["number"], train_full=True)
-            chk = check_model(onnx, config, data, work)
+            try:
+                onnx = _train_arch(r["arch_json"], config, data, work / "retrain", final_epochs,
+                                   config.seed + r["number"], train_full=True)
+                chk = check_model(onnx, config, data, work)
+            except Exception as e:  # noqa: BLE001
+                chk = {"ok": False, "problems": [_why(e)]}
             chk.update(number=best["number"], arch=best["arch"], val_accuracy=None, test_accuracy=None,
                        pred_latency_ms=best["pred_latency_ms"], pred_instructions=best["pred_instructions"],
                        model_origin=f"retrained for up to {final_epochs} epochs on the full training set",

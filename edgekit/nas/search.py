@@ -169,9 +169,11 @@ def make_storage(url: str):
     else:
         kw = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2}
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=kw, heartbeat_interval=20, grace_period=90,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeat options are "experimental" in optuna
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=kw, heartbeat_interval=20, grace_period=90,
+                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
     except ImportError as e:
         raise EdgekitError(f"storage {redact(url)}: missing database driver ({e}); for PostgreSQL: "
                            "pip install psycopg2-binary (in edgekit[nas])") from None
@@ -254,6 +256,13 @@ def measure_build(onnx: Path, config: NasConfig, cost, work: Path) -> dict:
             "latency_ms": pred["cycles"] / clock * 1e3}
 
 
+def _why(e: BaseException) -> str:
+    """One line for a trial's or a check's failure; exceptions other than EdgekitError are
+    bugs (in edgekit), named as such."""
+    text = (str(e).strip().splitlines() or [""])[0][:400]
+    return text if isinstance(e, EdgekitError) else f"internal error ({type(e).__name__}: {text})"
+
+
 class Objective:
     """The optuna objective of one worker: holds the data, the cost model and the settings."""
 
@@ -302,10 +311,11 @@ class Objective:
         try:
             onnx = export_qonnx(model, torch.as_tensor(data.x_train[:1]), tdir / "untrained.onnx")
             pre = measure_build(onnx, cfg, self.cost, tdir / "build")
-        except EdgekitError as e:
-            self._finish(trial, "build_failed", t0, reason=str(e).splitlines()[0][:400])
+        except Exception as e:  # noqa: BLE001  EdgekitError, or a bug: the search goes on, the trial says why
+            why = _why(e)
+            self._finish(trial, "build_failed", t0, reason=why)
             shutil.rmtree(tdir, ignore_errors=True)
-            raise optuna.TrialPruned(str(e).splitlines()[0]) from None
+            raise optuna.TrialPruned(why) from None
         finally:
             (tdir / "untrained.onnx").unlink(missing_ok=True)
         cons = cfg.budget.violations(pre["ram_bytes"], pre["flash_bytes"], pre["latency_ms"])
@@ -331,9 +341,10 @@ class Objective:
         try:
             onnx = export_qonnx(model, torch.as_tensor(data.x_train[:1]), tdir / "model.onnx")
             post = measure_build(onnx, cfg, self.cost, tdir / "build")
-        except EdgekitError as e:  # e.g. trained weights make an accumulator bound too large
-            self._finish(trial, "build_failed", t0, reason="after training: " + str(e).splitlines()[0][:400])
-            raise optuna.TrialPruned(str(e).splitlines()[0]) from None
+        except Exception as e:  # noqa: BLE001  e.g. trained weights make an accumulator bound too large
+            why = _why(e)
+            self._finish(trial, "build_failed", t0, reason="after training: " + why)
+            raise optuna.TrialPruned(why) from None
         shutil.copy(tdir / "build" / "manifest.json", tdir / "manifest.json")
         shutil.rmtree(tdir / "build", ignore_errors=True)
         cons = cfg.budget.violations(post["ram_bytes"], post["flash_bytes"], post["latency_ms"])
@@ -552,9 +563,12 @@ def run_search(config: NasConfig, out_dir: str | Path, n_trials: int, storage: s
         config.cost_model = stored.cost_model
         say(f"  resuming: {len(existing.trials)} trials already in the study")
     else:
+        from .space import SpaceConfig
+
         cost = load_or_calibrate(config.target, data.input_shape, data.n_classes, n_fit=calibration,
-                                 n_holdout=max(4, calibration // 3), workers=max(1, min(workers, os.cpu_count() or 1)),
-                                 progress=say, path=cost_model_path)
+                                 n_holdout=max(4, calibration // 3), workers=os.cpu_count() or 1,
+                                 progress=say, path=cost_model_path,
+                                 space=SpaceConfig.from_json(config.space) if config.space else SpaceConfig())
         cm = cost.to_json()
         cm["stats"] = {k: v for k, v in cm["stats"].items() if k != "samples"}
         if cm["stats"].get("holdout"):

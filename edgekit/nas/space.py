@@ -68,14 +68,14 @@ class ArchSpec:
         return json.dumps(self.to_json(), sort_keys=True)
 
     def describe(self) -> str:
-        """A one-line summary, e.g. ``1D c16k5s1/max w8a8 | ds32k3s2 w4a4 | fc6``."""
+        """A one-line summary, e.g. ``1D c16k5s1/max w8a8, ds32k3s2 w4a4, fc6``."""
         parts = []
         for b in self.blocks:
             p = "" if b.pool == "none" else f"/{b.pool}"
             parts.append(f"{'c' if b.kind == 'conv' else 'ds'}{b.channels}k{b.kernel}s{b.stride}{p} "
                          f"w{b.w_bits}a{b.a_bits}")
         head = (f"fc{self.head_hidden}-" if self.head_hidden else "") + f"fc{self.n_classes}"
-        return f"{self.dims}D " + " | ".join(parts) + f" | {head}"
+        return f"{self.dims}D " + ", ".join(parts) + f", {head}"
 
     def feature_shapes(self) -> list[tuple[int, int, int]]:
         """(H, W, channels) after each block (H = time; W = 1 in 1D), for quick size checks."""

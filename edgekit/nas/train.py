@@ -65,7 +65,7 @@ def train_early_stopping(model: nn.Module, x: np.ndarray, y: np.ndarray, x_val: 
             loss = loss_fn(logits, yt[idx])
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             seen += len(idx)
             correct += int((logits.argmax(1) == yt[idx]).sum())
         sched.step()

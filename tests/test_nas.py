@@ -1,0 +1,186 @@
+"""Architecture search (edgekit nas): space, cost model, Pareto front, and end-to-end searches.
+
+The end-to-end test runs a real, tiny search through the CLI: a few trials on a small
+subset of the HAR windows with one epoch each, a small latency calibration on QEMU, the
+checks of the returned model (build for the NUCLEO-L4R5ZI, bit-exact verification on the
+emulated Cortex-M4 mps2-an386, profile) and the export of the best model.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+optuna = pytest.importorskip("optuna", reason="edgekit[nas] not installed")  # setup.sh installs it for make test
+
+from edgekit.errors import EdgekitError  # noqa: E402
+from edgekit.nas import cost as nascost  # noqa: E402
+from edgekit.nas.search import Budget, parse_latency, parse_size, pareto_front, nearest_infeasible  # noqa: E402
+from edgekit.nas.space import ArchSpec, Block, SpaceConfig, build_model, estimate_macs, random_arch  # noqa: E402
+
+
+def synthetic_cost_model(core: str = "cortex-m4") -> nascost.CostModel:
+    """A cost model with hand-set coefficients (for tests of the search machinery only)."""
+    coef = {}
+    for target, scale in (("instructions", 1.0), ("cycles", 1.6)):
+        table = {}
+        for kind, names in nascost.KIND_FEATURES.items():
+            per = {"macs": 6.0, "taps": 4.0, "outputs": 12.0, "win_iters": 3.0, "const": 40.0, "layers": 4.0}
+            table[kind] = [scale * per.get(n, 0.0) for n in names]
+        coef[target] = table
+    return nascost.CostModel(core, "synthetic", coef, {"n_fit": 0, "synthetic": True})
+
+
+def run_cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------
+# Units
+# ---------------------------------------------------------------------------------------
+def test_parse_budgets():
+    assert parse_size("64KB") == parse_size("64KiB") == parse_size("64k") == 65536
+    assert parse_size("1MB") == 1 << 20 and parse_size("4096") == 4096
+    assert parse_latency("20ms") == 20.0 and parse_latency("0.5s") == 500.0 and parse_latency("800us") == 0.8
+    with pytest.raises(EdgekitError):
+        parse_size("lots")
+    b = Budget(65536, None, 20.0)
+    assert b.violations(32768, 10**9, 30.0) == [-0.5, -1.0, 0.5]
+
+
+def test_space_archs_build_and_count_macs():
+    rng = np.random.default_rng(3)
+    space = SpaceConfig()
+    for _ in range(20):
+        a = random_arch(rng, space, (128, 6), 6)
+        assert a.valid() is None
+        assert ArchSpec.from_json(json.loads(json.dumps(a.to_json()))) == a
+    a = ArchSpec(2, (Block("conv", 8, 5, 2, "max", 4, 2), Block("dwsep", 16, 3, 1, "avg", 2, 8)), (128, 6), 6, 16)
+    model = build_model(a)
+    import torch
+
+    assert model(torch.randn(3, 128, 6)).shape == (3, 6)
+    assert estimate_macs(a) > 0
+    assert ArchSpec(1, (Block("conv", 8, 9, 2, "max"),) * 8, (16, 6), 6).valid() is not None
+
+
+def test_cost_model_fit_recovers_linear_counts():
+    """Least squares on exactly linear synthetic counts recovers them (and extrapolates)."""
+    rng = np.random.default_rng(0)
+    true = {"macs": 5.0, "taps": 7.0, "outputs": 11.0, "const": 60.0}
+
+    def layer(ih, ic, oc, k):
+        info = {"name": f"c{ih}_{ic}_{oc}_{k}", "op": "conv2d", "in": [1, ih, ic], "out": [1, ih, oc],
+                "kernel": [1, k], "stride": [1, 1], "pad": [0, k // 2, 0, k // 2], "depthwise": False, "wbits": 8,
+                "inplace": False, "variant": "ref"}
+        _, f = nascost.features(info)
+        n = sum(true.get(k_, 0) * v for k_, v in f.items())
+        return {"info": info, "instructions": n, "cycles": 2 * n}
+
+    samples = []
+    for i in range(30):
+        layers = [layer(int(rng.integers(8, 128)), int(rng.integers(1, 64)), int(rng.integers(1, 64)),
+                        int(rng.choice([1, 3, 5, 7]))) for _ in range(3)]
+        tot = sum(x["instructions"] for x in layers) + 20 + 3 * len(layers)
+        samples.append({"arch": str(i), "layers": layers, "glue": {"instructions": 20 + 3 * len(layers),
+                                                                   "cycles": 2 * (20 + 3 * len(layers)),
+                                                                   "layers": len(layers)},
+                        "instructions": tot, "cycles": 2 * tot})
+    model = nascost.fit(samples[:20], "cortex-m4", "k")
+    ev = nascost.evaluate(model, samples[20:])
+    assert ev["instructions_max_abs"] < 1e-6 and ev["cycles_max_abs"] < 1e-6
+    # a kind the calibration never saw falls back along its chain, then fails clearly
+    assert model.layer_cost("instructions", ["conv.w4.inplace", "conv.w4", "conv"], {"macs": 1, "const": 1}) > 0
+    with pytest.raises(EdgekitError):
+        model.layer_cost("instructions", ["dense.w8", "dense"], {"macs": 1})
+
+
+def _row(n, acc, lat, ram, feasible=True, cons=None):
+    return {"number": n, "val_accuracy": acc, "latency_ms": lat, "ram_bytes": ram, "feasible": feasible,
+            "constraints": cons if cons is not None else [-0.5, -0.5, -0.5], "trained": True}
+
+
+def test_pareto_front_and_nearest():
+    rows = [_row(0, 0.90, 10, 1000), _row(1, 0.85, 5, 1000), _row(2, 0.80, 12, 2000), _row(3, 0.95, 30, 900),
+            _row(4, 0.99, 1, 1, feasible=False, cons=[0.2, -1, -1]), _row(5, 0.0, 2, 2, False, [3.0, -1, 1.0])]
+    front = pareto_front(rows)
+    assert [r["number"] for r in front] == [3, 0, 1]  # 2 is dominated by 0; 4 and 5 are infeasible
+    assert [r["number"] for r in nearest_infeasible(rows, 2)][0] in (0, 1, 2, 3)
+    assert [r["number"] for r in nearest_infeasible([rows[4], rows[5]], 2)] == [4, 5]
+
+
+# ---------------------------------------------------------------------------------------
+# The latency model against the emulator
+# ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_cost_model_calibration_on_qemu(tmp_path, monkeypatch):
+    """A small calibration on mps2-an386 measures exact counts and predicts held-out
+    architectures (loose bound: the note's numbers come from the default 40-architecture fit)."""
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    small = SpaceConfig(dims=(1,), depth=(1, 2), channels=(4, 8, 16), kernels=(3, 5))
+    m = nascost.calibrate("cortex-m4", (64, 6), 6, space=small, n_fit=10, n_holdout=3, seed=5, progress=None)
+    h = m.stats["holdout"]
+    assert h["n"] >= 2 and m.stats["n_fit"] >= 8
+    assert h["instructions_max_abs"] < 0.35, h
+    for s in m.stats["samples"]["fit"]:
+        assert sum(layer["instructions"] for layer in s["layers"]) + s["glue"]["instructions"] == s["instructions"]
+
+
+# ---------------------------------------------------------------------------------------
+# End to end
+# ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_tiny_search_end_to_end(tmp_path):
+    out = tmp_path / "nas_out"
+    r = run_cli("nas", "--board", "nucleo-l4r5zi", "--max-ram", "64KB", "--max-flash", "256KB",
+                "--max-latency", "20ms", "--dataset", "har", "--trials", "3", "--train-subset", "192",
+                "--epochs", "1", "--dims", "1", "--max-depth", "2", "--channels", "4,8", "--calibration", "6",
+                "--verify-top", "1", "-o", str(out))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "[  3/3]" in r.stdout and "best: trial" in r.stdout
+    s = json.loads((out / "summary.json").read_text())
+    assert s["feasible"] and s["trials"]["finished"] == 3
+    best = s["best"]
+    assert best["ok"] and best["verify"]["real_ok"] and best["verify"]["generated_ok"]
+    assert best["emulated_board"] == "mps2-an386"
+    assert best["ram_bytes"] <= 65536 and best["flash_bytes"] <= 262144 and best["measured_latency_ms"] <= 20
+    m = json.loads((out / "best" / "manifest.json").read_text())
+    assert m["board"] == "nucleo-l4r5zi" and m["fit"]["fits"] and (out / "best" / "firmware.elf").is_file()
+    assert json.loads((out / "best-mps2-an386" / "manifest.json").read_text())["board"] == "mps2-an386"
+    assert (out / "best" / "profile.json").is_file()
+    for f in ("report.md", "report.html", "trials.csv", "trials.json", "cost_model.json", "study.db"):
+        assert (out / f).is_file(), f
+    ET.fromstring((out / "pareto.svg").read_text())  # well-formed SVG
+    # the study is resumable: asking for the same 3 trials runs none and reports again
+    r2 = run_cli("nas", "--board", "nucleo-l4r5zi", "--max-ram", "64KB", "--max-flash", "256KB",
+                 "--max-latency", "20ms", "--dataset", "har", "--trials", "3", "--train-subset", "192",
+                 "--epochs", "1", "--dims", "1", "--max-depth", "2", "--channels", "4,8", "--verify-top", "1",
+                 "--no-export", "-o", str(out))
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert "resuming: 3 trials" in r2.stdout
+    # other settings for the same study are refused, not mixed in
+    r3 = run_cli("nas", "--board", "nucleo-l4r5zi", "--max-ram", "32KB", "--trials", "3", "--dims", "1",
+                 "--max-depth", "2", "--channels", "4,8", "--train-subset", "192", "--epochs", "1", "-o", str(out))
+    assert r3.returncode == 2 and "other settings" in r3.stderr
+
+
+def test_impossible_budget_reports_nearest(tmp_path):
+    """No model can have 4 KiB of RAM (the reserved stack alone is 8 KiB): the search ends
+    with a report that says so and lists the nearest trials, exit status 1, no crash."""
+    cm = tmp_path / "cost.json"
+    synthetic_cost_model().save(cm)
+    out = tmp_path / "nas_out"
+    r = run_cli("nas", "--board", "nucleo-l4r5zi", "--max-ram", "4KB", "--max-latency", "20ms", "--trials", "3",
+                "--dims", "1", "--max-depth", "1", "--channels", "4,8", "--cost-model", str(cm), "-o", str(out))
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "NO FEASIBLE MODEL" in r.stdout
+    s = json.loads((out / "summary.json").read_text())
+    assert not s["feasible"] and s["best"] is None and s["trials"]["trained"] == 0
+    assert s["nearest"] and all(n["constraints"][0] > 0 for n in s["nearest"])
+    assert "No feasible model" in (out / "report.md").read_text()
+    assert not (out / "best").exists()
