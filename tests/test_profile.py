@@ -3,10 +3,12 @@
 1. The counting plugin against hand-written assembly whose instruction counts follow
    from the code itself (no compiler involved).
 2. A fixed model (tests/fixed_models.py: integer weights, power-of-two scales, no
-   randomness, no training library) with its per-layer counts asserted as numbers.
-   They depend on the generated C (templates/cortexm) and on GCC 12.2 (Debian's
-   gcc-arm-none-eabi); if a kernel template changes on purpose, re-measure with
-   `edgekit profile` and update EXPECTED below.
+   randomness, no training library) with its per-layer counts asserted as numbers, built
+   with the portable reference kernels (`kernels="reference"`). They depend on the
+   generated C (templates/cortexm) and on GCC 12.2 (Debian's gcc-arm-none-eabi); if a
+   reference kernel template changes on purpose, re-measure with `edgekit profile` and
+   update EXPECTED below. The default optimized (DSP) kernels are checked for the same
+   properties and for needing fewer instructions.
 3. The cycle estimate, the memory breakdown, profile.json and the CLI.
 """
 from __future__ import annotations
@@ -157,9 +159,10 @@ def test_setup_built_the_plugin():
 # ---------------------------------------------------------------------------------------
 # 2. a fixed model: exact numbers
 # ---------------------------------------------------------------------------------------
-EXPECTED = {  # target: (per layer Gemm_0, Gemm_1, Gemm_2, glue), measured with GCC 12.2.1, QEMU 7.2
+EXPECTED = {  # reference kernels, per layer Gemm_0, Gemm_1, Gemm_2, glue; GCC 12.2.1, QEMU 7.2
     "cortex-m4": (1184, 623, 260, 7),
 }
+LAYERS = ("Gemm_0", "Gemm_1", "Gemm_2", "ek_model_run")
 
 
 @pytest.fixture(scope="module")
@@ -169,15 +172,23 @@ def fixed_onnx(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def fixed_m4(fixed_onnx, tmp_path_factory) -> Path:
+    """The fixed model on the M4 with the reference kernels: the exact numbers below."""
     out = tmp_path_factory.mktemp("fixed_builds") / "m4"
-    build(fixed_onnx, "cortex-m4", "mps2-an386", out)
+    build(fixed_onnx, "cortex-m4", "mps2-an386", out, kernels="reference")
+    return out
+
+
+@pytest.fixture(scope="module")
+def fixed_m4_optimized(fixed_onnx, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fixed_builds") / "m4opt"
+    build(fixed_onnx, "cortex-m4", "mps2-an386", out)  # default: the DSP kernels
     return out
 
 
 def test_fixed_model_instruction_counts_are_exact(fixed_m4):
     rep = profile(fixed_m4, count=4).to_json()
     rows = {r["name"]: r for r in rep["layers"]}
-    got = tuple(rows[n]["instructions"] for n in ("Gemm_0", "Gemm_1", "Gemm_2", "ek_model_run"))
+    got = tuple(rows[n]["instructions"] for n in LAYERS)
     assert got == EXPECTED["cortex-m4"]
     # the rows add up exactly to the inference, and the inference to the per-vector total
     assert sum(r["instructions"] for r in rep["layers"]) == rep["total"]["instructions"] == sum(got)
@@ -187,6 +198,19 @@ def test_fixed_model_instruction_counts_are_exact(fixed_m4):
     again = profile(fixed_m4, count=4, seed=5).to_json()
     assert [r["instructions"] for r in again["layers"]] == [r["instructions"] for r in rep["layers"]]
     assert again["vectors"]["instructions"] == rep["vectors"]["instructions"]
+
+
+def test_optimized_kernels_are_counted_the_same_way(fixed_m4, fixed_m4_optimized):
+    """The DSP kernels: rows add up, repeatable, fewer instructions than the reference kernels,
+    and their SIMD multiply-accumulates show up as such."""
+    ref = profile(fixed_m4, count=2, write=False).to_json()
+    rep = profile(fixed_m4_optimized, count=3, write=False).to_json()
+    again = profile(fixed_m4_optimized, count=3, write=False).to_json()
+    assert [r["name"] for r in rep["layers"]] == list(LAYERS)
+    assert sum(r["instructions"] for r in rep["layers"]) == rep["total"]["instructions"]
+    assert [r["instructions"] for r in again["layers"]] == [r["instructions"] for r in rep["layers"]]
+    assert rep["total"]["instructions"] < ref["total"]["instructions"]
+    assert rep["layers"][0]["classes"].get("simd", 0) > 0
 
 
 def test_fixed_model_macs_and_ratios(fixed_m4):
@@ -203,7 +227,7 @@ def test_counts_are_the_same_for_a_real_board_build(fixed_onnx, fixed_m4, tmp_pa
     """A NUCLEO-L4R5ZI build (flash at 0x08000000) is relinked for mps2-an386 and counted there:
     same core and flags, same code, same count; ms at the NUCLEO's 120 MHz."""
     out = tmp_path / "l4"
-    build(fixed_onnx, "cortex-m4", "nucleo-l4r5zi", out)
+    build(fixed_onnx, "cortex-m4", "nucleo-l4r5zi", out, kernels="reference")
     rep = profile(out, count=2).to_json()
     ref = profile(fixed_m4, count=2).to_json()
     assert rep["counted_on"] == "mps2-an386"
@@ -327,6 +351,6 @@ def test_profile_on_every_emulated_board(fixed_onnx, tmp_path, target, board):
     assert rep["unknown_addresses"] == []
     classes = {k for r in rep["layers"] for k in r["classes"]}
     assert "other" not in classes, classes  # every executed instruction has a class of its own
-    assert ("mac" in classes or "mul" in classes) and "load" in classes and "branch" in classes
+    assert {"mac", "mul", "simd"} & classes and "load" in classes  # (SMLAD counts as SIMD)
     again = profile(out, count=2, write=False).to_json()
     assert again["total"]["instructions"] == rep["total"]["instructions"]
