@@ -159,9 +159,12 @@ def make_parser() -> argparse.ArgumentParser:
 
     bn = sub.add_parser("bench", help="run a benchmark suite (not a test): " + ", ".join(sorted(SUITES)),
                         description="Benchmarks against recorded peer data in ../shared/peers. zoo: build and verify "
-                        "the model zoo on the emulated board and compare peak RAM with TFLM's arena.")
+                        "the model zoo on the emulated board and compare peak RAM with TFLM's arena. mlperf-tiny: the three MLPerf Tiny "
+                        "int8 models with reference and optimized kernels: bit-exactness against the TFLite Micro "
+                        "goldens, instructions per inference, peak RAM and code flash against TFLM + CMSIS-NN.")
     bn.add_argument("suite", choices=sorted(SUITES))
-    bn.add_argument("--models", help="comma-separated subset (zoo: ds-cnn,resnet8,fc-autoencoder,mobilenetv1-0.25,har-cnn)")
+    bn.add_argument("--models", help="comma-separated subset (zoo: ds-cnn,resnet8,fc-autoencoder,mobilenetv1-0.25,har-cnn; "
+                    "mlperf-tiny: kws,resnet,ad)")
     bn.add_argument("--count", type=int, default=16, help="vectors verified per model (16)")
     bn.add_argument("--json", action="store_true", help="print JSON")
     bn.set_defaults(func=_cmd_bench)

@@ -26,3 +26,4 @@ def peers_dir():
 
 
 from . import zoo  # noqa: E402,F401
+from . import mlperf  # noqa: E402,F401

@@ -87,7 +87,8 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
     dsp_only = set()  # weights that only optimized kernels consume (they carry their own layout); biases are shared
     for name in graph.constants:
         users = [n for n in graph.nodes if name in n.inputs]
-        if users and all(selections[n.name].optimized and n.inputs[1] == name for n in users):
+        if users and all(selections[n.name].optimized and (n.inputs[1] == name or (
+                n.inputs[2] == name and not selections[n.name].ctx.get("uses_bias", True))) for n in users):
             dsp_only.add(name)
     constants = []
     for name, arr in graph.constants.items():

@@ -279,27 +279,49 @@ def select_dw(node, graph) -> Selection:
     w = graph.constants[node.inputs[1]].astype(np.int64)          # (kh, kw, oc)
     bias = graph.constants[node.inputs[2]].astype(np.int64)
     kh, oc = g["kh"], g["oc"]
-    # per channel, per kernel row: stride 1: (w0, w1), (w1, w2); stride 2: (w0, w1), (w2, 0)
-    recs = []
+    rq = a.get("requant")
+    rqc = _requant_ctx(rq, oc)
+    # Per channel and kernel row: stride 1: (w0, w1), (w1, w2); stride 2: (w0, w1), (w2, 0).
+    pairs = np.zeros((kh, oc, 2), np.int64)
     for c in range(oc):
-        row = []
         for ky in range(kh):
             w0, w1, w2 = (int(v) for v in w[ky, :, c])
             second = (w1, w2) if g["sw"] == 1 else (w2, 0)
-            row += [pair_words(w0, w1).item(), pair_words(*second).item()]
-        recs.append(row)
+            pairs[ky, c] = [pair_words(w0, w1).item(), pair_words(*second).item()]
+    # The ring's slot s holds kernel row (s - rot) mod kh, rot = (oy * sh) mod kh; one record per
+    # channel and rotation: the pairs in slot order, the bias, then (M, Ahi, e - 1) if per channel.
+    rots = sorted({(oy * g["sh"]) % kh for oy in range(g["oh"])})
+    recs = []
+    for rot in rots:
+        for c in range(oc):
+            rec = []
+            for slot in range(kh):
+                rec += pairs[(slot - rot) % kh, c].tolist()
+            rec.append(int(bias[c]))
+            if rqc.get("fast"):
+                rec += rqc["frec"][3 * c:3 * c + 3] if rqc["fast_pc"] else rqc["frec"][:3]
+            recs.append(rec)
     ow_even = g["ow"] + (g["ow"] & 1)
     need = ow_even + 2 if g["sw"] == 1 else 2 * ow_even + 2
     wpad = max(need, g["iw"] + g["pad_l"])
     wpad += wpad & 1
-    rq = a.get("requant")
-    ctx = {"g": g, "mult": a["depth_multiplier"], "wp": wpad, "w_words": [v for r in recs for v in r],
-           "bias": bias.tolist(), "ext": _ext(x.dtype), "offset_word": _offset_word(x.zero_point), "zp": x.zero_point,
-           "scratch_bytes": 2 * kh * g["ic"] * wpad,
-           "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16, 2 outputs per SMLAD step"}
-    ctx.update(_requant_ctx(rq, oc))
+    ctx = {"g": g, "mult": a["depth_multiplier"], "wp": wpad, "rec_words": [v for r in recs for v in r],
+           "rw": len(recs[0]), "rots": rots, "rot_index": {r: i for i, r in enumerate(rots)},
+           "ext": _ext(x.dtype), "offset_word": _offset_word(x.zero_point), "zp": x.zero_point,
+           "scratch_bytes": 2 * kh * g["ic"] * wpad, "uses_bias": False,
+           "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16 (x - zp), two outputs per channel "
+                      "and SMLAD step, per-channel records of weight pairs, bias and requantization"}
+    ctx.update(rqc)
     ctx.update(_residual_ctx(node, graph))
-    return Selection("dw3", "ops_dsp/dw3.c.j2", ctx=ctx, weight_bytes=4 * len(ctx["w_words"]))
+    # the channel loop in assembly: 3 kernel rows, one output per input channel, the SMLAL epilogue
+    # with SSAT/USAT, byte or halfword outputs
+    y = graph.tensors[node.outputs[0]]
+    sat = rqc.get("clamp_pre", "")[2:6] if rqc.get("fast") else ""
+    if kh == 3 and a["depth_multiplier"] == 1 and not a.get("residual") and sat in ("ssat", "usat") \
+            and y.itemsize in (1, 2) and 2 * kh * wpad + 4 < 4096:
+        ctx["asm"] = {"sat": sat, "bits": int(rqc["clamp_post"].strip(", )")),
+                      "st": "strb" if y.itemsize == 1 else "strh"}
+    return Selection("dw3", "ops_dsp/dw3.c.j2", ctx=ctx, weight_bytes=4 * len(ctx["rec_words"]))
 
 
 def select_dense(node, graph) -> Selection:
