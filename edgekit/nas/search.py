@@ -164,6 +164,7 @@ def make_storage(url: str):
     """An optuna RDB storage with heartbeats: a worker that dies leaves a trial that the
     next worker marks failed and retries once."""
     optuna = _optuna()
+    url = database_url(url)
     if url.startswith("sqlite"):
         kw = {"connect_args": {"timeout": 300}}
     else:
@@ -181,6 +182,19 @@ def make_storage(url: str):
         raise EdgekitError(f"cannot open the study storage {redact(url)}: {str(e).splitlines()[0]}") from None
 
 
+def database_url(url: str) -> str:
+    """``postgresql://`` / ``postgres://`` with the psycopg2 driver (edgekit[nas] installs it;
+    SQLAlchemy 2.1 would otherwise look for psycopg 3), unless a driver is named."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            try:
+                import psycopg  # noqa: F401  (psycopg 3 installed: SQLAlchemy's default works)
+            except ImportError:
+                return "postgresql+psycopg2://" + url[len(prefix):]
+            return "postgresql://" + url[len(prefix):]
+    return url
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
@@ -190,12 +204,18 @@ def constraints_func(trial) -> list[float]:
     return list(trial.user_attrs.get("constraints", [1.0, 1.0, 1.0]))
 
 
+def _set_constraint_api() -> bool:
+    """optuna >= 5 takes constraints per trial (Trial.set_constraint); before, a sampler's
+    constraints_func reads them back."""
+    return hasattr(_optuna().trial.Trial, "set_constraint")
+
+
 def make_sampler(config: NasConfig, worker_index: int, n_trials: int | None = None):
     optuna = _optuna()
     startup = 10 if n_trials is None else max(4, min(10, n_trials // 3))
+    kw = {} if _set_constraint_api() else {"constraints_func": constraints_func}
     return optuna.samplers.TPESampler(seed=config.seed * 1000 + worker_index, n_startup_trials=startup,
-                                      multivariate=True, group=True, constant_liar=True,
-                                      constraints_func=constraints_func)
+                                      multivariate=True, group=True, constant_liar=True, **kw)
 
 
 def open_study(storage: str, study_name: str, config: NasConfig | None = None, worker_index: int = 0,
@@ -319,9 +339,9 @@ class Objective:
         finally:
             (tdir / "untrained.onnx").unlink(missing_ok=True)
         cons = cfg.budget.violations(pre["ram_bytes"], pre["flash_bytes"], pre["latency_ms"])
-        trial.set_user_attr("constraints", cons)
         trial.set_user_attr("metrics", pre)
         if max(cons) > 0:
+            self._constrain(trial, cons)
             over = [n for n, c in zip(CONSTRAINT_NAMES, cons) if c > 0]
             self._finish(trial, "infeasible", t0, reason="over budget in " + ", ".join(over) + "; not trained")
             shutil.rmtree(tdir, ignore_errors=True)
@@ -348,7 +368,7 @@ class Objective:
         shutil.copy(tdir / "build" / "manifest.json", tdir / "manifest.json")
         shutil.rmtree(tdir / "build", ignore_errors=True)
         cons = cfg.budget.violations(post["ram_bytes"], post["flash_bytes"], post["latency_ms"])
-        trial.set_user_attr("constraints", cons)
+        self._constrain(trial, cons)
         trial.set_user_attr("metrics", post)
         trial.set_user_attr("train", {"best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
                                       "stopped": res.stopped, "seconds": round(res.seconds, 1),
@@ -361,6 +381,14 @@ class Objective:
         status = "feasible" if max(cons) <= 0 else "infeasible"
         self._finish(trial, status, t0, reason="" if status == "feasible" else "over budget after training")
         return float(res.best_val), post["latency_ms"], float(post["ram_bytes"])
+
+    @staticmethod
+    def _constrain(trial, cons: list[float]) -> None:
+        """Record the budget violations (<= 0: within budget) for the sampler and the report."""
+        trial.set_user_attr("constraints", cons)
+        if _set_constraint_api():
+            for name, c in zip(CONSTRAINT_NAMES, cons):
+                trial.set_constraint(name, c)
 
     def _stage(self, trial, text: str) -> None:
         try:
