@@ -316,11 +316,14 @@ def select_dw(node, graph) -> Selection:
     # the channel loop in assembly: 3 kernel rows, one output per input channel, the SMLAL epilogue
     # with SSAT/USAT, byte or halfword outputs
     y = graph.tensors[node.outputs[0]]
-    sat = rqc.get("clamp_pre", "")[2:6] if rqc.get("fast") else ""
-    if kh == 3 and a["depth_multiplier"] == 1 and not a.get("residual") and sat in ("ssat", "usat") \
-            and y.itemsize in (1, 2) and 2 * kh * wpad + 4 < 4096:
-        ctx["asm"] = {"sat": sat, "bits": int(rqc["clamp_post"].strip(", )")),
-                      "st": "strb" if y.itemsize == 1 else "strh"}
+    if kh == 3 and a["depth_multiplier"] == 1 and not a.get("residual") and rqc.get("fast") \
+            and y.dtype in ("int8", "uint8", "int16", "uint16") and 2 * kh * wpad + 4 < 4096:
+        info = np.iinfo(y.dtype)
+        lo = rq.lo if rq.lo > info.min else None     # bounds tighter than the storage type (a fused ReLU)
+        hi = rq.hi if rq.hi < info.max else None
+        if all(v is None or -255 <= v <= 255 for v in (lo, hi)):
+            ctx["asm"] = {"sat": "ssat" if info.min < 0 else "usat", "bits": 8 * y.itemsize, "lo": lo, "hi": hi,
+                          "st": "strb" if y.itemsize == 1 else "strh"}
     return Selection("dw3", "ops_dsp/dw3.c.j2", ctx=ctx, weight_bytes=4 * len(ctx["rec_words"]))
 
 

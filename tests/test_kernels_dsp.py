@@ -1,0 +1,381 @@
+"""Optimized DSP-extension kernels (templates/cortexm/ops_dsp) equal the reference bit for bit.
+
+Random TFLite chains (convolutions k x k with stride, SAME/VALID padding and dilation, 1x1,
+depthwise 3x3 with stride 1/2 and depth multipliers, fused residual adds, dense layers of odd
+sizes; nonzero input zero points, per-channel and per-tensor double rounding, RELU/RELU6/none)
+and Brevitas models (uint8 inputs after a ReLU, QONNX single rounding, per-channel power-of-two
+and float weight scales) are built with optimized kernels and run on the emulated Cortex-M4
+(mps2-an386), Cortex-M7 (mps2-an500), Cortex-M33 (mps2-an505) and Cortex-M55 (mps3-an547).
+``verify`` compares the firmware (optimized kernels) and the host build (reference kernels:
+EK_USE_DSP is 0 there) with the simulator element by element; the manifest must show that the
+layers really got optimized kernels. The unit tests check the one-multiply requantization
+against the contract's double rounding, including exact ties.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.backends.cortexm import dsp
+from edgekit.ir import contract
+
+BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500"}
+
+
+# ---------------------------------------------------------------------------------------
+# Unit: the requantization forms
+# ---------------------------------------------------------------------------------------
+def _fast(acc: np.ndarray, m: int, ahi: int, sh: int) -> np.ndarray:
+    """ek_dsp_rq in Python: (hi:lo) = (ahi + (acc >> 31) : 2^30 | (acc & 2^31)) + acc * m; hi >> sh."""
+    acc = acc.astype(object)
+    lo = [(0x40000000 | (int(a) & 0x80000000)) for a in acc]
+    hi = [ahi + (-1 if a < 0 else 0) for a in acc]
+    v = [(h << 32) + lo_ + int(a) * m for h, lo_, a in zip(hi, lo, acc)]
+    return np.array([(x >> 32) >> sh for x in v], dtype=np.int64)
+
+
+def test_one_multiply_form_equals_double_rounding(rng):
+    accs = np.concatenate([rng.integers(-2**31, 2**31, 3000), rng.integers(-3000, 3000, 3000),
+                           np.array([-2**31, 2**31 - 1, -1, 0, 1])])
+    for trial in range(60):
+        m = int(rng.integers(2**30, 2**31)) if trial % 3 else 2**30 + (trial % 2) * 2**29  # ties
+        s = int(rng.integers(33, 56))
+        zp = int(rng.integers(-128, 128))
+        rq = contract.Requant((m,), (s,), zp, -2**31, 2**31 - 1, False, "double")
+        f = dsp.fast_double_rounding(rq)
+        assert f is not None
+        want = contract.mul_dbl(accs, m, s) + zp
+        assert np.array_equal(_fast(accs, f["m"][0], f["ahi"][0], f["sh"][0]), want)
+        # ties: accumulators that put acc * m exactly on a rounding boundary
+        e = s - 31
+        ties = [(int(k) * 2**(31 + e) - 2**30 - 2**(30 + e)) // m for k in rng.integers(-2**20, 2**20, 300)]
+        ties = np.array([t + d for t in ties for d in (-1, 0, 1) if -2**31 <= t + d < 2**31], dtype=np.int64)
+        assert np.array_equal(_fast(ties, f["m"][0], f["ahi"][0], f["sh"][0]), contract.mul_dbl(ties, m, s) + zp)
+
+
+def test_one_multiply_form_refuses_what_it_cannot_do():
+    mk = lambda m, s, ls=0: contract.Requant((m,), (s,), 0, -128, 127, False, "double", ls)  # noqa: E731
+    assert dsp.fast_double_rounding(mk(2**30, 32)) is None          # e = 1
+    assert dsp.fast_double_rounding(mk(2**30, 31)) is None          # no right shift
+    assert dsp.fast_double_rounding(mk(0, 31)) is None              # flushed multiplier
+    assert dsp.fast_double_rounding(mk(2**30, 40, 20)) is None      # a left shift needs the input bound
+    assert dsp.fast_double_rounding(contract.Requant((1,), (3,), 0, -128, 127, True)) is None  # QONNX rounding
+    # TFLite ADD's inputs: x * 2^20 fits int32 for 8-bit codes
+    expr = dsp.scalar_expr(mk(1623821475, 33, 20), 255)
+    assert expr is not None and "<< 20" in expr
+    assert dsp.scalar_expr(mk(2**30, 31, 20), 255) == "__ssat((int32_t)((uint32_t)({x}) << 19), 8)"
+    assert dsp.scalar_expr(mk(1623821475, 33, 20), 5000) is None  # 5000 * 2^20 overflows
+
+
+def test_run_pairs_cover_every_byte_once():
+    for n in range(1, 40):
+        pairs = dsp.run_pairs(n)
+        got = sorted(e for p in pairs for e in p if e >= 0)
+        assert got == list(range(n)) and len(pairs) == (n + 1) // 2
+
+
+# ---------------------------------------------------------------------------------------
+# Random TFLite chains
+# ---------------------------------------------------------------------------------------
+def _tfl():
+    from tflite_builder import TfliteBuilder, tflite
+
+    return TfliteBuilder, tflite
+
+
+class Chain:
+    """Appends TFLite layers to a builder, tracking shape and quantization."""
+
+    def __init__(self, rng, shape, scale=0.02, zp=7):
+        TfliteBuilder, self.tflite = _tfl()
+        self.rng, self.b = rng, TfliteBuilder()
+        self.x = self.inp = self.b.act((1,) + tuple(shape), scale, zp)
+        self.shape, self.scale, self.zp = tuple(shape), scale, zp
+        self.rms = 45.0
+
+    def _act(self):
+        A = self.tflite.ActivationFunctionType
+        return [A.NONE, A.RELU, A.RELU6][int(self.rng.integers(0, 3))]
+
+    def conv(self, oc, k, stride=1, padding="SAME", dilation=1, depthwise=False, mult=1, per_channel=True, act=None):
+        rng, b, tflite = self.rng, self.b, self.tflite
+        h, w, c = self.shape
+        kh, kw = (k, k) if isinstance(k, int) else k
+        if depthwise:
+            oc = c * mult
+            wshape, fan_in, qdim = (1, kh, kw, oc), kh * kw, 3
+        else:
+            wshape, fan_in, qdim = (oc, kh, kw, c), kh * kw * c, 0
+        w_scale = rng.uniform(0.004, 0.02, oc if per_channel else 1).astype(np.float32)
+        wi = b.tensor(wshape, "int8", w_scale, np.zeros(w_scale.size, np.int64), rng.integers(-127, 128, wshape),
+                      qdim=qdim)
+        bi = b.tensor((oc,), "int32", np.resize(np.float32(self.scale) * w_scale, oc), np.zeros(oc, np.int64),
+                      rng.integers(-3000, 3000, oc))
+        ekh, ekw = (kh - 1) * dilation + 1, (kw - 1) * dilation + 1
+        if padding == "SAME":
+            oh, ow = -(-h // stride), -(-w // stride)
+        else:
+            oh, ow = (h - ekh) // stride + 1, (w - ekw) // stride + 1
+        out_scale = float(self.scale * w_scale.mean() * np.sqrt(fan_in) * self.rms * 73 / 35)
+        zp = int(rng.integers(-30, 30))
+        y = b.act((1, oh, ow, oc), out_scale, zp)
+        fields = dict(Padding=getattr(tflite.Padding, padding), StrideW=stride, StrideH=stride,
+                      FusedActivationFunction=self._act() if act is None else act,
+                      DilationWFactor=dilation, DilationHFactor=dilation)
+        if depthwise:
+            b.op("DEPTHWISE_CONV_2D", [self.x, wi, bi], [y], "DepthwiseConv2DOptions", DepthMultiplier=mult, **fields)
+        else:
+            b.op("CONV_2D", [self.x, wi, bi], [y], "Conv2DOptions", **fields)
+        self.x, self.shape, self.scale, self.zp, self.rms = y, (oh, ow, oc), out_scale, zp, 30.0
+        return self
+
+    def add_to(self, other):
+        """ADD this tensor and `other` = (index, scale, zp) of the same shape (fused into the conv)."""
+        idx, s2, _ = other
+        s = float(np.hypot(self.scale, s2)) * 0.8
+        zp = int(self.rng.integers(-20, 20))
+        y = self.b.act((1,) + self.shape, s, zp)
+        self.b.op("ADD", [self.x, idx], [y], "AddOptions", FusedActivationFunction=self._act())
+        self.x, self.scale, self.zp = y, s, zp
+        return self
+
+    def dense(self, n_out, per_channel=True):
+        rng, b = self.rng, self.b
+        n = int(np.prod(self.shape))
+        if len(self.shape) > 1:
+            flat = b.act((1, n), self.scale, self.zp)
+            b.op("RESHAPE", [self.x, b.tensor((2,), "int32", data=[1, n])], [flat], "ReshapeOptions")
+            self.x, self.shape = flat, (n,)
+        w_scale = (0.06 * 35 / (self.scale * np.sqrt(n) * self.rms * 73)
+                   * rng.uniform(0.8, 1.2, n_out if per_channel else 1)).astype(np.float32)
+        wi = b.tensor((n_out, n), "int8", w_scale, np.zeros(w_scale.size, np.int64), rng.integers(-127, 128, (n_out, n)))
+        bi = b.tensor((n_out,), "int32", np.resize(np.float32(self.scale) * w_scale, n_out), np.zeros(n_out, np.int64),
+                      rng.integers(-2000, 2000, n_out))
+        zp = int(rng.integers(-20, 20))
+        y = b.act((1, n_out), 0.06, zp)
+        b.op("FULLY_CONNECTED", [self.x, wi, bi], [y], "FullyConnectedOptions",
+             FusedActivationFunction=self.tflite.ActivationFunctionType.NONE)
+        self.x, self.shape, self.scale, self.zp, self.rms = y, (n_out,), 0.06, zp, 30.0
+        return self
+
+    def build(self) -> bytes:
+        return self.b.build([self.inp], [self.x])
+
+
+def chain_a(seed: int) -> bytes:
+    """conv k x k SAME -> depthwise 3x3 stride 1 (in place) -> 1x1 (in place) -> conv 3x3/2 VALID per-tensor ->
+    dense odd -> dense per-tensor."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(8, 13)), int(rng.integers(7, 12))
+    c = int(rng.choice([1, 2, 3, 4, 5, 8]))
+    ch = Chain(rng, (h, w, c), zp=int(rng.integers(-60, 60)))
+    k = int(rng.choice([2, 3, 5]))
+    c1 = int(rng.choice([4, 6, 7, 8, 12]))
+    ch.conv(c1, k).conv(0, 3, depthwise=True).conv(int(rng.integers(3, c1 + 1)), 1)
+    ch.conv(int(rng.choice([5, 8, 9])), 3, stride=2, padding="VALID", per_channel=False)
+    return ch.dense(int(rng.choice([7, 11, 13]))).dense(int(rng.choice([3, 5, 6])), per_channel=False).build()
+
+
+def chain_b(seed: int) -> bytes:
+    """conv with dilation 2 -> depthwise 3x3/2 with depth multiplier -> two convs 3x3, a fused residual add ->
+    depthwise 3x3 VALID with depth multiplier 3 -> 1x1 stride 2 -> dense."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(11, 16)), int(rng.integers(10, 15))
+    c = int(rng.choice([2, 3, 4, 8]))
+    ch = Chain(rng, (h, w, c), zp=int(rng.integers(-60, 60)))
+    ch.conv(int(rng.choice([4, 5, 8])), int(rng.choice([2, 3])), dilation=2)
+    ch.conv(0, 3, stride=2, depthwise=True, mult=int(rng.choice([1, 2])))
+    trunk = (ch.x, ch.scale, ch.zp)
+    # a ResNet block: conv -> conv + trunk (the add fuses into the second conv, in place over the trunk)
+    ch.conv(ch.shape[2], 3, act=ch.tflite.ActivationFunctionType.RELU).conv(ch.shape[2], 3).add_to(trunk)
+    ch.conv(0, 3, padding="VALID", depthwise=True, mult=3)
+    ch.conv(int(rng.choice([3, 6, 7])), 1, stride=2)
+    return ch.dense(int(rng.choice([5, 9, 10]))).build()
+
+
+CHAINS = {"a": chain_a, "b": chain_b}
+
+
+def _codes(rng, shape, zp, n=40):
+    wide = rng.integers(-128, 128, (n // 2,) + tuple(shape))
+    narrow = np.clip(np.round(rng.normal(zp, 10, (n - n // 2,) + tuple(shape))), -128, 127)
+    return np.concatenate([wide, narrow]).astype(np.int64)
+
+
+def _check(out: Path, rep, expect_optimized: set[str]) -> None:
+    manifest = json.loads((out / "manifest.json").read_text())
+    kernels = {r["name"]: r.get("kernel", "") for r in manifest["layers"]}
+    for name in expect_optimized:
+        assert kernels[name].startswith("optimized"), (name, kernels[name])
+    assert manifest["kernels"] == "optimized"
+    for s in rep.stages:
+        if s.stage.startswith(("host", "firmware")):
+            assert s.elements > 0 and s.mismatches == 0, rep.table()
+    assert rep.ok, rep.table()
+
+
+@pytest.mark.parametrize("target", sorted(BOARDS))
+@pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3)])
+def test_random_tflite_chains_bit_exact(chain, seed, target, tmp_path):
+    from edgekit.api import build, verify
+    from edgekit.ir.graph import Graph
+
+    model = tmp_path / f"{chain}{seed}.tflite"
+    model.write_bytes(CHAINS[chain](seed))
+    out = tmp_path / "b"
+    build(model, target, BOARDS[target], out)
+    graph = Graph.load(out)
+    t = graph.tensors[graph.inputs[0]]
+    rep = verify(out, codes=_codes(np.random.default_rng(seed), t.shape, t.zero_point), stages=("host", "qemu"))
+    opt = {n.name for n in graph.nodes if n.op in ("conv2d", "dense")}
+    _check(out, rep, opt)
+    src = (out / "src" / "model.c").read_text()
+    assert "#if EK_USE_DSP" in src and "ldmia %[xp]!" in src  # the conv micro-kernel
+    if any(n.attrs.get("depthwise") and n.attrs["depth_multiplier"] == 1 for n in graph.nodes):
+        assert "ldmia %[r]!" in src  # the depthwise channel loop in assembly
+
+
+# ---------------------------------------------------------------------------------------
+# Brevitas models: uint8 inputs, QONNX single rounding, per-channel weight scales
+# ---------------------------------------------------------------------------------------
+def _brevitas(name: str):
+    import brevitas.nn as qnn
+    from brevitas.quant import (Int8ActPerTensorFloat, Int8WeightPerChannelFixedPointMSE, Int8WeightPerChannelFloat,
+                                Int32Bias)
+    from opmodels import U, Seq, qconv2d
+    from torch import nn
+
+    relu = lambda: qnn.QuantReLU(act_quant=U, return_quant_tensor=True)  # noqa: E731
+    if name == "uint8_conv_dw_pw":
+        return Seq(qconv2d(3, 8, 3, padding=1), relu(),
+                   qconv2d(8, 8, 3, padding=1, groups=8, weight_quant=Int8WeightPerChannelFixedPointMSE), relu(),
+                   qconv2d(8, 6, 1), relu(), qconv2d(6, 5, 3, stride=2, padding=1, dilation=1)), (3, 9, 8)
+    if name == "uint8_dense_float_scales":
+        return Seq(qconv2d(2, 4, 3, weight_quant=Int8WeightPerChannelFloat), relu(), nn.Flatten(),
+                   qnn.QuantLinear(4 * 5 * 4, 13, weight_quant=Int8WeightPerChannelFloat, bias_quant=Int32Bias,
+                                   return_quant_tensor=True),
+                   out_quant=Int8ActPerTensorFloat), (2, 7, 6)
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("name", ["uint8_conv_dw_pw", "uint8_dense_float_scales"])
+def test_brevitas_uint8_models_bit_exact(name, tmp_path):
+    import torch
+
+    from edgekit.api import build, verify
+    from edgekit.ir.graph import Graph
+    from edgekit.qat import export_qonnx
+
+    torch.manual_seed(3)
+    model, shape = _brevitas(name)
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.randn(16, *shape) * 2)
+    model.eval()
+    onnx_path = export_qonnx(model, torch.zeros(1, *shape), tmp_path / f"{name}.onnx")
+    out = tmp_path / "b"
+    build(onnx_path, "cortex-m4", "mps2-an386", out)
+    graph = Graph.load(out)
+    uint8_in = {n.name for n in graph.nodes if n.op in ("conv2d", "dense") and graph.tensors[n.inputs[0]].dtype == "uint8"}
+    assert uint8_in, "no layer with a uint8 input"
+    rep = verify(out, count=64, seed=5, stages=("host", "qemu"))
+    _check(out, rep, {n.name for n in graph.nodes if n.op in ("conv2d", "dense")})
+
+
+# ---------------------------------------------------------------------------------------
+# Selection, the reference switch, other cores, exact instruction counts
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chain_a0(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("dsp")
+    (d / "a0.tflite").write_bytes(chain_a(0))
+    return d / "a0.tflite"
+
+
+def test_reference_kernels_switch_and_core_without_dsp(chain_a0, tmp_path, capsys):
+    from edgekit.api import build, verify
+    from edgekit.cli import main
+
+    assert main(["build", str(chain_a0), "--target", "cortex-m4", "--board", "mps2-an386", "-o", str(tmp_path / "r"),
+                 "--kernels", "reference"]) == 0
+    assert "0 layer(s) with optimized kernels" in capsys.readouterr().out
+    m = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert m["kernels"] == "reference"
+    assert all(r["kernel"] == "reference (--kernels reference)" for r in m["layers"] if r["op"] in ("conv2d", "dense"))
+    src = (tmp_path / "r" / "src" / "model.c").read_text()
+    assert "EK_USE_DSP" not in src and "kernel: reference (--kernels reference)" in src
+    res = build(chain_a0, "cortex-m3", "mps2-an385", tmp_path / "m3")
+    assert all(r["kernel"] == "reference (core without the DSP extension)" for r in res.manifest["layers"]
+               if r["op"] in ("conv2d", "dense"))
+    with pytest.raises(Exception, match="kernels 'fast'"):
+        build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "x", kernels="fast")
+
+
+def test_flash_budget_and_arena_scratch(chain_a0):
+    from types import SimpleNamespace
+
+    from edgekit.backends.cortexm.codegen import _select_kernels
+    from edgekit.frontends.tflite import import_tflite
+    from edgekit.ir.passes import run_default_passes
+    from edgekit.ir.planner import plan_memory
+
+    graph, _ = import_tflite(chain_a0)
+    run_default_passes(graph)
+    plan = plan_memory(graph)
+    kernel_nodes = [n.name for n in graph.nodes if n.op in ("conv2d", "dense")]
+    big = SimpleNamespace(flash=SimpleNamespace(length=1 << 22), stack_bytes=8192)
+    sel = _select_kernels(graph, plan, "optimized", ("dsp",), big)
+    assert all(sel[n].optimized for n in kernel_nodes)
+    # scratch buffers go where no live tensor is while the layer runs (else on the stack)
+    for i, n in enumerate(graph.nodes):
+        s = sel[n.name]
+        if s.optimized and s.scratch is not None:
+            lo, hi = s.scratch, s.scratch + s.ctx["scratch_bytes"]
+            assert hi <= plan.arena_bytes
+            for p in plan.placements.values():
+                if p.buffer == "arena" and p.first <= i <= p.last:
+                    assert hi <= p.offset or p.offset + p.size <= lo
+    # int16 weights may take at most half the board's flash: the largest layers fall back first
+    tiny = SimpleNamespace(flash=SimpleNamespace(length=2048), stack_bytes=8192)
+    sel = _select_kernels(graph, plan, "optimized", ("dsp",), tiny)
+    assert not all(sel[n].optimized for n in kernel_nodes)
+    assert all(sel[n].optimized or "flash" in sel[n].reason for n in kernel_nodes)
+    assert sum(sel[n].weight_bytes for n in kernel_nodes if sel[n].optimized) <= 1024
+    assert not any(s.optimized for s in _select_kernels(graph, plan, "optimized", (), big).values())
+
+
+@pytest.mark.parametrize("target,board", [("cortex-m33", "mps2-an505"), ("cortex-m55", "mps3-an547")])
+def test_other_dsp_cores(chain_a0, target, board, tmp_path):
+    from edgekit.api import build, verify
+    from edgekit.ir.graph import Graph
+
+    out = tmp_path / "b"
+    build(chain_a0, target, board, out)
+    graph = Graph.load(out)
+    t = graph.tensors[graph.inputs[0]]
+    rep = verify(out, codes=_codes(np.random.default_rng(0), t.shape, t.zero_point, 16), stages=("qemu",))
+    _check(out, rep, {n.name for n in graph.nodes if n.op in ("conv2d", "dense")})
+
+
+#: Executed instructions of one inference of chain_a(0) with optimized kernels on mps2-an386 (GCC 12.2.1,
+#: QEMU 7.2; the input is irrelevant: no kernel branches on data). Update with `edgekit profile` when the
+#: kernels or the compiler change.
+EXPECTED_INSTRUCTIONS = 52806
+
+
+def test_exact_instruction_count(chain_a0, tmp_path):
+    from edgekit.api import build
+    from edgekit.backends.cortexm.profile import profile
+
+    ref = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "r", kernels="reference")
+    opt = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "o")
+    n_ref = profile(ref.out_dir, count=2, write=False).to_json()
+    n_opt = profile(opt.out_dir, count=2, write=False).to_json()
+    totals = [v for v in (n_opt["vectors"]["min"], n_opt["vectors"]["max"])]
+    assert totals[0] == totals[1], "optimized kernels should not branch on data"
+    assert n_opt["total"]["instructions"] == EXPECTED_INSTRUCTIONS, n_opt["total"]["instructions"]
+    assert n_opt["total"]["instructions"] * 2 < n_ref["total"]["instructions"]
