@@ -184,3 +184,22 @@ def test_impossible_budget_reports_nearest(tmp_path):
     assert s["nearest"] and all(n["constraints"][0] > 0 for n in s["nearest"])
     assert "No feasible model" in (out / "report.md").read_text()
     assert not (out / "best").exists()
+
+
+def test_ts_reader_and_basicmotions_location(tmp_path, monkeypatch):
+    """BasicMotions comes as UEA .ts files (inside sktime/aeon, or $EDGEKIT_BASICMOTIONS)."""
+    from edgekit.nas import datasets
+
+    rng = np.random.default_rng(0)
+    header = "@problemName BasicMotions\n@dimensions 2\n@seriesLength 5\n@classLabel true A B\n@data\n"
+    for split, n in (("TRAIN", 8), ("TEST", 4)):
+        lines = []
+        for i in range(n):
+            dims = [",".join(f"{v:.3f}" for v in rng.normal(size=5)) for _ in range(2)]
+            lines.append(":".join(dims) + (":A" if i % 2 else ":B"))
+        (tmp_path / f"BasicMotions_{split}.ts").write_text("# comment\n" + header + "\n".join(lines) + "\n")
+    x, y = datasets.read_ts(tmp_path / "BasicMotions_TRAIN.ts")
+    assert x.shape == (8, 5, 2) and list(y[:2]) == ["B", "A"]
+    monkeypatch.setenv("EDGEKIT_BASICMOTIONS", str(tmp_path))
+    d = datasets.load("basicmotions")
+    assert d.n_classes == 2 and d.input_shape == (5, 2) and len(d.x_val) == 2 and len(d.x_test) == 4

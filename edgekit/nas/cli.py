@@ -71,7 +71,8 @@ def cmd_nas(args) -> int:
     config = NasConfig(board=args.board, target=target, budget=budget, dataset=args.dataset,
                        train_subset=args.train_subset, space=space.to_json(), max_epochs=args.epochs,
                        patience=args.patience, lr=args.lr, batch=args.batch,
-                       trial_time_limit=_duration(args.trial_time_limit), seed=args.seed)
+                       trial_time_limit=_duration(args.trial_time_limit), seed=args.seed,
+                       measure_band=args.measure_band)
     summary = run_search(config, args.output, args.trials, storage=args.storage, study_name=args.study or DEFAULT_STUDY,
                          workers=args.workers, timeout=_duration(args.timeout), calibration=args.calibration,
                          cost_model_path=args.cost_model, verify_top=args.verify_top, final_epochs=args.final_epochs,
@@ -137,6 +138,8 @@ def add_parsers(sub) -> None:
     n.add_argument("--train-subset", type=int, help="train each trial on this many random training windows")
     n.add_argument("--trial-time-limit", help="stop a trial's training after this long, e.g. 90s")
     n.add_argument("--seed", type=int, default=0, help="seed (0)")
+    n.add_argument("--measure-band", type=float, default=0.15, help="count a candidate's instructions on QEMU "
+                   "when the cost model puts its latency within this fraction of the budget (0.15; 0: never)")
     n.add_argument("--dims", help="convolution kinds: 1, 2 or 1,2 (1,2)")
     n.add_argument("--max-depth", type=int, help="most convolution blocks (4)")
     n.add_argument("--bits", help="weight/activation bit widths to search, e.g. 4,8 (2,4,8)")

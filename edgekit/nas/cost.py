@@ -49,16 +49,23 @@ import numpy as np
 from ..errors import EdgekitError
 
 KIND_FEATURES = {
+    # reference kernels (templates/cortexm/ops)
     "conv": ("macs", "taps", "kx_iters", "ky_iters", "outputs", "pixels", "const"),
     "dwconv": ("taps", "kx_iters", "ky_iters", "outputs", "pixels", "const"),
     "dense": ("macs", "outputs", "const"),
-    "pool": ("taps", "win_iters", "outputs", "pixels", "const"),
+    "maxpool": ("taps", "win_iters", "ky_iters", "outputs", "pixels", "const"),
+    "avgpool": ("taps", "win_iters", "ky_iters", "outputs", "pixels", "const"),
+    "gap": ("taps", "ky_iters", "outputs", "const"),
     "eltwise": ("outputs", "const"),
+    # optimized DSP kernels (templates/cortexm/ops_dsp): their loop trip counts
+    "gemm": ("im2col_words", "runs", "runs_valid", "tail_runs", "partial_elems", "mk_loops", "mk_rem", "mk_blocks",
+             "outputs", "plain_outputs", "blocks", "const"),
+    "dw3": ("tr4", "tr1", "rows_loaded", "ring", "pairs_kh", "pairs", "odd_kh", "odd", "colsteps", "rows", "const"),
+    "dense_opt": ("loops", "rem", "tail", "blocks", "outputs", "const"),
     "glue": ("const", "layers"),
+    # last resort for a layer kind the calibration never saw: the main loop count and outputs
+    "any": ("work", "outputs", "const"),
 }
-# Kinds are refined by the kernel variant the build chose (an optimized kernel's name), the
-# weights' storage width (2/4-bit weights are unpacked in the kernel) and whether the kernel
-# runs in place (input and output share arena bytes): see kind_chain().
 ZERO_OPS = ("reshape",)
 COST_MODEL_VERSION = 1
 
@@ -118,7 +125,7 @@ def layer_info(graph, manifest: dict | None = None) -> list[dict]:
         x = graph.tensors[n.inputs[0]]
         a = n.attrs
         info = {"name": n.name, "op": n.op, "in": list(x.shape), "out": list(y.shape), "in_dtype": x.dtype}
-        for k in ("kernel", "stride", "dilation", "pad", "depthwise"):
+        for k in ("kernel", "stride", "dilation", "pad", "depthwise", "num", "den"):
             if k in a:
                 info[k] = list(a[k]) if isinstance(a[k], (list, tuple)) else a[k]
         if n.op in ("conv2d", "dense") and len(n.inputs) > 1:
@@ -135,24 +142,94 @@ def layer_info(graph, manifest: dict | None = None) -> list[dict]:
     return rows
 
 
+OPT_BASES = {"conv2d_gemm": "gemm", "dw3": "dw3", "dense": "dense_opt"}
+#: Features kept for a base kind with too few calibration layers for all of its features.
+REDUCED = {"conv": ("macs", "taps", "outputs"), "dwconv": ("taps", "outputs"), "dense": ("macs", "outputs"),
+           "maxpool": ("taps", "outputs"), "avgpool": ("taps", "outputs"), "gap": ("taps", "outputs"),
+           "eltwise": ("outputs",), "gemm": ("im2col_words", "mk_loops", "outputs"),
+           "dw3": ("pairs_kh", "tr4", "tr1"), "dense_opt": ("loops", "outputs")}
+
+
 def kind_chain(base: str, info: dict) -> list[str]:
-    """Most specific first: base.variant.wN.inplace -> ... -> base (the fit falls back along it
-    when a specific kind had too few calibration layers)."""
+    """Most specific first: base.variant.wN.refinement -> ... -> base (the fit falls back
+    along it when a specific kind had too few calibration layers)."""
     parts = [base]
-    if info.get("variant", "ref") != "ref":
-        parts.append(f"opt-{info['variant']}")
-    if "wbits" in info:
+    variant = info.get("variant", "ref")
+    if variant != "ref" and variant not in OPT_BASES:
+        parts.append(f"opt-{variant}")  # a kernel this model has no features for: its own coefficients
+    if base in ("conv", "dwconv"):      # reference kernels: the loop nest GCC makes depends on the layout
+        kh, kw = info["kernel"]
+        parts.append("row" if kh == 1 else "col" if kw == 1 else "2d")
+    if "wbits" in info and base in ("conv", "dwconv", "dense"):  # optimized kernels re-lay the weights
         parts.append(f"w{info['wbits']}")
+    if base == "gemm":
+        parts.append("ic4" if info["in"][2] % 4 == 0 else f"ic{info['in'][2] % 4}")
+    if base in ("maxpool", "avgpool"):
+        parts.append("k{}x{}".format(*info["kernel"]))
+    if base == "gap":
+        kh, kw = info["kernel"]
+        parts.append("row" if kh == 1 else "col" if kw == 1 else "2d")
+    if base in ("avgpool", "gap") and info.get("den") is not None:  # the division the average ends with
+        den = int(info["den"])
+        parts.append("d1" if den == 1 else "p2" if den & (den - 1) == 0 else "div")
     if info.get("inplace"):
         parts.append("inplace")
     return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
+def _run_words(n: int) -> int:
+    """int16 pairs the im2col extension makes of a run of n input bytes (dsp.run_pairs)."""
+    q, r = divmod(n, 4)
+    return 2 * q + (0, 1, 1, 2)[r]
+
+
+def _gemm_features(info: dict) -> dict:
+    ih, iw, ic = info["in"]
+    oh, ow, oc = info["out"]
+    kh, kw = info["kernel"]
+    sh, sw = info["stride"]
+    pt, pl = info["pad"][0], info["pad"][1]
+    kwords = kh * _run_words(kw * ic)
+    npix = oh * ow
+    blocks = -(-npix // 3)
+    ocp = (oc + 1) // 2
+    vrows = _valid(oh, ih, kh, sh, pt)
+    full_cols = sum(1 for ox in range(ow) if ox * sw - pl >= 0 and ox * sw - pl + kw <= iw)
+    return {"im2col_words": npix * kwords, "runs": npix * kh, "runs_valid": vrows * ow,
+            "tail_runs": vrows * ow if (kw * ic) % 4 else 0, "partial_elems": vrows * (ow - full_cols) * kw * ic,
+            "mk_loops": blocks * ocp * (kwords // 4), "mk_rem": blocks * ocp * (kwords % 4),
+            "mk_blocks": blocks * ocp, "outputs": npix * oc,
+            "plain_outputs": npix * oc if info.get("rq") in (None, "none") else 0, "blocks": blocks, "const": 1}
+
+
+def _dw3_features(info: dict) -> dict:
+    ih, iw, ic = info["in"]
+    oh, ow, oc = info["out"]
+    kh, _ = info["kernel"]
+    sh, sw = info["stride"]
+    pt, pl = info["pad"][0], info["pad"][1]
+    last = (oh - 1) * sh + kh - 1 - pt              # last input row brought into the ring
+    rows_loaded = max(0, min(ih - 1, last) + 1)
+    ow_even = ow + (ow & 1)
+    wp = max(ow_even + 2 if sw == 1 else 2 * ow_even + 2, iw + pl)
+    wp += wp & 1
+    col_pairs = iw // 2 + 1
+    return {"tr4": rows_loaded * col_pairs * (ic // 4), "tr1": rows_loaded * col_pairs * (ic % 4),
+            "rows_loaded": rows_loaded + max(0, last - ih + 1), "ring": ic * kh * wp,
+            "pairs_kh": oh * (ow // 2) * oc * kh, "pairs": oh * (ow // 2) * oc, "odd_kh": oh * (ow % 2) * oc * kh,
+            "odd": oh * (ow % 2) * oc, "colsteps": oh * (-(-ow // 2)), "rows": oh, "const": 1}
+
+
 def features(info: dict) -> tuple[str, dict]:
     """(base kind, features) of one layer from :func:`layer_info`."""
     op = info["op"]
+    variant = info.get("variant", "ref")
     f: dict = {"const": 1}
     if op == "conv2d":
+        if variant == "conv2d_gemm" and not info["depthwise"]:
+            return "gemm", _gemm_features(info)
+        if variant == "dw3" and info["depthwise"]:
+            return "dw3", _dw3_features(info)
         ih, iw, ic = info["in"]
         oh, ow, oc = info["out"]
         kh, kw = info["kernel"]
@@ -169,6 +246,11 @@ def features(info: dict) -> tuple[str, dict]:
     if op == "dense":
         n_in = int(np.prod(info["in"]))
         n_out = int(np.prod(info["out"]))
+        if variant == "dense":
+            quads, tail = divmod(n_in, 4)
+            blocks = -(-n_out // 4)
+            return "dense_opt", {"loops": blocks * (quads // 2), "rem": blocks * (quads % 2), "tail": blocks * tail,
+                                 "blocks": blocks, "outputs": n_out, "const": 1}
         f.update(macs=n_in * n_out, outputs=n_out)
         return "dense", f
     if op in ("maxpool", "avgpool"):
@@ -179,12 +261,27 @@ def features(info: dict) -> tuple[str, dict]:
         pad = info.get("pad", (0, 0, 0, 0))
         vh = _valid(oh, ih, kh, sh, pad[0])
         vw = _valid(ow, iw, kw, sw, pad[1])
-        f.update(taps=vh * vw * c, win_iters=oh * ow * c * kh * kw, outputs=oh * ow * c, pixels=oh * ow)
-        return "pool", f
+        f.update(taps=vh * vw * c, win_iters=oh * ow * c * kh * kw, ky_iters=oh * ow * c * kh, outputs=oh * ow * c,
+                 pixels=oh * ow)
+        if op == "avgpool" and oh == ow == 1:
+            return "gap", f
+        return op, f
     if op in ZERO_OPS:
         return "zero", {}
     f.update(outputs=int(np.prod(info["out"])))
     return "eltwise", f
+
+
+def _work(f: dict) -> float:
+    """The count of a layer's innermost work (MACs, taps, words...), for the "any" fallback."""
+    for k in ("macs", "mk_loops", "pairs_kh", "loops", "taps", "outputs"):
+        if f.get(k):
+            return float(f[k]) * (4 if k in ("mk_loops", "loops") else 1)
+    return 0.0
+
+
+def chain_of(base: str, info: dict) -> list[str]:
+    return kind_chain(base, info) + ["any"] if base != "zero" else ["zero"]
 
 
 def layer_features(graph, manifest: dict | None = None) -> list[tuple[str, list[str], dict]]:
@@ -192,7 +289,9 @@ def layer_features(graph, manifest: dict | None = None) -> list[tuple[str, list[
     out = []
     for i in layer_info(graph, manifest):
         base, f = features(i)
-        out.append((i["name"], kind_chain(base, i) if base != "zero" else ["zero"], f))
+        if base != "zero":
+            f = dict(f, work=_work(f))
+        out.append((i["name"], chain_of(base, i), f))
     return out
 
 
@@ -280,17 +379,35 @@ def sample_layers(sample: dict) -> list[tuple[str, list[str], dict, float, float
     out = []
     for layer in sample["layers"]:
         base, f = features(layer["info"])
-        chain = kind_chain(base, layer["info"]) if base != "zero" else ["zero"]
-        out.append((layer["info"]["name"], chain, f, layer["instructions"], layer["cycles"]))
+        if base != "zero":
+            f = dict(f, work=_work(f))
+        out.append((layer["info"]["name"], chain_of(base, layer["info"]), f, layer["instructions"], layer["cycles"]))
     return out
 
 
-def _lstsq(rows, y, weights) -> list[float]:
+NONNEG = False
+
+
+def _lstsq(rows, y, weights, nonneg: bool | None = None) -> list[float]:
+    """Weighted least squares; with ``nonneg``, features whose coefficient comes out negative
+    are dropped one at a time (most negative first) and the rest refitted, so no count
+    grows when a loop runs fewer times (which keeps extrapolation sane)."""
     X, Y, w = np.array(rows, dtype=np.float64), np.array(y, dtype=np.float64), np.array(weights)
+    nonneg = NONNEG if nonneg is None else nonneg
     # Columns scaled to comparable magnitudes; lstsq gives the minimum-norm solution where a
     # feature never varies in the calibration set.
     norm = np.maximum(np.abs(X).max(axis=0), 1.0)
-    c, *_ = np.linalg.lstsq((X / norm) * w[:, None], Y * w, rcond=None)
+    A = (X / norm) * w[:, None]
+    active = list(range(X.shape[1]))
+    while True:
+        c = np.zeros(X.shape[1])
+        if active:
+            sol, *_ = np.linalg.lstsq(A[:, active], Y * w, rcond=None)
+            c[active] = sol
+        neg = [i for i in active if c[i] < 0]
+        if not nonneg or not neg:
+            break
+        active.remove(min(neg, key=lambda i: c[i]))
     return [float(v) for v in c / norm]
 
 
@@ -313,13 +430,20 @@ def fit(samples: list[dict], core: str, key: str, min_rows_extra: int = 3) -> Co
             for kind in chain:
                 groups.setdefault(kind, []).append((f, ins, cyc))
     for kind, rows in sorted(groups.items()):
-        n_feat = len(KIND_FEATURES[kind.split(".")[0]])
-        if len(rows) < n_feat + min_rows_extra and "." in kind:
+        base = kind.split(".")[0]
+        n_feat = len(KIND_FEATURES[base])
+        few = len(rows) < n_feat + min_rows_extra
+        if few and ("." in kind or kind == "any"):
             continue  # too few to fit this variant: it falls back to its parent kind
-        X = [_vector(kind, f) for f, _, _ in rows]
+        X = np.array([_vector(kind, f) for f, _, _ in rows])
+        if few:  # a rare base kind: only its dominant loop counts, no negative coefficients
+            keep = [KIND_FEATURES[base].index(n) for n in REDUCED.get(base, ()) if n in KIND_FEATURES[base]]
+            mask = np.zeros(n_feat)
+            mask[keep] = 1.0
+            X = X * mask
         for t, target in ((1, "instructions"), (2, "cycles")):
             y = [r[t] for r in rows]
-            coef[target][kind] = _lstsq(X, y, [1.0 / max(v, 1.0) for v in y])
+            coef[target][kind] = _lstsq(X, y, [1.0 / max(v, 1.0) for v in y], nonneg=True if few else None)
     g = [_vector("glue", {"const": 1, "layers": s["glue"]["layers"]}) for s in samples]
     for target in ("instructions", "cycles"):
         coef[target]["glue"] = _lstsq(g, [s["glue"][target] for s in samples], [1.0] * len(samples))
@@ -443,15 +567,17 @@ def _measure_job(args):
 
 
 def calibrate(core_name: str, input_shape: tuple[int, int], n_classes: int, space=None, n_fit: int = 40,
-              n_holdout: int = 12, seed: int = 0, workers: int = 1, progress=print) -> CostModel:
-    """Measure ``n_fit + n_holdout`` random architectures, fit on the first, test on the rest."""
+              n_holdout: int = 12, seed: int = 0, workers: int = 1, progress=print,
+              max_macs: int | None = None) -> CostModel:
+    """Measure ``n_fit + n_holdout`` random architectures (at most ``max_macs`` MACs each),
+    fit on the first, test on the rest."""
     from .space import SpaceConfig, random_arch
 
     space = space or SpaceConfig()
     rng = np.random.default_rng(seed)
     archs, seen = [], set()
     while len(archs) < n_fit + n_holdout:
-        a = random_arch(rng, space, input_shape, n_classes)
+        a = random_arch(rng, space, input_shape, n_classes, max_macs=max_macs)
         if a.key() not in seen:
             seen.add(a.key())
             archs.append(a)
@@ -477,6 +603,7 @@ def calibrate(core_name: str, input_shape: tuple[int, int], n_classes: int, spac
     model = fit(fit_set, core_name, calibration_key(core_name))
     model.stats.update({"samples": {"fit": fit_set, "holdout": hold}, "n_fit": len(fit_set), "n_requested": n_fit, "board": fit_set[0]["board"], "seed": seed,
                         "input_shape": list(input_shape), "seconds": round(time.monotonic() - t0, 1),
+                        "max_macs": max_macs,
                         "failed": [r["error"] for r in results if "error" in r],
                         "fit": {k: v for k, v in evaluate(model, fit_set).items() if k != "rows"},
                         "holdout": evaluate(model, hold) if hold else None})
@@ -502,15 +629,16 @@ def _report(progress, i, n, r, t0):
                  f"({time.monotonic() - t0:.0f} s)")
 
 
-def cache_path(core_name: str, input_shape, key: str, space=None) -> Path:
+def cache_path(core_name: str, input_shape, key: str, space=None, max_macs: int | None = None) -> Path:
     root = Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit") / "nas"
     shape = "x".join(str(int(s)) for s in input_shape)
-    sp = hashlib.sha256(json.dumps(space.to_json() if space else None, sort_keys=True).encode()).hexdigest()[:8]
-    return root / f"cost-{core_name}-{shape}-{sp}-{key}.json"
+    sp = hashlib.sha256(json.dumps([space.to_json() if space else None, max_macs], sort_keys=True).encode())
+    return root / f"cost-{core_name}-{shape}-{sp.hexdigest()[:8]}-{key}.json"
 
 
 def load_or_calibrate(core_name: str, input_shape, n_classes: int, n_fit: int = 40, n_holdout: int = 12,
-                      workers: int = 1, progress=print, path: str | Path | None = None, space=None) -> CostModel:
+                      workers: int = 1, progress=print, path: str | Path | None = None, space=None,
+                      max_macs: int | None = None) -> CostModel:
     """A cached calibration for this core, kernel set and search space, else a fresh one
     (calibration architectures are drawn from ``space``, so the fit covers what the search
     will ask about), which is then cached."""
@@ -520,7 +648,7 @@ def load_or_calibrate(core_name: str, input_shape, n_classes: int, n_fit: int = 
             raise EdgekitError(f"{path}: cost model is for {m.core}, not {core_name}")
         return m
     key = calibration_key(core_name)
-    cached = cache_path(core_name, input_shape, key, space)
+    cached = cache_path(core_name, input_shape, key, space, max_macs)
     if cached.is_file():
         try:
             m = CostModel.load(cached)
@@ -529,9 +657,10 @@ def load_or_calibrate(core_name: str, input_shape, n_classes: int, n_fit: int = 
         except (OSError, ValueError, KeyError, EdgekitError):
             pass
     if progress:
-        progress(f"calibrating the latency model for {core_name}: {n_fit} + {n_holdout} held-out architectures "
+        cap = f" of at most {max_macs:,} MACs" if max_macs else ""
+        progress(f"calibrating the latency model for {core_name}: {n_fit} + {n_holdout} held-out architectures{cap} "
                  f"built and profiled on {emulated_board_for(core_name)} (cached in {cached.parent})")
     m = calibrate(core_name, tuple(input_shape), n_classes, space=space, n_fit=n_fit, n_holdout=n_holdout,
-                  workers=workers, progress=progress)
+                  workers=workers, progress=progress, max_macs=max_macs)
     m.save(cached)
     return m

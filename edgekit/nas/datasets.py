@@ -7,13 +7,15 @@
   so the test subjects are never seen during the search.
 * ``basicmotions``: the UEA BasicMotions set (accelerometer + gyroscope, 100 samples x
   6 channels, 4 activities, 40 train / 40 test series). Read from the copy that sktime
-  (``pip install sktime``) or aeon ships, without importing either package; validation =
+  (``pip install sktime``) or aeon ships, without importing either package (or from
+  ``$EDGEKIT_BASICMOTIONS``, a folder with the two ``.ts`` files); validation =
   a stratified quarter of the training series. Standardized per channel with training
   statistics.
 """
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +84,11 @@ _TS_LOCATIONS = (("sktime", ("datasets", "data", "BasicMotions")), ("aeon", ("da
 
 
 def basicmotions_dir() -> Path | None:
+    """``$EDGEKIT_BASICMOTIONS`` (a folder with BasicMotions_TRAIN.ts / _TEST.ts), else the copy
+    inside an installed sktime or aeon (found without importing them)."""
+    env = os.environ.get("EDGEKIT_BASICMOTIONS")
+    if env and (Path(env) / "BasicMotions_TRAIN.ts").is_file():
+        return Path(env)
     for module, parts in _TS_LOCATIONS:
         try:
             spec = importlib.util.find_spec(module)

@@ -149,8 +149,9 @@ def sample(trial, space: SpaceConfig, input_shape: tuple[int, int], n_classes: i
 
 
 def random_arch(rng, space: SpaceConfig, input_shape: tuple[int, int], n_classes: int,
-                tries: int = 1000) -> ArchSpec:
-    """A uniformly drawn valid architecture (numpy Generator ``rng``): calibration sets."""
+                tries: int = 1000, max_macs: int | None = None) -> ArchSpec:
+    """A uniformly drawn valid architecture (numpy Generator ``rng``) with at most
+    ``max_macs`` MACs: calibration sets."""
     pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
     for _ in range(tries):
         depth = pick(space.depth)
@@ -158,7 +159,7 @@ def random_arch(rng, space: SpaceConfig, input_shape: tuple[int, int], n_classes
                              pick(space.strides), pick(space.pools), pick(space.w_bits), pick(space.a_bits))
                        for i in range(depth))
         a = ArchSpec(pick(space.dims), blocks, tuple(input_shape), n_classes, pick(space.head_hidden))
-        if a.valid() is None:
+        if a.valid() is None and (max_macs is None or estimate_macs(a) <= max_macs):
             return a
     raise RuntimeError("no valid architecture drawn")
 
