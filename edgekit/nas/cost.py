@@ -582,6 +582,7 @@ def calibrate(core_name: str, input_shape: tuple[int, int], n_classes: int, spac
             seen.add(a.key())
             archs.append(a)
     jobs = [(a.to_json(), core_name, seed + i) for i, a in enumerate(archs)]
+    key = calibration_key(core_name)
     t0 = time.monotonic()
     results = []
     if workers > 1:
@@ -596,11 +597,16 @@ def calibrate(core_name: str, input_shape: tuple[int, int], n_classes: int, spac
             r = _measure_job(job)
             results.append(r)
             _report(progress, i, len(jobs), r, t0)
+    if calibration_key(core_name) != key:
+        raise EdgekitError("edgekit's kernels, code generator or compiler changed while the latency model was "
+                           "being calibrated; run again")
     fit_set = [r for r in results[:n_fit] if "error" not in r]
     hold = [r for r in results[n_fit:] if "error" not in r]
-    if len(fit_set) < 3:
-        raise EdgekitError("too few calibration architectures could be measured to fit a cost model")
-    model = fit(fit_set, core_name, calibration_key(core_name))
+    errors = [r["error"] for r in results if "error" in r]
+    if len(fit_set) < 3 or len(errors) > len(results) // 2:
+        raise EdgekitError(f"{len(errors)} of {len(results)} calibration architectures could not be built and "
+                           f"profiled (first: {errors[0] if errors else '?'}); no cost model fitted")
+    model = fit(fit_set, core_name, key)
     model.stats.update({"samples": {"fit": fit_set, "holdout": hold}, "n_fit": len(fit_set), "n_requested": n_fit, "board": fit_set[0]["board"], "seed": seed,
                         "input_shape": list(input_shape), "seconds": round(time.monotonic() - t0, 1),
                         "max_macs": max_macs,

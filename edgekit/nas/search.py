@@ -113,8 +113,8 @@ class NasConfig:
     space: dict = field(default_factory=dict)        # SpaceConfig.to_json()
     max_epochs: int = 6
     patience: int = 2
-    lr: float = 3e-3
-    batch: int = 128
+    lr: float = 5e-3
+    batch: int = 64
     trial_time_limit: float | None = None            # seconds of training per trial
     seed: int = 0
     measure_band: float = 0.15                       # profile on QEMU when the prediction is this close to the budget

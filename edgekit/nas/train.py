@@ -38,7 +38,7 @@ def calibrate_activations(model: nn.Module, x: torch.Tensor, steps: int = 4) -> 
 
 
 def train_early_stopping(model: nn.Module, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-                         max_epochs: int = 8, patience: int = 2, lr: float = 3e-3, batch: int = 128,
+                         max_epochs: int = 8, patience: int = 2, lr: float = 5e-3, batch: int = 64,
                          seed: int = 0, min_delta: float = 1e-3, time_limit: float | None = None,
                          on_epoch=None) -> TrainResult:
     """Train until validation accuracy has not improved by ``min_delta`` for ``patience``
