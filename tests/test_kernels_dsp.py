@@ -364,7 +364,7 @@ def test_other_dsp_cores(chain_a0, target, board, tmp_path):
 #: Executed instructions of one inference of chain_a(0) with optimized kernels on mps2-an386 (GCC 12.2.1,
 #: QEMU 7.2; the input is irrelevant: no kernel branches on data). Update with `edgekit profile` when the
 #: kernels or the compiler change.
-EXPECTED_INSTRUCTIONS = 52806
+EXPECTED_INSTRUCTIONS = 51375
 
 
 def test_exact_instruction_count(chain_a0, tmp_path):

@@ -246,21 +246,28 @@ def select_conv_gemm(node, graph) -> Selection:
                     kx, c = kx0, e
                 wp[:oc, r * words_per_run + j, half] = flat[:, (ky * kw + kx) * ic + c]
     words = pair_words(wp[..., 0], wp[..., 1])                     # (oc_pad, kwords)
-    # stream per channel pair: for each k-pair j: word(c0, j), word(c1, j)
-    stream = words.reshape(oc_pad // 2, 2, kwords).transpose(0, 2, 1).reshape(-1)
+    # stream per channel pair: the two biases, for each k-pair j: word(c0, j), word(c1, j), then
+    # (M, Ahi, e - 1) of both channels for the one-multiply requantization
     rq = node.attrs.get("requant")
+    rqc = _requant_ctx(rq, oc_pad)
+    pairs = words.reshape(oc_pad // 2, 2, kwords).transpose(0, 2, 1).reshape(oc_pad // 2, -1)
+    b2 = np.array(bias.tolist() + [0] * (oc_pad - oc), np.int64).reshape(-1, 2)
+    parts = [b2, pairs]
+    if rqc.get("fast") and rqc.get("fast_pc"):
+        parts.append(np.array(rqc["frec"], np.int64).reshape(-1, 6))
+    stream = np.concatenate(parts, axis=1).reshape(-1)
     ctx = {
         "g": g, "runs": runs, "run_len": run_len, "words_per_run": words_per_run, "kwords": kwords,
         "oc_pad": oc_pad, "npix": g["oh"] * g["ow"], "ext": _ext(x.dtype), "offset_word": _offset_word(x.zero_point),
-        "tap_mode": ic % 4 == 0, "unroll": GEMM_UNROLL, "loops": kwords // GEMM_UNROLL,
-        "rem": kwords % GEMM_UNROLL, "pixels": GEMM_PIXELS,
-        "w_words": stream.tolist(), "bias": _pad_channels(bias.tolist(), oc_pad),
+        "tap_mode": ic % 4 == 0, "unroll": 2 * GEMM_UNROLL if kwords > 6 * GEMM_UNROLL else GEMM_UNROLL,
+        "pixels": GEMM_PIXELS,
+        "w_words": stream.tolist(), "uses_bias": False,
         "scratch_bytes": 4 * GEMM_PIXELS * kwords,
         "tail_bytes": GEMM_PIXELS * oc * graph.tensors[node.outputs[0]].itemsize
         if (g["oh"] * g["ow"]) % GEMM_PIXELS else 0,
         "summary": f"im2col {kwords} int16 pairs/pixel, {GEMM_PIXELS}x2 SMLAD micro-kernel",
     }
-    ctx.update(_requant_ctx(rq, oc_pad))
+    ctx.update(rqc)
     ctx.update(_residual_ctx(node, graph))
     if node.attrs.get("residual"):
         ctx["summary"] += ", fused residual add"
