@@ -95,6 +95,26 @@ class Head(nn.Module):
         return self.out(x)
 
 
+class TransposeFlatten(nn.Module):
+    """conv -> quant -> permute to channels-last (TF-style) -> flatten -> linear."""
+
+    def __init__(self, one_d=False):
+        super().__init__()
+        self.one_d = one_d
+        self.inp = qid()
+        self.conv = qconv1d(3, 4, 3) if one_d else qconv2d(3, 4, 3)
+        self.q = qid()
+        n = 4 * (6 if one_d else 3 * 4)
+        self.fc = qnn.QuantLinear(n, 5, weight_quant=W, bias_quant=Int32Bias, return_quant_tensor=True)
+        self.q2 = qid()
+        self.out = qnn.QuantIdentity(act_quant=A, return_quant_tensor=False)
+
+    def forward(self, x):
+        y = self.q(self.conv(self.inp(x))).value
+        y = y.transpose(1, 2) if self.one_d else y.permute(0, 2, 3, 1)
+        return self.out(self.fc(self.q2(torch.flatten(y, 1))))
+
+
 def op_models():
     """name -> (model factory, input shape, must be exact vs qonnx)."""
     return {
@@ -142,6 +162,8 @@ def op_models():
         "sigmoid": (lambda: Seq(nn.Sigmoid(), out_quant=U), (3, 4, 4), True),
         "tanh": (lambda: Seq(nn.Tanh()), (2, 3, 3), True),
         "head_flatten_linear": (Head, (3, 6, 6), True),
+        "transpose_flatten_2d": (TransposeFlatten, (3, 5, 6), True),
+        "transpose_flatten_1d": (lambda: TransposeFlatten(one_d=True), (3, 8), True),
         "head_softmax": (lambda: Head(softmax=True), (3, 6, 6), False),
         "head_sigmoid": (lambda: Head(sigmoid=True), (3, 6, 6), True),
     }

@@ -124,6 +124,10 @@ def channels_last_perm(onnx_shape: tuple[int, ...]) -> np.ndarray | None:
     return None if np.array_equal(perm, np.arange(n)) else perm
 
 
+# Ops that may consume a Transpose of quantized data (elementwise or flattening).
+LAYOUT_FREE_OPS = ("Quant", "Relu", "Flatten", "Reshape", "Transpose", "Identity")
+
+
 class Lowerer:
     def __init__(self, model, source: str):
         self.model = model
@@ -139,6 +143,8 @@ class Lowerer:
         # IR tensors holding a flattened channels-last feature map, with the permutation to
         # ONNX's channels-first flattening order (dense layers permute their weights instead)
         self.feature_perm: dict[str, np.ndarray] = {}
+        # ONNX tensors that are transposes of stored data: name -> (stored ONNX shape, perm)
+        self.transposed: dict[str, tuple] = {}
 
     # -- helpers --------------------------------------------------------------------
     def onnx_shape(self, onnx_name: str) -> tuple[int, ...]:
@@ -164,6 +170,10 @@ class Lowerer:
 
     def int_input(self, node, idx: int = 0, allow_pending: bool = False) -> Tensor:
         v = self.env.get(node.input[idx])
+        if node.input[idx] in self.transposed and node.op_type not in LAYOUT_FREE_OPS:
+            raise UnsupportedOpError(f"{describe(node)}: its input is a transposed quantized tensor; edgekit "
+                                     "supports a Transpose of quantized data only before Flatten (transpose the "
+                                     "float input before the input quantizer instead)")
         if isinstance(v, IntValue):
             if v.pending is not None and not allow_pending:
                 raise UnsupportedOpError(
@@ -224,6 +234,9 @@ class Lowerer:
             where = describe(producer) if producer is not None else "the last node"
             raise UnsupportedOpError(f"{self.source}: the graph output comes from {where}, a {out.pending[0]} whose "
                                      "result is not quantized; end the model with a quantizer (e.g. QuantIdentity)")
+        if g.output[0].name in self.transposed:
+            raise UnsupportedOpError(f"{self.source}: the graph output is a transposed quantized tensor; "
+                                     "end the model before the Transpose or flatten it")
         if isinstance(out, IntValue) and out.tensor in self.feature_perm:
             raise UnsupportedOpError(f"{self.source}: the graph output is a flattened feature map; "
                                      "flattened maps can only feed dense layers")
@@ -317,6 +330,8 @@ def lower_quant(lw: Lowerer, node) -> None:
     lw.emit(node, "requantize", [t.name], out, requant=rq)
     if v.tensor in lw.feature_perm:
         lw.feature_perm[out.name] = lw.feature_perm[v.tensor]
+    if node.input[0] in lw.transposed:
+        lw.transposed[node.output[0]] = lw.transposed[node.input[0]]
 
 
 @lowering("Gemm", "MatMul")
@@ -417,6 +432,8 @@ def lower_relu(lw: Lowerer, node) -> None:
     out = Tensor(node.output[0], t.shape, t.dtype, t.bits, t.signed, list(t.scale), t.zero_point,
                  max(t.qmin, t.zero_point), t.qmax)
     lw.emit(node, "relu", [t.name], out)
+    if node.input[0] in lw.transposed:
+        lw.transposed[node.output[0]] = lw.transposed[node.input[0]]
 
 
 @lowering("Flatten", "Reshape")
@@ -434,6 +451,13 @@ def lower_reshape(lw: Lowerer, node) -> None:
     perm = channels_last_perm(onnx_in)
     if t.name in lw.feature_perm:
         perm = lw.feature_perm[t.name]
+    if node.input[0] in lw.transposed:  # flattening a transposed map: ONNX order is a permutation of ours
+        base, tperm = lw.transposed[node.input[0]]
+        onnx_pos = np.arange(int(np.prod(base))).reshape([base[p] for p in tperm])
+        in_base = onnx_pos.transpose(np.argsort(tperm))
+        perm = np.moveaxis(in_base, 0, -1).ravel() if len(base) in (2, 3) else in_base.ravel()
+        if len(onnx_out) != 1:
+            raise UnsupportedOpError(f"{describe(node)}: a transposed tensor can only be flattened")
     new_shape = ir_shape(onnx_out)
     out = Tensor(node.output[0], new_shape, t.dtype, t.bits, t.signed, list(t.scale), t.zero_point, t.qmin, t.qmax)
     lw.emit(node, "reshape", [t.name], out)
@@ -444,6 +468,8 @@ def lower_reshape(lw: Lowerer, node) -> None:
 @lowering("Identity")
 def lower_identity(lw: Lowerer, node) -> None:
     lw.env[node.output[0]] = lw.env.get(node.input[0])
+    if node.input[0] in lw.transposed:
+        lw.transposed[node.output[0]] = lw.transposed[node.input[0]]
 
 
 @lowering("Transpose")
@@ -454,8 +480,12 @@ def lower_transpose(lw: Lowerer, node) -> None:
         lw.env[node.output[0]] = FloatInput(lw.onnx_shape(node.output[0]),
                                             src.pre_ops + (("transpose", [p - 1 for p in perm[1:]]),))
         return
-    raise UnsupportedOpError(f"{describe(node)}: transposing a quantized tensor is not supported; transpose "
-                             "the float input before the input quantizer instead")
+    # A quantized tensor: no data moves. Remember how the ONNX tensor is permuted relative to
+    # the stored (channels-last) data; a following Flatten folds it into the dense weights.
+    lw.int_input(node)
+    base, prev = lw.transposed.get(node.input[0], (lw.onnx_shape(node.input[0]), list(range(len(perm) - 1))))
+    lw.transposed[node.output[0]] = (base, [prev[p - 1] for p in perm[1:]])
+    lw.env[node.output[0]] = lw.env[node.input[0]]
 
 
 # Pending float ops that the following Quant resolves; each module registers its resolver.
