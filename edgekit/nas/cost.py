@@ -58,8 +58,8 @@ KIND_FEATURES = {
     "gap": ("taps", "ky_iters", "outputs", "const"),
     "eltwise": ("outputs", "const"),
     # optimized DSP kernels (templates/cortexm/ops_dsp): their loop trip counts
-    "gemm": ("im2col_words", "runs", "runs_valid", "tail_runs", "partial_elems", "mk_loops", "mk_rem", "mk_blocks",
-             "outputs", "plain_outputs", "blocks", "const"),
+    "gemm": ("im2col_words", "zero_words", "runs", "runs_valid", "tap_iters", "tail_runs", "partial_elems",
+             "mk_loops4", "mk_loops8", "mk_rem", "mk_blocks", "outputs", "plain_outputs", "blocks", "const"),
     "dw3": ("tr4", "tr1", "rows_loaded", "ring", "pairs_kh", "pairs", "odd_kh", "odd", "colsteps", "rows", "const"),
     "dense_opt": ("loops", "rem", "tail", "blocks", "outputs", "const"),
     "glue": ("const", "layers"),
@@ -146,7 +146,7 @@ OPT_BASES = {"conv2d_gemm": "gemm", "dw3": "dw3", "dense": "dense_opt"}
 #: Features kept for a base kind with too few calibration layers for all of its features.
 REDUCED = {"conv": ("macs", "taps", "outputs"), "dwconv": ("taps", "outputs"), "dense": ("macs", "outputs"),
            "maxpool": ("taps", "outputs"), "avgpool": ("taps", "outputs"), "gap": ("taps", "outputs"),
-           "eltwise": ("outputs",), "gemm": ("im2col_words", "mk_loops", "outputs"),
+           "eltwise": ("outputs",), "gemm": ("im2col_words", "mk_loops4", "mk_loops8", "outputs"),
            "dw3": ("pairs_kh", "tr4", "tr1"), "dense_opt": ("loops", "outputs")}
 
 
@@ -194,10 +194,17 @@ def _gemm_features(info: dict) -> dict:
     blocks = -(-npix // 3)
     ocp = (oc + 1) // 2
     vrows = _valid(oh, ih, kh, sh, pt)
+    vcols = _valid(ow, iw, kw, sw, pl)                 # taps inside the input, summed over ox
     full_cols = sum(1 for ox in range(ow) if ox * sw - pl >= 0 and ox * sw - pl + kw <= iw)
-    return {"im2col_words": npix * kwords, "runs": npix * kh, "runs_valid": vrows * ow,
+    tap_mode = ic % 4 == 0                             # whole words per tap, zero words for outside taps
+    zero = (npix * kh - vrows * ow) * _run_words(kw * ic) + (vrows * (ow * kw - vcols) * (ic // 2) if tap_mode else 0)
+    return {"im2col_words": npix * kwords, "zero_words": zero, "runs": npix * kh, "runs_valid": vrows * ow,
+            "tap_iters": vrows * ow * kw if tap_mode else 0,
             "tail_runs": vrows * ow if (kw * ic) % 4 else 0, "partial_elems": vrows * (ow - full_cols) * kw * ic,
-            "mk_loops": blocks * ocp * (kwords // 4), "mk_rem": blocks * ocp * (kwords % 4),
+            # the micro-kernel's loop takes 4 k-pair steps an iteration, 8 for long K (dsp.py)
+            "mk_loops4": blocks * ocp * (kwords // 4) if kwords <= 24 else 0,
+            "mk_loops8": blocks * ocp * (kwords // 8) if kwords > 24 else 0,
+            "mk_rem": blocks * ocp * (kwords % (8 if kwords > 24 else 4)),
             "mk_blocks": blocks * ocp, "outputs": npix * oc,
             "plain_outputs": npix * oc if info.get("rq") in (None, "none") else 0, "blocks": blocks, "const": 1}
 
@@ -274,9 +281,9 @@ def features(info: dict) -> tuple[str, dict]:
 
 def _work(f: dict) -> float:
     """The count of a layer's innermost work (MACs, taps, words...), for the "any" fallback."""
-    for k in ("macs", "mk_loops", "pairs_kh", "loops", "taps", "outputs"):
+    for k in ("macs", "mk_loops8", "mk_loops4", "pairs_kh", "loops", "taps", "outputs"):
         if f.get(k):
-            return float(f[k]) * (4 if k in ("mk_loops", "loops") else 1)
+            return float(f[k]) * {"mk_loops8": 96, "mk_loops4": 48, "loops": 32}.get(k, 1)  # MACs per iteration
     return 0.0
 
 

@@ -246,7 +246,8 @@ def finish(study, config: NasConfig, data, out_dir: Path, storage: str = "", stu
                    "infeasible_untrained": sum(r["status"] == "infeasible" and not r["trained"] for r in done),
                    "invalid_or_failed": sum(r["status"] in ("invalid", "build_failed") for r in done)},
         "cost_model": {"core": config.target, "n_fit": cm.get("n_fit"), "board": cm.get("board"),
-                       "holdout": {k: v for k, v in (cm.get("holdout") or {}).items() if k != "rows"}},
+                       "holdout": {k: v for k, v in (cm.get("holdout") or {}).items() if k != "rows"},
+                       "holdout_near_budget": _holdout_near(cm.get("holdout"), config, board.clock_hz)},
         "pareto": [_public(r) for r in front],
         "checked": checked,
         "best": best,
@@ -262,6 +263,23 @@ def finish(study, config: NasConfig, data, out_dir: Path, storage: str = "", stu
     (out_dir / "report.html").write_text(report_html(summary, rows, front, config))
     say(summary_text(summary, out_dir))
     return summary
+
+
+def _holdout_near(holdout: dict | None, config: NasConfig, clock_hz: int) -> dict | None:
+    """Held-out error over the architectures whose measured latency is at most twice the
+    budget (where the model's answer decides feasibility)."""
+    lim = config.budget.max_latency_ms
+    if not holdout or not lim or not holdout.get("rows"):
+        return None
+    rows = [r for r in holdout["rows"] if r["measured_cycles"] / clock_hz * 1e3 <= 2 * lim]
+    if not rows:
+        return None
+    ei = [abs(r["instructions_error"]) for r in rows]
+    ec = [abs(r["cycles_error"]) for r in rows]
+    return {"n": len(rows), "of": len(holdout["rows"]), "within_ms": 2 * lim,
+            "instructions_mean_abs": float(np.mean(ei)), "instructions_max_abs": float(np.max(ei)),
+            "cycles_mean_abs": float(np.mean(ec)), "cycles_max_abs": float(np.max(ec)),
+            "share_within_5pct": float(np.mean([e <= 0.05 for e in ei]))}
 
 
 def storage_redacted(url: str) -> str:
@@ -362,7 +380,14 @@ def report_markdown(s: dict, rows: list[dict], front: list[dict], config: NasCon
         L.append(f"- cost model ({s['cost_model']['n_fit']} calibration architectures on "
                  f"{s['cost_model']['board']}): held-out error on instructions mean "
                  f"{100 * h['instructions_mean_abs']:.2f}%, max {100 * h['instructions_max_abs']:.2f}% "
-                 f"({h['n']} architectures)")
+                 f"({h['n']} architectures); cycle estimate mean {100 * h['cycles_mean_abs']:.2f}%, max "
+                 f"{100 * h['cycles_max_abs']:.2f}%")
+        near = s["cost_model"].get("holdout_near_budget")
+        if near:
+            L.append(f"- on the {near['n']} of {near['of']} held-out architectures within twice the latency budget "
+                     f"(<= {near['within_ms']:g} ms): instructions error mean {100 * near['instructions_mean_abs']:.2f}%, "
+                     f"max {100 * near['instructions_max_abs']:.2f}%, {100 * near['share_within_5pct']:.0f}% within "
+                     f"5%; cycles mean {100 * near['cycles_mean_abs']:.2f}%, max {100 * near['cycles_max_abs']:.2f}%")
     L += ["", "![Pareto front](pareto.svg)", ""]
     if s["best"]:
         b = s["best"]
