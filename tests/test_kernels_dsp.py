@@ -315,7 +315,7 @@ def test_reference_kernels_switch_and_core_without_dsp(chain_a0, tmp_path, capsy
         build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "x", kernels="fast")
 
 
-def test_flash_budget_and_arena_scratch(chain_a0):
+def test_flash_budget_and_arena_scratch(chain_a0, monkeypatch):
     from types import SimpleNamespace
 
     from edgekit.backends.cortexm.codegen import _select_kernels
@@ -340,11 +340,20 @@ def test_flash_budget_and_arena_scratch(chain_a0):
                 if p.buffer == "arena" and p.first <= i <= p.last:
                     assert hi <= p.offset or p.offset + p.size <= lo
     # int16 weights may take at most half the board's flash: the largest layers fall back first
-    tiny = SimpleNamespace(flash=SimpleNamespace(length=2048), stack_bytes=8192)
-    sel = _select_kernels(graph, plan, "optimized", ("dsp",), tiny)
-    assert not all(sel[n].optimized for n in kernel_nodes)
-    assert all(sel[n].optimized or "flash" in sel[n].reason for n in kernel_nodes)
-    assert sum(sel[n].weight_bytes for n in kernel_nodes if sel[n].optimized) <= 1024
+    sizes = {n: sel[n].weight_bytes for n in kernel_nodes}
+    total = sum(sizes.values())
+    monkeypatch.setattr(dsp, "FLASH_MARGIN", 0)
+    small = SimpleNamespace(flash=SimpleNamespace(length=total), stack_bytes=8192)
+    sel = _select_kernels(graph, plan, "optimized", ("dsp",), small)
+    kept = [n for n in kernel_nodes if sel[n].optimized]
+    dropped = [n for n in kernel_nodes if not sel[n].optimized]
+    assert kept and dropped and sum(sizes[n] for n in kept) <= total // 2
+    assert max(sizes[n] for n in kept) <= min(sizes[n] for n in dropped)
+    assert all("flash" in sel[n].reason for n in dropped)
+    # a board loaded into RAM: the budget is the RAM's
+    ram_board = SimpleNamespace(flash=SimpleNamespace(length=1 << 22), ram=SimpleNamespace(length=total), load="ram",
+                                stack_bytes=8192)
+    assert [n for n in kernel_nodes if _select_kernels(graph, plan, "optimized", ("dsp",), ram_board)[n].optimized] == kept
     assert not any(s.optimized for s in _select_kernels(graph, plan, "optimized", (), big).values())
 
 

@@ -184,10 +184,14 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
                                                        f"the stack budget ({stack_limit} B)")
         sel[node.name] = s
     if board is not None:
-        budget = int(dsp.FLASH_SHARE * board.flash.length)
+        # the region that holds the weights: flash, or RAM for boards loaded into RAM
+        region = board.ram if getattr(board, "load", "flash") == "ram" else board.flash
+        int8_bytes = sum(a.nbytes for a in graph.constants.values())
+        budget = min(int(dsp.FLASH_SHARE * region.length), region.length - int8_bytes - dsp.FLASH_MARGIN)
         opt = sorted((s.weight_bytes, n) for n, s in sel.items() if s.optimized)
         while opt and sum(b for b, _ in opt) > budget:
             _, n = opt.pop()  # largest first back to the reference kernel
             sel[n] = dsp.Selection("reference", reason=f"int16 weights would take more than "
-                                                       f"{dsp.FLASH_SHARE:.0%} of the board's flash")
+                                                       f"{dsp.FLASH_SHARE:.0%} of the board's flash (or leave "
+                                                       "too little for the rest)")
     return sel

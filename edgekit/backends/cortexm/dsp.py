@@ -20,8 +20,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-#: int16 weights may take at most this share of the board's flash (else the reference kernel).
+#: int16 weights may take at most this share of the board's flash (else the reference kernel),
+#: and must leave the model's int8 weights plus this margin (code, runtime) free.
 FLASH_SHARE = 0.5
+FLASH_MARGIN = 64 * 1024
 #: im2col block: pixels per block (the 3x2 micro-kernel: 3 pixels x 2 output channels).
 GEMM_PIXELS = 3
 #: k-pair steps per iteration of the micro-kernels' loops.
