@@ -297,7 +297,7 @@ def chain_a0(tmp_path_factory) -> Path:
 
 
 def test_reference_kernels_switch_and_core_without_dsp(chain_a0, tmp_path, capsys):
-    from edgekit.api import build, verify
+    from edgekit.api import build
     from edgekit.cli import main
 
     assert main(["build", str(chain_a0), "--target", "cortex-m4", "--board", "mps2-an386", "-o", str(tmp_path / "r"),

@@ -315,7 +315,7 @@ def select_dw(node, graph) -> Selection:
     wpad = max(need, g["iw"] + g["pad_l"])
     wpad += wpad & 1
     ctx = {"g": g, "mult": a["depth_multiplier"], "wp": wpad, "rec_words": [v for r in recs for v in r],
-           "rw": len(recs[0]), "rots": rots, "rot_index": {r: i for i, r in enumerate(rots)},
+           "rw": len(recs[0]), "rots": rots,
            "ext": _ext(x.dtype), "offset_word": _offset_word(x.zero_point), "zp": x.zero_point,
            "scratch_bytes": 2 * kh * g["ic"] * wpad, "uses_bias": False,
            "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16 (x - zp), two outputs per channel "
@@ -341,7 +341,6 @@ def select_dense(node, graph) -> Selection:
     if _ext(x.dtype) is None:
         return Selection("reference", reason=f"{x.dtype} input")
     w = graph.constants[node.inputs[1]].astype(np.int64)          # (n_out, n_in)
-    bias = graph.constants[node.inputs[2]].astype(np.int64)
     n_out, n_in = w.shape
     quads, tail = divmod(n_in, 4)
     rows_pad = -(-n_out // DENSE_ROWS) * DENSE_ROWS
@@ -358,7 +357,7 @@ def select_dense(node, graph) -> Selection:
     ctx = {"n_in": n_in, "n_out": n_out, "rows_pad": rows_pad, "quads": quads, "tail": tail,
            "unroll": DENSE_UNROLL, "loops": quads // DENSE_UNROLL, "rem": quads % DENSE_UNROLL,
            "ext": "sxtb16" if x.dtype == "int8" else "uxtb16",
-           "w_words": stream.tolist(), "tail_w": tail_w.tolist(), "bias": _pad_channels(bias.tolist(), rows_pad),
+           "w_words": stream.tolist(), "tail_w": tail_w.tolist(),
            "summary": f"{DENSE_ROWS} rows per block, int16 weights, SMLAD"}
     ctx.update(_requant_ctx(rq, rows_pad))
     return Selection("dense", "ops_dsp/dense.c.j2", ctx=ctx, weight_bytes=4 * stream.size + 2 * tail_w.size)
