@@ -54,6 +54,26 @@ class Residual(nn.Module):
         return self.out(self.qs(x).value + y.value)  # different power-of-two scales: exact in int32
 
 
+class SelfResidual(nn.Module):
+    """y = conv(x) + x: the residual is also the convolution's own input (must not go in place)."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.inp = qid()
+        self.c0 = qconv2d(3, c, 3, padding=1)
+        self.q0 = qid()
+        self.c1 = qconv2d(c, c, 3, padding=1)
+        self.q1 = qid()
+        self.qs = qid()
+        self.c2 = qconv2d(c, 2, 1)
+        self.out = qnn.QuantIdentity(act_quant=A, return_quant_tensor=False)
+
+    def forward(self, x):
+        x = self.q0(self.c0(self.inp(x)))
+        y = self.qs(self.q1(self.c1(x)).value + x.value)
+        return self.out(self.c2(y))
+
+
 class ConcatNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -158,6 +178,7 @@ def op_models():
         "trunc_avgpool_3x3": (lambda: Seq(qnn.TruncAvgPool2d(3, return_quant_tensor=True)), (3, 9, 9), False),
         "global_avgpool": (lambda: Seq(nn.AdaptiveAvgPool2d(1)), (4, 5, 5), True),
         "residual_add": (Residual, (4, 6, 6), True),
+        "residual_of_own_input": (SelfResidual, (3, 6, 6), True),
         "concat": (ConcatNet, (3, 5, 5), True),
         "sigmoid": (lambda: Seq(nn.Sigmoid(), out_quant=U), (3, 4, 4), True),
         "tanh": (lambda: Seq(nn.Tanh()), (2, 3, 3), True),

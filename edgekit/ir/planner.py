@@ -76,8 +76,13 @@ def _buffers(graph: Graph):
         for x in op.inplace_inputs(node, graph):
             group = [t for t in graph.tensors if owner(t) == owner(x)]
             dies_here = all(last_use.get(t, -1) <= i for t in group)
-            # the op vouches for the element order (Op.inplace_inputs); the bytes must fit too
-            if owner(x) != in_owner and dies_here and graph.tensors[y].itemsize <= graph.tensors[x].itemsize \
+            # the op vouches for the element order of x (Op.inplace_inputs), not of its other inputs:
+            # if another input shares x's bytes (y = conv(x) + x), writing over x would corrupt it
+            acts = [t for t in node.inputs if not graph.tensors[t].const]
+            shared = sum(owner(t) == owner(x) for t in acts) > 1
+            # the bytes must fit too
+            if owner(x) != in_owner and dies_here and not shared \
+                    and graph.tensors[y].itemsize <= graph.tensors[x].itemsize \
                     and graph.tensors[y].nbytes <= graph.tensors[x].nbytes:
                 root[y] = owner(x)
                 inplace.append(node.name)
