@@ -224,7 +224,7 @@ def flash(build_dir: str | Path, board: str | None = None, probe: str = "pyocd",
     from ...build import load_manifest
     from ...ir.graph import Graph
     from ...sim import quantize_input, simulate
-    from ...verify import generate_inputs
+    from ...verify import load_float_inputs
     from .profile import build_board
 
     build_dir = Path(build_dir).resolve()
@@ -252,16 +252,7 @@ def flash(build_dir: str | Path, board: str | None = None, probe: str = "pyocd",
     else:
         tool, openocd = "openocd", openocd_executable()
 
-    if inputs is None:
-        x, source = generate_inputs(graph, count, seed), f"generated, seed {seed}"
-    elif isinstance(inputs, np.ndarray):
-        x, source = inputs, "array"
-    else:
-        try:
-            x, source = np.load(inputs), str(inputs)
-        except (OSError, ValueError) as e:
-            raise VerificationError(f"{inputs}: cannot read inputs ({e})") from None
-    x = np.asarray(x, np.float32).reshape((-1,) + tuple(graph.input_quant.float_shape))
+    x, source = load_float_inputs(graph, inputs, count, seed)
     codes = quantize_input(graph, x)
     out_t = graph.tensors[graph.outputs[0]]
     ref = simulate(graph, codes)[graph.outputs[0]].reshape(x.shape[0], -1)
