@@ -104,10 +104,11 @@ def check_model(onnx: Path, config: NasConfig, data, dest: Path) -> dict:
 
     board = get_board(config.board)
     res: dict = {"ok": False, "problems": []}
+    model_bytes = Path(onnx).read_bytes()  # it may live inside dest (a retrained model)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    shutil.copy(onnx, dest / "model.onnx")
+    (dest / "model.onnx").write_bytes(model_bytes)
     try:
         b = build(dest / "model.onnx", config.target, config.board, dest / "board")
     except EdgekitError as e:
