@@ -23,7 +23,7 @@ from ...errors import BuildDirError, ToolchainError, VerificationError
 from ...ir.contract import is_power_of_two
 from ...ir.graph import Graph
 from ...sim import quantize_input, simulate
-from ...verify import StageResult, VerifyReport, _compare, _run_qonnx, load_float_inputs
+from ...verify import StageResult, VerifyReport, _compare, load_float_inputs, qonnx_stage
 from .build import to_hls_layout, to_ir_order
 
 
@@ -99,18 +99,7 @@ def verify_hls(build_dir: str | Path, inputs=None, count: int = 256, seed: int =
     pow2 = requant_exact and is_power_of_two(graph.input_quant.scale)
 
     if "qonnx" in stages:  # as edgekit.verify.verify's qonnx stage
-        y = _run_qonnx(build_dir / "model.onnx", x).astype(np.float64)
-        if y.ndim in (3, 4):  # channels-first feature map: compare in the IR's channels-last order
-            y = np.moveaxis(y, 1, -1)
-        q = np.round(y.reshape(x.shape[0], -1) / scale + out_t.zero_point)
-        float_exact = bool(graph.meta.get("qonnx_float_exact", True))
-        inexact = graph.meta.get("inexact", [])
-        note = "" if pow2 else "float scales: qonnx rounds in float32, edgekit uses Q31 multipliers"
-        if pow2 and not float_exact:
-            note = "accumulators can exceed 2^24, where qonnx's float32 arithmetic is inexact"
-        if pow2 and inexact:
-            note = "; ".join(inexact)
-        results.append(_compare("qonnx (float32)", q, ref, pow2 and float_exact and not inexact, note))
+        results.append(qonnx_stage(build_dir / "model.onnx", graph, x, ref, pow2))
 
     est = json.loads((build_dir / manifest["estimates"]).read_text())
     compile_s = None
