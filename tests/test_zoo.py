@@ -17,11 +17,12 @@ RESULTS = Path(__file__).resolve().parents[2] / "shared" / "peers" / "mlperf_tin
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_zoo_model_builds_and_verifies(name, tmp_path):
+    torch.manual_seed(0)  # the random weights, not only the calibration data, are seeded
     model = calibrate(ZOO[name]())
     onnx_path = export_qonnx(model, torch.zeros(1, *model.input_shape), tmp_path / f"{name}.onnx")
     res = build(onnx_path, "cortex-m4", "mps2-an386", tmp_path / "b")
     rep = verify(tmp_path / "b", count=6)
-    assert rep.ok and all(s.mismatches == 0 for s in rep.stages), rep.table()
+    assert rep.ok and all(s.mismatches == 0 for s in rep.stages if s.must_be_exact), rep.table()
     qonnx = next(s for s in rep.stages if s.stage.startswith("qonnx"))
     # power-of-two models: exact against qonnx too, except the integer softmax (reported, <= 1 LSB)
     has_softmax = any(layer["op"] == "softmax" for layer in res.manifest["layers"])

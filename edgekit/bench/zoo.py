@@ -32,6 +32,7 @@ def run_zoo(models: list[str] | None = None, board: str = "mps2-an386", target: 
         work = Path(out) if out else Path(tmp)
         for name in models or list(ZOO):
             t0 = time.monotonic()
+            torch.manual_seed(0)  # seeded weights: the same model on every run
             model = calibrate(ZOO[name]())
             onnx_path = export_qonnx(model, torch.zeros(1, *model.input_shape), work / f"{name}.onnx")
             res = build(onnx_path, target, board, work / name)
