@@ -196,7 +196,19 @@ def chain_b(seed: int) -> bytes:
     return ch.dense(int(rng.choice([5, 9, 10]))).build()
 
 
-CHAINS = {"a": chain_a, "b": chain_b}
+def chain_c(seed: int) -> bytes:
+    """Wide rows: depthwise 3x3 stride 1 and stride 2 over rows of 43 to 61 pixels, so a channel's three
+    int16 ring rows span more than the 255 bytes a post-indexed Thumb-2 load can step (the MobileNet
+    VWW layout at 96x96) -> 1x1 -> dense."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(4, 7)), int(rng.integers(43, 62))
+    ch = Chain(rng, (h, w, int(rng.choice([2, 3]))), zp=int(rng.integers(-60, 60)))
+    ch.conv(int(rng.choice([4, 6])), 3)
+    ch.conv(0, 3, depthwise=True).conv(0, 3, stride=2, depthwise=True)
+    return ch.conv(int(rng.choice([3, 5])), 1).dense(int(rng.choice([5, 7]))).build()
+
+
+CHAINS = {"a": chain_a, "b": chain_b, "c": chain_c}
 
 
 def _codes(rng, shape, zp, n=40):
@@ -218,7 +230,7 @@ def _check(out: Path, rep, expect_optimized: set[str]) -> None:
 
 
 @pytest.mark.parametrize("target", sorted(BOARDS))
-@pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3)])
+@pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5)])
 def test_random_tflite_chains_bit_exact(chain, seed, target, tmp_path):
     from edgekit.api import build, verify
     from edgekit.ir.graph import Graph
@@ -236,6 +248,8 @@ def test_random_tflite_chains_bit_exact(chain, seed, target, tmp_path):
     assert "#if EK_USE_DSP" in src and "ldmia %[xp]!" in src  # the conv micro-kernel
     if any(n.attrs.get("depthwise") and n.attrs["depth_multiplier"] == 1 for n in graph.nodes):
         assert "ldmia %[r]!" in src  # the depthwise channel loop in assembly
+    if chain == "c":
+        assert "addw %[tp]" in src  # rings too wide for post-indexed loads step with ADDW
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ firmware fails these tests.
 """
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 
@@ -21,7 +23,7 @@ MODELS = op_models()
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_operator_bit_exact(name, tmp_path):
     factory, shape, exact_vs_qonnx = MODELS[name]
-    torch.manual_seed(abs(hash(name)) % 1000)
+    torch.manual_seed(zlib.crc32(name.encode()) % 1000)  # str hash() changes per process
     model = factory()
     model.train()
     with torch.no_grad():

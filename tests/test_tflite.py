@@ -304,7 +304,43 @@ def residual_model(seed: int = 1) -> bytes:
     return b.build([x], [out])
 
 
-SYNTHETIC = {"cnn": cnn_model, "residual": residual_model}
+def vww_model(seed: int = 2) -> bytes:
+    """MobileNetV1 0.25 as in MLPerf Tiny's visual wake words model (96x96x3 input, conv 3x3/2 with
+    8 filters, 13 depthwise-separable blocks, avg pool 3x3, FC to 2 classes, softmax) with random
+    weights, and the flatten that TensorFlow 2.16+ / Keras 3 exports: RESHAPE(x, PACK(
+    STRIDED_SLICE(SHAPE(x)), -1)). Its 48- and 96-wide rows give the depthwise kernel rings too wide
+    for Thumb-2's post-indexed loads (a layout the small models never reach)."""
+    from tflite_builder import TfliteBuilder, tflite
+
+    A = tflite.ActivationFunctionType
+    rng = np.random.default_rng(seed)
+    b = TfliteBuilder()
+    x = b.act((1, 96, 96, 3), 1 / 255, -128)
+    y, shp, s = _conv_layer(b, rng, x, (96, 96, 3), 1 / 255, 8, 3, 2, "SAME", A.RELU, x_rms=70)
+    for oc, stride in [(16, 1), (32, 2), (32, 1), (64, 2), (64, 1), (128, 2)] + [(128, 1)] * 5 + [(256, 2), (256, 1)]:
+        y, shp, s = _conv_layer(b, rng, y, shp, s, 0, 3, stride, "SAME", A.RELU, depthwise=True, x_rms=20)
+        y, shp, s = _conv_layer(b, rng, y, shp, s, oc, 1, 1, "VALID", A.RELU, x_rms=20)
+    zp = int(b.tensors[y]["zp"][0])
+    pooled = b.act((1, 1, 1, shp[2]), s, zp)
+    b.op("AVERAGE_POOL_2D", [y], [pooled], "Pool2DOptions", Padding=tflite.Padding.VALID, StrideW=shp[1],
+         StrideH=shp[0], FilterWidth=shp[1], FilterHeight=shp[0], FusedActivationFunction=A.NONE)
+    shape = b.tensor((4,), "int32")
+    b.op("SHAPE", [pooled], [shape], "ShapeOptions", OutType=tflite.TensorType.INT32)
+    batch = b.tensor((), "int32")
+    consts = [b.tensor((1,), "int32", data=[v]) for v in (0, 1, 1)]
+    b.op("STRIDED_SLICE", [shape] + consts, [batch], "StridedSliceOptions", BeginMask=0, EndMask=0,
+         EllipsisMask=0, NewAxisMask=0, ShrinkAxisMask=1)
+    new_shape = b.tensor((2,), "int32")
+    b.op("PACK", [batch, b.tensor((), "int32", data=[-1])], [new_shape], "PackOptions", ValuesCount=2, Axis=0)
+    flat = b.act((1, shp[2]), s, zp)
+    b.op("RESHAPE", [pooled, new_shape], [flat], "ReshapeOptions")
+    logits = _fc_layer(b, rng, flat, shp[2], s, 2, 12, 0.05, 0, per_channel=False)
+    out = b.act((1, 2), 1 / 256, -128)
+    b.op("SOFTMAX", [logits], [out], "SoftmaxOptions", Beta=1.0)
+    return b.build([x], [out])
+
+
+SYNTHETIC = {"cnn": cnn_model, "residual": residual_model, "vww": vww_model}
 
 
 def _codes(rng, shape, n=64):
@@ -458,6 +494,50 @@ def test_unsupported_fused_activation_is_named(tmp_path):
     (tmp_path / "a.tflite").write_bytes(b.build([x], [y]))
     with pytest.raises(UnsupportedOpError, match=r"operator 0 \(ADD\).*fused activation TANH"):
         import_tflite(tmp_path / "a.tflite")
+
+
+def _flatten_model(ellipsis: int = 0, new_dim: int = -1, shape_into_add: bool = False) -> bytes:
+    """max pool -> x (1, 2, 2, 3) -> RESHAPE(x, PACK(STRIDED_SLICE(SHAPE(x)), new_dim)) -> (1, 12), as
+    Keras 3 exports a Flatten."""
+    from tflite_builder import TfliteBuilder, tflite
+
+    b = TfliteBuilder()
+    inp, x = b.act((1, 2, 2, 3), 0.1, 0), b.act((1, 2, 2, 3), 0.1, 0)
+    b.op("MAX_POOL_2D", [inp], [x], "Pool2DOptions", Padding=tflite.Padding.SAME, StrideW=1, StrideH=1,
+         FilterWidth=2, FilterHeight=2, FusedActivationFunction=0)
+    shape = b.tensor((4,), "int32")
+    b.op("SHAPE", [x], [shape], "ShapeOptions", OutType=tflite.TensorType.INT32)
+    batch = b.tensor((), "int32")
+    b.op("STRIDED_SLICE", [shape] + [b.tensor((1,), "int32", data=[v]) for v in (0, 1, 1)], [batch],
+         "StridedSliceOptions", BeginMask=0, EndMask=0, EllipsisMask=ellipsis, NewAxisMask=0, ShrinkAxisMask=1)
+    new_shape = b.tensor((2,), "int32")
+    b.op("PACK", [batch, b.tensor((), "int32", data=[new_dim])], [new_shape], "PackOptions", ValuesCount=2, Axis=0)
+    y = b.act((1, 12), 0.1, 0)
+    b.op("RESHAPE", [x, new_shape], [y], "ReshapeOptions")
+    if shape_into_add:  # an int8 operator fed by the shape arithmetic
+        z = b.act((1, 12), 0.1, 0)
+        b.op("ADD", [y, batch], [z], "AddOptions", FusedActivationFunction=0)
+        y = z
+    return b.build([inp], [y])
+
+
+def test_keras3_flatten_shape_arithmetic_folds_at_import(tmp_path):
+    from edgekit.errors import ModelError, UnsupportedOpError
+    from edgekit.frontends.tflite import import_tflite
+
+    path = tmp_path / "flat.tflite"
+    path.write_bytes(_flatten_model())
+    graph, _ = import_tflite(path)
+    assert [n.op for n in graph.nodes] == ["maxpool", "reshape"] and graph.tensors[graph.outputs[0]].shape == (12,)
+    path.write_bytes(_flatten_model(new_dim=5))
+    with pytest.raises(ModelError, match=r"operator 4 \(RESHAPE\): new shape \[1, 5\] does not match"):
+        import_tflite(path)
+    path.write_bytes(_flatten_model(ellipsis=1))
+    with pytest.raises(UnsupportedOpError, match=r"operator 2 \(STRIDED_SLICE\): ellipsis"):
+        import_tflite(path)
+    path.write_bytes(_flatten_model(shape_into_add=True))
+    with pytest.raises(UnsupportedOpError, match=r"operator 5 \(ADD\).*shape arithmetic"):
+        import_tflite(path)
 
 
 def test_activation_ranges_follow_tflite():

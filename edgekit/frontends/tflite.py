@@ -217,6 +217,7 @@ class TfliteLowerer:
         self.nodes: list[Node] = []
         self.constants: dict[str, np.ndarray] = {}
         self.ir_name: dict[int, str] = {}  # TFLite tensor index -> IR tensor name
+        self.folded: dict[int, np.ndarray] = {}  # shape arithmetic evaluated at import time
 
     # -- helpers --------------------------------------------------------------------
     def op_name(self, op) -> str:
@@ -246,7 +247,9 @@ class TfliteLowerer:
         """The IR tensor of an int8 activation input."""
         if i not in self.ir_name:
             t = self.t[i]
-            what = "a constant" if t.data is not None else "not computed by any operator before it"
+            what = ("a constant" if t.data is not None else
+                    "shape arithmetic (SHAPE/STRIDED_SLICE/PACK) that edgekit evaluates at import time"
+                    if i in self.folded else "not computed by any operator before it")
             raise UnsupportedOpError(f"{where}: input tensor '{t.name}' is {what}; edgekit expects an int8 "
                                      "activation there")
         return self.tensors[self.ir_name[i]]
@@ -284,6 +287,27 @@ class TfliteLowerer:
                                     [float(s) for s in np.ravel(scale)], 0, lo, hi, const=True)
         self.constants[name] = np.asarray(arr).astype(np.dtype(dtype))
         return name
+
+    def int_value(self, where: str, i: int, what: str) -> np.ndarray:
+        """An integer value known at import time: a constant or folded shape arithmetic."""
+        if i in self.folded:
+            return self.folded[i]
+        t = self.t[i]
+        if t.data is not None and t.type in ("INT32", "INT64"):
+            v = t.array().astype(np.int64)
+            return v.reshape(()) if not t.shape and v.size == 1 else v  # a scalar
+        raise UnsupportedOpError(f"{where}: the {what} '{t.name}' is not an int32 value known at import time "
+                                 "(edgekit evaluates shape arithmetic on static shapes only)")
+
+    def fold(self, where: str, op, value: np.ndarray) -> None:
+        oidx = int(op.OutputsAsNumpy()[0])
+        t = self.t[oidx]
+        if t.type not in ("INT32", "INT64"):
+            raise UnsupportedOpError(f"{where}: {t.type} output; edgekit evaluates only int32 shape arithmetic")
+        if t.shape and tuple(value.shape) != t.shape:
+            raise ModelError(f"{where}: computes shape {list(value.shape)} but its output '{t.name}' is "
+                             f"{list(t.shape)}")
+        self.folded[oidx] = value.astype(np.int64)
 
     def activation(self, where: str, opts, out: Tensor) -> tuple[int, int]:
         act = self.act_names.get(opts.FusedActivationFunction(), "?")
@@ -547,9 +571,64 @@ def lower_reshape(lw: TfliteLowerer, op, name: str, where: str) -> None:
     out = lw.out_tensor(where, oidx)
     if out.size != x.size:
         raise ModelError(f"{where}: reshape of {x.size} values into {list(y.shape)}")
+    ins = _inputs(op)
+    if len(ins) > 1 and ins[1] >= 0:  # the new shape, a constant or import-time shape arithmetic
+        want = lw.int_value(where, ins[1], "new shape").ravel()
+        known = int(np.prod([d for d in want if d != -1]))
+        ok = (len(want) == len(y.shape) and (want == -1).sum() <= 1 and known > 0 and
+              all(d in (-1, e) for d, e in zip(want.tolist(), y.shape)))
+        if not ok:
+            raise ModelError(f"{where}: new shape {want.tolist()} does not match the output tensor's shape "
+                             f"{list(y.shape)}")
     if (out.scale, out.zero_point) != (x.scale, x.zero_point):
         raise UnsupportedOpError(f"{where}: reshape that changes the quantization is not supported")
     lw.emit(name, "reshape", [x.name], out, oidx)
+
+
+# Shape arithmetic. Keras 3's Flatten exports ``RESHAPE(x, PACK(STRIDED_SLICE(SHAPE(x)), -1))``
+# so that the batch size stays dynamic. edgekit's shapes are static (batch 1), so these int32
+# operators are evaluated once here; nothing of them reaches the IR or the firmware.
+@lowering("SHAPE")
+def fold_shape(lw: TfliteLowerer, op, name: str, where: str) -> None:
+    i = _inputs(op)[0]
+    lw.fold(where, op, np.array(lw.t[i].shape, np.int64))
+
+
+@lowering("STRIDED_SLICE")
+def fold_strided_slice(lw: TfliteLowerer, op, name: str, where: str) -> None:
+    ins = _inputs(op)
+    if len(ins) != 4:
+        raise UnsupportedOpError(f"{where}: {len(ins)} inputs (expected input, begin, end, strides)")
+    x = lw.int_value(where, ins[0], "input")
+    begin, end, strides = (lw.int_value(where, i, what).ravel()
+                           for i, what in zip(ins[1:], ("begin", "end", "strides")))
+    o = lw.options(op, lw.tfl.StridedSliceOptions)
+    masks = (o.BeginMask(), o.EndMask(), o.ShrinkAxisMask(), o.EllipsisMask(), o.NewAxisMask()) if o else (0,) * 5
+    if masks[3] or masks[4]:
+        raise UnsupportedOpError(f"{where}: ellipsis and new-axis masks are not supported")
+    if not (len(begin) == len(end) == len(strides) <= x.ndim) or np.any(strides == 0):
+        raise ModelError(f"{where}: begin {begin.tolist()}, end {end.tolist()}, strides {strides.tolist()} do not "
+                         f"fit an input of {x.ndim} dimensions")
+    index = []
+    for d in range(len(begin)):
+        if masks[2] >> d & 1:
+            index.append(int(begin[d]))
+        else:
+            index.append(slice(None if masks[0] >> d & 1 else int(begin[d]),
+                               None if masks[1] >> d & 1 else int(end[d]), int(strides[d])))
+    lw.fold(where, op, np.asarray(x[tuple(index)]))
+
+
+@lowering("PACK")
+def fold_pack(lw: TfliteLowerer, op, name: str, where: str) -> None:
+    o = lw.options(op, lw.tfl.PackOptions)
+    parts = [lw.int_value(where, i, f"value {k}") for k, i in enumerate(_inputs(op))]
+    if len({p.shape for p in parts}) != 1:
+        raise ModelError(f"{where}: values of different shapes {[list(p.shape) for p in parts]}")
+    axis = o.Axis() if o is not None else 0
+    if not -parts[0].ndim - 1 <= axis <= parts[0].ndim:
+        raise ModelError(f"{where}: axis {axis} out of range")
+    lw.fold(where, op, np.stack(parts, axis=axis))
 
 
 @lowering("QUANTIZE")

@@ -326,7 +326,8 @@ def select_dw(node, graph) -> Selection:
     # with SSAT/USAT, byte or halfword outputs
     y = graph.tensors[node.outputs[0]]
     if kh == 3 and a["depth_multiplier"] == 1 and not a.get("residual") and rqc.get("fast") \
-            and y.dtype in ("int8", "uint8", "int16", "uint16") and 2 * kh * wpad + 4 < 4096:
+            and y.dtype in ("int8", "uint8", "int16", "uint16") and 2 * kh * wpad + 8 < 4096 \
+            and g["oc"] * y.itemsize < 4096:  # LDR/STR immediate offsets of the assembly loop (imm12)
         info = np.iinfo(y.dtype)
         lo = rq.lo if rq.lo > info.min else None     # bounds tighter than the storage type (a fused ReLU)
         hi = rq.hi if rq.hi < info.max else None
