@@ -164,8 +164,10 @@ def make_parser() -> argparse.ArgumentParser:
                         "goldens, instructions per inference, peak RAM and code flash against TFLM + CMSIS-NN.")
     bn.add_argument("suite", choices=sorted(SUITES))
     bn.add_argument("--models", help="comma-separated subset (zoo: ds-cnn,resnet8,fc-autoencoder,mobilenetv1-0.25,har-cnn; "
-                    "mlperf-tiny: kws,resnet,ad)")
+                    "mlperf-tiny: kws,resnet,ad,vww)")
     bn.add_argument("--count", type=int, default=16, help="vectors verified per model (16)")
+    bn.add_argument("--vww-model", help="mlperf-tiny: the visual wake words .tflite to measure (default: "
+                    "vww_96_int8.tflite in the peers folder, else a stand-in made with TensorFlow)")
     bn.add_argument("--json", action="store_true", help="print JSON")
     bn.set_defaults(func=_cmd_bench)
 

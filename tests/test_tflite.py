@@ -649,3 +649,23 @@ def test_mlperf_strong_inputs_agree_across_stages(name, mlperf_builds, tmp_path_
     assert all(s.elements > 0 for s in rep.stages if s.stage != "tflite reference"), rep.table()
     y = simulate(graph, codes)[graph.outputs[0]]
     assert np.count_nonzero(y > -128) > y.size // 10 and len(np.unique(y)) > 20, "inputs saturate the model"
+
+
+def test_mlperf_bench_measures_a_model_without_peer_figures(tmp_path):
+    """``edgekit bench mlperf-tiny --models vww --vww-model F``: goldens from TFLite Micro in the same
+    run, exact through host C and firmware, instructions counted, and no ratios invented."""
+    if _tflm() is None:
+        pytest.skip("tflite-micro (TFLite Micro's Python interpreter, x86-64 Linux) is not installed")
+    from edgekit.bench.mlperf import format_rows, run_mlperf
+
+    path = tmp_path / "vww.tflite"
+    path.write_bytes(vww_model())
+    notes: list[str] = []
+    rows = run_mlperf(["vww"], kernel_sets=("optimized",), out=tmp_path / "w", vww_model=str(path), notes=notes)
+    (row,) = rows
+    assert row["bit_exact_golden"] and row["golden_vectors"] == 21 and row["macs"] == 7_489_664
+    assert row["instr_ratio"] is None and row["tflm_instructions"] is None and row["goals_met"] == {}
+    assert sum(layer["instructions"] for layer in row["layers"]) <= row["instructions"]
+    assert row["instr_per_mac"] < 2.0  # the optimized kernels; TFLM + CMSIS-NN runs 2.2 to 3.2 per MAC
+    table = format_rows(rows)
+    assert "vww" in table and " - " in table and "given with --vww-model" in notes[0]
