@@ -204,17 +204,35 @@ def _load_codes(graph: Graph, codes) -> tuple[np.ndarray, str]:
     return codes, source
 
 
-def _run_tflite_reference(model_path: Path, codes: np.ndarray) -> np.ndarray:
-    """The TFLite Micro interpreter (PyPI tflite-micro, reference kernels) on int8 codes."""
+def _run_tflite_reference(model_path: Path, codes: np.ndarray, graph: Graph | None = None,
+                          floats: np.ndarray | None = None) -> np.ndarray:
+    """The TFLite Micro interpreter (PyPI tflite-micro, reference kernels) on int8 codes.
+
+    A model with a float interface gets each code as the float that its QUANTIZE maps back
+    to exactly that code (or, given ``floats``, the user's float inputs themselves, so that
+    TFLite's QUANTIZE is checked against edgekit's input quantizer), and its DEQUANTIZE-d
+    output is turned back into codes (exact: the float is (q - zp) * scale)."""
     from tflite_micro.python.tflite_micro import runtime
 
     interpreter = runtime.Interpreter.from_file(str(model_path))
     shape = interpreter.get_input_details(0)["shape"]
+    fi = (graph.meta.get("float_interface") if graph is not None else None) or {}
+    iq = graph.input_quant if graph is not None else None
+    y_t = graph.tensors[graph.outputs[0]] if graph is not None else None
     out = []
-    for c in codes:
-        interpreter.set_input(c.reshape(shape).astype(np.int8), 0)
+    for i, c in enumerate(codes):
+        if fi.get("input") and floats is not None:
+            x = np.asarray(floats[i], np.float32)
+        elif fi.get("input"):
+            x = ((c.astype(np.int64) - iq.zero_point) * np.float32(iq.scale)).astype(np.float32)
+        else:
+            x = c.astype(np.int8)
+        interpreter.set_input(x.reshape(shape), 0)
         interpreter.invoke()
-        out.append(np.array(interpreter.get_output(0)).ravel())
+        y = np.array(interpreter.get_output(0)).ravel()
+        if fi.get("output"):
+            y = np.round(y.astype(np.float64) / np.float32(y_t.scale[0])).astype(np.int64) + y_t.zero_point
+        out.append(y)
     return np.stack(out).astype(np.int64)
 
 
@@ -263,7 +281,7 @@ def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None,
 
     if tflite and "qonnx" in stages:  # the reference stage of a TFLite build
         if _tflite_reference_available():
-            got = _run_tflite_reference(build_dir / "model.tflite", codes)
+            got = _run_tflite_reference(build_dir / "model.tflite", codes, graph, floats=x)
             results.append(_compare("tflite reference", got, ref, True, "TFLite Micro interpreter"))
         else:
             results.append(StageResult("tflite reference", False, 0, 0, 0, "skipped: no TFLite Micro interpreter "

@@ -243,16 +243,20 @@ def _fc_layer(b, rng, x, n, x_scale, n_out, x_rms, logit_scale, zp, per_channel)
     return y
 
 
-def cnn_model(seed: int = 0) -> bytes:
+def cnn_model(seed: int = 0, float_io: bool = False) -> bytes:
     """conv 3x3/2 SAME RELU6 -> depthwise 3x3 mult 2 SAME RELU -> max pool 2x2/2 SAME RELU ->
     avg pool 3x3/1 SAME (border windows count fewer taps) -> QUANTIZE (int8 rescale) -> reshape ->
-    FC (per-channel) -> softmax"""
+    FC (per-channel) -> softmax; with ``float_io``, the converter's default float interface:
+    a float input through QUANTIZE, the output through DEQUANTIZE."""
     from tflite_builder import TfliteBuilder, tflite
 
     A = tflite.ActivationFunctionType
     rng = np.random.default_rng(seed)
     b = TfliteBuilder()
     x = b.act((1, 9, 11, 3), 0.02, 7)
+    if float_io:
+        fx = b.tensor((1, 9, 11, 3), "float32")
+        b.op("QUANTIZE", [fx], [x])
     y, shp, s = _conv_layer(b, rng, x, (9, 11, 3), 0.02, 8, 3, 2, "SAME", A.RELU6, x_rms=45)
     y, shp, s = _conv_layer(b, rng, y, shp, s, 0, 3, 1, "SAME", A.RELU, depthwise=True, mult=2, x_rms=25)
     zp = int(b.tensors[y]["zp"][0])
@@ -271,6 +275,10 @@ def cnn_model(seed: int = 0) -> bytes:
     logits = _fc_layer(b, rng, flat, n, s * 1.37, 10, 25, 0.06, 5, per_channel=True)
     out = b.act((1, 10), 1 / 256, -128)
     b.op("SOFTMAX", [logits], [out], "SoftmaxOptions", Beta=1.0)
+    if float_io:
+        fy = b.tensor((1, 10), "float32")
+        b.op("DEQUANTIZE", [out], [fy])
+        return b.build([fx], [fy])
     return b.build([x], [out])
 
 
@@ -340,7 +348,8 @@ def vww_model(seed: int = 2) -> bytes:
     return b.build([x], [out])
 
 
-SYNTHETIC = {"cnn": cnn_model, "residual": residual_model, "vww": vww_model}
+SYNTHETIC = {"cnn": cnn_model, "residual": residual_model, "vww": vww_model,
+             "cnn-float-io": lambda: cnn_model(float_io=True)}
 
 
 def _codes(rng, shape, n=64):
@@ -363,7 +372,11 @@ def test_synthetic_models_equal_tflite_micro(name, tmp_path, rng):
     run_default_passes(graph)
     codes = _codes(rng, graph.tensors[graph.inputs[0]].shape)
     got = simulate(graph, codes)[graph.outputs[0]].reshape(len(codes), -1)
-    want = _run_tflm(path.read_bytes(), codes)
+    if graph.meta["float_interface"]["input"]:  # floats that QUANTIZE maps to the codes; DEQUANTIZE undone
+        from edgekit.verify import _run_tflite_reference
+        want = _run_tflite_reference(path, codes, graph)
+    else:
+        want = _run_tflm(path.read_bytes(), codes)
     assert np.array_equal(got, want), f"{np.count_nonzero(got != want)} of {want.size} differ"
     assert len(np.unique(want)) > 20, "the test model saturates: it would not catch rounding errors"
     ops = {n.op for n in graph.nodes}
@@ -410,10 +423,18 @@ def test_synthetic_model_through_every_stage(name, synthetic_builds, tmp_path_fa
     else:
         assert "skipped" in ref.note
     assert rep.ok
-    # float inputs go through the model's input quantizer
+    # float inputs go through the model's input quantizer (TFLite's QUANTIZE rounding: with a
+    # float interface the reference stage feeds TFLite Micro the floats themselves)
     fshape = tuple(manifest["input"]["float_shape"])
-    rep = verify(out, inputs=rng.normal(0, 0.1, (8,) + fshape).astype(np.float32), stages=("host",))
-    assert rep.ok and rep.vectors == 8
+    iq = Graph.load(out).input_quant
+    grid = (np.arange(-130, 130) + 0.5) * iq.scale  # every code's rounding tie
+    floats = np.concatenate([rng.normal(0, 0.1, 8 * int(np.prod(fshape))), grid, -grid])
+    floats = np.resize(floats, (-(-floats.size // int(np.prod(fshape))),) + fshape).astype(np.float32)
+    rep = verify(out, inputs=floats, stages=("qonnx", "host"))
+    assert rep.ok and rep.vectors == len(floats), rep.table()
+    if name == "cnn-float-io" and _tflm() is not None:
+        stages = {s.stage: s for s in rep.stages}
+        assert stages["tflite reference"].mismatches == 0 and stages["tflite reference"].elements > 0
 
 
 def test_verify_codes_cli_and_errors(residual_build, tmp_path, capsys, monkeypatch, rng):
@@ -538,6 +559,30 @@ def test_keras3_flatten_shape_arithmetic_folds_at_import(tmp_path):
     path.write_bytes(_flatten_model(shape_into_add=True))
     with pytest.raises(UnsupportedOpError, match=r"operator 5 \(ADD\).*shape arithmetic"):
         import_tflite(path)
+
+
+def test_float_interface_errors_name_the_operator(tmp_path):
+    """A float input must be quantized by one QUANTIZE, a float output made by one DEQUANTIZE;
+    float operators anywhere else are refused by name (the model is not full-integer)."""
+    from tflite_builder import TfliteBuilder, tflite
+
+    from edgekit.errors import UnsupportedOpError
+    from edgekit.frontends.tflite import import_tflite
+
+    A = tflite.ActivationFunctionType
+    b = TfliteBuilder()  # float input straight into a float ADD
+    fx, fy = b.tensor((1, 4), "float32"), b.tensor((1, 4), "float32")
+    b.op("ADD", [fx, fx], [fy], "AddOptions", FusedActivationFunction=A.NONE)
+    (tmp_path / "f.tflite").write_bytes(b.build([fx], [fy]))
+    with pytest.raises(UnsupportedOpError, match=r"input 't0' is FLOAT32 and feeds operator 0 \(ADD\)"):
+        import_tflite(tmp_path / "f.tflite")
+    b = TfliteBuilder()  # int8 in, DEQUANTIZE in the middle, float ADD, float out
+    x, d, y = b.act((1, 4), 0.1, 0), b.tensor((1, 4), "float32"), b.tensor((1, 4), "float32")
+    b.op("DEQUANTIZE", [x], [d])
+    b.op("ADD", [d, d], [y], "AddOptions", FusedActivationFunction=A.NONE)
+    (tmp_path / "g.tflite").write_bytes(b.build([x], [y]))
+    with pytest.raises(UnsupportedOpError, match=r"output 't2' is FLOAT32 and comes from operator 1 \(ADD\)"):
+        import_tflite(tmp_path / "g.tflite")
 
 
 def test_activation_ranges_follow_tflite():

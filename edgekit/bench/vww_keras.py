@@ -54,8 +54,10 @@ def mobilenet_v1_vww(tf, softmax: bool = True):
     return tf.keras.Model(inp, out)
 
 
-def make_vww_tflite(path: str | Path, seed: int = 0, calibration: int = 64) -> Path:
-    """Write the int8 stand-in for MLPerf Tiny's VWW model to ``path``; returns the path."""
+def make_vww_tflite(path: str | Path, seed: int = 0, calibration: int = 64, int8_io: bool = True) -> Path:
+    """Write the int8 stand-in for MLPerf Tiny's VWW model to ``path``; returns the path.
+    ``int8_io=False`` keeps the converter's default float input and output (QUANTIZE and
+    DEQUANTIZE at the ends), which edgekit imports too."""
     tf = _tensorflow()
     tf.keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
@@ -76,8 +78,9 @@ def make_vww_tflite(path: str | Path, seed: int = 0, calibration: int = 64) -> P
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
+    if int8_io:
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
     path = Path(path)
     path.write_bytes(conv.convert())
     return path

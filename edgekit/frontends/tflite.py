@@ -322,11 +322,38 @@ class TfliteLowerer:
                                      "not supported (one of each)")
         ops = [sub.Operators(k) for k in range(sub.OperatorsLength())]
         names = [self.op_name(op) for op in ops]
-        bad = [f"operator {k} ({n})" for k, n in enumerate(names) if n not in LOWERINGS]
+        # A float interface (the converter's default without inference_input_type=tf.int8): a
+        # float input quantized by one QUANTIZE, a float output from one DEQUANTIZE. The int8
+        # model between them is imported; the QUANTIZE becomes the host-side input quantizer
+        # (TFLite's rounding) and the DEQUANTIZE is EK_OUTPUT_SCALE / EK_OUTPUT_ZERO_POINT.
+        in_idx, out_idx, boundary = int(ins[0]), int(outs[0]), set()
+        if self.t[in_idx].type == "FLOAT32":
+            users = [k for k, op in enumerate(ops) if in_idx in _inputs(op)]
+            if not (len(users) == 1 and names[users[0]] == "QUANTIZE"
+                    and self.t[int(ops[users[0]].OutputsAsNumpy()[0])].type == "INT8"):
+                raise UnsupportedOpError(
+                    f"{self.source}: the model input '{self.t[in_idx].name}' is FLOAT32 and feeds "
+                    f"{', '.join(f'operator {k} ({names[k]})' for k in users) or 'nothing'}; edgekit imports "
+                    "full-integer models: an int8 input, or a float input whose only use is one QUANTIZE to int8 "
+                    "(convert with a representative dataset and TFLITE_BUILTINS_INT8)")
+            boundary.add(users[0])
+            in_idx = int(ops[users[0]].OutputsAsNumpy()[0])
+        if self.t[out_idx].type == "FLOAT32":
+            prod = [k for k, op in enumerate(ops) if out_idx in [int(o) for o in op.OutputsAsNumpy()]]
+            if not (len(prod) == 1 and names[prod[0]] == "DEQUANTIZE"
+                    and self.t[_inputs(ops[prod[0]])[0]].type == "INT8"):
+                raise UnsupportedOpError(
+                    f"{self.source}: the model output '{self.t[out_idx].name}' is FLOAT32 and comes from "
+                    f"{', '.join(f'operator {k} ({names[k]})' for k in prod) or 'no operator'}; edgekit imports "
+                    "full-integer models: an int8 output, or a float output made by one DEQUANTIZE of an int8 tensor")
+            boundary.add(prod[0])
+            out_idx = _inputs(ops[prod[0]])[0]
+        bad = [f"operator {k} ({n})" for k, n in enumerate(names) if n not in LOWERINGS and k not in boundary]
         if bad:
             raise UnsupportedOpError(f"{self.source}: unsupported operator(s) {', '.join(bad)}; edgekit imports "
-                                     f"{', '.join(sorted(LOWERINGS))}")
-        x = self.t[ins[0]]
+                                     f"{', '.join(sorted(LOWERINGS))} (and a float interface: QUANTIZE at the input, "
+                                     "DEQUANTIZE at the output)")
+        x = self.t[in_idx]
         if x.type != "INT8":
             raise UnsupportedOpError(f"{self.source}: the model input '{x.name}' is {x.type}; edgekit imports "
                                      "full-integer models with an int8 input and output (convert with "
@@ -336,19 +363,21 @@ class TfliteLowerer:
         s, z = self.quant(f"{self.source}: the model input", x)
         inp = Tensor(self.ir_tensor_name(x), x.per_sample_shape, "int8", 8, True, [s], z, INT8_MIN, INT8_MAX)
         self.tensors[inp.name] = inp
-        self.ir_name[ins[0]] = inp.name
+        self.ir_name[in_idx] = inp.name
         for k, (op, name) in enumerate(zip(ops, names)):
+            if k in boundary:
+                continue
             where = f"{self.source}: operator {k} ({name})"
             if op.OutputsLength() != 1:
                 raise UnsupportedOpError(f"{where}: {op.OutputsLength()} outputs")
             LOWERINGS[name](self, op, f"{name.lower()}_{k}", where)
-        y = self.t[outs[0]]
-        if outs[0] not in self.ir_name:
+        y = self.t[out_idx]
+        if out_idx not in self.ir_name:
             raise UnsupportedOpError(f"{self.source}: the model output '{y.name}' is not computed by an operator")
         if y.type != "INT8":
             raise UnsupportedOpError(f"{self.source}: the model output '{y.name}' is {y.type}; edgekit imports "
                                      "full-integer models with an int8 output")
-        out_name = self.ir_name[outs[0]]
+        out_name = self.ir_name[out_idx]
         root = out_name
         while True:  # reshapes alias their input: follow them back
             prod = next((n for n in self.nodes if root in n.outputs), None)
@@ -357,10 +386,11 @@ class TfliteLowerer:
             root = prod.inputs[0]
         if root == inp.name:
             raise UnsupportedOpError(f"{self.source}: the model output is its input (reshaped at most)")
-        iq = InputQuant(x.per_sample_shape, s, z, INT8_MIN, INT8_MAX, 8, True, [])
+        iq = InputQuant(x.per_sample_shape, s, z, INT8_MIN, INT8_MAX, 8, True, [], rounding="tflite")
         return Graph(self.tensors, self.nodes, [inp.name], [out_name], self.constants, iq,
                      meta={"source": self.source, "frontend": "tflite", "qonnx_float_exact": False, "inexact": [],
-                           "output_tflite_shape": list(y.shape), "input_tflite_shape": list(x.shape)})
+                           "output_tflite_shape": list(y.shape), "input_tflite_shape": list(x.shape),
+                           "float_interface": {"input": int(ins[0]) != in_idx, "output": int(outs[0]) != out_idx}})
 
 
 LOWERINGS: dict[str, Callable] = {}

@@ -83,6 +83,18 @@ def quantize(x: np.ndarray, scale, zero_point, qmin: int, qmax: int) -> np.ndarr
     return round_half_even(y).astype(np.int64)
 
 
+def quantize_tflite(x: np.ndarray, scale, zero_point, qmin: int, qmax: int) -> np.ndarray:
+    """Real values to integer codes as TFLite's QUANTIZE (``AffineQuantize``) does it.
+
+    ``round_half_away(x / scale)`` in float32, plus the zero point, then clamp: unlike
+    QONNX, the zero point is added after rounding, and ties round away from zero.
+    """
+    y = np.asarray(x, dtype=np.float32) / np.float32(scale)
+    t = np.trunc(y)
+    r = np.where(np.abs(y - t) == 0.5, t + np.sign(y), np.round(y))  # std::round: ties away from zero
+    return np.clip(r.astype(np.int64) + int(zero_point), qmin, qmax)
+
+
 def rshift_rne(x: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
     """Arithmetic right shift by ``shift`` >= 0 with round half to even (int64 in, int64 out).
 

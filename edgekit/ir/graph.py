@@ -66,6 +66,9 @@ class InputQuant:
     # Float-domain steps between the graph input and its quantizer, replayed on the host:
     # ("reshape", shape), ("transpose", perm), ("to_channels_last", chw_shape); per sample.
     pre_ops: list = field(default_factory=list)
+    # "qonnx": QONNX Quant (x / s + zp, clamp, round half to even); "tflite": TFLite's QUANTIZE
+    # (round half away from zero of x / s, then + zp, clamp). contract.quantize / quantize_tflite.
+    rounding: str = "qonnx"
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.contract import quantize
+from ..ir.contract import quantize, quantize_tflite
 from ..ir.graph import Graph
 from ..ops import get_op
 
@@ -26,7 +26,8 @@ def quantize_input(graph: Graph, x: np.ndarray) -> np.ndarray:
             x = x.transpose([0] + [p + 1 for p in arg])
         elif op == "to_channels_last":
             x = np.moveaxis(x, 1, -1)
-    q = quantize(x, iq.scale, iq.zero_point, iq.qmin, iq.qmax)
+    quant = quantize_tflite if iq.rounding == "tflite" else quantize
+    q = quant(x, iq.scale, iq.zero_point, iq.qmin, iq.qmax)
     t = graph.tensors[graph.inputs[0]]
     return q.reshape((q.shape[0],) + tuple(t.shape))
 

@@ -149,7 +149,8 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         "source_name": Path(graph.meta.get("source", "model.onnx")).name,
         "arena_bytes": plan.arena_bytes,
         "input": {"float_shape": list(iq.float_shape), "count": in_t.size, "ctype": C_TYPES[in_t.dtype],
-                  "scale": repr(float(iq.scale)), "zero_point": iq.zero_point, "qmin": iq.qmin, "qmax": iq.qmax},
+                  "scale": repr(float(iq.scale)), "zero_point": iq.zero_point, "qmin": iq.qmin, "qmax": iq.qmax,
+                  "rounding": iq.rounding},
         "output": {"shape": list(out_t.shape), "count": out_t.size, "ctype": C_TYPES[out_t.dtype],
                    "scale": repr(float(out_t.scale[0])), "zero_point": out_t.zero_point},
     }
