@@ -371,17 +371,22 @@ def test_flash_budget_and_arena_scratch(chain_a0, monkeypatch):
     assert not any(s.optimized for s in _select_kernels(graph, plan, "optimized", (), big).values())
 
 
-def test_optimized_model_c_compiles_with_any_optimization_and_a_frame_pointer(chain_a0, tmp_path):
+@pytest.mark.parametrize("chain", ["a0", "c4"])
+def test_optimized_model_c_compiles_with_any_optimization_and_a_frame_pointer(chain, chain_a0, tmp_path):
     """The inline assembly needs 13 registers: it must leave r7 to a frame pointer; -O0 gets the
-    reference kernels (EK_USE_DSP needs __OPTIMIZE__)."""
+    reference kernels (EK_USE_DSP needs __OPTIMIZE__). c4: the wide depthwise rings (ADDW steps)."""
     import subprocess
 
     from edgekit.api import build
     from edgekit.backends.cortexm import toolchain as tc
     from edgekit.targets import get_core
 
+    model = chain_a0
+    if chain == "c4":
+        model = tmp_path / "c4.tflite"
+        model.write_bytes(chain_c(4))
     out = tmp_path / "b"
-    build(chain_a0, "cortex-m4", "mps2-an386", out)
+    build(model, "cortex-m4", "mps2-an386", out)
     core = get_core("cortex-m4")
     for flags in (["-O0"], ["-Og"], ["-Os"], ["-O3"], ["-O2", "-fno-omit-frame-pointer"]):
         cmd = [tc.arm_gcc(), *core.cflags, *flags, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
