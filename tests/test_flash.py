@@ -27,7 +27,10 @@ from fixed_models import fixed_mlp
 
 HAVE_PYOCD = shutil.which("pyocd") is not None or (Path(sys.executable).parent / "pyocd").exists()
 HAVE_OPENOCD = shutil.which("openocd") is not None
-NO_PROBE_LIMIT = 30.0  # seconds: "fails within seconds"
+# "Fails within seconds, never hangs": each call below runs under a time limit, and a tool that
+# waited for a probe would end in the time-limit error ("did not finish within"), not in the
+# no-probe error the tests expect. No wall-clock time is asserted.
+NO_PROBE_LIMIT = 60
 
 
 @pytest.fixture(scope="module")
@@ -107,30 +110,25 @@ def test_an_emulated_board_has_no_probe_commands():
 # ---------------------------------------------------------------------------------------
 @pytest.mark.skipif(not HAVE_PYOCD, reason="pyocd not installed (pip install 'edgekit[boards]')")
 def test_no_probe_with_pyocd(builds):
-    t0 = time.monotonic()
-    with pytest.raises(FlashError, match="no debug probe found"):
-        flash(builds["nucleo-l4r5zi"], probe="pyocd", timeout=60)
-    assert time.monotonic() - t0 < NO_PROBE_LIMIT
+    with pytest.raises(FlashError, match="no debug probe found") as e:
+        flash(builds["nucleo-l4r5zi"], probe="pyocd", timeout=NO_PROBE_LIMIT)
+    assert "did not finish" not in str(e.value)
 
 
 @pytest.mark.skipif(not HAVE_PYOCD, reason="pyocd not installed (pip install 'edgekit[boards]')")
 def test_pyocd_runner_without_a_probe_exits_at_once(builds, tmp_path):
     """The runner itself (past the probe listing) also gives up instead of waiting for a probe."""
     cmd = pyocd_run_command(get_board("nucleo-l4r5zi"), builds["nucleo-l4r5zi"] / "firmware.elf", timeout=20)
-    t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=NO_PROBE_LIMIT)
     assert proc.returncode == 120 and "no debug probe found by pyocd" in proc.stderr
-    assert time.monotonic() - t0 < NO_PROBE_LIMIT
 
 
 @pytest.mark.skipif(not HAVE_OPENOCD, reason="openocd not installed (apt-get install openocd)")
 @pytest.mark.parametrize("board", ["nucleo-l4r5zi", "rpi-pico", "nucleo-f746zg"])
 def test_no_probe_with_openocd(builds, board):
-    t0 = time.monotonic()
     with pytest.raises(FlashError) as e:
-        flash(builds[board], probe="openocd", timeout=60)
-    assert "no debug probe found by openocd" in str(e.value)
-    assert time.monotonic() - t0 < NO_PROBE_LIMIT
+        flash(builds[board], probe="openocd", timeout=NO_PROBE_LIMIT)
+    assert "no debug probe found by openocd" in str(e.value) and "did not finish" not in str(e.value)
 
 
 @pytest.mark.skipif(not HAVE_OPENOCD, reason="openocd not installed (apt-get install openocd)")
@@ -153,14 +151,27 @@ def test_missing_tools_are_named(builds, monkeypatch):
 
 def test_a_probe_tool_that_hangs_is_stopped(tmp_path):
     """Anything that waits for a probe forever is killed at the time limit, its children too."""
+    import os
+
     script = tmp_path / "hang.sh"
-    script.write_text("#!/bin/sh\necho waiting for a probe\nsleep 60 &\nwait\n")
+    script.write_text("#!/bin/sh\necho waiting for a probe\nsleep 600 &\necho $! > child.pid\nwait\n")
     script.chmod(0o755)
     lines = []
-    t0 = time.monotonic()
     with pytest.raises(FlashError, match="did not finish within 2 s"):
         run_streaming([str(script)], tmp_path, 2.0, lines.append, "waiting")
-    assert time.monotonic() - t0 < 10 and lines == ["waiting for a probe"]
+    assert lines == ["waiting for a probe"]
+    child = int((tmp_path / "child.pid").read_text())
+    for _ in range(100):  # the process group was killed; give the kernel a moment to reap the child
+        try:
+            os.kill(child, 0)
+            state = open(f"/proc/{child}/stat").read().split()[2]
+        except (ProcessLookupError, FileNotFoundError):
+            break
+        if state == "Z":  # a zombie: dead, not yet reaped
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the probe tool's child process {child} still runs")
 
 
 # ---------------------------------------------------------------------------------------
