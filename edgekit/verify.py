@@ -63,6 +63,10 @@ class VerifyReport:
         return d
 
     def table(self) -> str:
+        return "\n".join(self.stage_lines() + self.footer_lines() + [self.verdict()])
+
+    def stage_lines(self) -> list[str]:
+        """The heading and one row per stage (shared with the FPGA report)."""
         lines = [f"edgekit verify {self.build_dir}: {self.vectors} vectors ({self.input_source}), "
                  f"output {self.output_shape}, reference = simulator",
                  f"{'stage':<22}{'must be exact':>14}{'mismatching':>14}{'share':>10}{'max diff (LSB)':>16}  result"]
@@ -73,19 +77,25 @@ class VerifyReport:
             lines.append(f"{s.stage:<22}{'yes' if s.must_be_exact else 'no':>14}"
                          f"{f'{s.mismatches}/{s.elements}':>14}{100 * s.share:>9.3f}%{s.max_lsb:>16}  {res}"
                          + (f"  [{s.note}]" if s.note else ""))
+        return lines
+
+    def footer_lines(self) -> list[str]:
+        """What the firmware occupies, and what the board measured."""
         m = self.memory
-        lines.append(f"firmware on {self.board}: flash {m['flash_bytes']} B (code {m['text_bytes']}, "
-                     f"constants {m['rodata_bytes']}), RAM {m['ram_bytes']} B (arena {m['arena_bytes']}, "
-                     f"other .bss {m['bss_bytes'] - m['arena_bytes']}, .data {m['data_bytes']}, stack reserved "
-                     f"{m['stack_bytes']}, stack used {m.get('stack_used_bytes', '?')})")
+        lines = [f"firmware on {self.board}: flash {m['flash_bytes']} B (code {m['text_bytes']}, "
+                 f"constants {m['rodata_bytes']}), RAM {m['ram_bytes']} B (arena {m['arena_bytes']}, "
+                 f"other .bss {m['bss_bytes'] - m['arena_bytes']}, .data {m['data_bytes']}, stack reserved "
+                 f"{m['stack_bytes']}, stack used {m.get('stack_used_bytes', '?')})"]
         if "arena_touched_bytes" in m:
             lines.append(f"measured on the board: arena written up to byte {m['arena_touched_bytes']} of "
                          f"{m['arena_bytes']} planned; inference stack {m.get('inference_stack_bytes', '?')} B"
                          + (f" (static analysis: {m['inference_stack_static_bytes']} B)"
                             if "inference_stack_static_bytes" in m else ""))
-        lines.append("PASS: every stage that must be exact is exact" if self.ok
-                     else "FAIL: a stage that must be exact differs from the simulator")
-        return "\n".join(lines)
+        return lines
+
+    def verdict(self) -> str:
+        return ("PASS: every stage that must be exact is exact" if self.ok
+                else "FAIL: a stage that must be exact differs from the simulator")
 
 
 def generate_inputs(graph: Graph, count: int, seed: int = 0) -> np.ndarray:

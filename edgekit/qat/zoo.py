@@ -53,6 +53,22 @@ class _Q:
         return qnn.QuantIdentity(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=False)
 
 
+class _SoftmaxHead(nn.Module):
+    """The MLPerf Tiny classifiers' head: global average pool, fully connected, softmax."""
+
+    def __init__(self, q: "_Q", channels: int, n_classes: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.qpool = q.act()
+        self.fc = q.linear(channels, n_classes)
+        self.logits = q.act()
+        self.out = q.softmax_out()
+
+    def forward(self, x):
+        x = self.logits(self.fc(torch.flatten(self.qpool(self.pool(x)), 1)))
+        return self.out(torch.softmax(x.value, dim=1))
+
+
 class DSCNN(nn.Module):
     """Keyword spotting DS-CNN (MLPerf Tiny): 49x10x1 MFCCs -> 12 classes."""
 
@@ -67,16 +83,10 @@ class DSCNN(nn.Module):
             layers += [q.conv2d(channels, channels, 3, padding=1, groups=channels), q.relu(),
                        q.conv2d(channels, channels, 1), q.relu()]
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.qpool = q.act()
-        self.fc = q.linear(channels, n_classes)
-        self.logits = q.act()
-        self.out = q.softmax_out()
+        self.head = _SoftmaxHead(q, channels, n_classes)
 
     def forward(self, x):
-        x = self.qpool(self.pool(self.features(self.inp(x))))
-        x = self.logits(self.fc(torch.flatten(x, 1)))
-        return self.out(torch.softmax(x.value, dim=1))
+        return self.head(self.features(self.inp(x)))
 
 
 class _ResBlock(nn.Module):
@@ -107,16 +117,10 @@ class ResNet8(nn.Module):
         self.inp = q.inp()
         self.stem = nn.Sequential(q.conv2d(3, 16, 3, padding=1), q.relu())
         self.blocks = nn.Sequential(_ResBlock(q, 16, 16, 1), _ResBlock(q, 16, 32, 2), _ResBlock(q, 32, 64, 2))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.qpool = q.act()
-        self.fc = q.linear(64, n_classes)
-        self.logits = q.act()
-        self.out = q.softmax_out()
+        self.head = _SoftmaxHead(q, 64, n_classes)
 
     def forward(self, x):
-        x = self.qpool(self.pool(self.blocks(self.stem(self.inp(x)))))
-        x = self.logits(self.fc(torch.flatten(x, 1)))
-        return self.out(torch.softmax(x.value, dim=1))
+        return self.head(self.blocks(self.stem(self.inp(x))))
 
 
 class FCAutoencoder(nn.Module):
@@ -160,16 +164,10 @@ class MobileNetV1(nn.Module):
                        q.relu()]
             c = cout
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.qpool = q.act()
-        self.fc = q.linear(c, n_classes)
-        self.logits = q.act()
-        self.out = q.softmax_out()
+        self.head = _SoftmaxHead(q, c, n_classes)
 
     def forward(self, x):
-        x = self.qpool(self.pool(self.features(self.inp(x))))
-        x = self.logits(self.fc(torch.flatten(x, 1)))
-        return self.out(torch.softmax(x.value, dim=1))
+        return self.head(self.features(self.inp(x)))
 
 
 class HarCNN(nn.Module):
