@@ -67,15 +67,17 @@ def _geometry(layer) -> tuple[int, int, int]:
     raise ValueError(cls)
 
 
+def _compute_layers(hls_model):
+    """(layer, fan_in, n_out, positions, input bits, weight bits, accumulator bits) per MAC layer."""
+    for layer in hls_model.get_layers():
+        if layer.class_name in COMPUTE_CLASSES:
+            yield (layer, *_geometry(layer), _width(layer.get_input_variable().type.precision),
+                   _width(layer.types["weight_t"].precision), _width(layer.types["accum_t"].precision))
+
+
 def layer_estimates(hls_model, board: FpgaBoard, io_type: str) -> list[dict]:
     rows = []
-    for layer in hls_model.get_layers():
-        if layer.class_name not in COMPUTE_CLASSES:
-            continue
-        fan_in, n_out, positions = _geometry(layer)
-        x_bits = _width(layer.get_input_variable().type.precision)
-        w_bits = _width(layer.types["weight_t"].precision)
-        acc_bits = _width(layer.types["accum_t"].precision)
+    for layer, fan_in, n_out, positions, x_bits, w_bits, acc_bits in _compute_layers(hls_model):
         out_bits = _width(layer.get_output_variable().type.precision)
         rf = int(layer.get_attr("reuse_factor", 1))
         weights = np.asarray(layer.weights["weight"].data)
@@ -188,13 +190,7 @@ def baseline_bops(hls_onnx, opts, which: str) -> dict:
         hm = hls4ml.converters.convert_from_onnx_model(model, output_dir=d, backend=opts.hls4ml_backend,
                                                        io_type=opts.io_type, hls_config=cfg)
         rows = []
-        for layer in hm.get_layers():
-            if layer.class_name not in COMPUTE_CLASSES:
-                continue
-            fan_in, n_out, positions = _geometry(layer)
-            x_bits = _width(layer.get_input_variable().type.precision)
-            w_bits = _width(layer.types["weight_t"].precision)
-            acc_bits = _width(layer.types["accum_t"].precision)
+        for layer, fan_in, n_out, positions, x_bits, w_bits, acc_bits in _compute_layers(hm):
             macs = fan_in * n_out * positions
             rows.append({"layer": layer.name, "macs": macs, "input_bits": x_bits, "weight_bits": w_bits,
                          "accum_bits": acc_bits, "bops": macs * x_bits * w_bits, "accum_bitops": macs * acc_bits})
