@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..qat import evaluate
+from ..qat.train import train_epoch
 
 
 @dataclass
@@ -55,22 +56,10 @@ def train_early_stopping(model: nn.Module, x: np.ndarray, y: np.ndarray, x_val: 
     stopped = "max_epochs"
     epoch = 0
     for epoch in range(1, max_epochs + 1):
-        model.train()
-        order = torch.as_tensor(rng.permutation(len(x)))
-        total, seen, correct = 0.0, 0, 0
-        for b in range(0, len(x), batch):
-            idx = order[b:b + batch]
-            opt.zero_grad()
-            logits = model(xt[idx])
-            loss = loss_fn(logits, yt[idx])
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
-            correct += int((logits.argmax(1) == yt[idx]).sum())
+        loss, acc = train_epoch(model, opt, loss_fn, xt, yt, torch.as_tensor(rng.permutation(len(x))), batch)
         sched.step()
         val = evaluate(model, x_val, y_val)
-        history.append((total / max(seen, 1), correct / max(seen, 1), val))
+        history.append((loss, acc, val))
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
         if val > best + min_delta or best_state is None:

@@ -20,6 +20,28 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 512) -
     return correct / len(x)
 
 
+def train_epoch(model: nn.Module, opt, loss_fn, xt: torch.Tensor, yt: torch.Tensor, order: torch.Tensor,
+                batch: int, on_batch=None) -> tuple[float, float]:
+    """One pass over ``order`` in mini-batches; returns (mean loss, train accuracy).
+    ``on_batch(b, n_batches, mean loss so far)`` reports progress."""
+    model.train()
+    total, seen, correct = 0.0, 0, 0
+    n_batches = (len(order) + batch - 1) // batch
+    for b in range(n_batches):
+        idx = order[b * batch:(b + 1) * batch]
+        opt.zero_grad()
+        logits = model(xt[idx])
+        loss = loss_fn(logits, yt[idx])
+        loss.backward()
+        opt.step()
+        total += float(loss) * len(idx)
+        seen += len(idx)
+        correct += int((logits.argmax(1) == yt[idx]).sum())
+        if on_batch is not None:
+            on_batch(b, n_batches, total / seen)
+    return total / max(seen, 1), correct / max(seen, 1)
+
+
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 10, lr: float = 2e-3,
           batch: int = 64, seed: int = 0, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
           progress: bool = True, label: str = "train") -> nn.Module:
@@ -32,27 +54,16 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 10, lr: 
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     t0 = time.monotonic()
     for epoch in range(epochs):
-        model.train()
-        order = torch.as_tensor(rng.permutation(len(x)))
-        total, seen, correct = 0.0, 0, 0
-        n_batches = (len(x) + batch - 1) // batch
-        for b in range(n_batches):
-            idx = order[b * batch:(b + 1) * batch]
-            opt.zero_grad()
-            logits = model(xt[idx])
-            loss = loss_fn(logits, yt[idx])
-            loss.backward()
-            opt.step()
-            total += float(loss) * len(idx)
-            seen += len(idx)
-            correct += int((logits.argmax(1) == yt[idx]).sum())
+        def on_batch(b, n_batches, mean_loss, epoch=epoch):
             if progress and sys.stdout.isatty():
                 print(f"\r[{label}] epoch {epoch + 1}/{epochs} batch {b + 1}/{n_batches} "
-                      f"loss {total / seen:.4f}", end="", flush=True)
+                      f"loss {mean_loss:.4f}", end="", flush=True)
+
+        loss, acc = train_epoch(model, opt, loss_fn, xt, yt, torch.as_tensor(rng.permutation(len(x))), batch,
+                                on_batch)
         sched.step()
         if progress:
-            msg = (f"\r[{label}] epoch {epoch + 1}/{epochs}  loss {total / seen:.4f}  "
-                   f"train acc {correct / seen:.4f}")
+            msg = f"\r[{label}] epoch {epoch + 1}/{epochs}  loss {loss:.4f}  train acc {acc:.4f}"
             if x_val is not None:
                 msg += f"  val acc {evaluate(model, x_val, y_val):.4f}"
             print(msg + f"  ({time.monotonic() - t0:.1f} s)", flush=True)
