@@ -166,6 +166,8 @@ def make_parser() -> argparse.ArgumentParser:
     bn.add_argument("--models", help="comma-separated subset (zoo: ds-cnn,resnet8,fc-autoencoder,mobilenetv1-0.25,har-cnn; "
                     "mlperf-tiny: kws,resnet,ad,vww)")
     bn.add_argument("--count", type=int, default=16, help="vectors verified per model (16)")
+    bn.add_argument("--board", help="mlperf-tiny: the emulated board to measure on (mps2-an386, the Cortex-M4 of the "
+                    "recorded peer figures; mps2-an500: Cortex-M7, also recorded; mps3-an547: Cortex-M55 with Helium)")
     bn.add_argument("--vww-model", help="mlperf-tiny: the visual wake words .tflite to measure (default: "
                     "vww_96_int8.tflite in the peers folder, else a stand-in made with TensorFlow)")
     bn.add_argument("--json", action="store_true", help="print JSON")

@@ -275,8 +275,9 @@ def _brevitas(name: str):
     raise KeyError(name)
 
 
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m55"])
 @pytest.mark.parametrize("name", ["uint8_conv_dw_pw", "uint8_dense_float_scales"])
-def test_brevitas_uint8_models_bit_exact(name, tmp_path):
+def test_brevitas_uint8_models_bit_exact(name, target, tmp_path):
     import torch
 
     from edgekit.api import build, verify
@@ -292,7 +293,7 @@ def test_brevitas_uint8_models_bit_exact(name, tmp_path):
     model.eval()
     onnx_path = export_qonnx(model, torch.zeros(1, *shape), tmp_path / f"{name}.onnx")
     out = tmp_path / "b"
-    build(onnx_path, "cortex-m4", "mps2-an386", out)
+    build(onnx_path, target, {"cortex-m4": "mps2-an386", "cortex-m55": "mps3-an547"}[target], out)
     graph = Graph.load(out)
     uint8_in = {n.name for n in graph.nodes if n.op in ("conv2d", "dense") and graph.tensors[n.inputs[0]].dtype == "uint8"}
     assert uint8_in, "no layer with a uint8 input"
@@ -428,3 +429,52 @@ def test_exact_instruction_count(chain_a0, tmp_path):
     assert totals[0] == totals[1], "optimized kernels should not branch on data"
     assert n_opt["total"]["instructions"] == EXPECTED_INSTRUCTIONS, n_opt["total"]["instructions"]
     assert n_opt["total"]["instructions"] * 2 < n_ref["total"]["instructions"]
+
+
+# ---------------------------------------------------------------------------------------
+# Helium (MVE) kernels on the Cortex-M55 (mps3-an547)
+# ---------------------------------------------------------------------------------------
+#: Executed instructions of one inference of chain_a(0) on mps3-an547 with the Helium kernels (GCC 12.2.1,
+#: QEMU 7.2); update with `edgekit profile` when the kernels or the compiler change.
+EXPECTED_INSTRUCTIONS_M55 = 38246
+
+
+@pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5)])
+def test_mve_kernels_bit_exact(chain, seed, tmp_path):
+    """Convolutions (padding, stride, dilation, fused residual adds) and dense layers on Helium equal the
+    reference; depthwise layers keep the DSP kernel."""
+    from edgekit.api import build, verify
+    from edgekit.ir.graph import Graph
+
+    model = tmp_path / f"{chain}{seed}.tflite"
+    model.write_bytes(CHAINS[chain](seed))
+    out = tmp_path / "b"
+    build(model, "cortex-m55", "mps3-an547", out)
+    graph = Graph.load(out)
+    t = graph.tensors[graph.inputs[0]]
+    rep = verify(out, codes=_codes(np.random.default_rng(seed), t.shape, t.zero_point), stages=("host", "qemu"))
+    _check(out, rep, {n.name for n in graph.nodes if n.op in ("conv2d", "dense")})
+    kernels = {r["name"]: r.get("kernel", "") for r in json.loads((out / "manifest.json").read_text())["layers"]}
+    for n in graph.nodes:
+        if n.op == "dense" or (n.op == "conv2d" and not n.attrs["depthwise"]):
+            assert kernels[n.name].startswith("optimized mve_"), (n.name, kernels[n.name])
+    src = (out / "src" / "model.c").read_text()
+    assert "vmladavaq_s8" in src and "__ARM_FEATURE_MVE" in src
+
+
+def test_mve_instruction_count_and_flash(chain_a0, tmp_path):
+    """Exact instruction count on the M55, fewer than the DSP kernels' on the M4; the int8 Helium
+    weights replace the layer's weights in flash instead of adding an int16 copy."""
+    from edgekit.api import build
+    from edgekit.backends.cortexm.profile import profile
+
+    m55 = build(chain_a0, "cortex-m55", "mps3-an547", tmp_path / "m55")
+    prof = profile(m55.out_dir, count=2, write=False).to_json()
+    assert prof["vectors"]["min"] == prof["vectors"]["max"]
+    n = prof["total"]["instructions"]
+    assert n == EXPECTED_INSTRUCTIONS_M55, n
+    assert n < EXPECTED_INSTRUCTIONS
+    ref = build(chain_a0, "cortex-m55", "mps3-an547", tmp_path / "ref", kernels="reference")
+    m4 = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "m4")
+    w = {k: r.manifest["memory_breakdown"]["flash"]["weights"] for k, r in (("m55", m55), ("ref", ref), ("m4", m4))}
+    assert w["m55"] < w["m4"] and w["m55"] <= w["ref"] + 1024, w

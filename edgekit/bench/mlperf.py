@@ -42,6 +42,8 @@ MODELS = {
     "vww": ("visual_wake_words_mobilenet_v1", "vww_96_int8"),
 }
 GOALS = {"instructions": 0.5, "ram": 0.7, "code": 0.25}
+#: core -> the results.json entry of TFLM + CMSIS-NN measured on it (QEMU mps2-an386 / mps2-an500)
+PEER_KEYS = {"cortex-m4": "tflm_cmsis_nn_m4", "cortex-m7": "tflm_cmsis_nn_m7"}
 KERNEL_SETS = ("reference", "optimized")
 
 
@@ -99,7 +101,8 @@ def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: 
     fl = m["memory_breakdown"]["flash"]
     stack = rep.memory.get("inference_stack_bytes", m["memory"].get("inference_stack_static_bytes", 0))
     peak = m["arena_bytes"] + _io_bytes(m) + stack
-    tf = peer["tflm_cmsis_nn_m4"] if peer else None
+    # the peer's run on the same core (results.json has the Cortex-M4 and the Cortex-M7)
+    tf = (peer or {}).get(PEER_KEYS.get(target, ""))
     tflm_code = tf["text_breakdown"]["tflm_text"] + tf["text_breakdown"]["cmsis_nn_text"] if tf else None
 
     def ratio(a, b):
@@ -163,7 +166,8 @@ def _tflm_golden(path: Path, n: int = 20, seed: int = 12) -> tuple[np.ndarray, n
 
 
 def run_mlperf(models: list[str] | None = None, kernel_sets=KERNEL_SETS, out: Path | None = None,
-               vww_model: str | None = None, notes: list[str] | None = None) -> list[dict]:
+               vww_model: str | None = None, notes: list[str] | None = None,
+               board: str = "mps2-an386") -> list[dict]:
     from ..errors import BuildDirError, ToolchainError
 
     names = models or list(MODELS)
@@ -178,6 +182,11 @@ def run_mlperf(models: list[str] | None = None, kernel_sets=KERNEL_SETS, out: Pa
                             "results.json) beside the repository")
     peers = json.loads((folder / "results.json").read_text()) if have_peers else {}
     notes = notes if notes is not None else []
+    from ..targets import get_board
+    target = get_board(board).core
+    if target not in PEER_KEYS:
+        notes.append(f"{target}: no recorded TFLM + CMSIS-NN figures for this core (results.json has "
+                     f"{', '.join(PEER_KEYS)}), so no ratios")
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-mlperf-") as tmp:
         work = Path(out) if out else Path(tmp)
@@ -198,7 +207,7 @@ def run_mlperf(models: list[str] | None = None, kernel_sets=KERNEL_SETS, out: Pa
             else:
                 path, golden = folder / f"{stem}.tflite", _golden(folder, stem)
             for k in kernel_sets:
-                rows.append(measure(path, work, k, peers.get(key), golden))
+                rows.append(measure(path, work, k, peers.get(key), golden, target=target, board=board))
     return rows
 
 
@@ -225,7 +234,7 @@ def format_rows(rows: list[dict]) -> str:
         if r["kernels"] == "optimized" and r["goals_met"]:
             miss = [k for k, ok in r["goals_met"].items() if not ok]
             lines.append(f"  {r['model']}: " + ("all met" if not miss else "NOT met: " + ", ".join(miss)))
-    lines.append("instructions: one ek_model_run (edgekit profile) vs one Invoke() (TFLM), both on QEMU mps2-an386 "
+    lines.append("instructions: one ek_model_run (edgekit profile) vs one Invoke() (TFLM), both on the same QEMU board "
                  "with the peer's fixed LCG input; peak RAM = arena + input/output + measured inference stack; "
                  "code flash = flash - weights (model code + runtime) vs tflm_text + cmsis_nn_text; exact = host C "
                  "and firmware equal the TFLite Micro goldens (20 + fixed input)")
@@ -240,7 +249,8 @@ def format_rows(rows: list[dict]) -> str:
 def main(args) -> int:
     models = args.models.split(",") if getattr(args, "models", None) else None
     notes: list[str] = []
-    rows = run_mlperf(models, vww_model=getattr(args, "vww_model", None), notes=notes)
+    rows = run_mlperf(models, vww_model=getattr(args, "vww_model", None), notes=notes,
+                      board=getattr(args, "board", None) or "mps2-an386")
     if args.json:
         print(json.dumps({"rows": rows, "notes": notes}, indent=1))
     else:

@@ -158,7 +158,10 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
                           for n, a in graph.constants.items()))
     (out_dir / "model.h").write_text(env.get_template("model.h.j2").render(**common))
     any_dsp = any(s.optimized for s in selections.values())
-    dsp_common = env.get_template("ops_dsp/dsp_common.c.j2").render() if any_dsp else ""
+    any_mve = any(s.template and s.template.startswith("ops_mve/") for s in selections.values())
+    dsp_common = env.get_template("ops_dsp/dsp_common.c.j2").render(mve=any_mve) if any_dsp else ""
+    if any_mve:  # Helium kernels: the helpers they share
+        dsp_common += "\n" + env.get_template("ops_mve/mve_common.c.j2").render()
     (out_dir / "model.c").write_text(env.get_template("model.c.j2").render(
         constants=constants, layers=layers, total_macs=total_macs, const_bytes=const_bytes, dsp_common=dsp_common,
         **common))
@@ -189,7 +192,18 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
         region = board.ram if getattr(board, "load", "flash") == "ram" else board.flash
         int8_bytes = sum(a.nbytes for a in graph.constants.values())
         budget = min(int(dsp.FLASH_SHARE * region.length), region.length - int8_bytes - dsp.FLASH_MARGIN)
-        opt = sorted((s.weight_bytes, n) for n, s in sel.items() if s.optimized)
+        nodes = {n.name: n for n in graph.nodes}
+
+        def cost(name: str, s) -> int:
+            # Helium kernels keep int8 weights: they replace the layer's weights and bias in
+            # flash (the reference copy is compiled out), so only their padding is extra
+            if s.kind.startswith("mve"):
+                node = nodes[name]
+                return max(0, s.weight_bytes - graph.constants[node.inputs[1]].nbytes
+                           - graph.constants[node.inputs[2]].nbytes)
+            return s.weight_bytes
+
+        opt = sorted((cost(n, s), n) for n, s in sel.items() if s.optimized)
         while opt and sum(b for b, _ in opt) > budget:
             _, n = opt.pop()  # largest first back to the reference kernel
             sel[n] = dsp.Selection("reference", reason=f"int16 weights would take more than "

@@ -38,8 +38,8 @@ STACK_SCRATCH_LIMIT = 8192
 class Selection:
     """The kernel chosen for one node."""
 
-    kind: str                      # "conv2d_gemm", "dw3", "dense" or "reference"
-    template: str | None = None    # under templates/cortexm/ (ops_dsp/...)
+    kind: str                      # "conv2d_gemm", "dw3", "dense", "mve_gemm", "mve_dense" or "reference"
+    template: str | None = None    # under templates/cortexm/ (ops_dsp/..., ops_mve/...)
     reason: str = ""               # why the reference kernel (kind == "reference")
     ctx: dict = field(default_factory=dict)
     weight_bytes: int = 0          # flash bytes of the re-laid weights
@@ -370,6 +370,11 @@ def select(node, graph, plan, features, kernels: str) -> Selection:
         return Selection("reference", reason="--kernels reference")
     if "dsp" not in features:
         return Selection("reference", reason="core without the DSP extension")
+    if "mve" in features and node.op in ("conv2d", "dense"):
+        from .mve import select_mve  # Helium first; depthwise and what it cannot take fall through
+        s = select_mve(node, graph, plan)
+        if s is not None:
+            return s
     if node.op == "conv2d":
         if node.attrs["depthwise"]:
             return select_dw(node, graph)

@@ -216,10 +216,10 @@ def _reglist(operands: str) -> int:
     return n
 
 
-def disassembly(elf: Path, lo: int, hi: int) -> dict[int, tuple[str, str]]:
+def disassembly(elf: Path, lo: int, hi: int, arch: str | None = None) -> dict[int, tuple[str, str]]:
     """address -> (mnemonic, operands) for the code in [lo, hi)."""
     insns = {}
-    for line in tc.disassemble(elf, lo, hi).splitlines():
+    for line in tc.disassemble(elf, lo, hi, arch).splitlines():
         m = re.match(r"^\s*([0-9a-f]+):\s+(\S+)\s*(.*)$", line)
         if m and not m.group(2).startswith("."):
             insns[int(m.group(1), 16)] = (m.group(2), m.group(3).split("@")[0].strip())
@@ -409,7 +409,7 @@ def profile(build_dir: str | Path, board: str | None = None, inputs: str | Path 
                              stop=(main[0]["addr"], main[0]["addr"] + main[0]["size"]), detail=vector)
         seconds = time.monotonic() - t0
         got = np.fromfile(work / "outputs.bin", dtype=np.dtype(out_t.dtype))
-        insns = disassembly(elf, *code)
+        insns = disassembly(elf, *code, arch=core.arch if core.has_mve else None)  # objdump names only some
         mem = breakdown(elf)
     if got.size != ref.size or np.any(got.reshape(ref.shape).astype(np.int64) != ref.astype(np.int64)):
         raise VerificationError("the profiled firmware's outputs differ from the simulator; run `edgekit verify`")

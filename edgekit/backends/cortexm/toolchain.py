@@ -175,8 +175,10 @@ def symbols(elf: Path) -> list[dict]:
     return syms
 
 
-def disassemble(elf: Path, start: int | None = None, stop: int | None = None) -> str:
-    cmd = [_binutil("objdump"), "-d", "--no-show-raw-insn"]
+def disassemble(elf: Path, start: int | None = None, stop: int | None = None, arch: str | None = None) -> str:
+    # the architecture (e.g. armv8.1-m.main) makes objdump decode Helium (MVE) instructions, which it
+    # otherwise prints as coprocessor instructions
+    cmd = [_binutil("objdump"), "-d", "--no-show-raw-insn"] + ([f"--architecture={arch}"] if arch else [])
     if start is not None:
         cmd += [f"--start-address=0x{start:x}", f"--stop-address=0x{stop:x}"]
     return _run([*cmd, str(elf)], "disassembling the firmware").stdout
