@@ -118,12 +118,16 @@ def test_pareto_front_and_nearest():
 # The latency model against the emulator
 # ---------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_cost_model_calibration_on_qemu(tmp_path, monkeypatch):
-    """A small calibration on mps2-an386 measures exact counts and predicts held-out
-    architectures (loose bound: the note's numbers come from the default 40-architecture fit)."""
+@pytest.mark.parametrize("core", ["cortex-m4", "cortex-m55"])
+def test_cost_model_calibration_on_qemu(core, tmp_path, monkeypatch):
+    """A small calibration on the core's QEMU board measures exact counts and predicts held-out
+    architectures (loose bound: the note's numbers come from the default 40-architecture fit).
+    On the Cortex-M55 the Helium kernels get their own features."""
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
     small = SpaceConfig(dims=(1,), depth=(1, 2), channels=(4, 8, 16), kernels=(3, 5))
-    m = nascost.calibrate("cortex-m4", (64, 6), 6, space=small, n_fit=10, n_holdout=3, seed=5, progress=None)
+    m = nascost.calibrate(core, (64, 6), 6, space=small, n_fit=10, n_holdout=3, seed=5, progress=None)
+    if core == "cortex-m55":
+        assert {"mve_gemm", "mve_dense"} <= set(m.stats["kinds"]), m.stats["kinds"]
     h = m.stats["holdout"]
     assert h["n"] >= 2 and m.stats["n_fit"] >= 8
     assert h["instructions_max_abs"] < 0.35, h

@@ -62,12 +62,16 @@ KIND_FEATURES = {
              "mk_loops4", "mk_loops8", "mk_rem", "mk_blocks", "outputs", "plain_outputs", "blocks", "const"),
     "dw3": ("tr4", "tr1", "rows_loaded", "ring", "pairs_kh", "pairs", "odd_kh", "odd", "colsteps", "rows", "const"),
     "dense_opt": ("loops", "rem", "tail", "blocks", "outputs", "const"),
+    # Helium kernels (templates/cortexm/ops_mve, Cortex-M55)
+    "mve_gemm": ("pixels", "rows_full", "rows_full_vec", "rows_pad", "rows_pad_vec", "taps_edge", "taps_edge_vec",
+                 "passes", "vsteps", "outputs", "const"),
+    "mve_dense": ("passes", "vsteps", "outputs", "const"),
     "glue": ("const", "layers"),
     # last resort for a layer kind the calibration never saw: the main loop count and outputs
     "any": ("work", "outputs", "const"),
 }
 ZERO_OPS = ("reshape",)
-COST_MODEL_VERSION = 1
+COST_MODEL_VERSION = 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -135,19 +139,22 @@ def layer_info(graph, manifest: dict | None = None) -> list[dict]:
         info["variant"] = _kernel_variant(manifest, n.name)
         rq = a.get("requant")
         if rq is not None:
-            info["rq"] = ("shift" if len(rq.multiplier) == 1 and rq.multiplier[0] == 1 and 0 < rq.shift[0] <= 31
-                          else "none" if len(rq.multiplier) == 1 and rq.multiplier[0] == 1 and rq.shift[0] == 0
-                          else "mul")
+            one = len(rq.multiplier) == 1 and rq.multiplier[0] == 1
+            # a shift by 1 has a cheaper rounding than longer shifts (ek_rshift_rne32 folds `rem > half`)
+            info["rq"] = ("shift1" if one and rq.shift[0] == 1 else "shift" if one and 0 < rq.shift[0] <= 31
+                          else "none" if one and rq.shift[0] == 0 else "mul")
         rows.append(info)
     return rows
 
 
-OPT_BASES = {"conv2d_gemm": "gemm", "dw3": "dw3", "dense": "dense_opt"}
+OPT_BASES = {"conv2d_gemm": "gemm", "dw3": "dw3", "dense": "dense_opt", "mve_gemm": "mve_gemm",
+             "mve_dense": "mve_dense"}
 #: Features kept for a base kind with too few calibration layers for all of its features.
 REDUCED = {"conv": ("macs", "taps", "outputs"), "dwconv": ("taps", "outputs"), "dense": ("macs", "outputs"),
            "maxpool": ("taps", "outputs"), "avgpool": ("taps", "outputs"), "gap": ("taps", "outputs"),
            "eltwise": ("outputs",), "gemm": ("im2col_words", "mk_loops4", "mk_loops8", "outputs"),
-           "dw3": ("pairs_kh", "tr4", "tr1"), "dense_opt": ("loops", "outputs")}
+           "dw3": ("pairs_kh", "tr4", "tr1"), "dense_opt": ("loops", "outputs"),
+           "mve_gemm": ("pixels", "vsteps", "passes", "outputs"), "mve_dense": ("vsteps", "outputs")}
 
 
 def kind_chain(base: str, info: dict) -> list[str]:
@@ -172,6 +179,8 @@ def kind_chain(base: str, info: dict) -> list[str]:
     if base in ("avgpool", "gap") and info.get("den") is not None:  # the division the average ends with
         den = int(info["den"])
         parts.append("d1" if den == 1 else "p2" if den & (den - 1) == 0 else "div")
+    if base in ("gemm", "dense_opt", "mve_gemm", "mve_dense"):  # the epilogue: per-output cost by requantization
+        parts.append(f"rq-{info.get('rq') or 'none'}")
     if info.get("inplace"):
         parts.append("inplace")
     return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
@@ -209,6 +218,31 @@ def _gemm_features(info: dict) -> dict:
             "plain_outputs": npix * oc if info.get("rq") in (None, "none") else 0, "blocks": blocks, "const": 1}
 
 
+def _mve_gemm_features(info: dict) -> dict:
+    """Loop trip counts of ops_mve/gemm.c.j2's convolution: the im2col copies (a whole kernel row
+    at once, else tap by tap; fills for rows and taps in the padding) in 16-byte vector steps,
+    then ceil(oc / 4) passes of kp / 16 VMLADAVA steps per pixel."""
+    ih, iw, ic = info["in"]
+    oh, ow, oc = info["out"]
+    kh, kw = info["kernel"]
+    sh, sw = info["stride"]
+    dh, dw = info.get("dilation", (1, 1))
+    pt, pl = info["pad"][0], info["pad"][1]
+    vec = lambda n: -(-n // 16)  # noqa: E731
+    row = kw * ic
+    rows_in = sum(1 for oy in range(oh) for ky in range(kh) if 0 <= oy * sh - pt + ky * dh < ih)
+    rows_pad = oh * kh - rows_in
+    full = sum(1 for ox in range(ow) if dw == 1 and ox * sw - pl >= 0 and ox * sw - pl + kw - 1 < iw)
+    rows_full = rows_in * full
+    taps_edge = rows_in * (ow - full) * kw
+    k = kh * kw * ic
+    passes = oh * ow * -(-oc // 4)
+    return {"pixels": oh * ow, "rows_full": rows_full, "rows_full_vec": rows_full * vec(row),
+            "rows_pad": rows_pad * ow, "rows_pad_vec": rows_pad * ow * vec(row), "taps_edge": taps_edge,
+            "taps_edge_vec": taps_edge * vec(ic), "passes": passes, "vsteps": passes * vec(k),
+            "outputs": oh * ow * oc, "const": 1}
+
+
 def _dw3_features(info: dict) -> dict:
     ih, iw, ic = info["in"]
     oh, ow, oc = info["out"]
@@ -237,6 +271,8 @@ def features(info: dict) -> tuple[str, dict]:
             return "gemm", _gemm_features(info)
         if variant == "dw3" and info["depthwise"]:
             return "dw3", _dw3_features(info)
+        if variant == "mve_gemm" and not info["depthwise"]:
+            return "mve_gemm", _mve_gemm_features(info)
         ih, iw, ic = info["in"]
         oh, ow, oc = info["out"]
         kh, kw = info["kernel"]
@@ -253,6 +289,9 @@ def features(info: dict) -> tuple[str, dict]:
     if op == "dense":
         n_in = int(np.prod(info["in"]))
         n_out = int(np.prod(info["out"]))
+        if variant == "mve_dense":
+            passes = -(-n_out // 4)
+            return "mve_dense", {"passes": passes, "vsteps": passes * -(-n_in // 16), "outputs": n_out, "const": 1}
         if variant == "dense":
             quads, tail = divmod(n_in, 4)
             blocks = -(-n_out // 4)
