@@ -561,6 +561,74 @@ def test_keras3_flatten_shape_arithmetic_folds_at_import(tmp_path):
         import_tflite(path)
 
 
+def _mean_model(variant: str, seed: int = 4) -> bytes:
+    """MEAN over the spatial axes (Keras' GlobalAveragePooling2D/1D) between a conv and a dense layer.
+    "keep": axes (1, 2), keep_dims (then RESHAPE); "drop": axes (-3, -2), no keep_dims; "1d": a
+    (1, 20, 8) input, axis 1; "rows": axis 1 only of a 4-D map (a mean over rows)."""
+    from tflite_builder import TfliteBuilder, tflite
+
+    A = tflite.ActivationFunctionType
+    rng = np.random.default_rng(seed)
+    b = TfliteBuilder()
+    if variant == "1d":
+        x = b.act((1, 20, 8), 0.05, 3)
+        y, shp, s = x, (20, 8), 0.05
+    else:
+        x = b.act((1, 7, 6, 3), 0.03, -5)
+        y, shp, s = _conv_layer(b, rng, x, (7, 6, 3), 0.03, 8, 3, 1, "SAME", A.RELU, x_rms=45)
+    zp = int(b.tensors[y]["zp"][0]) if variant != "1d" else 3
+    axes = {"keep": [1, 2], "drop": [-3, -2], "1d": [1], "rows": [1]}[variant]
+    c = shp[-1]
+    out_shape = {"keep": (1, 1, 1, c), "drop": (1, c), "1d": (1, c), "rows": (1, shp[1], c)}[variant]
+    m_scale = s * 0.37  # the mean spreads less than its input: a finer scale
+    m = b.act(out_shape, m_scale, zp + 7)
+    b.op("MEAN", [y, b.tensor((len(axes),), "int32", data=axes)], [m], "ReducerOptions",
+         KeepDims=variant in ("keep", "rows"))
+    n = int(np.prod(out_shape[1:]))
+    if len(out_shape) != 2:
+        flat = b.act((1, n), m_scale, zp + 7)
+        b.op("RESHAPE", [m, b.tensor((2,), "int32", data=[1, n])], [flat], "ReshapeOptions")
+        m = flat
+    logits = _fc_layer(b, rng, m, n, m_scale, 5, 12, 0.05, -3, per_channel=False)
+    return b.build([x], [logits])
+
+
+@pytest.mark.parametrize("variant", ["keep", "drop", "1d", "rows"])
+def test_mean_equals_tflite_micro_in_every_stage(variant, tmp_path, rng):
+    from edgekit.api import build, verify
+    from edgekit.ir.graph import Graph
+
+    path = tmp_path / "mean.tflite"
+    path.write_bytes(_mean_model(variant))
+    build(path, "cortex-m4", "mps2-an386", tmp_path / "b")
+    graph = Graph.load(tmp_path / "b")
+    assert any(n.op == "conv2d" and n.attrs["depthwise"] and n.name.startswith("mean") for n in graph.nodes)
+    t = graph.tensors[graph.inputs[0]]
+    rep = verify(tmp_path / "b", codes=_codes(rng, t.shape, 48))
+    stages = {st.stage: st for st in rep.stages}
+    for st in ("host C", "firmware (mps2-an386)"):
+        assert stages[st].mismatches == 0 and stages[st].elements > 0, rep.table()
+    if _tflm() is not None:
+        assert stages["tflite reference"].mismatches == 0 and stages["tflite reference"].elements > 0, rep.table()
+        want = _run_tflm(path.read_bytes(), _codes(rng, t.shape, 48))
+        assert len(np.unique(want)) > 20, "the test model saturates"
+    assert rep.ok
+
+
+def test_mean_over_channels_is_refused(tmp_path):
+    from tflite_builder import TfliteBuilder
+
+    from edgekit.errors import UnsupportedOpError
+    from edgekit.frontends.tflite import import_tflite
+
+    b = TfliteBuilder()
+    x, y = b.act((1, 4, 4, 3), 0.1, 0), b.act((1, 4, 4), 0.1, 0)
+    b.op("MEAN", [x, b.tensor((1,), "int32", data=[3])], [y], "ReducerOptions", KeepDims=False)
+    (tmp_path / "m.tflite").write_bytes(b.build([x], [y]))
+    with pytest.raises(UnsupportedOpError, match=r"operator 0 \(MEAN\): mean over axes \[3\]"):
+        import_tflite(tmp_path / "m.tflite")
+
+
 def test_float_interface_errors_name_the_operator(tmp_path):
     """A float input must be quantized by one QUANTIZE, a float output made by one DEQUANTIZE;
     float operators anywhere else are refused by name (the model is not full-integer)."""
