@@ -43,7 +43,8 @@ def builds(fixed_onnx, tmp_path_factory):
     d = tmp_path_factory.mktemp("flash_builds")
     out = {}
     for target, board in [("cortex-m4", "mps2-an386"), ("cortex-m4", "nucleo-l4r5zi"),
-                          ("cortex-m0plus", "rpi-pico"), ("cortex-m7", "nucleo-f746zg")]:
+                          ("cortex-m0plus", "rpi-pico"), ("cortex-m7", "nucleo-f746zg"),
+                          ("cortex-m33", "nucleo-l552ze-q")]:
         out[board] = d / board
         build(fixed_onnx, target, board, out[board])
     return out
@@ -83,7 +84,8 @@ def test_openocd_command_for_the_ram_loaded_rp2040(builds):
 @pytest.mark.parametrize("board, target, load", [("nucleo-l4r5zi", "stm32l4r5zitx", "flash"),
                                                  ("nucleo-f746zg", "stm32f746zgtx", "flash"),
                                                  ("nrf52840-dk", "nrf52840", "flash"),
-                                                 ("rpi-pico", "rp2040_core0", "ram")])
+                                                 ("rpi-pico", "rp2040_core0", "ram"),
+                                                 ("nucleo-l552ze-q", "stm32l552zetxq", "flash")])
 def test_pyocd_commands(board, target, load):
     elf = Path("/b/firmware.elf")
     assert pyocd_run_command(get_board(board), elf, timeout=60) == [
@@ -124,7 +126,7 @@ def test_pyocd_runner_without_a_probe_exits_at_once(builds, tmp_path):
 
 
 @pytest.mark.skipif(not HAVE_OPENOCD, reason="openocd not installed (apt-get install openocd)")
-@pytest.mark.parametrize("board", ["nucleo-l4r5zi", "rpi-pico", "nucleo-f746zg"])
+@pytest.mark.parametrize("board", ["nucleo-l4r5zi", "rpi-pico", "nucleo-f746zg", "nucleo-l552ze-q"])
 def test_no_probe_with_openocd(builds, board):
     with pytest.raises(FlashError) as e:
         flash(builds[board], probe="openocd", timeout=NO_PROBE_LIMIT)

@@ -21,7 +21,7 @@ REF = "reference"  # kernels whose size does not depend on the board (fit-check 
 QEMU_BOARDS = {"mps2-an385": "cortex-m3", "mps2-an386": "cortex-m4", "mps2-an500": "cortex-m7",
                "mps3-an547": "cortex-m55", "mps2-an505": "cortex-m33", "microbit": "cortex-m0plus"}
 REAL_BOARDS = {"nucleo-l4r5zi": "cortex-m4", "nucleo-f746zg": "cortex-m7", "nrf52840-dk": "cortex-m4",
-               "rpi-pico": "cortex-m0plus"}
+               "rpi-pico": "cortex-m0plus", "nucleo-l552ze-q": "cortex-m33"}
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,7 @@ def test_board_description(name):
     ("nucleo-f746zg", "STM32F746ZGT6", (0x08000000, 1 << 20), (0x20000000, 320 << 10), 216_000_000),
     ("nrf52840-dk", "nRF52840-QIAA", (0x00000000, 1 << 20), (0x20000000, 256 << 10), 64_000_000),
     ("rpi-pico", "RP2040", (0x10000000, 2 << 20), (0x20000000, 264 << 10), 125_000_000),
+    ("nucleo-l552ze-q", "STM32L552ZET6Q", (0x08000000, 512 << 10), (0x20000000, 256 << 10), 110_000_000),
 ])
 def test_real_board_memory_maps(name, mcu, flash, ram, clock):
     b = get_board(name)
