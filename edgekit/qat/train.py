@@ -34,7 +34,7 @@ def train_epoch(model: nn.Module, opt, loss_fn, xt: torch.Tensor, yt: torch.Tens
         loss = loss_fn(logits, yt[idx])
         loss.backward()
         opt.step()
-        total += float(loss) * len(idx)
+        total += loss.item() * len(idx)
         seen += len(idx)
         correct += int((logits.argmax(1) == yt[idx]).sum())
         if on_batch is not None:
