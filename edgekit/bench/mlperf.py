@@ -184,8 +184,12 @@ def run_mlperf(models: list[str] | None = None, kernel_sets=KERNEL_SETS, out: Pa
                             "results.json) beside the repository")
     peers = json.loads((folder / "results.json").read_text()) if have_peers else {}
     notes = notes if notes is not None else []
-    from ..targets import get_board
-    target = get_board(board).core
+    from ..targets import emulated_boards, get_board
+    brd = get_board(board)
+    target = brd.core
+    if not brd.emulated:
+        raise BuildDirError(f"edgekit bench counts instructions on an emulated board; {board} is a real board "
+                            f"with a {target}: use --board {' or '.join(emulated_boards(target)) or 'an emulated board'}")
     if target not in PEER_KEYS:
         notes.append(f"{target}: no recorded TFLM + CMSIS-NN figures for this core (results.json has "
                      f"{', '.join(PEER_KEYS)}), so no ratios")
