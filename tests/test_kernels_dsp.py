@@ -208,7 +208,19 @@ def chain_c(seed: int) -> bytes:
     return ch.conv(int(rng.choice([3, 5])), 1).dense(int(rng.choice([5, 7]))).build()
 
 
-CHAINS = {"a": chain_a, "b": chain_b, "c": chain_c}
+def chain_d(seed: int) -> bytes:
+    """Depthwise kernels other than kh x 3 (ops_dsp/dwk.c.j2): 5x5 SAME stride 1 (in place), 1 x 9 SAME
+    (a 1D kernel), 3x3 with dilation 2, 5x5 stride 2 VALID; channel counts that are not multiples of 4."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(7, 11)), int(rng.integers(9, 14))
+    ch = Chain(rng, (h, w, int(rng.choice([2, 3]))), zp=int(rng.integers(-60, 60)))
+    ch.conv(int(rng.choice([6, 7, 10])), 3)
+    ch.conv(0, 5, depthwise=True).conv(0, (1, 9), depthwise=True).conv(0, 3, dilation=2, depthwise=True)
+    ch.conv(0, 5, stride=2, padding="VALID", depthwise=True)
+    return ch.conv(int(rng.choice([3, 5])), 1).dense(int(rng.choice([5, 7]))).build()
+
+
+CHAINS = {"a": chain_a, "b": chain_b, "c": chain_c, "d": chain_d}
 
 
 def _codes(rng, shape, zp, n=40):
@@ -230,7 +242,7 @@ def _check(out: Path, rep, expect_optimized: set[str]) -> None:
 
 
 @pytest.mark.parametrize("target", sorted(BOARDS))
-@pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5)])
+@pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5), ("d", 6), ("d", 7)])
 def test_random_tflite_chains_bit_exact(chain, seed, target, tmp_path):
     from edgekit.api import build, verify
     from edgekit.ir.graph import Graph
@@ -246,10 +258,15 @@ def test_random_tflite_chains_bit_exact(chain, seed, target, tmp_path):
     _check(out, rep, opt)
     src = (out / "src" / "model.c").read_text()
     assert "#if EK_USE_DSP" in src and "ldmia %[xp]!" in src  # the conv micro-kernel
-    if any(n.attrs.get("depthwise") and n.attrs["depth_multiplier"] == 1 for n in graph.nodes):
-        assert "ldmia %[r]!" in src  # the depthwise channel loop in assembly
+    if any(n.attrs.get("depthwise") and n.attrs["depth_multiplier"] == 1 and n.attrs["kernel"][1] == 3
+           and n.attrs["dilation"] == [1, 1] for n in graph.nodes):
+        assert "ldmia %[r]!" in src  # the kh x 3 depthwise channel loop in assembly
     if chain == "c":
         assert "addw %[tp]" in src  # rings too wide for post-indexed loads step with ADDW
+    if chain == "d":
+        kernels = [r.get("kernel", "") for r in json.loads((out / "manifest.json").read_text())["layers"]]
+        assert sum(k.startswith("optimized dwk") for k in kernels) == 4, kernels
+        assert any("in place" in k for k in kernels), kernels  # the 5x5 SAME layer overwrites its input
 
 
 # ---------------------------------------------------------------------------------------
@@ -439,7 +456,7 @@ def test_exact_instruction_count(chain_a0, tmp_path):
 EXPECTED_INSTRUCTIONS_M55 = 38246
 
 
-@pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5)])
+@pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5), ("d", 6)])
 def test_mve_kernels_bit_exact(chain, seed, tmp_path):
     """Convolutions (padding, stride, dilation, fused residual adds) and dense layers on Helium equal the
     reference; depthwise layers keep the DSP kernel."""

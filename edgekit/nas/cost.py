@@ -62,6 +62,7 @@ KIND_FEATURES = {
              "mk_loops4", "mk_loops8", "mk_rem", "mk_blocks", "outputs", "plain_outputs", "blocks", "const"),
     "dw3": ("tr4", "tr1", "rows_loaded", "ring", "pairs_kh", "pairs", "odd_kh", "odd", "colsteps", "rows", "const"),
     "dense_opt": ("loops", "rem", "tail", "blocks", "outputs", "const"),
+    "dwk": ("tapq", "tapt", "rowsq", "groups", "tails", "outputs", "pixels", "const"),
     # Helium kernels (templates/cortexm/ops_mve, Cortex-M55)
     "mve_gemm": ("pixels", "rows_full", "rows_full_vec", "rows_pad", "rows_pad_vec", "taps_edge", "taps_edge_vec",
                  "passes", "vsteps", "outputs", "const"),
@@ -71,7 +72,7 @@ KIND_FEATURES = {
     "any": ("work", "outputs", "const"),
 }
 ZERO_OPS = ("reshape",)
-COST_MODEL_VERSION = 2
+COST_MODEL_VERSION = 3
 
 
 # ---------------------------------------------------------------------------------------
@@ -147,14 +148,15 @@ def layer_info(graph, manifest: dict | None = None) -> list[dict]:
     return rows
 
 
-OPT_BASES = {"conv2d_gemm": "gemm", "dw3": "dw3", "dense": "dense_opt", "mve_gemm": "mve_gemm",
+OPT_BASES = {"conv2d_gemm": "gemm", "dw3": "dw3", "dwk": "dwk", "dense": "dense_opt", "mve_gemm": "mve_gemm",
              "mve_dense": "mve_dense"}
 #: Features kept for a base kind with too few calibration layers for all of its features.
 REDUCED = {"conv": ("macs", "taps", "outputs"), "dwconv": ("taps", "outputs"), "dense": ("macs", "outputs"),
            "maxpool": ("taps", "outputs"), "avgpool": ("taps", "outputs"), "gap": ("taps", "outputs"),
            "eltwise": ("outputs",), "gemm": ("im2col_words", "mk_loops4", "mk_loops8", "outputs"),
            "dw3": ("pairs_kh", "tr4", "tr1"), "dense_opt": ("loops", "outputs"),
-           "mve_gemm": ("pixels", "vsteps", "passes", "outputs"), "mve_dense": ("vsteps", "outputs")}
+           "mve_gemm": ("pixels", "vsteps", "passes", "outputs"), "mve_dense": ("vsteps", "outputs"),
+           "dwk": ("tapq", "tapt", "outputs")}
 
 
 def kind_chain(base: str, info: dict) -> list[str]:
@@ -179,7 +181,7 @@ def kind_chain(base: str, info: dict) -> list[str]:
     if base in ("avgpool", "gap") and info.get("den") is not None:  # the division the average ends with
         den = int(info["den"])
         parts.append("d1" if den == 1 else "p2" if den & (den - 1) == 0 else "div")
-    if base in ("gemm", "dense_opt", "mve_gemm", "mve_dense"):  # the epilogue: per-output cost by requantization
+    if base in ("gemm", "dense_opt", "mve_gemm", "mve_dense", "dwk"):  # the epilogue: per-output cost by requantization
         parts.append(f"rq-{info.get('rq') or 'none'}")
     if info.get("inplace"):
         parts.append("inplace")
@@ -273,6 +275,17 @@ def features(info: dict) -> tuple[str, dict]:
             return "dw3", _dw3_features(info)
         if variant == "mve_gemm" and not info["depthwise"]:
             return "mve_gemm", _mve_gemm_features(info)
+        if variant == "dwk" and info["depthwise"]:
+            ih, iw, _ = info["in"]
+            oh, ow, oc = info["out"]
+            kh, kw = info["kernel"]
+            sh, sw = info["stride"]
+            dh, dw = info.get("dilation", (1, 1))
+            vh = _valid(oh, ih, kh, sh, info["pad"][0], dh)   # kernel rows inside the input, over all oy
+            vw = _valid(ow, iw, kw, sw, info["pad"][1], dw)
+            q, t = oc // 4, oc % 4
+            return "dwk", {"tapq": vh * vw * q, "tapt": vh * vw * t, "rowsq": vh * ow * q, "groups": oh * ow * q,
+                           "tails": oh * ow * t, "outputs": oh * ow * oc, "pixels": oh * ow, "const": 1}
         ih, iw, ic = info["in"]
         oh, ow, oc = info["out"]
         kh, kw = info["kernel"]

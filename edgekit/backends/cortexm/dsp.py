@@ -38,7 +38,7 @@ STACK_SCRATCH_LIMIT = 8192
 class Selection:
     """The kernel chosen for one node."""
 
-    kind: str                      # "conv2d_gemm", "dw3", "dense", "mve_gemm", "mve_dense" or "reference"
+    kind: str                      # "conv2d_gemm", "dw3", "dwk", "dense", "mve_gemm", "mve_dense" or "reference"
     template: str | None = None    # under templates/cortexm/ (ops_dsp/..., ops_mve/...)
     reason: str = ""               # why the reference kernel (kind == "reference")
     ctx: dict = field(default_factory=dict)
@@ -276,15 +276,63 @@ def select_conv_gemm(node, graph) -> Selection:
     return Selection("conv2d_gemm", "ops_dsp/conv2d_gemm.c.j2", ctx=ctx, weight_bytes=4 * stream.size)
 
 
-def select_dw(node, graph) -> Selection:
+def select_dwk(node, graph, plan) -> Selection:
+    """Any depthwise kernel (size, stride, padding, dilation) with depth multiplier 1, not in
+    place: four channels per step, the input word split by SXTAB16 into (x - zp) halves and
+    multiplied with SMLABB/SMLATT (one product each, so channels never mix), weights as
+    int16 pairs (c, c + 2) and (c + 1, c + 3) per tap; channels past the last multiple of 4
+    one by one. Taps outside the input are skipped, as in the reference."""
+    g = _conv_geometry(node, graph)
+    x = graph.tensors[node.inputs[0]]
+    a = node.attrs
+    if a["depth_multiplier"] != 1:
+        return Selection("reference", reason="depthwise kernel other than kh x 3 with a depth multiplier")
+    delay = 0
+    if plan is not None and _in_place(plan, node.inputs[0], node.outputs[0]):
+        # in place (the planner's depthwise_inplace_rows: stride 1, same shape, same offset): output
+        # pixel p may overwrite input pixel p only once every output reading it is done, the last
+        # being p + pad_t * ow + pad_l; so outputs wait in a small ring of that many pixels
+        px, py = plan.placements[node.inputs[0]], plan.placements[node.outputs[0]]
+        if px.offset != py.offset or graph.tensors[node.inputs[0]].shape != graph.tensors[node.outputs[0]].shape \
+                or a["stride"] != [1, 1] or a["dilation"] != [1, 1]:
+            return Selection("reference", reason="depthwise kernel other than kh x 3, partly in place")
+        delay = g["pad_t"] * g["ow"] + g["pad_l"]
+    w = graph.constants[node.inputs[1]].astype(np.int64)          # (kh, kw, oc)
+    kh, kw, oc = w.shape
+    c4 = oc - oc % 4
+    taps = w.reshape(kh * kw, oc)
+    quads = taps[:, :c4].reshape(kh * kw, c4 // 4, 4)
+    words = np.stack([pair_words(quads[..., 0], quads[..., 2]), pair_words(quads[..., 1], quads[..., 3])], axis=-1)
+    rq = node.attrs.get("requant")
+    ctx = {"g": g, "c4": c4, "w_words": words.reshape(-1).tolist(), "tail_w": taps[:, c4:].reshape(-1).tolist(),
+           "ext": _ext(x.dtype), "offset_word": _offset_word(x.zero_point), "uses_bias": True,
+           "inplace": plan is not None and _in_place(plan, node.inputs[0], node.outputs[0]), "delay": delay,
+           "summary": f"{kh} x {kw} taps, 4 channels per step: SXTAB16, SMLABB/SMLATT"}
+    if ctx["inplace"]:
+        ctx["scratch_bytes"] = (delay + 1) * oc * graph.tensors[node.outputs[0]].itemsize
+        ctx["summary"] += f", in place with {delay + 1} pending output pixels"
+    ctx.update(_requant_ctx(rq, oc))
+    ctx.update(_residual_ctx(node, graph))
+    if node.attrs.get("residual"):
+        ctx["summary"] += ", fused residual add"
+    return Selection("dwk", "ops_dsp/dwk.c.j2", ctx=ctx, weight_bytes=4 * words.size + 2 * (kh * kw * (oc - c4)))
+
+
+def _in_place(plan, a: str, b: str) -> bool:
+    pa, pb = plan.placements.get(a), plan.placements.get(b)
+    if pa is None or pb is None or pa.buffer != pb.buffer or pa.buffer != "arena":
+        return False
+    return pa.offset < pb.offset + pb.size and pb.offset < pa.offset + pa.size
+
+
+def select_dw(node, graph, plan=None) -> Selection:
     g = _conv_geometry(node, graph)
     x = graph.tensors[node.inputs[0]]
     a = node.attrs
     if _ext(x.dtype) is None:
         return Selection("reference", reason=f"{x.dtype} input")
     if g["kw"] != 3 or g["dw"] != 1 or g["dh"] != 1 or g["sw"] not in (1, 2):
-        return Selection("reference", reason="depthwise kernel other than kh x 3 with horizontal stride 1 or 2 "
-                                             "and no dilation")
+        return select_dwk(node, graph, plan)
     w = graph.constants[node.inputs[1]].astype(np.int64)          # (kh, kw, oc)
     bias = graph.constants[node.inputs[2]].astype(np.int64)
     kh, oc = g["kh"], g["oc"]
@@ -377,7 +425,7 @@ def select(node, graph, plan, features, kernels: str) -> Selection:
             return s
     if node.op == "conv2d":
         if node.attrs["depthwise"]:
-            return select_dw(node, graph)
+            return select_dw(node, graph, plan)
         return select_conv_gemm(node, graph)
     if node.op == "dense":
         return select_dense(node, graph)
