@@ -275,24 +275,17 @@ def features(info: dict) -> tuple[str, dict]:
             return "dw3", _dw3_features(info)
         if variant == "mve_gemm" and not info["depthwise"]:
             return "mve_gemm", _mve_gemm_features(info)
-        if variant == "dwk" and info["depthwise"]:
-            ih, iw, _ = info["in"]
-            oh, ow, oc = info["out"]
-            kh, kw = info["kernel"]
-            sh, sw = info["stride"]
-            dh, dw = info.get("dilation", (1, 1))
-            vh = _valid(oh, ih, kh, sh, info["pad"][0], dh)   # kernel rows inside the input, over all oy
-            vw = _valid(ow, iw, kw, sw, info["pad"][1], dw)
-            q, t = oc // 4, oc % 4
-            return "dwk", {"tapq": vh * vw * q, "tapt": vh * vw * t, "rowsq": vh * ow * q, "groups": oh * ow * q,
-                           "tails": oh * ow * t, "outputs": oh * ow * oc, "pixels": oh * ow, "const": 1}
         ih, iw, ic = info["in"]
         oh, ow, oc = info["out"]
         kh, kw = info["kernel"]
         sh, sw = info["stride"]
         dh, dw = info.get("dilation", (1, 1))
-        vh = _valid(oh, ih, kh, sh, info["pad"][0], dh)
+        vh = _valid(oh, ih, kh, sh, info["pad"][0], dh)   # kernel rows inside the input, over all oy
         vw = _valid(ow, iw, kw, sw, info["pad"][1], dw)
+        if variant == "dwk" and info["depthwise"]:
+            q, t = oc // 4, oc % 4
+            return "dwk", {"tapq": vh * vw * q, "tapt": vh * vw * t, "rowsq": vh * ow * q, "groups": oh * ow * q,
+                           "tails": oh * ow * t, "outputs": oh * ow * oc, "pixels": oh * ow, "const": 1}
         f.update(taps=vh * vw * oc, kx_iters=vh * ow * kw * oc, ky_iters=oh * ow * oc * kh,
                  outputs=oh * ow * oc, pixels=oh * ow)
         if info["depthwise"]:

@@ -16,6 +16,18 @@ from .registry import Op, register
 INPLACE_RING_LIMIT = 2048
 
 
+def conv_geometry(node, graph) -> dict:
+    """Shapes, kernel, stride, dilation and top/left padding of a conv2d node (channels last);
+    shared by the reference kernel's context and the optimized kernels' selection."""
+    x = graph.tensors[node.inputs[0]]
+    y = graph.tensors[node.outputs[0]]
+    a = node.attrs
+    return {"ih": x.shape[0], "iw": x.shape[1], "ic": x.shape[2], "oh": y.shape[0], "ow": y.shape[1],
+            "oc": y.shape[2], "kh": a["kernel"][0], "kw": a["kernel"][1], "sh": a["stride"][0],
+            "sw": a["stride"][1], "dh": a["dilation"][0], "dw": a["dilation"][1], "pad_t": a["pad"][0],
+            "pad_l": a["pad"][1]}
+
+
 def depthwise_inplace_rows(node, graph) -> int:
     """Rows of original input an in-place depthwise conv must keep (0: not possible).
 
@@ -86,12 +98,8 @@ class Conv2d(Op):
 
     def c_context(self, node, graph):
         x = graph.tensors[node.inputs[0]]
-        y = graph.tensors[node.outputs[0]]
         a = node.attrs
-        return {"ih": x.shape[0], "iw": x.shape[1], "ic": x.shape[2], "oh": y.shape[0], "ow": y.shape[1],
-                "oc": y.shape[2], "kh": a["kernel"][0], "kw": a["kernel"][1], "sh": a["stride"][0],
-                "sw": a["stride"][1], "dh": a["dilation"][0], "dw": a["dilation"][1], "pad_t": a["pad"][0],
-                "pad_l": a["pad"][1], "depthwise": a["depthwise"], "mult": a["depth_multiplier"],
+        return {**conv_geometry(node, graph), "depthwise": a["depthwise"], "mult": a["depth_multiplier"],
                 "zp": x.zero_point, "requant": a.get("requant"), "residual": a.get("residual"),
                 "ring_rows": depthwise_inplace_rows(node, graph), "pointwise_inplace": pointwise_inplace(node, graph),
                 "zp_y": a["requant"].zero_point if a.get("requant") else 0,

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ...ops.conv2d import conv_geometry
+
 #: int16 weights may take at most this share of the board's flash (else the reference kernel),
 #: and must leave the model's int8 weights plus this margin (code, runtime) free.
 FLASH_SHARE = 0.5
@@ -195,14 +197,12 @@ def run_pairs(length: int) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------
 # Selection
 # ---------------------------------------------------------------------------------------
-def _conv_geometry(node, graph) -> dict:
-    x = graph.tensors[node.inputs[0]]
-    y = graph.tensors[node.outputs[0]]
-    a = node.attrs
-    return {"ih": x.shape[0], "iw": x.shape[1], "ic": x.shape[2], "oh": y.shape[0], "ow": y.shape[1],
-            "oc": y.shape[2], "kh": a["kernel"][0], "kw": a["kernel"][1], "sh": a["stride"][0],
-            "sw": a["stride"][1], "dh": a["dilation"][0], "dw": a["dilation"][1], "pad_t": a["pad"][0],
-            "pad_l": a["pad"][1]}
+def _in_place(plan, a: str, b: str) -> bool:
+    """Whether tensors a and b overlap in the arena (the planner runs the node in place)."""
+    pa, pb = plan.placements.get(a), plan.placements.get(b)
+    if pa is None or pb is None or pa.buffer != pb.buffer or pa.buffer != "arena":
+        return False
+    return pa.offset < pb.offset + pb.size and pb.offset < pa.offset + pa.size
 
 
 def _ext(dtype: str) -> str | None:
@@ -217,7 +217,7 @@ def _offset_word(zp: int) -> int:
 
 
 def select_conv_gemm(node, graph) -> Selection:
-    g = _conv_geometry(node, graph)
+    g = conv_geometry(node, graph)
     x = graph.tensors[node.inputs[0]]
     if _ext(x.dtype) is None:
         return Selection("reference", reason=f"{x.dtype} input")
@@ -282,13 +282,14 @@ def select_dwk(node, graph, plan) -> Selection:
     multiplied with SMLABB/SMLATT (one product each, so channels never mix), weights as
     int16 pairs (c, c + 2) and (c + 1, c + 3) per tap; channels past the last multiple of 4
     one by one. Taps outside the input are skipped, as in the reference."""
-    g = _conv_geometry(node, graph)
+    g = conv_geometry(node, graph)
     x = graph.tensors[node.inputs[0]]
     a = node.attrs
     if a["depth_multiplier"] != 1:
         return Selection("reference", reason="depthwise kernel other than kh x 3 with a depth multiplier")
     delay = 0
-    if plan is not None and _in_place(plan, node.inputs[0], node.outputs[0]):
+    inplace = plan is not None and _in_place(plan, node.inputs[0], node.outputs[0])
+    if inplace:
         # in place (the planner's depthwise_inplace_rows: stride 1, same shape, same offset): output
         # pixel p may overwrite input pixel p only once every output reading it is done, the last
         # being p + pad_t * ow + pad_l; so outputs wait in a small ring of that many pixels
@@ -306,7 +307,7 @@ def select_dwk(node, graph, plan) -> Selection:
     rq = node.attrs.get("requant")
     ctx = {"g": g, "c4": c4, "w_words": words.reshape(-1).tolist(), "tail_w": taps[:, c4:].reshape(-1).tolist(),
            "ext": _ext(x.dtype), "offset_word": _offset_word(x.zero_point), "uses_bias": True,
-           "inplace": plan is not None and _in_place(plan, node.inputs[0], node.outputs[0]), "delay": delay,
+           "inplace": inplace, "delay": delay,
            "summary": f"{kh} x {kw} taps, 4 channels per step: SXTAB16, SMLABB/SMLATT"}
     if ctx["inplace"]:
         ctx["scratch_bytes"] = (delay + 1) * oc * graph.tensors[node.outputs[0]].itemsize
@@ -318,15 +319,8 @@ def select_dwk(node, graph, plan) -> Selection:
     return Selection("dwk", "ops_dsp/dwk.c.j2", ctx=ctx, weight_bytes=4 * words.size + 2 * (kh * kw * (oc - c4)))
 
 
-def _in_place(plan, a: str, b: str) -> bool:
-    pa, pb = plan.placements.get(a), plan.placements.get(b)
-    if pa is None or pb is None or pa.buffer != pb.buffer or pa.buffer != "arena":
-        return False
-    return pa.offset < pb.offset + pb.size and pb.offset < pa.offset + pa.size
-
-
 def select_dw(node, graph, plan=None) -> Selection:
-    g = _conv_geometry(node, graph)
+    g = conv_geometry(node, graph)
     x = graph.tensors[node.inputs[0]]
     a = node.attrs
     if _ext(x.dtype) is None:

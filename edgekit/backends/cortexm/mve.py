@@ -22,17 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dsp import Selection, _conv_geometry, _requant_ctx, _residual_ctx
+from ...ops.conv2d import conv_geometry
+from .dsp import Selection, _in_place, _requant_ctx, _residual_ctx
 
 ROWS = 4      # output channels per pass
 LANES = 16    # int8 lanes of a Helium vector
-
-
-def _overlap(plan, a: str, b: str) -> bool:
-    pa, pb = plan.placements.get(a), plan.placements.get(b)
-    if pa is None or pb is None or pa.buffer != pb.buffer or pa.buffer != "arena":
-        return False
-    return pa.offset < pb.offset + pb.size and pb.offset < pa.offset + pa.size
 
 
 def select_mve(node, graph, plan) -> Selection | None:
@@ -47,7 +41,7 @@ def select_mve(node, graph, plan) -> Selection | None:
     conv = node.op == "conv2d"
     if conv and node.attrs["depthwise"]:
         return None
-    if not conv and (node.attrs.get("residual") or _overlap(plan, node.inputs[0], node.outputs[0])):
+    if not conv and (node.attrs.get("residual") or _in_place(plan, node.inputs[0], node.outputs[0])):
         return None
     flip = x.dtype == "uint8"
     oc = w.shape[0]
@@ -72,7 +66,7 @@ def select_mve(node, graph, plan) -> Selection | None:
     ctx = {"conv": conv, "k": k, "kp": kp, "oc": oc, "ocp": ocp, "flip": flip, "zp_s": int(zp_s),
            "w_bytes": wp.reshape(-1).tolist(), "b_words": b2.tolist(), "uses_bias": False}
     if conv:
-        g = _conv_geometry(node, graph)
+        g = conv_geometry(node, graph)
         ctx["g"] = g
         ctx["scratch_bytes"] = kp
         ctx["summary"] = (f"im2col of {k} int8 per pixel, {ROWS} output channels per pass of "
