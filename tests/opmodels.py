@@ -135,6 +135,16 @@ class TransposeFlatten(nn.Module):
         return self.out(self.fc(self.q2(torch.flatten(y, 1))))
 
 
+def calibrate(model: nn.Module, shape: tuple, passes: int = 4) -> nn.Module:
+    """A few training-mode passes on random data (spread 2) so the activation quantizers get
+    their scales; the model comes back in eval mode."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(passes):
+            model(torch.randn(16, *shape) * 2)
+    return model.eval()
+
+
 def op_models():
     """name -> (model factory, input shape, must be exact vs qonnx)."""
     return {

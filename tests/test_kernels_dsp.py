@@ -301,13 +301,11 @@ def test_brevitas_uint8_models_bit_exact(name, target, tmp_path):
     from edgekit.ir.graph import Graph
     from edgekit.qat import export_qonnx
 
+    from opmodels import calibrate
+
     torch.manual_seed(3)
     model, shape = _brevitas(name)
-    model.train()
-    with torch.no_grad():
-        for _ in range(4):
-            model(torch.randn(16, *shape) * 2)
-    model.eval()
+    model = calibrate(model, shape)
     onnx_path = export_qonnx(model, torch.zeros(1, *shape), tmp_path / f"{name}.onnx")
     out = tmp_path / "b"
     build(onnx_path, target, {"cortex-m4": "mps2-an386", "cortex-m55": "mps3-an547"}[target], out)

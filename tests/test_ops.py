@@ -15,7 +15,7 @@ from edgekit.api import build, verify
 from edgekit.ir.graph import Graph
 from edgekit.qat import export_qonnx
 
-from opmodels import op_models
+from opmodels import calibrate, op_models
 
 MODELS = op_models()
 
@@ -24,12 +24,7 @@ MODELS = op_models()
 def test_operator_bit_exact(name, tmp_path):
     factory, shape, exact_vs_qonnx = MODELS[name]
     torch.manual_seed(zlib.crc32(name.encode()) % 1000)  # str hash() changes per process
-    model = factory()
-    model.train()
-    with torch.no_grad():
-        for _ in range(4):
-            model(torch.randn(16, *shape) * 2)
-    model.eval()
+    model = calibrate(factory(), shape)
     onnx_path = export_qonnx(model, torch.zeros(1, *shape), tmp_path / f"{name}.onnx")
     build(onnx_path, "cortex-m4", "mps2-an386", tmp_path / "b")
     rep = verify(tmp_path / "b", count=96, seed=2)
