@@ -349,7 +349,7 @@ def test_flash_budget_and_arena_scratch(chain_a0, monkeypatch):
     from types import SimpleNamespace
 
     from edgekit.backends.cortexm.codegen import _select_kernels
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.ir.planner import plan_memory
 

@@ -362,7 +362,7 @@ def _codes(rng, shape, n=64):
 def test_synthetic_models_equal_tflite_micro(name, tmp_path, rng):
     if _tflm() is None:
         pytest.skip("tflite-micro (TFLite Micro's Python interpreter, x86-64 Linux) is not installed")
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.sim import simulate
 
@@ -481,7 +481,7 @@ def _model_with(op: str) -> bytes:
 
 def test_unsupported_operator_is_named(tmp_path):
     from edgekit.errors import UnsupportedOpError
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
 
     path = tmp_path / "tanh.tflite"
     path.write_bytes(_model_with("TANH"))
@@ -507,7 +507,7 @@ def test_unsupported_fused_activation_is_named(tmp_path):
     from tflite_builder import TfliteBuilder, tflite
 
     from edgekit.errors import UnsupportedOpError
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
 
     b = TfliteBuilder()
     x, y = b.act((1, 2, 2, 1), 0.1, 0), b.act((1, 2, 2, 1), 0.1, 0)
@@ -544,7 +544,7 @@ def _flatten_model(ellipsis: int = 0, new_dim: int = -1, shape_into_add: bool = 
 
 def test_keras3_flatten_shape_arithmetic_folds_at_import(tmp_path):
     from edgekit.errors import ModelError, UnsupportedOpError
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
 
     path = tmp_path / "flat.tflite"
     path.write_bytes(_flatten_model())
@@ -619,7 +619,7 @@ def test_mean_over_channels_is_refused(tmp_path):
     from tflite_builder import TfliteBuilder
 
     from edgekit.errors import UnsupportedOpError
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
 
     b = TfliteBuilder()
     x, y = b.act((1, 4, 4, 3), 0.1, 0), b.act((1, 4, 4), 0.1, 0)
@@ -635,7 +635,7 @@ def test_float_interface_errors_name_the_operator(tmp_path):
     from tflite_builder import TfliteBuilder, tflite
 
     from edgekit.errors import UnsupportedOpError
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
 
     A = tflite.ActivationFunctionType
     b = TfliteBuilder()  # float input straight into a float ADD
@@ -653,8 +653,25 @@ def test_float_interface_errors_name_the_operator(tmp_path):
         import_tflite(tmp_path / "g.tflite")
 
 
+def test_lowering_registry_refuses_a_second_lowering_for_an_operator():
+    from edgekit.frontends.tflite import registry
+
+    lowerings = registry.load_lowerings()
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX", "MEAN", "PACK"} <= set(lowerings)
+    before = dict(lowerings)
+
+    def lower_conv_again(lw, op, name, where):
+        raise AssertionError("never called")
+
+    with pytest.raises(RuntimeError, match=r"CONV_2D has two lowerings: "
+                                           r"edgekit\.frontends\.tflite\.ops\.conv\.lower_conv and "
+                                           r".*lower_conv_again"):
+        registry.lowering("CONV_2D")(lower_conv_again)
+    assert registry.LOWERINGS == before
+
+
 def test_activation_ranges_follow_tflite():
-    from edgekit.frontends.tflite import activation_range
+    from edgekit.frontends.tflite.params import activation_range
 
     assert activation_range("NONE", 0.1, 3, "x") == (-128, 127)
     assert activation_range("RELU", 0.1, -128, "x") == (-128, 127)
@@ -708,7 +725,7 @@ def _strong_codes(rng, shape: tuple, zp: int, n: int) -> np.ndarray:
 
 @pytest.mark.parametrize("name", sorted(MLPERF))
 def test_mlperf_simulator_equals_tflite_micro_golden(name):
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.sim import simulate
 
