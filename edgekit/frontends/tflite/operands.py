@@ -34,7 +34,10 @@ def read_weights(lw, where: str, i: int, n_out: int, channel_axis: int) -> tuple
 
 
 def conv_requant(lw, where, x: Tensor, w_scale: np.ndarray, out: Tensor, lo: int, hi: int, n_out: int):
-    """PopulateConvolutionQuantizationParams: double(in) * double(w_c) / double(out), per channel."""
+    """TFLite Micro's multipliers of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED
+    (PopulateConvolutionQuantizationParams, CalculateOpDataFullyConnected): per output channel
+    (a per-tensor weight scale broadcast), ``double(s_in) * double(s_w) / double(s_out)`` from the
+    float32 scales, then QuantizeMultiplier; identical channels collapse to one per-tensor entry."""
     ws = np.resize(w_scale.astype(np.float64), n_out)
     ratios = np.float64(np.float32(x.scale[0])) * ws / np.float64(np.float32(out.scale[0]))
     try:

@@ -34,14 +34,9 @@ def lower_fully_connected(lw, op, name: str, where: str) -> None:
     contract.check_accumulator(where, contract.accumulator_bound(codes, folded, x.qmin, x.qmax))
     check_acc(where, x, np.abs(codes).sum(axis=1), bias)
     lo, hi = lw.activation(where, o, out) if o is not None else (INT8_MIN, INT8_MAX)
-    if w_scale.size > 1:  # per-channel: like convolutions
-        rq = conv_requant(lw, where, x, w_scale, out, lo, hi, n_out)
-    else:  # GetQuantizedConvolutionMultipler: the scale product in float32
-        ratio = np.float64(np.float32(x.scale[0]) * np.float32(w_scale[0])) / np.float64(np.float32(out.scale[0]))
-        try:
-            rq = contract.tflite_requant(np.array([ratio]), out.zero_point, lo, hi)
-        except ValueError as e:
-            raise UnsupportedOpError(f"{where}: {e}") from None
+    # TFLite Micro's CalculateOpDataFullyConnected: per channel or per tensor, the ratio is
+    # double(in) * double(w) / double(out) (not the float32 product of older TFLite versions)
+    rq = conv_requant(lw, where, x, w_scale, out, lo, hi, n_out)
     wname = lw.add_const(f"{name}_weight", w, "int8", 8, w_scale)
     bname = lw.add_const(f"{name}_bias", folded, "int32", 32, np.float64(x.scale[0]) * np.resize(w_scale, n_out))
     lw.emit(name, "dense", [x.name, wname, bname], out, oidx, requant=rq)
