@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import ContractError, ModelError, UnsupportedOpError
 from ..ir import contract
 from ..ir.graph import Graph, InputQuant, Node, Tensor
+from ..registry import Registry, discover
 
 
 # ---------------------------------------------------------------------------------------
@@ -253,13 +254,13 @@ class Lowerer:
                                              "output_onnx_shape": list(out_onnx)})
 
 
-LOWERINGS: dict[str, Callable[[Lowerer, object], None]] = {}
+LOWERINGS: Registry[Callable[[Lowerer, object], None]] = Registry("QONNX lowering of ONNX op")
 
 
 def lowering(*op_types: str):
+    """Register the decorated function as the lowering of these ONNX op types (each exactly once)."""
     def deco(fn):
-        for t in op_types:
-            LOWERINGS[t] = fn
+        LOWERINGS.add_all(op_types, fn)
         return fn
     return deco
 
@@ -405,27 +406,6 @@ def _emit_dense(lw: Lowerer, node, x: Tensor, codes, w: QuantConst, bias, acc_sc
     lw.emit(node, "dense", [x.name, wname, bname], out, requant=None)
 
 
-@lowering("Add")
-def lower_add(lw: Lowerer, node) -> None:
-    # Only the bias add that follows a bias-less MatMul; residual adds come with the CNN ops.
-    acc_name = next((i for i in node.input if isinstance(lw.env.get(i), IntValue)), None)
-    other = next((i for i in node.input if i != acc_name), None)
-    if acc_name is None or not isinstance(lw.env.get(other), (QuantConst, FloatConst)):
-        raise UnsupportedOpError(f"{describe(node)}: only a bias add after MatMul is supported")
-    t = lw.tensors[lw.env[acc_name].tensor]
-    prod = next((n for n in lw.nodes if t.name in n.outputs), None)
-    consumers = [n for n in lw.model.graph.node if acc_name in n.input]
-    if prod is None or prod.op != "dense" or len(consumers) != 1 or np.any(lw.constants[prod.inputs[2]]):
-        raise UnsupportedOpError(f"{describe(node)}: only a bias add directly after a bias-less MatMul")
-    x = lw.tensors[prod.inputs[0]]
-    w_codes = lw.constants[prod.inputs[1]].astype(np.int64)
-    bias = _bias_codes(lw, node, other, np.asarray(t.scale, np.float64))
-    folded = bias - x.zero_point * w_codes.sum(axis=1)
-    contract.check_accumulator(describe(node), contract.accumulator_bound(w_codes, folded, x.qmin, x.qmax))
-    lw.constants[prod.inputs[2]] = folded.astype(np.int32)
-    lw.env[node.output[0]] = IntValue(t.name)
-
-
 @lowering("Relu")
 def lower_relu(lw: Lowerer, node) -> None:
     t = lw.int_input(node)
@@ -489,11 +469,19 @@ def lower_transpose(lw: Lowerer, node) -> None:
 
 
 # Pending float ops that the following Quant resolves; each module registers its resolver.
-PENDING_RESOLVERS: dict[str, Callable] = {}
+PENDING_RESOLVERS: Registry[Callable] = Registry("resolver of the pending float op")
+
+
+def resolves(kind: str):
+    """Register the decorated function as the resolver of pending float ops of this kind."""
+    def deco(fn):
+        PENDING_RESOLVERS.add(kind, fn)
+        return fn
+    return deco
 
 
 # ---------------------------------------------------------------------------------------
-from . import qonnx_ops  # noqa: E402,F401  (registers the per-op lowerings)
+discover(f"{__package__}.qonnx_ops")  # registers the per-op lowerings and resolvers
 
 
 def import_qonnx(path: str | Path) -> tuple[Graph, object]:

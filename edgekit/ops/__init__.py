@@ -1,5 +1,7 @@
-"""IR operators. Importing this package registers every operator module."""
-from . import add, concat, conv2d, dense, lut, pool, relu, requantize, reshape, softmax, softmax_tflite  # noqa: F401
+"""IR operators, one module per operator; every module of this package is imported (discovered)."""
+from ..registry import discover
 from .registry import OPS, Op, get_op, register
+
+discover(__name__)
 
 __all__ = ["OPS", "Op", "get_op", "register"]

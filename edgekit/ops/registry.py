@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UnsupportedOpError
+from ..registry import Registry, place
 
-OPS: dict[str, "Op"] = {}
+OPS: Registry["Op"] = Registry("IR operator")
 
 
 class Op:
@@ -37,7 +38,7 @@ class Op:
 
 
 def register(cls: type[Op]) -> type[Op]:
-    OPS[cls.name] = cls()
+    OPS.add(cls.name, cls(), place(cls))
     return cls
 
 

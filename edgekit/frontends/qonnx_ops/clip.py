@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import contract
-from ..qonnx import PENDING_RESOLVERS, IntValue, lowering
+from ..qonnx import IntValue, resolves, lowering
 
 
 @lowering("Clip")
@@ -29,6 +29,7 @@ def lower_clip(lw, node) -> None:
     lw.env[node.output[0]] = IntValue(v.tensor, ("clip", lo, hi))
 
 
+@resolves("clip")
 def resolve_clip(lw, node, v, out) -> None:
     """The Quant after a Clip: requantize with the clip folded into lo/hi."""
     _, a, b = v.pending
@@ -42,5 +43,3 @@ def resolve_clip(lw, node, v, out) -> None:
     rq = contract.requant_for_scales(np.asarray(t.scale), s, z, lo, hi)
     lw.emit(node, "requantize", [t.name], out, requant=rq)
 
-
-PENDING_RESOLVERS["clip"] = resolve_clip

@@ -12,7 +12,7 @@ import numpy as np
 from ...errors import UnsupportedOpError
 from ...ir import contract
 from ...ir.graph import Tensor
-from ..qonnx import PENDING_RESOLVERS, IntValue, _attrs, describe, lowering
+from ..qonnx import IntValue, resolves, _attrs, describe, lowering
 
 
 def _window(lw, node, global_pool: bool = False):
@@ -73,6 +73,7 @@ def _emit_avgpool(lw, node, v, out, divide: dict) -> None:
     lw.env[node.output[0]] = IntValue(out.name)
 
 
+@resolves("average pool")
 def resolve_avgpool_quant(lw, node, v, out) -> None:
     """AveragePool -> Quant: q = round(sum * s_in / (K * s_out)) + zp."""
     p = v.pending[1]
@@ -118,5 +119,3 @@ def lower_trunc(lw, node) -> None:
     _emit_avgpool(lw, node, v, out, dict(num=1, den=int(trunc), mode=mode, requant=None, zero_point=0,
                                          lo=qmin, hi=qmax))
 
-
-PENDING_RESOLVERS["average pool"] = resolve_avgpool_quant

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from ...errors import UnsupportedOpError
-from ..qonnx import PENDING_RESOLVERS, IntValue, _attrs, describe, lowering
+from ..qonnx import IntValue, resolves, _attrs, describe, lowering
 
 EXP_BITS = 16
 
@@ -31,6 +31,7 @@ def lower_softmax(lw, node) -> None:
     lw.env[node.output[0]] = IntValue(v.tensor, ("softmax", node))
 
 
+@resolves("softmax")
 def resolve_softmax(lw, node, v, out) -> None:
     sm = v.pending[1]
     t = lw.tensors[v.tensor]
@@ -48,5 +49,3 @@ def resolve_softmax(lw, node, v, out) -> None:
     lw.env[node.output[0]] = IntValue(out.name)
     lw.inexact.append(f"{describe(sm)}: integer softmax")
 
-
-PENDING_RESOLVERS["softmax"] = resolve_softmax
