@@ -7,12 +7,13 @@ import textwrap
 import pytest
 
 from edgekit.errors import RegistryError
-from edgekit.frontends import qonnx
-from edgekit.ops import OPS, Op, register
+from edgekit.frontends import qonnx, qonnx_lowering
+from edgekit.ir.operators import Op, operators, register
 from edgekit.registry import Registry, discover
 
 
 def test_operator_registered_twice_fails():
+    OPS = operators()
     first = OPS.place_of("relu")
     with pytest.raises(RegistryError) as e:
         @register
@@ -27,25 +28,25 @@ def test_operator_registered_twice_fails():
 
 def test_lowering_registered_twice_fails():
     with pytest.raises(RegistryError) as e:
-        @qonnx.lowering("Tanh2", "Relu")
+        @qonnx_lowering.lowering("Tanh2", "Relu")
         def lower_my_relu(lw, node):
             pass
     msg = str(e.value)
     assert "'Relu'" in msg and "edgekit.frontends.qonnx:lower_relu" in msg and "lower_my_relu" in msg
-    assert "Tanh2" not in qonnx.LOWERINGS  # all or nothing
-    assert qonnx.LOWERINGS["Relu"] is qonnx.lower_relu
+    assert "Tanh2" not in qonnx_lowering.LOWERINGS  # all or nothing
+    assert qonnx_lowering.LOWERINGS["Relu"] is qonnx.lower_relu
 
 
 def test_resolver_registered_twice_fails():
     with pytest.raises(RegistryError, match=r"pending float op 'clip'.*qonnx_ops\.clip:resolve_clip"):
-        @qonnx.resolves("clip")
+        @qonnx_lowering.resolves("clip")
         def resolve_again(lw, node, v, out):
             pass
 
 
 def test_add_is_one_lowering():
     """The residual and the bias add are one Add lowering (it used to be registered twice)."""
-    assert qonnx.LOWERINGS.place_of("Add") == "edgekit.frontends.qonnx_ops.add:lower_add"
+    assert qonnx_lowering.LOWERINGS.place_of("Add") == "edgekit.frontends.qonnx_ops.add:lower_add"
 
 
 def test_discovery_imports_every_module_and_a_duplicate_module_fails(tmp_path, monkeypatch):
@@ -80,8 +81,9 @@ def test_every_operator_module_is_discovered():
     import edgekit.ops
 
     modules = {m.name for m in pkgutil.iter_modules(edgekit.ops.__path__) if not m.name.startswith("_")}
+    OPS = operators()
     registered = {OPS.place_of(name).split(":")[0].rsplit(".", 1)[1] for name in OPS}
-    assert registered == modules - {"registry"}
+    assert registered == modules
 
 
 def test_registry_is_read_only():

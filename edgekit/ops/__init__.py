@@ -1,7 +1,5 @@
-"""IR operators, one module per operator; every module of this package is imported (discovered)."""
-from ..registry import discover
-from .registry import OPS, Op, get_op, register
+"""IR operators, one module per operator, each registering an ``edgekit.ir.operators.Op``.
 
-discover(__name__)
-
-__all__ = ["OPS", "Op", "get_op", "register"]
+Nothing is listed here: ``edgekit.ir.operators.operators()`` imports every module of this
+package (modules starting with ``_`` are shared helpers).
+"""

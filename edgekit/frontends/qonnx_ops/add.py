@@ -13,7 +13,7 @@ import numpy as np
 from ...errors import UnsupportedOpError
 from ...ir import contract
 from ...ir.graph import Tensor
-from ..qonnx import FloatConst, IntValue, QuantConst, _bias_codes, describe, lowering
+from ..qonnx_lowering import FloatConst, IntValue, QuantConst, bias_codes, describe, lowering
 
 
 @lowering("Add")
@@ -56,7 +56,7 @@ def lower_bias_add(lw, node) -> None:
         raise UnsupportedOpError(f"{describe(node)}: only a bias add directly after a bias-less MatMul")
     x = lw.tensors[prod.inputs[0]]
     w_codes = lw.constants[prod.inputs[1]].astype(np.int64)
-    bias = _bias_codes(lw, node, other, np.asarray(t.scale, np.float64))
+    bias = bias_codes(lw, node, other, np.asarray(t.scale, np.float64))
     folded = bias - x.zero_point * w_codes.sum(axis=1)
     contract.check_accumulator(describe(node), contract.accumulator_bound(w_codes, folded, x.qmin, x.qmax))
     lw.constants[prod.inputs[2]] = folded.astype(np.int32)

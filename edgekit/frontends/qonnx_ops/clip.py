@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import UnsupportedOpError
 from ...ir import contract
-from ..qonnx import IntValue, resolves, lowering
+from ..qonnx_lowering import IntValue, describe, lowering, resolves
 
 
 @lowering("Clip")
@@ -22,9 +23,6 @@ def lower_clip(lw, node) -> None:
     if prev is not None and prev[0] == "clip":
         lo, hi = max(lo, prev[1]), min(hi, prev[2])
     elif prev is not None:
-        from ...errors import UnsupportedOpError
-        from ..qonnx import describe
-
         raise UnsupportedOpError(f"{describe(node)}: Clip after an unquantized {prev[0]}")
     lw.env[node.output[0]] = IntValue(v.tensor, ("clip", lo, hi))
 

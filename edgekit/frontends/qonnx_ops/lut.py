@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import contract
-from ..qonnx import IntValue, resolves, describe, lowering
+from ..qonnx_lowering import IntValue, describe, lowering, resolves
 
 FUNCTIONS = ("Sigmoid", "Tanh", "HardSigmoid", "Exp", "Softplus", "Elu", "Selu", "HardSwish")
 

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from ...errors import UnsupportedOpError
-from ..qonnx import IntValue, resolves, _attrs, describe, lowering
+from ..qonnx_lowering import IntValue, describe, lowering, onnx_attrs, resolves
 
 EXP_BITS = 16
 
@@ -21,7 +21,7 @@ def lower_softmax(lw, node) -> None:
     v = lw.value(node)
     t = lw.tensors[v.tensor]
     rank = len(lw.onnx_shape(node.input[0])) + 1
-    axis = int(_attrs(node).get("axis", -1))
+    axis = int(onnx_attrs(node).get("axis", -1))
     if (axis + rank if axis < 0 else axis) != rank - 1 or len(t.shape) != 1:
         raise UnsupportedOpError(f"{describe(node)}: softmax over axis {axis} of a {rank}-D tensor; edgekit "
                                  "supports softmax over the features of a flat vector")
