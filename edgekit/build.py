@@ -21,7 +21,7 @@ from .errors import BuildDirError, TargetError
 from .frontends.qonnx import import_qonnx
 from .ir.passes import run_default_passes
 from .ir.planner import check_plan, plan_memory
-from .ops import get_op
+from .ir.operators import get_op
 from .backends.cortexm.stack import inference_stack_bytes
 from .report import write_reports
 from .targets import Board, resolve

@@ -43,3 +43,7 @@ class DatasetError(EdgekitError):
 
 class VerificationError(EdgekitError):
     """A stage could not be run during verification (not a mismatch: those are reported)."""
+
+
+class RegistryError(EdgekitError):
+    """Two modules register the same operator, lowering or resolver (a bug in edgekit or a plug-in)."""

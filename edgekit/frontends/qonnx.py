@@ -17,6 +17,9 @@ import numpy as np
 from ..errors import ContractError, ModelError, UnsupportedOpError
 from ..ir import contract
 from ..ir.graph import Graph, InputQuant, Node, Tensor
+from ..registry import discover
+from .qonnx_lowering import (LOWERINGS, ORIGINAL_NAME_TAG, PENDING_RESOLVERS, FloatConst, FloatInput, IntValue,
+                             QuantConst, channels_last_perm, describe, ir_shape, lowering, onnx_attrs, bias_codes)
 
 
 # ---------------------------------------------------------------------------------------
@@ -55,73 +58,6 @@ def load_qonnx(path: str | Path):
     except Exception as e:
         raise ModelError(f"{path}: qonnx could not clean up the graph ({type(e).__name__}: {e})") from None
     return model
-
-
-ORIGINAL_NAME_TAG = "edgekit-source-name:"
-
-
-def describe(node) -> str:
-    """How errors name a node: the user's name, the cleaned name and the op type."""
-    doc = node.doc_string or ""
-    original = doc[len(ORIGINAL_NAME_TAG):] if doc.startswith(ORIGINAL_NAME_TAG) else ""
-    if original and original != node.name:
-        return f"node '{original}' ({node.op_type}, '{node.name}' after qonnx cleanup)"
-    return f"node '{node.name}' ({node.op_type})"
-
-
-# ---------------------------------------------------------------------------------------
-# Values tracked during lowering
-# ---------------------------------------------------------------------------------------
-@dataclass
-class FloatInput:
-    """The float graph input before its input quantizer, with the float-domain ops
-    (reshape/transpose, per sample) applied to it so far; the host replays them."""
-    shape: tuple[int, ...]
-    pre_ops: tuple = ()
-
-
-@dataclass
-class FloatConst:
-    value: np.ndarray
-
-
-@dataclass
-class QuantConst:
-    """A constant already quantized by a Quant node: integer codes and their grid."""
-    codes: np.ndarray
-    scale: np.ndarray
-    zero_point: np.ndarray
-    bits: int
-    signed: bool
-
-
-@dataclass
-class IntValue:
-    """An IR integer tensor. ``pending`` is a float op applied to it (clip, elementwise
-    function, softmax, average pool) that only a following Quant turns back into integers."""
-    tensor: str
-    pending: tuple | None = None
-
-
-def ir_shape(onnx_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Per-sample IR shape: feature maps are channels-last, 1D maps are (1, L, C)."""
-    if len(onnx_shape) == 3:
-        c, h, w = onnx_shape
-        return (h, w, c)
-    if len(onnx_shape) == 2:
-        c, length = onnx_shape
-        return (1, length, c)
-    return tuple(onnx_shape)
-
-
-def channels_last_perm(onnx_shape: tuple[int, ...]) -> np.ndarray | None:
-    """perm with ir_flat[i] == onnx_flat[perm[i]] for a flattened feature map (None if identical)."""
-    if len(onnx_shape) not in (2, 3):
-        return None
-    n = int(np.prod(onnx_shape))
-    idx = np.arange(n).reshape(onnx_shape)
-    perm = np.moveaxis(idx, 0, -1).ravel()
-    return None if np.array_equal(perm, np.arange(n)) else perm
 
 
 # Ops that may consume a Transpose of quantized data (elementwise or flattening).
@@ -253,29 +189,12 @@ class Lowerer:
                                              "output_onnx_shape": list(out_onnx)})
 
 
-LOWERINGS: dict[str, Callable[[Lowerer, object], None]] = {}
-
-
-def lowering(*op_types: str):
-    def deco(fn):
-        for t in op_types:
-            LOWERINGS[t] = fn
-        return fn
-    return deco
-
-
-def _attrs(node) -> dict:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 # ---------------------------------------------------------------------------------------
 # Lowerings, one per ONNX op type
 # ---------------------------------------------------------------------------------------
 @lowering("Quant")
 def lower_quant(lw: Lowerer, node) -> None:
-    a = _attrs(node)
+    a = onnx_attrs(node)
     mode = a.get("rounding_mode", b"ROUND")
     mode = mode.decode() if isinstance(mode, bytes) else mode
     if mode != "ROUND":
@@ -336,7 +255,7 @@ def lower_quant(lw: Lowerer, node) -> None:
 
 @lowering("Gemm", "MatMul")
 def lower_dense(lw: Lowerer, node) -> None:
-    a = _attrs(node)
+    a = onnx_attrs(node)
     if node.op_type == "Gemm":
         if a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0):
             raise UnsupportedOpError(f"{describe(node)}: alpha/beta other than 1 or transA")
@@ -366,27 +285,8 @@ def lower_dense(lw: Lowerer, node) -> None:
 
     bias = np.zeros(codes.shape[0], np.int64)
     if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
-        bias = _bias_codes(lw, node, node.input[2], acc_scale)
+        bias = bias_codes(lw, node, node.input[2], acc_scale)
     _emit_dense(lw, node, x, codes, w, bias, acc_scale)
-
-
-def _bias_codes(lw: Lowerer, node, name: str, acc_scale: np.ndarray) -> np.ndarray:
-    b = lw.env.get(name)
-    if isinstance(b, FloatConst):
-        raise ModelError(f"{describe(node)}: the bias is not quantized; use "
-                         "bias_quant=Int32Bias (or Int16Bias) so the bias sits on the accumulator's grid")
-    if not isinstance(b, QuantConst):
-        raise UnsupportedOpError(f"{describe(node)}: the bias must be a constant")
-    b_scale = np.broadcast_to(np.ravel(b.scale).astype(np.float64), acc_scale.shape)
-    if np.any(b.zero_point != 0) or not np.allclose(b_scale, acc_scale, rtol=1e-6, atol=0):
-        raise ContractError(
-            f"{describe(node)}: the bias scale {b_scale[0]:.6g} is not input scale x "
-            f"weight scale ({acc_scale[0]:.6g}), so the bias cannot be added to the int32 accumulator "
-            "exactly; use bias_quant=Int32Bias")
-    codes = np.broadcast_to(np.ravel(b.codes), acc_scale.shape).astype(np.int64)
-    if b.bits > 32:
-        raise ContractError(f"{describe(node)}: {b.bits}-bit bias does not fit int32")
-    return codes
 
 
 def _emit_dense(lw: Lowerer, node, x: Tensor, codes, w: QuantConst, bias, acc_scale) -> None:
@@ -403,27 +303,6 @@ def _emit_dense(lw: Lowerer, node, x: Tensor, codes, w: QuantConst, bias, acc_sc
     out = Tensor(node.output[0], (codes.shape[0],), "int32", 32, True, [float(s) for s in acc_scale], 0,
                  contract.INT32_MIN, contract.INT32_MAX)
     lw.emit(node, "dense", [x.name, wname, bname], out, requant=None)
-
-
-@lowering("Add")
-def lower_add(lw: Lowerer, node) -> None:
-    # Only the bias add that follows a bias-less MatMul; residual adds come with the CNN ops.
-    acc_name = next((i for i in node.input if isinstance(lw.env.get(i), IntValue)), None)
-    other = next((i for i in node.input if i != acc_name), None)
-    if acc_name is None or not isinstance(lw.env.get(other), (QuantConst, FloatConst)):
-        raise UnsupportedOpError(f"{describe(node)}: only a bias add after MatMul is supported")
-    t = lw.tensors[lw.env[acc_name].tensor]
-    prod = next((n for n in lw.nodes if t.name in n.outputs), None)
-    consumers = [n for n in lw.model.graph.node if acc_name in n.input]
-    if prod is None or prod.op != "dense" or len(consumers) != 1 or np.any(lw.constants[prod.inputs[2]]):
-        raise UnsupportedOpError(f"{describe(node)}: only a bias add directly after a bias-less MatMul")
-    x = lw.tensors[prod.inputs[0]]
-    w_codes = lw.constants[prod.inputs[1]].astype(np.int64)
-    bias = _bias_codes(lw, node, other, np.asarray(t.scale, np.float64))
-    folded = bias - x.zero_point * w_codes.sum(axis=1)
-    contract.check_accumulator(describe(node), contract.accumulator_bound(w_codes, folded, x.qmin, x.qmax))
-    lw.constants[prod.inputs[2]] = folded.astype(np.int32)
-    lw.env[node.output[0]] = IntValue(t.name)
 
 
 @lowering("Relu")
@@ -475,7 +354,7 @@ def lower_identity(lw: Lowerer, node) -> None:
 @lowering("Transpose")
 def lower_transpose(lw: Lowerer, node) -> None:
     src = lw.env.get(node.input[0])
-    perm = list(_attrs(node).get("perm", []))
+    perm = list(onnx_attrs(node).get("perm", []))
     if isinstance(src, FloatInput):  # e.g. (N, T, C) windows -> (N, C, T) for Conv1d: replayed on the host
         lw.env[node.output[0]] = FloatInput(lw.onnx_shape(node.output[0]),
                                             src.pre_ops + (("transpose", [p - 1 for p in perm[1:]]),))
@@ -488,12 +367,7 @@ def lower_transpose(lw: Lowerer, node) -> None:
     lw.env[node.output[0]] = lw.env[node.input[0]]
 
 
-# Pending float ops that the following Quant resolves; each module registers its resolver.
-PENDING_RESOLVERS: dict[str, Callable] = {}
-
-
-# ---------------------------------------------------------------------------------------
-from . import qonnx_ops  # noqa: E402,F401  (registers the per-op lowerings)
+discover(f"{__package__}.qonnx_ops")  # registers the per-op lowerings and resolvers
 
 
 def import_qonnx(path: str | Path) -> tuple[Graph, object]:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from ..ops import get_op
 from .graph import Graph
+from .operators import get_op
 
 ALIGN = 4  # bytes; keeps int32 tensors and word loads aligned on every Cortex-M
 EXACT_LIMIT = 7  # buffers: 7! = 5040 orders at most

@@ -1,5 +1,5 @@
-"""IR operators. Importing this package registers every operator module."""
-from . import add, concat, conv2d, dense, lut, pool, relu, requantize, reshape, softmax, softmax_tflite  # noqa: F401
-from .registry import OPS, Op, get_op, register
+"""IR operators, one module per operator, each registering an ``edgekit.ir.operators.Op``.
 
-__all__ = ["OPS", "Op", "get_op", "register"]
+Nothing is listed here: ``edgekit.ir.operators.operators()`` imports every module of this
+package (modules starting with ``_`` are shared helpers).
+"""

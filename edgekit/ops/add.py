@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..ir.contract import apply_requant
-from .registry import Op, register
+from ..ir.operators import Op, register
 
 
 @register

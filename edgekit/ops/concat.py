@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Op, register
+from ..ir.operators import Op, register
 
 
 @register

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..ir.contract import apply_requant
 from ._windows import pad_hw, window_slices
-from .registry import Op, register
+from ..ir.operators import Op, register
 
 
 # In-place depthwise convolutions keep this many bytes of original input rows on the stack.

@@ -1,7 +1,7 @@
 """Table lookup: an elementwise function of an (at most 8-bit) input, tabulated at build time."""
 from __future__ import annotations
 
-from .registry import Op, register
+from ..ir.operators import Op, register
 
 
 @register

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..ir.contract import apply_requant, div_round
 from ._windows import pad_hw, window_slices
-from .registry import Op, register
+from ..ir.operators import Op, register
 
 
 def _pool_context(node, graph) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.contract import apply_requant
-from .registry import Op, register
+from ..ir.operators import Op, register
 
 
 @register

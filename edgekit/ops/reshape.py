@@ -1,7 +1,7 @@
 """Reshape / Flatten: a new shape over the same row-major bytes, so no code and no copy."""
 from __future__ import annotations
 
-from .registry import Op, register
+from ..ir.operators import Op, register
 
 
 @register

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.contract import div_round
-from .registry import Op, register
+from ..ir.operators import Op, register
 
 
 @register

@@ -9,7 +9,7 @@ The output is always scale 1/256, zero point -128 (TFLite requires it).
 from __future__ import annotations
 
 from ..ir.contract import tflite_softmax
-from .registry import Op, register
+from ..ir.operators import Op, register
 
 
 @register

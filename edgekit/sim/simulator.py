@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir.contract import quantize, quantize_tflite
 from ..ir.graph import Graph
-from ..ops import get_op
+from ..ir.operators import get_op
 
 
 def quantize_input(graph: Graph, x: np.ndarray) -> np.ndarray:

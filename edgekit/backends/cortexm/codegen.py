@@ -11,7 +11,7 @@ from ... import __version__
 from ...ir.graph import Graph
 from ...ir.packing import pack, packed_bits
 from ...ir.planner import MemoryPlan
-from ...ops import get_op
+from ...ir.operators import get_op
 from ...resources import resource_dir
 
 PACKED_WEIGHT_OPS = ("dense", "conv2d")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import ModelError, UnsupportedOpError
+from ...frontends.qonnx_lowering import describe
 from ...ir.graph import Graph
 from .precision import EXACT as EXACT_ROUNDING
 from .precision import FixedType, accumulator_type, pow2_exponent, tensor_type
@@ -46,14 +47,6 @@ ACTIVATION_CLASSES = ("Activation", "ReLU")
 # value-preserving layers: layout changes, max pooling, zero padding (0 is on every grid)
 PASS_THROUGH_CLASSES = ("Reshape", "Transpose", "Pooling1D", "Pooling2D", "GlobalPooling1D", "GlobalPooling2D",
                         "Flatten", "ZeroPadding1D", "ZeroPadding2D")
-
-
-def _describe(node) -> str:
-    try:
-        from ...frontends.qonnx import describe
-    except ImportError:  # pragma: no cover - older front end
-        return f"node '{node.name}' ({node.op_type})"
-    return describe(node)
 
 
 @contextlib.contextmanager
@@ -80,35 +73,35 @@ def check_patterns(model) -> None:
     for node in g.node:
         if node.op_type == "Trunc":
             raise UnsupportedOpError(
-                f"{_describe(node)}: hls4ml has no Trunc layer (Brevitas exports one after a quantized "
+                f"{describe(node)}: hls4ml has no Trunc layer (Brevitas exports one after a quantized "
                 "average pool, e.g. TruncAvgPool); use a max pool or a strided quantized convolution for the "
                 "FPGA backend")
     supported = _hls4ml_onnx_ops()
     for node in g.node:
         if supported and node.op_type not in supported:
-            raise UnsupportedOpError(f"{_describe(node)}: hls4ml {_hls4ml_version()} has no ONNX handler for "
+            raise UnsupportedOpError(f"{describe(node)}: hls4ml {_hls4ml_version()} has no ONNX handler for "
                                      f"{node.op_type}, so the FPGA backend cannot build this graph")
         if node.op_type == "Conv":
             from onnx import helper
 
             dil = [d for a in node.attribute if a.name == "dilations" for d in helper.get_attribute_value(a)]
             if any(d != 1 for d in dil):
-                raise UnsupportedOpError(f"{_describe(node)}: dilated convolutions (dilations {dil}) are not "
+                raise UnsupportedOpError(f"{describe(node)}: dilated convolutions (dilations {dil}) are not "
                                          "supported by hls4ml's QONNX path")
             group = [int(helper.get_attribute_value(a)) for a in node.attribute if a.name == "group"]
             w_shape = model.get_tensor_shape(node.input[1])
             if group and group[0] != 1 and w_shape is not None and w_shape[0] != group[0]:
-                raise UnsupportedOpError(f"{_describe(node)}: depthwise convolution with depth multiplier "
+                raise UnsupportedOpError(f"{describe(node)}: depthwise convolution with depth multiplier "
                                          f"{w_shape[0] // group[0]}; hls4ml's kernels support only 1")
     for node in g.node:
         if node.op_type in ("AveragePool", "GlobalAveragePool"):
             shape = model.get_tensor_shape(node.input[0])
             if shape is not None and len(shape) == 3:
                 raise UnsupportedOpError(
-                    f"{_describe(node)}: 1D average pooling breaks qonnx's channels-last conversion that "
+                    f"{describe(node)}: 1D average pooling breaks qonnx's channels-last conversion that "
                     "hls4ml needs; use a max pool, or flatten and use a quantized linear layer")
             raise UnsupportedOpError(
-                f"{_describe(node)}: average pooling is not supported by the FPGA backend (hls4ml divides by "
+                f"{describe(node)}: average pooling is not supported by the FPGA backend (hls4ml divides by "
                 "the window size in fixed point, which edgekit cannot match bit for bit); use a max pool or a "
                 "strided quantized convolution")
     consumers: dict[str, list] = {}
@@ -123,7 +116,7 @@ def check_patterns(model) -> None:
             if len(users) + (o in outputs) > 1:
                 names = ", ".join(f"'{u.name}'" for u in users)
                 raise UnsupportedOpError(
-                    f"{_describe(node)}: its output '{o}' feeds {len(users) + (o in outputs)} consumers ({names}"
+                    f"{describe(node)}: its output '{o}' feeds {len(users) + (o in outputs)} consumers ({names}"
                     f"{', the graph output' if o in outputs else ''}); hls4ml's QONNX path does not move "
                     "layout transposes through forks, so branching graphs are not supported by the FPGA backend")
 
@@ -156,7 +149,7 @@ def _per_channel_weight_nodes(model) -> list[str]:
         if n.op_type in ("MatMul", "Gemm", "Conv") and len(n.input) > 1 and n.input[1] in quant_out:
             q = quant_out[n.input[1]]
             if q.input[1] in inits and np.unique(numpy_helper.to_array(inits[q.input[1]])).size > 1:
-                names.append(_describe(n))
+                names.append(describe(n))
     return names
 
 

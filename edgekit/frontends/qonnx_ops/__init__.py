@@ -1,5 +1,5 @@
-"""QONNX lowerings beyond the core (Quant, Gemm/MatMul, bias Add, Relu, reshapes): one module per op family.
+"""QONNX lowerings beyond the core (Quant, Gemm/MatMul, Relu, reshapes): one module per op family.
 
-Each module registers its functions with ``edgekit.frontends.qonnx.lowering``.
+Every module of this package is imported (discovered) by ``edgekit.frontends.qonnx``; each registers
+its functions with ``lowering`` (and its pending-op resolvers with ``resolves``).
 """
-from . import batchnorm, clip, concat, conv, eltwise_add, lut, pool, softmax  # noqa: F401

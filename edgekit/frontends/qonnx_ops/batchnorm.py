@@ -14,7 +14,7 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import contract
-from ..qonnx import IntValue, _attrs, describe, lowering
+from ..qonnx_lowering import IntValue, describe, lowering, onnx_attrs
 
 
 @lowering("BatchNormalization")
@@ -27,7 +27,7 @@ def lower_batchnorm(lw, node) -> None:
             or len(users) != 1:
         raise UnsupportedOpError(f"{describe(node)}: BatchNorm must directly follow a quantized Conv or Gemm "
                                  "(whose only consumer it is)")
-    eps = float(_attrs(node).get("epsilon", 1e-5))
+    eps = float(onnx_attrs(node).get("epsilon", 1e-5))
     gamma, beta, mean, var = (np.asarray(lw.const(node, i, "BatchNorm parameters"), np.float64) for i in range(1, 5))
     g = gamma / np.sqrt(var + eps)
     h = beta - mean * g

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import UnsupportedOpError
 from ...ir import contract
-from ..qonnx import PENDING_RESOLVERS, IntValue, lowering
+from ..qonnx_lowering import IntValue, describe, lowering, resolves
 
 
 @lowering("Clip")
@@ -22,13 +23,11 @@ def lower_clip(lw, node) -> None:
     if prev is not None and prev[0] == "clip":
         lo, hi = max(lo, prev[1]), min(hi, prev[2])
     elif prev is not None:
-        from ...errors import UnsupportedOpError
-        from ..qonnx import describe
-
         raise UnsupportedOpError(f"{describe(node)}: Clip after an unquantized {prev[0]}")
     lw.env[node.output[0]] = IntValue(v.tensor, ("clip", lo, hi))
 
 
+@resolves("clip")
 def resolve_clip(lw, node, v, out) -> None:
     """The Quant after a Clip: requantize with the clip folded into lo/hi."""
     _, a, b = v.pending
@@ -42,5 +41,3 @@ def resolve_clip(lw, node, v, out) -> None:
     rq = contract.requant_for_scales(np.asarray(t.scale), s, z, lo, hi)
     lw.emit(node, "requantize", [t.name], out, requant=rq)
 
-
-PENDING_RESOLVERS["clip"] = resolve_clip

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from ...errors import UnsupportedOpError
 from ...ir.graph import Tensor
-from ..qonnx import _attrs, describe, lowering
+from ..qonnx_lowering import describe, lowering, onnx_attrs
 
 
 @lowering("Concat")
 def lower_concat(lw, node) -> None:
     ins = [lw.int_input(node, i) for i in range(len(node.input))]
     rank = len(lw.onnx_shape(node.input[0])) + 1
-    axis = int(_attrs(node).get("axis", 1))
+    axis = int(onnx_attrs(node).get("axis", 1))
     axis = axis + rank if axis < 0 else axis
     if axis != 1:
         raise UnsupportedOpError(f"{describe(node)}: concat along axis {axis}; edgekit concatenates channels (axis 1)")

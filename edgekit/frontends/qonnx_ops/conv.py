@@ -11,12 +11,12 @@ import numpy as np
 from ...errors import ContractError, ModelError, UnsupportedOpError
 from ...ir import contract
 from ...ir.graph import Tensor
-from ..qonnx import QuantConst, _attrs, _bias_codes, describe, lowering
+from ..qonnx_lowering import QuantConst, bias_codes, describe, lowering, onnx_attrs
 
 
 @lowering("Conv")
 def lower_conv(lw, node) -> None:
-    a = _attrs(node)
+    a = onnx_attrs(node)
     x = lw.int_input(node, 0)
     w = lw.env.get(node.input[1])
     if not isinstance(w, QuantConst):
@@ -58,7 +58,7 @@ def lower_conv(lw, node) -> None:
     acc_scale = np.float64(x.scale[0]) * (w_scale if w_scale.size > 1 else np.full(oc, w_scale[0]))
     bias = np.zeros(oc, np.int64)
     if len(node.input) > 2 and node.input[2]:
-        bias = _bias_codes(lw, node, node.input[2], acc_scale)
+        bias = bias_codes(lw, node, node.input[2], acc_scale)
 
     if depthwise:  # [O, 1, KH, KW] -> [KH, KW, O]
         wts = np.transpose(codes[:, 0], (1, 2, 0))

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import contract
-from ..qonnx import PENDING_RESOLVERS, IntValue, describe, lowering
+from ..qonnx_lowering import IntValue, describe, lowering, resolves
 
 FUNCTIONS = ("Sigmoid", "Tanh", "HardSigmoid", "Exp", "Softplus", "Elu", "Selu", "HardSwish")
 
@@ -39,6 +39,7 @@ def _run_onnx_function(fn_node, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {"x": x.astype(np.float32)})[0]
 
 
+@resolves("lookup table")
 def resolve_lut(lw, node, v, out) -> None:
     fn_node = v.pending[1]
     t = lw.tensors[v.tensor]
@@ -50,5 +51,3 @@ def resolve_lut(lw, node, v, out) -> None:
     lw.emit(fn_node, "lut", [t.name, name], out, offset=int(t.qmin), function=fn_node.op_type)
     lw.env[node.output[0]] = lw.env[out.name] = IntValue(out.name)
 
-
-PENDING_RESOLVERS["lookup table"] = resolve_lut

@@ -11,8 +11,8 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import contract
-from ...ir.graph import Tensor
-from ..qonnx import PENDING_RESOLVERS, IntValue, _attrs, describe, lowering
+from ...ir.graph import Node, Tensor
+from ..qonnx_lowering import IntValue, describe, lowering, onnx_attrs, resolves
 
 
 def _window(lw, node, global_pool: bool = False):
@@ -20,7 +20,7 @@ def _window(lw, node, global_pool: bool = False):
     ih, iw, _ = x.shape
     if global_pool:
         return x, [ih, iw], [1, 1], [0, 0, 0, 0]
-    a = _attrs(node)
+    a = onnx_attrs(node)
     k = list(a["kernel_shape"])
     strides = list(a.get("strides", k))
     pads = list(a.get("pads", [0] * 2 * len(k)))
@@ -51,7 +51,7 @@ def lower_maxpool(lw, node) -> None:
 def lower_avgpool(lw, node) -> None:
     glob = node.op_type == "GlobalAveragePool"
     x, k, strides, pads = _window(lw, node, glob)
-    if not glob and not _attrs(node).get("count_include_pad", 0) and any(pads):
+    if not glob and not onnx_attrs(node).get("count_include_pad", 0) and any(pads):
         raise UnsupportedOpError(f"{describe(node)}: padded average pooling without count_include_pad")
     shape = _out_shape(lw, node, x, k, strides, pads)
     # The sum is an int32 tensor with the input's scale; the division waits for the quantizer.
@@ -66,13 +66,12 @@ def _emit_avgpool(lw, node, v, out, divide: dict) -> None:
     p = v.pending[1]
     del lw.tensors[v.tensor]
     lw.add_tensor(out)
-    from ...ir.graph import Node
-
     lw.nodes.append(Node(p["node"], "avgpool", [p["input"]], [out.name],
                          dict(kernel=p["kernel"], stride=p["stride"], pad=p["pad"], **divide)))
     lw.env[node.output[0]] = IntValue(out.name)
 
 
+@resolves("average pool")
 def resolve_avgpool_quant(lw, node, v, out) -> None:
     """AveragePool -> Quant: q = round(sum * s_in / (K * s_out)) + zp."""
     p = v.pending[1]
@@ -95,7 +94,7 @@ def lower_trunc(lw, node) -> None:
     v = lw.value(node)
     if v.pending is None or v.pending[0] != "average pool":
         raise UnsupportedOpError(f"{describe(node)}: Trunc is supported only right after AveragePool")
-    a = _attrs(node)
+    a = onnx_attrs(node)
     mode = a.get("rounding_mode", b"FLOOR")
     mode = (mode.decode() if isinstance(mode, bytes) else mode).upper()
     if mode not in ("ROUND", "FLOOR"):
@@ -118,5 +117,3 @@ def lower_trunc(lw, node) -> None:
     _emit_avgpool(lw, node, v, out, dict(num=1, den=int(trunc), mode=mode, requant=None, zero_point=0,
                                          lo=qmin, hi=qmax))
 
-
-PENDING_RESOLVERS["average pool"] = resolve_avgpool_quant

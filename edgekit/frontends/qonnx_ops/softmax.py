@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from ...errors import UnsupportedOpError
-from ..qonnx import PENDING_RESOLVERS, IntValue, _attrs, describe, lowering
+from ..qonnx_lowering import IntValue, describe, lowering, onnx_attrs, resolves
 
 EXP_BITS = 16
 
@@ -21,7 +21,7 @@ def lower_softmax(lw, node) -> None:
     v = lw.value(node)
     t = lw.tensors[v.tensor]
     rank = len(lw.onnx_shape(node.input[0])) + 1
-    axis = int(_attrs(node).get("axis", -1))
+    axis = int(onnx_attrs(node).get("axis", -1))
     if (axis + rank if axis < 0 else axis) != rank - 1 or len(t.shape) != 1:
         raise UnsupportedOpError(f"{describe(node)}: softmax over axis {axis} of a {rank}-D tensor; edgekit "
                                  "supports softmax over the features of a flat vector")
@@ -31,6 +31,7 @@ def lower_softmax(lw, node) -> None:
     lw.env[node.output[0]] = IntValue(v.tensor, ("softmax", node))
 
 
+@resolves("softmax")
 def resolve_softmax(lw, node, v, out) -> None:
     sm = v.pending[1]
     t = lw.tensors[v.tensor]
@@ -48,5 +49,3 @@ def resolve_softmax(lw, node, v, out) -> None:
     lw.env[node.output[0]] = IntValue(out.name)
     lw.inexact.append(f"{describe(sm)}: integer softmax")
 
-
-PENDING_RESOLVERS["softmax"] = resolve_softmax

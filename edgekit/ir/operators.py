@@ -1,16 +1,23 @@
-"""The operator registry: one :class:`Op` subclass per IR operator, found by name.
+"""The operator spec and registry: one :class:`Op` subclass per IR operator, found by name.
 
 An operator brings its simulator kernel (``simulate``), the Jinja template that emits
 its C kernel (``template`` plus ``c_context``) and its cost (``macs``). Lowerings from
 front-end graphs live with the front ends and only create IR nodes.
+
+Layering: the operators themselves live in the package ``edgekit.ops`` (one module each),
+which imports the ir layer (this module, the contract). The ir layer never imports
+``edgekit.ops``: :func:`operators` discovers that package by name on the first lookup.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import UnsupportedOpError
+from ..registry import Registry, discover, place
 
-OPS: dict[str, "Op"] = {}
+OPERATOR_PACKAGE = "edgekit.ops"
+_OPS: Registry["Op"] = Registry("IR operator")
+_discovered = False
 
 
 class Op:
@@ -37,12 +44,22 @@ class Op:
 
 
 def register(cls: type[Op]) -> type[Op]:
-    OPS[cls.name] = cls()
+    """Class decorator of an operator module: registers one instance under ``cls.name``."""
+    _OPS.add(cls.name, cls(), place(cls))
     return cls
+
+
+def operators() -> Registry[Op]:
+    """Every IR operator by name (the operator package is discovered on the first call)."""
+    global _discovered
+    if not _discovered:
+        discover(OPERATOR_PACKAGE)
+        _discovered = True
+    return _OPS
 
 
 def get_op(name: str, node_name: str = "?") -> Op:
     try:
-        return OPS[name]
+        return operators()[name]
     except KeyError:
         raise UnsupportedOpError(f"node '{node_name}': IR op '{name}' has no implementation") from None
