@@ -155,6 +155,7 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
             "board_description": brd.to_json(),
             "kernels": kernels,
             "layers": _layer_report(graph, plan, codegen["kernels"]),
+            "kernel_variants": codegen["kernel_variants"],
             "memory_plan": plan.to_json(),
             "build_seconds": round(time.monotonic() - t0, 2),
         }

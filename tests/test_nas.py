@@ -77,7 +77,7 @@ def test_cost_model_fit_recovers_linear_counts():
     def layer(ih, ic, oc, k):
         info = {"name": f"c{ih}_{ic}_{oc}_{k}", "op": "conv2d", "in": [1, ih, ic], "out": [1, ih, oc],
                 "kernel": [1, k], "stride": [1, 1], "pad": [0, k // 2, 0, k // 2], "depthwise": False, "wbits": 8,
-                "inplace": False, "variant": "ref"}
+                "inplace": False, "variant": "reference"}
         _, f = nascost.features(info)
         n = sum(true.get(k_, 0) * v for k_, v in f.items())
         return {"info": info, "instructions": n, "cycles": 2 * n}

@@ -46,43 +46,32 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backends.cortexm.kernels.common import first_work
+from ..backends.cortexm.kernels.registry import REFERENCE, registry
 from ..errors import EdgekitError
 
-KIND_FEATURES = {
-    # reference kernels (templates/cortexm/ops)
-    "conv": ("macs", "taps", "kx_iters", "ky_iters", "outputs", "pixels", "const"),
-    "dwconv": ("taps", "kx_iters", "ky_iters", "outputs", "pixels", "const"),
-    "dense": ("macs", "outputs", "const"),
-    "maxpool": ("taps", "win_iters", "ky_iters", "outputs", "pixels", "const"),
-    "avgpool": ("taps", "win_iters", "ky_iters", "outputs", "pixels", "const"),
-    "gap": ("taps", "ky_iters", "outputs", "const"),
-    "eltwise": ("outputs", "const"),
-    # optimized DSP kernels (templates/cortexm/ops_dsp): their loop trip counts
-    "gemm": ("im2col_words", "zero_words", "runs", "runs_valid", "tap_iters", "tail_runs", "partial_elems",
-             "mk_loops4", "mk_loops8", "mk_rem", "mk_blocks", "outputs", "plain_outputs", "blocks", "const"),
-    "dw3": ("tr4", "tr1", "rows_loaded", "ring", "pairs_kh", "pairs", "odd_kh", "odd", "colsteps", "rows", "const"),
-    "dense_opt": ("loops", "rem", "tail", "blocks", "outputs", "const"),
-    "dwk": ("tapq", "tapt", "rowsq", "groups", "tails", "outputs", "pixels", "const"),
-    # Helium kernels (templates/cortexm/ops_mve, Cortex-M55)
-    "mve_gemm": ("pixels", "rows_full", "rows_full_vec", "rows_pad", "rows_pad_vec", "taps_edge", "taps_edge_vec",
-                 "passes", "vsteps", "outputs", "const"),
-    "mve_dense": ("passes", "vsteps", "outputs", "const"),
-    "glue": ("const", "layers"),
+
+def _kind_tables() -> tuple[dict, dict, dict]:
+    """kind -> features, reduced features and work terms, as the kernel variants declare them
+    (reference kernels: conv, dwconv, dense, pools, eltwise; optimized ones: their loop trip counts)."""
+    features, reduced, work = {}, {}, {}
+    for v in registry().all():
+        features.update(v.cost_kinds)
+        reduced.update(v.cost_reduced)
+        work.update(v.cost_work)
+    features["glue"] = ("const", "layers")
     # last resort for a layer kind the calibration never saw: the main loop count and outputs
-    "any": ("work", "outputs", "const"),
-}
-ZERO_OPS = ("reshape",)
+    features["any"] = ("work", "outputs", "const")
+    return features, reduced, work
+
+
+KIND_FEATURES, REDUCED, WORK = _kind_tables()
 COST_MODEL_VERSION = 3
 
 
 # ---------------------------------------------------------------------------------------
 # Features
 # ---------------------------------------------------------------------------------------
-def _valid(o: int, i: int, k: int, s: int, pad: int, d: int = 1) -> int:
-    """Sum over the o output positions of the taps that land inside an input of length i."""
-    return sum(sum(1 for kk in range(k) if 0 <= oo * s - pad + kk * d < i) for oo in range(o))
-
-
 def _aliased(plan: dict, names: list[str], out: str) -> bool:
     """Whether an input shares storage with the output (the kernel then runs in place;
     the same rule as the code generator's)."""
@@ -102,20 +91,16 @@ def _aliased(plan: dict, names: list[str], out: str) -> bool:
 
 
 def _kernel_variant(manifest: dict | None, name: str) -> str:
-    """The kernel the build chose for a node ('ref' or an optimized kernel's kind), when the
-    manifest records it."""
+    """The kernel variant the build chose for a node (manifest ``kernel_variants``)."""
     if not manifest:
-        return "ref"
-    kernels = manifest.get("kernels")
-    desc = kernels.get(name) if isinstance(kernels, dict) else None
-    if desc is None:
-        for row in manifest.get("layers", []):
-            if row.get("name") == name:
-                desc = row.get("kernel")
-                break
-    if not desc or not str(desc).startswith("optimized"):
-        return "ref"
-    return str(desc).split(":")[0].split()[-1]
+        return REFERENCE
+    variants = manifest.get("kernel_variants")
+    if variants is None:
+        if manifest.get("kernels", "reference") != "reference":
+            raise EdgekitError("the build's manifest does not record its kernel variants (an older edgekit "
+                               "made it); build it again")
+        return REFERENCE
+    return variants.get(name, REFERENCE)
 
 
 def layer_info(graph, manifest: dict | None = None) -> list[dict]:
@@ -148,188 +133,35 @@ def layer_info(graph, manifest: dict | None = None) -> list[dict]:
     return rows
 
 
-OPT_BASES = {"conv2d_gemm": "gemm", "dw3": "dw3", "dwk": "dwk", "dense": "dense_opt", "mve_gemm": "mve_gemm",
-             "mve_dense": "mve_dense"}
-#: Features kept for a base kind with too few calibration layers for all of its features.
-REDUCED = {"conv": ("macs", "taps", "outputs"), "dwconv": ("taps", "outputs"), "dense": ("macs", "outputs"),
-           "maxpool": ("taps", "outputs"), "avgpool": ("taps", "outputs"), "gap": ("taps", "outputs"),
-           "eltwise": ("outputs",), "gemm": ("im2col_words", "mk_loops4", "mk_loops8", "outputs"),
-           "dw3": ("pairs_kh", "tr4", "tr1"), "dense_opt": ("loops", "outputs"),
-           "mve_gemm": ("pixels", "vsteps", "passes", "outputs"), "mve_dense": ("vsteps", "outputs"),
-           "dwk": ("tapq", "tapt", "outputs")}
+def _variant_of(info: dict):
+    """The registered variant that runs the layer, or None (a kernel this edgekit does not know)."""
+    return registry().get(info.get("variant", REFERENCE))
 
 
 def kind_chain(base: str, info: dict) -> list[str]:
-    """Most specific first: base.variant.wN.refinement -> ... -> base (the fit falls back
-    along it when a specific kind had too few calibration layers)."""
+    """Most specific first: base.refinements[.inplace] -> ... -> base (the fit falls back along
+    it when a specific kind had too few calibration layers); the refinements are what the
+    variant running the layer says changes its code."""
     parts = [base]
-    variant = info.get("variant", "ref")
-    if variant != "ref" and variant not in OPT_BASES:
-        parts.append(f"opt-{variant}")  # a kernel this model has no features for: its own coefficients
-    if base in ("conv", "dwconv"):      # reference kernels: the loop nest GCC makes depends on the layout
-        kh, kw = info["kernel"]
-        parts.append("row" if kh == 1 else "col" if kw == 1 else "2d")
-    if "wbits" in info and base in ("conv", "dwconv", "dense"):  # optimized kernels re-lay the weights
-        parts.append(f"w{info['wbits']}")
-    if base == "gemm":
-        parts.append("ic4" if info["in"][2] % 4 == 0 else f"ic{info['in'][2] % 4}")
-    if base in ("maxpool", "avgpool"):
-        parts.append("k{}x{}".format(*info["kernel"]))
-    if base == "gap":
-        kh, kw = info["kernel"]
-        parts.append("row" if kh == 1 else "col" if kw == 1 else "2d")
-    if base in ("avgpool", "gap") and info.get("den") is not None:  # the division the average ends with
-        den = int(info["den"])
-        parts.append("d1" if den == 1 else "p2" if den & (den - 1) == 0 else "div")
-    if base in ("gemm", "dense_opt", "mve_gemm", "mve_dense", "dwk"):  # the epilogue: per-output cost by requantization
-        parts.append(f"rq-{info.get('rq') or 'none'}")
+    variant = _variant_of(info)
+    if variant is None:
+        variant = registry().get(REFERENCE)
+        parts.append(f"opt-{info['variant']}")  # a kernel this model has no features for: its own coefficients
+    parts += variant.cost_refinements(base, info)
     if info.get("inplace"):
         parts.append("inplace")
     return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
-def _run_words(n: int) -> int:
-    """int16 pairs the im2col extension makes of a run of n input bytes (dsp.run_pairs)."""
-    q, r = divmod(n, 4)
-    return 2 * q + (0, 1, 1, 2)[r]
-
-
-def _gemm_features(info: dict) -> dict:
-    ih, iw, ic = info["in"]
-    oh, ow, oc = info["out"]
-    kh, kw = info["kernel"]
-    sh, sw = info["stride"]
-    pt, pl = info["pad"][0], info["pad"][1]
-    kwords = kh * _run_words(kw * ic)
-    npix = oh * ow
-    blocks = -(-npix // 3)
-    ocp = (oc + 1) // 2
-    vrows = _valid(oh, ih, kh, sh, pt)
-    vcols = _valid(ow, iw, kw, sw, pl)                 # taps inside the input, summed over ox
-    full_cols = sum(1 for ox in range(ow) if ox * sw - pl >= 0 and ox * sw - pl + kw <= iw)
-    tap_mode = ic % 4 == 0                             # whole words per tap, zero words for outside taps
-    zero = (npix * kh - vrows * ow) * _run_words(kw * ic) + (vrows * (ow * kw - vcols) * (ic // 2) if tap_mode else 0)
-    return {"im2col_words": npix * kwords, "zero_words": zero, "runs": npix * kh, "runs_valid": vrows * ow,
-            "tap_iters": vrows * ow * kw if tap_mode else 0,
-            "tail_runs": vrows * ow if (kw * ic) % 4 else 0, "partial_elems": vrows * (ow - full_cols) * kw * ic,
-            # the micro-kernel's loop takes 4 k-pair steps an iteration, 8 for long K (dsp.py)
-            "mk_loops4": blocks * ocp * (kwords // 4) if kwords <= 24 else 0,
-            "mk_loops8": blocks * ocp * (kwords // 8) if kwords > 24 else 0,
-            "mk_rem": blocks * ocp * (kwords % (8 if kwords > 24 else 4)),
-            "mk_blocks": blocks * ocp, "outputs": npix * oc,
-            "plain_outputs": npix * oc if info.get("rq") in (None, "none") else 0, "blocks": blocks, "const": 1}
-
-
-def _mve_gemm_features(info: dict) -> dict:
-    """Loop trip counts of ops_mve/gemm.c.j2's convolution: the im2col copies (a whole kernel row
-    at once, else tap by tap; fills for rows and taps in the padding) in 16-byte vector steps,
-    then ceil(oc / 4) passes of kp / 16 VMLADAVA steps per pixel."""
-    ih, iw, ic = info["in"]
-    oh, ow, oc = info["out"]
-    kh, kw = info["kernel"]
-    sh, sw = info["stride"]
-    dh, dw = info.get("dilation", (1, 1))
-    pt, pl = info["pad"][0], info["pad"][1]
-    vec = lambda n: -(-n // 16)  # noqa: E731
-    row = kw * ic
-    rows_in = sum(1 for oy in range(oh) for ky in range(kh) if 0 <= oy * sh - pt + ky * dh < ih)
-    rows_pad = oh * kh - rows_in
-    full = sum(1 for ox in range(ow) if dw == 1 and ox * sw - pl >= 0 and ox * sw - pl + kw - 1 < iw)
-    rows_full = rows_in * full
-    taps_edge = rows_in * (ow - full) * kw
-    k = kh * kw * ic
-    passes = oh * ow * -(-oc // 4)
-    return {"pixels": oh * ow, "rows_full": rows_full, "rows_full_vec": rows_full * vec(row),
-            "rows_pad": rows_pad * ow, "rows_pad_vec": rows_pad * ow * vec(row), "taps_edge": taps_edge,
-            "taps_edge_vec": taps_edge * vec(ic), "passes": passes, "vsteps": passes * vec(k),
-            "outputs": oh * ow * oc, "const": 1}
-
-
-def _dw3_features(info: dict) -> dict:
-    ih, iw, ic = info["in"]
-    oh, ow, oc = info["out"]
-    kh, _ = info["kernel"]
-    sh, sw = info["stride"]
-    pt, pl = info["pad"][0], info["pad"][1]
-    last = (oh - 1) * sh + kh - 1 - pt              # last input row brought into the ring
-    rows_loaded = max(0, min(ih - 1, last) + 1)
-    ow_even = ow + (ow & 1)
-    wp = max(ow_even + 2 if sw == 1 else 2 * ow_even + 2, iw + pl)
-    wp += wp & 1
-    col_pairs = iw // 2 + 1
-    return {"tr4": rows_loaded * col_pairs * (ic // 4), "tr1": rows_loaded * col_pairs * (ic % 4),
-            "rows_loaded": rows_loaded + max(0, last - ih + 1), "ring": ic * kh * wp,
-            "pairs_kh": oh * (ow // 2) * oc * kh, "pairs": oh * (ow // 2) * oc, "odd_kh": oh * (ow % 2) * oc * kh,
-            "odd": oh * (ow % 2) * oc, "colsteps": oh * (-(-ow // 2)), "rows": oh, "const": 1}
-
-
 def features(info: dict) -> tuple[str, dict]:
-    """(base kind, features) of one layer from :func:`layer_info`."""
-    op = info["op"]
-    variant = info.get("variant", "ref")
-    f: dict = {"const": 1}
-    if op == "conv2d":
-        if variant == "conv2d_gemm" and not info["depthwise"]:
-            return "gemm", _gemm_features(info)
-        if variant == "dw3" and info["depthwise"]:
-            return "dw3", _dw3_features(info)
-        if variant == "mve_gemm" and not info["depthwise"]:
-            return "mve_gemm", _mve_gemm_features(info)
-        ih, iw, ic = info["in"]
-        oh, ow, oc = info["out"]
-        kh, kw = info["kernel"]
-        sh, sw = info["stride"]
-        dh, dw = info.get("dilation", (1, 1))
-        vh = _valid(oh, ih, kh, sh, info["pad"][0], dh)   # kernel rows inside the input, over all oy
-        vw = _valid(ow, iw, kw, sw, info["pad"][1], dw)
-        if variant == "dwk" and info["depthwise"]:
-            q, t = oc // 4, oc % 4
-            return "dwk", {"tapq": vh * vw * q, "tapt": vh * vw * t, "rowsq": vh * ow * q, "groups": oh * ow * q,
-                           "tails": oh * ow * t, "outputs": oh * ow * oc, "pixels": oh * ow, "const": 1}
-        f.update(taps=vh * vw * oc, kx_iters=vh * ow * kw * oc, ky_iters=oh * ow * oc * kh,
-                 outputs=oh * ow * oc, pixels=oh * ow)
-        if info["depthwise"]:
-            return "dwconv", f
-        f["macs"] = vh * vw * oc * ic
-        return "conv", f
-    if op == "dense":
-        n_in = int(np.prod(info["in"]))
-        n_out = int(np.prod(info["out"]))
-        if variant == "mve_dense":
-            passes = -(-n_out // 4)
-            return "mve_dense", {"passes": passes, "vsteps": passes * -(-n_in // 16), "outputs": n_out, "const": 1}
-        if variant == "dense":
-            quads, tail = divmod(n_in, 4)
-            blocks = -(-n_out // 4)
-            return "dense_opt", {"loops": blocks * (quads // 2), "rem": blocks * (quads % 2), "tail": blocks * tail,
-                                 "blocks": blocks, "outputs": n_out, "const": 1}
-        f.update(macs=n_in * n_out, outputs=n_out)
-        return "dense", f
-    if op in ("maxpool", "avgpool"):
-        ih, iw, c = info["in"]
-        oh, ow, _ = info["out"]
-        kh, kw = info["kernel"]
-        sh, sw = info["stride"]
-        pad = info.get("pad", (0, 0, 0, 0))
-        vh = _valid(oh, ih, kh, sh, pad[0])
-        vw = _valid(ow, iw, kw, sw, pad[1])
-        f.update(taps=vh * vw * c, win_iters=oh * ow * c * kh * kw, ky_iters=oh * ow * c * kh, outputs=oh * ow * c,
-                 pixels=oh * ow)
-        if op == "avgpool" and oh == ow == 1:
-            return "gap", f
-        return op, f
-    if op in ZERO_OPS:
-        return "zero", {}
-    f.update(outputs=int(np.prod(info["out"])))
-    return "eltwise", f
+    """(base kind, features) of one layer from :func:`layer_info`, as the kernel variant that
+    runs it counts them (the reference kernel's when the variant is unknown)."""
+    return (_variant_of(info) or registry().get(REFERENCE)).cost_features(info)
 
 
-def _work(f: dict) -> float:
+def _work(kind: str, f: dict) -> float:
     """The count of a layer's innermost work (MACs, taps, words...), for the "any" fallback."""
-    for k in ("macs", "mk_loops8", "mk_loops4", "pairs_kh", "loops", "taps", "outputs"):
-        if f.get(k):
-            return float(f[k]) * {"mk_loops8": 96, "mk_loops4": 48, "loops": 32}.get(k, 1)  # MACs per iteration
-    return 0.0
+    return first_work(f, WORK.get(kind, ()))
 
 
 def chain_of(base: str, info: dict) -> list[str]:
@@ -342,7 +174,7 @@ def layer_features(graph, manifest: dict | None = None) -> list[tuple[str, list[
     for i in layer_info(graph, manifest):
         base, f = features(i)
         if base != "zero":
-            f = dict(f, work=_work(f))
+            f = dict(f, work=_work(base, f))
         out.append((i["name"], chain_of(base, i), f))
     return out
 
@@ -432,7 +264,7 @@ def sample_layers(sample: dict) -> list[tuple[str, list[str], dict, float, float
     for layer in sample["layers"]:
         base, f = features(layer["info"])
         if base != "zero":
-            f = dict(f, work=_work(f))
+            f = dict(f, work=_work(base, f))
         out.append((layer["info"]["name"], chain_of(base, layer["info"]), f, layer["instructions"], layer["cycles"]))
     return out
 
@@ -550,9 +382,9 @@ def calibration_key(core_name: str) -> str:
     except (OSError, EdgekitError):
         pass
     pkg = Path(__file__).resolve().parents[1]
-    for sub in ("backends/cortexm", "ir", "ops"):  # code generation, kernel choice, memory plan, operators
-        for p in sorted((pkg / sub).glob("*.py")):
-            h.update(p.name.encode())
+    for sub in ("backends/cortexm", "ir", "ops"):  # code generation, kernel variants, memory plan, operators
+        for p in sorted((pkg / sub).rglob("*.py")):
+            h.update(str(p.relative_to(pkg)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()[:16]
 

@@ -13,6 +13,8 @@ from ...ir.packing import pack, packed_bits
 from ...ir.planner import MemoryPlan
 from ...ir.operators import get_op
 from ...resources import resource_dir
+from .kernels import registry as kernel_registry
+from .kernels.base import Selection
 
 PACKED_WEIGHT_OPS = ("dense", "conv2d")
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t"}
@@ -74,7 +76,7 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
     """Write the C sources into ``out_dir``; returns figures for the build report.
 
     ``kernels="optimized"`` with a core whose ``features`` include "dsp" gives the layers that
-    fit an optimized kernel (templates/cortexm/ops_dsp, selected by ``dsp.select``) that kernel,
+    fit an optimized kernel variant (``kernels/``, chosen by ``kernels.registry``) that kernel,
     under ``#if EK_USE_DSP`` with the reference kernel in the ``#else`` branch (host build,
     other cores). ``board`` bounds the flash of their int16 weights and their stack scratch.
     """
@@ -168,45 +170,36 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
     shutil.copyfile(resource_dir("templates") / "cortexm" / "ek_contract.h", out_dir / "ek_contract.h")
     return {"macs": total_macs, "weight_bytes": const_bytes, "arena_bytes": plan.arena_bytes,
             "kernels": {n.name: selections[n.name].describe() for n in graph.nodes if n.op in PACKED_WEIGHT_OPS},
+            "kernel_variants": {n.name: selections[n.name].kind for n in graph.nodes},
             "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized)}
 
 
 def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, board) -> dict:
-    """node name -> dsp.Selection; optimized kernels only where their int16 weights fit the
+    """node name -> kernels.base.Selection; optimized kernels only where their weights fit the
     board's flash budget and their scratch fits the arena's free bytes or the stack."""
-    from . import dsp
-
+    reg = kernel_registry.registry()
     sel = {}
     for i, node in enumerate(graph.nodes):
-        s = dsp.select(node, graph, plan, features, kernels)
+        s = reg.select(node, graph, plan, features, kernels)
         need = s.ctx.get("scratch_bytes", 0) if s.optimized else 0
         if need:
-            s.scratch = dsp.arena_gap(plan, i, need)
-            stack_limit = min(dsp.STACK_SCRATCH_LIMIT, (board.stack_bytes // 2) if board else dsp.STACK_SCRATCH_LIMIT)
+            s.scratch = kernel_registry.arena_gap(plan, i, need)
+            stack_limit = min(kernel_registry.STACK_SCRATCH_LIMIT,
+                              (board.stack_bytes // 2) if board else kernel_registry.STACK_SCRATCH_LIMIT)
             if s.scratch is None and need > stack_limit:
-                s = dsp.Selection("reference", reason=f"scratch of {need} B fits neither a free arena gap nor "
-                                                       f"the stack budget ({stack_limit} B)")
+                s = Selection("reference", reason=f"scratch of {need} B fits neither a free arena gap nor "
+                                                  f"the stack budget ({stack_limit} B)")
         sel[node.name] = s
     if board is not None:
         # the region that holds the weights: flash, or RAM for boards loaded into RAM
         region = board.ram if getattr(board, "load", "flash") == "ram" else board.flash
         int8_bytes = sum(a.nbytes for a in graph.constants.values())
-        budget = min(int(dsp.FLASH_SHARE * region.length), region.length - int8_bytes - dsp.FLASH_MARGIN)
+        budget = min(int(kernel_registry.FLASH_SHARE * region.length), region.length - int8_bytes - kernel_registry.FLASH_MARGIN)
         nodes = {n.name: n for n in graph.nodes}
-
-        def cost(name: str, s) -> int:
-            # Helium kernels keep int8 weights: they replace the layer's weights and bias in
-            # flash (the reference copy is compiled out), so only their padding is extra
-            if s.kind.startswith("mve"):
-                node = nodes[name]
-                return max(0, s.weight_bytes - graph.constants[node.inputs[1]].nbytes
-                           - graph.constants[node.inputs[2]].nbytes)
-            return s.weight_bytes
-
-        opt = sorted((cost(n, s), n) for n, s in sel.items() if s.optimized)
+        opt = sorted((reg.get(s.kind).flash_bytes(s, nodes[n], graph), n) for n, s in sel.items() if s.optimized)
         while opt and sum(b for b, _ in opt) > budget:
             _, n = opt.pop()  # largest first back to the reference kernel
-            sel[n] = dsp.Selection("reference", reason=f"int16 weights would take more than "
-                                                       f"{dsp.FLASH_SHARE:.0%} of the board's flash (or leave "
-                                                       "too little for the rest)")
+            sel[n] = Selection("reference", reason=f"int16 weights would take more than "
+                                                   f"{kernel_registry.FLASH_SHARE:.0%} of the board's flash (or leave "
+                                                   "too little for the rest)")
     return sel

@@ -1,0 +1,82 @@
+"""What a kernel variant is: the interface every module of this package implements, and the
+:class:`Selection` the code generator receives for each node."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Selection:
+    """The kernel chosen for one node."""
+
+    kind: str                      # the variant's name ("conv2d_gemm", "dw3", ..., or "reference")
+    template: str | None = None    # under templates/cortexm/ (ops_dsp/..., ops_mve/...)
+    reason: str = ""               # why the reference kernel (kind == "reference")
+    ctx: dict = field(default_factory=dict)
+    weight_bytes: int = 0          # flash bytes of the re-laid weights
+    scratch: int | None = None     # arena offset of the kernel's scratch buffer (None: on the stack)
+
+    @property
+    def optimized(self) -> bool:
+        return self.kind != "reference"
+
+    def describe(self) -> str:
+        if not self.optimized:
+            return f"reference ({self.reason})" if self.reason else "reference"
+        return f"optimized {self.kind}: {self.ctx.get('summary', '')}".rstrip(": ")
+
+
+class KernelVariant:
+    """One way of emitting C for some nodes. A module of this package lists its variants in
+    ``VARIANTS``; the registry (``registry.py``) tries them by decreasing ``priority``.
+
+    Selection: a variant is asked about a node when the build asks for optimized kernels,
+    ``node.op`` is in ``ops``, :meth:`claims` is true and the core has every feature in
+    ``features``; :meth:`refusal` then says why it cannot take that node (None: it can),
+    and :meth:`select` lays the weights out (the bytes it stores in flash) and fills the
+    template's context. The refusal of the last variant that claimed the node becomes the
+    reason recorded for the reference kernel.
+
+    Latency model (``edgekit/nas/cost.py``): ``cost_kinds`` names the kinds of layer the
+    variant's features describe and the features of each; :meth:`cost_features` computes them
+    from a layer description (``cost.layer_info``: shapes, kernel, stride, padding), so that the
+    model never copies a kernel's loop structure.
+    """
+
+    name: str = ""
+    ops: tuple[str, ...] = ()
+    features: frozenset[str] = frozenset()
+    priority: int = 0
+    template: str | None = None
+    #: kind -> feature names (the columns of the linear model)
+    cost_kinds: dict[str, tuple[str, ...]] = {}
+    #: kind -> the features kept when a kind has too few calibration layers for all of them
+    cost_reduced: dict[str, tuple[str, ...]] = {}
+    #: kind -> (feature, MACs per count) tried in order: the layer's innermost work, for the
+    #: latency model's fallback kind
+    cost_work: dict[str, tuple[tuple[str, int], ...]] = {}
+
+    def claims(self, node) -> bool:
+        """Whether the node is of the kind this variant is written for (e.g. depthwise or not)."""
+        return True
+
+    def refusal(self, node, graph, plan) -> str | None:
+        """Why this variant cannot take ``node`` (None: it can)."""
+        return None
+
+    def select(self, node, graph, plan) -> Selection:
+        """The weight layout and template context for a node :meth:`refusal` accepted."""
+        raise NotImplementedError
+
+    def flash_bytes(self, sel: Selection, node, graph) -> int:
+        """Flash bytes the selection adds to the model's (what the board's budget is charged)."""
+        return sel.weight_bytes
+
+    def cost_features(self, info: dict) -> tuple[str, dict]:
+        """(kind, features) of a layer this variant runs, from ``cost.layer_info``'s description."""
+        raise NotImplementedError
+
+    def cost_refinements(self, kind: str, info: dict) -> list[str]:
+        """What splits ``kind`` into sub-kinds with their own coefficients (most general first):
+        the properties of a layer that change the code this variant runs."""
+        return []

@@ -1,0 +1,185 @@
+"""Helpers the kernel variants share: weights as int16 pairs, the one-multiply requantization
+and its template context, fused residual adds, in-place detection, input extension."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+
+# ---------------------------------------------------------------------------------------
+# Requantization: TFLite double rounding as one SMLAL
+# ---------------------------------------------------------------------------------------
+def fast_double_rounding(rq) -> dict | None:
+    """Per-channel constants for the one-multiply form of TFLite's double rounding, or None.
+
+    For ``M`` in [2^30, 2^31) and ``e = S - 31`` >= 2, with ``x = SRDHM(acc, M)``:
+    ``RDBP(x, e) + zp == floor((acc*M + A - [acc < 0]*2^31) / 2^(31+e))`` with
+    ``A = 2^30 + 2^(30+e) + zp*2^(31+e)`` (SRDHM is floor((acc*M + 2^30) / 2^31); RDBP adds
+    2^(e-1), minus 1 for x < 0, and floors; x < 0 exactly when acc < 0 because M >= 2^30;
+    nested floors of divisions by powers of two are one floor). The low word of A is 2^30,
+    so C seeds SMLAL with lo = 2^30 | (acc & 2^31), hi = Ahi + (acc >> 31), and the result
+    is hi >> (e - 1). Every 64-bit intermediate stays below 2^63 (checked here).
+    """
+    if rq is None or rq.rounding != "double" or rq.left_shift != 0:
+        return None
+    ms, ahis, shs = [], [], []
+    for m, s in zip(rq.multiplier, rq.shift):
+        e = s - 31
+        if not (2**30 <= m < 2**31) or e < 2 or e > 30:
+            return None
+        a = 2**30 + 2**(30 + e) + rq.zero_point * 2**(31 + e)
+        ahi = (a - 2**30) >> 32
+        if not -(2**31) <= ahi < 2**31 or abs(a) + 2**31 >= 2**62:
+            return None
+        ms.append(m)
+        ahis.append(ahi)
+        shs.append(e - 1)
+    return {"m": ms, "ahi": ahis, "sh": shs, "per_channel": len(ms) > 1}
+
+
+def scalar_expr(rq, x_bound: int) -> str | None:
+    """C for the per-tensor ``requant(rq, x)`` (with its clamp) as a format string with ``{x}``,
+    for |x| <= x_bound, in a one-multiply form; None where only the reference form applies.
+
+    Double rounding with a left shift L (TFLite's ADD shifts its inputs by 20) is the same
+    arithmetic on x * 2^L when that product fits in int32. Besides the SMLAL form
+    (fast_double_rounding) it recognises M = 2^30, S = 31 (a ratio of exactly 1/2):
+    SRDHM(x * 2^L, 2^30) = floor(x * 2^(L-1) + 1/2) = x * 2^(L-1) for L >= 1.
+    """
+    if rq is None or rq.rounding != "double" or len(rq.multiplier) != 1:
+        return None
+    m, sft = rq.multiplier[0], rq.shift[0]
+    big = rq.lo == -(2**31) and rq.hi == 2**31 - 1
+    L = rq.left_shift + max(31 - sft, 0)
+    if x_bound * 2**L >= 2**31:
+        return None
+    zp = f" + {rq.zero_point}" if rq.zero_point else ""
+    if m == 2**30 and sft == 31 and L >= 1:
+        core = f"(int32_t)((uint32_t)({{x}}) << {L - 1}){zp}" if L > 1 else f"({{x}}){zp}"
+        if abs(rq.zero_point) + x_bound * 2**(L - 1) >= 2**31:
+            return None
+    else:
+        f = fast_double_rounding(replace(rq, left_shift=0)) if sft >= 31 else None
+        if f is None:
+            return None
+        xs = f"(int32_t)((uint32_t)({{x}}) << {L})" if L else "({x})"
+        core = f"ek_dsp_rq({xs}, {f['m'][0]}, {f['ahi'][0]}, {f['sh'][0]})"
+    if big:
+        return core
+    pre, post = clamp_parts(rq.lo, rq.hi)
+    return pre + core + post
+
+
+def clamp_parts(lo: int, hi: int) -> tuple[str, str]:
+    """C around an int32 expression v: clamp(v, lo, hi), with SSAT/USAT where the range allows."""
+    for bits in (8, 16):
+        if lo == -(2 ** (bits - 1)) and hi == 2 ** (bits - 1) - 1:
+            return "__ssat(", f", {bits})"
+        if lo == 0 and hi == 2**bits - 1:
+            return "__usat(", f", {bits})"
+    lo_s = "(-2147483647 - 1)" if lo == -(2**31) else str(lo)
+    return "ek_clamp32(", f", {lo_s}, {hi})"
+
+
+def pad_channels(values, n: int):
+    """``values`` extended to ``n`` entries by repeating the last (padding channels)."""
+    v = list(values)
+    return v + [v[-1]] * (n - len(v)) if v else v
+
+
+def requant_ctx(rq, channels_padded: int) -> dict:
+    """Template context of the one-multiply epilogue (ops_dsp/epilogue.j2), per-channel
+    constants padded to ``channels_padded``; ``{"fast": False}`` where the reference form applies."""
+    f = fast_double_rounding(rq)
+    if f is None:
+        return {"fast": False}
+    if f["per_channel"]:
+        f = {k: (pad_channels(v, channels_padded) if isinstance(v, list) else v) for k, v in f.items()}
+    pre, post = clamp_parts(rq.lo, rq.hi)
+    rec = [v for trip in zip(f["m"], f["ahi"], f["sh"]) for v in trip]
+    return {"fast": True, "fast_pc": f["per_channel"], "fm": f["m"], "fahi": f["ahi"], "fsh": f["sh"],
+            "frec": rec, "clamp_pre": pre, "clamp_post": post}
+
+
+def residual_ctx(node, graph) -> dict:
+    """Fast forms of a fused residual add's three requantizations (conv2d.c.j2's arithmetic)."""
+    res = node.attrs.get("residual")
+    if not res:
+        return {}
+    rq = node.attrs["requant"]
+    zp_r = graph.tensors[node.inputs[3]].zero_point
+    info = np.iinfo(graph.tensors[node.inputs[3]].dtype)
+    r_bound = max(abs(int(info.min) - zp_r), abs(int(info.max) - zp_r))
+    y_bound = max(abs(rq.lo - rq.zero_point), abs(rq.hi - rq.zero_point))
+    ra, rb = res["in_requant"]
+    ea, eb = scalar_expr(ra, y_bound), scalar_expr(rb, r_bound)
+    out = res["requant"]
+    # the sum of the two rescaled operands: bounded by the static check (docs/integer-contract.md 7c)
+    eo = scalar_expr(out, 2**31 - 1) if out is not None else None
+    return {"res_a": ea, "res_b": eb, "res_o": eo}
+
+
+# ---------------------------------------------------------------------------------------
+# Weights as int16 pairs
+# ---------------------------------------------------------------------------------------
+def pair_words(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """int32 words holding (lo, hi) int16 halves (lo in bits 0-15): what SMLAD multiplies."""
+    w = (np.asarray(lo, np.int64) & 0xFFFF) | ((np.asarray(hi, np.int64) & 0xFFFF) << 16)
+    return np.where(w >= 2**31, w - 2**32, w).astype(np.int64)
+
+
+def run_pairs(length: int) -> list[tuple[int, int]]:
+    """The order in which the im2col extension lays out a run of ``length`` input bytes as
+    int16 pairs (-1: a zero half). A word of 4 bytes b0..b3 becomes SXTB16 -> (b0, b2) and
+    SXTB16 of the word rotated by 8 -> (b1, b3); leftover bytes pair up in order."""
+    pairs = []
+    q, r = divmod(length, 4)
+    for g in range(q):
+        pairs += [(4 * g, 4 * g + 2), (4 * g + 1, 4 * g + 3)]
+    base = 4 * q
+    if r == 1:
+        pairs.append((base, -1))
+    elif r == 2:
+        pairs.append((base, base + 1))
+    elif r == 3:
+        pairs += [(base, base + 1), (base + 2, -1)]
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------
+def in_place(plan, a: str, b: str) -> bool:
+    """Whether tensors a and b overlap in the arena (the planner runs the node in place)."""
+    pa, pb = plan.placements.get(a), plan.placements.get(b)
+    if pa is None or pb is None or pa.buffer != pb.buffer or pa.buffer != "arena":
+        return False
+    return pa.offset < pb.offset + pb.size and pb.offset < pa.offset + pa.size
+
+
+def extend_insn(dtype: str) -> str | None:
+    """The instruction that widens two input bytes to int16 halves adding an offset (None:
+    an input type the DSP kernels do not read)."""
+    return {"int8": "sxtab16", "uint8": "uxtab16"}.get(dtype)
+
+
+def offset_word(zp: int) -> int:
+    """(-zp, -zp) as two int16 halves: SXTAB16/UXTAB16 add it to the extended bytes."""
+    h = (-zp) & 0xFFFF
+    w = h | (h << 16)
+    return w - 2**32 if w >= 2**31 else w
+
+
+def valid_taps(o: int, i: int, k: int, s: int, pad: int, d: int = 1) -> int:
+    """Sum over the o output positions of the taps that land inside an input of length i
+    (the taps a kernel that skips the padding executes)."""
+    return sum(sum(1 for kk in range(k) if 0 <= oo * s - pad + kk * d < i) for oo in range(o))
+
+
+def first_work(f: dict, terms: tuple[tuple[str, int], ...]) -> float:
+    """The first nonzero of ``terms`` (feature, MACs per count) in ``f``, times its MACs (0: none)."""
+    for k, per in terms:
+        if f.get(k):
+            return float(f[k]) * per
+    return 0.0

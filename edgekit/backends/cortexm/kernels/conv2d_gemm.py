@@ -1,0 +1,141 @@
+"""DSP GEMM for convolutions (not depthwise): im2col of int16 pairs and a 3 pixel x 2 output
+channel SMLAD micro-kernel (templates/cortexm/ops_dsp/conv2d_gemm.c.j2, docs/kernels.md)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ....ops.conv2d import conv_geometry
+from .base import KernelVariant, Selection
+from .common import (extend_insn, offset_word, pair_words, requant_ctx, residual_ctx, run_pairs,
+                     valid_taps)
+
+#: im2col block: pixels per block (the 3x2 micro-kernel: 3 pixels x 2 output channels).
+GEMM_PIXELS = 3
+#: output channels per micro-kernel step
+GEMM_CHANNELS = 2
+#: k-pair steps per iteration of the micro-kernels' loops.
+GEMM_UNROLL = 4
+
+
+def unroll(kwords: int) -> int:
+    """k-pair steps per iteration of the micro-kernel's loop: twice as many for long K."""
+    return 2 * GEMM_UNROLL if kwords > 6 * GEMM_UNROLL else GEMM_UNROLL
+
+
+def runs_of(kh: int, kw: int, ic: int, dil_w: int) -> tuple[list[tuple[int, int]], int]:
+    """The runs of contiguous input bytes im2col copies per pixel, as (ky, kx of the run's
+    first tap), and their length: a kernel row when there is no horizontal dilation, else one tap."""
+    if dil_w == 1:
+        return [(ky, 0) for ky in range(kh)], kw * ic
+    return [(ky, kx) for ky in range(kh) for kx in range(kw)], ic
+
+
+class ConvGemm(KernelVariant):
+    name = "conv2d_gemm"
+    ops = ("conv2d",)
+    features = frozenset({"dsp"})
+    priority = 10
+    template = "ops_dsp/conv2d_gemm.c.j2"
+    cost_kinds = {"gemm": ("im2col_words", "zero_words", "runs", "runs_valid", "tap_iters", "tail_runs",
+                           "partial_elems", "mk_loops4", "mk_loops8", "mk_rem", "mk_blocks", "outputs",
+                           "plain_outputs", "blocks", "const")}
+    cost_reduced = {"gemm": ("im2col_words", "mk_loops4", "mk_loops8", "outputs")}
+    # MACs per micro-kernel loop iteration: pixels x channels x k-pairs x 2
+    cost_work = {"gemm": (("mk_loops8", GEMM_PIXELS * GEMM_CHANNELS * 2 * 2 * GEMM_UNROLL),
+                          ("mk_loops4", GEMM_PIXELS * GEMM_CHANNELS * 2 * GEMM_UNROLL), ("outputs", 1))}
+
+    def claims(self, node) -> bool:
+        return not node.attrs["depthwise"]
+
+    def refusal(self, node, graph, plan) -> str | None:
+        x = graph.tensors[node.inputs[0]]
+        return f"{x.dtype} input" if extend_insn(x.dtype) is None else None
+
+    def select(self, node, graph, plan) -> Selection:
+        g = conv_geometry(node, graph)
+        x = graph.tensors[node.inputs[0]]
+        w = graph.constants[node.inputs[1]].astype(np.int64)          # (oc, kh, kw, ic)
+        bias = graph.constants[node.inputs[2]].astype(np.int64)
+        oc, kh, kw, ic = w.shape
+        runs, run_len = runs_of(kh, kw, ic, g["dw"])
+        rp = run_pairs(run_len)
+        words_per_run = len(rp)
+        kwords = len(runs) * words_per_run                           # k-pairs per output pixel
+        flat = w.reshape(oc, -1)                                       # (ky, kx, ic) order
+        oc_pad = oc + (oc & 1)
+        wp = np.zeros((oc_pad, kwords, 2), np.int64)
+        for r, (ky, kx0) in enumerate(runs):
+            for j, (a, b) in enumerate(rp):
+                for half, e in enumerate((a, b)):
+                    if e < 0:
+                        continue
+                    if g["dw"] == 1:
+                        kx, c = divmod(e, ic)
+                    else:
+                        kx, c = kx0, e
+                    wp[:oc, r * words_per_run + j, half] = flat[:, (ky * kw + kx) * ic + c]
+        words = pair_words(wp[..., 0], wp[..., 1])                     # (oc_pad, kwords)
+        # stream per channel pair: the two biases, for each k-pair j: word(c0, j), word(c1, j), then
+        # (M, Ahi, e - 1) of both channels for the one-multiply requantization
+        rq = node.attrs.get("requant")
+        rqc = requant_ctx(rq, oc_pad)
+        pairs = words.reshape(oc_pad // 2, 2, kwords).transpose(0, 2, 1).reshape(oc_pad // 2, -1)
+        b2 = np.array(bias.tolist() + [0] * (oc_pad - oc), np.int64).reshape(-1, 2)
+        parts = [b2, pairs]
+        if rqc.get("fast") and rqc.get("fast_pc"):
+            parts.append(np.array(rqc["frec"], np.int64).reshape(-1, 6))
+        stream = np.concatenate(parts, axis=1).reshape(-1)
+        ctx = {
+            "g": g, "runs": runs, "run_len": run_len, "words_per_run": words_per_run, "kwords": kwords,
+            "oc_pad": oc_pad, "npix": g["oh"] * g["ow"], "ext": extend_insn(x.dtype),
+            "offset_word": offset_word(x.zero_point), "tap_mode": ic % 4 == 0, "unroll": unroll(kwords),
+            "pixels": GEMM_PIXELS,
+            "w_words": stream.tolist(), "uses_bias": False,
+            "scratch_bytes": 4 * GEMM_PIXELS * kwords,
+            "tail_bytes": GEMM_PIXELS * oc * graph.tensors[node.outputs[0]].itemsize
+            if (g["oh"] * g["ow"]) % GEMM_PIXELS else 0,
+            "summary": f"im2col {kwords} int16 pairs/pixel, {GEMM_PIXELS}x2 SMLAD micro-kernel",
+        }
+        ctx.update(rqc)
+        ctx.update(residual_ctx(node, graph))
+        if node.attrs.get("residual"):
+            ctx["summary"] += ", fused residual add"
+        return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * stream.size)
+
+    def cost_features(self, info: dict) -> tuple[str, dict]:
+        """Loop trip counts of the im2col copies and of the micro-kernel."""
+        ih, iw, ic = info["in"]
+        oh, ow, oc = info["out"]
+        kh, kw = info["kernel"]
+        sh, sw = info["stride"]
+        pt, pl = info["pad"][0], info["pad"][1]
+        runs, run_len = runs_of(kh, kw, ic, info.get("dilation", (1, 1))[1])
+        run_words = len(run_pairs(run_len))
+        kwords = len(runs) * run_words
+        npix = oh * ow
+        blocks = -(-npix // GEMM_PIXELS)
+        ocp = -(-oc // GEMM_CHANNELS)
+        vrows = valid_taps(oh, ih, kh, sh, pt)
+        vcols = valid_taps(ow, iw, kw, sw, pl)             # taps inside the input, summed over ox
+        full_cols = sum(1 for ox in range(ow) if ox * sw - pl >= 0 and ox * sw - pl + kw <= iw)
+        tap_mode = ic % 4 == 0                             # whole words per tap, zero words for outside taps
+        zero = (npix * kh - vrows * ow) * run_words + (vrows * (ow * kw - vcols) * (ic // 2) if tap_mode else 0)
+        u = unroll(kwords)
+        loops = blocks * ocp * (kwords // u)
+        return "gemm", {
+            "im2col_words": npix * kwords, "zero_words": zero, "runs": npix * kh, "runs_valid": vrows * ow,
+            "tap_iters": vrows * ow * kw if tap_mode else 0,
+            "tail_runs": vrows * ow if run_len % 4 else 0, "partial_elems": vrows * (ow - full_cols) * kw * ic,
+            "mk_loops4": loops if u == GEMM_UNROLL else 0,
+            "mk_loops8": loops if u == 2 * GEMM_UNROLL else 0,
+            "mk_rem": blocks * ocp * (kwords % u),
+            "mk_blocks": blocks * ocp, "outputs": npix * oc,
+            "plain_outputs": npix * oc if info.get("rq") in (None, "none") else 0, "blocks": blocks, "const": 1}
+
+    def cost_refinements(self, kind: str, info: dict) -> list[str]:
+        # the im2col copy: whole words per tap (ic % 4 == 0) or byte tails; the epilogue's requantization
+        ic = info["in"][2]
+        return ["ic4" if ic % 4 == 0 else f"ic{ic % 4}", f"rq-{info.get('rq') or 'none'}"]
+
+
+VARIANTS = (ConvGemm(),)
