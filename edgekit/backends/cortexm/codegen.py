@@ -116,12 +116,15 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         y = node.outputs[0]
         macs = op.macs(node, graph)
         total_macs += macs
-        # restrict only where the planner guarantees the output overlaps no input
-        aliased = any(_overlaps(plan, t, y) for t in acts)
-        ptr = "*" if aliased else "*restrict "
+        aliased = any(_overlaps(plan, t, y) for t in acts)  # the output goes (partly) over an input
+        # restrict only on a parameter whose bytes overlap no other parameter's: two restrict
+        # parameters at the same address (an in-place layer, or one tensor passed twice) are UB
+        operands = acts + [y]
+        ptrs = ["*" if any(_overlaps(plan, t, u) for j, u in enumerate(operands) if j != i) else "*restrict "
+                for i, t in enumerate(operands)]
         in_names = ["in"] + [f"in{k}" for k in range(1, len(acts))]
-        params = [f"const {C_TYPES[graph.tensors[t].dtype]} {ptr}{n}" for t, n in zip(acts, in_names)]
-        params.append(f"{C_TYPES[graph.tensors[y].dtype]} {ptr}out")
+        params = [f"const {C_TYPES[graph.tensors[t].dtype]} {ptr}{n}" for t, ptr, n in zip(acts, ptrs, in_names)]
+        params.append(f"{C_TYPES[graph.tensors[y].dtype]} {ptrs[-1]}out")
         ctx = {
             "node": node, "fn": fn, "ctx": op.c_context(node, graph), "macs": macs,
             "params": ", ".join(params),

@@ -98,9 +98,11 @@ def render_linker_script(core: Core, board: Board, path: Path, oversize: bool = 
     return path
 
 
-def compile_objects(build: Path, core: Core) -> list[Path]:
+def compile_objects(build: Path, core: Core, optimization: str = "-O2") -> list[Path]:
     """Cross-compile src/model.c and the runtime, one object each under obj/ (the map file then
-    attributes every section to its source, which the flash/RAM breakdown relies on)."""
+    attributes every section to its source, which the flash/RAM breakdown relies on).
+    ``optimization`` replaces -O2 (tests compare the firmware's outputs across levels)."""
+    cflags = [optimization if f == "-O2" else f for f in FIRMWARE_CFLAGS]
     objdir = build / "obj"
     objdir.mkdir(exist_ok=True)
     sources = [build / "src" / "model.c"] + [build / "firmware" / f for f in FIRMWARE_SOURCES]
@@ -109,7 +111,7 @@ def compile_objects(build: Path, core: Core) -> list[Path]:
         obj = objdir / (src.stem + ".o")
         # -fstack-usage on the model: obj/model.su feeds the static stack analysis (stack.py)
         extra = ["-fstack-usage"] if src.name == "model.c" else []
-        _run([arm_gcc(), *core.cflags, *WARNINGS, *FIRMWARE_CFLAGS, *extra, f"-I{build / 'src'}",
+        _run([arm_gcc(), *core.cflags, *WARNINGS, *cflags, *extra, f"-I{build / 'src'}",
               f"-I{build / 'firmware'}", "-c", str(src), "-o", str(obj)], f"cross-compiling {src.name}")
         objects.append(obj)
     return objects

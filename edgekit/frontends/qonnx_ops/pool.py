@@ -109,11 +109,23 @@ def lower_trunc(lw, node) -> None:
     if zp != 0 or not np.isclose(scale * window, x.scale[0], rtol=1e-6):
         raise UnsupportedOpError(f"{describe(node)}: Trunc with zero point or a scale other than input scale / "
                                  "window is not supported")
-    trunc = 2.0 ** np.round(np.log2(out_scale / scale))
+    if not (np.isfinite(out_scale) and out_scale > 0 and np.isfinite(scale) and scale > 0):
+        raise UnsupportedOpError(f"{describe(node)}: Trunc scales must be finite and positive "
+                                 f"(scale {scale}, output scale {out_scale})")
+    # qonnx trunc_v2 / Brevitas TruncIntQuant: y = round(x / scale) / 2^round(log2(out_scale / scale)),
+    # clamped to the output range, then rounded. The power of two is below 1 when the output is
+    # wider than the sum (a widening Trunc): then it multiplies the sum exactly.
+    shift = int(np.round(np.log2(out_scale / scale)))
     signed, narrow = bool(a.get("signed", 1)), bool(a.get("narrow", 0))
     qmin, qmax = contract.quant_range(out_bits, signed, narrow)
     dtype = contract.storage_dtype(out_bits, signed, describe(node))
+    num, den = (1, 2 ** shift) if shift >= 0 else (2 ** -shift, 1)
+    # the kernel computes sum * num and the divisor in int32
+    largest_sum = window * max(abs(x.qmin - x.zero_point), abs(x.qmax - x.zero_point))
+    if largest_sum * num > contract.INT32_MAX or den > contract.INT32_MAX:
+        raise UnsupportedOpError(f"{describe(node)}: Trunc rescales the pooled sum by 2^{-shift}, which "
+                                 "overflows int32")
     out = Tensor(node.output[0], lw.tensors[v.tensor].shape, dtype, out_bits, signed, [out_scale], 0, qmin, qmax)
-    _emit_avgpool(lw, node, v, out, dict(num=1, den=int(trunc), mode=mode, requant=None, zero_point=0,
+    _emit_avgpool(lw, node, v, out, dict(num=num, den=den, mode=mode, requant=None, zero_point=0,
                                          lo=qmin, hi=qmax))
 
