@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ....ops import get_op
+from ....ir.operators import get_op
 from .base import KernelVariant, Selection
 from .common import valid_taps
 
