@@ -125,3 +125,28 @@ def test_c_contract_equals_python(tmp_path: Path, rng):
         assert int(r64) == want, (x, m, s)
         if r32 != "-":
             assert int(r32) == want, (x, m, s)
+
+
+# ---------------------------------------------------------------------------------------
+# TFLite's arithmetic moved here from the front end and the DSP kernels
+# ---------------------------------------------------------------------------------------
+def test_one_multiply_form_equals_double_rounding(rng):
+    """contract.fast_double_rounding's constants with contract.dsp_rq (ek_dsp_rq's arithmetic) give
+    TFLite's double rounding plus the zero point, for every kind of int32 accumulator and the ties."""
+    accs = np.concatenate([rng.integers(-2**31, 2**31, 3000), rng.integers(-3000, 3000, 3000),
+                           np.array([-2**31, 2**31 - 1, -1, 0, 1])])
+    for trial in range(60):
+        m = int(rng.integers(2**30, 2**31)) if trial % 3 else 2**30 + (trial % 2) * 2**29  # ties
+        s = int(rng.integers(33, 56))
+        zp = int(rng.integers(-128, 128))
+        rq = contract.Requant((m,), (s,), zp, -2**31, 2**31 - 1, False, "double")
+        f = contract.fast_double_rounding(rq)
+        assert f is not None
+        want = contract.mul_dbl(accs, m, s) + zp
+        assert np.array_equal(contract.dsp_rq(accs, f["m"][0], f["ahi"][0], f["sh"][0]), want)
+        # ties: accumulators that put acc * m exactly on a rounding boundary
+        e = s - 31
+        ties = [(int(k) * 2**(31 + e) - 2**30 - 2**(30 + e)) // m for k in rng.integers(-2**20, 2**20, 300)]
+        ties = np.array([t + d for t in ties for d in (-1, 0, 1) if -2**31 <= t + d < 2**31], dtype=np.int64)
+        got = contract.dsp_rq(ties, f["m"][0], f["ahi"][0], f["sh"][0])
+        assert np.array_equal(got, contract.mul_dbl(ties, m, s) + zp)
