@@ -19,7 +19,13 @@ Summary
   single rounding, half to even.
 * TFLite models use TFLite's own requantization instead (``Requant.rounding ==
   "double"``): gemmlowp's SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT,
-  exactly as the TFLite Micro reference kernels compute it (see the end of this module).
+  exactly as the TFLite Micro reference kernels compute it (see the end of this module),
+  with TFLite's rounding (``round_half_away``), multipliers, softmax and exp table, and the
+  one-multiply form of the DSP kernels (``fast_double_rounding``; its C twin ``ek_dsp_rq``
+  is inline assembly kept with those kernels, in ``templates/cortexm/ops_dsp/``).
+
+No C twin: build-time tables (the exp table), the host-side input quantizers, and
+``dequantized_to_codes`` (``verify`` turning float outputs back into codes).
 """
 from __future__ import annotations
 
