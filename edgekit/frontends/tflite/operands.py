@@ -44,8 +44,3 @@ def conv_requant(lw, where, x: Tensor, w_scale: np.ndarray, out: Tensor, lo: int
         return contract.tflite_requant(ratios, out.zero_point, lo, hi)
     except ValueError as e:
         raise UnsupportedOpError(f"{where}: {e}") from None
-
-
-def check_acc(where: str, x: Tensor, per_out_abs: np.ndarray, bias: np.ndarray) -> None:
-    xmax = max(abs(x.qmin - x.zero_point), abs(x.qmax - x.zero_point))
-    contract.check_accumulator(where, np.abs(bias) + per_out_abs * xmax)

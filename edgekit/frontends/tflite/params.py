@@ -1,24 +1,18 @@
 """TFLite's parameter arithmetic: activation ranges from float32 scales, padding."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ...errors import UnsupportedOpError
+from ...ir import contract
 
 INT8_MIN, INT8_MAX = -128, 127
-
-
-def tfl_round(v: float) -> int:
-    """std::round: half away from zero."""
-    return int(math.copysign(math.floor(abs(v) + 0.5), v))
 
 
 def activation_range(act: str, scale: float, zero_point: int, where: str) -> tuple[int, int]:
     """TFLite CalculateActivationRangeQuantized for int8 outputs (quantize in float32, round half away)."""
     def q(f: float) -> int:
-        return zero_point + tfl_round(float(np.float32(f) / np.float32(scale)))
+        return zero_point + contract.round_half_away(np.float32(f) / np.float32(scale))
 
     if act == "NONE":
         return INT8_MIN, INT8_MAX

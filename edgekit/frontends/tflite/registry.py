@@ -31,9 +31,11 @@ def _where(fn) -> str:
 
 
 def load_lowerings() -> dict[str, Callable]:
-    """Import every module of ``ops/`` (each registers its lowerings) and return the registry."""
-    from . import ops
+    """Import every module of ``ops/`` (each registers its lowerings) and return the registry.
 
+    The modules import this one, so ``ops`` is found at run time, not imported at the top:
+    the registry does not depend on the lowerings."""
+    ops = importlib.import_module(f"{__package__}.ops")
     for module in pkgutil.iter_modules(ops.__path__):
         importlib.import_module(f"{ops.__name__}.{module.name}")
     return LOWERINGS

@@ -10,5 +10,5 @@ and the instructions of the epilogue, never its arithmetic. What it exploits is 
 code generator knows at build time: shapes, strides and zero points become constants,
 weights are stored in the order in which the inner loop consumes them, and the TFLite
 double-rounding requantization is folded into one 64-bit multiply-add with per-channel
-constants (``common.fast_double_rounding``).
+constants (``contract.fast_double_rounding``).
 """

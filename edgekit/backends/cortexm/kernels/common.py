@@ -1,43 +1,17 @@
 """Helpers the kernel variants share: weights as int16 pairs, the one-multiply requantization
-and its template context, fused residual adds, in-place detection, input extension."""
+(its constants: ``contract.fast_double_rounding``) and its template context, fused residual adds, in-place detection, input extension."""
 from __future__ import annotations
 
 from dataclasses import replace
 
 import numpy as np
 
+from ....ir import contract
+
 
 # ---------------------------------------------------------------------------------------
 # Requantization: TFLite double rounding as one SMLAL
 # ---------------------------------------------------------------------------------------
-def fast_double_rounding(rq) -> dict | None:
-    """Per-channel constants for the one-multiply form of TFLite's double rounding, or None.
-
-    For ``M`` in [2^30, 2^31) and ``e = S - 31`` >= 2, with ``x = SRDHM(acc, M)``:
-    ``RDBP(x, e) + zp == floor((acc*M + A - [acc < 0]*2^31) / 2^(31+e))`` with
-    ``A = 2^30 + 2^(30+e) + zp*2^(31+e)`` (SRDHM is floor((acc*M + 2^30) / 2^31); RDBP adds
-    2^(e-1), minus 1 for x < 0, and floors; x < 0 exactly when acc < 0 because M >= 2^30;
-    nested floors of divisions by powers of two are one floor). The low word of A is 2^30,
-    so C seeds SMLAL with lo = 2^30 | (acc & 2^31), hi = Ahi + (acc >> 31), and the result
-    is hi >> (e - 1). Every 64-bit intermediate stays below 2^63 (checked here).
-    """
-    if rq is None or rq.rounding != "double" or rq.left_shift != 0:
-        return None
-    ms, ahis, shs = [], [], []
-    for m, s in zip(rq.multiplier, rq.shift):
-        e = s - 31
-        if not (2**30 <= m < 2**31) or e < 2 or e > 30:
-            return None
-        a = 2**30 + 2**(30 + e) + rq.zero_point * 2**(31 + e)
-        ahi = (a - 2**30) >> 32
-        if not -(2**31) <= ahi < 2**31 or abs(a) + 2**31 >= 2**62:
-            return None
-        ms.append(m)
-        ahis.append(ahi)
-        shs.append(e - 1)
-    return {"m": ms, "ahi": ahis, "sh": shs, "per_channel": len(ms) > 1}
-
-
 def scalar_expr(rq, x_bound: int) -> str | None:
     """C for the per-tensor ``requant(rq, x)`` (with its clamp) as a format string with ``{x}``,
     for |x| <= x_bound, in a one-multiply form; None where only the reference form applies.
@@ -60,7 +34,7 @@ def scalar_expr(rq, x_bound: int) -> str | None:
         if abs(rq.zero_point) + x_bound * 2**(L - 1) >= 2**31:
             return None
     else:
-        f = fast_double_rounding(replace(rq, left_shift=0)) if sft >= 31 else None
+        f = contract.fast_double_rounding(replace(rq, left_shift=0)) if sft >= 31 else None
         if f is None:
             return None
         xs = f"(int32_t)((uint32_t)({{x}}) << {L})" if L else "({x})"
@@ -91,7 +65,7 @@ def pad_channels(values, n: int):
 def requant_ctx(rq, channels_padded: int) -> dict:
     """Template context of the one-multiply epilogue (ops_dsp/epilogue.j2), per-channel
     constants padded to ``channels_padded``; ``{"fast": False}`` where the reference form applies."""
-    f = fast_double_rounding(rq)
+    f = contract.fast_double_rounding(rq)
     if f is None:
         return {"fast": False}
     if f["per_channel"]:

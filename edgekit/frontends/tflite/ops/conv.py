@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ....errors import ModelError, UnsupportedOpError
-from ..operands import check_acc, conv_requant, op_inputs, read_bias, read_weights
+from ....ir import contract
+from ..operands import conv_requant, op_inputs, read_bias, read_weights
 from ..params import same_or_valid
 from ..registry import lowering
 
@@ -30,7 +31,7 @@ def lower_conv(lw, op, name: str, where: str) -> None:
             raise UnsupportedOpError(f"{where}: {oc} output channels from {ic} input channels with depth "
                                      f"multiplier {mult}")
         wts = w[0]  # [KH, KW, OC]
-        per_out = np.abs(wts.astype(np.int64)).reshape(-1, oc).sum(axis=0)
+        rows = wts.reshape(-1, oc).T  # [OC, KH*KW]
     else:
         w, w_scale = read_weights(lw, where, ins[1], lw.t[ins[1]].shape[0], 0)
         if w.ndim != 4:
@@ -40,7 +41,7 @@ def lower_conv(lw, op, name: str, where: str) -> None:
             raise UnsupportedOpError(f"{where}: grouped convolution ({ic} input channels, filters of depth {wic}) "
                                      "is not supported")
         wts = w  # [O, KH, KW, I]: the IR layout
-        per_out = np.abs(wts.astype(np.int64)).reshape(oc, -1).sum(axis=1)
+        rows = wts.reshape(oc, -1)
         mult = 1
     pad = lw.pad_names.get(o.Padding(), "?")
     sh, sw = o.StrideH(), o.StrideW()
@@ -51,7 +52,9 @@ def lower_conv(lw, op, name: str, where: str) -> None:
     if out.shape != (oh, ow, oc):
         raise ModelError(f"{where}: output shape {list(out.shape)} disagrees with the computed {[oh, ow, oc]}")
     bias = read_bias(lw, where, ins, oc)
-    check_acc(where, x, per_out, bias)
+    # the kernel computes bias + sum (x - zp) * w: the bound uses the range of x - zp
+    contract.check_accumulator(where, contract.accumulator_bound(rows, bias, x.qmin - x.zero_point,
+                                                                 x.qmax - x.zero_point))
     lo, hi = lw.activation(where, o, out)
     rq = conv_requant(lw, where, x, w_scale, out, lo, hi, oc)
     wname = lw.add_const(f"{name}_weight", wts, "int8", 8, w_scale)

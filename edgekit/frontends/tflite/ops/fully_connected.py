@@ -5,7 +5,7 @@ import numpy as np
 
 from ....errors import ModelError, UnsupportedOpError
 from ....ir import contract
-from ..operands import check_acc, conv_requant, op_inputs, read_bias, read_weights
+from ..operands import conv_requant, op_inputs, read_bias, read_weights
 from ..params import INT8_MAX, INT8_MIN
 from ..registry import lowering
 
@@ -32,7 +32,8 @@ def lower_fully_connected(lw, op, name: str, where: str) -> None:
     codes = w.astype(np.int64)
     folded = bias - x.zero_point * codes.sum(axis=1)  # the kernel multiplies raw codes
     contract.check_accumulator(where, contract.accumulator_bound(codes, folded, x.qmin, x.qmax))
-    check_acc(where, x, np.abs(codes).sum(axis=1), bias)
+    contract.check_accumulator(where, contract.accumulator_bound(codes, bias, x.qmin - x.zero_point,
+                                                                 x.qmax - x.zero_point))
     lo, hi = lw.activation(where, o, out) if o is not None else (INT8_MIN, INT8_MAX)
     # TFLite Micro's CalculateOpDataFullyConnected: per channel or per tensor, the ratio is
     # double(in) * double(w) / double(out) (not the float32 product of older TFLite versions)
