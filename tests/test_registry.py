@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from edgekit.errors import RegistryError
@@ -91,3 +92,90 @@ def test_registry_is_read_only():
     reg.add("a", 1, "here")
     with pytest.raises(TypeError):
         reg["b"] = 2
+
+
+# ---- the operator spec: typed attributes, declared properties ----------------------------
+def test_node_attributes_are_checked_when_created():
+    from edgekit.ir.contract import make_requant
+    from edgekit.ir.graph import Node
+    from edgekit.ir.operators import InvalidAttributesError
+
+    rq = make_requant(np.array([0.5]), 0, -128, 127)
+    Node("fc", "dense", ["x", "w", "b"], ["y"], {"requant": rq})
+    Node("fc", "dense", ["x", "w", "b"], ["y"], {})  # requant defaults to None (int32 out)
+    with pytest.raises(InvalidAttributesError, match=r"node 'fc' \(IR op 'dense'\): unknown attribute\(s\) stride"):
+        Node("fc", "dense", ["x", "w", "b"], ["y"], {"requant": rq, "stride": [1, 1]})
+    with pytest.raises(InvalidAttributesError, match="attribute 'requant' = 0.5 is not of type"):
+        Node("fc", "dense", ["x", "w", "b"], ["y"], {"requant": 0.5})
+    conv = dict(kernel=[3, 3], stride=[1, 1], dilation=[1, 1], pad=[1, 1, 1, 1], depthwise=False, depth_multiplier=1)
+    Node("c", "conv2d", ["x", "w", "b"], ["y"], dict(conv, kernel=(np.int64(3), 3)))  # tuples, numpy ints
+    with pytest.raises(InvalidAttributesError, match="attribute 'depthwise' is missing"):
+        Node("c", "conv2d", ["x", "w", "b"], ["y"], {k: v for k, v in conv.items() if k != "depthwise"})
+    with pytest.raises(InvalidAttributesError, match="attribute 'kernel' = '3x3'"):
+        Node("c", "conv2d", ["x", "w", "b"], ["y"], dict(conv, kernel="3x3"))
+    with pytest.raises(InvalidAttributesError, match="attribute 'depth_multiplier' = True"):
+        Node("c", "conv2d", ["x", "w", "b"], ["y"], dict(conv, depth_multiplier=True))
+
+
+def test_typed_attributes_view():
+    from edgekit.ir.graph import Node
+
+    conv = dict(kernel=[3, 1], stride=[2, 1], dilation=[1, 1], pad=[1, 0, 1, 0], depthwise=True, depth_multiplier=2)
+    node = Node("c", "conv2d", ["x", "w", "b"], ["y"], conv)
+    a = operators()["conv2d"].attrs(node)
+    assert (a.kernel, a.stride, a.depthwise, a.depth_multiplier, a.requant, a.residual) == ([3, 1], [2, 1], True, 2,
+                                                                                           None, None)
+
+
+def test_tampered_ir_json_is_one_clear_error(pow2_build, tmp_path):
+    import json
+    import shutil
+
+    from edgekit.errors import BuildDirError
+    from edgekit.ir.graph import Graph
+
+    b = shutil.copytree(pow2_build, tmp_path / "b")
+    doc = json.loads((b / "ir.json").read_text())
+    node = next(n for n in doc["nodes"] if n["op"] == "dense")
+    node["attrs"]["requant"] = "fast"
+    (b / "ir.json").write_text(json.dumps(doc))
+    with pytest.raises(BuildDirError, match=rf"ir.json: node '{node['name']}' \(IR op 'dense'\): attribute "
+                                            r"'requant' = 'fast' is not of type .*; rebuild"):
+        Graph.load(b)
+
+
+def test_operator_declarations_are_consistent():
+    from pathlib import Path
+
+    from edgekit.ir.operators import HLS_ROLES, hls_layers
+    from edgekit.resources import resource_dir
+
+    ops_dir = Path(resource_dir("templates")) / "cortexm" / "ops"
+    for name, op in operators().items():
+        assert op.alias or (ops_dir / op.template).is_file(), name
+        assert not op.packs_weights or op.accumulates, name  # weights -> an int32 accumulator
+        assert all(h.role in HLS_ROLES for h in op.hls_layers)
+        if any(h.role == "compute" for h in op.hls_layers):
+            assert op.packs_weights, name
+    # the classes the FPGA path tells apart, each declared by exactly one operator
+    assert {c for c, (_, h) in hls_layers().items() if h.role == "compute"} == {
+        "Dense", "Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D", "DepthwiseConv1D", "DepthwiseConv2D"}
+    assert {c for c, (_, h) in hls_layers().items() if h.role == "activation"} == {"Activation", "ReLU"}
+
+
+def test_hls_compute_geometry_from_the_operator():
+    from edgekit.ir.operators import hls_layers
+
+    class Layer:
+        def __init__(self, **attrs):
+            self.attrs = attrs
+
+        def get_attr(self, key):
+            return self.attrs[key]
+
+    dense = Layer(n_in=16, n_out=8)
+    conv = Layer(n_chan=3, filt_width=3, filt_height=2, n_filt=4, out_width=5, out_height=6)
+    dw1 = Layer(filt_width=5, n_filt=4, out_width=7)
+    assert hls_layers()["Dense"][1].geometry(dense) == (16, 8, 1)
+    assert hls_layers()["Conv2D"][1].geometry(conv) == (18, 4, 30)
+    assert hls_layers()["DepthwiseConv1D"][1].geometry(dw1) == (5, 4, 7)

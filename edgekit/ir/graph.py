@@ -49,7 +49,12 @@ class Node:
     op: str
     inputs: list[str]
     outputs: list[str]
-    attrs: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)  # exactly the op's declared attributes (ir/operators.py)
+
+    def __post_init__(self):
+        from .operators import check_node
+
+        check_node(self)
 
 
 @dataclass
@@ -145,16 +150,22 @@ class Graph:
                 return {k: dec(x) for k, x in v.items()}
             return v
 
+        from .operators import InvalidAttributesError
+
         tensors = {}
         for t in doc["tensors"]:
             t["shape"] = tuple(t["shape"])
             tensors[t["name"]] = Tensor(**t)
         iq = doc["input_quant"]
         iq["float_shape"] = tuple(iq["float_shape"])
+        try:
+            nodes = [Node(n["name"], n["op"], n["inputs"], n["outputs"], {k: dec(v) for k, v in n["attrs"].items()})
+                     for n in doc["nodes"]]
+        except InvalidAttributesError as e:
+            raise BuildDirError(f"{path}: {e}; rebuild with `edgekit build`") from None
         return Graph(
             tensors=tensors,
-            nodes=[Node(n["name"], n["op"], n["inputs"], n["outputs"], {k: dec(v) for k, v in n["attrs"].items()})
-                   for n in doc["nodes"]],
+            nodes=nodes,
             inputs=doc["inputs"],
             outputs=doc["outputs"],
             constants=consts,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .graph import Graph
+from .operators import check_node, get_op
 
 
 def _single_consumer(graph: Graph, tensor: str):
@@ -9,10 +10,6 @@ def _single_consumer(graph: Graph, tensor: str):
     if len(users) == 1 and tensor not in graph.outputs:
         return users[0]
     return None
-
-
-# Ops that produce an int32 accumulator and can requantize it in their epilogue.
-ACCUMULATING = ("dense", "conv2d", "add")
 
 
 def fuse_requantize(graph: Graph) -> Graph:
@@ -30,10 +27,11 @@ def fuse_requantize(graph: Graph) -> Graph:
             if nxt is None:
                 continue
             merged = False
-            if node.op in ACCUMULATING and node.attrs.get("requant") is None and nxt.op == "requantize":
+            accumulates = get_op(node.op, node.name).accumulates  # int32 out, requantized in its epilogue
+            if accumulates and node.attrs.get("requant") is None and nxt.op == "requantize":
                 node.attrs["requant"] = nxt.attrs["requant"]
                 merged = True
-            elif node.op in ACCUMULATING and node.attrs.get("requant") is not None and nxt.op == "relu":
+            elif accumulates and node.attrs.get("requant") is not None and nxt.op == "relu":
                 rq = node.attrs["requant"]
                 node.attrs["requant"] = rq.with_lo(rq.zero_point)
                 merged = True
@@ -85,4 +83,7 @@ def fuse_residual_add(graph: Graph) -> Graph:
 
 def run_default_passes(graph: Graph) -> Graph:
     fuse_requantize(graph)
-    return fuse_residual_add(graph)
+    fuse_residual_add(graph)
+    for node in graph.nodes:  # the passes set attributes: still the ones each op declares
+        check_node(node)
+    return graph

@@ -5,15 +5,50 @@ contribute nothing, exactly as padding with real zeros does.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..ir.contract import apply_requant
+from ..ir.contract import Requant, apply_requant
+from ..ir.operators import HlsLayer, Op, register
 from ._windows import pad_hw, window_slices
-from ..ir.operators import Op, register
 
 
 # In-place depthwise convolutions keep this many bytes of original input rows on the stack.
 INPLACE_RING_LIMIT = 2048
+
+
+@dataclass
+class Conv2dAttrs:
+    kernel: list[int]  # [kh, kw]
+    stride: list[int]  # [sh, sw]
+    dilation: list[int]  # [dh, dw]
+    pad: list[int]  # [top, left, bottom, right]
+    depthwise: bool  # one filter per output channel over input channel (oc // depth_multiplier)
+    depth_multiplier: int
+    requant: Requant | None = None  # the accumulator onto the output grid (None: int32 out)
+    # a fused residual add (ir/passes.py): {"in_requant": [Requant, Requant], "requant": Requant | None}
+    residual: dict | None = None
+
+
+def _hls_conv(n_in_taps, positions):
+    """hls4ml conv layer -> (fan_in, n_out, positions) from its attributes."""
+    def geometry(layer) -> tuple[int, int, int]:
+        return n_in_taps(layer), int(layer.get_attr("n_filt")), positions(layer)
+    return geometry
+
+
+def _width(layer) -> int:
+    return int(layer.get_attr("out_width"))
+
+
+def _area(layer) -> int:
+    return int(layer.get_attr("out_width")) * int(layer.get_attr("out_height"))
+
+
+_CONV1D = _hls_conv(lambda lay: int(lay.get_attr("n_chan")) * int(lay.get_attr("filt_width")), _width)
+_CONV2D = _hls_conv(lambda lay: int(lay.get_attr("n_chan")) * int(lay.get_attr("filt_width"))
+                    * int(lay.get_attr("filt_height")), _area)
 
 
 def conv_geometry(node, graph) -> dict:
@@ -21,11 +56,11 @@ def conv_geometry(node, graph) -> dict:
     shared by the reference kernel's context and the optimized kernels' selection."""
     x = graph.tensors[node.inputs[0]]
     y = graph.tensors[node.outputs[0]]
-    a = node.attrs
+    a = Conv2dAttrs(**node.attrs)
     return {"ih": x.shape[0], "iw": x.shape[1], "ic": x.shape[2], "oh": y.shape[0], "ow": y.shape[1],
-            "oc": y.shape[2], "kh": a["kernel"][0], "kw": a["kernel"][1], "sh": a["stride"][0],
-            "sw": a["stride"][1], "dh": a["dilation"][0], "dw": a["dilation"][1], "pad_t": a["pad"][0],
-            "pad_l": a["pad"][1]}
+            "oc": y.shape[2], "kh": a.kernel[0], "kw": a.kernel[1], "sh": a.stride[0],
+            "sw": a.stride[1], "dh": a.dilation[0], "dw": a.dilation[1], "pad_t": a.pad[0],
+            "pad_l": a.pad[1]}
 
 
 def depthwise_inplace_rows(node, graph) -> int:
@@ -37,13 +72,13 @@ def depthwise_inplace_rows(node, graph) -> int:
     before overwriting it. Needs stride 1, no dilation, one output per input channel,
     an output the size of the input, and equal element widths.
     """
-    a = node.attrs
+    a = Conv2dAttrs(**node.attrs)
     x, y = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
-    if not a["depthwise"] or a["depth_multiplier"] != 1 or a["stride"] != [1, 1] or a["dilation"] != [1, 1]:
+    if not a.depthwise or a.depth_multiplier != 1 or a.stride != [1, 1] or a.dilation != [1, 1]:
         return 0
-    if x.shape != y.shape or x.itemsize != y.itemsize or a.get("residual"):
+    if x.shape != y.shape or x.itemsize != y.itemsize or a.residual:
         return 0
-    rows = a["pad"][0] + 1
+    rows = a.pad[0] + 1
     return rows if rows * x.shape[1] * x.shape[2] * x.itemsize <= INPLACE_RING_LIMIT else 0
 
 
@@ -51,37 +86,50 @@ def pointwise_inplace(node, graph) -> bool:
     """A 1x1 convolution may overwrite its input pixel by pixel: output pixel p depends only
     on input pixel p, so the kernel computes the pixel into a stack buffer and then stores it
     over input pixel p - which must not reach into pixel p + 1 (out pixel bytes <= in pixel bytes)."""
-    a = node.attrs
+    a = Conv2dAttrs(**node.attrs)
     x, y = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
-    return (not a["depthwise"] and a["kernel"] == [1, 1] and a["stride"] == [1, 1] and a["pad"] == [0, 0, 0, 0]
-            and x.shape[:2] == y.shape[:2] and y.shape[2] * y.itemsize <= x.shape[2] * x.itemsize
-            and not a.get("residual") and y.shape[2] * y.itemsize <= INPLACE_RING_LIMIT)
+    return (not a.depthwise and a.kernel == [1, 1] and a.stride == [1, 1]
+            and a.pad == [0, 0, 0, 0] and x.shape[:2] == y.shape[:2]
+            and y.shape[2] * y.itemsize <= x.shape[2] * x.itemsize
+            and not a.residual and y.shape[2] * y.itemsize <= INPLACE_RING_LIMIT)
 
 
 @register
 class Conv2d(Op):
     name = "conv2d"
+    attributes = Conv2dAttrs
     template = "conv2d.c.j2"
+    accumulates = True
+    packs_weights = True
+    hls_layers = (
+        HlsLayer("Conv1D", "compute", _CONV1D), HlsLayer("PointwiseConv1D", "compute", _CONV1D),
+        HlsLayer("Conv2D", "compute", _CONV2D), HlsLayer("PointwiseConv2D", "compute", _CONV2D),
+        HlsLayer("DepthwiseConv1D", "compute", _hls_conv(lambda lay: int(lay.get_attr("filt_width")), _width)),
+        HlsLayer("DepthwiseConv2D", "compute", _hls_conv(
+            lambda lay: int(lay.get_attr("filt_width")) * int(lay.get_attr("filt_height")), _area)),
+        # hls4ml pads in a layer of its own; zeros are on every grid
+        HlsLayer("ZeroPadding1D", "pass-through"), HlsLayer("ZeroPadding2D", "pass-through"),
+    )
 
     def simulate(self, node, inputs, graph):
         x, w, b = inputs[:3]
-        a = node.attrs
+        a = self.attrs(node)
         zp = graph.tensors[node.inputs[0]].zero_point
         oh, ow, oc = graph.tensors[node.outputs[0]].shape
         # float64 holds every partial sum exactly (|sum| < 2^31 by the static check) and uses BLAS.
-        xp = pad_hw(x.astype(np.float64) - zp, a["pad"], 0)
+        xp = pad_hw(x.astype(np.float64) - zp, a.pad, 0)
         acc = np.zeros((x.shape[0], oh, ow, oc))
         wf = w.astype(np.float64)
-        for (ky, kx), view in window_slices(xp, a["kernel"], a["stride"], a["dilation"], (oh, ow)):
-            if a["depthwise"]:
-                acc += np.repeat(view, a["depth_multiplier"], axis=-1) * wf[ky, kx]
+        for (ky, kx), view in window_slices(xp, a.kernel, a.stride, a.dilation, (oh, ow)):
+            if a.depthwise:
+                acc += np.repeat(view, a.depth_multiplier, axis=-1) * wf[ky, kx]
             else:
                 acc += view @ wf[:, ky, kx, :].T
         acc = acc.astype(np.int64) + b.astype(np.int64)
-        rq = a.get("requant")
+        rq = a.requant
         y = apply_requant(acc, rq) if rq is not None else acc
-        if a.get("residual"):  # fused residual add (ir/passes.py): same arithmetic as ops/add.py
-            res = a["residual"]
+        if a.residual:  # fused residual add (ir/passes.py): same arithmetic as ops/add.py
+            res = a.residual
             zp_y = rq.zero_point
             zp_r = graph.tensors[node.inputs[3]].zero_point
             ry, rr = res["in_requant"]
@@ -92,21 +140,22 @@ class Conv2d(Op):
 
     def inplace_inputs(self, node, graph):
         # The residual is read at output element i just before that element is written.
-        if node.attrs.get("residual"):
+        if self.attrs(node).residual:
             return [node.inputs[3]]
         return [node.inputs[0]] if depthwise_inplace_rows(node, graph) or pointwise_inplace(node, graph) else []
 
     def c_context(self, node, graph):
         x = graph.tensors[node.inputs[0]]
-        a = node.attrs
-        return {**conv_geometry(node, graph), "depthwise": a["depthwise"], "mult": a["depth_multiplier"],
-                "zp": x.zero_point, "requant": a.get("requant"), "residual": a.get("residual"),
+        a = self.attrs(node)
+        return {**conv_geometry(node, graph), "depthwise": a.depthwise, "mult": a.depth_multiplier,
+                "zp": x.zero_point, "requant": a.requant, "residual": a.residual,
                 "ring_rows": depthwise_inplace_rows(node, graph), "pointwise_inplace": pointwise_inplace(node, graph),
-                "zp_y": a["requant"].zero_point if a.get("requant") else 0,
-                "zp_r": graph.tensors[node.inputs[3]].zero_point if a.get("residual") else 0}
+                "zp_y": a.requant.zero_point if a.requant else 0,
+                "zp_r": graph.tensors[node.inputs[3]].zero_point if a.residual else 0}
 
     def macs(self, node, graph):
         y = graph.tensors[node.outputs[0]]
-        kh, kw = node.attrs["kernel"]
-        cin = 1 if node.attrs["depthwise"] else graph.tensors[node.inputs[0]].shape[2]
+        a = self.attrs(node)
+        kh, kw = a.kernel
+        cin = 1 if a.depthwise else graph.tensors[node.inputs[0]].shape[2]
         return y.size * kh * kw * cin

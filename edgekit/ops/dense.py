@@ -6,26 +6,41 @@ accumulator itself.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..ir.contract import apply_requant
-from ..ir.operators import Op, register
+from ..ir.contract import Requant, apply_requant
+from ..ir.operators import HlsLayer, Op, register
+
+
+@dataclass
+class DenseAttrs:
+    requant: Requant | None = None  # the accumulator onto the output grid (None: int32 out)
+
+
+def _hls_geometry(layer) -> tuple[int, int, int]:
+    return int(layer.get_attr("n_in")), int(layer.get_attr("n_out")), 1
 
 
 @register
 class Dense(Op):
     name = "dense"
+    attributes = DenseAttrs
     template = "dense.c.j2"
+    accumulates = True
+    packs_weights = True
+    hls_layers = (HlsLayer("Dense", "compute", _hls_geometry),)
 
     def simulate(self, node, inputs, graph):
         x, w, b = inputs
         acc = x.reshape(x.shape[0], -1).astype(np.int64) @ w.astype(np.int64).T + b.astype(np.int64)
-        rq = node.attrs.get("requant")
+        rq = self.attrs(node).requant
         return [apply_requant(acc, rq) if rq is not None else acc]
 
     def c_context(self, node, graph):
         w = graph.tensors[node.inputs[1]]
-        return {"n_out": w.shape[0], "n_in": w.shape[1], "requant": node.attrs.get("requant")}
+        return {"n_out": w.shape[0], "n_in": w.shape[1], "requant": self.attrs(node).requant}
 
     def macs(self, node, graph):
         w = graph.tensors[node.inputs[1]]

@@ -20,9 +20,11 @@ The lowering checks every input code against qonnx's arithmetic and reports any 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..ir.contract import apply_requant, rshift_rne
+from ..ir.contract import Requant, apply_requant, rshift_rne
 from ..ir.operators import Op, register
 
 FLOAT32_SIGNIFICAND_BITS = 24
@@ -44,25 +46,34 @@ def negative_branch(n: np.ndarray, significand: int, negative_alpha: bool, neg_r
     return neg_requant.zero_point + (r if negative_alpha else -r)
 
 
+@dataclass
+class LeakyReluAttrs:
+    requant: Requant  # the positive branch: s_in / s_out
+    neg_requant: Requant  # the negative branch: M * 2^-S = 2^-E * s_in / s_out, with zero point and clamp
+    alpha: float  # float32(alpha)
+    alpha_significand: int  # A: float32(|alpha|) = A * 2^-E
+
+
 @register
 class LeakyRelu(Op):
     name = "leakyrelu"
+    attributes = LeakyReluAttrs
     template = "leakyrelu.c.j2"
     inplace = True  # output i is written after input i is read (see ir/planner.py)
 
     def simulate(self, node, inputs, graph):
-        a = node.attrs
+        a = self.attrs(node)
         n = inputs[0].astype(np.int64) - graph.tensors[node.inputs[0]].zero_point
-        pos = apply_requant(np.maximum(n, 0), a["requant"])
-        rq_neg = a["neg_requant"]
-        neg = np.clip(negative_branch(n, a["alpha_significand"], a["alpha"] < 0, rq_neg), rq_neg.lo, rq_neg.hi)
+        pos = apply_requant(np.maximum(n, 0), a.requant)
+        rq_neg = a.neg_requant
+        neg = np.clip(negative_branch(n, a.alpha_significand, a.alpha < 0, rq_neg), rq_neg.lo, rq_neg.hi)
         return [np.where(n >= 0, pos, neg)]
 
     def c_context(self, node, graph):
-        a = node.attrs
+        a = self.attrs(node)
         x = graph.tensors[node.inputs[0]]
-        rq_neg = a["neg_requant"]
-        return {"count": x.size, "zp_in": x.zero_point, "requant": a["requant"], "alpha": a["alpha"],
-                "significand": a["alpha_significand"], "negative_alpha": a["alpha"] < 0,
+        rq_neg = a.neg_requant
+        return {"count": x.size, "zp_in": x.zero_point, "requant": a.requant, "alpha": a.alpha,
+                "significand": a.alpha_significand, "negative_alpha": a.alpha < 0,
                 "neg_multiplier": rq_neg.multiplier[0], "neg_shift": rq_neg.shift[0], "zp_out": rq_neg.zero_point,
                 "lo": rq_neg.lo, "hi": rq_neg.hi}

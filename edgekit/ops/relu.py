@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.operators import Op, register
+from ..ir.operators import HlsLayer, Op, register
 
 
 @register
 class Relu(Op):
     name = "relu"
+    hls_layers = (HlsLayer("ReLU", "activation"),)
     template = "relu.c.j2"
     inplace = True  # output i is written after input i is read (see ir/planner.py)
 

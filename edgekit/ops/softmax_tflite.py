@@ -8,13 +8,21 @@ The output is always scale 1/256, zero point -128 (TFLite requires it).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..ir.contract import tflite_softmax
 from ..ir.operators import Op, register
+
+
+@dataclass
+class SoftmaxTfliteAttrs:
+    beta: float  # TFLite's beta, already folded into the exp table (kept for reports)
 
 
 @register
 class SoftmaxTflite(Op):
     name = "softmax_tflite"
+    attributes = SoftmaxTfliteAttrs
     template = "softmax_tflite.c.j2"
     inplace = True  # each row is read whole before its first write; out[i] is written after in[i] is read
 

@@ -16,7 +16,6 @@ from ...resources import resource_dir
 from .kernels import registry as kernel_registry
 from .kernels.base import Selection
 
-PACKED_WEIGHT_OPS = ("dense", "conv2d")
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t"}
 
 
@@ -84,7 +83,7 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
     symbols = {name: "ek_" + _symbol(name) for name in graph.constants}
     # 2- and 4-bit weights of dense/conv layers are packed in flash and unpacked in the kernel.
     wbits = {n.inputs[1]: packed_bits(graph.tensors[n.inputs[1]].bits) for n in graph.nodes
-             if n.op in PACKED_WEIGHT_OPS}
+             if get_op(n.op, n.name).packs_weights}
     selections = _select_kernels(graph, plan, kernels, features, board)
     dsp_only = set()  # weights that only optimized kernels consume (they carry their own layout); biases are shared
     for name in graph.constants:
@@ -145,7 +144,7 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         args = [_pointer(graph, plan, t, False) for t in acts] + [_pointer(graph, plan, y, True)]
         call = f"{fn}({', '.join(args)})"
         layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}", "dsp_code": dsp_code,
-                       "kernel": sel.describe() if node.op in PACKED_WEIGHT_OPS else ""})
+                       "kernel": sel.describe() if op.packs_weights else ""})
 
     in_t, out_t = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     iq = graph.input_quant
@@ -172,7 +171,8 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         **common))
     shutil.copyfile(resource_dir("templates") / "cortexm" / "ek_contract.h", out_dir / "ek_contract.h")
     return {"macs": total_macs, "weight_bytes": const_bytes, "arena_bytes": plan.arena_bytes,
-            "kernels": {n.name: selections[n.name].describe() for n in graph.nodes if n.op in PACKED_WEIGHT_OPS},
+            "kernels": {n.name: selections[n.name].describe() for n in graph.nodes
+                        if get_op(n.op, n.name).packs_weights},
             "kernel_variants": {n.name: selections[n.name].kind for n in graph.nodes},
             "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized)}
 

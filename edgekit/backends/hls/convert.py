@@ -34,6 +34,7 @@ import numpy as np
 from ...errors import ModelError, UnsupportedOpError
 from ...frontends.qonnx_lowering import describe
 from ...ir.graph import Graph
+from ...ir.operators import get_op, hls_layers, hls_role
 from .precision import EXACT as EXACT_ROUNDING
 from .precision import FixedType, accumulator_type, pow2_exponent, tensor_type
 
@@ -41,12 +42,6 @@ HLS_BACKENDS = {"vitis": "Vitis", "vivado": "Vivado"}
 IO_TYPES = ("io_parallel", "io_stream")
 PROJECT_NAME = "edgekit_model"
 
-COMPUTE_CLASSES = ("Dense", "Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D", "DepthwiseConv1D",
-                   "DepthwiseConv2D")
-ACTIVATION_CLASSES = ("Activation", "ReLU")
-# value-preserving layers: layout changes, max pooling, zero padding (0 is on every grid)
-PASS_THROUGH_CLASSES = ("Reshape", "Transpose", "Pooling1D", "Pooling2D", "GlobalPooling1D", "GlobalPooling2D",
-                        "Flatten", "ZeroPadding1D", "ZeroPadding2D")
 
 
 @contextlib.contextmanager
@@ -303,7 +298,8 @@ class PrecisionPlan:
 
 
 def _is_compute(graph: Graph, node) -> bool:
-    return (node.op == "dense" or node.op.startswith("conv")) and len(node.inputs) >= 2 \
+    # an operator that becomes an hls4ml compute layer (weights, accumulator): dense, convolutions
+    return any(h.role == "compute" for h in get_op(node.op, node.name).hls_layers) and len(node.inputs) >= 2 \
         and node.inputs[1] in graph.constants
 
 
@@ -505,7 +501,7 @@ def apply_plan(hls_model, plan: PrecisionPlan) -> dict:
                                  for k, v in layer.types.items() if not k.endswith("table_t") and k != "index_t"}
         return table
 
-    compute_idx = [i for i, lay in enumerate(layers) if lay.class_name in COMPUTE_CLASSES]
+    compute_idx = [i for i, lay in enumerate(layers) if hls_role(lay.class_name) == "compute"]
     if len(compute_idx) != len(plan.layers):
         raise ModelError(f"hls4ml produced {len(compute_idx)} dense/convolution layers, edgekit's IR has "
                          f"{len(plan.layers)}; cannot map precisions")
@@ -541,7 +537,7 @@ def apply_plan(hls_model, plan: PrecisionPlan) -> dict:
             _set_precision(layer, "accum_t", lp.accum_type)
             lp.pinned.append("accum")
         chain = layers[bounds[k] + 1:bounds[k + 1]]
-        rounds_later = any(lay.class_name in ACTIVATION_CLASSES for lay in chain)
+        rounds_later = any(hls_role(lay.class_name) == "activation" for lay in chain)
         # the compute layer's own result: the exact accumulator, unless its cast is the rounding point
         want = lp.accum_type if rounds_later else lp.output_type
         if _type(layer, "result_t") != want:
@@ -601,11 +597,11 @@ def _walk(segment: list, start: FixedType, end: FixedType, after: str, pins: lis
     contract's requantization onto ``end``); activations before it keep the exact ``start``
     value; reshapes, transposes and max pools pass their input type through.
     """
-    acts = [i for i, lay in enumerate(segment) if lay.class_name in ACTIVATION_CLASSES]
+    acts = [i for i, lay in enumerate(segment) if hls_role(lay.class_name) == "activation"]
     rounding_at = acts[-1] if acts else None
     current = start
     for i, lay in enumerate(segment):
-        if lay.class_name in ACTIVATION_CLASSES:
+        if hls_role(lay.class_name) == "activation":
             act = lay.get_attr("activation", "")
             if str(act).lower() not in ("relu", "linear"):
                 raise UnsupportedOpError(f"hls4ml layer '{lay.name}' ({act}) after {after} is not an activation "
@@ -615,7 +611,7 @@ def _walk(segment: list, start: FixedType, end: FixedType, after: str, pins: lis
                 _set_precision(lay, "result_t", want)
                 pins.append(f"{lay.name}.result")
             current = want
-        elif lay.class_name in PASS_THROUGH_CLASSES:
+        elif hls_role(lay.class_name) == "pass-through":
             _check_pass_through(lay, current)
         else:
             raise UnsupportedOpError(f"hls4ml created layer '{lay.name}' ({lay.class_name}) after {after}, which "
@@ -625,10 +621,11 @@ def _walk(segment: list, start: FixedType, end: FixedType, after: str, pins: lis
 
 
 def _check_pass_through(layer, current: FixedType) -> None:
-    if layer.class_name not in PASS_THROUGH_CLASSES and layer.class_name != "Input":
+    if hls_role(layer.class_name) != "pass-through" and layer.class_name != "Input":
         raise UnsupportedOpError(f"hls4ml created layer '{layer.name}' ({layer.class_name}) where edgekit expects "
                                  "only reshapes")
-    if layer.class_name in ("Pooling1D", "Pooling2D", "GlobalPooling1D", "GlobalPooling2D"):
+    declared = hls_layers().get(layer.class_name)
+    if declared is not None and declared[0].name == "maxpool":  # hls4ml's pooling classes also average
         if str(layer.get_attr("pool_op", "Max")).lower() != "max":
             raise UnsupportedOpError(f"hls4ml layer '{layer.name}': average pooling is not exact on FPGA here")
     got = _type(layer, "result_t")

@@ -33,8 +33,9 @@ import math
 
 import numpy as np
 
+from ...ir.operators import hls_layers, hls_role
 from .boards import RESOURCE_KINDS, FpgaBoard
-from .convert import COMPUTE_CLASSES, PrecisionPlan
+from .convert import PrecisionPlan
 from .precision import FixedType
 
 DSP_MIN_BITS = 10  # both operands at least this wide -> DSP slice, otherwise LUT fabric
@@ -48,30 +49,12 @@ def _width(p) -> int | None:
     return t.width if t is not None else None
 
 
-def _geometry(layer) -> tuple[int, int, int]:
-    """(fan_in, n_out, positions): MACs = fan_in x n_out x positions."""
-    cls = layer.class_name
-    if cls == "Dense":
-        return int(layer.get_attr("n_in")), int(layer.get_attr("n_out")), 1
-    if cls in ("Conv1D", "PointwiseConv1D"):
-        return (int(layer.get_attr("n_chan")) * int(layer.get_attr("filt_width")), int(layer.get_attr("n_filt")),
-                int(layer.get_attr("out_width")))
-    if cls == "DepthwiseConv1D":
-        return int(layer.get_attr("filt_width")), int(layer.get_attr("n_filt")), int(layer.get_attr("out_width"))
-    if cls == "DepthwiseConv2D":
-        return (int(layer.get_attr("filt_width")) * int(layer.get_attr("filt_height")), int(layer.get_attr("n_filt")),
-                int(layer.get_attr("out_width")) * int(layer.get_attr("out_height")))
-    if cls in ("Conv2D", "PointwiseConv2D"):
-        return (int(layer.get_attr("n_chan")) * int(layer.get_attr("filt_width")) * int(layer.get_attr("filt_height")),
-                int(layer.get_attr("n_filt")), int(layer.get_attr("out_width")) * int(layer.get_attr("out_height")))
-    raise ValueError(cls)
-
-
 def _compute_layers(hls_model):
     """(layer, fan_in, n_out, positions, input bits, weight bits, accumulator bits) per MAC layer."""
     for layer in hls_model.get_layers():
-        if layer.class_name in COMPUTE_CLASSES:
-            yield (layer, *_geometry(layer), _width(layer.get_input_variable().type.precision),
+        if hls_role(layer.class_name) == "compute":
+            geometry = hls_layers()[layer.class_name][1].geometry  # declared by the layer's IR operator
+            yield (layer, *geometry(layer), _width(layer.get_input_variable().type.precision),
                    _width(layer.types["weight_t"].precision), _width(layer.types["accum_t"].precision))
 
 
