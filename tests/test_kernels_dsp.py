@@ -494,3 +494,19 @@ def test_mve_instruction_count_and_flash(chain_a0, tmp_path):
     m4 = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "m4")
     w = {k: r.manifest["memory_breakdown"]["flash"]["weights"] for k, r in (("m55", m55), ("ref", ref), ("m4", m4))}
     assert w["m55"] < w["m4"] and w["m55"] <= w["ref"] + 1024, w
+
+
+def test_dense_layers_with_fewer_than_four_inputs_build_and_verify(tmp_path):
+    """Issue 17, bug 2: a dense layer of 3 inputs and one of 2 gave the DSP kernel an empty
+    weight array (no whole k-quad), and the firmware did not compile. They get the reference
+    kernel now; the layer after them (8 inputs) keeps the DSP kernel."""
+    from conftest import export_mlp
+
+    from edgekit.api import build, verify
+
+    onnx = export_mlp(tmp_path / "narrow.onnx", "int8-float", input_shape=(3,), hidden=(2, 8))
+    res = build(onnx, "cortex-m4", "mps2-an386", tmp_path / "b")
+    kernels = [r["kernel"] for r in res.manifest["layers"] if r["op"] == "dense"]
+    assert kernels[:2] == ["reference (fewer than 4 inputs)"] * 2 and kernels[2].startswith("optimized dense")
+    rep = verify(tmp_path / "b", count=32, stages=("host", "qemu"))
+    assert rep.ok and all(s.mismatches == 0 for s in rep.stages), rep.stages
