@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.backends.cortexm.kernels import common as kernel_common
+from edgekit.backends.cortexm.kernels.common import fast_double_rounding, run_pairs, scalar_expr
 from edgekit.backends.cortexm.kernels import registry as kernel_registry
 from edgekit.ir import contract
 
@@ -46,7 +46,7 @@ def test_one_multiply_form_equals_double_rounding(rng):
         s = int(rng.integers(33, 56))
         zp = int(rng.integers(-128, 128))
         rq = contract.Requant((m,), (s,), zp, -2**31, 2**31 - 1, False, "double")
-        f = kernel_common.fast_double_rounding(rq)
+        f = fast_double_rounding(rq)
         assert f is not None
         want = contract.mul_dbl(accs, m, s) + zp
         assert np.array_equal(_fast(accs, f["m"][0], f["ahi"][0], f["sh"][0]), want)
@@ -59,21 +59,21 @@ def test_one_multiply_form_equals_double_rounding(rng):
 
 def test_one_multiply_form_refuses_what_it_cannot_do():
     mk = lambda m, s, ls=0: contract.Requant((m,), (s,), 0, -128, 127, False, "double", ls)  # noqa: E731
-    assert kernel_common.fast_double_rounding(mk(2**30, 32)) is None          # e = 1
-    assert kernel_common.fast_double_rounding(mk(2**30, 31)) is None          # no right shift
-    assert kernel_common.fast_double_rounding(mk(0, 31)) is None              # flushed multiplier
-    assert kernel_common.fast_double_rounding(mk(2**30, 40, 20)) is None      # a left shift needs the input bound
-    assert kernel_common.fast_double_rounding(contract.Requant((1,), (3,), 0, -128, 127, True)) is None  # QONNX rounding
+    assert fast_double_rounding(mk(2**30, 32)) is None          # e = 1
+    assert fast_double_rounding(mk(2**30, 31)) is None          # no right shift
+    assert fast_double_rounding(mk(0, 31)) is None              # flushed multiplier
+    assert fast_double_rounding(mk(2**30, 40, 20)) is None      # a left shift needs the input bound
+    assert fast_double_rounding(contract.Requant((1,), (3,), 0, -128, 127, True)) is None  # QONNX rounding
     # TFLite ADD's inputs: x * 2^20 fits int32 for 8-bit codes
-    expr = kernel_common.scalar_expr(mk(1623821475, 33, 20), 255)
+    expr = scalar_expr(mk(1623821475, 33, 20), 255)
     assert expr is not None and "<< 20" in expr
-    assert kernel_common.scalar_expr(mk(2**30, 31, 20), 255) == "__ssat((int32_t)((uint32_t)({x}) << 19), 8)"
-    assert kernel_common.scalar_expr(mk(1623821475, 33, 20), 5000) is None  # 5000 * 2^20 overflows
+    assert scalar_expr(mk(2**30, 31, 20), 255) == "__ssat((int32_t)((uint32_t)({x}) << 19), 8)"
+    assert scalar_expr(mk(1623821475, 33, 20), 5000) is None  # 5000 * 2^20 overflows
 
 
 def test_run_pairs_cover_every_byte_once():
     for n in range(1, 40):
-        pairs = kernel_common.run_pairs(n)
+        pairs = run_pairs(n)
         got = sorted(e for p in pairs for e in p if e >= 0)
         assert got == list(range(n)) and len(pairs) == (n + 1) // 2
 

@@ -104,10 +104,10 @@ def test_cost_model_fit_recovers_linear_counts():
 #: separable blocks of 3, 5 and 7 taps, strides 1 and 2, max/avg pooling, 2/4/8-bit weights,
 #: hidden dense heads; built for the Cortex-M3 (reference kernels), M4 (DSP) and M55 (Helium).
 PINNED_ARCHS = [
-    ArchSpec(1, (Block("conv", 8, 5, 2, "max"), Block("dwsep", 16, 3, 1, "avg"), Block("dwsep", 12, 5, 1, "none", 4, 8)),
-             (64, 6), 6, 16),
-    ArchSpec(2, (Block("conv", 8, 3, 1, "max", 4, 4), Block("dwsep", 8, 3, 2, "avg"), Block("conv", 6, 1, 1, "none", 2, 8)),
-             (32, 6), 5, 0),
+    ArchSpec(1, (Block("conv", 8, 5, 2, "max"), Block("dwsep", 16, 3, 1, "avg"),
+                 Block("dwsep", 12, 5, 1, "none", 4, 8)), (64, 6), 6, 16),
+    ArchSpec(2, (Block("conv", 8, 3, 1, "max", 4, 4), Block("dwsep", 8, 3, 2, "avg"),
+                 Block("conv", 6, 1, 1, "none", 2, 8)), (32, 6), 5, 0),
     ArchSpec(1, (Block("conv", 4, 3, 1, "none"), Block("dwsep", 8, 7, 2, "max")), (48, 3), 3, 8, 4),
 ]
 PINNED_CORES = [("cortex-m3", "mps2-an385"), ("cortex-m4", "mps2-an386"), ("cortex-m55", "mps3-an547")]
