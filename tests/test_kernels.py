@@ -79,6 +79,12 @@ def test_a_duplicate_variant_name_is_refused_naming_both_modules(tmp_path, monke
     with pytest.raises(EdgekitError, match="'dw3' is registered twice: in here and in there"):
         reg.add(kernel_registry.registry().get("dw3"), "there")
 
+    class Dw3Again(type(kernel_registry.registry().get("dw3"))):
+        name = "dw3_again"
+
+    with pytest.raises(EdgekitError, match="kind 'dw3' of kernel variant 'dw3_again' .* also declared by 'dw3'"):
+        reg.add(Dw3Again(), "there")
+
 
 def test_each_variant_takes_the_nodes_it_claims(graphs):
     """Every optimized variant takes at least one node of the chains: its layout is its own kind
