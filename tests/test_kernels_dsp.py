@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.backends.cortexm.kernels import common as kernel_common
+from edgekit.backends.cortexm.kernels.common import run_pairs, scalar_expr
 from edgekit.backends.cortexm.kernels import registry as kernel_registry
 from edgekit.ir import contract
 
@@ -37,15 +37,15 @@ def test_one_multiply_form_refuses_what_it_cannot_do():
     assert contract.fast_double_rounding(mk(2**30, 40, 20)) is None      # a left shift needs the input bound
     assert contract.fast_double_rounding(contract.Requant((1,), (3,), 0, -128, 127, True)) is None  # QONNX rounding
     # TFLite ADD's inputs: x * 2^20 fits int32 for 8-bit codes
-    expr = kernel_common.scalar_expr(mk(1623821475, 33, 20), 255)
+    expr = scalar_expr(mk(1623821475, 33, 20), 255)
     assert expr is not None and "<< 20" in expr
-    assert kernel_common.scalar_expr(mk(2**30, 31, 20), 255) == "__ssat((int32_t)((uint32_t)({x}) << 19), 8)"
-    assert kernel_common.scalar_expr(mk(1623821475, 33, 20), 5000) is None  # 5000 * 2^20 overflows
+    assert scalar_expr(mk(2**30, 31, 20), 255) == "__ssat((int32_t)((uint32_t)({x}) << 19), 8)"
+    assert scalar_expr(mk(1623821475, 33, 20), 5000) is None  # 5000 * 2^20 overflows
 
 
 def test_run_pairs_cover_every_byte_once():
     for n in range(1, 40):
-        pairs = kernel_common.run_pairs(n)
+        pairs = run_pairs(n)
         got = sorted(e for p in pairs for e in p if e >= 0)
         assert got == list(range(n)) and len(pairs) == (n + 1) // 2
 
@@ -466,3 +466,19 @@ def test_mve_instruction_count_and_flash(chain_a0, tmp_path):
     m4 = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "m4")
     w = {k: r.manifest["memory_breakdown"]["flash"]["weights"] for k, r in (("m55", m55), ("ref", ref), ("m4", m4))}
     assert w["m55"] < w["m4"] and w["m55"] <= w["ref"] + 1024, w
+
+
+def test_dense_layers_with_fewer_than_four_inputs_build_and_verify(tmp_path):
+    """Issue 17, bug 2: a dense layer of 3 inputs and one of 2 gave the DSP kernel an empty
+    weight array (no whole k-quad), and the firmware did not compile. They get the reference
+    kernel now; the layer after them (8 inputs) keeps the DSP kernel."""
+    from conftest import export_mlp
+
+    from edgekit.api import build, verify
+
+    onnx = export_mlp(tmp_path / "narrow.onnx", "int8-float", input_shape=(3,), hidden=(2, 8))
+    res = build(onnx, "cortex-m4", "mps2-an386", tmp_path / "b")
+    kernels = [r["kernel"] for r in res.manifest["layers"] if r["op"] == "dense"]
+    assert kernels[:2] == ["reference (fewer than 4 inputs)"] * 2 and kernels[2].startswith("optimized dense")
+    rep = verify(tmp_path / "b", count=32, stages=("host", "qemu"))
+    assert rep.ok and all(s.mismatches == 0 for s in rep.stages), rep.stages

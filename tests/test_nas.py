@@ -101,6 +101,56 @@ def test_cost_model_fit_recovers_linear_counts():
         model.layer_cost("instructions", ["dense.w8", "dense"], {"macs": 1})
 
 
+#: Search-space architectures whose cost features are pinned: 1D and 2D, conv and depthwise-
+#: separable blocks of 3, 5 and 7 taps, strides 1 and 2, max/avg pooling, 2/4/8-bit weights,
+#: hidden dense heads; built for the Cortex-M3 (reference kernels), M4 (DSP) and M55 (Helium).
+PINNED_ARCHS = [
+    ArchSpec(1, (Block("conv", 8, 5, 2, "max"), Block("dwsep", 16, 3, 1, "avg"),
+                 Block("dwsep", 12, 5, 1, "none", 4, 8)), (64, 6), 6, 16),
+    ArchSpec(2, (Block("conv", 8, 3, 1, "max", 4, 4), Block("dwsep", 8, 3, 2, "avg"),
+                 Block("conv", 6, 1, 1, "none", 2, 8)), (32, 6), 5, 0),
+    ArchSpec(1, (Block("conv", 4, 3, 1, "none"), Block("dwsep", 8, 7, 2, "max")), (48, 3), 3, 8, 4),
+]
+PINNED_CORES = [("cortex-m3", "mps2-an385"), ("cortex-m4", "mps2-an386"), ("cortex-m55", "mps3-an547")]
+PINNED = Path(__file__).parent / "data" / "cost_features_expected.json"
+
+
+def test_cost_features_are_pinned(tmp_path):
+    """The latency model's features, kind chains and work terms of every layer, computed from
+    the kernel variants the builds chose, equal those the cost model computed before the kernel
+    variants became a registry (tests/data/cost_features_expected.json, written by that code):
+    a fitted model keeps its meaning. Also the MLPerf Tiny KWS and AD models when the peers
+    folder is there."""
+    import torch
+
+    from edgekit.api import build
+    from edgekit.bench import peers_dir
+    from edgekit.ir.graph import Graph
+    from edgekit.nas.train import calibrate_activations
+    from edgekit.qat import export_qonnx
+
+    expected = json.loads(PINNED.read_text())
+    got = {}
+    for ai, arch in enumerate(PINNED_ARCHS):
+        torch.manual_seed(ai)
+        model = build_model(arch)
+        calibrate_activations(model, torch.randn(64, *arch.input_shape, generator=torch.Generator().manual_seed(ai)))
+        onnx = export_qonnx(model, torch.zeros(1, *arch.input_shape), tmp_path / f"arch{ai}.onnx")
+        for core, board in PINNED_CORES:
+            res = build(onnx, core, board, tmp_path / f"b{ai}-{core}")
+            got[f"{arch.describe()}|{core}"] = nascost.layer_features(Graph.load(res.out_dir), res.manifest)
+    mlperf = (peers_dir() or tmp_path) / "mlperf_tiny"
+    for stem in ("kws_ref_model", "ad01_int8"):
+        if not (mlperf / f"{stem}.tflite").is_file():
+            continue
+        for core, board in PINNED_CORES[1:]:
+            res = build(mlperf / f"{stem}.tflite", core, board, tmp_path / f"{stem}-{core}")
+            got[f"{stem}|{core}"] = nascost.layer_features(Graph.load(res.out_dir), res.manifest)
+    assert len(got) >= 9
+    for key, layers in got.items():
+        assert json.loads(json.dumps([[n, c, f] for n, c, f in layers])) == expected[key], key
+
+
 def _row(n, acc, lat, ram, feasible=True, cons=None):
     return {"number": n, "val_accuracy": acc, "latency_ms": lat, "ram_bytes": ram, "feasible": feasible,
             "constraints": cons if cons is not None else [-0.5, -0.5, -0.5], "trained": True}

@@ -16,8 +16,12 @@ plugin) on a set of calibration architectures drawn from the search space:
 * glue (``ek_model_run`` itself): constant + per layer.
 
 "Executed" counts skip the taps that fall into the padding, exactly as the kernels do.
+The kinds, their features and how they are computed belong to the kernel variants
+(``backends/cortexm/kernels/``: each declares ``cost_kinds`` and computes ``cost_features``
+with the constants of its own weight layout); this module asks the variant the build chose
+(the manifest's ``kernel_variants``) and copies none of it.
 Each kind is refined by what changes the generated code: the kernel the build chose (an
-optimized DSP kernel or the reference one, from the manifest), the weights' storage width
+optimized kernel variant or the reference one), the weights' storage width
 (2- and 4-bit weights are unpacked inside the kernel) and whether the layer runs in place;
 a refinement with too few calibration layers falls back to its parent kind. The fit is
 weighted by 1/measured count, so it minimises relative errors per layer.

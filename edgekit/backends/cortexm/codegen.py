@@ -197,7 +197,8 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
         # the region that holds the weights: flash, or RAM for boards loaded into RAM
         region = board.ram if getattr(board, "load", "flash") == "ram" else board.flash
         int8_bytes = sum(a.nbytes for a in graph.constants.values())
-        budget = min(int(kernel_registry.FLASH_SHARE * region.length), region.length - int8_bytes - kernel_registry.FLASH_MARGIN)
+        budget = min(int(kernel_registry.FLASH_SHARE * region.length),
+                     region.length - int8_bytes - kernel_registry.FLASH_MARGIN)
         nodes = {n.name: n for n in graph.nodes}
         opt = sorted((reg.get(s.kind).flash_bytes(s, nodes[n], graph), n) for n, s in sel.items() if s.optimized)
         while opt and sum(b for b, _ in opt) > budget:

@@ -1,6 +1,8 @@
 """The reference kernels (templates/cortexm/ops/<op>.c.j2, named by each operator's spec):
-portable C99, the definition of what a layer computes. Every node can take them; the
-registry falls back to them when no optimized variant takes a node."""
+portable C99, the definition of what a layer computes. Every node can take them: the
+registry falls back to them (a ``Selection`` of this name with the reason) when no optimized
+variant takes a node, and the code generator emits them for every node (the ``#else`` of an
+optimized kernel). What this module adds is their latency-model features."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,9 +38,6 @@ class Reference(KernelVariant):
                  "dense": (("macs", 1), ("outputs", 1)), "maxpool": (("taps", 1), ("outputs", 1)),
                  "avgpool": (("taps", 1), ("outputs", 1)), "gap": (("taps", 1), ("outputs", 1)),
                  "eltwise": (("outputs", 1),)}
-
-    def select(self, node, graph, plan) -> Selection:
-        return Selection(self.name)
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
         """Loop counts of the reference kernels; "zero" for operators that emit no code.

@@ -24,7 +24,8 @@ _NOT_VARIANTS = ("base", "common", "registry")
 
 
 class Registry:
-    """Kernel variants by name; refuses a second variant of the same name."""
+    """Kernel variants by name; refuses a second variant of the same name, or of a latency-model
+    kind another variant declares."""
 
     def __init__(self):
         self._variants: dict[str, KernelVariant] = {}
@@ -36,6 +37,11 @@ class Registry:
         if variant.name in self._variants:
             raise EdgekitError(f"kernel variant '{variant.name}' is registered twice: in "
                                f"{self._origin[variant.name]} and in {origin}")
+        for kind in variant.cost_kinds:  # the latency model keys its coefficients by kind
+            other = next((v for v in self._variants.values() if kind in v.cost_kinds), None)
+            if other is not None:
+                raise EdgekitError(f"latency-model kind '{kind}' of kernel variant '{variant.name}' ({origin}) is "
+                                   f"also declared by '{other.name}' ({self._origin[other.name]})")
         self._variants[variant.name] = variant
         self._origin[variant.name] = origin
 

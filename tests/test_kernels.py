@@ -1,0 +1,141 @@
+"""The Cortex-M kernel variant registry (edgekit/backends/cortexm/kernels/): discovery, refusal
+of a duplicate name, per-node selection, and each variant on the nodes it claims.
+
+The bit-exactness of the optimized kernels is tests/test_kernels_dsp.py's; here every variant
+is asked about the nodes of random TFLite chains (that module's builders) directly.
+"""
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from edgekit.backends.cortexm.kernels import registry as kernel_registry
+from edgekit.backends.cortexm.kernels.base import Selection
+from edgekit.errors import EdgekitError
+from edgekit.nas import cost
+from edgekit.resources import resource_dir
+
+VARIANTS = {"reference", "conv2d_gemm", "dw3", "dwk", "dense", "mve_gemm", "mve_dense"}
+
+
+def _graph(chain: str, seed: int, tmp_path):
+    """An IR graph (after the default passes) and its memory plan, from a test_kernels_dsp chain."""
+    from test_kernels_dsp import CHAINS
+
+    from edgekit.frontends.tflite import import_tflite
+    from edgekit.ir.passes import run_default_passes
+    from edgekit.ir.planner import plan_memory
+
+    path = tmp_path / f"{chain}{seed}.tflite"
+    path.write_bytes(CHAINS[chain](seed))
+    graph, _ = import_tflite(path)
+    run_default_passes(graph)
+    return graph, plan_memory(graph)
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("kernels")
+    # a: conv, depthwise 3x3, 1x1, dense; b: dilation, depth multipliers, a fused residual; d: other depthwise
+    return [_graph(c, s, d) for c, s in (("a", 0), ("b", 2), ("d", 6))]
+
+
+def test_every_variant_module_is_discovered_once():
+    reg = kernel_registry.registry()
+    assert {v.name for v in reg.all()} == VARIANTS
+    templates = resource_dir("templates") / "cortexm"
+    for v in reg.all():
+        assert reg.origin(v.name).startswith("edgekit.backends.cortexm.kernels.")
+        if v.template:
+            assert (templates / v.template).is_file(), v.template
+    # the reference kernel is the fallback, never tried as an optimized variant
+    assert {v.name for v in reg.by_priority()[:2]} == {"mve_gemm", "mve_dense"}  # Helium before DSP
+    assert "reference" not in [v.name for v in reg.by_priority()]
+
+
+def test_a_duplicate_variant_name_is_refused_naming_both_modules(tmp_path, monkeypatch):
+    pkg = tmp_path / "ek_dup_kernels"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    body = textwrap.dedent("""
+        from edgekit.backends.cortexm.kernels.reference import Reference
+        from edgekit.backends.cortexm.kernels.dense import DenseDsp
+        VARIANTS = ({}(),)
+    """)
+    (pkg / "first.py").write_text(body.format("Reference"))
+    (pkg / "second.py").write_text(body.format("DenseDsp"))
+    (pkg / "third.py").write_text(body.format("DenseDsp"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(EdgekitError, match=r"'dense' is registered twice: in ek_dup_kernels\.second and in "
+                                           r"ek_dup_kernels\.third"):
+        kernel_registry.discover("ek_dup_kernels")
+    (pkg / "third.py").unlink()
+    sys.modules.pop("ek_dup_kernels.third", None)
+    assert {v.name for v in kernel_registry.discover("ek_dup_kernels").all()} == {"reference", "dense"}
+    reg = kernel_registry.Registry()
+    reg.add(kernel_registry.registry().get("dw3"), "here")
+    with pytest.raises(EdgekitError, match="'dw3' is registered twice: in here and in there"):
+        reg.add(kernel_registry.registry().get("dw3"), "there")
+
+    class Dw3Again(type(kernel_registry.registry().get("dw3"))):
+        name = "dw3_again"
+
+    with pytest.raises(EdgekitError, match="kind 'dw3' of kernel variant 'dw3_again' .* also declared by 'dw3'"):
+        reg.add(Dw3Again(), "there")
+
+
+def test_each_variant_takes_the_nodes_it_claims(graphs):
+    """Every optimized variant takes at least one node of the chains: its layout is its own kind
+    with its template and a non-empty weight stream, and its cost features are the ones it
+    declares; nodes it does not claim are never handed to it."""
+    reg = kernel_registry.registry()
+    taken = {v.name: 0 for v in reg.by_priority()}
+    for graph, plan in graphs:
+        for node in graph.nodes:
+            for v in reg.by_priority():
+                if node.op not in v.ops or not v.claims(node) or v.refusal(node, graph, plan) is not None:
+                    continue
+                s = v.select(node, graph, plan)
+                assert isinstance(s, Selection) and s.kind == v.name and s.optimized and s.template == v.template
+                assert s.weight_bytes > 0 and v.flash_bytes(s, node, graph) >= 0
+                manifest = {"memory_plan": plan.to_json(), "kernel_variants": {node.name: v.name}}
+                info = next(i for i in cost.layer_info(graph, manifest) if i["name"] == node.name)
+                kind, f = cost.features(info)
+                assert kind in v.cost_kinds and set(v.cost_kinds[kind]) <= set(f), (v.name, kind)
+                assert cost.kind_chain(kind, info)[-1] == kind
+                taken[v.name] += 1
+    assert all(taken.values()), taken
+
+
+def test_selection_by_core_and_the_reasons_for_the_reference(graphs):
+    reg = kernel_registry.registry()
+    graph, plan = graphs[0]
+    kinds = {}
+    for feats in ((), ("dsp",), ("dsp", "mve")):
+        kinds[feats] = [reg.select(n, graph, plan, feats, "optimized") for n in graph.nodes
+                        if n.op in ("conv2d", "dense")]
+    assert {s.describe() for s in kinds[()]} == {"reference (core without the DSP extension)"}
+    dsp = [s.kind for s in kinds[("dsp",)]]
+    assert dsp[:3] == ["conv2d_gemm", "dw3", "conv2d_gemm"] and dsp[-2:] == ["dense", "dense"]
+    mve = [s.kind for s in kinds[("dsp", "mve")]]
+    assert mve[:3] == ["mve_gemm", "dw3", "mve_gemm"] and mve[-1] == "mve_dense"
+    node = graph.nodes[0]
+    assert reg.select(node, graph, plan, ("dsp",), "reference").describe() == "reference (--kernels reference)"
+    relu_like = [n for n in graph.nodes if n.op not in ("conv2d", "dense")]
+    assert all(reg.select(n, graph, plan, ("dsp",), "optimized").kind == "reference" for n in relu_like)
+
+
+def test_dense_variant_refuses_fewer_than_four_inputs(graphs):
+    """With no whole k-quad its weight array would be empty (issue 17, bug 2)."""
+    reg = kernel_registry.registry()
+    graph, plan = graphs[0]
+    node = next(n for n in graph.nodes if n.op == "dense")
+    w = graph.constants[node.inputs[1]]
+    graph.constants[node.inputs[1]] = w[:, :3]
+    try:
+        assert reg.get("dense").refusal(node, graph, plan) == "fewer than 4 inputs"
+        assert reg.select(node, graph, plan, ("dsp",), "optimized").describe() == "reference (fewer than 4 inputs)"
+    finally:
+        graph.constants[node.inputs[1]] = w
