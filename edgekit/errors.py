@@ -43,3 +43,7 @@ class DatasetError(EdgekitError):
 
 class VerificationError(EdgekitError):
     """A stage could not be run during verification (not a mismatch: those are reported)."""
+
+
+class UnsupportedCommandError(BuildDirError):
+    """A command that does not apply to the backend that made the build (e.g. profile on an FPGA build)."""

@@ -115,8 +115,8 @@ def test_har_cnn1d_bit_exact_vivado_stream(tmp_path):
     onnx = export_qonnx(_calibrated(HarCNN1D(), (6, 128)), torch.zeros(1, 6, 128), tmp_path / "har_cnn.onnx")
     res = build(onnx, "fpga", "zcu104", tmp_path / "b", backend="vivado", io_type="io_stream")
     m = res.manifest
-    assert m["hls"]["backend"] == "Vivado" and m["hls"]["io_type"] == "io_stream"
-    assert [lp["hls_layer"].split("_")[0] for lp in m["precision"]["layers"]] == ["Conv1D", "Conv1D", "Dense"]
+    assert m.hls["backend"] == "Vivado" and m.hls["io_type"] == "io_stream"
+    assert [lp["hls_layer"].split("_")[0] for lp in m.precision["layers"]] == ["Conv1D", "Conv1D", "Dense"]
     rep = verify(tmp_path / "b", count=64, seed=3)
     csim = _stage(rep, "hls4ml")
     assert csim.must_be_exact and csim.mismatches == 0, rep.table()
@@ -206,8 +206,8 @@ def test_estimates_reuse_factor_and_fit(jet_onnx, jet_build, tmp_path):
     assert est1["part"] == "xc7z020clg400-1" and est1["part_resources"]["dsp"] == 220
     assert est1["fits"] is False  # 4k fully parallel LUT multipliers do not fit a Zynq 7020
     res = build(jet_onnx, "fpga", "alveo-u250", tmp_path / "rf8", reuse_factor=8)
-    est8 = res.estimates
-    assert res.manifest["hls"]["strategy"] == "Resource"
+    est8 = json.loads((res.out_dir / "estimates.json").read_text())
+    assert res.manifest.hls["strategy"] == "Resource"
     assert all(r["reuse_factor"] == 8 for r in est8["layers"])
     assert est8["totals"]["multipliers"] == sum(-(-r["weights"] // 8) for r in est8["layers"])
     assert est8["totals"]["lut"] < est1["totals"]["lut"] / 4
@@ -216,7 +216,7 @@ def test_estimates_reuse_factor_and_fit(jet_onnx, jet_build, tmp_path):
 
 
 def test_boards():
-    from edgekit.backends.hls import get_fpga_board, list_fpga_boards
+    from edgekit.backends.hls.boards import get_fpga_board, list_fpga_boards
 
     assert {"pynq-z2", "zcu104", "alveo-u250"} <= set(list_fpga_boards())
     parts = {b: get_fpga_board(b).part for b in ("pynq-z2", "zcu104", "alveo-u250")}
