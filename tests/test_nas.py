@@ -20,7 +20,8 @@ optuna = pytest.importorskip("optuna", reason="edgekit[nas] not installed")  # s
 
 from edgekit.errors import EdgekitError  # noqa: E402
 from edgekit.nas import cost as nascost  # noqa: E402
-from edgekit.nas.search import Budget, parse_latency, parse_size, pareto_front, nearest_infeasible  # noqa: E402
+from edgekit.nas.config import Budget, parse_latency, parse_size  # noqa: E402
+from edgekit.nas.trials import nearest_infeasible, pareto_front  # noqa: E402
 from edgekit.nas.space import ArchSpec, Block, SpaceConfig, build_model, estimate_macs, random_arch  # noqa: E402
 
 

@@ -24,7 +24,9 @@ import pytest
 
 optuna = pytest.importorskip("optuna", reason="edgekit[nas] not installed")
 
-from edgekit.nas.search import Budget, NasConfig, open_study, trial_rows  # noqa: E402
+from edgekit.nas.config import Budget, NasConfig  # noqa: E402
+from edgekit.nas.study import open_study  # noqa: E402
+from edgekit.nas.trials import trial_rows  # noqa: E402
 from edgekit.nas.space import SpaceConfig  # noqa: E402
 
 from test_nas import synthetic_cost_model  # noqa: E402
@@ -126,7 +128,7 @@ def _run_two_workers(storage: str, name: str, out: Path) -> list[dict]:
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (so, se) in zip(procs, outputs):
         assert p.returncode == 0, so[-2000:] + se[-2000:]
-    from edgekit.nas.search import make_storage
+    from edgekit.nas.storage import make_storage
 
     study = optuna.load_study(study_name=name, storage=make_storage(storage))
     return trial_rows(study)
@@ -157,7 +159,7 @@ def test_two_workers_share_a_postgresql_study(postgres_url, tmp_path):
     rows = _run_two_workers(postgres_url, "shared-pg", tmp_path)
     _check(rows)
     # a third process (another machine, in real use) sees the same study through the server
-    from edgekit.nas.search import make_storage
+    from edgekit.nas.storage import make_storage
 
     names = [s.study_name for s in optuna.get_all_study_summaries(make_storage(postgres_url))]
     assert "shared-pg" in names

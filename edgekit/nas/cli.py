@@ -39,7 +39,8 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 def cmd_nas(args) -> int:
     from ..targets import get_board
-    from .search import DEFAULT_STUDY, Budget, NasConfig, parse_latency, parse_size, run_search
+    from .config import Budget, NasConfig, parse_latency, parse_size
+    from .study import DEFAULT_STUDY, run_search
     from .space import SpaceConfig
 
     board = get_board(args.board)
@@ -83,7 +84,7 @@ def cmd_nas(args) -> int:
 
 
 def cmd_nas_worker(args) -> int:
-    from .search import run_worker
+    from .study import run_worker
 
     index = args.worker_index
     if index is None:  # distinct sampler seeds on every machine and process
