@@ -28,8 +28,10 @@ class HlsVerifyReport(VerifyReport):
 
     def footer_lines(self) -> list[str]:
         m = self.memory
+        csim = ("C-simulation not run" if m["csim_compile_seconds"] is None
+                else f"C-simulation compiled with g++ in {m['csim_compile_seconds']} s")
         return [f"fpga {self.board} ({m['part']}), {m['hls_backend']} {m['io_type']} reuse factor "
-                f"{m['reuse_factor']}: C-simulation compiled with g++ in {m['csim_compile_seconds']} s; "
+                f"{m['reuse_factor']}: {csim}; "
                 f"estimate {m['dsp']} DSP, {m['lut']} LUT, {m['ff']} FF, {m['bram18']} BRAM18, "
                 f"{m['latency_cycles'] if m['latency_cycles'] is not None else '?'} cycles "
                 f"({'fits' if m['fits'] else 'does not fit'})"]
