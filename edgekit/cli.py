@@ -97,7 +97,8 @@ def make_parser() -> argparse.ArgumentParser:
                        "generate C and cross-compile firmware for a board. The output directory is written only "
                        "if every step succeeds.")
     b.add_argument("model", help="QONNX file (e.g. exported with brevitas.export.export_qonnx)")
-    b.add_argument("--target", required=True, help="core, e.g. cortex-m4 (see `edgekit targets`)")
+    b.add_argument("--target", required=True, help="core, e.g. cortex-m4 (see `edgekit targets`), or fpga "
+                   "(an hls4ml project: docs/fpga.md)")
     b.add_argument("--board", help="board, e.g. mps2-an386 (see `edgekit targets`)")
     b.add_argument("-o", "--output", required=True, help="build directory to create")
     b.add_argument("--kernels", choices=["optimized", "reference"], help="optimized (default): DSP-extension "
