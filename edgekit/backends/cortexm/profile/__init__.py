@@ -19,6 +19,10 @@ How it counts (docs/targets-and-profiling.md has the full definition):
   a branch that was taken (the next instruction was not the following address) adds the
   core's refill penalty. Wait states, caches, stalls between dependent instructions and
   dual issue beyond the table's averages are not modelled. ms = cycles / the board's clock.
+
+The package: ``runner`` (the board, the firmware, the plugin run), ``classifier`` (instruction
+classes and their cost), ``report`` (the table, profile.json/.html, the manifest's summary);
+:func:`profile` here ties them together.
 """
 from __future__ import annotations
 
@@ -35,8 +39,8 @@ from ....sim import quantize_input, simulate
 from ....targets import get_core
 from .. import toolchain as tc
 from ..memory import breakdown
-from .classifier import disassembly
 from ..verify import time_limit
+from .classifier import disassembly
 from .report import ProfileReport, profile_data, write_profile
 from .runner import build_board, firmware_for, profile_boards_for, profile_inputs, run_counted, zones_for
 
