@@ -15,47 +15,28 @@ from .errors import EdgekitError
 
 
 def _cmd_build(args) -> int:
-    from .api import build
+    from .api import build, build_summary
 
-    # --- FPGA targets (issue 7): an hls4ml project, edgekit/backends/hls ---
-    if args.target == "fpga" or args.backend or args.io_type or args.reuse_factor is not None:
-        if args.kernels:
-            from .errors import TargetError
-
-            raise TargetError("--kernels applies to Cortex-M targets only")
-        from .backends.hls.build import summary
-
-        res = build(args.model, args.target, args.board, args.output, backend=args.backend, io_type=args.io_type,
-                    reuse_factor=args.reuse_factor)
-        print(summary(res))
-        return 0
-    # --- end FPGA ---
-    res = build(args.model, args.target, args.board, args.output, kernels=args.kernels or "optimized")
-    m = res.manifest
-    mem = m["memory"]
-    n_opt = sum(1 for r in m["layers"] if r.get("kernel", "").startswith("optimized"))
-    print(f"built {res.out_dir} for {m['target']} on {m['board']}: {len(m['layers'])} layers, {m['macs']} MACs, "
-          f"flash {mem['flash_bytes']} B, RAM {mem['ram_bytes']} B (arena {m['arena_bytes']} B, "
-          f"stack {mem['stack_bytes']} B) in {m['build_seconds']} s; {n_opt} layer(s) with optimized kernels")
+    res = build(args.model, args.target, args.board, args.output, kernels=args.kernels, backend=args.backend,
+                io_type=args.io_type, reuse_factor=args.reuse_factor)
+    print(build_summary(res))
     return 0
 
 
 def _cmd_verify(args) -> int:
     from .api import verify
 
-    stages = tuple(s for s in ("qonnx", "host", "qemu") if s not in (args.skip or []))
-    rep = verify(args.build_dir, inputs=args.inputs, count=args.count, seed=args.seed, stages=stages,
-                 codes=args.codes)
+    rep = verify(args.build_dir, inputs=args.inputs, count=args.count, seed=args.seed, skip=tuple(args.skip or ()),
+                 codes=args.codes, timeout=args.timeout)
     print(json.dumps(rep.to_json(), indent=1) if args.json else rep.table())
     return 0 if rep.ok else 1
 
 
 def _cmd_report(args) -> int:
-    from .build import load_manifest
-    from .report import report_json, report_text
+    from .api import report
 
-    m = load_manifest(args.build_dir)
-    print(json.dumps(report_json(m), indent=1) if args.json else report_text(m))
+    rep = report(args.build_dir)
+    print(json.dumps(rep.to_json(), indent=1) if args.json else rep.text())
     return 0
 
 
@@ -76,9 +57,9 @@ def _cmd_targets(args) -> int:
     return 0
 
 
-# --- boards, flashing, profiling and export (issue 5): edgekit/backends/cortexm ---
+# --- commands on a build directory, run by the backend that made it (edgekit/backends) ---
 def _cmd_flash(args) -> int:
-    from .backends.cortexm.flash import flash
+    from .api import flash
 
     res = flash(args.build_dir, board=args.board, probe=args.probe, uid=args.uid, inputs=args.inputs,
                 count=args.count, seed=args.seed, timeout=args.timeout,
@@ -88,7 +69,7 @@ def _cmd_flash(args) -> int:
 
 
 def _cmd_profile(args) -> int:
-    from .backends.cortexm.profile import profile
+    from .api import profile
 
     rep = profile(args.build_dir, board=args.board, inputs=args.inputs, count=args.count, seed=args.seed,
                   vector=args.vector)
@@ -97,13 +78,12 @@ def _cmd_profile(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .backends.cortexm.export import export
+    from .api import export
 
-    dest = export(args.build_dir, args.output)
-    print(f"exported {args.build_dir} to {dest}: Makefile, CMakeLists.txt, src/ (the library), firmware/ "
-          "(the test harness); build it with `make` (arm-none-eabi-gcc, no Python)")
+    _, what = export(args.build_dir, args.output)
+    print(what)
     return 0
-# --- end issue 5 ---
+# --- end commands on a build directory ---
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -117,7 +97,8 @@ def make_parser() -> argparse.ArgumentParser:
                        "generate C and cross-compile firmware for a board. The output directory is written only "
                        "if every step succeeds.")
     b.add_argument("model", help="QONNX file (e.g. exported with brevitas.export.export_qonnx)")
-    b.add_argument("--target", required=True, help="core, e.g. cortex-m4 (see `edgekit targets`)")
+    b.add_argument("--target", required=True, help="core, e.g. cortex-m4 (see `edgekit targets`), or fpga "
+                   "(an hls4ml project: docs/fpga.md)")
     b.add_argument("--board", help="board, e.g. mps2-an386 (see `edgekit targets`)")
     b.add_argument("-o", "--output", required=True, help="build directory to create")
     b.add_argument("--kernels", choices=["optimized", "reference"], help="optimized (default): DSP-extension "
@@ -142,15 +123,19 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--codes", help="raw integer input codes (.npy, e.g. int8 for TFLite models), used as they are")
     v.add_argument("--count", type=int, default=256, help="number of generated vectors without --inputs (256)")
     v.add_argument("--seed", type=int, default=0, help="seed for generated vectors (0)")
-    v.add_argument("--skip", action="append", choices=["qonnx", "host", "qemu"], help="skip a stage (repeatable; "
-                   "qonnx is the reference stage: qonnx, or TFLite Micro for .tflite builds)")
+    v.add_argument("--skip", action="append", choices=["qonnx", "host", "qemu", "csim"], help="skip a stage "
+                   "(repeatable; qonnx is the reference stage: qonnx, or TFLite Micro for .tflite builds; host and "
+                   "qemu are Cortex-M stages, csim the FPGA build's hls4ml C-simulation)")
+    v.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit of each stage (default: scales "
+                   "with the model's work and the number of vectors, at least 120 s)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_cmd_verify)
 
     r = sub.add_parser("report", help="print the per-layer report of a build (shapes, MACs, memory plan)",
-                       description="Per-layer report of a build directory: op, shapes, MACs, weight bytes, "
-                       "activation bytes, arena offsets and live arena bytes. The build also writes it as "
-                       "report.txt, report.json and report.html (with a memory-over-time plot).")
+                       description="Per-layer report of a build directory. Cortex-M: op, shapes, MACs, weight "
+                       "bytes, activation bytes, arena offsets and live arena bytes (the build also writes it as "
+                       "report.txt, report.json and report.html, with a memory-over-time plot). FPGA: the "
+                       "fixed-point types and the per-layer resource and latency estimates.")
     r.add_argument("build_dir", help="directory written by `edgekit build`")
     r.add_argument("--json", action="store_true", help="print JSON")
     r.set_defaults(func=_cmd_report)
@@ -177,7 +162,7 @@ def make_parser() -> argparse.ArgumentParser:
                        description="List cores (--target) and boards (--board) from targets/.")
     t.set_defaults(func=_cmd_targets)
 
-    # --- boards, flashing, profiling and export (issue 5) ---
+    # --- commands on a build directory ---
     f = sub.add_parser("flash", help="run a build's firmware on its board (QEMU, or a real board via a probe)",
                        description="On an emulated board, run the firmware in QEMU; on a real board, program it "
                        "through pyocd (or openocd), reset it and serve its semihosting. The firmware runs the test "
@@ -206,14 +191,14 @@ def make_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print the profile as JSON")
     pr.set_defaults(func=_cmd_profile)
 
-    e = sub.add_parser("export", help="write a standalone C project (Makefile, CMakeLists.txt) from a build",
-                       description="Copy the generated library and the harness into a folder with a Makefile, a "
-                       "CMakeLists.txt and a CMake toolchain file that build it with arm-none-eabi-gcc, without "
-                       "Python or edgekit.")
+    e = sub.add_parser("export", help="write a standalone project from a build (C library, or HLS project)",
+                       description="Cortex-M: copy the generated library and the harness into a folder with a "
+                       "Makefile, a CMakeLists.txt and a CMake toolchain file that build it with arm-none-eabi-gcc, "
+                       "without Python or edgekit. FPGA: the hls4ml project, ready for Vitis/Vivado HLS.")
     e.add_argument("build_dir", help="directory written by `edgekit build`")
     e.add_argument("-o", "--output", required=True, help="project folder to write")
     e.set_defaults(func=_cmd_export)
-    # --- end issue 5 ---
+    # --- end commands on a build directory ---
     # --- architecture search (issue 8): edgekit/nas ---
     from .nas.cli import add_parsers as _add_nas_parsers
 

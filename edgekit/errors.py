@@ -47,3 +47,7 @@ class VerificationError(EdgekitError):
 
 class RegistryError(EdgekitError):
     """Two modules register the same operator, lowering or resolver (a bug in edgekit or a plug-in)."""
+
+
+class UnsupportedCommandError(BuildDirError):
+    """A command that does not apply to the backend that made the build (e.g. profile on an FPGA build)."""

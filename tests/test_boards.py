@@ -58,7 +58,7 @@ def test_every_board_computes_the_same_outputs(builds, model, tmp_path):
     """Run the same input codes through every board's firmware directly and compare the raw outputs."""
     from edgekit.ir.graph import Graph
     from edgekit.sim import quantize_input, simulate
-    from edgekit.verify import generate_inputs
+    from edgekit.stages import generate_inputs
 
     outs = {}
     for target, board in BOARDS:
@@ -92,7 +92,7 @@ def test_startup_enables_the_fpu_before_any_loop_at_o3(builds, target, board, tm
     rep = verify(b, count=16, stages=())  # reference outputs only
     from edgekit.ir.graph import Graph
     from edgekit.sim import quantize_input, simulate
-    from edgekit.verify import generate_inputs
+    from edgekit.stages import generate_inputs
 
     graph = Graph.load(b)
     codes = quantize_input(graph, generate_inputs(graph, 16))

@@ -86,9 +86,11 @@ def _copy_build(src: Path, dst: Path) -> Path:
 def _rebuild_binaries(build_dir: Path) -> None:
     import json
 
+    from edgekit.backends.cortexm.firmware import compile_firmware
+
     m = json.loads((build_dir / "manifest.json").read_text())
     tc.compile_host(build_dir)
-    tc.compile_firmware(build_dir, get_core(m["target"]), get_board(m["board"]), build_dir / "firmware" / "link.ld")
+    compile_firmware(build_dir, get_core(m["target"]), get_board(m["board"]), build_dir / "firmware" / "link.ld")
 
 
 def test_broken_c_rounding_is_caught(pow2_build, tmp_path):

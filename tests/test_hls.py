@@ -115,8 +115,8 @@ def test_har_cnn1d_bit_exact_vivado_stream(tmp_path):
     onnx = export_qonnx(_calibrated(HarCNN1D(), (6, 128)), torch.zeros(1, 6, 128), tmp_path / "har_cnn.onnx")
     res = build(onnx, "fpga", "zcu104", tmp_path / "b", backend="vivado", io_type="io_stream")
     m = res.manifest
-    assert m["hls"]["backend"] == "Vivado" and m["hls"]["io_type"] == "io_stream"
-    assert [lp["hls_layer"].split("_")[0] for lp in m["precision"]["layers"]] == ["Conv1D", "Conv1D", "Dense"]
+    assert m.hls["backend"] == "Vivado" and m.hls["io_type"] == "io_stream"
+    assert [lp["hls_layer"].split("_")[0] for lp in m.precision["layers"]] == ["Conv1D", "Conv1D", "Dense"]
     rep = verify(tmp_path / "b", count=64, seed=3)
     csim = _stage(rep, "hls4ml")
     assert csim.must_be_exact and csim.mismatches == 0, rep.table()
@@ -206,8 +206,8 @@ def test_estimates_reuse_factor_and_fit(jet_onnx, jet_build, tmp_path):
     assert est1["part"] == "xc7z020clg400-1" and est1["part_resources"]["dsp"] == 220
     assert est1["fits"] is False  # 4k fully parallel LUT multipliers do not fit a Zynq 7020
     res = build(jet_onnx, "fpga", "alveo-u250", tmp_path / "rf8", reuse_factor=8)
-    est8 = res.estimates
-    assert res.manifest["hls"]["strategy"] == "Resource"
+    est8 = json.loads((res.out_dir / "estimates.json").read_text())
+    assert res.manifest.hls["strategy"] == "Resource"
     assert all(r["reuse_factor"] == 8 for r in est8["layers"])
     assert est8["totals"]["multipliers"] == sum(-(-r["weights"] // 8) for r in est8["layers"])
     assert est8["totals"]["lut"] < est1["totals"]["lut"] / 4
@@ -216,7 +216,7 @@ def test_estimates_reuse_factor_and_fit(jet_onnx, jet_build, tmp_path):
 
 
 def test_boards():
-    from edgekit.backends.hls import get_fpga_board, list_fpga_boards
+    from edgekit.backends.hls.boards import get_fpga_board, list_fpga_boards
 
     assert {"pynq-z2", "zcu104", "alveo-u250"} <= set(list_fpga_boards())
     parts = {b: get_fpga_board(b).part for b in ("pynq-z2", "zcu104", "alveo-u250")}
@@ -282,3 +282,80 @@ def test_option_errors(jet_onnx, tmp_path):
                            str(tmp_path / "d")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no --board given; FPGA boards:"), proc.stderr
     assert not any((tmp_path / d).exists() for d in "abcd")
+
+
+# ---------------------------------------------------------------------------------------
+# report, export, profile and flash on an FPGA build directory
+# ---------------------------------------------------------------------------------------
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    from edgekit.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_report_on_an_fpga_build(jet_build, capsys):
+    code, out, err = _cli(capsys, "report", jet_build)
+    assert code == 0 and err == "", err
+    assert "fpga on pynq-z2 (xc7z020clg400-1)" in out and "precisions from edgekit's integer analysis" in out
+    est = json.loads((jet_build / "estimates.json").read_text())
+    for r in est["layers"]:  # the per-layer estimates, one row per hls4ml layer
+        assert any(line.startswith(r["layer"]) and str(r["bops"]) in line for line in out.splitlines()), r["layer"]
+    code, out, _ = _cli(capsys, "report", jet_build, "--json")
+    rep = json.loads(out)
+    assert code == 0 and rep["backend"] == "hls" and rep["part"] == "xc7z020clg400-1"
+    assert rep["estimates"] == est and rep["precision"]["exact"] is True and rep["bops"] == est["totals"]["bops"]
+
+
+def test_export_an_fpga_build_runs_its_c_simulation_elsewhere(jet_build, tmp_path, capsys):
+    dest = tmp_path / "project"
+    code, out, err = _cli(capsys, "export", jet_build, "-o", dest)
+    assert code == 0 and err == "", err
+    assert "vitis_hls -f build_prj.tcl" in out and "build_lib.sh" in out
+    for f in ("firmware/edgekit_model.cpp", "firmware/defines.h", "build_prj.tcl", "build_lib.sh", "hls_model.onnx",
+              "tb_data/tb_input_features.dat", "README.md", "edgekit-export.json"):
+        assert (dest / f).is_file(), f
+    assert "OnnxModel: hls_model.onnx" in (dest / "hls4ml_config.yml").read_text()
+    # the exported folder alone (the build directory moved away) compiles and reproduces the test bench
+    shutil.move(jet_build, tmp_path / "moved")
+    try:
+        x = np.loadtxt(dest / "tb_data" / "tb_input_features.dat", ndmin=2)
+        want = np.loadtxt(dest / "tb_data" / "tb_output_predictions.dat", ndmin=2)
+        np.save(tmp_path / "in.npy", x)
+        proc = subprocess.run([sys.executable, "-m", "edgekit.backends.hls._csim", str(dest), str(tmp_path / "in.npy"),
+                               str(tmp_path / "out.npy")], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert np.allclose(np.load(tmp_path / "out.npy").reshape(want.shape), want, rtol=0, atol=1e-6)
+    finally:
+        shutil.move(tmp_path / "moved", jet_build)
+    # a second export replaces the first; a foreign folder is refused
+    assert _cli(capsys, "export", jet_build, "-o", dest)[0] == 0
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    code, _, err = _cli(capsys, "export", jet_build, "-o", tmp_path / "foreign")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command, says", [
+    (["profile"], "profile counts Cortex-M instructions on QEMU"),
+    (["flash"], "flash runs firmware on a microcontroller board"),
+], ids=["profile", "flash"])
+def test_cortexm_only_commands_refuse_an_fpga_build_in_one_line(jet_build, capsys, command, says):
+    code, out, err = _cli(capsys, *command, jet_build)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"error: {says}; {jet_build} is an FPGA (hls4ml) build: "), err
+    assert "internal error" not in err
+
+
+def test_verify_stages_and_timeout_of_an_fpga_build(jet_build):
+    from edgekit.errors import VerificationError
+
+    with pytest.raises(VerificationError, match=r"no stage 'qemu' for an FPGA \(hls4ml\) build; its stages: "
+                                                r"qonnx, csim"):
+        verify(jet_build, skip=("qemu",))
+    rep = verify(jet_build, count=4, skip=("csim",))  # simulator and qonnx only: no C-simulation
+    assert [s.stage for s in rep.stages] == ["simulator", "qonnx (float32)"] and rep.ok
+    assert rep.memory["csim_compile_seconds"] is None and "C-simulation not run" in rep.table()
+    with pytest.raises(VerificationError, match="positive number of seconds"):
+        verify(jet_build, timeout=0)

@@ -312,7 +312,7 @@ def test_reference_kernels_switch_and_core_without_dsp(chain_a0, tmp_path, capsy
     src = (tmp_path / "r" / "src" / "model.c").read_text()
     assert "EK_USE_DSP" not in src and "kernel: reference (--kernels reference)" in src
     res = build(chain_a0, "cortex-m3", "mps2-an385", tmp_path / "m3")
-    assert all(r["kernel"] == "reference (core without the DSP extension)" for r in res.manifest["layers"]
+    assert all(r["kernel"] == "reference (core without the DSP extension)" for r in res.manifest.layers
                if r["op"] in ("conv2d", "dense"))
     with pytest.raises(Exception, match="kernels 'fast'"):
         build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "x", kernels="fast")
@@ -464,7 +464,7 @@ def test_mve_instruction_count_and_flash(chain_a0, tmp_path):
     assert n < EXPECTED_INSTRUCTIONS
     ref = build(chain_a0, "cortex-m55", "mps3-an547", tmp_path / "ref", kernels="reference")
     m4 = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "m4")
-    w = {k: r.manifest["memory_breakdown"]["flash"]["weights"] for k, r in (("m55", m55), ("ref", ref), ("m4", m4))}
+    w = {k: r.manifest.memory_breakdown["flash"]["weights"] for k, r in (("m55", m55), ("ref", ref), ("m4", m4))}
     assert w["m55"] < w["m4"] and w["m55"] <= w["ref"] + 1024, w
 
 

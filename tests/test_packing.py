@@ -47,7 +47,7 @@ def test_packed_weights_shrink_flash_and_stay_exact(tmp_path):
         res = build(onnx_path, "cortex-m4", "mps2-an386", tmp_path / preset)
         rep = verify(tmp_path / preset, count=64)
         assert rep.ok and all(s.mismatches == 0 for s in rep.stages), rep.table()
-        sizes[preset] = res.manifest["weight_bytes"]
+        sizes[preset] = res.manifest.weight_bytes
     weights = 64 * 64 + 64 * 8
     assert sizes["int8-pow2"] - sizes["w4a8-pow2"] == weights // 2
     assert sizes["int8-pow2"] - sizes["w2a8-pow2"] == weights * 3 // 4

@@ -20,12 +20,12 @@ def test_inplace_depthwise_and_pointwise(tmp_path):
         model(torch.randn(8, *shape))
     path = export_qonnx(model.eval(), torch.zeros(1, *shape), tmp_path / "m.onnx")
     res = build(path, "cortex-m4", "mps2-an386", tmp_path / "b")
-    plan = res.manifest["memory_plan"]
+    plan = res.manifest.memory_plan
     ops = {n.name: n.op for n in Graph.load(tmp_path / "b").nodes}
     inplace_ops = sorted(ops[n] for n in plan["inplace"])
     assert inplace_ops == ["conv2d", "conv2d", "conv2d"], plan["inplace"]  # dw 3x3, pw 8->6, dw 5x5
     # every feature map is 7x6 pixels x at most 8 channels: in place, one map's bytes suffice
-    assert res.manifest["arena_bytes"] == 7 * 6 * 8
+    assert res.manifest.arena_bytes == 7 * 6 * 8
     src = (tmp_path / "b" / "src" / "model.c").read_text()
     assert "ring[" in src and "over input pixel" in src
 

@@ -23,7 +23,9 @@ import pytest
 
 from edgekit.api import build
 from edgekit.backends.cortexm import toolchain as tc
-from edgekit.backends.cortexm.profile import (Zone, classify, instruction_cost, profile, run_counted)
+from edgekit.backends.cortexm.profile import profile
+from edgekit.backends.cortexm.profile.classifier import classify, instruction_cost
+from edgekit.backends.cortexm.profile.runner import Zone, run_counted
 from edgekit.errors import TargetError, ToolchainError
 from edgekit.resources import resource_dir
 from edgekit.targets import get_board, get_core

@@ -169,7 +169,7 @@ def test_every_board_links_into_its_memory(name, fixed_onnx, tmp_path):
     assert b.ram.origin < syms["__stack_top__"] <= b.ram.end
     if b.load == "ram":  # nothing in the QSPI flash window: no image that would need boot2
         assert all(not (b.flash.origin <= p < b.flash.end) for _, p, s in _load_segments(elf) if s)
-    assert m["fit"]["fits"] and m["board_description"]["name"] == name
+    assert m.fit["fits"] and m.board_description["name"] == name
 
 
 # ---------------------------------------------------------------------------------------
@@ -199,9 +199,9 @@ def reference(fixed_onnx, tmp_path_factory):
 
 
 def test_fit_check_reports_every_region(fixed_onnx, reference, tmp_path):
-    flash_used = reference["fit"]["regions"][0]["used"]  # sections plus alignment padding
-    assert 0 <= flash_used - reference["memory"]["flash_bytes"] < 8
-    ram_used = reference["memory"]["ram_bytes"] - 8192 + 1024  # the tiny board reserves a 1 KiB stack
+    flash_used = reference.fit["regions"][0]["used"]  # sections plus alignment padding
+    assert 0 <= flash_used - reference.memory["flash_bytes"] < 8
+    ram_used = reference.memory["ram_bytes"] - 8192 + 1024  # the tiny board reserves a 1 KiB stack
     board = _tiny_board(tmp_path / "tiny.toml", 1024, 512)
     with pytest.raises(TargetError) as e:
         build(fixed_onnx, "cortex-m4", str(board), tmp_path / "out", kernels=REF)
@@ -210,13 +210,13 @@ def test_fit_check_reports_every_region(fixed_onnx, reference, tmp_path):
     assert f"flash by {flash_used - 1024:,} bytes" in msg and f"RAM by {ram_used - 512:,} bytes" in msg
     assert re.search(rf"flash\s+{flash_used:,} of\s+1,024 bytes: OVER by {flash_used - 1024:,}", msg), msg
     assert re.search(rf"RAM\s+{ram_used:,} of\s+512 bytes: OVER by {ram_used - 512:,}", msg), msg
-    bd = reference["memory_breakdown"]
+    bd = reference.memory_breakdown
     assert f"weights {bd['flash']['weights']:,}" in msg and f"arena {bd['ram']['arena']:,}" in msg
     assert not (tmp_path / "out").exists()
 
 
 def test_fit_check_names_only_the_region_that_is_over(fixed_onnx, reference, tmp_path):
-    ram_used = reference["memory"]["ram_bytes"] - 8192 + 1024
+    ram_used = reference.memory["ram_bytes"] - 8192 + 1024
     board = _tiny_board(tmp_path / "tiny.toml", 1 << 20, ram_used - 16)
     with pytest.raises(TargetError) as e:
         build(fixed_onnx, "cortex-m4", str(board), tmp_path / "out", kernels=REF)
@@ -227,8 +227,8 @@ def test_fit_check_names_only_the_region_that_is_over(fixed_onnx, reference, tmp
 
 def test_fit_check_for_a_ram_loaded_board(fixed_onnx, reference, tmp_path):
     """load = "ram": code, weights, data and stack share the one region (plus alignment padding)."""
-    parts = reference["memory"]["flash_bytes"] + reference["memory"]["ram_bytes"] - 8192 + 1024 \
-        - reference["memory"]["data_bytes"]
+    parts = reference.memory["flash_bytes"] + reference.memory["ram_bytes"] - 8192 + 1024 \
+        - reference.memory["data_bytes"]
     board = _tiny_board(tmp_path / "tiny.toml", 1 << 20, 2048, load="ram")
     with pytest.raises(TargetError) as e:
         build(fixed_onnx, "cortex-m4", str(board), tmp_path / "out", kernels=REF)
@@ -237,7 +237,7 @@ def test_fit_check_for_a_ram_loaded_board(fixed_onnx, reference, tmp_path):
     assert parts <= used < parts + 16  # at most a few bytes of alignment between sections
     ok = _tiny_board(tmp_path / "ok.toml", 1 << 20, used, load="ram")  # exactly enough
     m = build(fixed_onnx, "cortex-m4", str(ok), tmp_path / "fits", kernels=REF).manifest
-    reg = m["fit"]["regions"][0]
+    reg = m.fit["regions"][0]
     assert reg["used"] == used and reg["free"] == 0 and sum(reg["contents"].values()) == used
     tight = _tiny_board(tmp_path / "tight.toml", 1 << 20, used - 1, load="ram")  # one byte short
     with pytest.raises(TargetError, match="over in RAM by 1 bytes"):
@@ -245,7 +245,7 @@ def test_fit_check_for_a_ram_loaded_board(fixed_onnx, reference, tmp_path):
 
 
 def test_fit_report_in_the_manifest(reference):
-    fit = reference["fit"]
+    fit = reference.fit
     assert fit["fits"] and [r["region"] for r in fit["regions"]] == ["flash", "RAM"]
     for r in fit["regions"]:
         assert sum(r["contents"].values()) == r["used"] and r["over"] == 0 and r["free"] == r["size"] - r["used"]

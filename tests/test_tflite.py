@@ -375,8 +375,8 @@ def test_synthetic_models_equal_tflite_micro(name, tmp_path, rng):
     codes = _codes(rng, graph.tensors[graph.inputs[0]].shape)
     got = simulate(graph, codes)[graph.outputs[0]].reshape(len(codes), -1)
     if graph.meta["float_interface"]["input"]:  # floats that QUANTIZE maps to the codes; DEQUANTIZE undone
-        from edgekit.verify import _run_tflite_reference
-        want = _run_tflite_reference(path, codes, graph)
+        from edgekit.stages import run_tflite_reference
+        want = run_tflite_reference(path, codes, graph)
     else:
         want = _run_tflm(path.read_bytes(), codes)
     assert np.array_equal(got, want), f"{np.count_nonzero(got != want)} of {want.size} differ"
@@ -458,7 +458,7 @@ def test_verify_codes_cli_and_errors(residual_build, tmp_path, capsys, monkeypat
     with pytest.raises(VerificationError, match="not both"):
         verify_mod.verify(residual_build, codes=codes, inputs=codes.astype(np.float32))
     # without TFLite Micro the reference stage is reported as skipped, and the rest still runs
-    monkeypatch.setattr(verify_mod, "_tflite_reference_available", lambda: False)
+    monkeypatch.setattr(verify_mod, "tflite_reference_available", lambda: False)
     rep = verify_mod.verify(residual_build, codes=codes, stages=("qonnx", "host"))
     ref = rep.stages[1]
     assert ref.stage == "tflite reference" and ref.elements == 0 and "skipped" in ref.note and rep.ok

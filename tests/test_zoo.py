@@ -25,17 +25,17 @@ def test_zoo_model_builds_and_verifies(name, tmp_path):
     assert rep.ok and all(s.mismatches == 0 for s in rep.stages if s.must_be_exact), rep.table()
     qonnx = next(s for s in rep.stages if s.stage.startswith("qonnx"))
     # power-of-two models: exact against qonnx too, except the integer softmax (reported, <= 1 LSB)
-    has_softmax = any(layer["op"] == "softmax" for layer in res.manifest["layers"])
+    has_softmax = any(layer["op"] == "softmax" for layer in res.manifest.layers)
     assert qonnx.must_be_exact != has_softmax and qonnx.max_lsb <= 1
     m = res.manifest
     # the planned RAM is what the firmware really uses: arena written up to its last
     # (word-aligned) byte, and the painted inference stack matches GCC's static frames
     mem = rep.memory
-    assert m["arena_bytes"] - 3 <= mem["arena_touched_bytes"] <= m["arena_bytes"]
-    static = m["memory"]["inference_stack_static_bytes"]
+    assert m.arena_bytes - 3 <= mem["arena_touched_bytes"] <= m.arena_bytes
+    static = m.memory["inference_stack_static_bytes"]
     assert static - 8 <= mem["inference_stack_bytes"] <= static
     if name in MLPERF_REFERENCE and RESULTS.is_file():
         ref = json.loads(RESULTS.read_text())[MLPERF_REFERENCE[name]]
-        assert m["macs"] == ref["macs"], "layer shapes must match the MLPerf Tiny reference"
-        io = sum(__import__("numpy").prod(d.get("float_shape") or d["shape"]) for d in (m["input"], m["output"]))
-        assert m["arena_bytes"] + io <= 0.8 * ref["tflm_cmsis_nn_m4"]["arena_used_bytes"]
+        assert m.macs == ref["macs"], "layer shapes must match the MLPerf Tiny reference"
+        io = sum(__import__("numpy").prod(d.get("float_shape") or d["shape"]) for d in (m.input, m.output))
+        assert m.arena_bytes + io <= 0.8 * ref["tflm_cmsis_nn_m4"]["arena_used_bytes"]

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..manifest import Manifest
 from . import peers_dir, suite
 
 #: short name -> (results.json key, file stem in ../shared/peers/mlperf_tiny)
@@ -65,11 +66,11 @@ def _golden(folder: Path, stem: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return codes.astype(np.int64), want.astype(np.int64), d["fixed_input"].reshape(-1).astype(np.int64)
 
 
-def _io_bytes(manifest: dict) -> int:
+def _io_bytes(manifest: Manifest) -> int:
     def n(desc):
         shape = desc.get("float_shape") or desc.get("shape")
         return int(np.prod(shape)) * np.dtype(desc["dtype"]).itemsize
-    return n(manifest["input"]) + n(manifest["output"])
+    return n(manifest.input) + n(manifest.output)
 
 
 def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: str = "cortex-m4",
@@ -98,9 +99,9 @@ def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: 
     assert np.array_equal(quantize_input(graph, x).reshape(-1), fixed), "fixed input does not round-trip"
     prof = profile(out, board=board, inputs=x).to_json()
     instr = prof["total"]["instructions"]
-    fl = m["memory_breakdown"]["flash"]
-    stack = rep.memory.get("inference_stack_bytes", m["memory"].get("inference_stack_static_bytes", 0))
-    peak = m["arena_bytes"] + _io_bytes(m) + stack
+    fl = m.memory_breakdown["flash"]
+    stack = rep.memory.get("inference_stack_bytes", m.memory.get("inference_stack_static_bytes", 0))
+    peak = m.arena_bytes + _io_bytes(m) + stack
     # the peer's run on the same core (results.json has the Cortex-M4 and the Cortex-M7)
     tf = (peer or {}).get(PEER_KEYS.get(target, ""))
     # the library code of TFLM + CMSIS-NN (recorded for the M4 run only)
@@ -111,19 +112,19 @@ def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: 
         return round(a / b, 3) if b else None
 
     row = {
-        "model": tflite.stem, "kernels": kernels, "macs": m["macs"], "bit_exact_golden": bool(exact),
+        "model": tflite.stem, "kernels": kernels, "macs": m.macs, "bit_exact_golden": bool(exact),
         "golden_vectors": int(len(codes)),
         "instructions": instr, "tflm_instructions": tf["invoke_instructions"] if tf else None,
-        "instr_ratio": ratio(instr, tf and tf["invoke_instructions"]), "instr_per_mac": round(instr / m["macs"], 3),
+        "instr_ratio": ratio(instr, tf and tf["invoke_instructions"]), "instr_per_mac": round(instr / m.macs, 3),
         "est_cycles": prof["total"]["est_cycles"],
-        "arena_bytes": m["arena_bytes"], "io_bytes": _io_bytes(m), "inference_stack_bytes": stack,
+        "arena_bytes": m.arena_bytes, "io_bytes": _io_bytes(m), "inference_stack_bytes": stack,
         "peak_ram_bytes": peak, "tflm_arena_bytes": tf["arena_used_bytes"] if tf else None,
         "ram_ratio": ratio(peak, tf and tf["arena_used_bytes"]),
         "model_code_bytes": fl["code"], "runtime_bytes": fl["runtime"], "code_flash_bytes": fl["total"] - fl["weights"],
         "tflm_library_code_bytes": tflm_code, "code_ratio": ratio(fl["total"] - fl["weights"], tflm_code),
         "weight_bytes": fl["weights"],
         "layers": [{"name": r["name"], "op": r["op"], "macs": r["macs"], "instructions": r["instructions"],
-                    "kernel": next((L.get("kernel", "") for L in m["layers"] if L["name"] == r["name"]), "")}
+                    "kernel": next((L.get("kernel", "") for L in m.layers if L["name"] == r["name"]), "")}
                    for r in prof["layers"]],
         "seconds": round(time.monotonic() - t0, 1),
     }
@@ -152,9 +153,9 @@ def _tflm_golden(path: Path, n: int = 20, seed: int = 12) -> tuple[np.ndarray, n
     the peer's fixed LCG input, as for the three recorded models."""
     from ..errors import ToolchainError
     from ..frontends.tflite.reader import load_tflite
-    from ..verify import _run_tflite_reference, _tflite_reference_available
+    from ..stages import run_tflite_reference, tflite_reference_available
 
-    if not _tflite_reference_available():
+    if not tflite_reference_available():
         raise ToolchainError("the visual wake words goldens come from TFLite Micro's interpreter: pip install "
                              "'edgekit[tflite-ref]' (x86-64 Linux)")
     _, model = load_tflite(path)
@@ -163,7 +164,7 @@ def _tflm_golden(path: Path, n: int = 20, seed: int = 12) -> tuple[np.ndarray, n
     size = int(np.prod(shape))
     fixed = fixed_input(size)
     codes = np.concatenate([np.random.default_rng(seed).integers(-128, 128, (n, size)), fixed[None]])
-    want = _run_tflite_reference(path, codes.reshape((-1,) + shape))
+    want = run_tflite_reference(path, codes.reshape((-1,) + shape))
     return codes, want, fixed
 
 

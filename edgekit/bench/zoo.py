@@ -38,12 +38,12 @@ def run_zoo(models: list[str] | None = None, board: str = "mps2-an386", target: 
             res = build(onnx_path, target, board, work / name)
             rep = verify(work / name, count=count)
             m = res.manifest
-            io = _nbytes(m["input"]) + _nbytes(m["output"])
+            io = _nbytes(m.input) + _nbytes(m.output)
             stack = rep.memory.get("inference_stack_bytes", rep.memory.get("stack_used_bytes", 0))
-            peak = m["arena_bytes"] + io + stack
-            row = {"model": name, "macs": m["macs"], "arena_bytes": m["arena_bytes"], "io_bytes": io,
-                   "stack_bytes": stack, "peak_ram_bytes": peak, "flash_bytes": m["memory"]["flash_bytes"],
-                   "weight_bytes": m["weight_bytes"], "bit_exact": rep.ok and all(s.mismatches == 0 for s in rep.stages),
+            peak = m.arena_bytes + io + stack
+            row = {"model": name, "macs": m.macs, "arena_bytes": m.arena_bytes, "io_bytes": io,
+                   "stack_bytes": stack, "peak_ram_bytes": peak, "flash_bytes": m.memory["flash_bytes"],
+                   "weight_bytes": m.weight_bytes, "bit_exact": rep.ok and all(s.mismatches == 0 for s in rep.stages),
                    "seconds": round(time.monotonic() - t0, 1)}
             ref = peers.get(MLPERF_REFERENCE.get(name, ""), {}).get("tflm_cmsis_nn_m4")
             if ref:

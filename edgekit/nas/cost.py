@@ -225,10 +225,10 @@ class CostModel:
 
     def predict_build(self, build_dir: str | Path) -> dict:
         """Prediction for an edgekit build directory (its IR, memory plan and kernel choices)."""
-        from ..build import load_manifest
+        from ..manifest import load_manifest
         from ..ir.graph import Graph
 
-        return self.predict_layers(layer_features(Graph.load(Path(build_dir)), load_manifest(build_dir)))
+        return self.predict_layers(layer_features(Graph.load(Path(build_dir)), load_manifest(build_dir).to_json()))
 
     def to_json(self) -> dict:
         return {"edgekit_cost_model": COST_MODEL_VERSION, "core": self.core, "key": self.key,
@@ -426,7 +426,7 @@ def measure_arch(arch, core_name: str, workdir: Path, seed: int = 0) -> dict:
     res = build(onnx, core_name, board, workdir / "build")
     rep = profile(res.out_dir, count=1, write=False).to_json()
     graph = Graph.load(res.out_dir)
-    infos = {i["name"]: i for i in layer_info(graph, res.manifest)}
+    infos = {i["name"]: i for i in layer_info(graph, res.manifest.to_json())}
     layers, glue = [], None
     for r in rep["layers"]:
         if r["name"] == "ek_model_run":

@@ -117,9 +117,9 @@ def check_model(onnx: Path, config: NasConfig, data, dest: Path) -> dict:
         res["problems"].append(f"does not build for {board.name}: {str(e).splitlines()[0]}")
         return res
     m = b.manifest
-    res.update(board_dir=str(dest / "board"), ram_bytes=m["memory"]["ram_bytes"],
-               flash_bytes=m["memory"]["flash_bytes"], arena_bytes=m["arena_bytes"], macs=m["macs"],
-               fits_board=m["fit"]["fits"], ram=m["memory_breakdown"]["ram"], flash=m["memory_breakdown"]["flash"])
+    res.update(board_dir=str(dest / "board"), ram_bytes=m.memory["ram_bytes"],
+               flash_bytes=m.memory["flash_bytes"], arena_bytes=m.arena_bytes, macs=m.macs,
+               fits_board=m.fit["fits"], ram=m.memory_breakdown["ram"], flash=m.memory_breakdown["flash"])
     if board.emulated:
         emu_dir, emu_name = dest / "board", board.name
     else:

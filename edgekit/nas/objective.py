@@ -42,9 +42,9 @@ def measure_build(onnx: Path, config: NasConfig, cost, work: Path) -> dict:
     m = res.manifest
     pred = cost.predict_build(work)
     clock = board_of(config).clock_hz
-    bd = m.get("memory_breakdown", {})
-    out = {"ram_bytes": m["memory"]["ram_bytes"], "flash_bytes": m["memory"]["flash_bytes"],
-           "arena_bytes": m["arena_bytes"], "macs": m["macs"], "weight_bytes": m["weight_bytes"],
+    bd = m.memory_breakdown
+    out = {"ram_bytes": m.memory["ram_bytes"], "flash_bytes": m.memory["flash_bytes"],
+           "arena_bytes": m.arena_bytes, "macs": m.macs, "weight_bytes": m.weight_bytes,
            "ram": bd.get("ram"), "flash": bd.get("flash"),
            "pred_instructions": round(pred["instructions"]), "pred_cycles": round(pred["cycles"]),
            "pred_latency_ms": pred["cycles"] / clock * 1e3, "latency_ms": pred["cycles"] / clock * 1e3,

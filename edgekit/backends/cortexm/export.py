@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ... import __version__
 from ...errors import BuildDirError
+from ...manifest import load_manifest
 from ...targets import get_core
 from . import toolchain as tc
 
@@ -137,8 +138,6 @@ or add `src/model.c` and `src/` to your own project, compiled with your core's f
 def export(build_dir: str | Path, dest: str | Path) -> Path:
     """Write the standalone project folder ``dest`` from ``build_dir`` (an earlier export there
     is replaced; any other non-empty folder is refused)."""
-    from ...build import load_manifest
-
     build_dir, dest = Path(build_dir), Path(dest)
     manifest = load_manifest(build_dir)
     for f in ("model.c", "model.h", "ek_contract.h"):
@@ -148,12 +147,12 @@ def export(build_dir: str | Path, dest: str | Path) -> Path:
         if not (dest / "edgekit-export.json").is_file():
             raise BuildDirError(f"{dest}: exists and is not empty; choose another folder")
         shutil.rmtree(dest)
-    core = get_core(manifest["target"])
+    core = get_core(manifest.target)
     cpu_flags = " ".join(core.cflags)
     fw = [f"firmware/{f}" for f in tc.FIRMWARE_SOURCES]
-    fmt = {"version": __version__, "target": manifest["target"], "board": manifest["board"], "lib": LIBRARY,
-           "cpu_flags": cpu_flags, "fw_sources": " ".join(fw), "arena": manifest.get("arena_bytes", "?"),
-           "source": Path(manifest.get("source", "model")).name}
+    fmt = {"version": __version__, "target": manifest.target, "board": manifest.board, "lib": LIBRARY,
+           "cpu_flags": cpu_flags, "fw_sources": " ".join(fw), "arena": manifest.arena_bytes,
+           "source": Path(manifest.source).name}
     (dest / "src").mkdir(parents=True)
     (dest / "firmware").mkdir()
     (dest / "cmake").mkdir()
@@ -167,8 +166,8 @@ def export(build_dir: str | Path, dest: str | Path) -> Path:
     (dest / "cmake" / "arm-none-eabi.cmake").write_text(TOOLCHAIN_PREFIX + TOOLCHAIN.format(**fmt))
     (dest / "README.md").write_text(README.format(**fmt))
     (dest / "edgekit-export.json").write_text(json.dumps({
-        "edgekit_version": __version__, "build_dir": str(build_dir.resolve()), "target": manifest["target"],
-        "board": manifest["board"], "cflags": list(core.cflags), "source_sha256": manifest.get("source_sha256"),
-        "macs": manifest.get("macs"), "arena_bytes": manifest.get("arena_bytes"),
-        "weight_bytes": manifest.get("weight_bytes")}, indent=1))
+        "edgekit_version": __version__, "build_dir": str(build_dir.resolve()), "target": manifest.target,
+        "board": manifest.board, "cflags": list(core.cflags), "source_sha256": manifest.source_sha256,
+        "macs": manifest.macs, "arena_bytes": manifest.arena_bytes, "weight_bytes": manifest.weight_bytes},
+        indent=1))
     return dest

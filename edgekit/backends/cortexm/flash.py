@@ -221,25 +221,25 @@ def flash(build_dir: str | Path, board: str | None = None, probe: str = "pyocd",
           inputs: str | Path | np.ndarray | None = None, count: int = 16, seed: int = 0, timeout: float = 120.0,
           on_line: Callable[[str], None] | None = None) -> FlashResult:
     """Run the build's harness firmware on ``board`` (default: the build's board) and compare."""
-    from ...build import load_manifest
     from ...ir.graph import Graph
+    from ...manifest import load_manifest
     from ...sim import quantize_input, simulate
-    from ...verify import load_float_inputs
-    from .profile import build_board
+    from ...stages import load_float_inputs
+    from .profile.runner import build_board
 
     build_dir = Path(build_dir).resolve()
     manifest = load_manifest(build_dir)
     brd = build_board(manifest)
-    if board is not None and board not in (manifest["board"], brd.path):
+    if board is not None and board not in (manifest.board, brd.path):
         try:
             core = get_board(board).core
         except TargetError:
             core = "<its core>"
-        raise TargetError(f"{build_dir} was built for {manifest['board']} ({manifest['target']}), not {board}; "
+        raise TargetError(f"{build_dir} was built for {manifest.board} ({manifest.target}), not {board}; "
                           f"rebuild it: edgekit build MODEL --target {core} --board {board} -o DIR")
     if probe not in PROBES:
         raise TargetError(f"unknown probe tool '{probe}'; choose {' or '.join(PROBES)}")
-    elf = build_dir / manifest["firmware"]
+    elf = build_dir / manifest.firmware
     graph = Graph.load(build_dir)
 
     # Check the tools before any work, then the probe.
@@ -260,7 +260,7 @@ def flash(build_dir: str | Path, board: str | None = None, probe: str = "pyocd",
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edgekit-flash-") as d:
         work = Path(d)
-        codes.astype(np.dtype(manifest["input"]["dtype"])).tofile(work / "inputs.bin")
+        codes.astype(np.dtype(manifest.input["dtype"])).tofile(work / "inputs.bin")
         if tool == "qemu":
             cmds = [tc.qemu_command(elf, brd.qemu_machine)]
             cmds[0][0] = qemu

@@ -54,7 +54,7 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None, timeout: float = 30
     try:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise ToolchainError(f"{what} did not finish within {timeout:.0f} s: {' '.join(cmd)}") from None
+        raise ToolchainError(f"{what} did not finish within {timeout:g} s: {' '.join(cmd)}") from None
     except OSError as e:
         raise ToolchainError(f"{what}: cannot run {cmd[0]} ({e.strerror})") from None
     if proc.returncode != 0:
@@ -123,26 +123,6 @@ def link_firmware(build: Path, core: Core, objects: list[Path], linker_script: P
     _run([arm_gcc(), *core.cflags, "-nostdlib", *map(str, objects), f"-T{linker_script}", "-Wl,--gc-sections",
           f"-Wl,-Map={elf.with_suffix('.map')}", "-lgcc", "-o", str(elf)], "linking the firmware")
     return elf
-
-
-def compile_firmware(build: Path, core: Core, board: Board, linker_script: Path) -> Path:
-    """Cross-compile src/ + firmware/ into firmware.elf (no libc, -O2, sections gc'd).
-
-    If the image overflows the board's memory, link it once more with the lengths lifted
-    (``<build>/firmware.oversize.elf``) and raise TargetError with the report of every region.
-    """
-    objects = compile_objects(build, core)
-    try:
-        return link_firmware(build, core, objects, linker_script)
-    except ToolchainError as e:
-        if "overflowed" not in str(e) and "will not fit" not in str(e):
-            raise
-    from .memory import fit_report, raise_if_over  # measure the image, then refuse it with numbers
-
-    big = render_linker_script(core, board, build / "firmware" / "link.oversize.ld", oversize=True)
-    elf = link_firmware(build, core, objects, big, build / "firmware.oversize.elf")
-    raise_if_over(fit_report(elf, board), board)
-    raise ToolchainError("the linker refused the image for a reason other than its size (see above)")
 
 
 def compile_host(build: Path) -> Path:
@@ -225,8 +205,8 @@ def memory_usage(sizes: dict[str, int]) -> dict[str, int]:
     }
 
 
-def run_host(exe: Path, workdir: Path) -> subprocess.CompletedProcess:
-    return _run([str(exe)], "running the host build", cwd=workdir, timeout=120)
+def run_host(exe: Path, workdir: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return _run([str(exe)], "running the host build", cwd=workdir, timeout=timeout)
 
 
 def qemu_command(elf: Path, machine: str, extra: list[str] | None = None) -> list[str]:
@@ -245,8 +225,9 @@ def run_qemu(elf: Path, machine: str, workdir: Path, timeout: float = 120,
     except OSError as e:
         raise ToolchainError(f"cannot run {cmd[0]} ({e.strerror})") from None
     except subprocess.TimeoutExpired:
-        raise ToolchainError(f"the firmware did not finish on {machine} within {timeout:.0f} s "
-                             f"(hung or too many vectors): {' '.join(cmd)}") from None
+        raise ToolchainError(f"the firmware did not finish on {machine} within {timeout:g} s (hung, or more "
+                             f"work than that; `edgekit verify --timeout SECONDS` sets the limit): "
+                             f"{' '.join(cmd)}") from None
     if proc.returncode != 0:
         raise ToolchainError(f"the firmware on {machine} exited with {proc.returncode}:\n"
                              f"{(proc.stdout + proc.stderr).strip()[-2000:]}")

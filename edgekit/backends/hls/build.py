@@ -17,21 +17,26 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ... import __version__
-from ...errors import TargetError, ToolchainError, UnsupportedOpError
+from ...builddir import BuildResult, prepare_out_dir, staged_build_dir
+from ...errors import BuildDirError, TargetError, ToolchainError, UnsupportedOpError
+from ...frontends.qonnx import import_qonnx, load_qonnx
+from ...ir.passes import run_default_passes
+from ...manifest import Manifest
+from ...sim import quantize_input, simulate
+from ...stages import generate_inputs
 from .boards import get_fpga_board
 from .convert import HLS_BACKENDS, IO_TYPES, PROJECT_NAME, HlsOptions, apply_plan, check_patterns, convert, \
     plan_precisions, prepare_for_hls4ml, quiet
-from .estimate import estimate
+from .estimate import estimate, format_estimates
 
 HLS_DIR = "hls"
+ESTIMATES_FILE = "estimates.json"
 TB_VECTORS = 16
 
 
@@ -112,9 +117,6 @@ def from_ir_order(q: np.ndarray, layout: dict) -> np.ndarray:
 
 def _testbench(graph, layout: dict, tmp: Path) -> tuple[str, str]:
     """Test-bench vectors for the HLS project: generated inputs and edgekit's simulator outputs."""
-    from ...sim import quantize_input, simulate
-    from ...verify import generate_inputs
-
     x = generate_inputs(graph, TB_VECTORS, seed=0)
     codes = quantize_input(graph, x)
     out_t = graph.tensors[graph.outputs[0]]
@@ -140,12 +142,8 @@ def _relativize_config(hls_dir: Path, tmp: Path) -> None:
 
 
 def build_fpga(model: str | Path, board: str | None, out_dir: str | Path, backend: str | None = None,
-               io_type: str | None = None, reuse_factor: int | None = None):
+               io_type: str | None = None, reuse_factor: int | None = None) -> BuildResult:
     """Build an hls4ml project for an FPGA board into ``out_dir`` (see the module docstring)."""
-    from ...build import MANIFEST, BuildResult, _make_parents, _prepare_out_dir
-    from ...frontends.qonnx import import_qonnx, load_qonnx
-    from ...ir.passes import run_default_passes
-
     t0 = time.monotonic()
     model, out_dir = Path(model), Path(out_dir)
     if model.suffix.lower() == ".tflite":
@@ -153,7 +151,7 @@ def build_fpga(model: str | Path, board: str | None, out_dir: str | Path, backen
                                  ".tflite models are supported for Cortex-M targets")
     brd = get_fpga_board(board)
     opts = make_options(brd, backend, io_type, reuse_factor)
-    _prepare_out_dir(out_dir)
+    prepare_out_dir(out_dir)
     check_hls4ml()
 
     check_patterns(load_qonnx(model))  # name the node hls4ml cannot take before edgekit's own lowering
@@ -163,9 +161,7 @@ def build_fpga(model: str | Path, board: str | None, out_dir: str | Path, backen
     hls_onnx = prepare_for_hls4ml(cleaned)
     layout = hls_layout(cleaned, hls_onnx)
 
-    created = _make_parents(out_dir.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_build_dir(out_dir) as tmp:
         cleaned.save(str(tmp / "model.onnx"))
         graph.save(tmp)
         hls_onnx.save(str(tmp / "hls_model.onnx"))
@@ -181,46 +177,35 @@ def build_fpga(model: str | Path, board: str | None, out_dir: str | Path, backen
         (tmp / "tb_output.npy").unlink()
         _relativize_config(tmp / HLS_DIR, tmp)
         est = estimate(hm, hls_onnx, plan, brd, opts)
-        (tmp / "estimates.json").write_text(json.dumps(est, indent=1))
+        (tmp / ESTIMATES_FILE).write_text(json.dumps(est, indent=1))
         out_t = graph.tensors[graph.outputs[0]]
-        manifest = {
-            "edgekit_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "source": str(model.resolve()),
-            "source_sha256": graph.meta["source_sha256"],
-            "backend": "hls",
-            "target": "fpga",
-            "board": brd.name,
-            "part": brd.part,
-            "hls": {"backend": opts.hls4ml_backend, "io_type": opts.io_type, "reuse_factor": opts.reuse_factor,
-                    "strategy": opts.strategy, "clock_period_ns": opts.clock_period_ns, "project_dir": HLS_DIR,
-                    "project_name": PROJECT_NAME, "hls4ml_version": _hls4ml_version(),
-                    "convert_seconds": round(convert_seconds, 2)},
-            "layout": layout,
-            "input": {"tensor": graph.inputs[0], "float_shape": list(graph.input_quant.float_shape),
-                      "dtype": graph.tensors[graph.inputs[0]].dtype},
-            "output": {"tensor": graph.outputs[0], "shape": list(out_t.shape), "dtype": out_t.dtype},
-            "precision": plan.to_json(),
-            "hls_types": types,
-            "macs": est["totals"]["macs"],
-            "bops": est["totals"]["bops"],
-            "estimates": "estimates.json",
-            "fits": est["fits"],
-            "build_seconds": round(time.monotonic() - t0, 2),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for d in reversed(created):
-            if d.is_dir() and not any(d.iterdir()):
-                d.rmdir()
-        raise
-    result = BuildResult(out_dir, manifest)
-    result.estimates = est
-    return result
+        manifest = Manifest(
+            edgekit_version=__version__,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            source=str(model.resolve()),
+            source_sha256=graph.meta["source_sha256"],
+            backend="hls",
+            target="fpga",
+            board=brd.name,
+            part=brd.part,
+            hls={"backend": opts.hls4ml_backend, "io_type": opts.io_type, "reuse_factor": opts.reuse_factor,
+                 "strategy": opts.strategy, "clock_period_ns": opts.clock_period_ns, "project_dir": HLS_DIR,
+                 "project_name": PROJECT_NAME, "hls4ml_version": _hls4ml_version(),
+                 "convert_seconds": round(convert_seconds, 2)},
+            layout=layout,
+            input={"tensor": graph.inputs[0], "float_shape": list(graph.input_quant.float_shape),
+                   "dtype": graph.tensors[graph.inputs[0]].dtype},
+            output={"tensor": graph.outputs[0], "shape": list(out_t.shape), "dtype": out_t.dtype},
+            precision=plan.to_json(),
+            hls_types=types,
+            macs=est["totals"]["macs"],
+            bops=est["totals"]["bops"],
+            estimates=ESTIMATES_FILE,
+            fits=est["fits"],
+            build_seconds=round(time.monotonic() - t0, 2),
+        )
+        manifest.save(tmp)
+    return BuildResult(out_dir, manifest)
 
 
 def _hls4ml_version() -> str:
@@ -229,26 +214,42 @@ def _hls4ml_version() -> str:
     return getattr(hls4ml, "__version__", "?")
 
 
-def summary(res) -> str:
-    """What ``edgekit build --target fpga`` prints: one line, the precisions, the estimates."""
-    from .estimate import format_estimates
+def load_estimates(build_dir: Path, manifest: Manifest) -> dict:
+    """The build's estimates.json (per-layer MACs, BOPs, resources, latency, fit)."""
+    path = Path(build_dir) / manifest.estimates
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BuildDirError(f"{path}: unreadable FPGA estimates ({e}); rebuild with `edgekit build --target fpga`") \
+            from None
 
+
+def project_line(build_dir: Path, manifest: Manifest) -> str:
+    h = manifest.hls
+    return (f"fpga on {manifest.board} ({manifest.part}): hls4ml {h['hls4ml_version']} {h['backend']} project in "
+            f"{build_dir}/{h['project_dir']}, {h['io_type']}, reuse factor {h['reuse_factor']} ({h['strategy']}), "
+            f"clock {h['clock_period_ns']} ns, {manifest.macs} MACs, {manifest.bops} BOPs")
+
+
+def precision_lines(manifest: Manifest) -> list[str]:
+    """Where the fixed-point types come from, and each layer's input, weight, accumulator and result type."""
+    p = manifest.precision
+    if not p["exact"]:
+        return [f"float scales ({p['reason']}): hls4ml's own precision inference; "
+                "`edgekit verify` reports the difference"]
+    lines = [f"precisions from edgekit's integer analysis (bit-exact by construction): input {p['input']}, "
+             f"output {p['output']}"]
+    for lp in p["layers"]:
+        lines.append(f"  {lp['hls_layer']:<18} x {lp['input']:<26} w {lp['weight']:<28} acc {lp['accum']:<12} "
+                     f"-> {lp['result']}")
+    return lines
+
+
+def summary(res: BuildResult) -> str:
+    """What ``edgekit build --target fpga`` prints: one line, the precisions, the estimates."""
     m = res.manifest
-    est = getattr(res, "estimates", None) or json.loads((Path(res.out_dir) / m["estimates"]).read_text())
-    h, p = m["hls"], m["precision"]
-    lines = [f"built {res.out_dir} for fpga on {m['board']} ({m['part']}): hls4ml {h['hls4ml_version']} "
-             f"{h['backend']} project in {res.out_dir}/{h['project_dir']}, {h['io_type']}, reuse factor "
-             f"{h['reuse_factor']} ({h['strategy']}), clock {h['clock_period_ns']} ns, {m['macs']} MACs, "
-             f"{m['bops']} BOPs in {m['build_seconds']} s"]
-    if p["exact"]:
-        lines.append(f"precisions from edgekit's integer analysis (bit-exact by construction): input {p['input']}, "
-                     f"output {p['output']}")
-        for lp in p["layers"]:
-            lines.append(f"  {lp['hls_layer']:<18} x {lp['input']:<26} w {lp['weight']:<28} acc {lp['accum']:<12} "
-                         f"-> {lp['result']}")
-    else:
-        lines.append(f"float scales ({p['reason']}): hls4ml's own precision inference; "
-                     "`edgekit verify` reports the difference")
-    lines.append(format_estimates(est))
-    lines.append(f"estimates written to {res.out_dir}/{m['estimates']}")
+    lines = [f"built {res.out_dir} for {project_line(res.out_dir, m)} in {m.build_seconds} s"]
+    lines += precision_lines(m)
+    lines.append(format_estimates(load_estimates(res.out_dir, m)))
+    lines.append(f"estimates written to {res.out_dir}/{m.estimates}")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
-"""Per-layer build report: text, JSON and a self-contained HTML page with the memory plan.
+"""Per-layer report of a Cortex-M build: text, JSON and a self-contained HTML page with the memory plan.
 
 Everything comes from the build manifest (layers and memory plan), so ``edgekit report``
-works on any build directory.
+works on any Cortex-M build directory.
 """
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import html
 import json
 from pathlib import Path
 
+from ...manifest import Manifest
 
-def _buffers(manifest: dict) -> list[dict]:
+
+def _buffers(manifest: Manifest) -> list[dict]:
     seen, out = set(), []
-    for name, p in manifest["memory_plan"]["tensors"].items():
+    for name, p in manifest.memory_plan["tensors"].items():
         key = (p["tensor"], p["buffer"])
         if p["buffer"] == "arena" and key not in seen:
             seen.add(key)
@@ -20,27 +22,27 @@ def _buffers(manifest: dict) -> list[dict]:
     return out
 
 
-def memory_timeline(manifest: dict) -> list[int]:
+def memory_timeline(manifest: Manifest) -> list[int]:
     """Arena bytes live during each layer (producer .. last consumer, inclusive)."""
     bufs = _buffers(manifest)
-    return [sum(b["size"] for b in bufs if b["first"] <= i <= b["last"]) for i in range(len(manifest["layers"]))]
+    return [sum(b["size"] for b in bufs if b["first"] <= i <= b["last"]) for i in range(len(manifest.layers))]
 
 
-def report_json(manifest: dict) -> dict:
+def report_json(manifest: Manifest) -> dict:
     timeline = memory_timeline(manifest)
-    layers = [dict(layer, arena_live_bytes=live) for layer, live in zip(manifest["layers"], timeline)]
-    mem = manifest["memory"]
+    layers = [dict(layer, arena_live_bytes=live) for layer, live in zip(manifest.layers, timeline)]
+    mem = manifest.memory
     return {
-        "target": manifest["target"], "board": manifest["board"], "macs": manifest["macs"],
-        "weight_bytes": manifest["weight_bytes"], "arena_bytes": manifest["arena_bytes"],
-        "arena_lower_bound": manifest["memory_plan"].get("lower_bound"),
-        "planner": manifest["memory_plan"].get("strategy"),
-        "in_place_layers": manifest["memory_plan"].get("inplace", []),
+        "target": manifest.target, "board": manifest.board, "macs": manifest.macs,
+        "weight_bytes": manifest.weight_bytes, "arena_bytes": manifest.arena_bytes,
+        "arena_lower_bound": manifest.memory_plan.get("lower_bound"),
+        "planner": manifest.memory_plan.get("strategy"),
+        "in_place_layers": manifest.memory_plan.get("inplace", []),
         "flash_bytes": mem["flash_bytes"], "ram_bytes": mem["ram_bytes"], "layers": layers,
     }
 
 
-def report_text(manifest: dict) -> str:
+def report_text(manifest: Manifest) -> str:
     rep = report_json(manifest)
     head = (f"{'#':>3}  {'layer':<24}{'op':<11}{'input':<14}{'output':<14}{'MACs':>10}{'weights B':>11}"
             f"{'out B':>8}  {'buffer':<8}{'offset':>8}{'arena live':>12}")
@@ -58,7 +60,7 @@ def report_text(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def report_html(manifest: dict) -> str:
+def report_html(manifest: Manifest) -> str:
     """The table plus an SVG of the arena: x = layer, y = byte offset, one box per buffer."""
     rep = report_json(manifest)
     n = max(len(rep["layers"]), 1)
@@ -100,7 +102,7 @@ RAM {rep['ram_bytes']} B.</p>
 """
 
 
-def write_reports(manifest: dict, out_dir: Path) -> None:
+def write_reports(manifest: Manifest, out_dir: Path) -> None:
     (out_dir / "report.txt").write_text(report_text(manifest) + "\n")
     (out_dir / "report.json").write_text(json.dumps(report_json(manifest), indent=1))
     (out_dir / "report.html").write_text(report_html(manifest))

@@ -1,0 +1,123 @@
+"""The Cortex-M build: QONNX or int8 TFLite -> integer IR -> C sources -> host runner and firmware."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ... import __version__
+from ...builddir import BuildResult, prepare_out_dir, staged_build_dir
+from ...errors import TargetError
+from ...frontends.qonnx import import_qonnx
+from ...ir.passes import run_default_passes
+from ...ir.planner import check_plan, plan_memory
+from ...manifest import Manifest
+from ...ir.operators import get_op
+from ...targets import Board, resolve
+from . import toolchain as tc
+from .codegen import generate_c
+from .firmware import compile_firmware
+from .memory import breakdown, fit_report, raise_if_over
+from .report import write_reports
+from .stack import inference_stack_bytes
+
+KERNELS = ("optimized", "reference")
+
+
+def _layer_report(graph, plan, kernels: dict | None = None) -> list[dict]:
+    rows = []
+    for node in graph.nodes:
+        op = get_op(node.op, node.name)
+        out = graph.tensors[node.outputs[0]]
+        p = plan.placements.get(node.outputs[0])
+        rows.append({
+            "name": node.name, "op": node.op,
+            "input_shape": list(graph.tensors[node.inputs[0]].shape), "output_shape": list(out.shape),
+            "output_dtype": out.dtype, "macs": op.macs(node, graph),
+            "weight_bytes": sum(graph.constants[i].nbytes for i in node.inputs if i in graph.constants),
+            "output_bytes": out.nbytes, "buffer": p.buffer if p else None,
+            "arena_offset": p.offset if p and p.buffer == "arena" else None,
+        })
+        if kernels and node.name in kernels:
+            rows[-1]["kernel"] = kernels[node.name]
+    return rows
+
+
+def _check_fit(elf: Path, board: Board) -> dict:
+    """Every memory region of the board with its use; refuses a model that overflows any of them."""
+    report = fit_report(elf, board)
+    raise_if_over(report, board)
+    return report
+
+
+def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, kernels: str) -> BuildResult:
+    """Compile a QONNX model (or an int8 ``.tflite`` model) for a Cortex-M core and board into ``out_dir``.
+
+    ``kernels="optimized"`` uses the DSP-extension kernels (templates/cortexm/ops_dsp,
+    docs/kernels.md) for the layers that fit them on cores that have it; ``"reference"`` keeps
+    the portable reference kernels everywhere. Both compute the same integers.
+    """
+    t0 = time.monotonic()
+    if kernels not in KERNELS:
+        raise TargetError(f"kernels '{kernels}': choose one of {', '.join(KERNELS)}")
+    core, brd = resolve(target, board)
+    prepare_out_dir(out_dir)
+    tc.arm_gcc(), tc.arm_size(), tc.host_cc()  # fail before any work if a tool is missing
+
+    if model.suffix.lower() == ".tflite":  # int8 TFLite flatbuffer (issue 6): edgekit/frontends/tflite.py
+        from ...frontends.tflite.importer import import_tflite
+
+        graph, cleaned = import_tflite(model)
+    else:
+        graph, cleaned = import_qonnx(model)
+    run_default_passes(graph)
+    plan = plan_memory(graph)
+    check_plan(plan)
+
+    with staged_build_dir(out_dir) as tmp:
+        if isinstance(cleaned, bytes):  # TFLite: the flatbuffer itself, for verify's TFLite reference stage
+            (tmp / "model.tflite").write_bytes(cleaned)
+        else:
+            cleaned.save(str(tmp / "model.onnx"))
+        graph.save(tmp)
+        (tmp / "src").mkdir()
+        codegen = generate_c(graph, plan, tmp / "src", kernels=kernels, features=core.features, board=brd)
+        tc.copy_firmware_sources(tmp / "firmware")
+        tc.render_linker_script(core, brd, tmp / "firmware" / "link.ld")
+        elf = compile_firmware(tmp, core, brd, tmp / "firmware" / "link.ld")
+        tc.compile_host(tmp)
+        sizes = tc.section_sizes(elf)
+        usage = tc.memory_usage(sizes)
+        fit = _check_fit(elf, brd)
+        manifest = Manifest(
+            edgekit_version=__version__,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            source=str(model.resolve()),
+            source_sha256=graph.meta["source_sha256"],
+            frontend=graph.meta.get("frontend", "qonnx"),
+            target=core.name,
+            board=brd.name,
+            qemu_machine=brd.qemu_machine,
+            firmware="firmware.elf",
+            host_runner="host/ek_host_runner",
+            input={"tensor": graph.inputs[0], "float_shape": list(graph.input_quant.float_shape),
+                   "dtype": graph.tensors[graph.inputs[0]].dtype},
+            output={"tensor": graph.outputs[0], "shape": list(graph.tensors[graph.outputs[0]].shape),
+                    "dtype": graph.tensors[graph.outputs[0]].dtype},
+            macs=codegen["macs"],
+            weight_bytes=codegen["weight_bytes"],
+            arena_bytes=plan.arena_bytes,
+            sections=sizes,
+            memory=usage,
+            memory_breakdown=breakdown(elf, sizes),
+            fit=fit,
+            board_description=brd.to_json(),
+            kernels=kernels,
+            layers=_layer_report(graph, plan, codegen["kernels"]),
+            kernel_variants=codegen["kernel_variants"],
+            memory_plan=plan.to_json(),
+            build_seconds=round(time.monotonic() - t0, 2),
+        )
+        manifest.memory["inference_stack_static_bytes"] = inference_stack_bytes(tmp / "obj" / "model.su")
+        manifest.save(tmp)
+        write_reports(manifest, tmp)
+    return BuildResult(out_dir, manifest)

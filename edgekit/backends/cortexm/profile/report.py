@@ -1,0 +1,179 @@
+"""The profile of one build: per-layer instructions, the cycle estimate, and the files
+(``profile.json``, ``profile.html``, the manifest's ``profile`` summary)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ....manifest import load_manifest
+from .classifier import classify, instruction_cost
+from .runner import GLUE
+
+PROFILE_JSON = "profile.json"
+PROFILE_HTML = "profile.html"
+DEFINITION = ("one inference = one call of ek_model_run, from its first instruction up to and including the "
+              "instruction that returns to the caller; each instruction counts for the layer function "
+              "(ek_layer<N>_*) that ran last, ek_model_run's own instructions are the glue row")
+
+
+@dataclass
+class ProfileReport:
+    data: dict
+
+    def to_json(self) -> dict:
+        return self.data
+
+    def table(self) -> str:
+        d = self.data
+        lines = [f"edgekit profile {d['build_dir']}: {d['target']} on {d['board']}; instructions counted on QEMU "
+                 f"{d['counted_on']}, cycles estimated for {d['target']} at {d['clock_hz'] / 1e6:g} MHz "
+                 f"({d['clock_source']})",
+                 f"{'layer':<28}{'op':<12}{'MACs':>10}{'instructions':>14}{'instr/MAC':>11}{'share':>8}"
+                 f"{'est. cycles':>13}{'est. ms':>10}"]
+        for r in d["layers"]:
+            ipm = f"{r['instructions_per_mac']:.2f}" if r["instructions_per_mac"] is not None else "-"
+            lines.append(f"{r['label'][:27]:<28}{r['op'][:11]:<12}{r['macs']:>10,}{r['instructions']:>14,}{ipm:>11}"
+                         f"{100 * r['share']:>7.1f}%{r['est_cycles']:>13,.0f}{r['est_ms']:>10.3f}")
+        t = d["total"]
+        ipm = f"{t['instructions_per_mac']:.2f}" if t["instructions_per_mac"] is not None else "-"
+        lines.append(f"{'total (one inference)':<28}{'':<12}{t['macs']:>10,}{t['instructions']:>14,}{ipm:>11}"
+                     f"{100.0:>7.1f}%{t['est_cycles']:>13,.0f}{t['est_ms']:>10.3f}")
+        v = d["vectors"]
+        lines.append(f"one inference = input vector {d['vector']} of {v['count']} ({v['source']}); over all "
+                     f"{v['count']}: {v['min']:,}..{v['max']:,} instructions (mean {v['mean']:,.1f})")
+        f, r = d["memory"]["flash"], d["memory"]["ram"]
+        used = d["memory"].get("stack_used")
+        inf = d["memory"].get("inference_stack")
+        lines.append(f"flash {f['total']:,} B: code {f['code']:,}, weights {f['weights']:,}, runtime {f['runtime']:,}"
+                     f" | RAM {r['total']:,} B: arena {r['arena']:,}, static {r['static']:,}, stack {r['stack']:,} "
+                     f"reserved ({used if used is not None else '?'} used"
+                     + (f", {inf} by the inference" if inf is not None else "") + ")")
+        lines.append("cycles and ms are ESTIMATES from instruction classes (core timing table); instruction counts "
+                     "are exact")
+        return "\n".join(lines)
+
+
+def profile_data(build_dir, manifest, core, run_board, est_board, layers, zones, layer_zone, counts, insns, vector,
+            source, mem) -> dict:
+    nz = len(zones)
+    window = counts.windows[vector]
+    per_zone_classes = [dict() for _ in range(nz + 1)]
+    per_zone_cycles = [0.0] * (nz + 1)
+    unknown = set()
+    for (z, pc), (n, taken) in counts.detail.items():
+        mnem, ops = insns.get(pc, ("?", ""))
+        if mnem == "?":
+            unknown.add(f"0x{pc:x}")
+        cls, regs = classify(mnem, ops, core)
+        per_zone_classes[z][cls] = per_zone_classes[z].get(cls, 0) + n
+        per_zone_cycles[z] += instruction_cost(cls, regs, n, taken, core.timing)
+    for z, n in counts.outside.items():  # code outside the firmware's text (none expected)
+        per_zone_classes[z]["other"] = per_zone_classes[z].get("other", 0) + n
+        per_zone_cycles[z] += n * core.timing.get("other", 1.0)
+    total = sum(window)
+    clock = est_board.clock_hz
+    rows = []
+
+    def row(label, name, op, macs, zs):
+        n = sum(window[z] for z in zs)
+        classes: dict[str, int] = {}
+        for z in zs:
+            for k, v in per_zone_classes[z].items():
+                classes[k] = classes.get(k, 0) + v
+        cyc = sum(per_zone_cycles[z] for z in zs)
+        return {"label": label, "name": name, "op": op, "macs": macs, "instructions": n,
+                "instructions_per_mac": (n / macs) if macs else None, "share": n / total if total else 0.0,
+                "classes": dict(sorted(classes.items())), "est_cycles": round(cyc, 1),
+                "est_ms": cyc / clock * 1e3, "functions": [zones[z].name for z in zs if z < nz]}
+
+    for i, layer in enumerate(layers):
+        zs = layer_zone.get(i, [])
+        r = row(f"{i} {layer['name']}", layer["name"], layer["op"], layer["macs"], zs)
+        r["index"] = i
+        if not zs:
+            r["note"] = "no code of its own (aliases its input, or inlined)"
+        rows.append(r)
+    rows.append(row("(glue: ek_model_run)", GLUE, "-", 0, [0]))
+    if window[nz]:
+        rows.append(row("(unattributed)", "", "-", 0, [nz]))
+    macs = sum(layer["macs"] for layer in layers)
+    cycles = sum(r["est_cycles"] for r in rows)
+    assert sum(r["instructions"] for r in rows) == total
+    totals = [sum(w) for w in counts.windows]
+    return {
+        "edgekit_profile": 1,
+        "build_dir": str(build_dir),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "target": manifest.target, "board": manifest.board, "counted_on": run_board.qemu_machine,
+        "clock_hz": clock,
+        "clock_source": f"{est_board.name} clock_hz" + (
+            f"; the firmware as built starts at {est_board.reset_clock_hz / 1e6:g} MHz"
+            if est_board.reset_clock_hz and est_board.reset_clock_hz != clock else ""),
+        "definition": DEFINITION,
+        "vector": vector,
+        "vectors": {"count": len(totals), "source": source, "instructions": totals, "min": min(totals),
+                    "max": max(totals), "mean": sum(totals) / len(totals)},
+        "layers": rows,
+        "total": {"instructions": total, "macs": macs, "instructions_per_mac": total / macs if macs else None,
+                  "est_cycles": round(cycles, 1), "est_ms": cycles / clock * 1e3},
+        "whole_run_instructions": counts.all_instructions,
+        "timing": core.timing, "timing_source": core.timing_source,
+        "memory": {"flash": mem["flash"], "ram": mem["ram"], "weight_symbols": mem["weight_symbols"]},
+        "unknown_addresses": sorted(unknown),
+    }
+
+
+def write_profile(build_dir: Path, rep: ProfileReport) -> None:
+    data = rep.to_json()
+    tmp = build_dir / f".{PROFILE_JSON}.tmp"
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, build_dir / PROFILE_JSON)
+    (build_dir / PROFILE_HTML).write_text(_html(data))
+    m = load_manifest(build_dir)
+    m.profile = {"file": PROFILE_JSON, "counted_on": data["counted_on"], "vector": data["vector"],
+                    "instructions": data["total"]["instructions"], "est_cycles": data["total"]["est_cycles"],
+                    "est_ms": data["total"]["est_ms"], "clock_hz": data["clock_hz"],
+                    "stack_used": data["memory"].get("stack_used"),
+                    "layers": {r["name"] or r["label"]: r["instructions"] for r in data["layers"]}}
+    m.save(build_dir)
+
+
+def _html(d: dict) -> str:
+    import html
+
+    rows = d["layers"]
+    width = 520
+    top = max((r["instructions"] for r in rows), default=1) or 1
+    bars = []
+    for i, r in enumerate(rows):
+        w = max(1, round(width * r["instructions"] / top)) if r["instructions"] else 0
+        y = 8 + i * 26
+        bars.append(f'<text x="0" y="{y + 14}" font-size="12">{html.escape(r["label"][:40])}</text>'
+                    f'<rect x="260" y="{y}" width="{w}" height="18" fill="#4a7bd0"/>'
+                    f'<text x="{266 + w}" y="{y + 14}" font-size="12">{r["instructions"]:,} '
+                    f'({100 * r["share"]:.1f}%)</text>')
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 420}" height="{16 + 26 * len(rows)}">'
+           + "".join(bars) + "</svg>")
+    def ipm(r):
+        return "" if r["instructions_per_mac"] is None else f"{r['instructions_per_mac']:.2f}"
+
+    body = "\n".join(
+        f"<tr><td>{html.escape(r['label'])}</td><td>{html.escape(r['op'])}</td><td>{r['macs']:,}</td>"
+        f"<td>{r['instructions']:,}</td><td>{ipm(r)}</td><td>{100 * r['share']:.1f}%</td>"
+        f"<td>{r['est_cycles']:,.0f}</td><td>{r['est_ms']:.3f}</td></tr>" for r in rows)
+    t = d["total"]
+    return f"""<!doctype html><meta charset="utf-8"><title>edgekit profile</title>
+<style>body{{font-family:sans-serif}} td,th{{padding:2px 10px;text-align:right}} td:first-child{{text-align:left}}</style>
+<h1>edgekit profile: {html.escape(d['target'])} on {html.escape(d['board'])}</h1>
+<p>Instructions counted exactly on QEMU {html.escape(d['counted_on'])}; cycles and ms are estimates
+({html.escape(d['timing_source'])}) at {d['clock_hz'] / 1e6:g} MHz. {html.escape(d['definition'])}.</p>
+{svg}
+<table><tr><th>layer</th><th>op</th><th>MACs</th><th>instructions</th><th>instr/MAC</th><th>share</th>
+<th>est. cycles</th><th>est. ms</th></tr>
+{body}
+<tr><th>total</th><th></th><th>{t['macs']:,}</th><th>{t['instructions']:,}</th><th></th><th>100%</th>
+<th>{t['est_cycles']:,.0f}</th><th>{t['est_ms']:.3f}</th></tr></table>
+"""

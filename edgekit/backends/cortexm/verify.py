@@ -1,0 +1,107 @@
+"""The Cortex-M verify stages: the generated C compiled for the host, and the firmware on the
+emulated board (QEMU), each run through the harness protocol (inputs.bin -> outputs.bin).
+
+Their time limits scale with the model's work: the instructions one inference executes
+(exact when ``edgekit profile`` has counted them, else bounded from the MACs and the
+layer outputs) times the vectors, at a QEMU speed well below what a loaded machine
+gives, never below :data:`TIME_LIMIT_FLOOR`.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ...errors import VerificationError
+from ...manifest import Manifest
+from ...stages import StageResult, VerifyReport, compare
+from . import toolchain as tc
+
+#: the shortest time limit, in seconds (what every stage had before limits scaled)
+TIME_LIMIT_FLOOR = 120.0
+#: instructions per second QEMU runs at the least on a loaded machine (unloaded: hundreds of millions)
+SLOWEST_INSTRUCTIONS_PER_SECOND = 20e6
+#: instructions per MAC the slowest kernels need at most (reference kernels on a Cortex-M0+: about 10)
+INSTRUCTIONS_PER_MAC_BOUND = 20
+#: instructions per output byte of a layer at most (elementwise ops, pooling, requantization, copies)
+INSTRUCTIONS_PER_OUTPUT_BYTE_BOUND = 64
+#: a profiled count depends on the input only through data-dependent branches: this margin covers them
+PROFILED_MARGIN = 2.0
+
+
+def instructions_per_inference_bound(manifest: Manifest) -> int:
+    """At most how many instructions one inference executes: twice the profiled count if the build
+    was profiled, else a bound from its MACs and the bytes its layers write."""
+    if manifest.profile and manifest.profile.get("instructions"):
+        return int(PROFILED_MARGIN * manifest.profile["instructions"])
+    output_bytes = sum(layer.get("output_bytes", 0) for layer in manifest.layers or [])
+    return INSTRUCTIONS_PER_MAC_BOUND * int(manifest.macs) + INSTRUCTIONS_PER_OUTPUT_BYTE_BOUND * output_bytes
+
+
+def time_limit(manifest: Manifest, vectors: int) -> float:
+    """Seconds a run of ``vectors`` inferences may take on QEMU (the host is faster) before it counts as hung.
+
+    The harness runs the first vector once more (to measure the arena it touches), hence ``vectors + 1``.
+    """
+    work = (vectors + 1) * instructions_per_inference_bound(manifest)
+    return max(TIME_LIMIT_FLOOR, float(math.ceil(work / SLOWEST_INSTRUCTIONS_PER_SECOND)))
+
+
+class CortexmVerifyReport(VerifyReport):
+    def footer_lines(self) -> list[str]:
+        """What the firmware occupies, and what the board measured."""
+        m = self.memory
+        lines = [f"firmware on {self.board}: flash {m['flash_bytes']} B (code {m['text_bytes']}, "
+                 f"constants {m['rodata_bytes']}), RAM {m['ram_bytes']} B (arena {m['arena_bytes']}, "
+                 f"other .bss {m['bss_bytes'] - m['arena_bytes']}, .data {m['data_bytes']}, stack reserved "
+                 f"{m['stack_bytes']}, stack used {m.get('stack_used_bytes', '?')})"]
+        if "arena_touched_bytes" in m:
+            lines.append(f"measured on the board: arena written up to byte {m['arena_touched_bytes']} of "
+                         f"{m['arena_bytes']} planned; inference stack {m.get('inference_stack_bytes', '?')} B"
+                         + (f" (static analysis: {m['inference_stack_static_bytes']} B)"
+                            if "inference_stack_static_bytes" in m else ""))
+        return lines
+
+
+def run_binary(runner: Callable[[Path], object], codes: np.ndarray, dtype: str, out_count: int,
+               out_dtype: str) -> tuple[np.ndarray, str]:
+    """Run the harness (``runner(workdir)``) on ``codes``; its outputs (N, out_count) and its log."""
+    with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as d:
+        work = Path(d)
+        codes.astype(np.dtype(dtype)).tofile(work / "inputs.bin")
+        proc = runner(work)
+        out = np.fromfile(work / "outputs.bin", dtype=np.dtype(out_dtype))
+    if out.size != codes.shape[0] * out_count:
+        raise VerificationError(f"the harness wrote {out.size} outputs, expected {codes.shape[0] * out_count}")
+    return out.reshape(codes.shape[0], out_count), proc.stdout + proc.stderr
+
+
+#: what the harness prints -> the report's memory key
+MEASURED = {"EK_STACK_USED": "stack_used_bytes", "EK_INFERENCE_STACK": "inference_stack_bytes",
+            "EK_ARENA_TOUCHED": "arena_touched_bytes"}
+
+
+def host_stage(build_dir: Path, manifest: Manifest, codes: np.ndarray, ref: np.ndarray, out_dtype: str,
+               timeout: float) -> StageResult:
+    exe = build_dir / manifest.host_runner
+    got, _ = run_binary(lambda w: tc.run_host(exe, w, timeout=timeout), codes, manifest.input["dtype"],
+                        ref.shape[1], out_dtype)
+    return compare("host C", got, ref, True)
+
+
+def qemu_stage(build_dir: Path, manifest: Manifest, codes: np.ndarray, ref: np.ndarray, out_dtype: str,
+               timeout: float, measured: dict) -> StageResult:
+    machine = manifest.qemu_machine
+    if not machine:
+        raise VerificationError(f"board {manifest.board} cannot be emulated; flash it instead")
+    elf = build_dir / manifest.firmware
+    got, log = run_binary(lambda w: tc.run_qemu(elf, machine, w, timeout=timeout), codes, manifest.input["dtype"],
+                          ref.shape[1], out_dtype)
+    for line in log.splitlines():
+        key, _, value = line.partition("=")
+        if key in MEASURED and value.strip().isdigit():
+            measured[MEASURED[key]] = int(value)
+    return compare(f"firmware ({machine})", got, ref, True)

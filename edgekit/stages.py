@@ -1,0 +1,242 @@
+"""Verification stages every backend shares: test inputs, the comparison of output codes with the
+simulator, the report, and the reference stages (qonnx's float execution, TFLite Micro).
+
+A backend's ``verify`` (edgekit.backends.base.Backend) runs the simulator, these reference
+stages and its own stages (Cortex-M: host C and firmware; FPGA: hls4ml C-simulation), each
+compared with :func:`compare`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VerificationError
+from .ir.contract import dequantized_to_codes, is_power_of_two
+from .ir.graph import Graph
+
+
+@dataclass
+class StageResult:
+    stage: str
+    must_be_exact: bool
+    elements: int
+    mismatches: int
+    max_lsb: int
+    note: str = ""
+
+    @property
+    def share(self) -> float:
+        return self.mismatches / self.elements if self.elements else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatches == 0 or not self.must_be_exact
+
+
+@dataclass
+class VerifyReport:
+    build_dir: str
+    board: str
+    vectors: int
+    input_source: str
+    output_shape: list
+    stages: list[StageResult]
+    memory: dict
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.stages)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        for s, st in zip(d["stages"], self.stages):
+            s["share"] = st.share
+            s["ok"] = st.ok
+        d["ok"] = self.ok
+        return d
+
+    def table(self) -> str:
+        return "\n".join(self.stage_lines() + self.footer_lines() + [self.verdict()])
+
+    def stage_lines(self) -> list[str]:
+        """The heading and one row per stage."""
+        lines = [f"edgekit verify {self.build_dir}: {self.vectors} vectors ({self.input_source}), "
+                 f"output {self.output_shape}, reference = simulator",
+                 f"{'stage':<22}{'must be exact':>14}{'mismatching':>14}{'share':>10}{'max diff (LSB)':>16}  result"]
+        for s in self.stages:
+            res = "ok" if s.mismatches == 0 else ("FAIL" if s.must_be_exact else "differs (reported)")
+            if s.elements == 0 and s.note.startswith("skipped"):
+                res = "skipped"
+            lines.append(f"{s.stage:<22}{'yes' if s.must_be_exact else 'no':>14}"
+                         f"{f'{s.mismatches}/{s.elements}':>14}{100 * s.share:>9.3f}%{s.max_lsb:>16}  {res}"
+                         + (f"  [{s.note}]" if s.note else ""))
+        return lines
+
+    def footer_lines(self) -> list[str]:
+        """Lines a backend adds under the stages (what the build occupies, what was measured)."""
+        return []
+
+    def verdict(self) -> str:
+        return ("PASS: every stage that must be exact is exact" if self.ok
+                else "FAIL: a stage that must be exact differs from the simulator")
+
+
+def generate_inputs(graph: Graph, count: int, seed: int = 0) -> np.ndarray:
+    """Seeded float inputs covering the input quantizer's whole range.
+
+    Per element: on-grid values for every code, exact ties between codes (checks
+    round-half-to-even), values beyond both ends (saturation) and uniform noise. The
+    first three vectors are all-minimum, all-maximum and all-zero-point.
+    """
+    iq = graph.input_quant
+    rng = np.random.default_rng(seed)
+    shape = (count,) + tuple(iq.float_shape)
+    codes = rng.integers(iq.qmin, iq.qmax + 1, size=shape).astype(np.float64)
+    kind = rng.integers(0, 4, size=shape)
+    lo, hi = (iq.qmin - iq.zero_point) * iq.scale, (iq.qmax - iq.zero_point) * iq.scale
+    x = (codes - iq.zero_point) * iq.scale
+    x = np.where(kind == 1, x + 0.5 * iq.scale, x)  # ties
+    x = np.where(kind == 2, rng.uniform(lo - 4 * abs(hi - lo), hi + 4 * abs(hi - lo), size=shape), x)
+    x = np.where(kind == 3, rng.uniform(lo, hi, size=shape), x)
+    if count >= 3:
+        x[0], x[1], x[2] = lo, hi, 0.0
+    return x.astype(np.float32)
+
+
+def load_float_inputs(graph: Graph, inputs, count: int = 256, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Float inputs in the model's input layout, and where they came from: generated (None),
+    an array, or an .npy file; a flat or mis-shaped array is reshaped if it holds whole samples."""
+    if inputs is None:
+        x, source = generate_inputs(graph, count, seed), f"generated, seed {seed}"
+    elif isinstance(inputs, np.ndarray):
+        x, source = inputs, "array"
+    else:
+        try:
+            x, source = np.load(inputs), str(inputs)
+        except (OSError, ValueError) as e:
+            raise VerificationError(f"{inputs}: cannot read inputs ({e})") from None
+    fshape = tuple(graph.input_quant.float_shape)
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape[1:] != fshape:
+        if x.ndim < 2 or x.size % int(np.prod(fshape)) != 0:
+            raise VerificationError(f"inputs have shape {x.shape}; expected (N, {', '.join(map(str, fshape))}) "
+                                    "in the model's input layout")
+        x = x.reshape((-1,) + fshape)
+    return x, source
+
+
+def qonnx_stage(model_path: Path, graph: Graph, x: np.ndarray, ref: np.ndarray, pow2: bool) -> StageResult:
+    """qonnx's float32 execution as output codes, compared with the simulator's ``ref``.
+
+    Must be exact only for power-of-two models whose accumulators stay below 2^24 and
+    that use no approximated op (graph.meta["inexact"]); otherwise the difference is reported.
+    """
+    out_t = graph.tensors[graph.outputs[0]]
+    y = run_qonnx(model_path, x).astype(np.float64)
+    if y.ndim in (3, 4):  # channels-first feature map: compare in the IR's channels-last order
+        y = np.moveaxis(y, 1, -1)
+    y = y.reshape(x.shape[0], -1)
+    scale = np.resize(np.asarray(out_t.scale, np.float64), y.shape[1])  # per channel: last IR axis
+    q = dequantized_to_codes(y, scale, out_t.zero_point)
+    float_exact = bool(graph.meta.get("qonnx_float_exact", True))
+    inexact = graph.meta.get("inexact", [])
+    note = "" if pow2 else "float scales: qonnx rounds in float32, edgekit uses Q31 multipliers"
+    if pow2 and not float_exact:
+        note = "accumulators can exceed 2^24, where qonnx's float32 arithmetic is inexact"
+    if pow2 and inexact:
+        note = "; ".join(inexact)
+    return compare("qonnx (float32)", q, ref, pow2 and float_exact and not inexact, note)
+
+
+def run_qonnx(model_path: Path, x: np.ndarray) -> np.ndarray:
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.change_batchsize import ChangeBatchSize
+    from qonnx.util.cleanup import cleanup_model
+
+    model = ModelWrapper(str(model_path))
+    model = cleanup_model(model.transform(ChangeBatchSize(x.shape[0])))
+    iname, oname = model.graph.input[0].name, model.graph.output[0].name
+    return execute_onnx(model, {iname: x.astype(np.float32)})[oname]
+
+
+def compare(name: str, got: np.ndarray, ref: np.ndarray, exact: bool, note: str = "") -> StageResult:
+    diff = np.abs(got.astype(np.int64).reshape(ref.shape) - ref.astype(np.int64))
+    return StageResult(name, exact, int(diff.size), int(np.count_nonzero(diff)),
+                       int(diff.max()) if diff.size else 0, note)
+
+
+def load_codes(graph: Graph, codes) -> tuple[np.ndarray, str]:
+    """Raw input codes (an integer array or .npy file), used as they are: (N, input size) int64."""
+    source = "codes array"
+    if not isinstance(codes, np.ndarray):
+        try:
+            codes, source = np.load(codes), f"codes {codes}"
+        except (OSError, ValueError) as e:
+            raise VerificationError(f"{codes}: cannot read input codes ({e})") from None
+    t = graph.tensors[graph.inputs[0]]
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise VerificationError(f"input codes must be an integer array, got {codes.dtype}; pass float inputs "
+                                "with --inputs instead")
+    if codes.ndim < 2 or codes.size % t.size != 0:
+        raise VerificationError(f"input codes have shape {codes.shape}; expected (N, {', '.join(map(str, t.shape))})")
+    codes = codes.astype(np.int64).reshape((-1,) + tuple(t.shape))
+    if codes.size and (codes.min() < t.qmin or codes.max() > t.qmax):
+        raise VerificationError(f"input codes outside the input's range [{t.qmin}, {t.qmax}] ({t.dtype})")
+    return codes, source
+
+
+def run_tflite_reference(model_path: Path, codes: np.ndarray, graph: Graph | None = None,
+                          floats: np.ndarray | None = None) -> np.ndarray:
+    """The TFLite Micro interpreter (PyPI tflite-micro, reference kernels) on int8 codes.
+
+    A model with a float interface gets each code as the float that its QUANTIZE maps back
+    to exactly that code (or, given ``floats``, the user's float inputs themselves, so that
+    TFLite's QUANTIZE is checked against edgekit's input quantizer), and its DEQUANTIZE-d
+    output is turned back into codes (exact: the float is (q - zp) * scale)."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_file(str(model_path))
+    shape = interpreter.get_input_details(0)["shape"]
+    fi = (graph.meta.get("float_interface") if graph is not None else None) or {}
+    iq = graph.input_quant if graph is not None else None
+    y_t = graph.tensors[graph.outputs[0]] if graph is not None else None
+    out = []
+    for i, c in enumerate(codes):
+        if fi.get("input") and floats is not None:
+            x = np.asarray(floats[i], np.float32)
+        elif fi.get("input"):
+            x = ((c.astype(np.int64) - iq.zero_point) * np.float32(iq.scale)).astype(np.float32)
+        else:
+            x = c.astype(np.int8)
+        interpreter.set_input(x.reshape(shape), 0)
+        interpreter.invoke()
+        y = np.array(interpreter.get_output(0)).ravel()
+        if fi.get("output"):
+            y = dequantized_to_codes(y, np.float32(y_t.scale[0]), y_t.zero_point).astype(np.int64)
+        out.append(y)
+    return np.stack(out).astype(np.int64)
+
+
+def tflite_reference_available() -> bool:
+    try:
+        from tflite_micro.python.tflite_micro import runtime  # noqa: F401
+    except Exception:  # not installed, or no wheel for this platform (x86-64 Linux only)
+        return False
+    return True
+
+
+def power_of_two_model(graph: Graph) -> bool:
+    """Every requantization exact and a power-of-two input scale: qonnx's float32 execution is then exact."""
+    requant_exact = all(n.attrs["requant"].exact for n in graph.nodes if n.attrs.get("requant") is not None)
+    return requant_exact and is_power_of_two(graph.input_quant.scale)
+
+
+def check_timeout(timeout: float | None) -> None:
+    """A stage's time limit, when given, is a positive number of seconds."""
+    if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise VerificationError(f"timeout {timeout!r}: give a positive number of seconds")
