@@ -103,8 +103,8 @@ def build(model: str | Path, target: str, board: str | None, out_dir: str | Path
     _prepare_out_dir(out_dir)
     tc.arm_gcc(), tc.arm_size(), tc.host_cc()  # fail before any work if a tool is missing
 
-    if model.suffix.lower() == ".tflite":  # int8 TFLite flatbuffer (issue 6): edgekit/frontends/tflite.py
-        from .frontends.tflite import import_tflite
+    if model.suffix.lower() == ".tflite":  # int8 TFLite flatbuffer (issue 6): edgekit/frontends/tflite/
+        from .frontends.tflite.importer import import_tflite
 
         graph, cleaned = import_tflite(model)
     else:

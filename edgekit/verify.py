@@ -17,7 +17,7 @@ from .backends.cortexm import toolchain as tc
 from .build import load_manifest
 from .errors import VerificationError
 from .ir.graph import Graph
-from .ir.contract import is_power_of_two
+from .ir.contract import dequantized_to_codes, is_power_of_two
 from .sim import quantize_input, simulate
 
 
@@ -154,7 +154,7 @@ def qonnx_stage(model_path: Path, graph: Graph, x: np.ndarray, ref: np.ndarray, 
         y = np.moveaxis(y, 1, -1)
     y = y.reshape(x.shape[0], -1)
     scale = np.resize(np.asarray(out_t.scale, np.float64), y.shape[1])  # per channel: last IR axis
-    q = np.round(y / scale + out_t.zero_point)
+    q = dequantized_to_codes(y, scale, out_t.zero_point)
     float_exact = bool(graph.meta.get("qonnx_float_exact", True))
     inexact = graph.meta.get("inexact", [])
     note = "" if pow2 else "float scales: qonnx rounds in float32, edgekit uses Q31 multipliers"
@@ -241,7 +241,7 @@ def _run_tflite_reference(model_path: Path, codes: np.ndarray, graph: Graph | No
         interpreter.invoke()
         y = np.array(interpreter.get_output(0)).ravel()
         if fi.get("output"):
-            y = np.round(y.astype(np.float64) / np.float32(y_t.scale[0])).astype(np.int64) + y_t.zero_point
+            y = dequantized_to_codes(y, np.float32(y_t.scale[0]), y_t.zero_point).astype(np.int64)
         out.append(y)
     return np.stack(out).astype(np.int64)
 

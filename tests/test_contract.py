@@ -125,3 +125,201 @@ def test_c_contract_equals_python(tmp_path: Path, rng):
         assert int(r64) == want, (x, m, s)
         if r32 != "-":
             assert int(r32) == want, (x, m, s)
+
+
+# ---------------------------------------------------------------------------------------
+# TFLite's arithmetic moved here from the front end and the DSP kernels
+# ---------------------------------------------------------------------------------------
+def test_one_multiply_form_equals_double_rounding(rng):
+    """contract.fast_double_rounding's constants with contract.dsp_rq (ek_dsp_rq's arithmetic) give
+    TFLite's double rounding plus the zero point, for every kind of int32 accumulator and the ties."""
+    accs = np.concatenate([rng.integers(-2**31, 2**31, 3000), rng.integers(-3000, 3000, 3000),
+                           np.array([-2**31, 2**31 - 1, -1, 0, 1])])
+    for trial in range(60):
+        m = int(rng.integers(2**30, 2**31)) if trial % 3 else 2**30 + (trial % 2) * 2**29  # ties
+        s = int(rng.integers(33, 56))
+        zp = int(rng.integers(-128, 128))
+        rq = contract.Requant((m,), (s,), zp, -2**31, 2**31 - 1, False, "double")
+        f = contract.fast_double_rounding(rq)
+        assert f is not None
+        want = contract.mul_dbl(accs, m, s) + zp
+        assert np.array_equal(contract.dsp_rq(accs, f["m"][0], f["ahi"][0], f["sh"][0]), want)
+        # ties: accumulators that put acc * m exactly on a rounding boundary
+        e = s - 31
+        ties = [(int(k) * 2**(31 + e) - 2**30 - 2**(30 + e)) // m for k in rng.integers(-2**20, 2**20, 300)]
+        ties = np.array([t + d for t in ties for d in (-1, 0, 1) if -2**31 <= t + d < 2**31], dtype=np.int64)
+        got = contract.dsp_rq(ties, f["m"][0], f["ahi"][0], f["sh"][0])
+        assert np.array_equal(got, contract.mul_dbl(ties, m, s) + zp)
+
+
+ROUND_DRIVER = r"""
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+/* reads lines "f|d <hex float>", prints std::round of the float32 (roundf) or double (round) */
+int main(void)
+{
+    char kind;
+    char text[64];
+    while (scanf(" %c %63s", &kind, text) == 2) {
+        printf("%.0f\n", kind == 'f' ? (double)roundf(strtof(text, NULL)) : round(strtod(text, NULL)));
+    }
+    return 0;
+}
+"""
+
+
+def _ties_and_neighbours(dtype) -> np.ndarray:
+    halves = (np.arange(-70, 70) + 0.5).astype(dtype)
+    big = np.array([2.0**23 - 0.5, 2.0**23 + 1, 2.0**52 - 0.5, 2.0**53, 2.0**62], np.float64).astype(dtype)
+    points = np.concatenate([halves, big, -big, np.array([0.0, -0.0], dtype)])
+    up, down = np.nextafter(points, dtype(np.inf)), np.nextafter(points, dtype(-np.inf))
+    return np.concatenate([points, up, down])
+
+
+def test_round_half_away_equals_c_round(tmp_path: Path, rng):
+    """contract.round_half_away is C's round()/roundf() (TfLiteRound) for float32 and float64:
+    ties at every half, their float neighbours, 0.49999999999999994, signed zeros and large values."""
+    (tmp_path / "round.c").write_text(ROUND_DRIVER)
+    exe = tmp_path / "round"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", str(tmp_path / "round.c"),
+                    "-o", str(exe), "-lm"], check=True)
+    for dtype, kind in ((np.float32, "f"), (np.float64, "d")):
+        x = np.concatenate([_ties_and_neighbours(dtype), rng.normal(0, 40, 3000).astype(dtype),
+                            (rng.integers(-2**20, 2**20, 2000) / 2**rng.integers(0, 12, 2000)).astype(dtype),
+                            np.array([0.49999999999999994, -0.49999999999999994]).astype(dtype)])
+        lines = "\n".join(f"{kind} {float(v).hex()}" for v in x)
+        out = subprocess.run([str(exe)], input=lines, capture_output=True, text=True, check=True).stdout.split()
+        want = np.array([int(float(v)) for v in out], dtype=np.int64)
+        got = contract.round_half_away(x)
+        assert got.dtype == np.int64 and np.array_equal(got, want), x[got != want][:5]
+        assert [contract.round_half_away(v) for v in x[:300]] == want[:300].tolist()  # scalars: Python ints
+
+
+def test_dequantized_outputs_map_back_to_their_codes(rng):
+    """contract.dequantized_to_codes inverts float32 dequantization exactly, per tensor and per channel."""
+    for _ in range(50):
+        zp = int(rng.integers(-128, 128))
+        scale = rng.uniform(1e-4, 4.0, int(rng.choice([1, 7]))).astype(np.float32)
+        q = rng.integers(-128, 128, (40, scale.size))
+        y = ((q - zp) * scale).astype(np.float32)  # what qonnx / TFLite's DEQUANTIZE hand back
+        assert np.array_equal(contract.dequantized_to_codes(y, scale, zp), q)
+    assert np.isnan(contract.dequantized_to_codes(np.array([np.nan]), 0.5, 3)).all()
+
+
+def test_accumulator_bound_holds_every_partial_sum(rng):
+    """The bound is at least |every partial sum| in every order, and is reached (x at its extremes)."""
+    for _ in range(200):
+        n = int(rng.integers(1, 6))
+        w = rng.integers(-127, 128, (3, n))
+        bias = rng.integers(-5000, 5000, 3)
+        lo = int(rng.integers(-255, 1))
+        hi = int(rng.integers(lo, 256))
+        bound = contract.accumulator_bound(w, bias, lo, hi)
+        xs = np.array(np.meshgrid(*[[lo, hi]] * n)).reshape(n, -1).T  # every corner of the input box
+        partial = bias[:, None, None] + np.cumsum(w[:, None, :] * xs[None, :, :], axis=2)
+        worst = np.maximum(np.abs(partial).max(axis=(1, 2)), np.abs(bias))
+        assert np.all(bound >= worst)
+        if lo == -hi:  # the extremes of x reach the bound with the signs of w and the bias
+            assert np.array_equal(bound, np.abs(bias) + np.abs(w).sum(axis=1) * hi)
+
+
+def test_gemmlowp_exp_follows_exp(rng):
+    """contract.exp_on_negative_values (Q5.26 in, Q0.31 out) against exp() over its whole range:
+    within 2^-21 (gemmlowp's Taylor series and barrel of constants), exactly 1.0 at 0, monotone."""
+    a = np.unique(np.concatenate([rng.integers(-(32 << 26), 1, 4000), -np.arange(0, 5000) * (1 << 18),
+                                  np.array([0, -1, -(1 << 24), -(1 << 26), -(31 << 26)])]))
+    got = np.array([contract.exp_on_negative_values(int(v)) for v in a], dtype=np.float64)
+    assert contract.exp_on_negative_values(0) == contract.INT32_MAX
+    assert np.abs(got / 2**31 - np.exp(a / 2**26)).max() < 2**-21
+    assert np.all(np.diff(got) >= 0)
+
+
+DSP_RQ_FIRMWARE = r"""
+#include <stdint.h>
+#include "semihosting.h"
+
+%(ek_dsp_rq)s
+
+/* cases.bin: int32 quadruples (acc, m, ahi, sh); results.bin: ek_dsp_rq of each */
+int main(void)
+{
+    static int32_t cases[4 * 256];
+    static int32_t results[256];
+    const int32_t in = sh_open("cases.bin", SH_MODE_RB);
+    const int32_t out = sh_open("results.bin", SH_MODE_WB);
+    if (in < 0 || out < 0) {
+        return 2;
+    }
+    int32_t left = sh_flen(in) / 16;
+    while (left > 0) {
+        const int32_t n = left < 256 ? left : 256;
+        if (sh_read(in, cases, (uint32_t)n * 16u) != 0) {
+            return 3;
+        }
+        for (int32_t i = 0; i < n; ++i) {
+            results[i] = ek_dsp_rq(cases[4 * i], cases[4 * i + 1], cases[4 * i + 2], cases[4 * i + 3]);
+        }
+        if (sh_write(out, results, (uint32_t)n * 4u) != 0) {
+            return 4;
+        }
+        left -= n;
+    }
+    sh_close(in);
+    sh_close(out);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("core", ["cortex-m4", "cortex-m55"])
+def test_c_dsp_rq_equals_python_on_the_emulated_core(core, tmp_path: Path, rng):
+    """ek_dsp_rq (inline assembly, templates/cortexm/ops_dsp/dsp_common.c.j2) run on QEMU computes
+    contract.dsp_rq, hence TFLite's double rounding, for the constants of fast_double_rounding."""
+    import re
+
+    from edgekit.backends.cortexm import toolchain as tc
+    from edgekit.errors import ToolchainError
+    from edgekit.targets import emulated_boards, get_board, get_core
+
+    try:
+        tc.arm_gcc(), tc.qemu()
+    except ToolchainError as e:
+        pytest.skip(str(e))
+    source = (resource_dir("templates") / "cortexm" / "ops_dsp" / "dsp_common.c.j2").read_text()
+    (function,) = re.findall(r"static inline int32_t ek_dsp_rq\(.*?\n}\n", source, re.S)
+    fw = tmp_path / "firmware"
+    tc.copy_firmware_sources(fw)
+    (fw / "dsp_rq.c").write_text(DSP_RQ_FIRMWARE % {"ek_dsp_rq": function})
+    c, board = get_core(core), get_board(emulated_boards(core)[0])
+    objects = []
+    for name in ("dsp_rq.c", "startup_cortexm.c", "semihosting.c", "libc_min.c"):
+        obj = tmp_path / f"{name}.o"
+        subprocess.run([tc.arm_gcc(), *c.cflags, *tc.WARNINGS, *tc.FIRMWARE_CFLAGS, f"-I{fw}", "-c", str(fw / name),
+                        "-o", str(obj)], check=True)
+        objects.append(obj)
+    elf = tc.link_firmware(tmp_path, c, objects, tc.render_linker_script(c, board, tmp_path / "link.ld"))
+
+    cases, want = [], []
+    accs = np.concatenate([rng.integers(-2**31, 2**31, 400), rng.integers(-3000, 3000, 200),
+                           np.array([-2**31, 2**31 - 1, -1, 0, 1])])
+    for trial in range(24):
+        m = int(rng.integers(2**30, 2**31)) if trial % 3 else 2**30 + (trial % 2) * 2**29
+        s, zp = int(rng.integers(33, 62)), int(rng.integers(-128, 128))
+        f = contract.fast_double_rounding(contract.Requant((m,), (s,), zp, -2**31, 2**31 - 1, False, "double"))
+        if f is None:
+            continue
+        e = s - 31
+        ties = np.array([(int(k) * 2**(31 + e) - 2**30 - 2**(30 + e)) // m + d
+                         for k in rng.integers(-2**12, 2**12, 60) for d in (-1, 0, 1)], dtype=np.int64)
+        a = np.concatenate([accs, ties[(ties >= -2**31) & (ties < 2**31)]])
+        cases.append(np.stack([a, np.full_like(a, f["m"][0]), np.full_like(a, f["ahi"][0]),
+                               np.full_like(a, f["sh"][0])], axis=1))
+        want.append(contract.mul_dbl(a, m, s) + zp)
+        assert np.array_equal(contract.dsp_rq(a, f["m"][0], f["ahi"][0], f["sh"][0]), want[-1])
+    cases_arr, want_arr = np.concatenate(cases), np.concatenate(want)
+    (tmp_path / "cases.bin").write_bytes(cases_arr.astype("<i4").tobytes())
+    tc.run_qemu(elf, board.qemu_machine, tmp_path)
+    got = np.frombuffer((tmp_path / "results.bin").read_bytes(), "<i4").astype(np.int64)
+    assert len(got) == len(want_arr) > 10000
+    assert np.array_equal(got, want_arr), cases_arr[got != want_arr][:5]

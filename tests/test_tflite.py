@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgekit.bench import peers_dir
 from edgekit.ir import contract
 from edgekit.resources import resource_dir
 
-PEERS = Path(__file__).resolve().parents[1].parent / "shared" / "peers" / "mlperf_tiny"
+# ../shared/peers beside the checkout, also from a git worktree (found as the bench finds it)
+PEERS = (peers_dir() or Path(__file__).resolve().parents[1].parent / "shared" / "peers") / "mlperf_tiny"
 
 
 # ---------------------------------------------------------------------------------------
@@ -362,7 +364,7 @@ def _codes(rng, shape, n=64):
 def test_synthetic_models_equal_tflite_micro(name, tmp_path, rng):
     if _tflm() is None:
         pytest.skip("tflite-micro (TFLite Micro's Python interpreter, x86-64 Linux) is not installed")
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.sim import simulate
 
@@ -481,7 +483,7 @@ def _model_with(op: str) -> bytes:
 
 def test_unsupported_operator_is_named(tmp_path):
     from edgekit.errors import UnsupportedOpError
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
 
     path = tmp_path / "tanh.tflite"
     path.write_bytes(_model_with("TANH"))
@@ -507,7 +509,7 @@ def test_unsupported_fused_activation_is_named(tmp_path):
     from tflite_builder import TfliteBuilder, tflite
 
     from edgekit.errors import UnsupportedOpError
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
 
     b = TfliteBuilder()
     x, y = b.act((1, 2, 2, 1), 0.1, 0), b.act((1, 2, 2, 1), 0.1, 0)
@@ -544,7 +546,7 @@ def _flatten_model(ellipsis: int = 0, new_dim: int = -1, shape_into_add: bool = 
 
 def test_keras3_flatten_shape_arithmetic_folds_at_import(tmp_path):
     from edgekit.errors import ModelError, UnsupportedOpError
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
 
     path = tmp_path / "flat.tflite"
     path.write_bytes(_flatten_model())
@@ -619,7 +621,7 @@ def test_mean_over_channels_is_refused(tmp_path):
     from tflite_builder import TfliteBuilder
 
     from edgekit.errors import UnsupportedOpError
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
 
     b = TfliteBuilder()
     x, y = b.act((1, 4, 4, 3), 0.1, 0), b.act((1, 4, 4), 0.1, 0)
@@ -635,7 +637,7 @@ def test_float_interface_errors_name_the_operator(tmp_path):
     from tflite_builder import TfliteBuilder, tflite
 
     from edgekit.errors import UnsupportedOpError
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
 
     A = tflite.ActivationFunctionType
     b = TfliteBuilder()  # float input straight into a float ADD
@@ -653,8 +655,81 @@ def test_float_interface_errors_name_the_operator(tmp_path):
         import_tflite(tmp_path / "g.tflite")
 
 
+def _scales_where_the_float32_product_rounds_differently(rng):
+    """(s_in, s_w, s_out) in float32 whose TFLite multiplier differs between the float32 product
+    ``s_in * s_w`` (older TFLite) and the double product (TFLite Micro), for a ratio near 1.5e-7."""
+    while True:
+        s_in, s_w = np.float32(rng.uniform(0.005, 0.05)), np.float32(rng.uniform(1e-4, 1e-3))
+        s_out = np.float32(np.float64(s_in) * np.float64(s_w) / rng.uniform(1.2e-7, 1.8e-7))
+        single = contract.quantize_multiplier_tflite(float(np.float64(s_in * s_w) / np.float64(s_out)))
+        double = contract.quantize_multiplier_tflite(float(np.float64(s_in) * np.float64(s_w) / np.float64(s_out)))
+        if single != double:
+            return (s_in, s_w, s_out), single, double
+
+
+def test_per_tensor_fully_connected_multiplier_is_tflite_micros_double_product(tmp_path, rng):
+    """Issue 17 bug 4: a per-tensor FULLY_CONNECTED whose multiplier differs by the float32 vs double
+    product of the input and weight scales, with biases that put accumulators on the outputs where
+    the two multipliers round differently: edgekit must equal the TFLite Micro interpreter."""
+    if _tflm() is None:
+        pytest.skip("tflite-micro (TFLite Micro's Python interpreter, x86-64 Linux) is not installed")
+    from tflite_builder import TfliteBuilder, tflite
+
+    from edgekit.frontends.tflite.importer import import_tflite
+    from edgekit.ir.passes import run_default_passes
+    from edgekit.sim import simulate
+
+    (s_in, s_w, s_out), single, double = _scales_where_the_float32_product_rounds_differently(rng)
+    ratio = float(np.float64(s_in) * np.float64(s_w) / np.float64(s_out))
+    targets = []  # accumulators whose output the two multipliers round differently
+    for k in range(-120, 120, 7):
+        around = np.arange(-64, 65) + round((k + 0.5) / ratio)
+        differ = around[contract.mul_dbl(around, *single) != contract.mul_dbl(around, *double)]
+        targets += differ[:1].tolist()
+    assert len(targets) >= 16
+    n_out, w_code, x_code = len(targets), 127, 1
+    bias = np.array(targets, np.int64) - w_code * x_code  # input code 1 (zero point 0) hits the targets
+    b = TfliteBuilder()
+    x = b.act((1, 1), s_in, 0)
+    wi = b.tensor((n_out, 1), "int8", [s_w], [0], np.full((n_out, 1), w_code))
+    bi = b.tensor((n_out,), "int32", [np.float32(s_in * s_w)], [0], bias)
+    y = b.act((1, n_out), s_out, 0)
+    b.op("FULLY_CONNECTED", [x, wi, bi], [y], "FullyConnectedOptions",
+         FusedActivationFunction=tflite.ActivationFunctionType.NONE)
+    path = tmp_path / "fc.tflite"
+    path.write_bytes(b.build([x], [y]))
+    codes = np.arange(-128, 128).reshape(-1, 1)
+    want = _run_tflm(path.read_bytes(), codes)
+    acc = codes * w_code + bias  # what a float32-product multiplier gives: it must differ somewhere
+    with_float32_product = np.clip(contract.mul_dbl(acc, *single), -128, 127)
+    assert np.count_nonzero(with_float32_product != want) >= n_out // 2, "the model does not tell the products apart"
+    graph, _ = import_tflite(path)
+    run_default_passes(graph)
+    got = simulate(graph, codes)[graph.outputs[0]].reshape(len(codes), -1)
+    assert np.array_equal(got, want), f"{np.count_nonzero(got != want)} of {want.size} differ"
+    (dense,) = [n for n in graph.nodes if n.op == "dense"]
+    assert (dense.attrs["requant"].multiplier, dense.attrs["requant"].shift) == ((double[0],), (double[1],))
+
+
+def test_lowering_registry_refuses_a_second_lowering_for_an_operator():
+    from edgekit.frontends.tflite import registry
+
+    lowerings = registry.load_lowerings()
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX", "MEAN", "PACK"} <= set(lowerings)
+    before = dict(lowerings)
+
+    def lower_conv_again(lw, op, name, where):
+        raise AssertionError("never called")
+
+    with pytest.raises(RuntimeError, match=r"CONV_2D has two lowerings: "
+                                           r"edgekit\.frontends\.tflite\.ops\.conv\.lower_conv and "
+                                           r".*lower_conv_again"):
+        registry.lowering("CONV_2D")(lower_conv_again)
+    assert registry.LOWERINGS == before
+
+
 def test_activation_ranges_follow_tflite():
-    from edgekit.frontends.tflite import activation_range
+    from edgekit.frontends.tflite.params import activation_range
 
     assert activation_range("NONE", 0.1, 3, "x") == (-128, 127)
     assert activation_range("RELU", 0.1, -128, "x") == (-128, 127)
@@ -708,7 +783,7 @@ def _strong_codes(rng, shape: tuple, zp: int, n: int) -> np.ndarray:
 
 @pytest.mark.parametrize("name", sorted(MLPERF))
 def test_mlperf_simulator_equals_tflite_micro_golden(name):
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.sim import simulate
 
@@ -762,6 +837,21 @@ def test_mlperf_strong_inputs_agree_across_stages(name, mlperf_builds, tmp_path_
     assert all(s.elements > 0 for s in rep.stages if s.stage != "tflite reference"), rep.table()
     y = simulate(graph, codes)[graph.outputs[0]]
     assert np.count_nonzero(y > -128) > y.size // 10 and len(np.unique(y)) > 20, "inputs saturate the model"
+
+
+def test_mlperf_anomaly_detection_verifies_against_tflite_micro(mlperf_builds, tmp_path_factory):
+    """``edgekit verify`` of the MLPerf AD model (per-tensor FC weights) with its 256 generated
+    vectors: 0 mismatches against the TFLite Micro interpreter (2 of 163,840 with float32 products)."""
+    if _tflm() is None:
+        pytest.skip("tflite-micro (TFLite Micro's Python interpreter, x86-64 Linux) is not installed")
+    from edgekit.api import verify
+
+    _golden("ad01_int8")
+    out = _mlperf_build("ad01_int8", mlperf_builds, tmp_path_factory)
+    rep = verify(out, count=256, seed=0, stages=("qonnx", "host"))
+    stages = {s.stage: s for s in rep.stages}
+    assert stages["tflite reference"].elements == 256 * 640, rep.table()
+    assert stages["tflite reference"].mismatches == 0 and rep.ok, rep.table()
 
 
 def test_mlperf_bench_measures_a_model_without_peer_figures(tmp_path):

@@ -151,7 +151,7 @@ def _tflm_golden(path: Path, n: int = 20, seed: int = 12) -> tuple[np.ndarray, n
     """Golden outputs from the TFLite Micro interpreter, computed now: n seeded random inputs and
     the peer's fixed LCG input, as for the three recorded models."""
     from ..errors import ToolchainError
-    from ..frontends.tflite import load_tflite
+    from ..frontends.tflite.reader import load_tflite
     from ..verify import _run_tflite_reference, _tflite_reference_available
 
     if not _tflite_reference_available():

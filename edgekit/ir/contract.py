@@ -19,7 +19,13 @@ Summary
   single rounding, half to even.
 * TFLite models use TFLite's own requantization instead (``Requant.rounding ==
   "double"``): gemmlowp's SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT,
-  exactly as the TFLite Micro reference kernels compute it (see the end of this module).
+  exactly as the TFLite Micro reference kernels compute it (see the end of this module),
+  with TFLite's rounding (``round_half_away``), multipliers, softmax and exp table, and the
+  one-multiply form of the DSP kernels (``fast_double_rounding``; its C twin ``ek_dsp_rq``
+  is inline assembly kept with those kernels, in ``templates/cortexm/ops_dsp/``).
+
+No C twin: build-time tables (the exp table), the host-side input quantizers, and
+``dequantized_to_codes`` (``verify`` turning float outputs back into codes).
 """
 from __future__ import annotations
 
@@ -72,6 +78,15 @@ def round_half_even(x: np.ndarray) -> np.ndarray:
     return np.round(x)
 
 
+def round_half_away(x):
+    """Round to nearest, ties away from zero: C's ``std::round`` / TFLite's ``TfLiteRound``,
+    exactly, for float32 or float64 values (a scalar gives a Python int, an array int64 codes)."""
+    y = np.asarray(x)
+    t = np.trunc(y)
+    r = np.where(np.abs(y - t) >= 0.5, t + np.sign(y), t)  # |y - t| is exact for binary floats
+    return int(r) if r.ndim == 0 else r.astype(np.int64)
+
+
 def quantize(x: np.ndarray, scale, zero_point, qmin: int, qmax: int) -> np.ndarray:
     """Real values to integer codes, step for step as QONNX ``Quant`` (ROUND) does it.
 
@@ -90,9 +105,15 @@ def quantize_tflite(x: np.ndarray, scale, zero_point, qmin: int, qmax: int) -> n
     QONNX, the zero point is added after rounding, and ties round away from zero.
     """
     y = np.asarray(x, dtype=np.float32) / np.float32(scale)
-    t = np.trunc(y)
-    r = np.where(np.abs(y - t) == 0.5, t + np.sign(y), np.round(y))  # std::round: ties away from zero
-    return np.clip(r.astype(np.int64) + int(zero_point), qmin, qmax)
+    return np.clip(np.asarray(round_half_away(y), np.int64) + int(zero_point), qmin, qmax)
+
+
+def dequantized_to_codes(y: np.ndarray, scale, zero_point) -> np.ndarray:
+    """Output codes of dequantized values ``y = scale * (q - zero_point)`` (qonnx's float
+    execution, hls4ml's C simulation, TFLite's DEQUANTIZE): ``round_half_even(y / scale +
+    zero_point)`` in float64. ``y`` lies on the code grid up to float rounding, so the result is
+    the code it came from; a NaN stays NaN (the comparison reports it)."""
+    return round_half_even(np.asarray(y, np.float64) / np.asarray(scale, np.float64) + zero_point)
 
 
 def rshift_rne(x: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
@@ -346,8 +367,7 @@ def quantize_multiplier_tflite(ratio: float) -> tuple[int, int]:
     if ratio == 0:
         return 0, 31
     q, e = math.frexp(ratio)
-    x = q * 2**31  # exact: a power-of-two scaling of a double
-    m = int(x) + (1 if x - int(x) >= 0.5 else 0)  # std::round for positive values
+    m = round_half_away(q * 2**31)  # TfLiteRound; q * 2**31 is exact (a power-of-two scaling)
     if m == 2**31:
         m, e = m // 2, e + 1
     if e < -31:
@@ -368,6 +388,46 @@ def tflite_requant(ratio: np.ndarray, zero_point: int, lo: int, hi: int, left_sh
         raise ValueError("TFLite requantization would shift an int32 left by more than 31 bits")
     return Requant(tuple(p[0] for p in parts), tuple(p[1] for p in parts), int(zero_point), int(lo), int(hi),
                    False, "double", int(left_shift))
+
+
+# TFLite's double rounding as one 64-bit multiply-add (the DSP kernels' epilogue; C: ek_dsp_rq in
+# templates/cortexm/ops_dsp/dsp_common.c.j2, inline assembly: SMLAL, Armv7-M and later).
+def fast_double_rounding(rq) -> dict | None:
+    """Per-channel constants for the one-multiply form of TFLite's double rounding, or None.
+
+    For ``M`` in [2^30, 2^31) and ``e = S - 31`` >= 2, with ``x = SRDHM(acc, M)``:
+    ``RDBP(x, e) + zp == floor((acc*M + A - [acc < 0]*2^31) / 2^(31+e))`` with
+    ``A = 2^30 + 2^(30+e) + zp*2^(31+e)`` (SRDHM is floor((acc*M + 2^30) / 2^31); RDBP adds
+    2^(e-1), minus 1 for x < 0, and floors; x < 0 exactly when acc < 0 because M >= 2^30;
+    nested floors of divisions by powers of two are one floor). The low word of A is 2^30,
+    so C seeds SMLAL with lo = 2^30 | (acc & 2^31), hi = Ahi + (acc >> 31), and the result
+    is hi >> (e - 1). Every 64-bit intermediate stays below 2^63 (checked here).
+    """
+    if rq is None or rq.rounding != "double" or rq.left_shift != 0:
+        return None
+    ms, ahis, shs = [], [], []
+    for m, s in zip(rq.multiplier, rq.shift):
+        e = s - 31
+        if not (2**30 <= m < 2**31) or e < 2 or e > 30:
+            return None
+        a = 2**30 + 2**(30 + e) + rq.zero_point * 2**(31 + e)
+        ahi = (a - 2**30) >> 32
+        if not -(2**31) <= ahi < 2**31 or abs(a) + 2**31 >= 2**62:
+            return None
+        ms.append(m)
+        ahis.append(ahi)
+        shs.append(e - 1)
+    return {"m": ms, "ahi": ahis, "sh": shs, "per_channel": len(ms) > 1}
+
+
+def dsp_rq(acc: np.ndarray, m: int, ahi: int, sh: int) -> np.ndarray:
+    """What ek_dsp_rq computes for int32 accumulators, with the constants of
+    :func:`fast_double_rounding`: (hi:lo) = (ahi + (acc >> 31) : 2^30 | (acc & 2^31)) + acc * m
+    as a 64-bit sum, then hi >> sh. Equals mul_dbl(acc, M, S) + zp (tests/test_contract.py)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    lo = np.int64(0x40000000) | (acc & np.int64(0x80000000))
+    hi = np.int64(ahi) + (acc >> 31)
+    return (((hi << 32) + lo + acc * np.int64(m)) >> 32) >> sh
 
 
 def sat_shl(x: np.ndarray, k: int) -> np.ndarray:
@@ -413,3 +473,60 @@ def tflite_softmax(x: np.ndarray, exp_table: np.ndarray) -> np.ndarray:
     scale, bits_over_unit = tflite_reciprocal(total)
     q = rdbp(srdhm(scale, e), bits_over_unit + 31 - 8) - 128
     return np.clip(q, -128, 127)
+
+
+# gemmlowp's exp for TFLite's int8 softmax. Build time only: the table it fills is a constant of
+# the model (EXP in the generated C), so there is no C twin; tests/test_tflite.py compares the
+# tables' softmax with the TFLite Micro interpreter.
+def _srdhm(a: int, b: int) -> int:
+    return int(srdhm(np.int64(a), np.int64(b)))
+
+
+def _rdbp(x: int, e: int) -> int:
+    return int(rdbp(np.int64(x), e))
+
+
+def _exp_on_interval_between_negative_one_quarter_and_0_excl(a: int) -> int:
+    """gemmlowp: exp(a) for a in [-1/4, 0), Q0.31 in and out (Taylor series around -1/8)."""
+    constant_term, one_third = 1895147668, 715827883
+    x = a + (1 << 28)
+    x2 = _srdhm(x, x)
+    x3 = _srdhm(x2, x)
+    x4 = _srdhm(x2, x2)
+    x4_over_4 = _rdbp(x4, 2)
+    poly = _rdbp(_srdhm(x4_over_4 + x3, one_third) + x2, 1)
+    return constant_term + _srdhm(constant_term, x + poly)
+
+
+def exp_on_negative_values(a: int, integer_bits: int = 5) -> int:
+    """gemmlowp exp_on_negative_values: Q(integer_bits) input <= 0 -> Q0.31 exp(a)."""
+    frac_bits = 31 - integer_bits
+    one_quarter = 1 << (frac_bits - 2)
+    a_mod = (a & (one_quarter - 1)) - one_quarter
+    result = _exp_on_interval_between_negative_one_quarter_and_0_excl(
+        int(sat_shl(np.int64(a_mod), integer_bits)))  # Rescale<0>
+    remainder = a_mod - a
+    for exponent, multiplier in ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+                                 (2, 39332535), (3, 720401), (4, 242)):
+        if integer_bits > exponent and remainder & (1 << (frac_bits + exponent)):
+            result = _srdhm(result, multiplier)
+    if integer_bits > 5 and a < -(1 << (36 - integer_bits)):
+        result = 0
+    return INT32_MAX if a == 0 else result
+
+
+def softmax_exp_table(beta: float, input_scale: float) -> np.ndarray:
+    """EXP[d] for d = max - x in 0..255, exactly as TFLite's int8 softmax computes exp(-d)."""
+    real = min(float(np.float64(np.float32(beta))) * float(np.float64(np.float32(input_scale))) * (1 << 26),
+               (1 << 31) - 1.0)  # PreprocessSoftmaxScaling, 5 integer bits
+    if not real > 1.0:
+        raise ValueError("beta * input scale is too small for TFLite's softmax (multiplier must exceed 1)")
+    m, s = quantize_multiplier_tflite(real)
+    left = 31 - s  # TFLite's left shift (>= 0)
+    diff_min = -math.floor(1.0 * 31 * (1 << 26) / (1 << left))  # CalculateInputRadius(5, left)
+    table = np.zeros(256, np.int64)
+    for d in range(256):
+        if -d >= diff_min:
+            scaled = _srdhm(-d * (1 << left), m)  # MultiplyByQuantizedMultiplierGreaterThanOne
+            table[d] = exp_on_negative_values(scaled)
+    return table

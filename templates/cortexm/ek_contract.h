@@ -3,7 +3,9 @@
  *
  * Mirrors edgekit/ir/contract.py function for function: every generated kernel
  * rescales and saturates through these helpers, so the C code and the numpy
- * simulator round the same way. Copied unchanged into every build.
+ * simulator round the same way. Copied unchanged into every build. (The twin of
+ * contract.fast_double_rounding, ek_dsp_rq, is inline assembly and stays with the
+ * DSP kernels in ops_dsp/dsp_common.c.j2.)
  */
 #ifndef EK_CONTRACT_H
 #define EK_CONTRACT_H

@@ -8,7 +8,7 @@ and the instructions of the epilogue, never its arithmetic. What it exploits is 
 code generator knows at build time: shapes, strides and zero points become constants,
 weights are stored as int16 pairs in the order in which the inner loop consumes them,
 and the TFLite double-rounding requantization is folded into one 64-bit multiply-add
-with per-channel constants (``fast_double_rounding``).
+with per-channel constants (``contract.fast_double_rounding``).
 
 Selection (``select``) is per node: a node gets an optimized kernel when the core has
 "dsp", the build asks for optimized kernels, and the node's attributes fit a kernel;
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ...ir import contract
 from ...ops.conv2d import conv_geometry
 
 #: int16 weights may take at most this share of the board's flash (else the reference kernel),
@@ -60,34 +61,6 @@ class Selection:
 # ---------------------------------------------------------------------------------------
 # Requantization: TFLite double rounding as one SMLAL
 # ---------------------------------------------------------------------------------------
-def fast_double_rounding(rq) -> dict | None:
-    """Per-channel constants for the one-multiply form of TFLite's double rounding, or None.
-
-    For ``M`` in [2^30, 2^31) and ``e = S - 31`` >= 2, with ``x = SRDHM(acc, M)``:
-    ``RDBP(x, e) + zp == floor((acc*M + A - [acc < 0]*2^31) / 2^(31+e))`` with
-    ``A = 2^30 + 2^(30+e) + zp*2^(31+e)`` (SRDHM is floor((acc*M + 2^30) / 2^31); RDBP adds
-    2^(e-1), minus 1 for x < 0, and floors; x < 0 exactly when acc < 0 because M >= 2^30;
-    nested floors of divisions by powers of two are one floor). The low word of A is 2^30,
-    so C seeds SMLAL with lo = 2^30 | (acc & 2^31), hi = Ahi + (acc >> 31), and the result
-    is hi >> (e - 1). Every 64-bit intermediate stays below 2^63 (checked here).
-    """
-    if rq is None or rq.rounding != "double" or rq.left_shift != 0:
-        return None
-    ms, ahis, shs = [], [], []
-    for m, s in zip(rq.multiplier, rq.shift):
-        e = s - 31
-        if not (2**30 <= m < 2**31) or e < 2 or e > 30:
-            return None
-        a = 2**30 + 2**(30 + e) + rq.zero_point * 2**(31 + e)
-        ahi = (a - 2**30) >> 32
-        if not -(2**31) <= ahi < 2**31 or abs(a) + 2**31 >= 2**62:
-            return None
-        ms.append(m)
-        ahis.append(ahi)
-        shs.append(e - 1)
-    return {"m": ms, "ahi": ahis, "sh": shs, "per_channel": len(ms) > 1}
-
-
 def scalar_expr(rq, x_bound: int) -> str | None:
     """C for the per-tensor ``requant(rq, x)`` (with its clamp) as a format string with ``{x}``,
     for |x| <= x_bound, in a one-multiply form; None where only the reference form applies.
@@ -110,7 +83,7 @@ def scalar_expr(rq, x_bound: int) -> str | None:
         if abs(rq.zero_point) + x_bound * 2**(L - 1) >= 2**31:
             return None
     else:
-        f = fast_double_rounding(replace(rq, left_shift=0)) if sft >= 31 else None
+        f = contract.fast_double_rounding(replace(rq, left_shift=0)) if sft >= 31 else None
         if f is None:
             return None
         xs = f"(int32_t)((uint32_t)({{x}}) << {L})" if L else "({x})"
@@ -138,7 +111,7 @@ def _pad_channels(values, n: int):
 
 
 def _requant_ctx(rq, channels_padded: int) -> dict:
-    f = fast_double_rounding(rq)
+    f = contract.fast_double_rounding(rq)
     if f is None:
         return {"fast": False}
     if f["per_channel"]:

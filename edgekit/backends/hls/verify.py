@@ -20,7 +20,7 @@ import numpy as np
 
 from ...build import load_manifest
 from ...errors import BuildDirError, ToolchainError, VerificationError
-from ...ir.contract import is_power_of_two
+from ...ir.contract import dequantized_to_codes, is_power_of_two
 from ...ir.graph import Graph
 from ...sim import quantize_input, simulate
 from ...verify import StageResult, VerifyReport, _compare, load_float_inputs, qonnx_stage
@@ -94,7 +94,7 @@ def verify_hls(build_dir: str | Path, inputs=None, count: int = 256, seed: int =
     compile_s = None
     exact = bool(manifest["precision"]["exact"])
     y, compile_s = run_csim(build_dir, manifest, x)
-    q = np.round(y.reshape(x.shape[0], -1) / scale + out_t.zero_point)
+    q = dequantized_to_codes(y.reshape(x.shape[0], -1), scale, out_t.zero_point)
     note = "" if exact else ("float scales: hls4ml multiplies by fixed-point 1/scale and scale (ApplyAlpha "
                              "layers) where edgekit divides in float32 and requantizes with Q31 multipliers")
     results.append(_compare(f"hls4ml C-sim ({manifest['hls']['backend']})", q, ref, exact, note))

@@ -44,9 +44,9 @@ def lower_batchnorm(lw, node) -> None:
         shift = np.where(new_scale > 0, np.round(h / np.where(new_scale > 0, new_scale, 1)), 0)
     b = b + shift.astype(np.int64)
     x = lw.tensors[prod.inputs[0]]
-    xmax = max(abs(x.qmin - x.zero_point), abs(x.qmax - x.zero_point))
-    per_out = np.abs(w.reshape(-1, w.shape[-1]).T if ch_axis == -1 else w.reshape(w.shape[0], -1)).sum(axis=1)
-    contract.check_accumulator(describe(node), np.abs(b) + per_out * xmax)
+    rows = w.reshape(-1, w.shape[-1]).T if ch_axis == -1 else w.reshape(w.shape[0], -1)  # [out, fan_in]
+    contract.check_accumulator(describe(node), contract.accumulator_bound(rows, b, x.qmin - x.zero_point,
+                                                                          x.qmax - x.zero_point))
     if np.any(new_scale <= 0):
         raise UnsupportedOpError(f"{describe(node)}: BatchNorm with gamma = 0 in some channel")
     lw.constants[prod.inputs[1]] = w.astype(np.int8)

@@ -62,14 +62,11 @@ def lower_conv(lw, node) -> None:
 
     if depthwise:  # [O, 1, KH, KW] -> [KH, KW, O]
         wts = np.transpose(codes[:, 0], (1, 2, 0))
-        per_out = np.abs(codes.reshape(oc, -1)).sum(axis=1)
     else:  # [O, I, KH, KW] -> [O, KH, KW, I]
         wts = np.transpose(codes, (0, 2, 3, 1))
-        per_out = np.abs(codes.reshape(oc, -1)).sum(axis=1)
     # The kernel computes bias + sum (x - zp) * w over the taps inside the input, so
     # the bound uses the range of x - zp.
-    xmax = max(abs(x.qmin - x.zero_point), abs(x.qmax - x.zero_point))
-    bound = np.abs(bias) + per_out * xmax
+    bound = contract.accumulator_bound(codes.reshape(oc, -1), bias, x.qmin - x.zero_point, x.qmax - x.zero_point)
     contract.check_accumulator(describe(node), bound)
     if int(bound.max()) >= contract.FLOAT32_EXACT_INT:
         lw.qonnx_float_exact = False
