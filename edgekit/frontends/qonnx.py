@@ -18,6 +18,7 @@ from ..errors import ContractError, ModelError, UnsupportedOpError
 from ..ir import contract
 from ..ir.graph import Graph, InputQuant, Node, Tensor
 from ..registry import discover
+from . import qonnx_validate
 from .qonnx_lowering import (LOWERINGS, ORIGINAL_NAME_TAG, PENDING_RESOLVERS, FloatConst, FloatInput, IntValue,
                              QuantConst, channels_last_perm, describe, ir_shape, lowering, onnx_attrs, bias_codes)
 
@@ -31,20 +32,15 @@ def load_qonnx(path: str | Path):
     from onnx import checker
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such file")
-    try:
-        proto = onnx.load(str(path))
-    except Exception as e:  # protobuf raises assorted errors on truncated/corrupt files
-        raise ModelError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e}); "
-                         "the file may be truncated or corrupt: export it again") from None
+    proto = qonnx_validate.read_model(path)
     if not proto.graph.node:
         raise ModelError(f"{path}: not a readable ONNX model (no graph nodes); the file may be "
                          "truncated or not ONNX at all: export it again")
+    qonnx_validate.check_proto(proto, str(path))
     try:
         checker.check_model(proto)
     except Exception as e:
-        raise ModelError(f"{path}: malformed ONNX graph: {str(e).splitlines()[0]}") from None
+        raise ModelError(f"{path}: malformed ONNX graph: {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
 
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
@@ -56,7 +52,9 @@ def load_qonnx(path: str | Path):
     try:
         model = cleanup_model(ModelWrapper(proto))
     except Exception as e:
-        raise ModelError(f"{path}: qonnx could not clean up the graph ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ModelError(f"{path}: qonnx could not clean up the graph ({type(e).__name__}: {first})") from None
+    qonnx_validate.check_cleaned(model, str(path), describe)
     return model
 
 
@@ -203,14 +201,14 @@ def lower_quant(lw: Lowerer, node) -> None:
     scale = np.asarray(lw.const(node, 1, "the scale"), dtype=np.float32)
     zp = np.asarray(lw.const(node, 2, "the zero point"), dtype=np.float32)
     bits_f = float(np.asarray(lw.const(node, 3, "the bit width")).ravel()[0])
-    if bits_f != int(bits_f) or bits_f < 2:
+    if not np.isfinite(bits_f) or bits_f != int(bits_f) or not 2 <= bits_f <= qonnx_validate.MAX_BITS:
         raise UnsupportedOpError(f"{describe(node)}: bit width {bits_f} is not supported "
                                  "(integer widths of 2 or more)")
     bits, signed, narrow = int(bits_f), bool(a.get("signed", 1)), bool(a.get("narrow", 0))
-    if np.any(zp != np.round(zp)):
+    if not np.all(np.isfinite(zp)) or np.any(zp != np.round(zp)):
         raise UnsupportedOpError(f"{describe(node)}: non-integer zero point")
-    if np.any(scale <= 0):
-        raise ModelError(f"{describe(node)}: scale must be positive")
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise ModelError(f"{describe(node)}: scale must be positive and finite")
     qmin, qmax = contract.quant_range(bits, signed, narrow)
     src = lw.env.get(node.input[0])
 
