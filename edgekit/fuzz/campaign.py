@@ -1,0 +1,197 @@
+"""A fuzz campaign: N seeded cases, failing ones shrunk and saved, a summary table or JSON."""
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .limits import UNDOCUMENTED, documented_limits
+from .runner import EMULATED_BOARDS, Outcome, case_spec, describe, model_file, run_case
+from .shrink import shrink
+
+
+@dataclass
+class CaseResult:
+    index: int
+    seed: int
+    description: str
+    outcome: Outcome
+    saved: str = ""  # folder of the shrunk reproducer, for failures
+    shrunk: str = ""  # description of the shrunk graph
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "seed": self.seed, "graph": self.description, **self.outcome.to_json(),
+                "saved": self.saved, "shrunk": self.shrunk}
+
+
+@dataclass
+class Campaign:
+    board: str
+    kernels: str
+    seed: int
+    fpga: bool
+    cases: list[CaseResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def counts(self) -> Counter:
+        return Counter(c.outcome.status for c in self.cases)
+
+    def classes(self) -> Counter:
+        return Counter(c.outcome.key for c in self.cases if c.outcome.status != "ok")
+
+    @property
+    def failures(self) -> list[CaseResult]:
+        return [c for c in self.cases if c.outcome.failed]
+
+    @property
+    def undocumented(self) -> list[str]:
+        return sorted({c.outcome.where for c in self.cases
+                       if c.outcome.status == "refused" and c.outcome.where.startswith(UNDOCUMENTED)})
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.counts().get("generator")
+
+    def to_json(self) -> dict:
+        return {"board": self.board, "core": EMULATED_BOARDS[self.board], "kernels": self.kernels, "seed": self.seed,
+                "fpga": self.fpga, "count": len(self.cases), "seconds": round(self.seconds, 1),
+                "outcomes": dict(self.counts()), "classes": dict(self.classes()),
+                "undocumented_refusals": self.undocumented, "ok": self.ok,
+                "cases": [c.to_json() for c in self.cases]}
+
+    def table(self) -> str:
+        n = len(self.cases)
+        counts = self.counts()
+        lines = [f"edgekit fuzz: {n} graphs (seed {self.seed}) on {self.board} ({EMULATED_BOARDS[self.board]}), "
+                 f"{self.kernels} kernels{', hls4ml C-simulation' if self.fpga else ''}, {self.seconds:.0f} s",
+                 f"{'outcome':<72}{'graphs':>8}"]
+        for status in ("ok", "refused", "mismatch", "crash", "internal", "generator"):
+            lines.append(f"{status:<72}{counts.get(status, 0):>8}")
+            for key, k in sorted(self.classes().items(), key=lambda kv: (-kv[1], kv[0])):
+                if key.split(":", 1)[0] == status:
+                    where = key.split(":", 1)[1]
+                    flag = "  [not in docs]" if where.startswith(UNDOCUMENTED) else ""
+                    lines.append(f"  {where[:68] + flag:<70}{k:>8}")
+        for c in self.failures:
+            lines.append(f"FAILED seed {c.seed}: {c.outcome.key}: {c.outcome.message.splitlines()[0][:160]}"
+                         + (f"\n  shrunk to {c.shrunk}, saved in {c.saved}" if c.saved else ""))
+        if self.undocumented:
+            lines.append(f"{len(self.undocumented)} refusal class(es) not listed as limits in docs/limits.md or "
+                         "docs/fuzz.md")
+        if not documented_limits():
+            lines.append("note: no docs/ folder found, refusals cannot be checked against the documented limits")
+        lines.append("PASS: no mismatch, crash or internal error" if self.ok else
+                     "FAIL: mismatches, crashes or internal errors (see above)")
+        return "\n".join(lines)
+
+
+def _save(case: CaseResult, spec: dict, original: dict, work: Path, out: Path, board: str, kernels: str) -> Path:
+    """The shrunk reproducer: spec, model, inputs, outcome and the commands that show the failure."""
+    dest = out / f"{case.outcome.status}-seed{case.seed}"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    model = model_file(spec, dest)
+    if (work / "inputs.npy").is_file():
+        shutil.copy(work / "inputs.npy", dest / "inputs.npy")
+    (dest / "spec.json").write_text(json.dumps(spec, indent=1))
+    (dest / "original_spec.json").write_text(json.dumps(original, indent=1))
+    (dest / "outcome.json").write_text(json.dumps(case.to_json(), indent=1))
+    core = EMULATED_BOARDS[board]
+    (dest / "README.txt").write_text(
+        f"{case.outcome.key}: {case.outcome.message}\n\nreproduce:\n"
+        f"  edgekit build {model.name} --target {core} --board {board} --kernels {kernels} -o build\n"
+        f"  edgekit verify build" + (" --inputs inputs.npy" if (dest / "inputs.npy").is_file() else "") + "\n")
+    return dest
+
+
+def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: str = "optimized",
+                 fpga: bool = False, out: str | Path | None = None, vectors: int = 24, tflite_share: float = 0.25,
+                 shrink_budget: int = 40, max_layers: int = 5, progress=None) -> Campaign:
+    """Run ``count`` cases (seeds ``seed`` .. ``seed + count - 1``); failures are shrunk and saved in ``out``."""
+    from ..errors import TargetError
+
+    if board not in EMULATED_BOARDS:
+        raise TargetError(f"board '{board}' is not emulated; fuzz on one of {', '.join(EMULATED_BOARDS)}")
+    if count < 1:
+        raise TargetError("--count must be at least 1")
+    camp = Campaign(board, kernels, seed, fpga)
+    out_dir = Path(out) if out else None
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="edgekit-fuzz-") as tmp:
+        for i in range(count):
+            case_seed = seed + i
+            spec = case_spec(case_seed, tflite_share, max_layers)
+            work = Path(tmp) / f"case{case_seed}"
+            outcome = run_case(spec, work, board, kernels, vectors, fpga)
+            case = CaseResult(i, case_seed, describe(spec), outcome)
+            if outcome.failed and out_dir is not None:
+                key, attempt = outcome.key, itertools.count()
+
+                def still_fails(cand: dict) -> bool:
+                    w = Path(tmp) / f"shrink{case_seed}-{next(attempt)}"
+                    res = run_case(cand, w, board, kernels, vectors, fpga)
+                    shutil.rmtree(w, ignore_errors=True)
+                    return res.key == key
+
+                small, _ = shrink(spec, still_fails, budget=shrink_budget)
+                final = Path(tmp) / f"final{case_seed}"
+                run_case(small, final, board, kernels, vectors, fpga)  # its inputs for the reproducer
+                case.shrunk = describe(small)
+                case.saved = str(_save(case, small, spec, final, out_dir, board, kernels))
+            shutil.rmtree(work, ignore_errors=True)
+            camp.cases.append(case)
+            if progress:
+                progress(case, i + 1, count)
+    camp.seconds = time.monotonic() - t0
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "summary.json").write_text(json.dumps(camp.to_json(), indent=1))
+    return camp
+
+
+def print_progress(case: CaseResult, done: int, total: int) -> None:
+    o = case.outcome
+    status = o.key if o.status != "ok" else "ok"
+    print(f"[{done}/{total}] seed {case.seed} {case.description[:70]}: {status[:90]} ({o.seconds:.1f} s)",
+          file=sys.stderr, flush=True)
+
+
+def main(args) -> int:
+    """``edgekit fuzz``: exit 0 when no graph mismatched, crashed or hit an internal error, else 1."""
+    camp = run_campaign(args.count, seed=args.seed, board=args.board, kernels=args.kernels, fpga=args.fpga,
+                        out=args.out, vectors=args.vectors, tflite_share=args.tflite_share,
+                        progress=None if args.quiet else print_progress)
+    print(json.dumps(camp.to_json(), indent=1) if args.json else camp.table())
+    return 0 if camp.ok else 1
+
+
+def add_parser(sub) -> None:
+    """The ``fuzz`` subcommand (registered by edgekit/cli.py)."""
+    f = sub.add_parser("fuzz", help="differential fuzzing: random quantized graphs through every stage",
+                       description="Draw random quantized graphs (Brevitas -> QONNX, and int8 TFLite), build each "
+                       "for an emulated board and verify it through every stage (qonnx or TFLite Micro, simulator, "
+                       "host C, firmware on QEMU; optionally hls4ml C-simulation) with inputs far outside the input "
+                       "range. Refusals are counted by documented limit; mismatches, crashes and internal errors are "
+                       "shrunk and saved with their inputs. Exits 1 if any graph failed. See docs/fuzz.md.")
+    f.add_argument("--count", type=int, default=50, help="number of graphs (50)")
+    f.add_argument("--seed", type=int, default=0, help="first seed; graph i uses seed + i (0)")
+    f.add_argument("--board", default="mps2-an386", choices=sorted(EMULATED_BOARDS),
+                   help="emulated board (mps2-an386, Cortex-M4)")
+    f.add_argument("--kernels", choices=["optimized", "reference"], default="optimized",
+                   help="kernels to build with (optimized)")
+    f.add_argument("--fpga", action="store_true", help="also build QONNX graphs for the FPGA backend and compare "
+                   "hls4ml's C-simulation")
+    f.add_argument("--out", help="folder for shrunk failing graphs with their inputs, and summary.json")
+    f.add_argument("--vectors", type=int, default=24, help="generated input vectors per graph, plus 5 far outside "
+                   "the input range (24)")
+    f.add_argument("--tflite-share", type=float, default=0.25, help="share of int8 TFLite graphs (0.25)")
+    f.add_argument("--quiet", action="store_true", help="no progress lines")
+    f.add_argument("--json", action="store_true", help="print the summary as JSON")
+    f.set_defaults(func=main)
