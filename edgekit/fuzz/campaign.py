@@ -113,8 +113,9 @@ def _save(case: CaseResult, spec: dict, original: dict, work: Path, out: Path, b
 
 def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: str = "optimized",
                  fpga: bool = False, out: str | Path | None = None, vectors: int = 24, tflite_share: float = 0.25,
-                 shrink_budget: int = 40, max_layers: int = 5, progress=None) -> Campaign:
-    """Run ``count`` cases (seeds ``seed`` .. ``seed + count - 1``); failures are shrunk and saved in ``out``."""
+                 shrink_budget: int = 40, max_layers: int = 5, progress=None, seeds: list[int] | None = None) -> Campaign:
+    """Run ``count`` cases (seeds ``seed`` .. ``seed + count - 1``, or the given ``seeds``); failures are
+    shrunk and saved in ``out``."""
     from ..errors import TargetError
 
     if board not in EMULATED_BOARDS:
@@ -125,8 +126,8 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
     out_dir = Path(out) if out else None
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edgekit-fuzz-") as tmp:
-        for i in range(count):
-            case_seed = seed + i
+        seeds = list(seeds) if seeds is not None else [seed + i for i in range(count)]
+        for i, case_seed in enumerate(seeds):
             spec = case_spec(case_seed, tflite_share, max_layers)
             work = Path(tmp) / f"case{case_seed}"
             outcome = run_case(spec, work, board, kernels, vectors, fpga)
@@ -148,7 +149,7 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
             shutil.rmtree(work, ignore_errors=True)
             camp.cases.append(case)
             if progress:
-                progress(case, i + 1, count)
+                progress(case, i + 1, len(seeds))
     camp.seconds = time.monotonic() - t0
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,8 @@ def documented_limits(docs: Path | None = None) -> tuple[tuple[str, re.Pattern],
         for line in path.read_text().splitlines():
             m = _ROW.match(line.strip())
             if m:
-                rows.append((m.group(1), re.compile(m.group(2), re.IGNORECASE)))
+                # a table cell writes "|" as "\\|" (GitHub Markdown), also inside backticks
+                rows.append((m.group(1), re.compile(m.group(2).replace("\\|", "|"), re.IGNORECASE)))
     return tuple(rows)
 
 

@@ -116,6 +116,11 @@ def _draw(r: random.Random, seed: int, max_layers: int) -> dict:
         layers.append(layer)
     if vector and r.random() < 0.25 and layers[-1]["op"] == "dense":
         layers.append({"op": "softmax", "act": _relu_act(r)})
+    # A Brevitas layer with weights cannot take an asymmetric (zero point != 0) input: keep
+    # asymmetric quantizers for the output only.
+    for q in [spec["input"]] + [v for layer in layers[:-1] for v in layer.values() if isinstance(v, dict)]:
+        if q.get("asym"):
+            q["asym"] = False
     return spec
 
 

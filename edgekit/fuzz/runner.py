@@ -159,12 +159,33 @@ def _run_cortexm(model: Path, work: Path, board: str, kernels: str, count: int, 
     except Exception as e:
         return _classify_build_error(e, "cortex-m")
     try:
-        x = fuzz_inputs(Graph.load(bdir), count, seed)
+        graph = Graph.load(bdir)
+        x = fuzz_inputs(graph, count, seed)
         np.save(work / "inputs.npy", x)
         rep = verify(bdir, inputs=x)
     except Exception as e:
         return _classify_verify_error(e, "cortex-m")
-    return _stages_outcome(rep)
+    out = _stages_outcome(rep)
+    if out.status == "ok":
+        bad = _saturation_error(graph, x)
+        if bad:
+            return Outcome("mismatch", "input quantizer (saturation)", bad, stages=out.stages)
+    return out
+
+
+def _saturation_error(graph, x: np.ndarray) -> str:
+    """The input quantizer must saturate: the all +1e3/+1e30 (-1e3/-1e30) spans vectors of
+    :func:`fuzz_inputs` become the highest (lowest) code everywhere. Every stage gets the same
+    codes from it, so only this check sees a wrong one."""
+    from ..sim import quantize_input
+
+    iq = graph.input_quant
+    codes = quantize_input(graph, x[-5:-1])
+    for row, (v, want) in enumerate([(1e3, iq.qmax), (-1e3, iq.qmin), (1e30, iq.qmax), (-1e30, iq.qmin)]):
+        got = np.unique(codes[row])
+        if got.tolist() != [want]:
+            return f"{v:+g} x the input span quantizes to {got.tolist()}, expected {want}"
+    return ""
 
 
 def _run_fpga(model: Path, work: Path, count: int, seed: int) -> Outcome:
