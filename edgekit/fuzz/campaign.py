@@ -76,8 +76,9 @@ class Campaign:
             for key, k in sorted(self.classes().items(), key=lambda kv: (-kv[1], kv[0])):
                 if key.split(":", 1)[0] == status:
                     where = key.split(":", 1)[1]
-                    flag = "  [not in docs]" if where.startswith(UNDOCUMENTED) else ""
-                    lines.append(f"  {where[:68] + flag:<70}{k:>8}")
+                    if where.startswith(UNDOCUMENTED):
+                        where = "[not in docs] " + where[len(UNDOCUMENTED):]
+                    lines.append(f"  {where[:68]:<70}{k:>8}")
         for c in self.failures:
             lines.append(f"FAILED seed {c.seed}: {c.outcome.key}: {c.outcome.message.splitlines()[0][:160]}"
                          + (f"\n  shrunk to {c.shrunk}, saved in {c.saved}" if c.saved else ""))
@@ -113,9 +114,11 @@ def _save(case: CaseResult, spec: dict, original: dict, work: Path, out: Path, b
 
 def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: str = "optimized",
                  fpga: bool = False, out: str | Path | None = None, vectors: int = 24, tflite_share: float = 0.25,
-                 shrink_budget: int = 40, max_layers: int = 5, progress=None, seeds: list[int] | None = None) -> Campaign:
-    """Run ``count`` cases (seeds ``seed`` .. ``seed + count - 1``, or the given ``seeds``); failures are
-    shrunk and saved in ``out``."""
+                 shrink_budget: int = 40, shrink_per_class: int = 2, max_layers: int = 5, progress=None,
+                 seeds: list[int] | None = None) -> Campaign:
+    """Run ``count`` cases (seeds ``seed`` .. ``seed + count - 1``, or the given ``seeds``). The first
+    ``shrink_per_class`` failures of each outcome and stage are shrunk (at most ``shrink_budget`` runs)
+    and saved in ``out``; later ones of the same class are only counted and listed."""
     from ..errors import TargetError
 
     if board not in EMULATED_BOARDS:
@@ -132,7 +135,8 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
             work = Path(tmp) / f"case{case_seed}"
             outcome = run_case(spec, work, board, kernels, vectors, fpga)
             case = CaseResult(i, case_seed, describe(spec), outcome)
-            if outcome.failed and out_dir is not None:
+            shrunk_before = sum(1 for c in camp.cases if c.saved and c.outcome.key == outcome.key)
+            if outcome.failed and out_dir is not None and shrunk_before < shrink_per_class:
                 key, attempt = outcome.key, itertools.count()
 
                 def still_fails(cand: dict) -> bool:
@@ -168,6 +172,7 @@ def main(args) -> int:
     """``edgekit fuzz``: exit 0 when no graph mismatched, crashed or hit an internal error, else 1."""
     camp = run_campaign(args.count, seed=args.seed, board=args.board, kernels=args.kernels, fpga=args.fpga,
                         out=args.out, vectors=args.vectors, tflite_share=args.tflite_share,
+                        shrink_budget=args.shrink_budget, shrink_per_class=args.shrink_per_class,
                         progress=None if args.quiet else print_progress)
     print(json.dumps(camp.to_json(), indent=1) if args.json else camp.table())
     return 0 if camp.ok else 1
@@ -193,6 +198,10 @@ def add_parser(sub) -> None:
     f.add_argument("--vectors", type=int, default=24, help="generated input vectors per graph, plus 5 far outside "
                    "the input range (24)")
     f.add_argument("--tflite-share", type=float, default=0.25, help="share of int8 TFLite graphs (0.25)")
+    f.add_argument("--shrink-budget", type=int, default=40, help="build-and-verify runs the shrinker may spend "
+                   "on one failing graph (40)")
+    f.add_argument("--shrink-per-class", type=int, default=2, help="failing graphs shrunk and saved per outcome "
+                   "class; later ones are counted and listed (2)")
     f.add_argument("--quiet", action="store_true", help="no progress lines")
     f.add_argument("--json", action="store_true", help="print the summary as JSON")
     f.set_defaults(func=main)

@@ -50,7 +50,7 @@ def normalize(message: str) -> str:
     text = message.splitlines()[0] if message else ""
     text = re.sub(r"'[^']*'", "'_'", text)
     text = re.sub(r"\S*/\S*\.(onnx|tflite)", "<model>", text)
-    text = re.sub(r"-?\d+(\.\d+)?(e[-+]?\d+)?", "N", text)
+    text = re.sub(r"(?<![\w.])-?\d+(\.\d+)?(e[-+]?\d+)?(?![\w.])", "N", text)
     return text[:120]
 
 

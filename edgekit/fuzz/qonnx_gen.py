@@ -12,10 +12,12 @@ an activation quantizer (``"act"``), as a QONNX graph needs between integer ops.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 # Feature-map layers and the later ones (after "flatten" or "gap" only these).
 # "bn" alone (not after a conv) is rare: edgekit refuses it, one refusal class is enough.
-FEATURE_OPS = ("conv", "conv", "conv", "dw", "pool", "pool", "clip", "table", "residual", "concat", "relu") * 4 + ("bn",)
+FEATURE_OPS = ("conv", "conv", "conv", "dw", "pool", "pool", "clip", "table", "residual", "concat",
+               "relu") * 4 + ("bn",)
 VECTOR_OPS = ("dense", "dense", "clip", "table", "relu")
 
 
@@ -203,7 +205,6 @@ def _module_for(dims: int, channels: int, size: list, layer: dict):
         kw = {} if layer.get("bits") is None else {"bit_width": layer["bits"]}
         return nn.ModuleDict({"trunc": qnn.TruncAvgPool2d(k, stride=s, return_quant_tensor=True, **kw)}), channels, new
     if op == "dense":
-        import brevitas.nn as qnn
         from brevitas.quant import Int32Bias
 
         n_in = channels * (1 if size is None else int(torch.tensor(size).prod()))
@@ -350,7 +351,7 @@ def _prod(xs) -> int:
     return p
 
 
-def export(spec: dict, path) -> "Path":  # noqa: F821
+def export(spec: dict, path: str | Path) -> Path:
     """Build, calibrate and export ``spec`` to a QONNX file at ``path``."""
     import torch
 

@@ -28,6 +28,9 @@ GENERATORS = {"qonnx": qonnx_gen, "tflite": tflite_gen}
 EMULATED_BOARDS = {"microbit": "cortex-m0plus", "mps2-an385": "cortex-m3", "mps2-an386": "cortex-m4",
                    "mps2-an500": "cortex-m7", "mps2-an505": "cortex-m33", "mps3-an547": "cortex-m55"}
 
+# The FPGA board --fpga builds for: the C-simulation does not depend on it.
+FPGA_BOARD = "pynq-z2"
+
 STATUSES = ("ok", "refused", "mismatch", "crash", "internal", "generator")
 
 
@@ -103,7 +106,9 @@ def run_case(spec: dict, work: Path, board: str = "mps2-an386", kernels: str = "
     try:
         out = _run_cortexm(model, work, board, kernels, count, spec["seed"])
         if out.status == "ok" and fpga and spec["kind"] == "qonnx":
-            out = _run_fpga(model, work, count, spec["seed"])
+            fpga_out = _run_fpga(model, work, count, spec["seed"])
+            fpga_out.stages = out.stages + fpga_out.stages
+            out = fpga_out
     except EdgekitError as e:  # user-facing errors escaping outside build/verify: a bug in edgekit
         out = Outcome("internal", type(e).__name__, _one_line(e))
     except Exception as e:
@@ -195,7 +200,7 @@ def _run_fpga(model: Path, work: Path, count: int, seed: int) -> Outcome:
 
     bdir = work / "fpga"
     try:
-        build(model, "fpga", None, bdir)
+        build(model, "fpga", FPGA_BOARD, bdir)
     except Exception as e:
         out = _classify_build_error(e, "fpga")
         if out.status == "refused":

@@ -11,6 +11,7 @@ values as they were.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 
@@ -328,9 +329,8 @@ def to_tflite(spec: dict) -> bytes:
     return wr.build([inp], [x])
 
 
-def export(spec: dict, path) -> "Path":  # noqa: F821
-    from pathlib import Path
-
+def export(spec: dict, path: str | Path) -> Path:
+    """Write the flatbuffer of ``spec`` to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(to_tflite(spec))
