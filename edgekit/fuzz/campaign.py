@@ -38,6 +38,7 @@ class Campaign:
     fpga: bool
     cases: list[CaseResult] = field(default_factory=list)
     seconds: float = 0.0
+    interrupted: bool = False  # stopped by Ctrl-C: the results of the graphs done
 
     def counts(self) -> Counter:
         return Counter(c.outcome.status for c in self.cases)
@@ -60,7 +61,7 @@ class Campaign:
 
     def to_json(self) -> dict:
         return {"board": self.board, "core": EMULATED_BOARDS[self.board], "kernels": self.kernels, "seed": self.seed,
-                "fpga": self.fpga, "count": len(self.cases), "seconds": round(self.seconds, 1),
+                "fpga": self.fpga, "count": len(self.cases), "interrupted": self.interrupted, "seconds": round(self.seconds, 1),
                 "outcomes": dict(self.counts()), "classes": dict(self.classes()),
                 "undocumented_refusals": self.undocumented, "ok": self.ok,
                 "cases": [c.to_json() for c in self.cases]}
@@ -79,14 +80,23 @@ class Campaign:
                     if where.startswith(UNDOCUMENTED):
                         where = "[not in docs] " + where[len(UNDOCUMENTED):]
                     lines.append(f"  {where[:68]:<70}{k:>8}")
-        for c in self.failures:
-            lines.append(f"FAILED seed {c.seed}: {c.outcome.key}: {c.outcome.message.splitlines()[0][:160]}"
-                         + (f"\n  shrunk to {c.shrunk}, saved in {c.saved}" if c.saved else ""))
+        listed = Counter()
+        for c in self.failures:  # the first three of each class; the rest are in the JSON
+            listed[c.outcome.key] += 1
+            if listed[c.outcome.key] <= 3:
+                lines.append(f"FAILED seed {c.seed}: {c.outcome.key}: {c.outcome.message.splitlines()[0][:160]}"
+                             + (f"\n  shrunk to {c.shrunk}, saved in {c.saved}" if c.saved else ""))
+        for key, k in listed.items():
+            if k > 3:
+                lines.append(f"  ... and {k - 3} more {key} (seeds "
+                             f"{', '.join(str(c.seed) for c in self.failures if c.outcome.key == key)})")
         if self.undocumented:
             lines.append(f"{len(self.undocumented)} refusal class(es) not listed as limits in docs/limits.md or "
                          "docs/fuzz.md")
         if not documented_limits():
             lines.append("note: no docs/ folder found, refusals cannot be checked against the documented limits")
+        if self.interrupted:
+            lines.append(f"interrupted after {n} graphs")
         lines.append("PASS: no mismatch, crash or internal error" if self.ok else
                      "FAIL: mismatches, crashes or internal errors (see above)")
         return "\n".join(lines)
@@ -108,7 +118,12 @@ def _save(case: CaseResult, spec: dict, original: dict, work: Path, out: Path, b
     (dest / "README.txt").write_text(
         f"{case.outcome.key}: {case.outcome.message}\n\nreproduce:\n"
         f"  edgekit build {model.name} --target {core} --board {board} --kernels {kernels} -o build\n"
-        f"  edgekit verify build" + (" --inputs inputs.npy" if (dest / "inputs.npy").is_file() else "") + "\n")
+        f"  edgekit verify build" + (" --inputs inputs.npy" if (dest / "inputs.npy").is_file() else "") + "\n"
+        + ("\nverify itself passes: every stage gets the same wrong codes. See them with\n"
+           "  python -c \"import numpy as np; from pathlib import Path; from edgekit.ir.graph import Graph; "
+           "from edgekit.sim import quantize_input; "
+           "print(quantize_input(Graph.load(Path('build')), np.load('inputs.npy')[-5:-1]))\"\n"
+           if case.outcome.where == "input quantizer (saturation)" else ""))
     return dest
 
 
@@ -128,37 +143,50 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
     camp = Campaign(board, kernels, seed, fpga)
     out_dir = Path(out) if out else None
     t0 = time.monotonic()
+    seeds = list(seeds) if seeds is not None else [seed + i for i in range(count)]
     with tempfile.TemporaryDirectory(prefix="edgekit-fuzz-") as tmp:
-        seeds = list(seeds) if seeds is not None else [seed + i for i in range(count)]
-        for i, case_seed in enumerate(seeds):
-            spec = case_spec(case_seed, tflite_share, max_layers)
-            work = Path(tmp) / f"case{case_seed}"
-            outcome = run_case(spec, work, board, kernels, vectors, fpga)
-            case = CaseResult(i, case_seed, describe(spec), outcome)
-            shrunk_before = sum(1 for c in camp.cases if c.saved and c.outcome.key == outcome.key)
-            if outcome.failed and out_dir is not None and shrunk_before < shrink_per_class:
-                key, attempt = outcome.key, itertools.count()
-
-                def still_fails(cand: dict) -> bool:
-                    w = Path(tmp) / f"shrink{case_seed}-{next(attempt)}"
-                    res = run_case(cand, w, board, kernels, vectors, fpga)
-                    shutil.rmtree(w, ignore_errors=True)
-                    return res.key == key
-
-                small, _ = shrink(spec, still_fails, budget=shrink_budget)
-                final = Path(tmp) / f"final{case_seed}"
-                run_case(small, final, board, kernels, vectors, fpga)  # its inputs for the reproducer
-                case.shrunk = describe(small)
-                case.saved = str(_save(case, small, spec, final, out_dir, board, kernels))
-            shutil.rmtree(work, ignore_errors=True)
-            camp.cases.append(case)
-            if progress:
-                progress(case, i + 1, len(seeds))
+        try:
+            for i, case_seed in enumerate(seeds):
+                case = _run_one(camp, i, case_seed, Path(tmp), out_dir, vectors, tflite_share, max_layers,
+                                shrink_budget, shrink_per_class)
+                camp.cases.append(case)
+                if progress:
+                    progress(case, i + 1, len(seeds))
+        except KeyboardInterrupt:  # Ctrl-C ends a long campaign with the summary of the graphs done
+            camp.interrupted = True
     camp.seconds = time.monotonic() - t0
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "summary.json").write_text(json.dumps(camp.to_json(), indent=1))
     return camp
+
+
+def _run_one(camp: Campaign, index: int, case_seed: int, tmp: Path, out_dir: Path | None, vectors: int,
+             tflite_share: float, max_layers: int, shrink_budget: int, shrink_per_class: int) -> CaseResult:
+    """Case ``case_seed``; a failure is shrunk and saved unless ``shrink_per_class`` of its class were."""
+    board, kernels, fpga = camp.board, camp.kernels, camp.fpga
+    spec = case_spec(case_seed, tflite_share, max_layers)
+    work = tmp / f"case{case_seed}"
+    outcome = run_case(spec, work, board, kernels, vectors, fpga)
+    case = CaseResult(index, case_seed, describe(spec), outcome)
+    shrunk_before = sum(1 for c in camp.cases if c.saved and c.outcome.key == outcome.key)
+    if outcome.failed and out_dir is not None and shrunk_before < shrink_per_class:
+        key, attempt = outcome.key, itertools.count()
+
+        def still_fails(cand: dict) -> bool:
+            w = tmp / f"shrink{case_seed}-{next(attempt)}"
+            res = run_case(cand, w, board, kernels, vectors, fpga)
+            shutil.rmtree(w, ignore_errors=True)
+            return res.key == key
+
+        small, _ = shrink(spec, still_fails, budget=shrink_budget)
+        final = tmp / f"final{case_seed}"
+        run_case(small, final, board, kernels, vectors, fpga)  # its inputs for the reproducer
+        case.shrunk = describe(small)
+        case.saved = str(_save(case, small, spec, final, out_dir, board, kernels))
+        shutil.rmtree(final, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return case
 
 
 def print_progress(case: CaseResult, done: int, total: int) -> None:
@@ -175,7 +203,9 @@ def main(args) -> int:
                         shrink_budget=args.shrink_budget, shrink_per_class=args.shrink_per_class,
                         progress=None if args.quiet else print_progress)
     print(json.dumps(camp.to_json(), indent=1) if args.json else camp.table())
-    return 0 if camp.ok else 1
+    if not camp.ok:
+        return 1
+    return 130 if camp.interrupted else 0
 
 
 def add_parser(sub) -> None:
