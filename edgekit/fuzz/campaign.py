@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .limits import UNDOCUMENTED, documented_limits
-from .runner import EMULATED_BOARDS, Outcome, case_spec, describe, model_file, run_case
+from .runner import (EMULATED_BOARDS, GENERATORS, Outcome, case_spec, check_shapes, describe, model_file,
+                     run_case)
 from .shrink import shrink
 
 
@@ -61,7 +62,8 @@ class Campaign:
 
     def to_json(self) -> dict:
         return {"board": self.board, "core": EMULATED_BOARDS[self.board], "kernels": self.kernels, "seed": self.seed,
-                "fpga": self.fpga, "count": len(self.cases), "interrupted": self.interrupted, "seconds": round(self.seconds, 1),
+                "fpga": self.fpga, "count": len(self.cases), "interrupted": self.interrupted,
+                "seconds": round(self.seconds, 1),
                 "outcomes": dict(self.counts()), "classes": dict(self.classes()),
                 "undocumented_refusals": self.undocumented, "ok": self.ok,
                 "cases": [c.to_json() for c in self.cases]}
@@ -69,7 +71,9 @@ class Campaign:
     def table(self) -> str:
         n = len(self.cases)
         counts = self.counts()
-        lines = [f"edgekit fuzz: {n} graphs (seed {self.seed}) on {self.board} ({EMULATED_BOARDS[self.board]}), "
+        seeds = f"seeds {self.cases[0].seed}..{self.cases[-1].seed}" if n > 1 else \
+            f"seed {self.cases[0].seed}" if n else "none run"
+        lines = [f"edgekit fuzz: {n} graphs ({seeds}) on {self.board} ({EMULATED_BOARDS[self.board]}), "
                  f"{self.kernels} kernels{', hls4ml C-simulation' if self.fpga else ''}, {self.seconds:.0f} s",
                  f"{'outcome':<72}{'graphs':>8}"]
         for status in ("ok", "refused", "mismatch", "crash", "internal", "generator"):
@@ -130,8 +134,9 @@ def _save(case: CaseResult, spec: dict, original: dict, work: Path, out: Path, b
 def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: str = "optimized",
                  fpga: bool = False, out: str | Path | None = None, vectors: int = 24, tflite_share: float = 0.25,
                  shrink_budget: int = 40, shrink_per_class: int = 2, max_layers: int = 5, progress=None,
-                 seeds: list[int] | None = None) -> Campaign:
-    """Run ``count`` cases (seeds ``seed`` .. ``seed + count - 1``, or the given ``seeds``). The first
+                 seeds: list[int] | None = None, specs: list[dict] | None = None) -> Campaign:
+    """Run ``count`` cases (seeds ``seed`` .. ``seed + count - 1``, the given ``seeds``, or the given
+    ``specs``, e.g. a saved reproducer's spec.json). The first
     ``shrink_per_class`` failures of each outcome and stage are shrunk (at most ``shrink_budget`` runs)
     and saved in ``out``; later ones of the same class are only counted and listed."""
     from ..errors import TargetError
@@ -143,15 +148,16 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
     camp = Campaign(board, kernels, seed, fpga)
     out_dir = Path(out) if out else None
     t0 = time.monotonic()
-    seeds = list(seeds) if seeds is not None else [seed + i for i in range(count)]
+    if specs is None:
+        seeds = list(seeds) if seeds is not None else [seed + i for i in range(count)]
+        specs = [case_spec(s, tflite_share, max_layers) for s in seeds]
     with tempfile.TemporaryDirectory(prefix="edgekit-fuzz-") as tmp:
         try:
-            for i, case_seed in enumerate(seeds):
-                case = _run_one(camp, i, case_seed, Path(tmp), out_dir, vectors, tflite_share, max_layers,
-                                shrink_budget, shrink_per_class)
+            for i, spec in enumerate(specs):
+                case = _run_one(camp, i, spec, Path(tmp), out_dir, vectors, shrink_budget, shrink_per_class)
                 camp.cases.append(case)
                 if progress:
-                    progress(case, i + 1, len(seeds))
+                    progress(case, i + 1, len(specs))
         except KeyboardInterrupt:  # Ctrl-C ends a long campaign with the summary of the graphs done
             camp.interrupted = True
     camp.seconds = time.monotonic() - t0
@@ -161,11 +167,11 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
     return camp
 
 
-def _run_one(camp: Campaign, index: int, case_seed: int, tmp: Path, out_dir: Path | None, vectors: int,
-             tflite_share: float, max_layers: int, shrink_budget: int, shrink_per_class: int) -> CaseResult:
-    """Case ``case_seed``; a failure is shrunk and saved unless ``shrink_per_class`` of its class were."""
+def _run_one(camp: Campaign, index: int, spec: dict, tmp: Path, out_dir: Path | None, vectors: int,
+             shrink_budget: int, shrink_per_class: int) -> CaseResult:
+    """One case; a failure is shrunk and saved unless ``shrink_per_class`` of its class were."""
     board, kernels, fpga = camp.board, camp.kernels, camp.fpga
-    spec = case_spec(case_seed, tflite_share, max_layers)
+    case_seed = spec["seed"]
     work = tmp / f"case{case_seed}"
     outcome = run_case(spec, work, board, kernels, vectors, fpga)
     case = CaseResult(index, case_seed, describe(spec), outcome)
@@ -196,9 +202,27 @@ def print_progress(case: CaseResult, done: int, total: int) -> None:
           file=sys.stderr, flush=True)
 
 
+def load_spec(path: str | Path) -> dict:
+    """A spec.json saved by a campaign (or written by hand), checked before anything runs."""
+    from ..errors import EdgekitError
+
+    try:
+        spec = json.loads(Path(path).read_text())
+        valid = isinstance(spec, dict) and spec.get("kind") in GENERATORS and check_shapes(spec) is None
+    except (OSError, ValueError) as e:
+        raise EdgekitError(f"{path}: cannot read the spec ({e})") from None
+    except (KeyError, TypeError, AttributeError, IndexError):
+        valid = False
+    if not valid:
+        raise EdgekitError(f"{path}: not a valid fuzz spec (a spec.json saved by edgekit fuzz)")
+    return spec
+
+
 def main(args) -> int:
     """``edgekit fuzz``: exit 0 when no graph mismatched, crashed or hit an internal error, else 1."""
-    camp = run_campaign(args.count, seed=args.seed, board=args.board, kernels=args.kernels, fpga=args.fpga,
+    specs = [load_spec(p) for p in args.spec] if args.spec else None
+    camp = run_campaign(len(specs) if specs else args.count, seed=args.seed, specs=specs, board=args.board,
+                        kernels=args.kernels, fpga=args.fpga,
                         out=args.out, vectors=args.vectors, tflite_share=args.tflite_share,
                         shrink_budget=args.shrink_budget, shrink_per_class=args.shrink_per_class,
                         progress=None if args.quiet else print_progress)
@@ -222,6 +246,8 @@ def add_parser(sub) -> None:
                    help="emulated board (mps2-an386, Cortex-M4)")
     f.add_argument("--kernels", choices=["optimized", "reference"], default="optimized",
                    help="kernels to build with (optimized)")
+    f.add_argument("--spec", action="append", metavar="FILE", help="run this saved spec.json instead of random "
+                   "graphs (repeatable): reruns, and with --out shrinks, a reproducer")
     f.add_argument("--fpga", action="store_true", help="also build QONNX graphs for the FPGA backend and compare "
                    "hls4ml's C-simulation")
     f.add_argument("--out", help="folder for shrunk failing graphs with their inputs, and summary.json")
