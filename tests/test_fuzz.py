@@ -110,15 +110,22 @@ def test_campaign_on_the_cortex_m0plus(tmp_path):
     assert any(s[0] == "firmware (microbit)" for c in camp.cases for s in c.outcome.stages)
 
 
-def test_cli_fuzz_json_and_bad_arguments(capsys):
+def test_cli_fuzz_json_spec_and_bad_arguments(capsys, tmp_path):
     from edgekit.cli import main
 
     assert main(["fuzz", "--count", "1", "--seed", "4", "--quiet", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["count"] == 1 and out["outcomes"] == {"ok": 1} and out["board"] == "mps2-an386"
-    assert main(["fuzz", "--count", "0"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(case_spec(4)))
+    assert main(["fuzz", "--spec", str(spec), "--quiet", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["cases"][0]["graph"] == out["cases"][0]["graph"] and again["outcomes"] == {"ok": 1}
+    spec.write_text('{"kind": "qonnx", "layers": 3}')
+    for argv in (["fuzz", "--count", "0"], ["fuzz", "--spec", str(spec)], ["fuzz", "--spec", str(tmp_path / "no")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.xfail(strict=True, reason="known failure (docs/fuzz.md): quantize_tflite casts x / scale to int64 "
