@@ -143,6 +143,8 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
 
     if board not in EMULATED_BOARDS:
         raise TargetError(f"board '{board}' is not emulated; fuzz on one of {', '.join(EMULATED_BOARDS)}")
+    if kernels not in ("optimized", "reference"):
+        raise TargetError(f"kernels '{kernels}': choose optimized or reference")
     if count < 1:
         raise TargetError("--count must be at least 1")
     camp = Campaign(board, kernels, seed, fpga)
