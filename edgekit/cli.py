@@ -204,6 +204,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     _add_nas_parsers(sub)
     # --- end issue 8 ---
+    # --- differential fuzzing (issue 17): edgekit/fuzz ---
+    from .fuzz.campaign import add_parser as _add_fuzz_parser
+
+    _add_fuzz_parser(sub)
+    # --- end issue 17 ---
     return p
 
 

@@ -1,0 +1,139 @@
+"""edgekit fuzz: deterministic generators, the shrinker, outcome classes and a small seeded campaign."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgekit.fuzz import qonnx_gen, tflite_gen
+from edgekit.fuzz.campaign import run_campaign
+from edgekit.fuzz.limits import UNDOCUMENTED, documented_limits, refusal_class
+from edgekit.fuzz.runner import case_spec, check_shapes
+from edgekit.fuzz.shrink import shrink
+
+# Seeds whose graphs cover convs (strides, dilation, groups, depthwise), pools (max, avg,
+# trunc, global), residual adds, concat, clips, tables, dense heads and TFLite graphs, and
+# that pass on the current code; see docs/fuzz.md for the failures other seeds find.
+CAMPAIGN_SEEDS = [0, 3, 6, 10, 12, 18, 20, 21, 22, 24, 32, 33, 35, 36, 44, 46]
+M0PLUS_SEEDS = [4, 15, 49]
+# Failures the fuzzer finds in code other branches own, listed in docs/fuzz.md "Known failures":
+# TFLite input quantization overflows int64 for +-1e30 (edgekit/ir/contract.py quantize_tflite).
+KNOWN_TFLITE_FAILURES = {"mismatch:input quantizer (saturation)"}
+
+
+@pytest.mark.parametrize("seed", [0, 7, 123])
+def test_generators_are_deterministic_per_seed(seed):
+    assert qonnx_gen.random_spec(seed) == qonnx_gen.random_spec(seed)
+    assert tflite_gen.random_spec(seed) == tflite_gen.random_spec(seed)
+    assert case_spec(seed) == case_spec(seed)
+    t = tflite_gen.random_spec(seed)
+    assert tflite_gen.to_tflite(t) == tflite_gen.to_tflite(t)
+    # the same seed gives the same weights and calibrated scales
+    q = qonnx_gen.random_spec(seed)
+    a, b = qonnx_gen.build_model(q).state_dict(), qonnx_gen.build_model(q).state_dict()
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_generators_differ_between_seeds_and_make_valid_shapes():
+    specs = [case_spec(s) for s in range(40)]
+    assert len({json.dumps(s, sort_keys=True) for s in specs}) == 40
+    assert {s["kind"] for s in specs} == {"qonnx", "tflite"}
+    assert all(check_shapes(s) is None for s in specs)
+    ops = {layer["op"] for s in specs for layer in s["layers"]}
+    assert {"conv", "pool", "dense", "residual", "concat", "table", "fc", "dw", "add"} <= ops
+
+
+def test_shrinker_reduces_an_artificially_failing_graph():
+    # a graph that "fails" whenever it holds a concat: the shrinker must keep only that
+    spec = {"kind": "qonnx", "seed": 5, "dims": 2, "in_ch": 5, "size": [9, 8], "spread": 1.0,
+            "input": {"bits": 6, "signed": True, "scale": "float", "asym": False},
+            "layers": [
+                {"op": "conv", "out": 6, "k": 3, "stride": 1, "pad": 1, "dil": 1, "groups": 1, "bias": True,
+                 "w": {"bits": 4, "per_channel": True, "scale": "float"},
+                 "act": {"bits": 8, "signed": True, "scale": "pow2", "asym": False}},
+                {"op": "relu", "act": {"bits": 4, "signed": False, "scale": "pow2", "asym": False}},
+                {"op": "concat", "a": 3, "b": 4, "ka": 3, "kb": 1, "w": {"bits": 8, "per_channel": False,
+                                                                       "scale": "pow2"},
+                 "act": {"bits": 8, "signed": True, "scale": "pow2", "asym": False}},
+                {"op": "pool", "kind": "max", "k": 2, "stride": 2, "pad": 0},
+                {"op": "flatten"},
+                {"op": "dense", "out": 5, "bias": True, "w": {"bits": 8, "per_channel": False, "scale": "pow2"},
+                 "act": {"bits": 8, "signed": True, "scale": "pow2", "asym": False}}]}
+    tried = []
+
+    def fails(s):
+        tried.append(s)
+        return any(layer["op"] == "concat" for layer in s["layers"])
+
+    small, runs = shrink(spec, fails, budget=200)
+    assert runs == len(tried) and all(check_shapes(s) is None for s in tried)
+    assert [layer["op"] for layer in small["layers"]] == ["concat"]
+    assert small["in_ch"] == 1 and small["size"] == [1, 1]
+    assert small["layers"][0]["a"] == 1 and small["layers"][0]["b"] == 1
+    assert small["input"]["scale"] == "pow2" and small["input"]["bits"] == 8
+    # a predicate that never holds leaves the graph as it was
+    assert shrink(spec, lambda s: False, budget=10) == (spec, 10)
+
+
+def test_refusals_are_classed_by_the_documented_limits():
+    assert documented_limits(), "docs/fuzz.md lists the limits"
+    msg = "node 'x' (Tanh, 'Tanh_0' after qonnx cleanup): Tanh needs a quantized input of at most 8 bits"
+    assert refusal_class(msg) == "table-input-width"
+    assert refusal_class("node 'n': the frobnicator 17 is not supported").startswith(UNDOCUMENTED + "node '_'")
+
+
+def test_small_seeded_campaign_has_no_failures(tmp_path):
+    camp = run_campaign(len(CAMPAIGN_SEEDS), board="mps2-an386", kernels="optimized", out=tmp_path,
+                        seeds=CAMPAIGN_SEEDS, vectors=12, shrink_budget=4)
+    unexpected = [c for c in camp.failures
+                  if not (c.description.startswith("tflite") and c.outcome.key in KNOWN_TFLITE_FAILURES)]
+    assert not unexpected, camp.table()
+    counts = camp.counts()
+    assert counts.get("generator", 0) == 0, camp.table()
+    assert counts.get("ok", 0) + len(camp.failures) >= len(CAMPAIGN_SEEDS) - 3, camp.table()
+    assert not camp.undocumented, camp.table()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["count"] == len(CAMPAIGN_SEEDS)
+    saved = [c for c in camp.failures if c.saved]  # the first two of a class: shrunk, with their inputs
+    assert len(saved) == min(2, len(camp.failures))
+    for c in saved:
+        assert (tmp_path / f"{c.outcome.status}-seed{c.seed}" / "inputs.npy").is_file()
+        assert (tmp_path / f"{c.outcome.status}-seed{c.seed}" / "README.txt").is_file()
+    # every stage ran: a reference (qonnx or TFLite Micro), host C and the firmware
+    stages = {s[0] for c in camp.cases for s in c.outcome.stages}
+    assert {"qonnx (float32)", "tflite reference", "host C", "firmware (mps2-an386)"} <= stages
+
+
+def test_campaign_on_the_cortex_m0plus(tmp_path):
+    camp = run_campaign(len(M0PLUS_SEEDS), board="microbit", kernels="optimized", seeds=M0PLUS_SEEDS, vectors=8)
+    assert camp.ok, camp.table()
+    assert any(s[0] == "firmware (microbit)" for c in camp.cases for s in c.outcome.stages)
+
+
+def test_cli_fuzz_json_spec_and_bad_arguments(capsys, tmp_path):
+    from edgekit.cli import main
+
+    assert main(["fuzz", "--count", "1", "--seed", "4", "--quiet", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["count"] == 1 and out["outcomes"] == {"ok": 1} and out["board"] == "mps2-an386"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(case_spec(4)))
+    assert main(["fuzz", "--spec", str(spec), "--quiet", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["cases"][0]["graph"] == out["cases"][0]["graph"] and again["outcomes"] == {"ok": 1}
+    spec.write_text('{"kind": "qonnx", "layers": 3}')
+    for argv in (["fuzz", "--count", "0"], ["fuzz", "--spec", str(spec)], ["fuzz", "--spec", str(tmp_path / "no")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="known failure (docs/fuzz.md): quantize_tflite casts x / scale to int64 "
+                   "before clamping, so +-1e30 wraps; remove this mark when edgekit/ir/contract.py is fixed")
+def test_tflite_input_quantizer_saturates_far_inputs():
+    import numpy as np
+
+    from edgekit.ir.contract import quantize_tflite
+
+    got = quantize_tflite(np.array([1e30, -1e30], np.float32), 0.02, 5, -128, 127)
+    assert got.tolist() == [127, -128]
