@@ -1,6 +1,6 @@
 """edgekit: from quantization-aware training to verified firmware on microcontrollers."""
-__version__ = "0.1.0"
+from .version import __version__
 
-from .api import build, verify  # noqa: E402
+from .api import build, verify
 
 __all__ = ["__version__", "build", "verify"]

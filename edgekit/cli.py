@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from . import __version__
+from .version import __version__
 from .errors import EdgekitError
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..manifest import Manifest
-from . import peers_dir, suite
+from .suites import peers_dir, suite
 
 #: short name -> (results.json key, file stem in ../shared/peers/mlperf_tiny)
 MODELS = {

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import peers_dir, suite
+from .suites import peers_dir, suite
 
 
 def run_zoo(models: list[str] | None = None, board: str = "mps2-an386", target: str = "cortex-m4",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ... import __version__
+from ...version import __version__
 from ...builddir import BuildResult, prepare_out_dir, staged_build_dir
 from ...errors import TargetError
 from ...frontends.qonnx import import_qonnx

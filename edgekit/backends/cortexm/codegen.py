@@ -7,7 +7,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from ... import __version__
+from ...version import __version__
 from ...ir.graph import Graph
 from ...ir.packing import pack, packed_bits
 from ...ir.planner import MemoryPlan

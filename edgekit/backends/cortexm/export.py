@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ... import __version__
+from ...version import __version__
 from ...errors import BuildDirError
 from ...manifest import load_manifest
 from ...targets import get_core

@@ -50,7 +50,7 @@ def qemu() -> str:
     return find_tool("EDGEKIT_QEMU", "qemu-system-arm", "needed to run firmware on emulated boards")
 
 
-def _run(cmd: list[str], what: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_tool(cmd: list[str], what: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     try:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -111,7 +111,7 @@ def compile_objects(build: Path, core: Core, optimization: str = "-O2") -> list[
         obj = objdir / (src.stem + ".o")
         # -fstack-usage on the model: obj/model.su feeds the static stack analysis (stack.py)
         extra = ["-fstack-usage"] if src.name == "model.c" else []
-        _run([arm_gcc(), *core.cflags, *WARNINGS, *cflags, *extra, f"-I{build / 'src'}",
+        run_tool([arm_gcc(), *core.cflags, *WARNINGS, *cflags, *extra, f"-I{build / 'src'}",
               f"-I{build / 'firmware'}", "-c", str(src), "-o", str(obj)], f"cross-compiling {src.name}")
         objects.append(obj)
     return objects
@@ -120,7 +120,7 @@ def compile_objects(build: Path, core: Core, optimization: str = "-O2") -> list[
 def link_firmware(build: Path, core: Core, objects: list[Path], linker_script: Path,
                   elf: Path | None = None) -> Path:
     elf = elf or build / "firmware.elf"
-    _run([arm_gcc(), *core.cflags, "-nostdlib", *map(str, objects), f"-T{linker_script}", "-Wl,--gc-sections",
+    run_tool([arm_gcc(), *core.cflags, "-nostdlib", *map(str, objects), f"-T{linker_script}", "-Wl,--gc-sections",
           f"-Wl,-Map={elf.with_suffix('.map')}", "-lgcc", "-o", str(elf)], "linking the firmware")
     return elf
 
@@ -132,7 +132,7 @@ def compile_host(build: Path) -> Path:
     sources = [build / "src" / "model.c"] + [build / "firmware" / f for f in HOST_SOURCES]
     cmd = [host_cc(), *WARNINGS, "-O2", f"-I{build / 'src'}", f"-I{build / 'firmware'}",
            *map(str, sources), "-o", str(exe)]
-    _run(cmd, "compiling the generated C for the host")
+    run_tool(cmd, "compiling the generated C for the host")
     return exe
 
 
@@ -145,7 +145,7 @@ def _binutil(name: str) -> str:
 def symbols(elf: Path) -> list[dict]:
     """Defined symbols with a size: name, address, size, type letter (nm: T/t code, R/r
     read-only data, D/d data, B/b bss), in address order."""
-    out = _run([_binutil("nm"), "-S", "-n", "--defined-only", str(elf)], "reading firmware symbols").stdout
+    out = run_tool([_binutil("nm"), "-S", "-n", "--defined-only", str(elf)], "reading firmware symbols").stdout
     syms = []
     for line in out.splitlines():
         parts = line.split()
@@ -163,12 +163,12 @@ def disassemble(elf: Path, start: int | None = None, stop: int | None = None, ar
     cmd = [_binutil("objdump"), "-d", "--no-show-raw-insn"] + ([f"--architecture={arch}"] if arch else [])
     if start is not None:
         cmd += [f"--start-address=0x{start:x}", f"--stop-address=0x{stop:x}"]
-    return _run([*cmd, str(elf)], "disassembling the firmware").stdout
+    return run_tool([*cmd, str(elf)], "disassembling the firmware").stdout
 
 
 def section_layout(elf: Path) -> list[dict]:
     """Allocated sections: name, size, VMA (run address), LMA (load address), loaded (has contents)."""
-    out = _run([_binutil("objdump"), "-h", str(elf)], "reading firmware sections").stdout
+    out = run_tool([_binutil("objdump"), "-h", str(elf)], "reading firmware sections").stdout
     rows, lines = [], out.splitlines()
     for i, line in enumerate(lines[:-1]):
         f = line.split()
@@ -181,7 +181,7 @@ def section_layout(elf: Path) -> list[dict]:
 
 
 def section_sizes(elf: Path) -> dict[str, int]:
-    out = _run([arm_size(), "-A", str(elf)], "reading firmware section sizes").stdout
+    out = run_tool([arm_size(), "-A", str(elf)], "reading firmware section sizes").stdout
     sizes = {}
     for line in out.splitlines():
         parts = line.split()
@@ -206,7 +206,7 @@ def memory_usage(sizes: dict[str, int]) -> dict[str, int]:
 
 
 def run_host(exe: Path, workdir: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return _run([str(exe)], "running the host build", cwd=workdir, timeout=timeout)
+    return run_tool([str(exe)], "running the host build", cwd=workdir, timeout=timeout)
 
 
 def qemu_command(elf: Path, machine: str, extra: list[str] | None = None) -> list[str]:

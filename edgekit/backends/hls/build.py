@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import __version__
+from ...version import __version__
 from ...builddir import BuildResult, prepare_out_dir, staged_build_dir
 from ...errors import BuildDirError, TargetError, ToolchainError, UnsupportedOpError
 from ...frontends.qonnx import import_qonnx, load_qonnx

@@ -14,7 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
-from ... import __version__
+from ...version import __version__
 from ...errors import BuildDirError
 from ...manifest import Manifest
 

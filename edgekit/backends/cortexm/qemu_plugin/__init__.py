@@ -51,7 +51,7 @@ def build_plugin(include_dir: Path | None = None, dest: Path | None = None) -> P
     dest.mkdir(parents=True, exist_ok=True)
     out = dest / LIBRARY
     tmp = dest / f".{LIBRARY}.{os.getpid()}"
-    tc._run([tc.host_cc(), "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", f"-I{dirs[0]}",
+    tc.run_tool([tc.host_cc(), "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", f"-I{dirs[0]}",
              str(SOURCE), "-o", str(tmp)], "compiling the QEMU instruction-count plugin")
     tmp.replace(out)
     return out
