@@ -1,4 +1,4 @@
-"""What the operator lowerings share: operand indices, weights, bias, conv requantization."""
+"""What the operator lowerings share: operand indices, weights, bias, the conv and FC multipliers."""
 from __future__ import annotations
 
 import numpy as np
