@@ -24,7 +24,7 @@ def _graph(chain: str, seed: int, tmp_path):
     """An IR graph (after the default passes) and its memory plan, from a test_kernels_dsp chain."""
     from test_kernels_dsp import CHAINS
 
-    from edgekit.frontends.tflite import import_tflite
+    from edgekit.frontends.tflite.importer import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.ir.planner import plan_memory
 
