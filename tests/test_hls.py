@@ -19,10 +19,11 @@ from brevitas.quant import Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedP
     Uint8ActPerTensorFixedPoint
 from torch import nn
 
-from conftest import make_mlp
 from edgekit.api import build, verify
 from edgekit.errors import TargetError, UnsupportedOpError
 from edgekit.qat import export_qonnx
+from helpers.brevitas_models import Seq, make_mlp
+from helpers.calibration import calibrate
 
 hls4ml = pytest.importorskip("hls4ml")
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="hls4ml's C-simulation needs g++")
@@ -55,11 +56,7 @@ class HarCNN1D(nn.Module):
 
 def _calibrated(model: nn.Module, shape, seed=0) -> nn.Module:
     torch.manual_seed(seed)
-    model.train()
-    with torch.no_grad():
-        for _ in range(8):
-            model(torch.randn(32, *shape) * 1.5)
-    return model.eval()
+    return calibrate(model, shape, passes=8, batch=32, spread=1.5)
 
 
 @pytest.fixture(scope="module")
@@ -231,17 +228,6 @@ def test_boards():
 # ---------------------------------------------------------------------------------------
 # What hls4ml cannot take: a clear error naming the node, and no output directory
 # ---------------------------------------------------------------------------------------
-class _Seq(nn.Module):
-    def __init__(self, *body):
-        super().__init__()
-        self.inp = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
-        self.body = nn.Sequential(*body)
-        self.out = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=False)
-
-    def forward(self, x):
-        return self.out(self.body(self.inp(x)))
-
-
 class _Fork(nn.Module):
     def __init__(self):
         super().__init__()
@@ -258,8 +244,8 @@ class _Fork(nn.Module):
 
 
 @pytest.mark.parametrize("name, factory, shape, match", [
-    ("trunc", lambda: _Seq(qnn.TruncAvgPool2d(2, return_quant_tensor=True)), (3, 8, 8), r"\(Trunc.*no Trunc layer"),
-    ("avgpool1d", lambda: _Seq(nn.AvgPool1d(4)), (3, 16), r"\(AveragePool.*1D average pooling"),
+    ("trunc", lambda: Seq(qnn.TruncAvgPool2d(2, return_quant_tensor=True)), (3, 8, 8), r"\(Trunc.*no Trunc layer"),
+    ("avgpool1d", lambda: Seq(nn.AvgPool1d(4)), (3, 16), r"\(AveragePool.*1D average pooling"),
     ("fork", _Fork, (8,), r"\(Quant.*feeds 2 consumers"),
 ], ids=["trunc", "avgpool1d", "fork"])
 def test_unsupported_patterns_name_the_node(name, factory, shape, match, tmp_path):
