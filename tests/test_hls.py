@@ -22,7 +22,7 @@ from torch import nn
 from edgekit.api import build, verify
 from edgekit.errors import TargetError, UnsupportedOpError
 from edgekit.qat import export_qonnx
-from helpers.brevitas_models import Seq, make_mlp
+from helpers.brevitas_models import Seq, make_mlp, qconv1d, qid
 from helpers.calibration import calibrate
 
 hls4ml = pytest.importorskip("hls4ml")
@@ -39,14 +39,14 @@ class HarCNN1D(nn.Module):
 
     def __init__(self):
         super().__init__()
-        a, u, w = Int8ActPerTensorFixedPoint, Uint8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint
-        self.inp = qnn.QuantIdentity(act_quant=a, return_quant_tensor=True)
-        self.c1 = qnn.QuantConv1d(6, 8, 5, padding=2, weight_quant=w, bias_quant=Int32Bias, return_quant_tensor=True)
+        u, w = Uint8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint
+        self.inp = qid()
+        self.c1 = qconv1d(6, 8, 5, padding=2)
         self.r1 = qnn.QuantReLU(act_quant=u, return_quant_tensor=True)
-        self.c2 = qnn.QuantConv1d(8, 16, 5, padding=2, weight_quant=w, bias_quant=Int32Bias, return_quant_tensor=True)
+        self.c2 = qconv1d(8, 16, 5, padding=2)
         self.r2 = qnn.QuantReLU(act_quant=u, return_quant_tensor=True)
         self.fc = qnn.QuantLinear(16 * 32, 6, weight_quant=w, bias_quant=Int32Bias, return_quant_tensor=True)
-        self.out = qnn.QuantIdentity(act_quant=a, return_quant_tensor=False)
+        self.out = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=False)
 
     def forward(self, x):
         x = nn.functional.max_pool1d(self.r1(self.c1(self.inp(x))), 2)
@@ -232,10 +232,10 @@ class _Fork(nn.Module):
     def __init__(self):
         super().__init__()
         w = Int8WeightPerTensorFixedPoint
-        self.inp = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+        self.inp = qid()
         self.a = qnn.QuantLinear(8, 4, weight_quant=w, bias_quant=Int32Bias, return_quant_tensor=True)
         self.b = qnn.QuantLinear(8, 4, weight_quant=w, bias_quant=Int32Bias, return_quant_tensor=True)
-        self.qa = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+        self.qa = qid()
         self.out = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=False)
 
     def forward(self, x):
