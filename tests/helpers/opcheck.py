@@ -1,6 +1,7 @@
 """The per-operator check behind tests/ops/: one model, one frontend, one kernel variant.
 
-Each ``tests/ops/test_<op>.py`` lists its QONNX cases (tiny Brevitas models) and TFLite cases
+Each ``tests/ops/test_<op>.py`` lists its QONNX cases (tiny Brevitas models, most of them from
+:mod:`helpers.op_models` by name) and TFLite cases
 (synthetic int8 flatbuffers) and runs :func:`check` over the matrix
 {qonnx, tflite} x {reference, dsp, helium} that :func:`matrix` builds. A combination that does
 not apply (the frontend has no such operator, no layer of the model gets such a kernel) is a
@@ -53,6 +54,14 @@ class QonnxCase:
     kernels: tuple = ("reference",)     # the variants whose kernels this model's layers get
     why_not: dict = field(default_factory=dict)  # variant -> why it does not apply (overrides the op's)
     ops: tuple = ()                     # IR operators the graph must hold (default: the module's)
+
+    @classmethod
+    def named(cls, name: str, **kw) -> "QonnxCase":
+        """The model ``name`` of :func:`helpers.op_models.op_models`."""
+        from .op_models import op_models
+
+        factory, shape, exact = op_models()[name]
+        return cls(name, factory, shape, exact, **kw)
 
     def export(self, directory: Path) -> Path:
         import torch

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.brevitas_models import Residual, SelfResidual
 from helpers.opcheck import ALL_KERNELS, QonnxCase, TfliteCase, check, matrix
 from helpers.tflite_builder import TfliteBuilder, tflite
 
 QONNX = [
-    QonnxCase("residual_add", Residual, (4, 6, 6), kernels=ALL_KERNELS),
-    QonnxCase("residual_of_own_input", SelfResidual, (3, 6, 6), kernels=ALL_KERNELS),
+    QonnxCase.named("residual_add", kernels=ALL_KERNELS),
+    QonnxCase.named("residual_of_own_input", kernels=ALL_KERNELS),
 ]
 
 

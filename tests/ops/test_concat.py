@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.brevitas_models import ConcatNet
 from helpers.opcheck import ALL_KERNELS, QonnxCase, check, matrix
 
-QONNX = [QonnxCase("concat", ConcatNet, (3, 5, 5), kernels=ALL_KERNELS)]
+QONNX = [QonnxCase.named("concat", kernels=ALL_KERNELS)]
 
 
 @pytest.mark.parametrize("frontend,variant,case", matrix(

@@ -6,13 +6,9 @@ layers keep the DSP kernel on the M55).
 """
 from __future__ import annotations
 
-import brevitas.nn as qnn
 import numpy as np
 import pytest
-from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFixedPointMSE, Int8WeightPerChannelFloat
-from torch import nn
 
-from helpers.brevitas_models import U, Seq, inplace_dw_pw_chain, qconv1d, qconv2d
 from helpers.opcheck import ALL_KERNELS, QonnxCase, TfliteCase, check, matrix
 from helpers.tflite_builder import TfliteBuilder, tflite
 from helpers.tflite_layers import conv_layer
@@ -22,35 +18,22 @@ NO_DW_HELIUM = {"helium": "depthwise convolutions have no Helium kernel: on the 
                           "(dw3/dwk), which the dsp variant runs"}
 
 QONNX = [
-    QonnxCase("conv2d_3x3_pad", lambda: Seq(qconv2d(3, 5, 3, padding=1)), (3, 8, 8), kernels=ALL_KERNELS),
-    QonnxCase("conv2d_5x5_stride2", lambda: Seq(qconv2d(3, 4, 5, stride=2, padding=2)), (3, 11, 9),
-              kernels=ALL_KERNELS),
-    QonnxCase("conv2d_7x7_valid", lambda: Seq(qconv2d(2, 3, 7)), (2, 9, 10), kernels=ALL_KERNELS),
-    QonnxCase("conv2d_1x1_pointwise", lambda: Seq(qconv2d(6, 4, 1)), (6, 5, 5), kernels=ALL_KERNELS),
-    QonnxCase("conv2d_w4_packed", lambda: Seq(qconv2d(3, 5, 3, padding=1, weight_bit_width=4)), (3, 6, 6),
-              kernels=ALL_KERNELS),
-    QonnxCase("depthwise_w2_packed", lambda: Seq(qconv2d(3, 3, 3, padding=1, groups=3, weight_bit_width=2)),
-              (3, 6, 6), kernels=DW, why_not=NO_DW_HELIUM),
-    QonnxCase("inplace_dw_pw_chain", inplace_dw_pw_chain, (3, 7, 6), kernels=ALL_KERNELS),
-    QonnxCase("conv2d_dilation2", lambda: Seq(qconv2d(3, 4, 3, dilation=2, padding=2)), (3, 9, 9),
-              kernels=ALL_KERNELS),
-    QonnxCase("conv2d_asym_kernel", lambda: Seq(qconv2d(3, 4, (1, 3), padding=(0, 1))), (3, 6, 7),
-              kernels=ALL_KERNELS),
-    QonnxCase("depthwise_3x3", lambda: Seq(qconv2d(4, 4, 3, padding=1, groups=4)), (4, 7, 7), kernels=DW,
-              why_not=NO_DW_HELIUM),
-    QonnxCase("depthwise_mult2_stride2", lambda: Seq(qconv2d(3, 6, 3, stride=2, padding=1, groups=3)), (3, 8, 8),
-              kernels=DW, why_not=NO_DW_HELIUM),
-    QonnxCase("conv1d_k5", lambda: Seq(qconv1d(3, 4, 5, padding=2)), (3, 20), kernels=ALL_KERNELS),
-    QonnxCase("conv1d_stride2_dil", lambda: Seq(qconv1d(2, 3, 3, stride=2, dilation=2)), (2, 17),
-              kernels=ALL_KERNELS),
-    QonnxCase("conv_batchnorm", lambda: Seq(qconv2d(3, 4, 3), nn.BatchNorm2d(4),
-                                            qnn.QuantReLU(act_quant=U, return_quant_tensor=True), out_quant=U),
-              (3, 6, 6), exact=False, kernels=ALL_KERNELS),
-    QonnxCase("conv_per_channel_pow2", lambda: Seq(qconv2d(3, 4, 3, weight_quant=Int8WeightPerChannelFixedPointMSE)),
-              (3, 6, 6), kernels=ALL_KERNELS),
-    QonnxCase("conv_per_channel_float", lambda: Seq(qconv2d(3, 4, 3, weight_quant=Int8WeightPerChannelFloat),
-                                                    out_quant=Int8ActPerTensorFloat),
-              (3, 6, 6), exact=False, kernels=ALL_KERNELS),
+    QonnxCase.named("conv2d_3x3_pad", kernels=ALL_KERNELS),
+    QonnxCase.named("conv2d_5x5_stride2", kernels=ALL_KERNELS),
+    QonnxCase.named("conv2d_7x7_valid", kernels=ALL_KERNELS),
+    QonnxCase.named("conv2d_1x1_pointwise", kernels=ALL_KERNELS),
+    QonnxCase.named("conv2d_w4_packed", kernels=ALL_KERNELS),
+    QonnxCase.named("depthwise_w2_packed", kernels=DW, why_not=NO_DW_HELIUM),
+    QonnxCase.named("inplace_dw_pw_chain", kernels=ALL_KERNELS),
+    QonnxCase.named("conv2d_dilation2", kernels=ALL_KERNELS),
+    QonnxCase.named("conv2d_asym_kernel", kernels=ALL_KERNELS),
+    QonnxCase.named("depthwise_3x3", kernels=DW, why_not=NO_DW_HELIUM),
+    QonnxCase.named("depthwise_mult2_stride2", kernels=DW, why_not=NO_DW_HELIUM),
+    QonnxCase.named("conv1d_k5", kernels=ALL_KERNELS),
+    QonnxCase.named("conv1d_stride2_dil", kernels=ALL_KERNELS),
+    QonnxCase.named("conv_batchnorm", kernels=ALL_KERNELS),
+    QonnxCase.named("conv_per_channel_pow2", kernels=ALL_KERNELS),
+    QonnxCase.named("conv_per_channel_float", kernels=ALL_KERNELS),
 ]
 
 

@@ -2,23 +2,16 @@
 every kernel variant (DSP dense, Helium dense)."""
 from __future__ import annotations
 
-import brevitas.nn as qnn
 import numpy as np
 import pytest
-from brevitas.quant import Int8WeightPerChannelFixedPointMSE, Int32Bias
-from torch import nn
 
-from helpers.brevitas_models import Head, Seq
 from helpers.opcheck import ALL_KERNELS, QonnxCase, TfliteCase, check, matrix
 from helpers.tflite_builder import TfliteBuilder
 from helpers.tflite_layers import fc_layer, flatten
 
 QONNX = [
-    QonnxCase("dense_per_channel_pow2",
-              lambda: Seq(nn.Flatten(), qnn.QuantLinear(12, 5, weight_quant=Int8WeightPerChannelFixedPointMSE,
-                                                        bias_quant=Int32Bias, return_quant_tensor=True)),
-              (3, 2, 2), kernels=ALL_KERNELS),
-    QonnxCase("head_flatten_linear", Head, (3, 6, 6), kernels=ALL_KERNELS),
+    QonnxCase.named("dense_per_channel_pow2", kernels=ALL_KERNELS),
+    QonnxCase.named("head_flatten_linear", kernels=ALL_KERNELS),
 ]
 
 

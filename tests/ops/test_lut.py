@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import pytest
-from torch import nn
 
-from helpers.brevitas_models import U, Head, Seq
 from helpers.opcheck import ALL_KERNELS, QonnxCase, check, matrix
 
 QONNX = [
-    QonnxCase("sigmoid", lambda: Seq(nn.Sigmoid(), out_quant=U), (3, 4, 4)),
-    QonnxCase("tanh", lambda: Seq(nn.Tanh()), (2, 3, 3)),
-    QonnxCase("head_sigmoid", lambda: Head(sigmoid=True), (3, 6, 6), kernels=ALL_KERNELS),
+    QonnxCase.named("sigmoid"),
+    QonnxCase.named("tanh"),
+    QonnxCase.named("head_sigmoid", kernels=ALL_KERNELS),
 ]
 
 

@@ -2,23 +2,17 @@
 RELU6, RELU_N1_TO_1), folded into the clamp of the producing layer's requantization."""
 from __future__ import annotations
 
-import brevitas.nn as qnn
 import numpy as np
 import pytest
-from torch import nn
 
-from helpers.brevitas_models import U, Seq, qconv2d
 from helpers.opcheck import ALL_KERNELS, QonnxCase, TfliteCase, check, matrix
 from helpers.tflite_builder import TfliteBuilder, tflite
 from helpers.tflite_layers import conv_layer
 
 QONNX = [
-    QonnxCase("conv_relu", lambda: Seq(qconv2d(3, 4, 3), qnn.QuantReLU(act_quant=U, return_quant_tensor=True),
-                                       out_quant=U), (3, 6, 6), kernels=ALL_KERNELS),
-    QonnxCase("conv_relu6_clip", lambda: Seq(qconv2d(3, 4, 3), nn.ReLU6(), out_quant=U), (3, 6, 6),
-              kernels=ALL_KERNELS),
-    QonnxCase("conv_hardtanh_clip", lambda: Seq(qconv2d(3, 4, 3), nn.Hardtanh(-0.5, 0.75)), (3, 6, 6),
-              kernels=ALL_KERNELS),
+    QonnxCase.named("conv_relu", kernels=ALL_KERNELS),
+    QonnxCase.named("conv_relu6_clip", kernels=ALL_KERNELS),
+    QonnxCase.named("conv_hardtanh_clip", kernels=ALL_KERNELS),
 ]
 
 

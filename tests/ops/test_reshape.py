@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.brevitas_models import TransposeFlatten
 from helpers.opcheck import ALL_KERNELS, QonnxCase, TfliteCase, check, matrix
 from helpers.tflite_builder import TfliteBuilder, tflite
 
 QONNX = [
-    QonnxCase("transpose_flatten_2d", TransposeFlatten, (3, 5, 6), kernels=ALL_KERNELS),
-    QonnxCase("transpose_flatten_1d", lambda: TransposeFlatten(one_d=True), (3, 8), kernels=ALL_KERNELS),
+    QonnxCase.named("transpose_flatten_2d", kernels=ALL_KERNELS),
+    QonnxCase.named("transpose_flatten_1d", kernels=ALL_KERNELS),
 ]
 
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.brevitas_models import Head
 from helpers.opcheck import ALL_KERNELS, QonnxCase, TfliteCase, check, matrix
 from helpers.tflite_builder import TfliteBuilder
 
-QONNX = [QonnxCase("head_softmax", lambda: Head(softmax=True), (3, 6, 6), exact=False, kernels=ALL_KERNELS,
-                   ops=("softmax",))]
+QONNX = [QonnxCase.named("head_softmax", kernels=ALL_KERNELS, ops=("softmax",))]
 
 
 def _softmax_model(shape: tuple, scale: float, zp: int, beta: float) -> bytes:
