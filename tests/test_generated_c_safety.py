@@ -26,7 +26,9 @@ from edgekit.qat import export_qonnx
 from edgekit.resources import resource_dir
 from edgekit.targets import get_board, get_core
 
-from opmodels import A, calibrate, op_models, qconv1d, qid
+from helpers.brevitas_models import A, qconv1d, qid
+from helpers.calibration import calibrate
+from helpers.op_models import op_models
 
 # The GCC 12.2 bug (arm-none-eabi, -O2): with constant arena addresses IPA-CP clones `concat`
 # without parameters; IVOPTs addresses one of its stores as MEM[0B + (idx - &arena)], the

@@ -46,7 +46,8 @@ def _small_qonnx(path: Path) -> Path:
     from torch import nn
 
     from edgekit.qat import export_qonnx
-    from opmodels import W, Seq, calibrate, qconv2d, qid
+    from helpers.brevitas_models import W, Seq, qconv2d, qid
+    from helpers.calibration import calibrate
 
     torch.manual_seed(0)
     model = calibrate(Seq(qconv2d(3, 4, 3, padding=1), qid(), nn.Flatten(),

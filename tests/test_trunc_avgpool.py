@@ -14,7 +14,8 @@ from edgekit.api import build, verify
 from edgekit.ir.graph import Graph
 from edgekit.qat import export_qonnx
 
-from opmodels import U, Seq, calibrate
+from helpers.brevitas_models import U, Seq
+from helpers.calibration import calibrate
 
 
 @pytest.mark.parametrize("kernel, stride, in_bits, out_bits", [(1, 2, 3, 6), (2, 2, 3, 8), (3, 1, 4, 8)])

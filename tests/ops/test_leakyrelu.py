@@ -23,7 +23,8 @@ from edgekit.ir.graph import Graph
 from edgekit.qat import export_qonnx
 from edgekit.targets import get_board, get_core
 
-from opmodels import Seq, calibrate, qconv2d, qid
+from helpers.brevitas_models import Seq, qconv2d, qid
+from helpers.calibration import calibrate
 
 BREVITAS_MODELS = {
     "conv_leakyrelu_0.01": (lambda: Seq(qconv2d(3, 4, 3), qid(), nn.LeakyReLU(0.01)), (3, 6, 6)),
