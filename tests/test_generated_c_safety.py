@@ -21,7 +21,7 @@ from torch import nn
 
 from edgekit.api import build, verify
 from edgekit.backends.cortexm import toolchain as tc
-from edgekit.build import load_manifest
+from edgekit.manifest import load_manifest
 from edgekit.qat import export_qonnx
 from edgekit.resources import resource_dir
 from edgekit.targets import get_board, get_core
@@ -169,7 +169,7 @@ def _sanitized_copy(build_dir: Path, dest: Path) -> Path:
     """A copy of the build whose host runner is compiled with ASan + UBSan (any report aborts)."""
     shutil.copytree(build_dir, dest)
     manifest = load_manifest(dest)
-    exe = dest / manifest["host_runner"]
+    exe = dest / manifest.host_runner
     sources = [dest / "src" / "model.c"] + [dest / "firmware" / f for f in tc.HOST_SOURCES]
     subprocess.run([tc.host_cc(), *tc.WARNINGS, "-O2", "-g", "-fsanitize=address,undefined",
                     "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", f"-I{dest / 'src'}",
@@ -220,11 +220,11 @@ def test_firmware_same_outputs_at_every_optimization_level(concat_onnx, board, t
         base = tmp_path / source.stem
         build(source, get_board(board).core, board, base)
         manifest = load_manifest(base)
-        core = get_core(manifest["target"])
+        core = get_core(manifest.target)
         for opt in ("-O1", "-O2", "-Os", "-O3"):
             dest = tmp_path / f"{source.stem}{opt}"
             shutil.copytree(base, dest)
             objects = tc.compile_objects(dest, core, optimization=opt)
-            tc.link_firmware(dest, core, objects, dest / "firmware" / "link.ld", dest / manifest["firmware"])
+            tc.link_firmware(dest, core, objects, dest / "firmware" / "link.ld", dest / manifest.firmware)
             rep = verify(dest, count=32, seed=4, stages=("qemu",))
             assert rep.ok and rep.stages[-1].mismatches == 0, f"{source.stem} {opt}\n{rep.table()}"

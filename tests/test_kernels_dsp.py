@@ -435,7 +435,7 @@ def test_dense_layers_with_fewer_than_four_inputs_build_and_verify(tmp_path):
 
     onnx = export_mlp(tmp_path / "narrow.onnx", "int8-float", input_shape=(3,), hidden=(2, 8))
     res = build(onnx, "cortex-m4", "mps2-an386", tmp_path / "b")
-    kernels = [r["kernel"] for r in res.manifest["layers"] if r["op"] == "dense"]
+    kernels = [r["kernel"] for r in res.manifest.layers if r["op"] == "dense"]
     assert kernels[:2] == ["reference (fewer than 4 inputs)"] * 2 and kernels[2].startswith("optimized dense")
     rep = verify(tmp_path / "b", count=32, stages=("host", "qemu"))
     assert rep.ok and all(s.mismatches == 0 for s in rep.stages), rep.stages
