@@ -8,9 +8,7 @@ function registered in ``LOWERINGS``; anything else is refused with the node's n
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -20,7 +18,7 @@ from ..ir.graph import Graph, InputQuant, Node, Tensor
 from ..registry import discover
 from . import qonnx_validate
 from .qonnx_lowering import (LOWERINGS, ORIGINAL_NAME_TAG, PENDING_RESOLVERS, FloatConst, FloatInput, IntValue,
-                             QuantConst, channels_last_perm, describe, ir_shape, lowering, onnx_attrs, bias_codes)
+                             QuantConst, bias_codes, channels_last_perm, describe, ir_shape, lowering, onnx_attrs)
 
 
 # ---------------------------------------------------------------------------------------
