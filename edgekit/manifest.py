@@ -46,6 +46,7 @@ class Manifest:
     fit: dict | None = None
     board_description: dict | None = None
     kernels: str | None = None
+    kernel_variants: dict | None = None  # node -> the kernel variant chosen for it (backends/cortexm/kernels)
     layers: list | None = None  # the per-layer report rows
     memory_plan: dict | None = None
     profile: dict | None = None  # written by `edgekit profile`
