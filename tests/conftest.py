@@ -1,4 +1,5 @@
-"""Shared fixtures: small Brevitas models exported to QONNX, and their build directories.
+"""Shared fixtures: small Brevitas models exported to QONNX, and their build directories
+(the model code itself is in tests/helpers/).
 
 Models are tiny (a few hundred MACs) so exporting, building and running them on QEMU
 takes about a second each; they are built once per test session.
@@ -10,29 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from edgekit.qat import QuantMLP, export_qonnx
+from helpers.brevitas_models import export_mlp
 
 os.environ.setdefault("EDGEKIT_CACHE", str(Path(__file__).parent / ".cache"))
-
-
-def make_mlp(preset: str, input_shape=(4, 3), hidden=(16, 8), n_out=5, seed: int = 0) -> QuantMLP:
-    """A QuantMLP with random weights and activation scales calibrated on random data."""
-    torch.manual_seed(seed)
-    model = QuantMLP(input_shape, hidden, n_out, preset)
-    model.train()
-    with torch.no_grad():
-        for _ in range(8):  # let the learned/statistics-based scales settle
-            model(torch.randn(64, *input_shape) * 1.5)
-    model.eval()
-    return model
-
-
-def export_mlp(path: Path, preset: str, **kw) -> Path:
-    model = make_mlp(preset, **kw)
-    shape = kw.get("input_shape", (4, 3))
-    return export_qonnx(model, torch.zeros(1, *shape), path)
 
 
 @pytest.fixture(scope="session")

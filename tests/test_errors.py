@@ -383,10 +383,9 @@ def _export(model, shape, path):
 
     from edgekit.qat import export_qonnx
 
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(4, *shape))
-    model.eval()
+    from helpers.calibration import calibrate
+
+    calibrate(model, shape, passes=1, batch=4, spread=1.0)
     return export_qonnx(model, torch.zeros(1, *shape), path)
 
 
@@ -398,7 +397,7 @@ def _export(model, shape, path):
 def test_unsupported_attributes_name_the_node(case, needle, tmp_path, work):
     from torch import nn
 
-    from opmodels import Seq, qconv2d
+    from helpers.brevitas_models import Seq, qconv2d
 
     if case == "grouped":
         model, shape = Seq(qconv2d(4, 4, 3, groups=2)), (4, 6, 6)

@@ -19,7 +19,7 @@ from edgekit.ir.graph import Graph
 from edgekit.sim import quantize_input, simulate
 from edgekit.targets import get_board, get_core
 
-from conftest import make_mlp
+from helpers.brevitas_models import make_mlp
 
 
 def stage(rep, prefix):

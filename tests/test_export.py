@@ -14,7 +14,7 @@ from edgekit.api import build
 from edgekit.backends.cortexm import toolchain as tc
 from edgekit.backends.cortexm.export import export
 from edgekit.errors import BuildDirError
-from fixed_models import fixed_mlp
+from helpers.fixed_models import fixed_mlp
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from edgekit.backends.cortexm.flash import (FlashError, flash, openocd_command, 
                                             pyocd_run_command, run_streaming)
 from edgekit.errors import TargetError, ToolchainError
 from edgekit.targets import get_board
-from fixed_models import fixed_mlp
+from helpers.fixed_models import fixed_mlp
 
 HAVE_PYOCD = shutil.which("pyocd") is not None or (Path(sys.executable).parent / "pyocd").exists()
 HAVE_OPENOCD = shutil.which("openocd") is not None

@@ -19,10 +19,11 @@ from brevitas.quant import Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedP
     Uint8ActPerTensorFixedPoint
 from torch import nn
 
-from conftest import make_mlp
 from edgekit.api import build, verify
 from edgekit.errors import TargetError, UnsupportedOpError
 from edgekit.qat import export_qonnx
+from helpers.brevitas_models import Seq, make_mlp, qconv1d, qid
+from helpers.calibration import calibrate
 
 hls4ml = pytest.importorskip("hls4ml")
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="hls4ml's C-simulation needs g++")
@@ -38,14 +39,14 @@ class HarCNN1D(nn.Module):
 
     def __init__(self):
         super().__init__()
-        a, u, w = Int8ActPerTensorFixedPoint, Uint8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint
-        self.inp = qnn.QuantIdentity(act_quant=a, return_quant_tensor=True)
-        self.c1 = qnn.QuantConv1d(6, 8, 5, padding=2, weight_quant=w, bias_quant=Int32Bias, return_quant_tensor=True)
+        u, w = Uint8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint
+        self.inp = qid()
+        self.c1 = qconv1d(6, 8, 5, padding=2)
         self.r1 = qnn.QuantReLU(act_quant=u, return_quant_tensor=True)
-        self.c2 = qnn.QuantConv1d(8, 16, 5, padding=2, weight_quant=w, bias_quant=Int32Bias, return_quant_tensor=True)
+        self.c2 = qconv1d(8, 16, 5, padding=2)
         self.r2 = qnn.QuantReLU(act_quant=u, return_quant_tensor=True)
         self.fc = qnn.QuantLinear(16 * 32, 6, weight_quant=w, bias_quant=Int32Bias, return_quant_tensor=True)
-        self.out = qnn.QuantIdentity(act_quant=a, return_quant_tensor=False)
+        self.out = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=False)
 
     def forward(self, x):
         x = nn.functional.max_pool1d(self.r1(self.c1(self.inp(x))), 2)
@@ -55,11 +56,7 @@ class HarCNN1D(nn.Module):
 
 def _calibrated(model: nn.Module, shape, seed=0) -> nn.Module:
     torch.manual_seed(seed)
-    model.train()
-    with torch.no_grad():
-        for _ in range(8):
-            model(torch.randn(32, *shape) * 1.5)
-    return model.eval()
+    return calibrate(model, shape, passes=8, batch=32, spread=1.5)
 
 
 @pytest.fixture(scope="module")
@@ -231,25 +228,14 @@ def test_boards():
 # ---------------------------------------------------------------------------------------
 # What hls4ml cannot take: a clear error naming the node, and no output directory
 # ---------------------------------------------------------------------------------------
-class _Seq(nn.Module):
-    def __init__(self, *body):
-        super().__init__()
-        self.inp = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
-        self.body = nn.Sequential(*body)
-        self.out = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=False)
-
-    def forward(self, x):
-        return self.out(self.body(self.inp(x)))
-
-
 class _Fork(nn.Module):
     def __init__(self):
         super().__init__()
         w = Int8WeightPerTensorFixedPoint
-        self.inp = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+        self.inp = qid()
         self.a = qnn.QuantLinear(8, 4, weight_quant=w, bias_quant=Int32Bias, return_quant_tensor=True)
         self.b = qnn.QuantLinear(8, 4, weight_quant=w, bias_quant=Int32Bias, return_quant_tensor=True)
-        self.qa = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+        self.qa = qid()
         self.out = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=False)
 
     def forward(self, x):
@@ -258,8 +244,8 @@ class _Fork(nn.Module):
 
 
 @pytest.mark.parametrize("name, factory, shape, match", [
-    ("trunc", lambda: _Seq(qnn.TruncAvgPool2d(2, return_quant_tensor=True)), (3, 8, 8), r"\(Trunc.*no Trunc layer"),
-    ("avgpool1d", lambda: _Seq(nn.AvgPool1d(4)), (3, 16), r"\(AveragePool.*1D average pooling"),
+    ("trunc", lambda: Seq(qnn.TruncAvgPool2d(2, return_quant_tensor=True)), (3, 8, 8), r"\(Trunc.*no Trunc layer"),
+    ("avgpool1d", lambda: Seq(nn.AvgPool1d(4)), (3, 16), r"\(AveragePool.*1D average pooling"),
     ("fork", _Fork, (8,), r"\(Quant.*feeds 2 consumers"),
 ], ids=["trunc", "avgpool1d", "fork"])
 def test_unsupported_patterns_name_the_node(name, factory, shape, match, tmp_path):

@@ -21,6 +21,11 @@ import pytest
 
 from edgekit.backends.cortexm import dsp
 from edgekit.ir import contract
+from helpers.brevitas_models import U, Seq, qconv2d
+from helpers.calibration import calibrate
+from helpers.codes import input_codes
+from helpers.tflite_builder import TfliteBuilder, tflite
+from helpers.tflite_layers import conv_layer, fc_layer, flatten
 
 BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500"}
 
@@ -80,56 +85,24 @@ def test_run_pairs_cover_every_byte_once():
 # ---------------------------------------------------------------------------------------
 # Random TFLite chains
 # ---------------------------------------------------------------------------------------
-def _tfl():
-    from tflite_builder import TfliteBuilder, tflite
-
-    return TfliteBuilder, tflite
-
-
 class Chain:
     """Appends TFLite layers to a builder, tracking shape and quantization."""
 
     def __init__(self, rng, shape, scale=0.02, zp=7):
-        TfliteBuilder, self.tflite = _tfl()
         self.rng, self.b = rng, TfliteBuilder()
         self.x = self.inp = self.b.act((1,) + tuple(shape), scale, zp)
         self.shape, self.scale, self.zp = tuple(shape), scale, zp
         self.rms = 45.0
 
     def _act(self):
-        A = self.tflite.ActivationFunctionType
+        A = tflite.ActivationFunctionType
         return [A.NONE, A.RELU, A.RELU6][int(self.rng.integers(0, 3))]
 
     def conv(self, oc, k, stride=1, padding="SAME", dilation=1, depthwise=False, mult=1, per_channel=True, act=None):
-        rng, b, tflite = self.rng, self.b, self.tflite
-        h, w, c = self.shape
-        kh, kw = (k, k) if isinstance(k, int) else k
-        if depthwise:
-            oc = c * mult
-            wshape, fan_in, qdim = (1, kh, kw, oc), kh * kw, 3
-        else:
-            wshape, fan_in, qdim = (oc, kh, kw, c), kh * kw * c, 0
-        w_scale = rng.uniform(0.004, 0.02, oc if per_channel else 1).astype(np.float32)
-        wi = b.tensor(wshape, "int8", w_scale, np.zeros(w_scale.size, np.int64), rng.integers(-127, 128, wshape),
-                      qdim=qdim)
-        bi = b.tensor((oc,), "int32", np.resize(np.float32(self.scale) * w_scale, oc), np.zeros(oc, np.int64),
-                      rng.integers(-3000, 3000, oc))
-        ekh, ekw = (kh - 1) * dilation + 1, (kw - 1) * dilation + 1
-        if padding == "SAME":
-            oh, ow = -(-h // stride), -(-w // stride)
-        else:
-            oh, ow = (h - ekh) // stride + 1, (w - ekw) // stride + 1
-        out_scale = float(self.scale * w_scale.mean() * np.sqrt(fan_in) * self.rms * 73 / 35)
-        zp = int(rng.integers(-30, 30))
-        y = b.act((1, oh, ow, oc), out_scale, zp)
-        fields = dict(Padding=getattr(tflite.Padding, padding), StrideW=stride, StrideH=stride,
-                      FusedActivationFunction=self._act() if act is None else act,
-                      DilationWFactor=dilation, DilationHFactor=dilation)
-        if depthwise:
-            b.op("DEPTHWISE_CONV_2D", [self.x, wi, bi], [y], "DepthwiseConv2DOptions", DepthMultiplier=mult, **fields)
-        else:
-            b.op("CONV_2D", [self.x, wi, bi], [y], "Conv2DOptions", **fields)
-        self.x, self.shape, self.scale, self.zp, self.rms = y, (oh, ow, oc), out_scale, zp, 30.0
+        self.x, self.shape, self.scale, self.zp = conv_layer(
+            self.b, self.rng, self.x, self.shape, self.scale, oc, k, stride, padding,
+            self._act if act is None else act, depthwise, mult, per_channel, dilation, self.rms, zp_range=30)
+        self.rms = 30.0
         return self
 
     def add_to(self, other):
@@ -143,22 +116,12 @@ class Chain:
         return self
 
     def dense(self, n_out, per_channel=True):
-        rng, b = self.rng, self.b
-        n = int(np.prod(self.shape))
         if len(self.shape) > 1:
-            flat = b.act((1, n), self.scale, self.zp)
-            b.op("RESHAPE", [self.x, b.tensor((2,), "int32", data=[1, n])], [flat], "ReshapeOptions")
-            self.x, self.shape = flat, (n,)
-        w_scale = (0.06 * 35 / (self.scale * np.sqrt(n) * self.rms * 73)
-                   * rng.uniform(0.8, 1.2, n_out if per_channel else 1)).astype(np.float32)
-        wi = b.tensor((n_out, n), "int8", w_scale, np.zeros(w_scale.size, np.int64), rng.integers(-127, 128, (n_out, n)))
-        bi = b.tensor((n_out,), "int32", np.resize(np.float32(self.scale) * w_scale, n_out), np.zeros(n_out, np.int64),
-                      rng.integers(-2000, 2000, n_out))
-        zp = int(rng.integers(-20, 20))
-        y = b.act((1, n_out), 0.06, zp)
-        b.op("FULLY_CONNECTED", [self.x, wi, bi], [y], "FullyConnectedOptions",
-             FusedActivationFunction=self.tflite.ActivationFunctionType.NONE)
-        self.x, self.shape, self.scale, self.zp, self.rms = y, (n_out,), 0.06, zp, 30.0
+            self.x, n = flatten(self.b, self.x, self.shape, self.scale, self.zp)
+            self.shape = (n,)
+        self.x = fc_layer(self.b, self.rng, self.x, self.shape[0], self.scale, n_out, self.rms, 0.06,
+                          per_channel=per_channel)
+        self.shape, self.scale, self.zp, self.rms = (n_out,), 0.06, int(self.b.tensors[self.x]["zp"][0]), 30.0
         return self
 
     def build(self) -> bytes:
@@ -190,7 +153,7 @@ def chain_b(seed: int) -> bytes:
     ch.conv(0, 3, stride=2, depthwise=True, mult=int(rng.choice([1, 2])))
     trunk = (ch.x, ch.scale, ch.zp)
     # a ResNet block: conv -> conv + trunk (the add fuses into the second conv, in place over the trunk)
-    ch.conv(ch.shape[2], 3, act=ch.tflite.ActivationFunctionType.RELU).conv(ch.shape[2], 3).add_to(trunk)
+    ch.conv(ch.shape[2], 3, act=tflite.ActivationFunctionType.RELU).conv(ch.shape[2], 3).add_to(trunk)
     ch.conv(0, 3, padding="VALID", depthwise=True, mult=3)
     ch.conv(int(rng.choice([3, 6, 7])), 1, stride=2)
     return ch.dense(int(rng.choice([5, 9, 10]))).build()
@@ -223,12 +186,6 @@ def chain_d(seed: int) -> bytes:
 CHAINS = {"a": chain_a, "b": chain_b, "c": chain_c, "d": chain_d}
 
 
-def _codes(rng, shape, zp, n=40):
-    wide = rng.integers(-128, 128, (n // 2,) + tuple(shape))
-    narrow = np.clip(np.round(rng.normal(zp, 10, (n - n // 2,) + tuple(shape))), -128, 127)
-    return np.concatenate([wide, narrow]).astype(np.int64)
-
-
 def _check(out: Path, rep, expect_optimized: set[str]) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     kernels = {r["name"]: r.get("kernel", "") for r in manifest["layers"]}
@@ -253,7 +210,8 @@ def test_random_tflite_chains_bit_exact(chain, seed, target, tmp_path):
     build(model, target, BOARDS[target], out)
     graph = Graph.load(out)
     t = graph.tensors[graph.inputs[0]]
-    rep = verify(out, codes=_codes(np.random.default_rng(seed), t.shape, t.zero_point), stages=("host", "qemu"))
+    codes = input_codes(np.random.default_rng(seed), t.shape, 40, t.zero_point, 10)
+    rep = verify(out, codes=codes, stages=("host", "qemu"))
     opt = {n.name for n in graph.nodes if n.op in ("conv2d", "dense")}
     _check(out, rep, opt)
     src = (out / "src" / "model.c").read_text()
@@ -276,7 +234,6 @@ def _brevitas(name: str):
     import brevitas.nn as qnn
     from brevitas.quant import (Int8ActPerTensorFloat, Int8WeightPerChannelFixedPointMSE, Int8WeightPerChannelFloat,
                                 Int32Bias)
-    from opmodels import U, Seq, qconv2d
     from torch import nn
 
     relu = lambda: qnn.QuantReLU(act_quant=U, return_quant_tensor=True)  # noqa: E731
@@ -300,8 +257,6 @@ def test_brevitas_uint8_models_bit_exact(name, target, tmp_path):
     from edgekit.api import build, verify
     from edgekit.ir.graph import Graph
     from edgekit.qat import export_qonnx
-
-    from opmodels import calibrate
 
     torch.manual_seed(3)
     model, shape = _brevitas(name)
@@ -422,7 +377,8 @@ def test_other_dsp_cores(chain_a0, target, board, tmp_path):
     build(chain_a0, target, board, out)
     graph = Graph.load(out)
     t = graph.tensors[graph.inputs[0]]
-    rep = verify(out, codes=_codes(np.random.default_rng(0), t.shape, t.zero_point, 16), stages=("qemu",))
+    codes = input_codes(np.random.default_rng(0), t.shape, 16, t.zero_point, 10)
+    rep = verify(out, codes=codes, stages=("qemu",))
     _check(out, rep, {n.name for n in graph.nodes if n.op in ("conv2d", "dense")})
 
 
@@ -467,7 +423,8 @@ def test_mve_kernels_bit_exact(chain, seed, tmp_path):
     build(model, "cortex-m55", "mps3-an547", out)
     graph = Graph.load(out)
     t = graph.tensors[graph.inputs[0]]
-    rep = verify(out, codes=_codes(np.random.default_rng(seed), t.shape, t.zero_point), stages=("host", "qemu"))
+    codes = input_codes(np.random.default_rng(seed), t.shape, 40, t.zero_point, 10)
+    rep = verify(out, codes=codes, stages=("host", "qemu"))
     _check(out, rep, {n.name for n in graph.nodes if n.op in ("conv2d", "dense")})
     kernels = {r["name"]: r.get("kernel", "") for r in json.loads((out / "manifest.json").read_text())["layers"]}
     for n in graph.nodes:

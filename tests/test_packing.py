@@ -10,7 +10,7 @@ from edgekit.api import build, verify
 from edgekit.ir import packing
 from edgekit.resources import resource_dir
 
-from conftest import export_mlp
+from helpers.brevitas_models import export_mlp
 
 
 @pytest.mark.parametrize("bits", [2, 4])

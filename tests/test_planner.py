@@ -9,16 +9,15 @@ from edgekit.ir.graph import Graph
 from edgekit.ir.planner import Placement, _lower_bound, _place, check_plan, plan_memory
 from edgekit.qat import export_qonnx
 
-from opmodels import op_models
+from helpers.brevitas_models import inplace_dw_pw_chain
+from helpers.calibration import calibrate
 
 
 def test_inplace_depthwise_and_pointwise(tmp_path):
-    factory, shape, _ = op_models()["inplace_dw_pw_chain"]
+    shape = (3, 7, 6)
     torch.manual_seed(0)
-    model = factory().train()
-    with torch.no_grad():
-        model(torch.randn(8, *shape))
-    path = export_qonnx(model.eval(), torch.zeros(1, *shape), tmp_path / "m.onnx")
+    model = calibrate(inplace_dw_pw_chain(), shape, passes=1, batch=8, spread=1.0)
+    path = export_qonnx(model, torch.zeros(1, *shape), tmp_path / "m.onnx")
     res = build(path, "cortex-m4", "mps2-an386", tmp_path / "b")
     plan = res.manifest.memory_plan
     ops = {n.name: n.op for n in Graph.load(tmp_path / "b").nodes}

@@ -2,7 +2,7 @@
 
 1. The counting plugin against hand-written assembly whose instruction counts follow
    from the code itself (no compiler involved).
-2. A fixed model (tests/fixed_models.py: integer weights, power-of-two scales, no
+2. A fixed model (tests/helpers/fixed_models.py: integer weights, power-of-two scales, no
    randomness, no training library) with its per-layer counts asserted as numbers, built
    with the portable reference kernels (`kernels="reference"`). They depend on the
    generated C (templates/cortexm) and on GCC 12.2 (Debian's gcc-arm-none-eabi); if a
@@ -29,7 +29,7 @@ from edgekit.backends.cortexm.profile.runner import Zone, run_counted
 from edgekit.errors import TargetError, ToolchainError
 from edgekit.resources import resource_dir
 from edgekit.targets import get_board, get_core
-from fixed_models import fixed_mlp
+from helpers.fixed_models import fixed_mlp
 
 # ---------------------------------------------------------------------------------------
 # 1. the plugin against hand-written assembly

@@ -14,7 +14,7 @@ from edgekit.api import build
 from edgekit.backends.cortexm import toolchain as tc
 from edgekit.errors import TargetError
 from edgekit.targets import TIMING_CLASSES, get_board, get_core, list_boards, list_cores
-from fixed_models import fixed_mlp
+from helpers.fixed_models import fixed_mlp
 
 REPO = Path(__file__).resolve().parent.parent
 REF = "reference"  # kernels whose size does not depend on the board (fit-check arithmetic)

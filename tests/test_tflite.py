@@ -15,6 +15,10 @@ import pytest
 
 from edgekit.ir import contract
 from edgekit.resources import resource_dir
+from helpers.codes import input_codes
+from helpers.tflite_builder import TfliteBuilder, tflite
+from helpers.tflite_layers import conv_layer, fc_layer
+from helpers.tflm import NOT_INSTALLED, run_tflm, tflm_runtime
 
 PEERS = Path(__file__).resolve().parents[1].parent / "shared" / "peers" / "mlperf_tiny"
 
@@ -172,84 +176,11 @@ def test_c_softmax_reciprocal_equals_python(tmp_path: Path, rng):
 # ---------------------------------------------------------------------------------------
 # Operators: small synthetic .tflite models vs the TFLite Micro interpreter
 # ---------------------------------------------------------------------------------------
-def _tflm():
-    try:
-        from tflite_micro.python.tflite_micro import runtime
-    except Exception:
-        return None
-    return runtime
-
-
-def _run_tflm(model: bytes, codes: np.ndarray) -> np.ndarray:
-    runtime = _tflm()
-    it = runtime.Interpreter.from_bytes(model)
-    shape = it.get_input_details(0)["shape"]
-    out = []
-    for c in codes:
-        it.set_input(c.reshape(shape).astype(np.int8), 0)
-        it.invoke()
-        out.append(np.array(it.get_output(0)).ravel())
-    return np.stack(out).astype(np.int64)
-
-
-def _conv_layer(b, rng, x, x_shape, x_scale, oc, k, stride, padding, act, depthwise=False, mult=1, per_channel=True,
-                x_rms=35.0):
-    """Adds a CONV_2D / DEPTHWISE_CONV_2D with random int8 weights; returns (out index, shape, scale).
-
-    The output scale puts the accumulator's spread at about 35 output codes for inputs whose
-    codes spread ``x_rms`` around their zero point, so no layer saturates or collapses."""
-    from tflite_builder import tflite
-
-    h, w, c = x_shape
-    if depthwise:
-        oc = c * mult
-        wshape, fan_in, qdim = (1, k, k, oc), k * k, 3
-    else:
-        wshape, fan_in, qdim = (oc, k, k, c), k * k * c, 0
-    w_scale = rng.uniform(0.004, 0.02, oc if per_channel else 1).astype(np.float32)
-    wts = rng.integers(-127, 128, wshape)
-    bias_scale = (np.float32(x_scale) * w_scale).astype(np.float32)
-    bias = rng.integers(-3000, 3000, oc)
-    wi = b.tensor(wshape, "int8", w_scale, np.zeros(w_scale.size, np.int64), wts, qdim=qdim)
-    bi = b.tensor((oc,), "int32", np.resize(bias_scale, oc), np.zeros(oc, np.int64), bias)
-    pad = tflite.Padding.SAME if padding == "SAME" else tflite.Padding.VALID
-    if padding == "SAME":
-        oh, ow = -(-h // stride), -(-w // stride)
-    else:
-        oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
-    out_scale = float(x_scale * w_scale.mean() * np.sqrt(fan_in) * x_rms * 73 / 35)
-    y = b.act((1, oh, ow, oc), out_scale, int(rng.integers(-20, 20)))
-    fields = dict(Padding=pad, StrideW=stride, StrideH=stride, FusedActivationFunction=act)
-    if depthwise:
-        b.op("DEPTHWISE_CONV_2D", [x, wi, bi], [y], "DepthwiseConv2DOptions", DepthMultiplier=mult,
-             DilationWFactor=1, DilationHFactor=1, **fields)
-    else:
-        b.op("CONV_2D", [x, wi, bi], [y], "Conv2DOptions", DilationWFactor=1, DilationHFactor=1, **fields)
-    return y, (oh, ow, oc), out_scale
-
-
-def _fc_layer(b, rng, x, n, x_scale, n_out, x_rms, logit_scale, zp, per_channel):
-    """FULLY_CONNECTED whose logits spread about 35 codes of ``logit_scale``."""
-    from tflite_builder import tflite
-
-    w_mean = logit_scale * 35 / (x_scale * np.sqrt(n) * x_rms * 73)
-    w_scale = (w_mean * rng.uniform(0.8, 1.2, n_out if per_channel else 1)).astype(np.float32)
-    wi = b.tensor((n_out, n), "int8", w_scale, np.zeros(w_scale.size, np.int64), rng.integers(-127, 128, (n_out, n)))
-    bi = b.tensor((n_out,), "int32", np.resize(np.float32(x_scale) * w_scale, n_out), np.zeros(n_out, np.int64),
-                  rng.integers(-2000, 2000, n_out))
-    y = b.act((1, n_out), logit_scale, zp)
-    b.op("FULLY_CONNECTED", [x, wi, bi], [y], "FullyConnectedOptions",
-         FusedActivationFunction=tflite.ActivationFunctionType.NONE)
-    return y
-
-
 def cnn_model(seed: int = 0, float_io: bool = False) -> bytes:
     """conv 3x3/2 SAME RELU6 -> depthwise 3x3 mult 2 SAME RELU -> max pool 2x2/2 SAME RELU ->
     avg pool 3x3/1 SAME (border windows count fewer taps) -> QUANTIZE (int8 rescale) -> reshape ->
     FC (per-channel) -> softmax; with ``float_io``, the converter's default float interface:
     a float input through QUANTIZE, the output through DEQUANTIZE."""
-    from tflite_builder import TfliteBuilder, tflite
-
     A = tflite.ActivationFunctionType
     rng = np.random.default_rng(seed)
     b = TfliteBuilder()
@@ -257,8 +188,8 @@ def cnn_model(seed: int = 0, float_io: bool = False) -> bytes:
     if float_io:
         fx = b.tensor((1, 9, 11, 3), "float32")
         b.op("QUANTIZE", [fx], [x])
-    y, shp, s = _conv_layer(b, rng, x, (9, 11, 3), 0.02, 8, 3, 2, "SAME", A.RELU6, x_rms=45)
-    y, shp, s = _conv_layer(b, rng, y, shp, s, 0, 3, 1, "SAME", A.RELU, depthwise=True, mult=2, x_rms=25)
+    y, shp, s, _ = conv_layer(b, rng, x, (9, 11, 3), 0.02, 8, 3, 2, "SAME", A.RELU6, x_rms=45)
+    y, shp, s, _ = conv_layer(b, rng, y, shp, s, 0, 3, 1, "SAME", A.RELU, depthwise=True, mult=2, x_rms=25)
     zp = int(b.tensors[y]["zp"][0])
     mshape = (-(-shp[0] // 2), -(-shp[1] // 2), shp[2])
     mp = b.act((1,) + mshape, s, zp)  # pooling keeps the quantization
@@ -272,7 +203,7 @@ def cnn_model(seed: int = 0, float_io: bool = False) -> bytes:
     n = int(np.prod(mshape))
     flat = b.act((1, n), s * 1.37, zp + 4)
     b.op("RESHAPE", [rq, b.tensor((2,), "int32", data=[1, n])], [flat], "ReshapeOptions")
-    logits = _fc_layer(b, rng, flat, n, s * 1.37, 10, 25, 0.06, 5, per_channel=True)
+    logits = fc_layer(b, rng, flat, n, s * 1.37, 10, 25, 0.06, 5, per_channel=True)
     out = b.act((1, 10), 1 / 256, -128)
     b.op("SOFTMAX", [logits], [out], "SoftmaxOptions", Beta=1.0)
     if float_io:
@@ -286,15 +217,13 @@ def residual_model(seed: int = 1) -> bytes:
     """conv 3x3 VALID RELU -> two branches (conv 1x1 per-tensor, conv 3x3 SAME) -> ADD RELU6 ->
     ADD with the trunk -> reshape -> FC (per-tensor) -> reshape (1, 2, 6) -> softmax
     over two rows of 6 with beta 0.7"""
-    from tflite_builder import TfliteBuilder, tflite
-
     A = tflite.ActivationFunctionType
     rng = np.random.default_rng(seed)
     b = TfliteBuilder()
     x = b.act((1, 8, 8, 4), 0.004, -10)
-    y, shp, s = _conv_layer(b, rng, x, (8, 8, 4), 0.004, 6, 3, 1, "VALID", A.RELU, x_rms=45)
-    p, _, sp = _conv_layer(b, rng, y, shp, s, 6, 1, 1, "VALID", A.NONE, per_channel=False, x_rms=25)
-    q, _, sq = _conv_layer(b, rng, y, shp, s, 6, 3, 1, "SAME", A.NONE, x_rms=25)
+    y, shp, s, _ = conv_layer(b, rng, x, (8, 8, 4), 0.004, 6, 3, 1, "VALID", A.RELU, x_rms=45)
+    p, _, sp, _ = conv_layer(b, rng, y, shp, s, 6, 1, 1, "VALID", A.NONE, per_channel=False, x_rms=25)
+    q, _, sq, _ = conv_layer(b, rng, y, shp, s, 6, 3, 1, "SAME", A.NONE, x_rms=25)
     s_r = float(np.hypot(sp, sq))
     r = b.act((1,) + shp, s_r, -2)
     b.op("ADD", [p, q], [r], "AddOptions", FusedActivationFunction=A.RELU6)
@@ -304,7 +233,7 @@ def residual_model(seed: int = 1) -> bytes:
     n = int(np.prod(shp))
     flat = b.act((1, n), s_r2, 3)
     b.op("RESHAPE", [r2, b.tensor((2,), "int32", data=[1, n])], [flat], "ReshapeOptions")
-    logits = _fc_layer(b, rng, flat, n, s_r2, 12, 25, 0.08, -7, per_channel=False)
+    logits = fc_layer(b, rng, flat, n, s_r2, 12, 25, 0.08, -7, per_channel=False)
     rows = b.act((1, 2, 6), 0.08, -7)
     b.op("RESHAPE", [logits, b.tensor((3,), "int32", data=[1, 2, 6])], [rows], "ReshapeOptions")
     out = b.act((1, 2, 6), 1 / 256, -128)
@@ -318,16 +247,14 @@ def vww_model(seed: int = 2) -> bytes:
     weights, and the flatten that TensorFlow 2.16+ / Keras 3 exports: RESHAPE(x, PACK(
     STRIDED_SLICE(SHAPE(x)), -1)). Its 48- and 96-wide rows give the depthwise kernel rings too wide
     for Thumb-2's post-indexed loads (a layout the small models never reach)."""
-    from tflite_builder import TfliteBuilder, tflite
-
     A = tflite.ActivationFunctionType
     rng = np.random.default_rng(seed)
     b = TfliteBuilder()
     x = b.act((1, 96, 96, 3), 1 / 255, -128)
-    y, shp, s = _conv_layer(b, rng, x, (96, 96, 3), 1 / 255, 8, 3, 2, "SAME", A.RELU, x_rms=70)
+    y, shp, s, _ = conv_layer(b, rng, x, (96, 96, 3), 1 / 255, 8, 3, 2, "SAME", A.RELU, x_rms=70)
     for oc, stride in [(16, 1), (32, 2), (32, 1), (64, 2), (64, 1), (128, 2)] + [(128, 1)] * 5 + [(256, 2), (256, 1)]:
-        y, shp, s = _conv_layer(b, rng, y, shp, s, 0, 3, stride, "SAME", A.RELU, depthwise=True, x_rms=20)
-        y, shp, s = _conv_layer(b, rng, y, shp, s, oc, 1, 1, "VALID", A.RELU, x_rms=20)
+        y, shp, s, _ = conv_layer(b, rng, y, shp, s, 0, 3, stride, "SAME", A.RELU, depthwise=True, x_rms=20)
+        y, shp, s, _ = conv_layer(b, rng, y, shp, s, oc, 1, 1, "VALID", A.RELU, x_rms=20)
     zp = int(b.tensors[y]["zp"][0])
     pooled = b.act((1, 1, 1, shp[2]), s, zp)
     b.op("AVERAGE_POOL_2D", [y], [pooled], "Pool2DOptions", Padding=tflite.Padding.VALID, StrideW=shp[1],
@@ -342,7 +269,7 @@ def vww_model(seed: int = 2) -> bytes:
     b.op("PACK", [batch, b.tensor((), "int32", data=[-1])], [new_shape], "PackOptions", ValuesCount=2, Axis=0)
     flat = b.act((1, shp[2]), s, zp)
     b.op("RESHAPE", [pooled, new_shape], [flat], "ReshapeOptions")
-    logits = _fc_layer(b, rng, flat, shp[2], s, 2, 12, 0.05, 0, per_channel=False)
+    logits = fc_layer(b, rng, flat, shp[2], s, 2, 12, 0.05, 0, per_channel=False)
     out = b.act((1, 2), 1 / 256, -128)
     b.op("SOFTMAX", [logits], [out], "SoftmaxOptions", Beta=1.0)
     return b.build([x], [out])
@@ -352,16 +279,10 @@ SYNTHETIC = {"cnn": cnn_model, "residual": residual_model, "vww": vww_model,
              "cnn-float-io": lambda: cnn_model(float_io=True)}
 
 
-def _codes(rng, shape, n=64):
-    wide = rng.integers(-128, 128, (n // 2,) + shape)
-    narrow = np.clip(np.round(rng.normal(0, 12, (n - n // 2,) + shape)), -128, 127)
-    return np.concatenate([wide, narrow]).astype(np.int64)
-
-
 @pytest.mark.parametrize("name", sorted(SYNTHETIC))
 def test_synthetic_models_equal_tflite_micro(name, tmp_path, rng):
-    if _tflm() is None:
-        pytest.skip("tflite-micro (TFLite Micro's Python interpreter, x86-64 Linux) is not installed")
+    if tflm_runtime() is None:
+        pytest.skip(NOT_INSTALLED)
     from edgekit.frontends.tflite import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.sim import simulate
@@ -370,13 +291,13 @@ def test_synthetic_models_equal_tflite_micro(name, tmp_path, rng):
     path.write_bytes(SYNTHETIC[name]())
     graph, _ = import_tflite(path)
     run_default_passes(graph)
-    codes = _codes(rng, graph.tensors[graph.inputs[0]].shape)
+    codes = input_codes(rng, graph.tensors[graph.inputs[0]].shape)
     got = simulate(graph, codes)[graph.outputs[0]].reshape(len(codes), -1)
     if graph.meta["float_interface"]["input"]:  # floats that QUANTIZE maps to the codes; DEQUANTIZE undone
         from edgekit.stages import run_tflite_reference
         want = run_tflite_reference(path, codes, graph)
     else:
-        want = _run_tflm(path.read_bytes(), codes)
+        want = run_tflm(path.read_bytes(), codes)
     assert np.array_equal(got, want), f"{np.count_nonzero(got != want)} of {want.size} differ"
     assert len(np.unique(want)) > 20, "the test model saturates: it would not catch rounding errors"
     ops = {n.op for n in graph.nodes}
@@ -413,12 +334,12 @@ def test_synthetic_model_through_every_stage(name, synthetic_builds, tmp_path_fa
     out = _synthetic_build(name, synthetic_builds, tmp_path_factory)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["frontend"] == "tflite" and (out / "model.tflite").is_file()
-    rep = verify(out, codes=_codes(rng, Graph.load(out).tensors[manifest["input"]["tensor"]].shape, 48))
+    rep = verify(out, codes=input_codes(rng, Graph.load(out).tensors[manifest["input"]["tensor"]].shape, 48))
     stages = {s.stage: s for s in rep.stages}
     for s in ("host C", "firmware (mps2-an386)"):
         assert stages[s].elements > 0 and stages[s].mismatches == 0, rep.table()
     ref = stages["tflite reference"]
-    if _tflm() is not None:
+    if tflm_runtime() is not None:
         assert ref.must_be_exact and ref.elements > 0 and ref.mismatches == 0, rep.table()
     else:
         assert "skipped" in ref.note
@@ -432,7 +353,7 @@ def test_synthetic_model_through_every_stage(name, synthetic_builds, tmp_path_fa
     floats = np.resize(floats, (-(-floats.size // int(np.prod(fshape))),) + fshape).astype(np.float32)
     rep = verify(out, inputs=floats, stages=("qonnx", "host"))
     assert rep.ok and rep.vectors == len(floats), rep.table()
-    if name == "cnn-float-io" and _tflm() is not None:
+    if name == "cnn-float-io" and tflm_runtime() is not None:
         stages = {s.stage: s for s in rep.stages}
         assert stages["tflite reference"].mismatches == 0 and stages["tflite reference"].elements > 0
 
@@ -445,7 +366,7 @@ def test_verify_codes_cli_and_errors(residual_build, tmp_path, capsys, monkeypat
     verify_mod = importlib.import_module("edgekit.verify")  # the module (edgekit.verify is also a function)
     from edgekit.errors import VerificationError
 
-    codes = _codes(rng, (8, 8, 4), 6)
+    codes = input_codes(rng, (8, 8, 4), 6)
     np.save(tmp_path / "c.npy", codes.reshape(6, 1, 8, 8, 4).astype(np.int8))  # a batch axis is fine
     assert main(["verify", str(residual_build), "--codes", str(tmp_path / "c.npy"), "--skip", "qemu"]) == 0
     assert "6 vectors (codes" in capsys.readouterr().out
@@ -467,8 +388,6 @@ def test_verify_codes_cli_and_errors(residual_build, tmp_path, capsys, monkeypat
 # Errors
 # ---------------------------------------------------------------------------------------
 def _model_with(op: str) -> bytes:
-    from tflite_builder import TfliteBuilder, tflite
-
     b = TfliteBuilder()
     x = b.act((1, 4, 4, 2), 0.1, 0)
     y = b.act((1, 4, 4, 2), 0.1, 0)
@@ -504,8 +423,6 @@ def test_cli_refuses_unsupported_and_truncated_models(tmp_path, capsys):
 
 
 def test_unsupported_fused_activation_is_named(tmp_path):
-    from tflite_builder import TfliteBuilder, tflite
-
     from edgekit.errors import UnsupportedOpError
     from edgekit.frontends.tflite import import_tflite
 
@@ -517,123 +434,9 @@ def test_unsupported_fused_activation_is_named(tmp_path):
         import_tflite(tmp_path / "a.tflite")
 
 
-def _flatten_model(ellipsis: int = 0, new_dim: int = -1, shape_into_add: bool = False) -> bytes:
-    """max pool -> x (1, 2, 2, 3) -> RESHAPE(x, PACK(STRIDED_SLICE(SHAPE(x)), new_dim)) -> (1, 12), as
-    Keras 3 exports a Flatten."""
-    from tflite_builder import TfliteBuilder, tflite
-
-    b = TfliteBuilder()
-    inp, x = b.act((1, 2, 2, 3), 0.1, 0), b.act((1, 2, 2, 3), 0.1, 0)
-    b.op("MAX_POOL_2D", [inp], [x], "Pool2DOptions", Padding=tflite.Padding.SAME, StrideW=1, StrideH=1,
-         FilterWidth=2, FilterHeight=2, FusedActivationFunction=0)
-    shape = b.tensor((4,), "int32")
-    b.op("SHAPE", [x], [shape], "ShapeOptions", OutType=tflite.TensorType.INT32)
-    batch = b.tensor((), "int32")
-    b.op("STRIDED_SLICE", [shape] + [b.tensor((1,), "int32", data=[v]) for v in (0, 1, 1)], [batch],
-         "StridedSliceOptions", BeginMask=0, EndMask=0, EllipsisMask=ellipsis, NewAxisMask=0, ShrinkAxisMask=1)
-    new_shape = b.tensor((2,), "int32")
-    b.op("PACK", [batch, b.tensor((), "int32", data=[new_dim])], [new_shape], "PackOptions", ValuesCount=2, Axis=0)
-    y = b.act((1, 12), 0.1, 0)
-    b.op("RESHAPE", [x, new_shape], [y], "ReshapeOptions")
-    if shape_into_add:  # an int8 operator fed by the shape arithmetic
-        z = b.act((1, 12), 0.1, 0)
-        b.op("ADD", [y, batch], [z], "AddOptions", FusedActivationFunction=0)
-        y = z
-    return b.build([inp], [y])
-
-
-def test_keras3_flatten_shape_arithmetic_folds_at_import(tmp_path):
-    from edgekit.errors import ModelError, UnsupportedOpError
-    from edgekit.frontends.tflite import import_tflite
-
-    path = tmp_path / "flat.tflite"
-    path.write_bytes(_flatten_model())
-    graph, _ = import_tflite(path)
-    assert [n.op for n in graph.nodes] == ["maxpool", "reshape"] and graph.tensors[graph.outputs[0]].shape == (12,)
-    path.write_bytes(_flatten_model(new_dim=5))
-    with pytest.raises(ModelError, match=r"operator 4 \(RESHAPE\): new shape \[1, 5\] does not match"):
-        import_tflite(path)
-    path.write_bytes(_flatten_model(ellipsis=1))
-    with pytest.raises(UnsupportedOpError, match=r"operator 2 \(STRIDED_SLICE\): ellipsis"):
-        import_tflite(path)
-    path.write_bytes(_flatten_model(shape_into_add=True))
-    with pytest.raises(UnsupportedOpError, match=r"operator 5 \(ADD\).*shape arithmetic"):
-        import_tflite(path)
-
-
-def _mean_model(variant: str, seed: int = 4) -> bytes:
-    """MEAN over the spatial axes (Keras' GlobalAveragePooling2D/1D) between a conv and a dense layer.
-    "keep": axes (1, 2), keep_dims (then RESHAPE); "drop": axes (-3, -2), no keep_dims; "1d": a
-    (1, 20, 8) input, axis 1; "rows": axis 1 only of a 4-D map (a mean over rows)."""
-    from tflite_builder import TfliteBuilder, tflite
-
-    A = tflite.ActivationFunctionType
-    rng = np.random.default_rng(seed)
-    b = TfliteBuilder()
-    if variant == "1d":
-        x = b.act((1, 20, 8), 0.05, 3)
-        y, shp, s = x, (20, 8), 0.05
-    else:
-        x = b.act((1, 7, 6, 3), 0.03, -5)
-        y, shp, s = _conv_layer(b, rng, x, (7, 6, 3), 0.03, 8, 3, 1, "SAME", A.RELU, x_rms=45)
-    zp = int(b.tensors[y]["zp"][0]) if variant != "1d" else 3
-    axes = {"keep": [1, 2], "drop": [-3, -2], "1d": [1], "rows": [1]}[variant]
-    c = shp[-1]
-    out_shape = {"keep": (1, 1, 1, c), "drop": (1, c), "1d": (1, c), "rows": (1, shp[1], c)}[variant]
-    m_scale = s * 0.37  # the mean spreads less than its input: a finer scale
-    m = b.act(out_shape, m_scale, zp + 7)
-    b.op("MEAN", [y, b.tensor((len(axes),), "int32", data=axes)], [m], "ReducerOptions",
-         KeepDims=variant in ("keep", "rows"))
-    n = int(np.prod(out_shape[1:]))
-    if len(out_shape) != 2:
-        flat = b.act((1, n), m_scale, zp + 7)
-        b.op("RESHAPE", [m, b.tensor((2,), "int32", data=[1, n])], [flat], "ReshapeOptions")
-        m = flat
-    logits = _fc_layer(b, rng, m, n, m_scale, 5, 12, 0.05, -3, per_channel=False)
-    return b.build([x], [logits])
-
-
-@pytest.mark.parametrize("variant", ["keep", "drop", "1d", "rows"])
-def test_mean_equals_tflite_micro_in_every_stage(variant, tmp_path, rng):
-    from edgekit.api import build, verify
-    from edgekit.ir.graph import Graph
-
-    path = tmp_path / "mean.tflite"
-    path.write_bytes(_mean_model(variant))
-    build(path, "cortex-m4", "mps2-an386", tmp_path / "b")
-    graph = Graph.load(tmp_path / "b")
-    assert any(n.op == "conv2d" and n.attrs["depthwise"] and n.name.startswith("mean") for n in graph.nodes)
-    t = graph.tensors[graph.inputs[0]]
-    rep = verify(tmp_path / "b", codes=_codes(rng, t.shape, 48))
-    stages = {st.stage: st for st in rep.stages}
-    for st in ("host C", "firmware (mps2-an386)"):
-        assert stages[st].mismatches == 0 and stages[st].elements > 0, rep.table()
-    if _tflm() is not None:
-        assert stages["tflite reference"].mismatches == 0 and stages["tflite reference"].elements > 0, rep.table()
-        want = _run_tflm(path.read_bytes(), _codes(rng, t.shape, 48))
-        assert len(np.unique(want)) > 20, "the test model saturates"
-    assert rep.ok
-
-
-def test_mean_over_channels_is_refused(tmp_path):
-    from tflite_builder import TfliteBuilder
-
-    from edgekit.errors import UnsupportedOpError
-    from edgekit.frontends.tflite import import_tflite
-
-    b = TfliteBuilder()
-    x, y = b.act((1, 4, 4, 3), 0.1, 0), b.act((1, 4, 4), 0.1, 0)
-    b.op("MEAN", [x, b.tensor((1,), "int32", data=[3])], [y], "ReducerOptions", KeepDims=False)
-    (tmp_path / "m.tflite").write_bytes(b.build([x], [y]))
-    with pytest.raises(UnsupportedOpError, match=r"operator 0 \(MEAN\): mean over axes \[3\]"):
-        import_tflite(tmp_path / "m.tflite")
-
-
 def test_float_interface_errors_name_the_operator(tmp_path):
     """A float input must be quantized by one QUANTIZE, a float output made by one DEQUANTIZE;
     float operators anywhere else are refused by name (the model is not full-integer)."""
-    from tflite_builder import TfliteBuilder, tflite
-
     from edgekit.errors import UnsupportedOpError
     from edgekit.frontends.tflite import import_tflite
 
@@ -651,18 +454,6 @@ def test_float_interface_errors_name_the_operator(tmp_path):
     (tmp_path / "g.tflite").write_bytes(b.build([x], [y]))
     with pytest.raises(UnsupportedOpError, match=r"output 't2' is FLOAT32 and comes from operator 1 \(ADD\)"):
         import_tflite(tmp_path / "g.tflite")
-
-
-def test_activation_ranges_follow_tflite():
-    from edgekit.frontends.tflite import activation_range
-
-    assert activation_range("NONE", 0.1, 3, "x") == (-128, 127)
-    assert activation_range("RELU", 0.1, -128, "x") == (-128, 127)
-    assert activation_range("RELU6", 0.05, -128, "x") == (-128, -8)  # 6 / 0.05 = 120 codes above zero
-    assert activation_range("RELU6", 0.0234375, -100, "x") == (-100, 127)
-    assert activation_range("RELU_N1_TO_1", 0.08, 10, "x") == (-3, 23)  # float32: 1 / 0.08f = 12.50000028
-    assert activation_range("RELU_N1_TO_1", 2.0, 10, "x") == (9, 11)  # +-0.5: half away from zero
-    assert activation_range("RELU6", 12.0, 0, "x") == (0, 1)  # 0.5 -> 1 (half to even would give 0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -733,7 +524,7 @@ def test_mlperf_host_and_firmware_equal_golden(name, mlperf_builds, tmp_path_fac
     stages = {s.stage: s for s in rep.stages}
     for s in ("host C", "firmware (mps2-an386)"):
         assert stages[s].elements == want.size and stages[s].mismatches == 0, rep.table()
-    if _tflm() is not None:
+    if tflm_runtime() is not None:
         assert stages["tflite reference"].mismatches == 0 and stages["tflite reference"].elements == want.size
     assert rep.ok, rep.table()
     # the reference of those stages is the simulator, which equals the golden outputs
@@ -767,8 +558,8 @@ def test_mlperf_strong_inputs_agree_across_stages(name, mlperf_builds, tmp_path_
 def test_mlperf_bench_measures_a_model_without_peer_figures(tmp_path):
     """``edgekit bench mlperf-tiny --models vww --vww-model F``: goldens from TFLite Micro in the same
     run, exact through host C and firmware, instructions counted, and no ratios invented."""
-    if _tflm() is None:
-        pytest.skip("tflite-micro (TFLite Micro's Python interpreter, x86-64 Linux) is not installed")
+    if tflm_runtime() is None:
+        pytest.skip(NOT_INSTALLED)
     from edgekit.bench.mlperf import format_rows, run_mlperf
 
     path = tmp_path / "vww.tflite"

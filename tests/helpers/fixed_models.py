@@ -1,6 +1,6 @@
 """A QONNX MLP written node by node from fixed integer weights and power-of-two scales.
 
-Unlike the Brevitas fixtures in conftest.py it depends on nothing random and on no
+Unlike the Brevitas MLPs in brevitas_models.py it depends on nothing random and on no
 training library: the same file, hence the same generated C and the same firmware, on
 every machine with the same compiler. Used where tests assert exact instruction counts.
 """

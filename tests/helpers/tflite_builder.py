@@ -97,6 +97,9 @@ class TfliteBuilder:
             opt = None
             if options is not None:
                 O = _module(options)
+                # vector fields (e.g. SqueezeDims) must be built before the table starts
+                fields = {k: b.CreateNumpyVector(np.asarray(v, np.int32)) if isinstance(v, (list, tuple)) else v
+                          for k, v in fields.items()}
                 O.Start(b)
                 for k, v in fields.items():
                     getattr(O, f"Add{k}")(b, v)
