@@ -150,7 +150,7 @@ def check(frontend: str, variant: str, case, tmp_path: Path, ops: set[str]) -> N
         else:
             assert "skipped" in ref.note
     assert rep.ok, rep.table()
-    kernels = [r.get("kernel", "") for r in res.manifest["layers"]]
+    kernels = [r.get("kernel", "") for r in res.manifest.layers]
     if variant == "reference":
         assert not any(k.startswith("optimized") for k in kernels), kernels
     elif variant == "dsp":
