@@ -46,8 +46,8 @@ class Manifest:
     fit: dict | None = None
     board_description: dict | None = None
     kernels: str | None = None
-    kernel_variants: dict | None = None  # node -> the kernel variant chosen for it (backends/cortexm/kernels)
     layers: list | None = None  # the per-layer report rows
+    kernel_variants: dict | None = None  # node name -> the kernel variant codegen chose (backends/cortexm/kernels)
     memory_plan: dict | None = None
     profile: dict | None = None  # written by `edgekit profile`
     # --- FPGA (edgekit.backends.hls) ---
