@@ -244,24 +244,46 @@ def _truncations(data: bytes, count: int) -> dict[str, bytes]:
     return {f"truncated_at_{c}": data[:c] for c in cuts if 0 < c < len(data)}
 
 
-def _bit_flips(data: bytes, count: int, seed: int) -> dict[str, bytes]:
+def _structure_positions(data: bytes, payloads) -> np.ndarray:
+    """Byte positions outside the weight payloads: a flip inside a weight leaves a valid model."""
+    mask = np.ones(len(data), bool)
+    for payload in payloads:
+        if len(payload) > 16:
+            at = data.find(payload)
+            if at >= 0:
+                mask[at:at + len(payload)] = False
+    return np.flatnonzero(mask)
+
+
+def _onnx_payloads(model) -> list[bytes]:
+    return [t.raw_data for t in model.graph.initializer]
+
+
+def _tflite_payloads(data: bytes) -> list[bytes]:
+    import tflite
+
+    m = tflite.Model.GetRootAs(data, 0)
+    return [m.Buffers(i).DataAsNumpy().tobytes() for i in range(m.BuffersLength()) if m.Buffers(i).DataLength()]
+
+
+def _bit_flips(data: bytes, count: int, seed: int, positions: np.ndarray) -> dict[str, bytes]:
     rng = np.random.default_rng(seed)
     out = {}
     for _ in range(count):
-        pos, bit = int(rng.integers(len(data))), int(rng.integers(8))
+        pos, bit = int(rng.choice(positions)), int(rng.integers(8))
         b = bytearray(data)
         b[pos] ^= 1 << bit
         out[f"bitflip_{pos}_{bit}"] = bytes(b)
     return out
 
 
-def _tflite_offset_corruptions(data: bytes, seed: int) -> dict[str, bytes]:
-    """Overwrite 32-bit words of the flatbuffer (root offset, vtable and table offsets, vector
-    lengths in the first and last KiB where the metadata lies) with hostile values."""
+def _tflite_offset_corruptions(data: bytes, seed: int, positions: np.ndarray) -> dict[str, bytes]:
+    """Overwrite 32-bit words of the flatbuffer's structure (the root offset, vtable and table
+    offsets, vector lengths: everything outside the weight payloads) with hostile values."""
     rng = np.random.default_rng(seed)
     n = len(data)
-    positions = [0, 4] + [int(p) & ~3 for p in rng.integers(8, min(n, 1024), 20)] + \
-                [int(p) & ~3 for p in rng.integers(max(8, n - 1024), n - 4, 10)]
+    aligned = np.unique(positions[positions < n - 4] & ~3)
+    positions = [0, 4] + [int(p) for p in rng.choice(aligned, 28, replace=False)]
     out = {}
     for pos in sorted(set(positions)):
         for value in (0xFFFFFFFF, 0x7FFFFFFF, n + 4, 0):
@@ -295,7 +317,7 @@ def qonnx_corpus(folder: Path, full: bool) -> list[Path]:
     if not full:
         assert len(variants) == len(SUBSET), sorted(SUBSET - set(variants))
     variants.update(_truncations(data, 40) if full else {"truncated_at_3000": data[:3000]})
-    variants.update(_bit_flips(data, 80 if full else 1, seed=17))
+    variants.update(_bit_flips(data, 80 if full else 1, seed=17, positions=_structure_positions(data, _onnx_payloads(base))))
     paths = []
     outside = folder / SENTINEL_NAME
     if not outside.exists():
@@ -318,8 +340,9 @@ def tflite_corpus(folder: Path, full: bool) -> list[Path]:
     data = AD01.read_bytes()
     variants = {}
     variants.update(_truncations(data, 30) if full else {"truncated_at_end": data[:-4]})
-    variants.update(_bit_flips(data, 60 if full else 1, seed=23))
-    corrupt = _tflite_offset_corruptions(data, seed=29)
+    structure = _structure_positions(data, _tflite_payloads(data))
+    variants.update(_bit_flips(data, 60 if full else 1, seed=23, positions=structure))
+    corrupt = _tflite_offset_corruptions(data, seed=29, positions=structure)
     variants.update(corrupt if full else {k: corrupt[k] for k in list(corrupt)[:4:3]})
     paths = []
     for name, v in variants.items():

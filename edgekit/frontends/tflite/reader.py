@@ -109,7 +109,7 @@ def _check_table(tab, size: int) -> None:
         raise IndexError(f"vtable of {vsize} bytes at {vtable}")
     for slot in range(4, vsize - 1, 2):
         off = encode.Get(N.VOffsetTFlags.packer_type, tab.Bytes, vtable + slot)
-        if off and tab.Pos + off + 4 > size:
+        if off and tab.Pos + off >= size:  # scalars may be 1 byte wide: at least one byte inside
             raise IndexError(f"field at {tab.Pos + off}")
 
 
