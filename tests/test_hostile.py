@@ -6,7 +6,7 @@ protobuf edits of every kind issue 17 lists, TFLite offset corruption) and non-f
 runs as `python -m edgekit build` in its own process under a 1 GiB address-space limit and
 10 s of CPU time, and must end with exit status 2 and exactly one ``error:`` line on stderr (no
 traceback). A variant that is still a valid model (a bit flip in a weight, say) may build;
-then ``verify`` must pass on it. External data is refused before anything outside the model's
+then ``verify`` must pass on it (on a fixed sample of them). External data is refused before anything outside the model's
 folder is opened: the sentinel outside it is a FIFO, so opening it would hang the build.
 
 The default run takes a representative subset; the whole corpus (300+) is marked slow.
@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 AD01 = (peers_dir() or REPO.parent / "shared" / "peers") / "mlperf_tiny" / "ad01_int8.tflite"
 MEMORY_LIMIT = 1 << 30
 CPU_SECONDS = 10  # a CPU-time limit (the machine may be loaded: no wall-clock assertions)
-HANG_GUARD = 120.0  # wall clock, only against a process that waits forever (e.g. on a FIFO)
+HANG_GUARD = 120.0
+VERIFY_SAMPLE = 12  # built (still valid) variants that are also verified  # wall clock, only against a process that waits forever (e.g. on a FIFO)
 SENTINEL_NAME = "sentinel.fifo"
 
 
@@ -406,10 +407,11 @@ def check_all(paths: list[Path], tmp: Path) -> None:
         elif rc != 2 or len(errors) != 1 or "Traceback" in stderr or "internal error" in stderr:
             failures.append(f"{path.parent.name}/{path.name}: exit {rc}\n{stderr.strip()[-800:]}")
     assert not failures, f"{len(failures)} of {len(paths)} variants not refused cleanly:\n" + "\n\n".join(failures)
-    # still-valid variants (bit flips in weights): what build accepted, verify must pass
+    # still-valid variants (a flipped bit in a name or a scale's mantissa): what build accepted,
+    # verify must pass; a fixed sample of them keeps the run bounded
     from edgekit.api import verify
 
-    for path in built:
+    for path in built[:VERIFY_SAMPLE]:
         i = paths.index(path)
         rep = verify(tmp / "out" / str(i), count=8)
         assert rep.ok, f"{path}: built but does not verify\n{rep.table()}"

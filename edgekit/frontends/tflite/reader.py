@@ -130,8 +130,7 @@ def _check_flatbuffer(tfl, model, sub, raw: bytes) -> str | None:
         if any(d < 0 for d in tensor.shape):
             return f"tensor {i} has shape {list(tensor.shape)}"
         if tensor.data is not None and tensor.type in itemsize:
-            expected = int(np.prod(tensor.shape, dtype=np.int64)) * itemsize[tensor.type] if tensor.shape else \
-                len(tensor.data)
+            expected = int(np.prod(tensor.shape, dtype=np.int64)) * itemsize[tensor.type]  # shape (): a scalar
             if len(tensor.data) != expected:
                 return f"tensor {i} ('{tensor.name}') has {len(tensor.data)} bytes of data for shape {list(tensor.shape)}"
         if tensor.scale is not None and not np.all(np.isfinite(tensor.scale)):
