@@ -30,6 +30,7 @@ MAX_INPUT_ELEMENTS = 1 << 24
 MAX_WINDOW = 1 << 12  # kernel size, stride, dilation per axis
 MIN_SCALE, MAX_SCALE = 2.0 ** -64, 2.0 ** 64
 MAX_BITS = 32
+MIN_OPSET = 7  # the oldest opset of the published QONNX files (most use 9 to 13)
 WINDOW_OPS = ("Conv", "MaxPool", "AveragePool")
 # input index -> what it is, for the custom quantization ops
 QUANT_PARAMS = {"Quant": {1: "scale", 2: "zero point", 3: "bit width"},
@@ -175,7 +176,13 @@ def _constants(graph) -> dict:
 
 def check_proto(proto, source: str) -> None:
     """Structural limits on the raw graph, before qonnx's cleanup computes anything on it."""
+    import onnx
+
     graph = proto.graph
+    for o in proto.opset_import:
+        if o.domain in ("", "ai.onnx") and not MIN_OPSET <= o.version <= onnx.defs.onnx_opset_version():
+            raise UnsupportedOpError(f"{source}: ONNX opset {o.version}; edgekit reads opsets {MIN_OPSET} to "
+                                     f"{onnx.defs.onnx_opset_version()}")
     for t in _all_tensors(graph):
         _check_tensor(t, source)
     _check_graph_input(graph, source)
@@ -366,7 +373,9 @@ def check_cleaned(model, source: str, describe) -> None:
         for name in list(node.input) + list(node.output):
             if not name:
                 continue
-            shape = model.get_tensor_shape(name)
+            shape = _shape(model, name)
+            if shape is None:  # qonnx's execution (verify) refuses unspecified shapes
+                raise UnsupportedOpError(f"{describe(node)}: the shape of tensor '{name}' could not be inferred")
             if shape is not None and any((not isinstance(d, int)) or d <= 0 for d in shape):
                 raise UnsupportedOpError(f"{describe(node)}: tensor '{name}' has shape {shape}; every dimension "
                                          "must be a known positive size")

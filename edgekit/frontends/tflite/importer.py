@@ -7,6 +7,7 @@ quantizer and the output scale.
 from __future__ import annotations
 
 import hashlib
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,9 @@ class TfliteLowerer:
 def import_tflite(path: str | Path) -> tuple[Graph, bytes]:
     """Read and lower an int8 .tflite file; returns the IR graph and the file's bytes."""
     raw, model = load_tflite(path)
-    graph = TfliteLowerer(raw, model, str(path)).run()
+    try:
+        graph = TfliteLowerer(raw, model, str(path)).run()
+    except struct.error as e:  # a field read past the end of the buffer: the reader's checks are per table
+        raise ModelError(f"{path}: corrupt TFLite flatbuffer ({e}); convert it again") from None
     graph.meta["source_sha256"] = hashlib.sha256(raw).hexdigest()
     return graph, raw
