@@ -152,7 +152,7 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
     t0 = time.monotonic()
     if specs is None:
         seeds = list(seeds) if seeds is not None else [seed + i for i in range(count)]
-        specs = [case_spec(s, tflite_share, max_layers) for s in seeds]
+        specs = [case_spec(s, tflite_share, max_layers, fpga) for s in seeds]
     with tempfile.TemporaryDirectory(prefix="edgekit-fuzz-") as tmp:
         try:
             for i, spec in enumerate(specs):
@@ -250,8 +250,8 @@ def add_parser(sub) -> None:
                    help="kernels to build with (optimized)")
     f.add_argument("--spec", action="append", metavar="FILE", help="run this saved spec.json instead of random "
                    "graphs (repeatable): reruns, and with --out shrinks, a reproducer")
-    f.add_argument("--fpga", action="store_true", help="also build QONNX graphs for the FPGA backend and compare "
-                   "hls4ml's C-simulation")
+    f.add_argument("--fpga", action="store_true", help="draw QONNX graphs in what the FPGA backend builds (conv, "
+                   "depthwise, max pool, ReLU, dense chains) and also compare hls4ml's C-simulation")
     f.add_argument("--out", help="folder for shrunk failing graphs with their inputs, and summary.json")
     f.add_argument("--vectors", type=int, default=24, help="generated input vectors per graph, plus 5 far outside "
                    "the input range (24)")
