@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .limits import UNDOCUMENTED, documented_limits
-from .runner import (EMULATED_BOARDS, GENERATORS, Outcome, case_spec, check_shapes, describe, model_file,
-                     run_case)
+from .runner import (EMULATED_BOARDS, GENERATORS, STATUSES, Outcome, case_spec, check_shapes, describe,
+                     model_file, run_case)
 from .shrink import shrink
 
 
@@ -76,7 +76,7 @@ class Campaign:
         lines = [f"edgekit fuzz: {n} graphs ({seeds}) on {self.board} ({EMULATED_BOARDS[self.board]}), "
                  f"{self.kernels} kernels{', hls4ml C-simulation' if self.fpga else ''}, {self.seconds:.0f} s",
                  f"{'outcome':<72}{'graphs':>8}"]
-        for status in ("ok", "refused", "mismatch", "crash", "internal", "generator"):
+        for status in STATUSES:
             lines.append(f"{status:<72}{counts.get(status, 0):>8}")
             for key, k in sorted(self.classes().items(), key=lambda kv: (-kv[1], kv[0])):
                 if key.split(":", 1)[0] == status:
