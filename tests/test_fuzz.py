@@ -137,3 +137,21 @@ def test_tflite_input_quantizer_saturates_far_inputs():
 
     got = quantize_tflite(np.array([1e30, -1e30], np.float32), 0.02, 5, -128, 127)
     assert got.tolist() == [127, -128]
+
+
+def test_fpga_profile_draws_what_the_fpga_backend_builds():
+    specs = [case_spec(s, fpga=True) for s in range(30)]
+    assert specs == [case_spec(s, fpga=True) for s in range(30)]
+    layers = [layer for s in specs for layer in s["layers"]]
+    assert all(s["kind"] == "qonnx" and s["dims"] == 2 and check_shapes(s) is None for s in specs)
+    assert {layer["op"] for layer in layers} <= {"conv", "pool", "relu", "flatten", "dense"}
+    assert all(layer.get("dil", 1) == 1 and not layer.get("w", {}).get("per_channel") for layer in layers)
+
+
+def test_fpga_campaign_compares_the_hls4ml_csimulation():
+    pytest.importorskip("hls4ml")
+    camp = run_campaign(1, seeds=[71003], fpga=True, vectors=8)
+    assert camp.ok, camp.table()
+    assert [c.outcome.status for c in camp.cases] == ["ok"]
+    stages = [s[0] for s in camp.cases[0].outcome.stages]
+    assert "firmware (mps2-an386)" in stages and any(s.startswith("hls4ml C-sim") for s in stages)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .limits import UNDOCUMENTED, documented_limits
-from .runner import (EMULATED_BOARDS, GENERATORS, Outcome, case_spec, check_shapes, describe, model_file,
-                     run_case)
+from .runner import (EMULATED_BOARDS, GENERATORS, STATUSES, Outcome, case_spec, check_shapes, describe,
+                     model_file, run_case)
 from .shrink import shrink
 
 
@@ -54,7 +54,7 @@ class Campaign:
     @property
     def undocumented(self) -> list[str]:
         return sorted({c.outcome.where for c in self.cases
-                       if c.outcome.status == "refused" and c.outcome.where.startswith(UNDOCUMENTED)})
+                       if c.outcome.status == "refused" and UNDOCUMENTED in c.outcome.where})
 
     @property
     def ok(self) -> bool:
@@ -76,13 +76,13 @@ class Campaign:
         lines = [f"edgekit fuzz: {n} graphs ({seeds}) on {self.board} ({EMULATED_BOARDS[self.board]}), "
                  f"{self.kernels} kernels{', hls4ml C-simulation' if self.fpga else ''}, {self.seconds:.0f} s",
                  f"{'outcome':<72}{'graphs':>8}"]
-        for status in ("ok", "refused", "mismatch", "crash", "internal", "generator"):
+        for status in STATUSES:
             lines.append(f"{status:<72}{counts.get(status, 0):>8}")
             for key, k in sorted(self.classes().items(), key=lambda kv: (-kv[1], kv[0])):
                 if key.split(":", 1)[0] == status:
                     where = key.split(":", 1)[1]
-                    if where.startswith(UNDOCUMENTED):
-                        where = "[not in docs] " + where[len(UNDOCUMENTED):]
+                    if UNDOCUMENTED in where:  # also "fpga: undocumented: ..."
+                        where = "[not in docs] " + where.replace(UNDOCUMENTED, "")
                     lines.append(f"  {where[:68]:<70}{k:>8}")
         listed = Counter()
         for c in self.failures:  # the first three of each class; the rest are in the JSON
@@ -152,7 +152,7 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
     t0 = time.monotonic()
     if specs is None:
         seeds = list(seeds) if seeds is not None else [seed + i for i in range(count)]
-        specs = [case_spec(s, tflite_share, max_layers) for s in seeds]
+        specs = [case_spec(s, tflite_share, max_layers, fpga) for s in seeds]
     with tempfile.TemporaryDirectory(prefix="edgekit-fuzz-") as tmp:
         try:
             for i, spec in enumerate(specs):
@@ -250,8 +250,8 @@ def add_parser(sub) -> None:
                    help="kernels to build with (optimized)")
     f.add_argument("--spec", action="append", metavar="FILE", help="run this saved spec.json instead of random "
                    "graphs (repeatable): reruns, and with --out shrinks, a reproducer")
-    f.add_argument("--fpga", action="store_true", help="also build QONNX graphs for the FPGA backend and compare "
-                   "hls4ml's C-simulation")
+    f.add_argument("--fpga", action="store_true", help="draw QONNX graphs in what the FPGA backend builds (conv, "
+                   "depthwise, max pool, ReLU, dense chains) and also compare hls4ml's C-simulation")
     f.add_argument("--out", help="folder for shrunk failing graphs with their inputs, and summary.json")
     f.add_argument("--vectors", type=int, default=24, help="generated input vectors per graph, plus 5 far outside "
                    "the input range (24)")

@@ -53,6 +53,55 @@ def random_spec(seed: int, max_layers: int = 5) -> dict:
             return spec
 
 
+def random_fpga_spec(seed: int, max_layers: int = 5) -> dict:
+    """A random graph in what the FPGA backend (hls4ml 1.3's QONNX path) builds: a 2D chain of
+    convolutions (no dilation, groups 1 or depthwise without multiplier, per-tensor weights),
+    2x2 max pools and ReLUs, then optionally flatten and dense layers. Most quantizers have
+    power-of-two scales, where the C-simulation must be exact."""
+    r = random.Random(seed)
+    while True:
+        spec = _draw_fpga(r, seed, max_layers)
+        if check_shapes(spec) is None:
+            return spec
+
+
+def _draw_fpga(r: random.Random, seed: int, max_layers: int) -> dict:
+    def act(unsigned=False):
+        return {"bits": r.choice([8, 8, 6, 4]), "signed": not unsigned, "scale": r.choice(["pow2"] * 4 + ["float"]),
+                "asym": False}
+
+    def weight():
+        return {"bits": r.choice([8, 8, 6, 4, 3, 2]), "per_channel": False, "scale": "pow2"}
+
+    channels = r.choice([1, 2, 3, 4])
+    spec = {"kind": "qonnx", "seed": seed, "dims": 2, "in_ch": channels, "size": [r.randint(3, 8), r.randint(3, 8)],
+            "input": {"bits": 8, "signed": True, "scale": "pow2", "asym": False},
+            "spread": r.choice([1.0, 2.0, 8.0]), "layers": []}
+    layers = spec["layers"]
+    vector = False
+    for _ in range(r.randint(1, max_layers)):
+        op = r.choice(["dense", "dense", "relu"] if vector else ["conv", "conv", "dw", "pool", "relu", "dense"])
+        if op == "conv":
+            layers.append({"op": "conv", "out": r.randint(1, 6), "k": r.choice([1, 3, 3]),
+                           "stride": r.choice([1, 1, 2]),
+                           "pad": r.choice([0, 1]), "dil": 1, "groups": 1, "bias": True, "w": weight(),
+                           "act": act()})
+            channels = layers[-1]["out"]
+        elif op == "dw":
+            layers.append({"op": "conv", "out": channels, "k": 3, "stride": 1, "pad": 1, "dil": 1, "groups": channels,
+                           "bias": True, "w": weight(), "act": act()})
+        elif op == "pool":
+            layers.append({"op": "pool", "kind": "max", "k": 2, "stride": 2, "pad": 0})
+        elif op == "relu":
+            layers.append({"op": "relu", "act": act(unsigned=True)})
+        else:
+            if not vector:
+                layers.append({"op": "flatten"})
+                vector = True
+            layers.append({"op": "dense", "out": r.choice([2, 4, 5, 8]), "bias": True, "w": weight(), "act": act()})
+    return spec
+
+
 def _draw(r: random.Random, seed: int, max_layers: int) -> dict:
     dims = r.choice([1, 2, 2])
     in_ch = r.choice([1, 2, 3, 4, 5, 8])

@@ -54,10 +54,13 @@ class Outcome:
         return asdict(self)
 
 
-def case_spec(seed: int, tflite_share: float = 0.25, max_layers: int = 5) -> dict:
-    """The spec of case ``seed``: a TFLite graph for a ``tflite_share`` of the seeds, else QONNX."""
+def case_spec(seed: int, tflite_share: float = 0.25, max_layers: int = 5, fpga: bool = False) -> dict:
+    """The spec of case ``seed``: a TFLite graph for a ``tflite_share`` of the seeds, else QONNX;
+    with ``fpga``, a QONNX graph in what the FPGA backend builds."""
     import random
 
+    if fpga:
+        return qonnx_gen.random_fpga_spec(seed, max_layers)
     kind = "tflite" if random.Random(seed ^ 0x5EED).random() < tflite_share else "qonnx"
     return GENERATORS[kind].random_spec(seed, max_layers)
 

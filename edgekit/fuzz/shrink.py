@@ -77,8 +77,7 @@ def _get(spec: dict, path: tuple):
     return node
 
 
-def shrink(spec: dict, still_fails: Callable[[dict], bool], budget: int = 60,
-           on_step: Callable[[dict], None] | None = None) -> tuple[dict, int]:
+def shrink(spec: dict, still_fails: Callable[[dict], bool], budget: int = 60) -> tuple[dict, int]:
     """The smallest spec found that ``still_fails``, and how many candidates were run."""
     runs = 0
     best = spec
@@ -93,15 +92,6 @@ def shrink(spec: dict, still_fails: Callable[[dict], bool], budget: int = 60,
             runs += 1
             if still_fails(cand):
                 best, progress = cand, True
-                if on_step:
-                    on_step(best)
                 break
     return best, runs
 
-
-def size_of(spec: dict) -> int:
-    """A rough size for reports and tests: layers, channels and elements of the input."""
-    n = spec["in_ch"]
-    for d in spec["size"]:
-        n *= d
-    return len(spec["layers"]) * 1000 + n
