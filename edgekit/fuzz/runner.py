@@ -82,7 +82,7 @@ def model_file(spec: dict, folder: Path) -> Path:
 def fuzz_inputs(graph, count: int, seed: int) -> np.ndarray:
     """verify's generated inputs (every code, ties, saturation) plus vectors far outside the
     input range: +-1e3 and +-1e30 times its span, and a mixture of both signs."""
-    from ..verify import generate_inputs
+    from ..stages import generate_inputs
 
     x = generate_inputs(graph, max(count, 3), seed)
     iq = graph.input_quant
