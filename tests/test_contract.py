@@ -323,3 +323,13 @@ def test_c_dsp_rq_equals_python_on_the_emulated_core(core, tmp_path: Path, rng):
     got = np.frombuffer((tmp_path / "results.bin").read_bytes(), "<i4").astype(np.int64)
     assert len(got) == len(want_arr) > 10000
     assert np.array_equal(got, want_arr), cases_arr[got != want_arr][:5]
+
+
+def test_tflite_input_quantizer_saturates_far_outside_the_range():
+    """Values past the code range, up to +-inf, land on qmin/qmax (an int cast of them would wrap:
+    found by edgekit fuzz with inputs of +-1e30 times the input span); in-range codes keep TFLite's
+    rounding (half away from zero, zero point after rounding)."""
+    x = np.array([1e30, -1e30, np.inf, -np.inf, 3e38, -3e38, 1e9, -1e9], np.float32)
+    assert contract.quantize_tflite(x, 0.5, -3, -128, 127).tolist() == [127, -128] * 4
+    assert contract.quantize_tflite(np.array([0.25, -0.25, 63.0, 63.5, -62.5]), 0.5, -3, -128, 127).tolist() == \
+        [-2, -4, 123, 124, -128]

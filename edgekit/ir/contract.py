@@ -105,6 +105,11 @@ def quantize_tflite(x: np.ndarray, scale, zero_point, qmin: int, qmax: int) -> n
     QONNX, the zero point is added after rounding, and ties round away from zero.
     """
     y = np.asarray(x, dtype=np.float32) / np.float32(scale)
+    # Saturate before rounding: a value past the code range (up to +-inf) must land on qmin/qmax,
+    # where an int cast of it would wrap (the clamp then picks the wrong end). Any value beyond
+    # these bounds saturates either way, so the codes in range are unchanged.
+    lo, hi = np.float32(qmin - int(zero_point) - 1), np.float32(qmax - int(zero_point) + 1)
+    y = np.clip(y, lo, hi)
     return np.clip(np.asarray(round_half_away(y), np.int64) + int(zero_point), qmin, qmax)
 
 

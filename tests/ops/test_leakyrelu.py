@@ -18,6 +18,7 @@ from torch import nn
 
 from edgekit.api import build, verify
 from edgekit.backends.cortexm import toolchain as tc
+from edgekit.backends.cortexm.firmware import compile_firmware
 from edgekit.errors import UnsupportedOpError
 from edgekit.ir.graph import Graph
 from edgekit.qat import export_qonnx
@@ -133,7 +134,7 @@ def test_c_kernel_one_lsb_off_is_caught(rounding_build, tmp_path):
 
     m = json.loads((b / "manifest.json").read_text())
     tc.compile_host(b)
-    tc.compile_firmware(b, get_core(m["target"]), get_board(m["board"]), b / "firmware" / "link.ld")
+    compile_firmware(b, get_core(m["target"]), get_board(m["board"]), b / "firmware" / "link.ld")
     rep = verify(b, count=64, seed=1)
     assert not rep.ok and stage(rep, "qonnx").mismatches == 0
     for name in ("host C", "firmware"):
