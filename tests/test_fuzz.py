@@ -128,9 +128,8 @@ def test_cli_fuzz_json_spec_and_bad_arguments(capsys, tmp_path):
         assert err.startswith("error:") and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="known failure (docs/fuzz.md): quantize_tflite casts x / scale to int64 "
-                   "before clamping, so +-1e30 wraps; remove this mark when edgekit/ir/contract.py is fixed")
 def test_tflite_input_quantizer_saturates_far_inputs():
+    """Found by the fuzzer (docs/fuzz.md): +-1e30 wrapped in quantize_tflite's int cast."""
     import numpy as np
 
     from edgekit.ir.contract import quantize_tflite

@@ -311,11 +311,16 @@ def _check_window(node, index: int) -> None:
         if kernel is not None:
             dil = a.get("dilations") or [1] * rank
             extent = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+            # A pooling output that sees only padding has no defined value, so pools keep every pad
+            # below the window extent; a convolution's such outputs are its bias (PyTorch exports
+            # a 1x1 conv with padding 1), so a conv pad may reach the extent, never beyond.
+            conv = node.op_type == "Conv"
             for i, p in enumerate(pads):
-                if not 0 <= p < extent[i % rank]:
+                if not 0 <= p < extent[i % rank] + int(conv):
+                    bound = "at most" if conv else "smaller than"
                     raise UnsupportedOpError(
-                        f"{what}: pads {list(pads)}; each pad must be at least 0 and smaller than the window "
-                        f"extent {extent} (an output that sees only padding is refused)")
+                        f"{what}: pads {list(pads)}; each pad must be at least 0 and {bound} the window "
+                        f"extent {extent}")
         elif any(p < 0 for p in pads):
             raise UnsupportedOpError(f"{what}: negative pads {list(pads)}")
     if node.op_type == "Conv" and not 1 <= int(a.get("group", 1)) <= 1 << 16:
