@@ -53,6 +53,7 @@ import numpy as np
 from ..backends.cortexm.kernels.common import first_work
 from ..backends.cortexm.kernels.registry import REFERENCE, registry
 from ..errors import EdgekitError
+from ..manifest import Manifest
 
 
 def _kind_tables() -> tuple[dict, dict, dict]:
@@ -107,10 +108,14 @@ def _kernel_variant(manifest: dict | None, name: str) -> str:
     return variants.get(name, REFERENCE)
 
 
-def layer_info(graph, manifest: dict | None = None) -> list[dict]:
+def layer_info(graph, manifest: Manifest | dict | None = None) -> list[dict]:
     """Raw description of every node (what the features are computed from): op, shapes,
-    kernel, stride, padding, depthwise, weight storage width, in-place, chosen kernel."""
+    kernel, stride, padding, depthwise, weight storage width, in-place, chosen kernel.
+    ``manifest``: the build's :class:`Manifest` (or its JSON form)."""
     from ..ir.packing import packed_bits
+
+    if isinstance(manifest, Manifest):
+        manifest = manifest.to_json()
 
     plan = (manifest or {}).get("memory_plan") or {}
     rows = []
@@ -172,7 +177,7 @@ def chain_of(base: str, info: dict) -> list[str]:
     return kind_chain(base, info) + ["any"] if base != "zero" else ["zero"]
 
 
-def layer_features(graph, manifest: dict | None = None) -> list[tuple[str, list[str], dict]]:
+def layer_features(graph, manifest: Manifest | dict | None = None) -> list[tuple[str, list[str], dict]]:
     """(node name, kind chain, features) per node, in execution order."""
     out = []
     for i in layer_info(graph, manifest):
@@ -228,7 +233,7 @@ class CostModel:
         from ..manifest import load_manifest
         from ..ir.graph import Graph
 
-        return self.predict_layers(layer_features(Graph.load(Path(build_dir)), load_manifest(build_dir).to_json()))
+        return self.predict_layers(layer_features(Graph.load(Path(build_dir)), load_manifest(build_dir)))
 
     def to_json(self) -> dict:
         return {"edgekit_cost_model": COST_MODEL_VERSION, "core": self.core, "key": self.key,
@@ -426,7 +431,7 @@ def measure_arch(arch, core_name: str, workdir: Path, seed: int = 0) -> dict:
     res = build(onnx, core_name, board, workdir / "build")
     rep = profile(res.out_dir, count=1, write=False).to_json()
     graph = Graph.load(res.out_dir)
-    infos = {i["name"]: i for i in layer_info(graph, res.manifest.to_json())}
+    infos = {i["name"]: i for i in layer_info(graph, res.manifest)}
     layers, glue = [], None
     for r in rep["layers"]:
         if r["name"] == "ek_model_run":
