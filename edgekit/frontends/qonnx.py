@@ -26,6 +26,27 @@ from .qonnx_lowering import (LOWERINGS, ORIGINAL_NAME_TAG, PENDING_RESOLVERS, Fl
 # ---------------------------------------------------------------------------------------
 # Loading and cleaning
 # ---------------------------------------------------------------------------------------
+# Op types that quantize; a graph with none of them is a float model.
+QUANTIZER_OPS = ("Quant", "BipolarQuant", "Trunc", "MultiThreshold")
+
+
+def float_model_error(source: str) -> ModelError:
+    return ModelError(f"{source}: this is a float model (no Quant, BipolarQuant or MultiThreshold node); "
+                      "edgekit compiles quantized models: quantize it with edgekit.qat (Brevitas) and export it "
+                      "with export_qonnx, or export a Brevitas/QKeras-quantized model to QONNX")
+
+
+def declare_custom_domains(proto) -> None:
+    """Declare the custom-op domains the nodes use (Brevitas' legacy ``onnx.brevitas``,
+    ``finn.custom_op.general``, ``qonnx.custom_op.general``) in ``opset_import``, as newer
+    exporters do. Older exports omit them; qonnx executes such files, while the ONNX checker
+    refuses an undeclared domain. The checker still checks every standard node."""
+    declared = {o.domain for o in proto.opset_import}
+    for domain in sorted({n.domain for n in proto.graph.node} - declared - {"", "ai.onnx"}):
+        entry = proto.opset_import.add()
+        entry.domain, entry.version = domain, 1
+
+
 def load_qonnx(path: str | Path):
     """Read, clean up (shape inference, constant folding, unique names) and return a ModelWrapper."""
     import onnx
@@ -36,7 +57,10 @@ def load_qonnx(path: str | Path):
     if not proto.graph.node:
         raise ModelError(f"{path}: not a readable ONNX model (no graph nodes); the file may be "
                          "truncated or not ONNX at all: export it again")
+    if not any(n.op_type in QUANTIZER_OPS for n in proto.graph.node):
+        raise float_model_error(str(path))
     qonnx_validate.check_proto(proto, str(path))
+    declare_custom_domains(proto)
     try:
         checker.check_model(proto)
     except Exception as e:
@@ -156,9 +180,8 @@ class Lowerer:
             raise UnsupportedOpError(
                 f"{self.source}: unsupported op(s) {', '.join(unsupported)}; edgekit lowers "
                 f"{', '.join(sorted(LOWERINGS))}")
-        if not any(n.op_type == "Quant" for n in g.node):
-            raise ModelError(f"{self.source}: the graph has no Quant nodes, so it is a float model; "
-                             "train it with edgekit.qat (Brevitas) and export it with export_qonnx")
+        if not any(n.op_type in QUANTIZER_OPS for n in g.node):
+            raise float_model_error(self.source)
         for node in g.node:
             LOWERINGS[node.op_type](self, node)
 
