@@ -186,6 +186,10 @@ class Lowerer:
             LOWERINGS[node.op_type](self, node)
 
         out = self.env.get(g.output[0].name)
+        output_post_ops = []
+        if isinstance(out, IntValue) and out.pending is not None and out.pending[0] == "affine":
+            # float arithmetic after the last layer: part of the host-side output description
+            output_post_ops, out = [list(step) for step in out.pending[1]], IntValue(out.tensor)
         if isinstance(out, IntValue) and out.pending is not None:
             producer = next((n for n in g.node if g.output[0].name in n.output), None)
             where = describe(producer) if producer is not None else "the last node"
@@ -207,6 +211,7 @@ class Lowerer:
                      self.input_quant, meta={"source": self.source,
                                              "qonnx_float_exact": self.qonnx_float_exact,
                                              "inexact": self.inexact,
+                                             "output_post_ops": output_post_ops,
                                              "output_onnx_shape": list(out_onnx)})
 
 
