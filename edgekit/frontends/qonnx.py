@@ -19,6 +19,7 @@ from ..ir import contract
 from ..ir.graph import Graph, InputQuant, Node, Tensor
 from ..registry import discover
 from . import qonnx_validate
+from .qonnx_input import quantize_annotated_input
 from .qonnx_lowering import (LOWERINGS, ORIGINAL_NAME_TAG, PENDING_RESOLVERS, FloatConst, FloatInput, IntValue,
                              QuantConst, channels_last_perm, describe, ir_shape, lowering, onnx_attrs, bias_codes)
 
@@ -82,6 +83,10 @@ def load_qonnx(path: str | Path):
     return model
 
 
+# Layers that may read the float input directly when its datatype is annotated.
+ANNOTATED_INPUT_OPS = ("Gemm", "MatMul", "Conv")
+
+
 # Ops that may consume a Transpose of quantized data (elementwise or flattening).
 LAYOUT_FREE_OPS = ("Quant", "Relu", "Flatten", "Reshape", "Transpose", "Identity")
 
@@ -138,6 +143,9 @@ class Lowerer:
                     f"{describe(node)}: its input comes from a {v.pending[0]} whose result is not quantized; "
                     f"put a quantizer (Quant node, e.g. Brevitas QuantIdentity) right after the {v.pending[0]}")
             return self.tensors[v.tensor]
+        if isinstance(v, FloatInput) and self.input_quant is None and node.op_type in ANNOTATED_INPUT_OPS:
+            quantize_annotated_input(self, node, idx, v)
+            return self.tensors[self.ir_input]
         if isinstance(v, (FloatInput, FloatConst)):
             raise ModelError(
                 f"{describe(node)}: input '{node.input[idx]}' is not quantized; "
