@@ -20,8 +20,8 @@ from ..ir.graph import Graph, InputQuant, Node, Tensor
 from ..registry import discover
 from . import qonnx_validate
 from .qonnx_input import quantize_annotated_input
-from .qonnx_lowering import (LOWERINGS, ORIGINAL_NAME_TAG, PENDING_RESOLVERS, FloatConst, FloatInput, IntValue,
-                             QuantConst, channels_last_perm, describe, ir_shape, lowering, onnx_attrs, bias_codes)
+from .qonnx_lowering import (LOWERINGS, ORIGINAL_NAME_TAG, PENDING_RESOLVERS, THRESHOLD_CHAIN, FloatConst,
+                             FloatInput, IntValue, QuantConst, channels_last_perm, describe, ir_shape, lowering, onnx_attrs, bias_codes)
 
 
 # ---------------------------------------------------------------------------------------
@@ -341,6 +341,10 @@ def _emit_dense(lw: Lowerer, node, x: Tensor, codes, w: QuantConst, bias, acc_sc
 
 @lowering("Relu")
 def lower_relu(lw: Lowerer, node) -> None:
+    v = lw.env.get(node.input[0])
+    if isinstance(v, IntValue) and v.pending is not None and v.pending[0] == THRESHOLD_CHAIN:
+        lw.env[node.output[0]] = IntValue(v.tensor, (v.pending[0], v.pending[1] + (node,)))  # joins the float chain
+        return
     t = lw.int_input(node)
     out = Tensor(node.output[0], t.shape, t.dtype, t.bits, t.signed, list(t.scale), t.zero_point,
                  max(t.qmin, t.zero_point), t.qmax)

@@ -102,6 +102,10 @@ def onnx_attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+# The pending float chain (BatchNorm, Relu) on an accumulator that a following low-bit Quant
+# turns into integer thresholds (qonnx_ops/threshold.py); qonnx.py's Relu joins it.
+THRESHOLD_CHAIN = "BatchNorm before a low-bit quantizer"
+
 # Pending float ops that the following Quant resolves; each module registers its resolver.
 PENDING_RESOLVERS: Registry[Callable] = Registry("resolver of the pending float op")
 

@@ -76,6 +76,16 @@ class GraphBuilder:
         self.width_now = weights.shape[1]
         return self
 
+    def batchnorm(self, gamma, beta, mean, var) -> "GraphBuilder":
+        """BatchNormalization (inference) of the current tensor."""
+        params = [self.const(p, "bn") for p in (gamma, beta, mean, var)]
+        self.last = self.node("BatchNormalization", [self.last, *params], epsilon=1e-5)
+        return self
+
+    def relu(self) -> "GraphBuilder":
+        self.last = self.node("Relu", [self.last])
+        return self
+
     def save(self, path: Path, annotation: str = "", declare_domain: bool = True) -> Path:
         import onnx
         from onnx import TensorProto, helper
