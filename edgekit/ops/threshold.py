@@ -1,4 +1,5 @@
-"""Multi-threshold activation: ``out = out_min + #{j : x >= T[c, j]}`` per channel ``c``.
+"""Multi-threshold activation: ``out = out_min + step * #{j : x >= T[c, j]}`` per channel ``c``
+(``step`` 2 for bipolar outputs -1/+1).
 
 What a low-bit quantizer after a float BatchNorm (and ReLU) computes on a layer's
 accumulator, as FINN streamlines it: the quantizer's output is a monotone step function of
@@ -17,6 +18,7 @@ from ..ir.operators import Op, register
 @dataclass
 class ThresholdAttrs:
     out_min: int  # the output code below every threshold
+    step: int  # the output code's increase per threshold passed
     function: str  # what the thresholds stand for (the ONNX ops), for reports
 
 
@@ -30,9 +32,11 @@ class Threshold(Op):
     def simulate(self, node, inputs, graph):
         x, thresholds = np.asarray(inputs[0], np.int64), np.asarray(inputs[1], np.int64)
         passed = (x[..., None] >= thresholds.reshape((1,) * (x.ndim - 1) + thresholds.shape)).sum(axis=-1)
-        return [self.attrs(node).out_min + passed]
+        a = self.attrs(node)
+        return [a.out_min + a.step * passed]
 
     def c_context(self, node, graph):
         t = graph.tensors[node.inputs[0]]
         channels, count = graph.constants[node.inputs[1]].shape
-        return {"count": t.size, "channels": channels, "thresholds": count, "out_min": self.attrs(node).out_min}
+        return {"count": t.size, "channels": channels, "thresholds": count, "out_min": self.attrs(node).out_min,
+                "step": self.attrs(node).step}

@@ -31,6 +31,13 @@ def binary_1w2a(path):  # 1-bit weights, 2-bit activations
     return b.save(path)
 
 
+def bn_sign_1w1a(path):  # FINN's TFC_1W1A: BatchNormalization then BipolarQuant -> one exact threshold per channel
+    gamma = np.where(np.arange(16) % 4 == 0, -1, 1) * RNG.uniform(0.2, 2, 16)
+    b = GraphBuilder(24).q(1.0, 2, narrow=True).dense(W1, 1.0)
+    b.batchnorm(gamma, RNG.uniform(-1, 1, 16), RNG.uniform(-2, 2, 16), RNG.uniform(0.5, 3, 16))
+    return b.sign().dense(W2, 1.0).sign().save(path)
+
+
 def sign_after_bn(path):  # BatchNorm as Sub/Div/Mul/Add, then BipolarQuant: folded with rounding
     b = GraphBuilder(24).q(2.0**-4, 8).dense(W1, 1.0)
     b.arith("Sub", RNG.uniform(-2, 2, 16)).arith("Div", RNG.uniform(0.5, 2, 16)).arith("Add", RNG.uniform(-1, 1, 16))
@@ -41,6 +48,7 @@ CASES = [
     GraphCase("binary_weights", binary_weights),
     GraphCase("binary_1w1a", binary_1w1a),
     GraphCase("binary_1w2a", binary_1w2a),
+    GraphCase("bn_sign_1w1a", bn_sign_1w1a, ops=("dense", "threshold")),
     GraphCase("sign_after_bn", sign_after_bn, exact=False, kernels=("reference",),
               why_not={v: "the kernel variants run in the other cases; this one checks the folding"
                        for v in ("dsp", "helium")}),

@@ -7,8 +7,9 @@ int8 kernels compute binary layers exactly under the integer contract.
 - Activations: the sign of the real value. For an int32 accumulator ``a`` (zero point 0,
   positive scale) that is ``a >= 0``, computed by a requantization with multiplier 2,
   zero point +1 and clamp [-1, 1]: ``2a + 1`` is odd, >= 1 when ``a >= 0`` and <= -1
-  otherwise, so the clamp yields exactly +1 / -1. Exact. A float affine map pending on the
-  accumulator (float bias, decomposed BatchNorm) is folded into the layer first (rounded).
+  otherwise, so the clamp yields exactly +1 / -1. Exact. After BatchNormalization it is one
+  integer threshold per channel (``threshold.py``, exact); a float affine map pending on the
+  accumulator (decomposed BatchNorm) is folded into the layer first (rounded).
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import numpy as np
 from ...errors import UnsupportedOpError
 from ...ir import contract
 from ...ir.graph import Tensor
-from ..qonnx_lowering import FloatConst, FloatInput, IntValue, QuantConst, describe, lowering
+from ..qonnx_lowering import THRESHOLD_CHAIN, FloatConst, FloatInput, QuantConst, describe, lowering
 from .batchnorm import fold_affine
 from .elementwise import affine_of
+from .threshold import emit_thresholds
 
 # Bipolar codes -1/+1 need two bits as signed integers (flash packing, accumulator bounds).
 BIPOLAR_STORAGE_BITS = 2
@@ -42,6 +44,10 @@ def lower_bipolar_quant(lw, node) -> None:
         raise UnsupportedOpError(f"{describe(node)}: per-channel activation scales are not supported")
     v = lw.value(node)
     t = lw.tensors[v.tensor]
+    out = Tensor(node.output[0], t.shape, "int8", BIPOLAR_STORAGE_BITS, True, [float(scale.ravel()[0])], 0, -1, 1)
+    if v.pending is not None and v.pending[0] == THRESHOLD_CHAIN:  # after BatchNorm: one exact threshold
+        emit_thresholds(lw, node, v, out, lambda y: np.where(y >= 0, 1, -1), np.array([1]), 2)
+        return
     if v.pending is not None:
         prod = next((n for n in lw.nodes if t.name in n.outputs), None)
         if v.pending[0] != "affine" or prod is None or prod.op not in ("dense", "conv2d") \
@@ -51,7 +57,6 @@ def lower_bipolar_quant(lw, node) -> None:
     if t.dtype != "int32" or t.zero_point != 0:
         raise UnsupportedOpError(f"{describe(node)}: BipolarQuant of a quantized activation; edgekit binarizes "
                                  "a layer's accumulator (BipolarQuant right after a Conv or Gemm, with BatchNorm)")
-    out = Tensor(node.output[0], t.shape, "int8", BIPOLAR_STORAGE_BITS, True, [float(scale.ravel()[0])], 0, -1, 1)
     rq = contract.make_requant(np.array([2.0]), 1, -1, 1)
     lw.emit(node, "requantize", [t.name], out, requant=rq)
     if v.tensor in lw.feature_perm:

@@ -8,8 +8,9 @@ evaluating BatchNorm and ReLU with onnxruntime in float32 and the Quant as qonnx
 result is qonnx's own arithmetic on every accumulator value: exact (where qonnx's float32
 MatMul gives ``a * s`` exactly, i.e. power-of-two scales and accumulators below 2^24).
 Channels whose BatchNorm gain is negative have the layer's weights and bias negated, so every
-channel steps upwards. Used for quantizers of at most ``MAX_THRESHOLD_BITS`` bits; wider ones
-fold BatchNorm into the requantization (``batchnorm.fold_affine``).
+channel steps upwards. Used for quantizers of at most ``MAX_THRESHOLD_BITS`` bits and for
+BipolarQuant (one threshold, step 2); wider ones fold BatchNorm into the requantization
+(``batchnorm.fold_affine``).
 """
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ def threshold_candidate(lw, node, consumer_of) -> bool:
     users = consumer_of(node.output[0])
     if len(users) == 1 and users[0].op_type == "Relu":
         users = consumer_of(users[0].output[0])
-    if len(users) != 1 or users[0].op_type != "Quant":
+    if len(users) != 1 or users[0].op_type not in ("Quant", "BipolarQuant"):
         return False
-    bits = lw.env.get(users[0].input[3])
     scale = lw.env.get(users[0].input[1])
+    if users[0].op_type == "BipolarQuant":
+        return isinstance(scale, FloatConst) and np.asarray(scale.value).size == 1
+    bits = lw.env.get(users[0].input[3])
     return (isinstance(bits, FloatConst) and isinstance(scale, FloatConst) and np.asarray(scale.value).size == 1
             and 1 <= float(np.asarray(bits.value).ravel()[0]) <= MAX_THRESHOLD_BITS)
 
@@ -61,6 +64,15 @@ def run_float_chain(lw, nodes, real: np.ndarray) -> np.ndarray:
 
 @resolves(THRESHOLD_CHAIN)
 def resolve_thresholds(lw, node, v, out) -> None:
+    """The Quant after the chain: its codes are qonnx's rounding of the chain's float32 result."""
+    levels = np.arange(out.qmin + 1, out.qmax + 1)
+    emit_thresholds(lw, node, v, out, lambda y: contract.quantize(y, out.scale[0], out.zero_point, out.qmin,
+                                                                   out.qmax), levels, 1)
+
+
+def emit_thresholds(lw, node, v, out, quantize, levels: np.ndarray, step: int) -> None:
+    """IR ``threshold`` for ``quantize(chain(a * s))``: per channel and level, the least
+    accumulator ``a`` whose code reaches the level (bisection; the function is monotone)."""
     float_nodes = v.pending[1]
     t = lw.tensors[v.tensor]
     prod = next(n for n in lw.nodes if t.name in n.outputs)
@@ -78,7 +90,6 @@ def resolve_thresholds(lw, node, v, out) -> None:
     bound = contract.accumulator_bound(rows, b, x.qmin - x.zero_point, x.qmax - x.zero_point)
     channels = len(bound)
     scale = np.resize(np.asarray(t.scale, np.float64), channels)
-    levels = np.arange(out.qmin + 1, out.qmax + 1)
     spatial = (1, 1) if len(t.shape) == 3 else ()
 
     def codes(acc: np.ndarray) -> np.ndarray:
@@ -86,7 +97,7 @@ def resolve_thresholds(lw, node, v, out) -> None:
         real = (acc * sign[:, None] * scale[:, None]).astype(np.float32)  # qonnx's MatMul result
         y = run_float_chain(lw, float_nodes, real.T.reshape((acc.shape[1], channels) + spatial))
         y = y.reshape(acc.shape[1], channels).T
-        return contract.quantize(y, out.scale[0], out.zero_point, out.qmin, out.qmax)
+        return quantize(y)
 
     lo = np.repeat(-bound[:, None], len(levels), axis=1)
     hi = np.repeat(bound[:, None] + 1, len(levels), axis=1)  # bound + 1: the level is never reached
@@ -100,7 +111,7 @@ def resolve_thresholds(lw, node, v, out) -> None:
     lw.constants[prod.inputs[2]] = b.astype(np.int32)
     thresholds = np.minimum(lo, contract.INT32_MAX)
     name = lw.add_const(f"{node.name}_thresholds", thresholds, "int32", 32, True, [1.0])
-    function = "+".join(n.op_type for n in float_nodes) + "+Quant"
-    lw.emit(node, "threshold", [t.name, name], out, out_min=int(out.qmin), function=function)
+    function = "+".join(n.op_type for n in float_nodes + (node,))
+    lw.emit(node, "threshold", [t.name, name], out, out_min=int(out.qmin), step=step, function=function)
     if v.tensor in lw.feature_perm:
         lw.feature_perm[out.name] = lw.feature_perm[v.tensor]
