@@ -143,8 +143,8 @@ def qonnx_stage(model_path: Path, graph: Graph, x: np.ndarray, ref: np.ndarray, 
         grid = (quantize_on_host(graph, x) - iq.zero_point) * np.float64(iq.scale)
         x = unapply_pre_ops(iq, grid)
         if not np.array_equal(apply_pre_ops(iq, x).ravel(), grid.astype(np.float32).ravel()):
-            raise VerificationError("the input's float pre-processing cannot be inverted exactly in float32, so "
-                                    "qonnx cannot be fed the input grid; verify with --codes or without the qonnx stage")
+            raise VerificationError("the input's float pre-processing cannot be inverted exactly in float32, "
+                                    "so qonnx cannot be fed the input grid; verify with --skip qonnx")
     y = run_qonnx(model_path, x).astype(np.float64)
     post_ops = graph.meta.get("output_post_ops") or []
     if y.ndim in (3, 4):  # channels-first feature map: compare in the IR's channels-last order

@@ -21,7 +21,8 @@ from ..registry import discover
 from . import qonnx_validate
 from .qonnx_input import quantize_annotated_input
 from .qonnx_lowering import (LOWERINGS, ORIGINAL_NAME_TAG, PENDING_RESOLVERS, THRESHOLD_CHAIN, FloatConst,
-                             FloatInput, IntValue, QuantConst, channels_last_perm, describe, ir_shape, lowering, onnx_attrs, bias_codes)
+                             FloatInput, IntValue, QuantConst, channels_last_perm, describe, ir_shape, lowering,
+                             onnx_attrs, bias_codes)
 
 
 # ---------------------------------------------------------------------------------------

@@ -82,6 +82,13 @@ class GraphBuilder:
         self.last = self.node("BatchNormalization", [self.last, *params], epsilon=1e-5)
         return self
 
+    def multithreshold(self, thresholds, out_dtype: str, out_scale: float = 1.0,
+                       out_bias: float = 0.0) -> "GraphBuilder":
+        """FINN's MultiThreshold of the current tensor (thresholds [C, steps])."""
+        self.last = self.node("MultiThreshold", [self.last, self.const(thresholds, "thr")], domain=self.domain,
+                              out_dtype=out_dtype, out_scale=out_scale, out_bias=out_bias)
+        return self
+
     def relu(self) -> "GraphBuilder":
         self.last = self.node("Relu", [self.last])
         return self
