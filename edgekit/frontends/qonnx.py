@@ -238,10 +238,15 @@ def lower_quant(lw: Lowerer, node) -> None:
     scale = np.asarray(lw.const(node, 1, "the scale"), dtype=np.float32)
     zp = np.asarray(lw.const(node, 2, "the zero point"), dtype=np.float32)
     bits_f = float(np.asarray(lw.const(node, 3, "the bit width")).ravel()[0])
-    if not np.isfinite(bits_f) or bits_f != int(bits_f) or not 2 <= bits_f <= qonnx_validate.MAX_BITS:
+    if not np.isfinite(bits_f) or bits_f != int(bits_f) or not 1 <= bits_f <= qonnx_validate.MAX_BITS:
         raise UnsupportedOpError(f"{describe(node)}: bit width {bits_f} is not supported "
-                                 "(integer widths of 2 or more)")
+                                 "(integer widths of 1 or more)")
     bits, signed, narrow = int(bits_f), bool(a.get("signed", 1)), bool(a.get("narrow", 0))
+    if bits == 1 and signed:  # qonnx executes a signed 1-bit Quant as a BipolarQuant (-1/+1), narrow or not
+        if np.any(np.asarray(lw.const(node, 2, "the zero point")) != 0):
+            raise UnsupportedOpError(f"{describe(node)}: a signed 1-bit Quant with a nonzero zero point")
+        LOWERINGS["BipolarQuant"](lw, node)
+        return
     if not np.all(np.isfinite(zp)) or np.any(zp != np.round(zp)):
         raise UnsupportedOpError(f"{describe(node)}: non-integer zero point")
     if not np.all(np.isfinite(scale)) or np.any(scale <= 0):

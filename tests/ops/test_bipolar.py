@@ -1,4 +1,4 @@
-"""BipolarQuant: binary weights (-1/+1 codes in int8, packed two bits each) and binary
+"""BipolarQuant and 1-bit Quant: binary weights (-1/+1 codes in int8, packed two bits each) and binary
 activations (the sign of a layer's accumulator, an exact requantization), as FINN's binary
 networks (TFC_1W1A-style) and the UNSW-NB15 MLP's output have them. Bit-exact qonnx vs
 simulator vs host C vs QEMU on the reference, DSP and Helium kernels."""
@@ -38,6 +38,17 @@ def bn_sign_1w1a(path):  # FINN's TFC_1W1A: BatchNormalization then BipolarQuant
     return b.sign().dense(W2, 1.0).sign().save(path)
 
 
+def quant_1bit(path):  # 1-bit Quant: signed weights (-1/+1, as qonnx executes them), unsigned activations {0, 1}
+    b = GraphBuilder(24).q(2.0**-3, 8).dense(W1, 2.0**-2, 1, narrow=False).q(1.0, 1, signed=False)
+    return b.dense(W2, 1.0, 1, narrow=False).save(path)
+
+
+def bn_quant_1bit(path):  # BatchNormalization then an unsigned 1-bit Quant: one threshold per channel
+    b = GraphBuilder(24).q(1.0, 2, narrow=True).dense(W1, 1.0)
+    b.batchnorm(RNG.uniform(-2, 2, 16), RNG.uniform(-1, 1, 16), RNG.uniform(-2, 2, 16), RNG.uniform(0.5, 3, 16))
+    return b.q(1.0, 1, signed=False).dense(W2, 1.0).save(path)
+
+
 def sign_after_bn(path):  # BatchNorm as Sub/Div/Mul/Add, then BipolarQuant: folded with rounding
     b = GraphBuilder(24).q(2.0**-4, 8).dense(W1, 1.0)
     b.arith("Sub", RNG.uniform(-2, 2, 16)).arith("Div", RNG.uniform(0.5, 2, 16)).arith("Add", RNG.uniform(-1, 1, 16))
@@ -49,6 +60,10 @@ CASES = [
     GraphCase("binary_1w1a", binary_1w1a),
     GraphCase("binary_1w2a", binary_1w2a),
     GraphCase("bn_sign_1w1a", bn_sign_1w1a, ops=("dense", "threshold")),
+    GraphCase("quant_1bit", quant_1bit),
+    GraphCase("bn_quant_1bit", bn_quant_1bit, ops=("dense", "threshold"), kernels=("reference",),
+              why_not={v: "the kernel variants run in bn_sign_1w1a; thresholds have one C kernel"
+                       for v in ("dsp", "helium")}),
     GraphCase("sign_after_bn", sign_after_bn, exact=False, kernels=("reference",),
               why_not={v: "the kernel variants run in the other cases; this one checks the folding"
                        for v in ("dsp", "helium")}),
@@ -74,3 +89,10 @@ def test_bipolar_on_the_float_input_is_refused(tmp_path):
     b = GraphBuilder(24).sign().dense(W1, 1.0)
     with pytest.raises(UnsupportedOpError, match=r"BipolarQuant on the float input"):
         import_qonnx(b.save(tmp_path / "m.onnx"))
+
+
+def test_signed_one_bit_quant_is_bipolar(tmp_path):
+    """qonnx executes a signed 1-bit Quant as a BipolarQuant (-1/+1), whatever its narrow flag."""
+    graph, _ = import_qonnx(quant_1bit(tmp_path / "m.onnx"))
+    weights = [graph.constants[n.inputs[1]] for n in graph.nodes if n.op == "dense"]
+    assert all(set(np.unique(w).tolist()) == {-1, 1} for w in weights)
