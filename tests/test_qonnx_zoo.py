@@ -65,3 +65,16 @@ def test_old_float_export_is_called_a_float_model(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith("error:") and "this is a float model" in proc.stderr, proc.stderr
     assert "quantize it with" in proc.stderr
+
+
+@pytest.mark.parametrize("op_type,needle", [("FloatQuant", "minifloat"), ("IntQuant", "newer name for Quant")])
+def test_other_quantizers_are_named_not_called_float(op_type, needle, tmp_path):
+    from edgekit.errors import UnsupportedOpError
+    from edgekit.frontends.qonnx import import_qonnx
+
+    from helpers.qonnx_graphs import GraphBuilder
+
+    b = GraphBuilder(8)
+    b.last = b.node(op_type, [b.last, b.const(1.0), b.const(0.0), b.const(4.0)], domain=b.domain)
+    with pytest.raises(UnsupportedOpError, match=rf"\({op_type}\): .*{needle}"):
+        import_qonnx(b.save(tmp_path / "m.onnx"))

@@ -30,6 +30,13 @@ from .qonnx_lowering import (LOWERINGS, ORIGINAL_NAME_TAG, PENDING_RESOLVERS, TH
 # ---------------------------------------------------------------------------------------
 # Op types that quantize; a graph with none of them is a float model.
 QUANTIZER_OPS = ("Quant", "BipolarQuant", "Trunc", "MultiThreshold")
+# Quantizers of newer qonnx versions that edgekit does not compile (not float models either).
+UNSUPPORTED_QUANTIZERS = {
+    "FloatQuant": "minifloat (FP8-style) quantizers are not supported; edgekit compiles integer quantizers "
+                  "(Quant, BipolarQuant, MultiThreshold)",
+    "IntQuant": "qonnx's newer name for Quant is not supported yet; export with the Quant op type "
+                "(e.g. Brevitas' export_qonnx)",
+}
 
 
 def float_model_error(source: str) -> ModelError:
@@ -59,6 +66,10 @@ def load_qonnx(path: str | Path):
     if not proto.graph.node:
         raise ModelError(f"{path}: not a readable ONNX model (no graph nodes); the file may be "
                          "truncated or not ONNX at all: export it again")
+    other_quantizer = next((n for n in proto.graph.node if n.op_type in UNSUPPORTED_QUANTIZERS), None)
+    if other_quantizer is not None:
+        raise UnsupportedOpError(f"{path}: node '{other_quantizer.name}' ({other_quantizer.op_type}): "
+                                 f"{UNSUPPORTED_QUANTIZERS[other_quantizer.op_type]}")
     if not any(n.op_type in QUANTIZER_OPS for n in proto.graph.node):
         raise float_model_error(str(path))
     qonnx_validate.check_proto(proto, str(path))
