@@ -19,6 +19,7 @@ QONNX_DOMAIN = "qonnx.custom_op.general"
 @dataclass
 class GraphBuilder:
     width: int
+    input_shape: tuple = ()  # (C, H, W) for a feature-map input; default (width,)
     domain: str = QONNX_DOMAIN
     nodes: list = field(default_factory=list)
     inits: list = field(default_factory=list)
@@ -76,6 +77,18 @@ class GraphBuilder:
         self.width_now = weights.shape[1]
         return self
 
+    def conv(self, weights: np.ndarray, scale, bits: int | None = None, narrow: bool = True) -> "GraphBuilder":
+        """Conv (no padding, stride 1) by weights [out, in, k, k], quantized like ``dense``."""
+        w = self.const(weights, "w")
+        wq = self.bipolar(w, scale) if bits is None else self.quant(w, scale, bits, True, narrow)
+        self.last = self.node("Conv", [self.last, wq], kernel_shape=list(weights.shape[2:]))
+        return self
+
+    def flatten(self, width: int) -> "GraphBuilder":
+        self.last = self.node("Flatten", [self.last], axis=1)
+        self.width_now = width
+        return self
+
     def batchnorm(self, gamma, beta, mean, var) -> "GraphBuilder":
         """BatchNormalization (inference) of the current tensor."""
         params = [self.const(p, "bn") for p in (gamma, beta, mean, var)]
@@ -97,8 +110,8 @@ class GraphBuilder:
         import onnx
         from onnx import TensorProto, helper
 
-        graph = helper.make_graph(self.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                                   [1, self.width])],
+        graph = helper.make_graph(self.nodes, "g", [helper.make_tensor_value_info(
+                                      "x", TensorProto.FLOAT, [1, *(self.input_shape or (self.width,))])],
                                   [helper.make_tensor_value_info(self.last, TensorProto.FLOAT, [1, self.width_now])],
                                   self.inits)
         opsets = [helper.make_opsetid("", 13)]

@@ -49,6 +49,14 @@ def bn_quant_1bit(path):  # BatchNormalization then an unsigned 1-bit Quant: one
     return b.q(1.0, 1, signed=False).dense(W2, 1.0).save(path)
 
 
+def conv_bn_sign(path):  # a CNV-style binary conv layer: Conv, BatchNormalization, BipolarQuant, per channel
+    wc = RNG.normal(size=(5, 3, 3, 3))
+    gamma = np.array([1.0, -0.5, 2.0, -1.5, 0.7])
+    b = GraphBuilder(3 * 6 * 6, input_shape=(3, 6, 6)).q(2.0**-4, 8).conv(wc, 1.0)
+    b.batchnorm(gamma, RNG.uniform(-1, 1, 5), RNG.uniform(-2, 2, 5), RNG.uniform(0.5, 3, 5))
+    return b.sign().flatten(5 * 4 * 4).dense(RNG.normal(size=(80, 6)), 1.0).save(path)
+
+
 def sign_after_bn(path):  # BatchNorm as Sub/Div/Mul/Add, then BipolarQuant: folded with rounding
     b = GraphBuilder(24).q(2.0**-4, 8).dense(W1, 1.0)
     b.arith("Sub", RNG.uniform(-2, 2, 16)).arith("Div", RNG.uniform(0.5, 2, 16)).arith("Add", RNG.uniform(-1, 1, 16))
@@ -61,6 +69,7 @@ CASES = [
     GraphCase("binary_1w2a", binary_1w2a),
     GraphCase("bn_sign_1w1a", bn_sign_1w1a, ops=("dense", "threshold")),
     GraphCase("quant_1bit", quant_1bit),
+    GraphCase("conv_bn_sign", conv_bn_sign, ops=("conv2d", "threshold", "dense")),
     GraphCase("bn_quant_1bit", bn_quant_1bit, ops=("dense", "threshold"), kernels=("reference",),
               why_not={v: "the kernel variants run in bn_sign_1w1a; thresholds have one C kernel"
                        for v in ("dsp", "helium")}),
