@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import VerificationError
 from .ir.contract import dequantized_to_codes, is_power_of_two
-from .ir.graph import Graph
+from .ir.graph import INVERSE_STEPS, Graph, apply_pre_ops, pre_op_shapes, unapply_pre_ops
 
 
 @dataclass
@@ -94,7 +94,9 @@ def generate_inputs(graph: Graph, count: int, seed: int = 0) -> np.ndarray:
     """
     iq = graph.input_quant
     rng = np.random.default_rng(seed)
-    shape = (count,) + tuple(iq.float_shape)
+    # with float arithmetic before the quantizer, generate what the quantizer sees, then map it back
+    arithmetic = any(op in INVERSE_STEPS for op, _ in iq.pre_ops)
+    shape = (count,) + (pre_op_shapes(iq)[-1] if arithmetic else tuple(iq.float_shape))
     codes = rng.integers(iq.qmin, iq.qmax + 1, size=shape).astype(np.float64)
     kind = rng.integers(0, 4, size=shape)
     lo, hi = (iq.qmin - iq.zero_point) * iq.scale, (iq.qmax - iq.zero_point) * iq.scale
@@ -104,7 +106,7 @@ def generate_inputs(graph: Graph, count: int, seed: int = 0) -> np.ndarray:
     x = np.where(kind == 3, rng.uniform(lo, hi, size=shape), x)
     if count >= 3:
         x[0], x[1], x[2] = lo, hi, 0.0
-    return x.astype(np.float32)
+    return unapply_pre_ops(iq, x) if arithmetic else x.astype(np.float32)
 
 
 def load_float_inputs(graph: Graph, inputs, count: int = 256, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -136,11 +138,21 @@ def qonnx_stage(model_path: Path, graph: Graph, x: np.ndarray, ref: np.ndarray, 
     that use no approximated op (graph.meta["inexact"]); otherwise the difference is reported.
     """
     out_t = graph.tensors[graph.outputs[0]]
+    iq = graph.input_quant
+    if iq.annotation:  # no input quantizer in the graph: qonnx gets the grid points the codes stand for
+        grid = (quantize_on_host(graph, x) - iq.zero_point) * np.float64(iq.scale)
+        x = unapply_pre_ops(iq, grid)
+        if not np.array_equal(apply_pre_ops(iq, x).ravel(), grid.astype(np.float32).ravel()):
+            raise VerificationError("the input's float pre-processing cannot be inverted exactly in float32, "
+                                    "so qonnx cannot be fed the input grid; verify with --skip qonnx")
     y = run_qonnx(model_path, x).astype(np.float64)
+    post_ops = graph.meta.get("output_post_ops") or []
     if y.ndim in (3, 4):  # channels-first feature map: compare in the IR's channels-last order
         y = np.moveaxis(y, 1, -1)
     y = y.reshape(x.shape[0], -1)
     scale = np.resize(np.asarray(out_t.scale, np.float64), y.shape[1])  # per channel: last IR axis
+    for step, c in reversed(post_ops):  # float arithmetic after the last layer, undone in float64
+        y = INVERSE_STEPS[step](y, np.resize(np.asarray(c, np.float64), y.shape[1]))
     q = dequantized_to_codes(y, scale, out_t.zero_point)
     float_exact = bool(graph.meta.get("qonnx_float_exact", True))
     inexact = graph.meta.get("inexact", [])
@@ -150,6 +162,14 @@ def qonnx_stage(model_path: Path, graph: Graph, x: np.ndarray, ref: np.ndarray, 
     if pow2 and inexact:
         note = "; ".join(inexact)
     return compare("qonnx (float32)", q, ref, pow2 and float_exact and not inexact, note)
+
+
+def quantize_on_host(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """The input quantizer's codes of float samples, in the layout the quantizer sees."""
+    from .ir.contract import quantize
+
+    iq = graph.input_quant
+    return quantize(apply_pre_ops(iq, x), iq.scale, iq.zero_point, iq.qmin, iq.qmax)
 
 
 def run_qonnx(model_path: Path, x: np.ndarray) -> np.ndarray:

@@ -17,13 +17,43 @@ from ..ir import contract
 from ..ir.graph import Graph, InputQuant, Node, Tensor
 from ..registry import discover
 from . import qonnx_validate
-from .qonnx_lowering import (LOWERINGS, ORIGINAL_NAME_TAG, PENDING_RESOLVERS, FloatConst, FloatInput, IntValue,
-                             QuantConst, bias_codes, channels_last_perm, describe, ir_shape, lowering, onnx_attrs)
+from .qonnx_input import quantize_annotated_input
+from .qonnx_lowering import (LOWERINGS, ORIGINAL_NAME_TAG, PENDING_RESOLVERS, THRESHOLD_CHAIN, FloatConst,
+                             FloatInput, IntValue, QuantConst, channels_last_perm, describe, ir_shape, lowering,
+                             onnx_attrs, bias_codes)
 
 
 # ---------------------------------------------------------------------------------------
 # Loading and cleaning
 # ---------------------------------------------------------------------------------------
+# Op types that quantize; a graph with none of them is a float model.
+QUANTIZER_OPS = ("Quant", "BipolarQuant", "Trunc", "MultiThreshold")
+# Quantizers of newer qonnx versions that edgekit does not compile (not float models either).
+UNSUPPORTED_QUANTIZERS = {
+    "FloatQuant": "minifloat (FP8-style) quantizers are not supported; edgekit compiles integer quantizers "
+                  "(Quant, BipolarQuant, MultiThreshold)",
+    "IntQuant": "qonnx's newer name for Quant is not supported yet; export with the Quant op type "
+                "(e.g. Brevitas' export_qonnx)",
+}
+
+
+def float_model_error(source: str) -> ModelError:
+    return ModelError(f"{source}: this is a float model (no Quant, BipolarQuant or MultiThreshold node); "
+                      "edgekit compiles quantized models: quantize it with edgekit.qat (Brevitas) and export it "
+                      "with export_qonnx, or export a Brevitas/QKeras-quantized model to QONNX")
+
+
+def declare_custom_domains(proto) -> None:
+    """Declare the custom-op domains the nodes use (Brevitas' legacy ``onnx.brevitas``,
+    ``finn.custom_op.general``, ``qonnx.custom_op.general``) in ``opset_import``, as newer
+    exporters do. Older exports omit them; qonnx executes such files, while the ONNX checker
+    refuses an undeclared domain. The checker still checks every standard node."""
+    declared = {o.domain for o in proto.opset_import}
+    for domain in sorted({n.domain for n in proto.graph.node} - declared - {"", "ai.onnx"}):
+        entry = proto.opset_import.add()
+        entry.domain, entry.version = domain, 1
+
+
 def load_qonnx(path: str | Path):
     """Read, clean up (shape inference, constant folding, unique names) and return a ModelWrapper."""
     import onnx
@@ -34,7 +64,14 @@ def load_qonnx(path: str | Path):
     if not proto.graph.node:
         raise ModelError(f"{path}: not a readable ONNX model (no graph nodes); the file may be "
                          "truncated or not ONNX at all: export it again")
+    other_quantizer = next((n for n in proto.graph.node if n.op_type in UNSUPPORTED_QUANTIZERS), None)
+    if other_quantizer is not None:
+        raise UnsupportedOpError(f"{path}: node '{other_quantizer.name}' ({other_quantizer.op_type}): "
+                                 f"{UNSUPPORTED_QUANTIZERS[other_quantizer.op_type]}")
+    if not any(n.op_type in QUANTIZER_OPS for n in proto.graph.node):
+        raise float_model_error(str(path))
     qonnx_validate.check_proto(proto, str(path))
+    declare_custom_domains(proto)
     try:
         checker.check_model(proto)
     except Exception as e:
@@ -54,6 +91,10 @@ def load_qonnx(path: str | Path):
         raise ModelError(f"{path}: qonnx could not clean up the graph ({type(e).__name__}: {first})") from None
     qonnx_validate.check_cleaned(model, str(path), describe)
     return model
+
+
+# Layers that may read the float input directly when its datatype is annotated.
+ANNOTATED_INPUT_OPS = ("Gemm", "MatMul", "Conv")
 
 
 # Ops that may consume a Transpose of quantized data (elementwise or flattening).
@@ -112,6 +153,9 @@ class Lowerer:
                     f"{describe(node)}: its input comes from a {v.pending[0]} whose result is not quantized; "
                     f"put a quantizer (Quant node, e.g. Brevitas QuantIdentity) right after the {v.pending[0]}")
             return self.tensors[v.tensor]
+        if isinstance(v, FloatInput) and self.input_quant is None and node.op_type in ANNOTATED_INPUT_OPS:
+            quantize_annotated_input(self, node, idx, v)
+            return self.tensors[self.ir_input]
         if isinstance(v, (FloatInput, FloatConst)):
             raise ModelError(
                 f"{describe(node)}: input '{node.input[idx]}' is not quantized; "
@@ -154,13 +198,16 @@ class Lowerer:
             raise UnsupportedOpError(
                 f"{self.source}: unsupported op(s) {', '.join(unsupported)}; edgekit lowers "
                 f"{', '.join(sorted(LOWERINGS))}")
-        if not any(n.op_type == "Quant" for n in g.node):
-            raise ModelError(f"{self.source}: the graph has no Quant nodes, so it is a float model; "
-                             "train it with edgekit.qat (Brevitas) and export it with export_qonnx")
+        if not any(n.op_type in QUANTIZER_OPS for n in g.node):
+            raise float_model_error(self.source)
         for node in g.node:
             LOWERINGS[node.op_type](self, node)
 
         out = self.env.get(g.output[0].name)
+        output_post_ops = []
+        if isinstance(out, IntValue) and out.pending is not None and out.pending[0] == "affine":
+            # float arithmetic after the last layer: part of the host-side output description
+            output_post_ops, out = [list(step) for step in out.pending[1]], IntValue(out.tensor)
         if isinstance(out, IntValue) and out.pending is not None:
             producer = next((n for n in g.node if g.output[0].name in n.output), None)
             where = describe(producer) if producer is not None else "the last node"
@@ -182,6 +229,7 @@ class Lowerer:
                      self.input_quant, meta={"source": self.source,
                                              "qonnx_float_exact": self.qonnx_float_exact,
                                              "inexact": self.inexact,
+                                             "output_post_ops": output_post_ops,
                                              "output_onnx_shape": list(out_onnx)})
 
 
@@ -199,10 +247,15 @@ def lower_quant(lw: Lowerer, node) -> None:
     scale = np.asarray(lw.const(node, 1, "the scale"), dtype=np.float32)
     zp = np.asarray(lw.const(node, 2, "the zero point"), dtype=np.float32)
     bits_f = float(np.asarray(lw.const(node, 3, "the bit width")).ravel()[0])
-    if not np.isfinite(bits_f) or bits_f != int(bits_f) or not 2 <= bits_f <= qonnx_validate.MAX_BITS:
+    if not np.isfinite(bits_f) or bits_f != int(bits_f) or not 1 <= bits_f <= qonnx_validate.MAX_BITS:
         raise UnsupportedOpError(f"{describe(node)}: bit width {bits_f} is not supported "
-                                 "(integer widths of 2 or more)")
+                                 "(integer widths of 1 or more)")
     bits, signed, narrow = int(bits_f), bool(a.get("signed", 1)), bool(a.get("narrow", 0))
+    if bits == 1 and signed:  # qonnx executes a signed 1-bit Quant as a BipolarQuant (-1/+1), narrow or not
+        if np.any(np.asarray(lw.const(node, 2, "the zero point")) != 0):
+            raise UnsupportedOpError(f"{describe(node)}: a signed 1-bit Quant with a nonzero zero point")
+        LOWERINGS["BipolarQuant"](lw, node)
+        return
     if not np.all(np.isfinite(zp)) or np.any(zp != np.round(zp)):
         raise UnsupportedOpError(f"{describe(node)}: non-integer zero point")
     if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
@@ -303,6 +356,10 @@ def _emit_dense(lw: Lowerer, node, x: Tensor, codes, w: QuantConst, bias, acc_sc
 
 @lowering("Relu")
 def lower_relu(lw: Lowerer, node) -> None:
+    v = lw.env.get(node.input[0])
+    if isinstance(v, IntValue) and v.pending is not None and v.pending[0] == THRESHOLD_CHAIN:
+        lw.env[node.output[0]] = IntValue(v.tensor, (v.pending[0], v.pending[1] + (node,)))  # joins the float chain
+        return
     t = lw.int_input(node)
     out = Tensor(node.output[0], t.shape, t.dtype, t.bits, t.signed, list(t.scale), t.zero_point,
                  max(t.qmin, t.zero_point), t.qmax)

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ContractError, ModelError, UnsupportedOpError
+from ..errors import ContractError, UnsupportedOpError
 from ..registry import Registry
 
 ORIGINAL_NAME_TAG = "edgekit-source-name:"
@@ -102,6 +102,10 @@ def onnx_attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+# The pending float chain (BatchNorm, Relu) on an accumulator that a following low-bit Quant
+# turns into integer thresholds (qonnx_ops/threshold.py); qonnx.py's Relu joins it.
+THRESHOLD_CHAIN = "BatchNorm before a low-bit quantizer"
+
 # Pending float ops that the following Quant resolves; each module registers its resolver.
 PENDING_RESOLVERS: Registry[Callable] = Registry("resolver of the pending float op")
 
@@ -117,9 +121,15 @@ def resolves(kind: str):
 def bias_codes(lw, node, name: str, acc_scale: np.ndarray) -> np.ndarray:
     """The integer codes of a quantized bias, which must sit on the accumulator grid ``acc_scale``."""
     b = lw.env.get(name)
-    if isinstance(b, FloatConst):
-        raise ModelError(f"{describe(node)}: the bias is not quantized; use "
-                         "bias_quant=Int32Bias (or Int16Bias) so the bias sits on the accumulator's grid")
+    if isinstance(b, FloatConst):  # a float bias (published FINN models): rounded onto the accumulator grid
+        value = np.broadcast_to(np.asarray(b.value, np.float64).ravel(), acc_scale.shape)
+        codes = np.round(value / acc_scale)
+        if np.any(np.abs(codes) > 2**31 - 1):
+            raise ContractError(f"{describe(node)}: the float bias does not fit int32 on the accumulator's grid")
+        if np.any(codes * acc_scale != value):
+            lw.inexact.append(f"{describe(node)}: float bias rounded to the accumulator grid (export it with "
+                              "bias_quant=Int32Bias for an exact model)")
+        return codes.astype(np.int64)
     if not isinstance(b, QuantConst):
         raise UnsupportedOpError(f"{describe(node)}: the bias must be a constant")
     b_scale = np.broadcast_to(np.ravel(b.scale).astype(np.float64), acc_scale.shape)

@@ -69,11 +69,77 @@ class InputQuant:
     bits: int
     signed: bool
     # Float-domain steps between the graph input and its quantizer, replayed on the host:
-    # ("reshape", shape), ("transpose", perm), ("to_channels_last", chw_shape); per sample.
+    # ("reshape", shape), ("transpose", perm), ("to_channels_last", chw_shape), per sample;
+    # ("mul" | "div" | "add" | "sub", constant), elementwise in float32 (FLOAT_STEPS).
     pre_ops: list = field(default_factory=list)
+    # The graph has no input quantizer: this one is derived from the input's datatype
+    # annotation (e.g. "BIPOLAR"); qonnx is then run on the grid points only.
+    annotation: str = ""
     # "qonnx": QONNX Quant (x / s + zp, clamp, round half to even); "tflite": TFLite's QUANTIZE
     # (round half away from zero of x / s, then + zp, clamp). contract.quantize / quantize_tflite.
     rounding: str = "qonnx"
+
+
+FLOAT_STEPS = {"mul": np.multiply, "div": np.divide, "add": np.add, "sub": np.subtract}
+INVERSE_STEPS = {"mul": np.divide, "div": np.multiply, "add": np.subtract, "sub": np.add}
+
+
+def apply_float_steps(y: np.ndarray, steps) -> np.ndarray:
+    """Elementwise float arithmetic by constants in float32, as qonnx (onnxruntime) computes it;
+    each constant broadcasts numpy-style over (N, ...)."""
+    y = np.asarray(y, np.float32)
+    for step, c in steps:
+        y = FLOAT_STEPS[step](y, np.asarray(c, np.float32)).astype(np.float32)
+    return y
+
+
+def apply_pre_ops(iq, x: np.ndarray) -> np.ndarray:
+    """The input quantizer's float steps (layout and elementwise) on float samples."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape[1:] != tuple(iq.float_shape):
+        x = x.reshape((x.shape[0],) + tuple(iq.float_shape))
+    for op, arg in iq.pre_ops:
+        if op == "reshape":
+            x = x.reshape((x.shape[0],) + tuple(arg))
+        elif op == "transpose":
+            x = x.transpose([0] + [p + 1 for p in arg])
+        elif op == "to_channels_last":
+            x = np.moveaxis(x, 1, -1)
+        else:
+            x = apply_float_steps(x, [(op, arg)])
+    return x
+
+
+def pre_op_shapes(iq) -> list[tuple[int, ...]]:
+    """The per-sample shape before each pre-op and, last, the shape the quantizer sees."""
+    shapes = [tuple(iq.float_shape)]
+    for op, arg in iq.pre_ops:
+        s = shapes[-1]
+        if op == "reshape":
+            s = tuple(arg)
+        elif op == "transpose":
+            s = tuple(s[p] for p in arg)
+        elif op == "to_channels_last":
+            s = s[1:] + s[:1]
+        shapes.append(s)
+    return shapes
+
+
+def unapply_pre_ops(iq, y: np.ndarray) -> np.ndarray:
+    """Float inputs that the pre-ops map to ``y`` (given in the quantizer's layout), computed
+    backwards in float64: up to float32 rounding, ``apply_pre_ops(unapply_pre_ops(y)) == y``."""
+    shapes = pre_op_shapes(iq)
+    y = np.asarray(y, np.float64).reshape((-1,) + shapes[-1])
+    for (op, arg), before in reversed(list(zip(iq.pre_ops, shapes[:-1]))):
+        if op == "reshape":
+            y = y.reshape((y.shape[0],) + before)
+        elif op == "transpose":
+            y = y.transpose([0] + [int(p) + 1 for p in np.argsort(arg)])
+        elif op == "to_channels_last":
+            y = np.moveaxis(y, -1, 1)
+        else:
+            y = INVERSE_STEPS[op](y, np.asarray(arg, np.float64))
+    return y.reshape((-1,) + tuple(iq.float_shape)).astype(np.float32)
 
 
 @dataclass

@@ -9,23 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.contract import quantize, quantize_tflite
-from ..ir.graph import Graph
+from ..ir.graph import Graph, apply_pre_ops
 from ..ir.operators import get_op
 
 
 def quantize_input(graph: Graph, x: np.ndarray) -> np.ndarray:
     """Float samples in the model's input layout -> input codes (the host-side input quantizer)."""
     iq = graph.input_quant
-    x = np.asarray(x, dtype=np.float32)
-    if x.shape[1:] != tuple(iq.float_shape):
-        x = x.reshape((x.shape[0],) + tuple(iq.float_shape))
-    for op, arg in iq.pre_ops:
-        if op == "reshape":
-            x = x.reshape((x.shape[0],) + tuple(arg))
-        elif op == "transpose":
-            x = x.transpose([0] + [p + 1 for p in arg])
-        elif op == "to_channels_last":
-            x = np.moveaxis(x, 1, -1)
+    x = apply_pre_ops(iq, x)
     quant = quantize_tflite if iq.rounding == "tflite" else quantize
     q = quant(x, iq.scale, iq.zero_point, iq.qmin, iq.qmax)
     t = graph.tensors[graph.inputs[0]]

@@ -14,11 +14,14 @@ from ...errors import UnsupportedOpError
 from ...ir import contract
 from ...ir.graph import Tensor
 from ..qonnx_lowering import FloatConst, IntValue, QuantConst, bias_codes, describe, lowering
+from .elementwise import is_float_arith, lower_float_arith
 
 
 @lowering("Add")
 def lower_add(lw, node) -> None:
-    if all(isinstance(lw.env.get(i), IntValue) for i in node.input):
+    if is_float_arith(lw, node):  # on the float input, or continuing a float affine map
+        lower_float_arith(lw, node)
+    elif all(isinstance(lw.env.get(i), IntValue) for i in node.input):
         lower_residual_add(lw, node)
     else:
         lower_bias_add(lw, node)

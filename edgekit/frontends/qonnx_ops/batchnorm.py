@@ -14,7 +14,8 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import contract
-from ..qonnx_lowering import IntValue, describe, lowering, onnx_attrs
+from ..qonnx_lowering import THRESHOLD_CHAIN, IntValue, describe, lowering, onnx_attrs
+from .threshold import threshold_candidate
 
 
 @lowering("BatchNormalization")
@@ -27,10 +28,20 @@ def lower_batchnorm(lw, node) -> None:
             or len(users) != 1:
         raise UnsupportedOpError(f"{describe(node)}: BatchNorm must directly follow a quantized Conv or Gemm "
                                  "(whose only consumer it is)")
+    if v.pending is None and threshold_candidate(lw, node, lambda name: [n for n in lw.model.graph.node
+                                                                          if name in n.input]):
+        lw.env[node.output[0]] = IntValue(t.name, (THRESHOLD_CHAIN, (node,)))  # the Quant finds thresholds
+        return
     eps = float(onnx_attrs(node).get("epsilon", 1e-5))
     gamma, beta, mean, var = (np.asarray(lw.const(node, i, "BatchNorm parameters"), np.float64) for i in range(1, 5))
     g = gamma / np.sqrt(var + eps)
-    h = beta - mean * g
+    fold_affine(lw, node, prod, t, g, beta - mean * g)
+    lw.env[node.output[0]] = IntValue(t.name, v.pending)
+
+
+def fold_affine(lw, node, prod, t, g, h) -> None:
+    """Fold ``acc * s * g + h`` (per channel) into the producing dense/conv ``prod`` of ``t``:
+    ``g`` into the output scale, ``h`` into the bias rounded to the accumulator grid."""
     s = np.asarray(t.scale, np.float64)
     sign = np.where(g < 0, -1, 1)
     w = lw.constants[prod.inputs[1]].astype(np.int64)
@@ -53,4 +64,3 @@ def lower_batchnorm(lw, node) -> None:
     lw.constants[prod.inputs[2]] = b.astype(np.int32)
     t.scale = [float(v) for v in new_scale]
     lw.inexact.append(f"{describe(node)} folded with rounding")
-    lw.env[node.output[0]] = IntValue(t.name, v.pending)

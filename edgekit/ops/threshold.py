@@ -1,0 +1,42 @@
+"""Multi-threshold activation: ``out = out_min + step * #{j : x >= T[c, j]}`` per channel ``c``
+(``step`` 2 for bipolar outputs -1/+1).
+
+What a low-bit quantizer after a float BatchNorm (and ReLU) computes on a layer's
+accumulator, as FINN streamlines it: the quantizer's output is a monotone step function of
+the integer accumulator, so comparing with integer thresholds found at build time (by
+running qonnx's own float32 arithmetic on the accumulator values) is exact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir.operators import Op, register
+
+
+@dataclass
+class ThresholdAttrs:
+    out_min: int  # the output code below every threshold
+    step: int  # the output code's increase per threshold passed
+    function: str  # what the thresholds stand for (the ONNX ops), for reports
+
+
+@register
+class Threshold(Op):
+    name = "threshold"
+    attributes = ThresholdAttrs
+    template = "threshold.c.j2"
+    inplace = True  # output i is written after input i is read (see ir/planner.py)
+
+    def simulate(self, node, inputs, graph):
+        x, thresholds = np.asarray(inputs[0], np.int64), np.asarray(inputs[1], np.int64)
+        passed = (x[..., None] >= thresholds.reshape((1,) * (x.ndim - 1) + thresholds.shape)).sum(axis=-1)
+        a = self.attrs(node)
+        return [a.out_min + a.step * passed]
+
+    def c_context(self, node, graph):
+        t = graph.tensors[node.inputs[0]]
+        channels, count = graph.constants[node.inputs[1]].shape
+        return {"count": t.size, "channels": channels, "thresholds": count, "out_min": self.attrs(node).out_min,
+                "step": self.attrs(node).step}
