@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+#: ``edgekit build --optimize``: what the kernel selection favours (docs/kernels.md)
+OPTIMIZE = ("size", "balanced", "speed")
+DEFAULT_OPTIMIZE = "balanced"
+
+
 @dataclass
 class Selection:
     """The kernel chosen for one node."""
@@ -31,7 +36,7 @@ class KernelVariant:
     ``VARIANTS``; the registry (``registry.py``) tries them by decreasing ``priority``.
 
     Selection: a variant is asked about a node when the build asks for optimized kernels,
-    ``node.op`` is in ``ops``, :meth:`claims` is true and the core has every feature in
+    the build's ``--optimize`` objective is in ``modes``, ``node.op`` is in ``ops``, :meth:`claims` is true and the core has every feature in
     ``features``; :meth:`refusal` then says why it cannot take that node (None: it can),
     and :meth:`select` lays the weights out (the bytes it stores in flash) and fills the
     template's context. The refusal of the last variant that claimed the node becomes the
@@ -48,6 +53,8 @@ class KernelVariant:
     features: frozenset[str] = frozenset()
     priority: int = 0
     template: str | None = None
+    #: the ``--optimize`` objectives (OPTIMIZE) under which the variant is offered
+    modes: frozenset[str] = frozenset({"size", "balanced", "speed"})
     #: kind -> feature names (the columns of the linear model)
     cost_kinds: dict[str, tuple[str, ...]] = {}
     #: kind -> the features kept when a kind has too few calibration layers for all of them

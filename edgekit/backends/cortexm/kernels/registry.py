@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 
 from ....errors import EdgekitError
-from .base import KernelVariant, Selection
+from .base import DEFAULT_OPTIMIZE, KernelVariant, Selection
 
 #: int16 weights may take at most this share of the board's flash (else the reference kernel),
 #: and must leave the model's int8 weights plus this margin (code, runtime) free.
@@ -59,14 +59,14 @@ class Registry:
     def all(self) -> list[KernelVariant]:
         return list(self._variants.values())
 
-    def select(self, node, graph, plan, features, kernels: str) -> Selection:
-        """The kernel for one node: the first optimized variant, by priority, that claims the
-        node, runs on the core and does not refuse it; else the reference kernel, with the
-        reason of the last variant that claimed the node."""
+    def select(self, node, graph, plan, features, kernels: str, optimize: str = DEFAULT_OPTIMIZE) -> Selection:
+        """The kernel for one node: the first optimized variant offered under ``optimize``, by
+        priority, that claims the node, runs on the core and does not refuse it; else the
+        reference kernel, with the reason of the last variant that claimed the node."""
         if kernels == REFERENCE:
             return Selection(REFERENCE, reason="--kernels reference")
         have = set(features)
-        claiming = [v for v in self.by_priority() if node.op in v.ops and v.claims(node)]
+        claiming = [v for v in self.by_priority() if optimize in v.modes and node.op in v.ops and v.claims(node)]
         runnable = [v for v in claiming if v.features <= have]
         if claiming and not runnable:
             missing = sorted(claiming[-1].features - have)
