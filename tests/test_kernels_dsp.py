@@ -159,11 +159,15 @@ def chain_d(seed: int) -> bytes:
 CHAINS = {"a": chain_a, "b": chain_b, "c": chain_c, "d": chain_d}
 
 
-def _check(out: Path, rep, expect_optimized: set[str]) -> None:
+def _check(out: Path, rep, expect_optimized: set[str], weights: str | None = None) -> None:
+    """Bit-exact stages, and every layer of ``expect_optimized`` optimized (with ``weights``, "int8"
+    or "int16": the GEMM and dense layers' weight storage, as the manifest describes it)."""
     manifest = json.loads((out / "manifest.json").read_text())
     kernels = {r["name"]: r.get("kernel", "") for r in manifest["layers"]}
     for name in expect_optimized:
         assert kernels[name].startswith("optimized"), (name, kernels[name])
+        if weights and kernels[name].startswith(("optimized conv2d_gemm", "optimized dense")):
+            assert f"{weights} weights" in kernels[name], (name, kernels[name])
     assert manifest["kernels"] == "optimized"
     for s in rep.stages:
         if s.stage.startswith(("host", "firmware")):
@@ -171,24 +175,33 @@ def _check(out: Path, rep, expect_optimized: set[str]) -> None:
     assert rep.ok, rep.table()
 
 
+#: (chain, seed, --optimize): every chain with int8 weights (the default, balanced), half of them with
+#: the int16-weight variants (speed) too
+CHAIN_CASES = [(c, s, "balanced") for c, s in (("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5), ("d", 6),
+                                               ("d", 7))] + [(c, s, "speed") for c, s in (("a", 1), ("b", 2),
+                                                                                        ("c", 5), ("d", 6))]
+
+
 @pytest.mark.parametrize("target", sorted(BOARDS))
-@pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5), ("d", 6), ("d", 7)])
-def test_random_tflite_chains_bit_exact(chain, seed, target, tmp_path):
+@pytest.mark.parametrize("chain,seed,optimize", CHAIN_CASES)
+def test_random_tflite_chains_bit_exact(chain, seed, optimize, target, tmp_path):
     from edgekit.api import build, verify
     from edgekit.ir.graph import Graph
 
     model = tmp_path / f"{chain}{seed}.tflite"
     model.write_bytes(CHAINS[chain](seed))
     out = tmp_path / "b"
-    build(model, target, BOARDS[target], out)
+    build(model, target, BOARDS[target], out, optimize=None if optimize == "balanced" else optimize)
     graph = Graph.load(out)
     t = graph.tensors[graph.inputs[0]]
     codes = input_codes(np.random.default_rng(seed), t.shape, 40, t.zero_point, 10)
     rep = verify(out, codes=codes, stages=("host", "qemu"))
     opt = {n.name for n in graph.nodes if n.op in ("conv2d", "dense")}
-    _check(out, rep, opt)
+    _check(out, rep, opt, weights="int16" if optimize == "speed" else "int8")
     src = (out / "src" / "model.c").read_text()
     assert "#if EK_USE_DSP" in src and "ldmia %[xp]!" in src  # the conv micro-kernel
+    # int8 weight words widened in registers, or int16 pairs fetched by LDRD
+    assert ("sxtb16 %[wa], %[wb]" in src) == (optimize != "speed")
     if any(n.attrs.get("depthwise") and n.attrs["depth_multiplier"] == 1 and n.attrs["kernel"][1] == 3
            and n.attrs["dilation"] == [1, 1] for n in graph.nodes):
         assert "ldmia %[r]!" in src  # the kh x 3 depthwise channel loop in assembly
@@ -297,28 +310,44 @@ def test_flash_budget_and_arena_scratch(chain_a0, monkeypatch):
             for p in plan.placements.values():
                 if p.buffer == "arena" and p.first <= i <= p.last:
                     assert hi <= p.offset or p.offset + p.size <= lo
-    # int16 weights may take at most half the board's flash: the largest layers fall back first
-    sizes = {n: sel[n].weight_bytes for n in kernel_nodes}
+    # --optimize speed: int16 weights may take at most half the board's flash; the largest layers go to
+    # their int8-weight variant first (the depthwise ones, which have none, back to the reference kernel)
+    reg = kernel_registry.registry()
+    nodes = {n.name: n for n in graph.nodes}
+
+    def flash(sel):
+        return {n: reg.get(sel[n].kind).flash_bytes(sel[n], nodes[n], graph) for n in kernel_nodes if sel[n].optimized}
+
+    wide = _select_kernels(graph, plan, "optimized", ("dsp",), big, "speed")
+    assert not any(wide[n].kind.endswith("_int8") for n in kernel_nodes)
+    sizes = flash(wide)
     total = sum(sizes.values())
     monkeypatch.setattr(kernel_registry, "FLASH_MARGIN", 0)
     small = SimpleNamespace(flash=SimpleNamespace(length=total), stack_bytes=8192)
-    sel = _select_kernels(graph, plan, "optimized", ("dsp",), small)
-    kept = [n for n in kernel_nodes if sel[n].optimized]
+    sel = _select_kernels(graph, plan, "optimized", ("dsp",), small, "speed")
+    kept = [n for n in kernel_nodes if sel[n].kind == wide[n].kind]
+    narrowed = [n for n in kernel_nodes if sel[n].kind.endswith("_int8")]
     dropped = [n for n in kernel_nodes if not sel[n].optimized]
-    assert kept and dropped and sum(sizes[n] for n in kept) <= total // 2
-    assert max(sizes[n] for n in kept) <= min(sizes[n] for n in dropped)
+    assert kept and narrowed and sum(flash(sel).values()) <= total // 2
+    assert max(sizes[n] for n in kept) <= min(sizes[n] for n in narrowed + dropped)
     assert all("flash" in sel[n].reason for n in dropped)
+    assert all("int8 weights" in sel[n].describe() and "flash" in sel[n].describe() for n in narrowed)
+    # balanced keeps the weights at int8: every layer fits that board with an optimized kernel
+    assert all(s.optimized for n, s in _select_kernels(graph, plan, "optimized", ("dsp",), small).items()
+               if n in kernel_nodes)
     # a board loaded into RAM: the budget is the RAM's
     ram_board = SimpleNamespace(flash=SimpleNamespace(length=1 << 22), ram=SimpleNamespace(length=total), load="ram",
                                 stack_bytes=8192)
-    assert [n for n in kernel_nodes if _select_kernels(graph, plan, "optimized", ("dsp",), ram_board)[n].optimized] == kept
+    in_ram = _select_kernels(graph, plan, "optimized", ("dsp",), ram_board, "speed")
+    assert {n: in_ram[n].kind for n in kernel_nodes} == {n: sel[n].kind for n in kernel_nodes}
     assert not any(s.optimized for s in _select_kernels(graph, plan, "optimized", (), big).values())
 
 
-@pytest.mark.parametrize("chain", ["a0", "c4"])
-def test_optimized_model_c_compiles_with_any_optimization_and_a_frame_pointer(chain, chain_a0, tmp_path):
+@pytest.mark.parametrize("chain,optimize", [("a0", "balanced"), ("a0", "speed"), ("c4", "balanced")])
+def test_optimized_model_c_compiles_with_any_optimization_and_a_frame_pointer(chain, optimize, chain_a0, tmp_path):
     """The inline assembly needs 13 registers: it must leave r7 to a frame pointer; -O0 gets the
-    reference kernels (EK_USE_DSP needs __OPTIMIZE__). c4: the wide depthwise rings (ADDW steps)."""
+    reference kernels (EK_USE_DSP needs __OPTIMIZE__). c4: the wide depthwise rings (ADDW steps).
+    a0 with int8 (balanced) and int16 (speed) weights."""
     import subprocess
 
     from edgekit.api import build
@@ -330,7 +359,7 @@ def test_optimized_model_c_compiles_with_any_optimization_and_a_frame_pointer(ch
         model = tmp_path / "c4.tflite"
         model.write_bytes(chain_c(4))
     out = tmp_path / "b"
-    build(model, "cortex-m4", "mps2-an386", out)
+    build(model, "cortex-m4", "mps2-an386", out, optimize=optimize)
     core = get_core("cortex-m4")
     for flags in (["-O0"], ["-Og"], ["-Os"], ["-O3"], ["-O2", "-fno-omit-frame-pointer"]):
         cmd = [tc.arm_gcc(), *core.cflags, *flags, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
@@ -356,9 +385,13 @@ def test_other_dsp_cores(chain_a0, target, board, tmp_path):
 
 
 #: Executed instructions of one inference of chain_a(0) with optimized kernels on mps2-an386 (GCC 12.2.1,
-#: QEMU 7.2; the input is irrelevant: no kernel branches on data). Update with `edgekit profile` when the
-#: kernels or the compiler change.
-EXPECTED_INSTRUCTIONS = 51542
+#: QEMU 7.2; the input is irrelevant: no kernel branches on data), with int16 weights (--optimize speed) and
+#: int8 weights (balanced, the default). Update with `edgekit profile` when the kernels or the compiler change.
+EXPECTED_INSTRUCTIONS = 51571
+EXPECTED_INSTRUCTIONS_INT8 = 55505
+#: Flash bytes of chain_a(0)'s weights (manifest memory_breakdown: model constants) on mps2-an386 with int16
+#: and with int8 weights in the GEMM and dense layers (the depthwise layer's records are the same in both)
+EXPECTED_WEIGHT_FLASH = {"speed": 6972, "balanced": 3940}
 
 
 def test_exact_instruction_count(chain_a0, tmp_path):
@@ -366,13 +399,19 @@ def test_exact_instruction_count(chain_a0, tmp_path):
     from edgekit.backends.cortexm.profile import profile
 
     ref = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "r", kernels="reference")
-    opt = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "o")
     n_ref = profile(ref.out_dir, count=2, write=False).to_json()
-    n_opt = profile(opt.out_dir, count=2, write=False).to_json()
-    totals = [v for v in (n_opt["vectors"]["min"], n_opt["vectors"]["max"])]
-    assert totals[0] == totals[1], "optimized kernels should not branch on data"
-    assert n_opt["total"]["instructions"] == EXPECTED_INSTRUCTIONS, n_opt["total"]["instructions"]
-    assert n_opt["total"]["instructions"] * 2 < n_ref["total"]["instructions"]
+    weights = {}
+    for optimize, expected in (("speed", EXPECTED_INSTRUCTIONS), ("balanced", EXPECTED_INSTRUCTIONS_INT8)):
+        opt = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / optimize, optimize=optimize)
+        n_opt = profile(opt.out_dir, count=2, write=False).to_json()
+        totals = [v for v in (n_opt["vectors"]["min"], n_opt["vectors"]["max"])]
+        assert totals[0] == totals[1], "optimized kernels should not branch on data"
+        assert n_opt["total"]["instructions"] == expected, (optimize, n_opt["total"]["instructions"])
+        assert n_opt["total"]["instructions"] * 2 < n_ref["total"]["instructions"]
+        weights[optimize] = opt.manifest.memory_breakdown["flash"]["weights"]
+    assert weights == EXPECTED_WEIGHT_FLASH, weights
+    # the int8 layout stores the GEMM and dense weights in one byte each instead of two
+    assert weights["balanced"] < weights["speed"] * 0.6
 
 
 # ---------------------------------------------------------------------------------------
@@ -380,7 +419,7 @@ def test_exact_instruction_count(chain_a0, tmp_path):
 # ---------------------------------------------------------------------------------------
 #: Executed instructions of one inference of chain_a(0) on mps3-an547 with the Helium kernels (GCC 12.2.1,
 #: QEMU 7.2); update with `edgekit profile` when the kernels or the compiler change.
-EXPECTED_INSTRUCTIONS_M55 = 38246
+EXPECTED_INSTRUCTIONS_M55 = 38436
 
 
 @pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5), ("d", 6)])
@@ -409,7 +448,8 @@ def test_mve_kernels_bit_exact(chain, seed, tmp_path):
 
 def test_mve_instruction_count_and_flash(chain_a0, tmp_path):
     """Exact instruction count on the M55, fewer than the DSP kernels' on the M4; the int8 Helium
-    weights replace the layer's weights in flash instead of adding an int16 copy."""
+    weights replace the layer's weights in flash instead of adding an int16 copy (the M4's with
+    --optimize speed)."""
     from edgekit.api import build
     from edgekit.backends.cortexm.profile import profile
 
@@ -420,7 +460,7 @@ def test_mve_instruction_count_and_flash(chain_a0, tmp_path):
     assert n == EXPECTED_INSTRUCTIONS_M55, n
     assert n < EXPECTED_INSTRUCTIONS
     ref = build(chain_a0, "cortex-m55", "mps3-an547", tmp_path / "ref", kernels="reference")
-    m4 = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "m4")
+    m4 = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "m4", optimize="speed")
     w = {k: r.manifest.memory_breakdown["flash"]["weights"] for k, r in (("m55", m55), ("ref", ref), ("m4", m4))}
     assert w["m55"] < w["m4"] and w["m55"] <= w["ref"] + 1024, w
 
