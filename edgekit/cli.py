@@ -158,6 +158,8 @@ def make_parser() -> argparse.ArgumentParser:
                     "recorded peer figures; mps2-an500: Cortex-M7, also recorded; mps3-an547: Cortex-M55 with Helium)")
     bn.add_argument("--vww-model", help="mlperf-tiny: the visual wake words .tflite to measure (default: "
                     "vww_96_int8.tflite in the peers folder, else a stand-in made with TensorFlow)")
+    bn.add_argument("--optimize", choices=["size", "balanced", "speed"], help="mlperf-tiny: edgekit build --optimize "
+                    "for the optimized kernels (balanced)")
     bn.add_argument("--json", action="store_true", help="print JSON")
     bn.set_defaults(func=_cmd_bench)
 
