@@ -193,6 +193,31 @@ def _place_scratch(s: Selection, plan: MemoryPlan, index: int, board) -> Selecti
     return s
 
 
+def _widen_within_allowance(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str, board) -> None:
+    """--optimize balanced: give int16 weights to the int8-weight layers that save the most
+    instructions per extra flash byte, while the extra bytes stay within
+    ``BALANCED_EXTRA_FLASH`` of the model's int8 parameter bytes."""
+    reg = kernel_registry.registry()
+    allowance = int(kernel_registry.BALANCED_EXTRA_FLASH * sum(a.nbytes for a in graph.constants.values()))
+    candidates = []
+    for i, node in enumerate(graph.nodes):
+        s = sel[node.name]
+        saved = reg.get(s.kind).instructions_saved_by_int16(s) if s.optimized else 0
+        if saved <= 0:
+            continue
+        wide = _place_scratch(reg.select(node, graph, plan, features, kernels, "speed"), plan, i, board)
+        if not wide.optimized or wide.kind == s.kind:
+            continue
+        extra = max(1, wide.weight_bytes - s.weight_bytes)  # the int16 stream replaces the int8 one
+        candidates.append((-saved / extra, node.name, wide, extra))
+    used = 0
+    for _, name, wide, extra in sorted(candidates, key=lambda c: (c[0], c[1])):
+        if used + extra <= allowance:
+            wide.ctx["summary"] = f"{wide.ctx.get('summary', '')} (balanced: {extra} B of flash for speed)"
+            sel[name] = wide
+            used += extra
+
+
 def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, board,
                     optimize: str = DEFAULT_OPTIMIZE) -> dict:
     """node name -> kernels.base.Selection; optimized kernels only where their weights fit the
@@ -202,6 +227,8 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
     sel = {}
     for i, node in enumerate(graph.nodes):
         sel[node.name] = _place_scratch(reg.select(node, graph, plan, features, kernels, optimize), plan, i, board)
+    if optimize == "balanced":
+        _widen_within_allowance(graph, plan, sel, features, kernels, board)
     if board is not None:
         # the region that holds the weights: flash, or RAM for boards loaded into RAM
         region = board.ram if getattr(board, "load", "flash") == "ram" else board.flash

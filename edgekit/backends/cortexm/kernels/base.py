@@ -79,6 +79,11 @@ class KernelVariant:
         """Flash bytes the selection adds to the model's (what the board's budget is charged)."""
         return sel.weight_bytes
 
+    def instructions_saved_by_int16(self, sel: Selection) -> int:
+        """Instructions per inference the int16-weight variant of the same layer would save (0:
+        none, or the weights are int16 already): what ``--optimize balanced`` spends flash on."""
+        return 0
+
     def cost_features(self, info: dict) -> tuple[str, dict]:
         """(kind, features) of a layer this variant runs, from ``cost.layer_info``'s description."""
         raise NotImplementedError

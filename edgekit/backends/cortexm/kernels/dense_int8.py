@@ -31,6 +31,11 @@ class DenseInt8(DenseDsp):
         words = byte_words(body[..., 0], body[..., 1], body[..., 2], body[..., 3])   # (blocks, rows, quads)
         return words.transpose(0, 2, 1).reshape(-1)                                # block, quad, row
 
+    def instructions_saved_by_int16(self, sel) -> int:
+        # per k-quad of a block of 4 rows: 2 LDM + 8 SXTB16 against 2 LDM of int16 pairs
+        d = sel.ctx
+        return 8 * (d["rows_pad"] // 4) * d["quads"]
+
     def flash_bytes(self, sel, node, graph) -> int:
         # the int8 words replace the layer's weights in flash (the reference copy is compiled
         # out; the bias is shared): only the padding rows are extra

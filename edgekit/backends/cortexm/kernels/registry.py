@@ -15,6 +15,9 @@ from .base import DEFAULT_OPTIMIZE, KernelVariant, Selection
 #: and must leave the model's int8 weights plus this margin (code, runtime) free.
 FLASH_SHARE = 0.5
 FLASH_MARGIN = 64 * 1024
+#: --optimize balanced: int16 weights may add at most this share of the model's int8 parameter
+#: bytes to the flash (issue 16's default flash goal: 1.05x the parameters plus the code)
+BALANCED_EXTRA_FLASH = 0.05
 #: Stack bytes an optimized kernel may take for its scratch buffers when no arena gap fits.
 STACK_SCRATCH_LIMIT = 8192
 #: How a missing core feature is named in the reason for the reference kernel.
