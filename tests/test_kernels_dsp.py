@@ -286,6 +286,20 @@ def test_reference_kernels_switch_and_core_without_dsp(chain_a0, tmp_path, capsy
                if r["op"] in ("conv2d", "dense"))
     with pytest.raises(Exception, match="kernels 'fast'"):
         build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "x", kernels="fast")
+    # --optimize: passed through to the kernel selection, recorded per layer; a bad value is one error line
+    assert main(["build", str(chain_a0), "--target", "cortex-m4", "--board", "mps2-an386", "-o", str(tmp_path / "s"),
+                 "--optimize", "speed"]) == 0
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    gemm = [r["kernel"] for r in m["layers"] if r["op"] in ("conv2d", "dense") and "dw3" not in r["kernel"]]
+    assert gemm and all("int16 weights" in k for k in gemm), gemm
+    with pytest.raises(SystemExit) as e:
+        main(["build", str(chain_a0), "--target", "cortex-m4", "-o", str(tmp_path / "y"), "--optimize", "fast"])
+    assert e.value.code == 2 and "invalid choice: 'fast'" in capsys.readouterr().err
+    with pytest.raises(Exception, match="optimize 'fast': choose one of size, balanced, speed"):
+        build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "x", optimize="fast")
+    with pytest.raises(Exception, match="--optimize applies to Cortex-M targets only"):
+        build(chain_a0, "fpga", "zcu104", tmp_path / "x", optimize="size")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_flash_budget_and_arena_scratch(chain_a0, monkeypatch):
