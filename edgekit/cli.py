@@ -17,7 +17,7 @@ from .errors import EdgekitError
 def _cmd_build(args) -> int:
     from .api import build, build_summary
 
-    res = build(args.model, args.target, args.board, args.output, kernels=args.kernels, backend=args.backend,
+    res = build(args.model, args.target, args.board, args.output, kernels=args.kernels, optimize=args.optimize, backend=args.backend,
                 io_type=args.io_type, reuse_factor=args.reuse_factor)
     print(build_summary(res))
     return 0
@@ -104,6 +104,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--kernels", choices=["optimized", "reference"], help="optimized (default): DSP-extension "
                    "kernels where the core has them and a layer fits (docs/kernels.md); reference: the portable "
                    "reference kernels everywhere. Both compute the same integers")
+    b.add_argument("--optimize", choices=["size", "balanced", "speed"], help="with optimized kernels: size and "
+                   "balanced (default) keep conv and dense weights at int8 in flash; speed widens them to int16 "
+                   "where the board's flash allows (fewer instructions, about 2x their flash)")
     # --- FPGA targets (issue 7) ---
     b.add_argument("--backend", choices=["vitis", "vivado"], help="with --target fpga: HLS tool the hls4ml project "
                    "is written for (vitis)")
@@ -155,6 +158,8 @@ def make_parser() -> argparse.ArgumentParser:
                     "recorded peer figures; mps2-an500: Cortex-M7, also recorded; mps3-an547: Cortex-M55 with Helium)")
     bn.add_argument("--vww-model", help="mlperf-tiny: the visual wake words .tflite to measure (default: "
                     "vww_96_int8.tflite in the peers folder, else a stand-in made with TensorFlow)")
+    bn.add_argument("--optimize", choices=["size", "balanced", "speed"], help="mlperf-tiny: edgekit build --optimize "
+                    "for the optimized kernels (balanced)")
     bn.add_argument("--json", action="store_true", help="print JSON")
     bn.set_defaults(func=_cmd_bench)
 

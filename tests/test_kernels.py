@@ -17,7 +17,8 @@ from edgekit.errors import EdgekitError
 from edgekit.nas import cost
 from edgekit.resources import resource_dir
 
-VARIANTS = {"reference", "conv2d_gemm", "dw3", "dwk", "dense", "mve_gemm", "mve_dense"}
+VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dwk", "dense", "dense_int8", "mve_gemm",
+            "mve_dense"}
 
 
 def _graph(chain: str, seed: int, tmp_path):
@@ -114,13 +115,21 @@ def test_selection_by_core_and_the_reasons_for_the_reference(graphs):
     graph, plan = graphs[0]
     kinds = {}
     for feats in ((), ("dsp",), ("dsp", "mve")):
-        kinds[feats] = [reg.select(n, graph, plan, feats, "optimized") for n in graph.nodes
-                        if n.op in ("conv2d", "dense")]
-    assert {s.describe() for s in kinds[()]} == {"reference (core without the DSP extension)"}
-    dsp = [s.kind for s in kinds[("dsp",)]]
+        for optimize in ("size", "balanced", "speed"):
+            kinds[feats, optimize] = [reg.select(n, graph, plan, feats, "optimized", optimize) for n in graph.nodes
+                                      if n.op in ("conv2d", "dense")]
+    for optimize in ("size", "balanced", "speed"):
+        assert {s.describe() for s in kinds[(), optimize]} == {"reference (core without the DSP extension)"}
+        mve = [s.kind for s in kinds[("dsp", "mve"), optimize]]
+        assert mve[:3] == ["mve_gemm", "dw3", "mve_gemm"] and mve[-1] == "mve_dense"
+    # size and balanced keep the weights at int8; speed widens them to int16
+    for optimize in ("size", "balanced"):
+        dsp = [s.kind for s in kinds[("dsp",), optimize]]
+        assert dsp[:3] == ["conv2d_gemm_int8", "dw3", "conv2d_gemm_int8"] and dsp[-2:] == ["dense_int8", "dense_int8"]
+    dsp = [s.kind for s in kinds[("dsp",), "speed"]]
     assert dsp[:3] == ["conv2d_gemm", "dw3", "conv2d_gemm"] and dsp[-2:] == ["dense", "dense"]
-    mve = [s.kind for s in kinds[("dsp", "mve")]]
-    assert mve[:3] == ["mve_gemm", "dw3", "mve_gemm"] and mve[-1] == "mve_dense"
+    assert [s.kind for s in kinds[("dsp",), "balanced"]] == [reg.select(n, graph, plan, ("dsp",), "optimized").kind
+                                                            for n in graph.nodes if n.op in ("conv2d", "dense")]
     node = graph.nodes[0]
     assert reg.select(node, graph, plan, ("dsp",), "reference").describe() == "reference (--kernels reference)"
     relu_like = [n for n in graph.nodes if n.op not in ("conv2d", "dense")]
@@ -135,7 +144,64 @@ def test_dense_variant_refuses_fewer_than_four_inputs(graphs):
     w = graph.constants[node.inputs[1]]
     graph.constants[node.inputs[1]] = w[:, :3]
     try:
-        assert reg.get("dense").refusal(node, graph, plan) == "fewer than 4 inputs"
-        assert reg.select(node, graph, plan, ("dsp",), "optimized").describe() == "reference (fewer than 4 inputs)"
+        for name in ("dense", "dense_int8"):
+            assert reg.get(name).refusal(node, graph, plan) == "fewer than 4 inputs"
+        for optimize in ("balanced", "speed"):
+            assert (reg.select(node, graph, plan, ("dsp",), "optimized", optimize).describe()
+                    == "reference (fewer than 4 inputs)")
     finally:
         graph.constants[node.inputs[1]] = w
+
+
+@pytest.mark.parametrize("int16_name,int8_name", [("conv2d_gemm", "conv2d_gemm_int8"), ("dense", "dense_int8")])
+def test_int8_weight_variants_store_one_byte_per_weight(graphs, int16_name, int8_name):
+    """The int8-weight variants keep the int16 variants' accumulation order: widening each weight
+    word with SXTB16 (bytes 0 and 2) and SXTB16 ROR #8 (bytes 1 and 3) gives exactly the int16
+    variant's pair words; their flash is one byte per weight, the int16 ones' two."""
+    import numpy as np
+
+    from edgekit.backends.cortexm.kernels.common import pair_words
+
+    def sxtb16(words, ror):
+        b = [(np.asarray(words, np.int64) >> (8 * ((k + ror) % 4))) & 0xFF for k in (0, 2)]
+        lo, hi = [np.where(x >= 128, x - 256, x) for x in b]
+        return pair_words(lo, hi)
+
+    reg = kernel_registry.registry()
+    v16, v8 = reg.get(int16_name), reg.get(int8_name)
+    seen = 0
+    for graph, plan in graphs:
+        for node in graph.nodes:
+            if node.op not in v8.ops or not v8.claims(node) or v8.refusal(node, graph, plan) is not None:
+                continue
+            s16, s8 = v16.select(node, graph, plan), v8.select(node, graph, plan)
+            w = graph.constants[node.inputs[1]]
+            assert s8.ctx["int8_weights"] and not s16.ctx["int8_weights"]
+            assert s8.kind == int8_name and "int8 weights" in s8.describe() and "int16 weights" in s16.describe()
+            w16, w8 = np.array(s16.ctx["w_words"]), np.array(s8.ctx["w_words"])
+            if int16_name == "conv2d_gemm":
+                # per channel pair: 2 biases, one word per k-pair (int8) or two (int16), 6 requant words or none
+                kwords, pairs = s8.ctx["kwords"], s8.ctx["oc_pad"] // 2
+                rec = (len(w8) // pairs) - 2 - kwords
+                assert rec in (0, 6) and len(w16) == pairs * (2 + 2 * kwords + rec)
+                a16, a8 = w16.reshape(pairs, -1), w8.reshape(pairs, -1)
+                assert np.array_equal(a16[:, :2], a8[:, :2]) and np.array_equal(a16[:, 2 + 2 * kwords:],
+                                                                                 a8[:, 2 + kwords:])
+                words = a8[:, 2:2 + kwords]
+                widened = np.stack([sxtb16(words, 0), sxtb16(words, 1)], axis=2).reshape(pairs, -1)
+                assert np.array_equal(widened, a16[:, 2:2 + 2 * kwords])
+                assert v8.flash_bytes(s8, node, graph) == s8.weight_bytes - w.nbytes - graph.constants[
+                    node.inputs[2]].nbytes
+            else:
+                # per block and k-quad: 4 words (int8: one per row) against 8 (int16: (a|b) x row)
+                blocks, quads = s8.ctx["rows_pad"] // 4, s8.ctx["quads"]
+                a8 = w8.reshape(blocks, quads, 4)
+                widened = np.stack([sxtb16(a8, 0), sxtb16(a8, 1)], axis=2).reshape(-1)
+                assert np.array_equal(widened, w16)
+                assert s8.ctx["tail_w"] == s16.ctx["tail_w"]
+                # deterministic byte counts: 4 rows per block, one byte per weight, padding rows zero
+                n_out, n_in = w.shape
+                assert s8.weight_bytes == s8.ctx["rows_pad"] * n_in and s16.weight_bytes == 2 * s8.weight_bytes
+                assert v8.flash_bytes(s8, node, graph) == (s8.ctx["rows_pad"] - n_out) * n_in
+            seen += 1
+    assert seen

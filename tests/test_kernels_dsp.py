@@ -159,11 +159,15 @@ def chain_d(seed: int) -> bytes:
 CHAINS = {"a": chain_a, "b": chain_b, "c": chain_c, "d": chain_d}
 
 
-def _check(out: Path, rep, expect_optimized: set[str]) -> None:
+def _check(out: Path, rep, expect_optimized: set[str], weights: str | None = None) -> None:
+    """Bit-exact stages, and every layer of ``expect_optimized`` optimized (with ``weights``, "int8"
+    or "int16": the GEMM and dense layers' weight storage, as the manifest describes it)."""
     manifest = json.loads((out / "manifest.json").read_text())
     kernels = {r["name"]: r.get("kernel", "") for r in manifest["layers"]}
     for name in expect_optimized:
         assert kernels[name].startswith("optimized"), (name, kernels[name])
+        if weights and kernels[name].startswith(("optimized conv2d_gemm", "optimized dense")):
+            assert f"{weights} weights" in kernels[name], (name, kernels[name])
     assert manifest["kernels"] == "optimized"
     for s in rep.stages:
         if s.stage.startswith(("host", "firmware")):
@@ -171,24 +175,35 @@ def _check(out: Path, rep, expect_optimized: set[str]) -> None:
     assert rep.ok, rep.table()
 
 
+#: (chain, seed, --optimize): every chain with int8 weights (size), half of them with the int16-weight
+#: variants (speed) and with the default (balanced: int16 weights for the layers that gain most) too
+CHAIN_CASES = [(c, s, "size") for c, s in (("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5), ("d", 6),
+                                               ("d", 7))] + [(c, s, "speed") for c, s in (("a", 1), ("b", 2),
+                                                                                        ("c", 5), ("d", 6))] + [
+    (c, s, "balanced") for c, s in (("a", 0), ("b", 3), ("c", 4), ("d", 7))]
+
+
 @pytest.mark.parametrize("target", sorted(BOARDS))
-@pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5), ("d", 6), ("d", 7)])
-def test_random_tflite_chains_bit_exact(chain, seed, target, tmp_path):
+@pytest.mark.parametrize("chain,seed,optimize", CHAIN_CASES)
+def test_random_tflite_chains_bit_exact(chain, seed, optimize, target, tmp_path):
     from edgekit.api import build, verify
     from edgekit.ir.graph import Graph
 
     model = tmp_path / f"{chain}{seed}.tflite"
     model.write_bytes(CHAINS[chain](seed))
     out = tmp_path / "b"
-    build(model, target, BOARDS[target], out)
+    build(model, target, BOARDS[target], out, optimize=None if optimize == "balanced" else optimize)
     graph = Graph.load(out)
     t = graph.tensors[graph.inputs[0]]
     codes = input_codes(np.random.default_rng(seed), t.shape, 40, t.zero_point, 10)
     rep = verify(out, codes=codes, stages=("host", "qemu"))
     opt = {n.name for n in graph.nodes if n.op in ("conv2d", "dense")}
-    _check(out, rep, opt)
+    _check(out, rep, opt, weights={"speed": "int16", "size": "int8"}.get(optimize))
     src = (out / "src" / "model.c").read_text()
     assert "#if EK_USE_DSP" in src and "ldmia %[xp]!" in src  # the conv micro-kernel
+    # int8 weight words widened in registers, or int16 pairs fetched by LDRD
+    if optimize != "balanced":
+        assert ("sxtb16 %[wa], %[wb]" in src) == (optimize == "size")
     if any(n.attrs.get("depthwise") and n.attrs["depth_multiplier"] == 1 and n.attrs["kernel"][1] == 3
            and n.attrs["dilation"] == [1, 1] for n in graph.nodes):
         assert "ldmia %[r]!" in src  # the kh x 3 depthwise channel loop in assembly
@@ -271,6 +286,20 @@ def test_reference_kernels_switch_and_core_without_dsp(chain_a0, tmp_path, capsy
                if r["op"] in ("conv2d", "dense"))
     with pytest.raises(Exception, match="kernels 'fast'"):
         build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "x", kernels="fast")
+    # --optimize: passed through to the kernel selection, recorded per layer; a bad value is one error line
+    assert main(["build", str(chain_a0), "--target", "cortex-m4", "--board", "mps2-an386", "-o", str(tmp_path / "s"),
+                 "--optimize", "speed"]) == 0
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    gemm = [r["kernel"] for r in m["layers"] if r["op"] in ("conv2d", "dense") and "dw3" not in r["kernel"]]
+    assert gemm and all("int16 weights" in k for k in gemm), gemm
+    with pytest.raises(SystemExit) as e:
+        main(["build", str(chain_a0), "--target", "cortex-m4", "-o", str(tmp_path / "y"), "--optimize", "fast"])
+    assert e.value.code == 2 and "invalid choice: 'fast'" in capsys.readouterr().err
+    with pytest.raises(Exception, match="optimize 'fast': choose one of size, balanced, speed"):
+        build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "x", optimize="fast")
+    with pytest.raises(Exception, match="--optimize applies to Cortex-M targets only"):
+        build(chain_a0, "fpga", "zcu104", tmp_path / "x", optimize="size")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_flash_budget_and_arena_scratch(chain_a0, monkeypatch):
@@ -297,28 +326,44 @@ def test_flash_budget_and_arena_scratch(chain_a0, monkeypatch):
             for p in plan.placements.values():
                 if p.buffer == "arena" and p.first <= i <= p.last:
                     assert hi <= p.offset or p.offset + p.size <= lo
-    # int16 weights may take at most half the board's flash: the largest layers fall back first
-    sizes = {n: sel[n].weight_bytes for n in kernel_nodes}
+    # --optimize speed: int16 weights may take at most half the board's flash; the largest layers go to
+    # their int8-weight variant first (the depthwise ones, which have none, back to the reference kernel)
+    reg = kernel_registry.registry()
+    nodes = {n.name: n for n in graph.nodes}
+
+    def flash(sel):
+        return {n: reg.get(sel[n].kind).flash_bytes(sel[n], nodes[n], graph) for n in kernel_nodes if sel[n].optimized}
+
+    wide = _select_kernels(graph, plan, "optimized", ("dsp",), big, "speed")
+    assert not any(wide[n].kind.endswith("_int8") for n in kernel_nodes)
+    sizes = flash(wide)
     total = sum(sizes.values())
     monkeypatch.setattr(kernel_registry, "FLASH_MARGIN", 0)
     small = SimpleNamespace(flash=SimpleNamespace(length=total), stack_bytes=8192)
-    sel = _select_kernels(graph, plan, "optimized", ("dsp",), small)
-    kept = [n for n in kernel_nodes if sel[n].optimized]
+    sel = _select_kernels(graph, plan, "optimized", ("dsp",), small, "speed")
+    kept = [n for n in kernel_nodes if sel[n].kind == wide[n].kind]
+    narrowed = [n for n in kernel_nodes if sel[n].kind.endswith("_int8")]
     dropped = [n for n in kernel_nodes if not sel[n].optimized]
-    assert kept and dropped and sum(sizes[n] for n in kept) <= total // 2
-    assert max(sizes[n] for n in kept) <= min(sizes[n] for n in dropped)
+    assert kept and narrowed and sum(flash(sel).values()) <= total // 2
+    assert max(sizes[n] for n in kept) <= min(sizes[n] for n in narrowed + dropped)
     assert all("flash" in sel[n].reason for n in dropped)
+    assert all("int8 weights" in sel[n].describe() and "flash" in sel[n].describe() for n in narrowed)
+    # size keeps the weights at int8: every layer fits that board with an optimized kernel
+    assert all(s.optimized for n, s in _select_kernels(graph, plan, "optimized", ("dsp",), small, "size").items()
+               if n in kernel_nodes)
     # a board loaded into RAM: the budget is the RAM's
     ram_board = SimpleNamespace(flash=SimpleNamespace(length=1 << 22), ram=SimpleNamespace(length=total), load="ram",
                                 stack_bytes=8192)
-    assert [n for n in kernel_nodes if _select_kernels(graph, plan, "optimized", ("dsp",), ram_board)[n].optimized] == kept
+    in_ram = _select_kernels(graph, plan, "optimized", ("dsp",), ram_board, "speed")
+    assert {n: in_ram[n].kind for n in kernel_nodes} == {n: sel[n].kind for n in kernel_nodes}
     assert not any(s.optimized for s in _select_kernels(graph, plan, "optimized", (), big).values())
 
 
-@pytest.mark.parametrize("chain", ["a0", "c4"])
-def test_optimized_model_c_compiles_with_any_optimization_and_a_frame_pointer(chain, chain_a0, tmp_path):
+@pytest.mark.parametrize("chain,optimize", [("a0", "balanced"), ("a0", "speed"), ("c4", "balanced")])
+def test_optimized_model_c_compiles_with_any_optimization_and_a_frame_pointer(chain, optimize, chain_a0, tmp_path):
     """The inline assembly needs 13 registers: it must leave r7 to a frame pointer; -O0 gets the
-    reference kernels (EK_USE_DSP needs __OPTIMIZE__). c4: the wide depthwise rings (ADDW steps)."""
+    reference kernels (EK_USE_DSP needs __OPTIMIZE__). c4: the wide depthwise rings (ADDW steps).
+    a0 with int8 (balanced) and int16 (speed) weights."""
     import subprocess
 
     from edgekit.api import build
@@ -330,7 +375,7 @@ def test_optimized_model_c_compiles_with_any_optimization_and_a_frame_pointer(ch
         model = tmp_path / "c4.tflite"
         model.write_bytes(chain_c(4))
     out = tmp_path / "b"
-    build(model, "cortex-m4", "mps2-an386", out)
+    build(model, "cortex-m4", "mps2-an386", out, optimize=optimize)
     core = get_core("cortex-m4")
     for flags in (["-O0"], ["-Og"], ["-Os"], ["-O3"], ["-O2", "-fno-omit-frame-pointer"]):
         cmd = [tc.arm_gcc(), *core.cflags, *flags, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
@@ -356,9 +401,14 @@ def test_other_dsp_cores(chain_a0, target, board, tmp_path):
 
 
 #: Executed instructions of one inference of chain_a(0) with optimized kernels on mps2-an386 (GCC 12.2.1,
-#: QEMU 7.2; the input is irrelevant: no kernel branches on data). Update with `edgekit profile` when the
-#: kernels or the compiler change.
+#: QEMU 7.2; the input is irrelevant: no kernel branches on data), with int16 weights (--optimize speed) and
+#: int8 weights (balanced, the default). Update with `edgekit profile` when the kernels or the compiler change.
 EXPECTED_INSTRUCTIONS = 51571
+EXPECTED_INSTRUCTIONS_INT8 = {"size": 55505, "balanced": 53905}
+#: Flash bytes of chain_a(0)'s weights (manifest memory_breakdown: model constants) on mps2-an386 with int16
+#: and with int8 weights in the GEMM and dense layers (the depthwise layer's records are the same in both);
+#: balanced widens the two convolutions that gain most per byte (80 B, within 5% of the int8 parameters)
+EXPECTED_WEIGHT_FLASH = {"speed": 6972, "size": 3940, "balanced": 4020}
 
 
 def test_exact_instruction_count(chain_a0, tmp_path):
@@ -366,13 +416,19 @@ def test_exact_instruction_count(chain_a0, tmp_path):
     from edgekit.backends.cortexm.profile import profile
 
     ref = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "r", kernels="reference")
-    opt = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "o")
     n_ref = profile(ref.out_dir, count=2, write=False).to_json()
-    n_opt = profile(opt.out_dir, count=2, write=False).to_json()
-    totals = [v for v in (n_opt["vectors"]["min"], n_opt["vectors"]["max"])]
-    assert totals[0] == totals[1], "optimized kernels should not branch on data"
-    assert n_opt["total"]["instructions"] == EXPECTED_INSTRUCTIONS, n_opt["total"]["instructions"]
-    assert n_opt["total"]["instructions"] * 2 < n_ref["total"]["instructions"]
+    weights = {}
+    for optimize, expected in (("speed", EXPECTED_INSTRUCTIONS), *EXPECTED_INSTRUCTIONS_INT8.items()):
+        opt = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / optimize, optimize=optimize)
+        n_opt = profile(opt.out_dir, count=2, write=False).to_json()
+        totals = [v for v in (n_opt["vectors"]["min"], n_opt["vectors"]["max"])]
+        assert totals[0] == totals[1], "optimized kernels should not branch on data"
+        assert n_opt["total"]["instructions"] == expected, (optimize, n_opt["total"]["instructions"])
+        assert n_opt["total"]["instructions"] * 2 < n_ref["total"]["instructions"]
+        weights[optimize] = opt.manifest.memory_breakdown["flash"]["weights"]
+    assert weights == EXPECTED_WEIGHT_FLASH, weights
+    # the int8 layout stores the GEMM and dense weights in one byte each instead of two
+    assert weights["size"] < weights["speed"] * 0.6
 
 
 # ---------------------------------------------------------------------------------------
@@ -409,7 +465,8 @@ def test_mve_kernels_bit_exact(chain, seed, tmp_path):
 
 def test_mve_instruction_count_and_flash(chain_a0, tmp_path):
     """Exact instruction count on the M55, fewer than the DSP kernels' on the M4; the int8 Helium
-    weights replace the layer's weights in flash instead of adding an int16 copy."""
+    weights replace the layer's weights in flash instead of adding an int16 copy (the M4's with
+    --optimize speed)."""
     from edgekit.api import build
     from edgekit.backends.cortexm.profile import profile
 
@@ -420,7 +477,7 @@ def test_mve_instruction_count_and_flash(chain_a0, tmp_path):
     assert n == EXPECTED_INSTRUCTIONS_M55, n
     assert n < EXPECTED_INSTRUCTIONS
     ref = build(chain_a0, "cortex-m55", "mps3-an547", tmp_path / "ref", kernels="reference")
-    m4 = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "m4")
+    m4 = build(chain_a0, "cortex-m4", "mps2-an386", tmp_path / "m4", optimize="speed")
     w = {k: r.manifest.memory_breakdown["flash"]["weights"] for k, r in (("m55", m55), ("ref", ref), ("m4", m4))}
     assert w["m55"] < w["m4"] and w["m55"] <= w["ref"] + 1024, w
 
@@ -439,3 +496,43 @@ def test_dense_layers_with_fewer_than_four_inputs_build_and_verify(tmp_path):
     assert kernels[:2] == ["reference (fewer than 4 inputs)"] * 2 and kernels[2].startswith("optimized dense")
     rep = verify(tmp_path / "b", count=32, stages=("host", "qemu"))
     assert rep.ok and all(s.mismatches == 0 for s in rep.stages), rep.stages
+
+
+def test_balanced_widens_the_layers_that_gain_most_within_the_allowance(chain_a0, monkeypatch):
+    """--optimize balanced starts from the int8-weight layout (size) and gives int16 weights to the
+    layers that save the most instructions per extra flash byte, within BALANCED_EXTRA_FLASH of the
+    model's int8 parameter bytes; no allowance: balanced is size, a whole one: speed."""
+    from types import SimpleNamespace
+
+    from edgekit.backends.cortexm.codegen import _select_kernels
+    from edgekit.frontends.tflite.importer import import_tflite
+    from edgekit.ir.passes import run_default_passes
+    from edgekit.ir.planner import plan_memory
+
+    graph, _ = import_tflite(chain_a0)
+    run_default_passes(graph)
+    plan = plan_memory(graph)
+    board = SimpleNamespace(flash=SimpleNamespace(length=1 << 22), stack_bytes=8192)
+    reg = kernel_registry.registry()
+
+    def kinds(optimize):
+        sel = _select_kernels(graph, plan, "optimized", ("dsp",), board, optimize)
+        return sel, {n: s.kind for n, s in sel.items() if s.optimized}
+
+    size, size_kinds = kinds("size")
+    speed, speed_kinds = kinds("speed")
+    balanced, balanced_kinds = kinds("balanced")
+    widened = [n for n in balanced_kinds if balanced_kinds[n] != size_kinds[n]]
+    assert widened and all(balanced_kinds[n] == speed_kinds[n] for n in widened)
+    assert all("balanced:" in balanced[n].describe() for n in widened)
+    extra = {n: speed[n].weight_bytes - size[n].weight_bytes for n in size_kinds if speed_kinds[n] != size_kinds[n]}
+    params = sum(a.nbytes for a in graph.constants.values())
+    assert sum(extra[n] for n in widened) <= kernel_registry.BALANCED_EXTRA_FLASH * params
+    gain = {n: reg.get(size[n].kind).instructions_saved_by_int16(size[n]) / extra[n] for n in extra}
+    # the widened layers are the best gains per byte that fit (greedy): no unwidened one that fits beats them
+    left = kernel_registry.BALANCED_EXTRA_FLASH * params - sum(extra[n] for n in widened)
+    assert all(gain[n] <= min(gain[w] for w in widened) or extra[n] > left for n in extra if n not in widened)
+    monkeypatch.setattr(kernel_registry, "BALANCED_EXTRA_FLASH", 0.0)
+    assert kinds("balanced")[1] == size_kinds
+    monkeypatch.setattr(kernel_registry, "BALANCED_EXTRA_FLASH", 10.0)
+    assert kinds("balanced")[1] == speed_kinds

@@ -30,6 +30,7 @@ COMMANDS = ("report", "export", "profile", "flash")
 class BuildOptions:
     """Backend-specific build options; a backend refuses the ones that are not its own."""
     kernels: str | None = None  # Cortex-M: "optimized" (default) or "reference"
+    optimize: str | None = None  # Cortex-M: "size", "balanced" (default) or "speed" (int8 or int16 weights)
     hls_backend: str | None = None  # FPGA: vitis or vivado
     io_type: str | None = None  # FPGA: io_parallel or io_stream
     reuse_factor: int | None = None  # FPGA

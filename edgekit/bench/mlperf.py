@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backends.cortexm.kernels.base import DEFAULT_OPTIMIZE
 from ..manifest import Manifest
 from .suites import peers_dir, suite
 
@@ -74,8 +75,9 @@ def _io_bytes(manifest: Manifest) -> int:
 
 
 def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: str = "cortex-m4",
-            board: str = "mps2-an386") -> dict:
-    """Build, check against the goldens, profile and measure one model with one kernel set."""
+            board: str = "mps2-an386", optimize: str | None = None) -> dict:
+    """Build, check against the goldens, profile and measure one model with one kernel set
+    (``optimize``: edgekit build --optimize for the optimized kernels; None: its default)."""
     from ..api import build, verify
     from ..backends.cortexm.profile import profile
     from ..ir.graph import Graph
@@ -83,7 +85,7 @@ def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: 
 
     t0 = time.monotonic()
     out = work / f"{tflite.stem}-{kernels}"
-    res = build(tflite, target, board, out, kernels=kernels)
+    res = build(tflite, target, board, out, kernels=kernels, optimize=optimize if kernels == "optimized" else None)
     m = res.manifest
     graph = Graph.load(out)
     shape = graph.tensors[graph.inputs[0]].shape
@@ -112,7 +114,8 @@ def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: 
         return round(a / b, 3) if b else None
 
     row = {
-        "model": tflite.stem, "kernels": kernels, "macs": m.macs, "bit_exact_golden": bool(exact),
+        "model": tflite.stem, "kernels": kernels, "optimize": (optimize or DEFAULT_OPTIMIZE) if kernels == "optimized"
+        else None, "macs": m.macs, "bit_exact_golden": bool(exact),
         "golden_vectors": int(len(codes)),
         "instructions": instr, "tflm_instructions": tf["invoke_instructions"] if tf else None,
         "instr_ratio": ratio(instr, tf and tf["invoke_instructions"]), "instr_per_mac": round(instr / m.macs, 3),
@@ -122,7 +125,7 @@ def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: 
         "ram_ratio": ratio(peak, tf and tf["arena_used_bytes"]),
         "model_code_bytes": fl["code"], "runtime_bytes": fl["runtime"], "code_flash_bytes": fl["total"] - fl["weights"],
         "tflm_library_code_bytes": tflm_code, "code_ratio": ratio(fl["total"] - fl["weights"], tflm_code),
-        "weight_bytes": fl["weights"],
+        "weight_bytes": fl["weights"], "flash_bytes": fl["total"],
         "layers": [{"name": r["name"], "op": r["op"], "macs": r["macs"], "instructions": r["instructions"],
                     "kernel": next((L.get("kernel", "") for L in m.layers if L["name"] == r["name"]), "")}
                    for r in prof["layers"]],
@@ -170,7 +173,7 @@ def _tflm_golden(path: Path, n: int = 20, seed: int = 12) -> tuple[np.ndarray, n
 
 def run_mlperf(models: list[str] | None = None, kernel_sets=KERNEL_SETS, out: Path | None = None,
                vww_model: str | None = None, notes: list[str] | None = None,
-               board: str = "mps2-an386") -> list[dict]:
+               board: str = "mps2-an386", optimize: str | None = None) -> list[dict]:
     from ..errors import BuildDirError, ToolchainError
 
     names = models or list(MODELS)
@@ -214,7 +217,8 @@ def run_mlperf(models: list[str] | None = None, kernel_sets=KERNEL_SETS, out: Pa
             else:
                 path, golden = folder / f"{stem}.tflite", _golden(folder, stem)
             for k in kernel_sets:
-                rows.append(measure(path, work, k, peers.get(key), golden, target=target, board=board))
+                rows.append(measure(path, work, k, peers.get(key), golden, target=target, board=board,
+                                    optimize=optimize))
     return rows
 
 
@@ -259,7 +263,7 @@ def main(args) -> int:
     models = args.models.split(",") if getattr(args, "models", None) else None
     notes: list[str] = []
     rows = run_mlperf(models, vww_model=getattr(args, "vww_model", None), notes=notes,
-                      board=getattr(args, "board", None) or "mps2-an386")
+                      board=getattr(args, "board", None) or "mps2-an386", optimize=getattr(args, "optimize", None))
     if args.json:
         print(json.dumps({"rows": rows, "notes": notes}, indent=1))
     else:

@@ -8,6 +8,7 @@ from ...errors import TargetError
 from ...manifest import Manifest
 from ...stages import StageResult, VerifyReport
 from ..base import Backend, BuildOptions, ReportSection, VerifyContext
+from .kernels.base import DEFAULT_OPTIMIZE
 from . import toolchain as tc
 from .verify import CortexmVerifyReport, host_stage, qemu_stage, time_limit
 
@@ -28,7 +29,8 @@ class CortexmBackend(Backend):
 
         if options.hls_backend is not None or options.io_type is not None or options.reuse_factor is not None:
             raise TargetError("--backend, --io-type and --reuse-factor apply to --target fpga only")
-        return build_cortexm(model, target, board, out_dir, options.kernels or "optimized")
+        return build_cortexm(model, target, board, out_dir, options.kernels or "optimized",
+                             options.optimize or DEFAULT_OPTIMIZE)
 
     def build_summary(self, result: BuildResult) -> str:
         m = result.manifest

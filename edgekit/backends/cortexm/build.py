@@ -15,6 +15,7 @@ from ...ir.operators import get_op
 from ...targets import Board, resolve
 from . import toolchain as tc
 from .codegen import generate_c
+from .kernels.base import DEFAULT_OPTIMIZE, OPTIMIZE
 from .firmware import compile_firmware
 from .memory import breakdown, fit_report, raise_if_over
 from .report import write_reports
@@ -49,16 +50,20 @@ def _check_fit(elf: Path, board: Board) -> dict:
     return report
 
 
-def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, kernels: str) -> BuildResult:
+def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, kernels: str,
+                  optimize: str = DEFAULT_OPTIMIZE) -> BuildResult:
     """Compile a QONNX model (or an int8 ``.tflite`` model) for a Cortex-M core and board into ``out_dir``.
 
     ``kernels="optimized"`` uses the DSP-extension kernels (templates/cortexm/ops_dsp,
     docs/kernels.md) for the layers that fit them on cores that have it; ``"reference"`` keeps
-    the portable reference kernels everywhere. Both compute the same integers.
+    the portable reference kernels everywhere. Both compute the same integers. ``optimize``
+    (size, balanced, speed) chooses int8- or int16-weight kernel variants (docs/kernels.md).
     """
     t0 = time.monotonic()
     if kernels not in KERNELS:
         raise TargetError(f"kernels '{kernels}': choose one of {', '.join(KERNELS)}")
+    if optimize not in OPTIMIZE:
+        raise TargetError(f"optimize '{optimize}': choose one of {', '.join(OPTIMIZE)}")
     core, brd = resolve(target, board)
     prepare_out_dir(out_dir)
     tc.arm_gcc(), tc.arm_size(), tc.host_cc()  # fail before any work if a tool is missing
@@ -80,7 +85,8 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
             cleaned.save(str(tmp / "model.onnx"))
         graph.save(tmp)
         (tmp / "src").mkdir()
-        codegen = generate_c(graph, plan, tmp / "src", kernels=kernels, features=core.features, board=brd)
+        codegen = generate_c(graph, plan, tmp / "src", kernels=kernels, features=core.features, board=brd,
+                             optimize=optimize)
         tc.copy_firmware_sources(tmp / "firmware")
         tc.render_linker_script(core, brd, tmp / "firmware" / "link.ld")
         elf = compile_firmware(tmp, core, brd, tmp / "firmware" / "link.ld")

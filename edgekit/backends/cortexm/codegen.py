@@ -14,7 +14,7 @@ from ...ir.planner import MemoryPlan
 from ...ir.operators import get_op
 from ...resources import resource_dir
 from .kernels import registry as kernel_registry
-from .kernels.base import Selection
+from .kernels.base import DEFAULT_OPTIMIZE, Selection
 
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t"}
 
@@ -71,20 +71,22 @@ def _overlaps(plan: MemoryPlan, a: str, b: str) -> bool:
 
 
 def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = "reference",
-               features=(), board=None) -> dict:
+               features=(), board=None, optimize: str = DEFAULT_OPTIMIZE) -> dict:
     """Write the C sources into ``out_dir``; returns figures for the build report.
 
     ``kernels="optimized"`` with a core whose ``features`` include "dsp" gives the layers that
     fit an optimized kernel variant (``kernels/``, chosen by ``kernels.registry``) that kernel,
     under ``#if EK_USE_DSP`` with the reference kernel in the ``#else`` branch (host build,
     other cores). ``board`` bounds the flash of their int16 weights and their stack scratch.
+    ``optimize`` (size, balanced, speed) decides between the variants that keep weights at int8
+    and those that widen them to int16 (docs/kernels.md).
     """
     env = environment()
     symbols = {name: "ek_" + _symbol(name) for name in graph.constants}
     # 2- and 4-bit weights of dense/conv layers are packed in flash and unpacked in the kernel.
     wbits = {n.inputs[1]: packed_bits(graph.tensors[n.inputs[1]].bits) for n in graph.nodes
              if get_op(n.op, n.name).packs_weights}
-    selections = _select_kernels(graph, plan, kernels, features, board)
+    selections = _select_kernels(graph, plan, kernels, features, board, optimize)
     dsp_only = set()  # weights that only optimized kernels consume (they carry their own layout); biases are shared
     for name in graph.constants:
         users = [n for n in graph.nodes if name in n.inputs]
@@ -177,22 +179,56 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
             "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized)}
 
 
-def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, board) -> dict:
+def _place_scratch(s: Selection, plan: MemoryPlan, index: int, board) -> Selection:
+    """``s`` with its scratch buffer in a free arena gap or on the stack; the reference kernel
+    when it fits neither."""
+    need = s.ctx.get("scratch_bytes", 0) if s.optimized else 0
+    if need:
+        s.scratch = kernel_registry.arena_gap(plan, index, need)
+        stack_limit = min(kernel_registry.STACK_SCRATCH_LIMIT,
+                          (board.stack_bytes // 2) if board else kernel_registry.STACK_SCRATCH_LIMIT)
+        if s.scratch is None and need > stack_limit:
+            return Selection("reference", reason=f"scratch of {need} B fits neither a free arena gap nor "
+                                                 f"the stack budget ({stack_limit} B)")
+    return s
+
+
+def _widen_within_allowance(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str, board) -> None:
+    """--optimize balanced: give int16 weights to the int8-weight layers that save the most
+    instructions per extra flash byte, while the extra bytes stay within
+    ``BALANCED_EXTRA_FLASH`` of the model's int8 parameter bytes."""
+    reg = kernel_registry.registry()
+    allowance = int(kernel_registry.BALANCED_EXTRA_FLASH * sum(a.nbytes for a in graph.constants.values()))
+    candidates = []
+    for i, node in enumerate(graph.nodes):
+        s = sel[node.name]
+        saved = reg.get(s.kind).instructions_saved_by_int16(s) if s.optimized else 0
+        if saved <= 0:
+            continue
+        wide = _place_scratch(reg.select(node, graph, plan, features, kernels, "speed"), plan, i, board)
+        if not wide.optimized or wide.kind == s.kind:
+            continue
+        extra = max(1, wide.weight_bytes - s.weight_bytes)  # the int16 stream replaces the int8 one
+        candidates.append((-saved / extra, node.name, wide, extra))
+    used = 0
+    for _, name, wide, extra in sorted(candidates, key=lambda c: (c[0], c[1])):
+        if used + extra <= allowance:
+            wide.ctx["summary"] = f"{wide.ctx.get('summary', '')} (balanced: {extra} B of flash for speed)"
+            sel[name] = wide
+            used += extra
+
+
+def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, board,
+                    optimize: str = DEFAULT_OPTIMIZE) -> dict:
     """node name -> kernels.base.Selection; optimized kernels only where their weights fit the
-    board's flash budget and their scratch fits the arena's free bytes or the stack."""
+    board's flash budget and their scratch fits the arena's free bytes or the stack. A layer
+    whose int16 weights (``--optimize speed``) do not fit gets the int8-weight variant first."""
     reg = kernel_registry.registry()
     sel = {}
     for i, node in enumerate(graph.nodes):
-        s = reg.select(node, graph, plan, features, kernels)
-        need = s.ctx.get("scratch_bytes", 0) if s.optimized else 0
-        if need:
-            s.scratch = kernel_registry.arena_gap(plan, i, need)
-            stack_limit = min(kernel_registry.STACK_SCRATCH_LIMIT,
-                              (board.stack_bytes // 2) if board else kernel_registry.STACK_SCRATCH_LIMIT)
-            if s.scratch is None and need > stack_limit:
-                s = Selection("reference", reason=f"scratch of {need} B fits neither a free arena gap nor "
-                                                  f"the stack budget ({stack_limit} B)")
-        sel[node.name] = s
+        sel[node.name] = _place_scratch(reg.select(node, graph, plan, features, kernels, optimize), plan, i, board)
+    if optimize == "balanced":
+        _widen_within_allowance(graph, plan, sel, features, kernels, board)
     if board is not None:
         # the region that holds the weights: flash, or RAM for boards loaded into RAM
         region = board.ram if getattr(board, "load", "flash") == "ram" else board.flash
@@ -200,10 +236,21 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
         budget = min(int(kernel_registry.FLASH_SHARE * region.length),
                      region.length - int8_bytes - kernel_registry.FLASH_MARGIN)
         nodes = {n.name: n for n in graph.nodes}
+        index = {n.name: i for i, n in enumerate(graph.nodes)}
         opt = sorted((reg.get(s.kind).flash_bytes(s, nodes[n], graph), n) for n, s in sel.items() if s.optimized)
         while opt and sum(b for b, _ in opt) > budget:
-            _, n = opt.pop()  # largest first back to the reference kernel
-            sel[n] = Selection("reference", reason=f"int16 weights would take more than "
-                                                   f"{kernel_registry.FLASH_SHARE:.0%} of the board's flash (or leave "
-                                                   "too little for the rest)")
+            b, n = opt.pop()  # largest first: to the int8-weight variant, else back to the reference kernel
+            why = (f"int16 weights would take more than {kernel_registry.FLASH_SHARE:.0%} of the board's flash "
+                   "(or leave too little for the rest)")
+            if "size" not in reg.get(sel[n].kind).modes:
+                alt = _place_scratch(reg.select(nodes[n], graph, plan, features, kernels, "size"), plan, index[n],
+                                     board)
+                alt_bytes = reg.get(alt.kind).flash_bytes(alt, nodes[n], graph) if alt.optimized else None
+                if alt_bytes is not None and alt_bytes < b:
+                    alt.ctx["summary"] = f"{alt.ctx.get('summary', '')} ({why})"
+                    sel[n] = alt
+                    opt.append((alt_bytes, n))
+                    opt.sort()
+                    continue
+            sel[n] = Selection("reference", reason=why)
     return sel

@@ -28,6 +28,8 @@ class HlsBackend(Backend):
 
         if options.kernels is not None:
             raise TargetError("--kernels applies to Cortex-M targets only")
+        if options.optimize is not None:
+            raise TargetError("--optimize applies to Cortex-M targets only")
         if model.suffix.lower() == ".tflite":
             raise TargetError(f"{model}: the FPGA backend (hls4ml) takes QONNX models; .tflite files build for "
                               "Cortex-M targets only")

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+#: ``edgekit build --optimize``: what the kernel selection favours (docs/kernels.md)
+OPTIMIZE = ("size", "balanced", "speed")
+DEFAULT_OPTIMIZE = "balanced"
+
+
 @dataclass
 class Selection:
     """The kernel chosen for one node."""
@@ -31,7 +36,7 @@ class KernelVariant:
     ``VARIANTS``; the registry (``registry.py``) tries them by decreasing ``priority``.
 
     Selection: a variant is asked about a node when the build asks for optimized kernels,
-    ``node.op`` is in ``ops``, :meth:`claims` is true and the core has every feature in
+    the build's ``--optimize`` objective is in ``modes``, ``node.op`` is in ``ops``, :meth:`claims` is true and the core has every feature in
     ``features``; :meth:`refusal` then says why it cannot take that node (None: it can),
     and :meth:`select` lays the weights out (the bytes it stores in flash) and fills the
     template's context. The refusal of the last variant that claimed the node becomes the
@@ -48,6 +53,8 @@ class KernelVariant:
     features: frozenset[str] = frozenset()
     priority: int = 0
     template: str | None = None
+    #: the ``--optimize`` objectives (OPTIMIZE) under which the variant is offered
+    modes: frozenset[str] = frozenset({"size", "balanced", "speed"})
     #: kind -> feature names (the columns of the linear model)
     cost_kinds: dict[str, tuple[str, ...]] = {}
     #: kind -> the features kept when a kind has too few calibration layers for all of them
@@ -71,6 +78,11 @@ class KernelVariant:
     def flash_bytes(self, sel: Selection, node, graph) -> int:
         """Flash bytes the selection adds to the model's (what the board's budget is charged)."""
         return sel.weight_bytes
+
+    def instructions_saved_by_int16(self, sel: Selection) -> int:
+        """Instructions per inference the int16-weight variant of the same layer would save (0:
+        none, or the weights are int16 already): what ``--optimize balanced`` spends flash on."""
+        return 0
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
         """(kind, features) of a layer this variant runs, from ``cost.layer_info``'s description."""

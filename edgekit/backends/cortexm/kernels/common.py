@@ -103,6 +103,20 @@ def pair_words(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.where(w >= 2**31, w - 2**32, w).astype(np.int64)
 
 
+def byte_words(b0: np.ndarray, b1: np.ndarray, b2: np.ndarray, b3: np.ndarray) -> np.ndarray:
+    """int32 words holding four int8 bytes b0..b3 (b0 in bits 0-7): SXTB16 of the word gives the
+    int16 halves (b0, b2), SXTB16 of the word rotated by 8 gives (b1, b3)."""
+    w = sum((np.asarray(b, np.int64) & 0xFF) << (8 * k) for k, b in enumerate((b0, b1, b2, b3)))
+    return np.where(w >= 2**31, w - 2**32, w).astype(np.int64)
+
+
+def int8_weights_refusal(w: np.ndarray) -> str | None:
+    """Why weights cannot be stored as int8 bytes (None: every code fits in [-128, 127])."""
+    if w.size and (int(w.min()) < -128 or int(w.max()) > 127):
+        return "weights outside the int8 range"
+    return None
+
+
 def run_pairs(length: int) -> list[tuple[int, int]]:
     """The order in which the im2col extension lays out a run of ``length`` input bytes as
     int16 pairs (-1: a zero half). A word of 4 bytes b0..b3 becomes SXTB16 -> (b0, b2) and

@@ -43,6 +43,10 @@ class ConvGemm(KernelVariant):
     # MACs per micro-kernel loop iteration: pixels x channels x k-pairs x 2
     cost_work = {"gemm": (("mk_loops8", GEMM_PIXELS * GEMM_CHANNELS * 2 * 2 * GEMM_UNROLL),
                           ("mk_loops4", GEMM_PIXELS * GEMM_CHANNELS * 2 * GEMM_UNROLL), ("outputs", 1))}
+    # weights widened to int16 in flash (2 bytes per weight): only when the build asks for speed
+    modes = frozenset({"speed"})
+    int8_weights = False
+    weight_form = "int16 weights"
 
     def claims(self, node) -> bool:
         return not node.attrs["depthwise"]
@@ -74,12 +78,11 @@ class ConvGemm(KernelVariant):
                     else:
                         kx, c = kx0, e
                     wp[:oc, r * words_per_run + j, half] = flat[:, (ky * kw + kx) * ic + c]
-        words = pair_words(wp[..., 0], wp[..., 1])                     # (oc_pad, kwords)
-        # stream per channel pair: the two biases, for each k-pair j: word(c0, j), word(c1, j), then
-        # (M, Ahi, e - 1) of both channels for the one-multiply requantization
+        # stream per channel pair: the two biases, the weights of the k-pairs in the order the
+        # micro-kernel reads them, then (M, Ahi, e - 1) of both channels for the one-multiply requantization
         rq = node.attrs.get("requant")
         rqc = requant_ctx(rq, oc_pad)
-        pairs = words.reshape(oc_pad // 2, 2, kwords).transpose(0, 2, 1).reshape(oc_pad // 2, -1)
+        pairs = self.channel_pair_words(wp)
         b2 = np.array(bias.tolist() + [0] * (oc_pad - oc), np.int64).reshape(-1, 2)
         parts = [b2, pairs]
         if rqc.get("fast") and rqc.get("fast_pc"):
@@ -89,18 +92,26 @@ class ConvGemm(KernelVariant):
             "g": g, "runs": runs, "run_len": run_len, "words_per_run": words_per_run, "kwords": kwords,
             "oc_pad": oc_pad, "npix": g["oh"] * g["ow"], "ext": extend_insn(x.dtype),
             "offset_word": offset_word(x.zero_point), "tap_mode": ic % 4 == 0, "unroll": unroll(kwords),
-            "pixels": GEMM_PIXELS,
+            "pixels": GEMM_PIXELS, "int8_weights": self.int8_weights,
             "w_words": stream.tolist(), "uses_bias": False,
             "scratch_bytes": 4 * GEMM_PIXELS * kwords,
             "tail_bytes": GEMM_PIXELS * oc * graph.tensors[node.outputs[0]].itemsize
             if (g["oh"] * g["ow"]) % GEMM_PIXELS else 0,
-            "summary": f"im2col {kwords} int16 pairs/pixel, {GEMM_PIXELS}x2 SMLAD micro-kernel",
+            "summary": f"im2col {kwords} int16 pairs/pixel, {self.weight_form}, {GEMM_PIXELS}x2 SMLAD micro-kernel",
         }
         ctx.update(rqc)
         ctx.update(residual_ctx(node, graph))
         if node.attrs.get("residual"):
             ctx["summary"] += ", fused residual add"
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * stream.size)
+
+    def channel_pair_words(self, wp: np.ndarray) -> np.ndarray:
+        """(oc_pad // 2, words) int32 weight words per output channel pair, from the weights of
+        each channel's k-pairs ``wp`` (oc_pad, kwords, 2): per k-pair j, the int16 pair of
+        channel c, then that of c + 1 (one LDRD)."""
+        oc_pad, kwords, _ = wp.shape
+        words = pair_words(wp[..., 0], wp[..., 1])                     # (oc_pad, kwords)
+        return words.reshape(oc_pad // 2, 2, kwords).transpose(0, 2, 1).reshape(oc_pad // 2, -1)
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
         """Loop trip counts of the im2col copies and of the micro-kernel."""
@@ -122,7 +133,7 @@ class ConvGemm(KernelVariant):
         zero = (npix * kh - vrows * ow) * run_words + (vrows * (ow * kw - vcols) * (ic // 2) if tap_mode else 0)
         u = unroll(kwords)
         loops = blocks * ocp * (kwords // u)
-        return "gemm", {
+        return self.cost_kind, {
             "im2col_words": npix * kwords, "zero_words": zero, "runs": npix * kh, "runs_valid": vrows * ow,
             "tap_iters": vrows * ow * kw if tap_mode else 0,
             "tail_runs": vrows * ow if run_len % 4 else 0, "partial_elems": vrows * (ow - full_cols) * kw * ic,
@@ -131,6 +142,10 @@ class ConvGemm(KernelVariant):
             "mk_rem": blocks * ocp * (kwords % u),
             "mk_blocks": blocks * ocp, "outputs": npix * oc,
             "plain_outputs": npix * oc if info.get("rq") in (None, "none") else 0, "blocks": blocks, "const": 1}
+
+    @property
+    def cost_kind(self) -> str:
+        return next(iter(self.cost_kinds))
 
     def cost_refinements(self, kind: str, info: dict) -> list[str]:
         # the im2col copy: whole words per tap (ic % 4 == 0) or byte tails; the epilogue's requantization

@@ -24,6 +24,9 @@ class DenseDsp(KernelVariant):
     cost_kinds = {"dense_opt": ("loops", "rem", "tail", "blocks", "outputs", "const")}
     cost_reduced = {"dense_opt": ("loops", "outputs")}
     cost_work = {"dense_opt": (("loops", DENSE_ROWS * QUAD * DENSE_UNROLL), ("outputs", 1))}
+    # weights widened to int16 in flash (2 bytes per weight): only when the build asks for speed
+    modes = frozenset({"speed"})
+    int8_weights = False
 
     def refusal(self, node, graph, plan) -> str | None:
         x = graph.tensors[node.inputs[0]]
@@ -45,18 +48,28 @@ class DenseDsp(KernelVariant):
         blocks = wpad.reshape(rows_pad // DENSE_ROWS, DENSE_ROWS, n_in)
         # per block, per k-quad: (w[r][4q], w[r][4q+2]) for r = 0..3, then (w[r][4q+1], w[r][4q+3])
         body = blocks[:, :, :QUAD * quads].reshape(rows_pad // DENSE_ROWS, DENSE_ROWS, quads, QUAD)
-        wa = pair_words(body[..., 0], body[..., 2])                    # (blocks, rows, quads)
-        wb = pair_words(body[..., 1], body[..., 3])
-        stream = np.stack([wa, wb], axis=2).transpose(0, 3, 2, 1).reshape(-1)   # block, quad, (a|b), row
+        stream = self.quad_words(body)
         tail_w = blocks[:, :, QUAD * quads:].transpose(0, 2, 1).reshape(-1)    # block, k, row
         rq = node.attrs.get("requant")
         ctx = {"n_in": n_in, "n_out": n_out, "rows_pad": rows_pad, "quads": quads, "tail": tail,
                "unroll": DENSE_UNROLL, "loops": quads // DENSE_UNROLL, "rem": quads % DENSE_UNROLL,
-               "ext": "sxtb16" if x.dtype == "int8" else "uxtb16",
+               "ext": "sxtb16" if x.dtype == "int8" else "uxtb16", "int8_weights": self.int8_weights,
                "w_words": stream.tolist(), "tail_w": tail_w.tolist(),
-               "summary": f"{DENSE_ROWS} rows per block, int16 weights, SMLAD"}
+               "summary": f"{DENSE_ROWS} rows per block, {self.weight_form}, SMLAD"}
         ctx.update(requant_ctx(rq, rows_pad))
-        return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * stream.size + 2 * tail_w.size)
+        return Selection(self.name, self.template, ctx=ctx,
+                         weight_bytes=4 * stream.size + self.tail_itemsize * tail_w.size)
+
+    weight_form = "int16 weights"
+    tail_itemsize = 2
+
+    def quad_words(self, body: np.ndarray) -> np.ndarray:
+        """The weight words of the k-quads, (blocks, rows, quads, 4) -> flat, in the order the
+        kernel reads them: per block and quad, (w[r][4q], w[r][4q+2]) for the 4 rows, then
+        (w[r][4q+1], w[r][4q+3]): the halves SXTB16 makes of the input word and of it rotated by 8."""
+        wa = pair_words(body[..., 0], body[..., 2])                    # (blocks, rows, quads)
+        wb = pair_words(body[..., 1], body[..., 3])
+        return np.stack([wa, wb], axis=2).transpose(0, 3, 2, 1).reshape(-1)   # block, quad, (a|b), row
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
         """Loop trip counts: unrolled k-quad iterations, the remaining quad, tail inputs, per block."""
@@ -64,7 +77,7 @@ class DenseDsp(KernelVariant):
         n_out = int(np.prod(info["out"]))
         quads, tail = divmod(n_in, QUAD)
         blocks = -(-n_out // DENSE_ROWS)
-        return "dense_opt", {"loops": blocks * (quads // DENSE_UNROLL), "rem": blocks * (quads % DENSE_UNROLL),
+        return next(iter(self.cost_kinds)), {"loops": blocks * (quads // DENSE_UNROLL), "rem": blocks * (quads % DENSE_UNROLL),
                              "tail": blocks * tail, "blocks": blocks, "outputs": n_out, "const": 1}
 
     def cost_refinements(self, kind: str, info: dict) -> list[str]:

@@ -9,12 +9,15 @@ import importlib
 import pkgutil
 
 from ....errors import EdgekitError
-from .base import KernelVariant, Selection
+from .base import DEFAULT_OPTIMIZE, KernelVariant, Selection
 
 #: int16 weights may take at most this share of the board's flash (else the reference kernel),
 #: and must leave the model's int8 weights plus this margin (code, runtime) free.
 FLASH_SHARE = 0.5
 FLASH_MARGIN = 64 * 1024
+#: --optimize balanced: int16 weights may add at most this share of the model's int8 parameter
+#: bytes to the flash (issue 16's default flash goal: 1.05x the parameters plus the code)
+BALANCED_EXTRA_FLASH = 0.05
 #: Stack bytes an optimized kernel may take for its scratch buffers when no arena gap fits.
 STACK_SCRATCH_LIMIT = 8192
 #: How a missing core feature is named in the reason for the reference kernel.
@@ -59,14 +62,14 @@ class Registry:
     def all(self) -> list[KernelVariant]:
         return list(self._variants.values())
 
-    def select(self, node, graph, plan, features, kernels: str) -> Selection:
-        """The kernel for one node: the first optimized variant, by priority, that claims the
-        node, runs on the core and does not refuse it; else the reference kernel, with the
-        reason of the last variant that claimed the node."""
+    def select(self, node, graph, plan, features, kernels: str, optimize: str = DEFAULT_OPTIMIZE) -> Selection:
+        """The kernel for one node: the first optimized variant offered under ``optimize``, by
+        priority, that claims the node, runs on the core and does not refuse it; else the
+        reference kernel, with the reason of the last variant that claimed the node."""
         if kernels == REFERENCE:
             return Selection(REFERENCE, reason="--kernels reference")
         have = set(features)
-        claiming = [v for v in self.by_priority() if node.op in v.ops and v.claims(node)]
+        claiming = [v for v in self.by_priority() if optimize in v.modes and node.op in v.ops and v.claims(node)]
         runnable = [v for v in claiming if v.features <= have]
         if claiming and not runnable:
             missing = sorted(claiming[-1].features - have)
