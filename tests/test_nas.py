@@ -137,14 +137,16 @@ def test_cost_features_are_pinned(tmp_path):
         calibrate_activations(model, torch.randn(64, *arch.input_shape, generator=torch.Generator().manual_seed(ai)))
         onnx = export_qonnx(model, torch.zeros(1, *arch.input_shape), tmp_path / f"arch{ai}.onnx")
         for core, board in PINNED_CORES:
-            res = build(onnx, core, board, tmp_path / f"b{ai}-{core}")
+            # --optimize speed: the int16-weight variants the features were pinned with (before the
+            # int8-weight variants existed and became the default)
+            res = build(onnx, core, board, tmp_path / f"b{ai}-{core}", optimize="speed")
             got[f"{arch.describe()}|{core}"] = nascost.layer_features(Graph.load(res.out_dir), res.manifest)
     mlperf = (peers_dir() or tmp_path) / "mlperf_tiny"
     for stem in ("kws_ref_model", "ad01_int8"):
         if not (mlperf / f"{stem}.tflite").is_file():
             continue
         for core, board in PINNED_CORES[1:]:
-            res = build(mlperf / f"{stem}.tflite", core, board, tmp_path / f"{stem}-{core}")
+            res = build(mlperf / f"{stem}.tflite", core, board, tmp_path / f"{stem}-{core}", optimize="speed")
             got[f"{stem}|{core}"] = nascost.layer_features(Graph.load(res.out_dir), res.manifest)
     assert len(got) >= 9
     for key, layers in got.items():
