@@ -25,6 +25,11 @@ class ContractError(ModelError):
     """The graph cannot be computed exactly under the integer contract (overflow, widths)."""
 
 
+class ScaleRatioError(ContractError, ValueError):
+    """A scale ratio the requantization cannot represent (raised by the contract without the node;
+    the front end that lowers the node names it)."""
+
+
 class TargetError(EdgekitError):
     """Unknown core or board, or a board that does not match the core."""
 

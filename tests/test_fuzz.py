@@ -154,3 +154,31 @@ def test_fpga_campaign_compares_the_hls4ml_csimulation():
     assert [c.outcome.status for c in camp.cases] == ["ok"]
     stages = [s[0] for s in camp.cases[0].outcome.stages]
     assert "firmware (mps2-an386)" in stages and any(s.startswith("hls4ml C-sim") for s in stages)
+
+
+#: Found by the fuzzer (docs/fuzz.md item 8): a 6-bit QuantReLU whose calibrated scale makes the dense
+#: layer's rescale too large for a Q31 multiplier escaped as a ValueError (exit 3).
+RESCALE_TOO_LARGE = {'kind': 'qonnx',
+                     'seed': 71004,
+                     'dims': 2,
+                     'in_ch': 1,
+                     'size': [3, 3],
+                     'input': {'bits': 8, 'signed': True, 'scale': 'pow2', 'asym': False},
+                     'spread': 8.0,
+                     'layers': [{'op': 'pool', 'kind': 'max', 'k': 2, 'stride': 1, 'pad': 0},
+                                {'op': 'pool', 'kind': 'max', 'k': 2, 'stride': 2, 'pad': 0},
+                                {'op': 'flatten'},
+                                {'op': 'dense',
+                                 'out': 2,
+                                 'bias': True,
+                                 'w': {'bits': 6, 'per_channel': False, 'scale': 'pow2'},
+                                 'act': {'bits': 6, 'signed': True, 'scale': 'pow2', 'asym': False}},
+                                {'op': 'relu', 'act': {'bits': 6, 'signed': False, 'scale': 'pow2', 'asym': False}}]}
+
+
+def test_rescale_too_large_for_q31_is_a_refusal_naming_the_node(tmp_path):
+    from edgekit.fuzz.runner import run_case
+
+    out = run_case(RESCALE_TOO_LARGE, tmp_path)
+    assert out.status == "refused" and out.where == "requant-range", out
+    assert "node '" in out.message and "too large for a Q31 multiplier" in out.message, out.message

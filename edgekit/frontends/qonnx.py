@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ContractError, ModelError, UnsupportedOpError
+from ..errors import ContractError, ModelError, ScaleRatioError, UnsupportedOpError
 from ..ir import contract
 from ..ir.graph import Graph, InputQuant, Node, Tensor
 from ..registry import discover
@@ -201,7 +201,10 @@ class Lowerer:
         if not any(n.op_type in QUANTIZER_OPS for n in g.node):
             raise float_model_error(self.source)
         for node in g.node:
-            LOWERINGS[node.op_type](self, node)
+            try:
+                LOWERINGS[node.op_type](self, node)
+            except ScaleRatioError as e:  # the contract cannot name the node; its lowering's caller can
+                raise ScaleRatioError(f"{describe(node)}: {e}; rescale the quantizers around it") from None
 
         out = self.env.get(g.output[0].name)
         output_post_ops = []

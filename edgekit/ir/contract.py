@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import ContractError
+from ..errors import ContractError, ScaleRatioError
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -192,7 +192,7 @@ class Requant:
 def _multiplier_shift(ratio: float) -> tuple[int, int, bool]:
     """Split a positive real ratio into (M, S, exact) with ratio ~= M * 2**-S."""
     if not (ratio > 0 and math.isfinite(ratio)):
-        raise ValueError(f"scale ratio must be positive and finite, got {ratio}")
+        raise ScaleRatioError(f"scale ratio must be positive and finite, got {ratio}")
     mant, exp = math.frexp(ratio)  # ratio = mant * 2**exp, mant in [0.5, 1)
     if mant == 0.5:  # power of two: no multiplication needed
         if exp - 1 <= 0:
@@ -204,7 +204,7 @@ def _multiplier_shift(ratio: float) -> tuple[int, int, bool]:
         m, exp = 2**30, exp + 1
     s = 31 - exp
     if s < 0:
-        raise ValueError(f"scale ratio {ratio} is too large for a Q31 multiplier")
+        raise ScaleRatioError(f"scale ratio {ratio} is too large for a Q31 multiplier")
     if s > MAX_SHIFT:  # |acc * M| < 2**62 so the rounded result is 0 for any input
         return 0, 0, False
     return m, s, False
@@ -368,7 +368,7 @@ def quantize_multiplier_tflite(ratio: float) -> tuple[int, int]:
     M = 0 (stored with S = 31, so the result is 0 for every input).
     """
     if ratio < 0 or not math.isfinite(ratio):
-        raise ValueError(f"scale ratio must be non-negative and finite, got {ratio}")
+        raise ScaleRatioError(f"scale ratio must be non-negative and finite, got {ratio}")
     if ratio == 0:
         return 0, 31
     q, e = math.frexp(ratio)
@@ -378,7 +378,7 @@ def quantize_multiplier_tflite(ratio: float) -> tuple[int, int]:
     if e < -31:
         return 0, 31
     if e > 31:
-        raise ValueError(f"scale ratio {ratio} is too large for TFLite's requantization")
+        raise ScaleRatioError(f"scale ratio {ratio} is too large for TFLite's requantization")
     return m, 31 - e
 
 
@@ -390,7 +390,7 @@ def tflite_requant(ratio: np.ndarray, zero_point: int, lo: int, hi: int, left_sh
     if len(set(parts)) == 1:
         parts = parts[:1]
     if any(left_shift + max(31 - p[1], 0) > 31 for p in parts):
-        raise ValueError("TFLite requantization would shift an int32 left by more than 31 bits")
+        raise ScaleRatioError("TFLite requantization would shift an int32 left by more than 31 bits")
     return Requant(tuple(p[0] for p in parts), tuple(p[1] for p in parts), int(zero_point), int(lo), int(hi),
                    False, "double", int(left_shift))
 
@@ -525,7 +525,7 @@ def softmax_exp_table(beta: float, input_scale: float) -> np.ndarray:
     real = min(float(np.float64(np.float32(beta))) * float(np.float64(np.float32(input_scale))) * (1 << 26),
                (1 << 31) - 1.0)  # PreprocessSoftmaxScaling, 5 integer bits
     if not real > 1.0:
-        raise ValueError("beta * input scale is too small for TFLite's softmax (multiplier must exceed 1)")
+        raise ScaleRatioError("beta * input scale is too small for TFLite's softmax (multiplier must exceed 1)")
     m, s = quantize_multiplier_tflite(real)
     left = 31 - s  # TFLite's left shift (>= 0)
     diff_min = -math.floor(1.0 * 31 * (1 << 26) / (1 << left))  # CalculateInputRadius(5, left)
