@@ -25,7 +25,7 @@ from edgekit.ir import contract
 from helpers.brevitas_models import U, Seq, qconv2d
 from helpers.calibration import calibrate
 from helpers.codes import input_codes
-from helpers.tflite_builder import TfliteBuilder, tflite
+from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
 from helpers.tflite_layers import conv_layer, fc_layer, flatten
 
 BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500"}

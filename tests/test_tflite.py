@@ -17,7 +17,7 @@ from edgekit.bench import peers_dir
 from edgekit.ir import contract
 from edgekit.resources import resource_dir
 from helpers.codes import input_codes
-from helpers.tflite_builder import TfliteBuilder, tflite
+from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
 from helpers.tflite_layers import conv_layer, fc_layer
 from helpers.tflm import NOT_INSTALLED, run_tflm, tflm_runtime
 

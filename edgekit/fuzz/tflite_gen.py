@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..frontends.tflite.writer import TfliteBuilder
+
 ACTS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 
 
@@ -91,150 +93,12 @@ def check_shapes(spec: dict) -> str | None:
 
 # ---------------------------------------------------------------- flatbuffer writer
 
-def _tfl():
-    import tflite
-
-    return tflite
-
-
-class _Writer:
-    """Tensors, constant buffers and operators of one subgraph, serialised by :meth:`build`."""
-
-    def __init__(self):
-        self.tensors: list[dict] = []
-        self.buffers: list[bytes] = [b""]  # buffer 0: the empty buffer
-        self.ops: list[tuple] = []
-        self.codes: list[int] = []
-
-    def tensor(self, shape, dtype="int8", scale=None, zero_point=None, data=None, qdim=0) -> int:
-        buf = 0
-        if data is not None:
-            self.buffers.append(np.ascontiguousarray(np.asarray(data, dtype=dtype)).tobytes())
-            buf = len(self.buffers) - 1
-        self.tensors.append(dict(shape=list(shape), dtype=dtype, buffer=buf, qdim=qdim,
-                                 scale=None if scale is None else np.atleast_1d(np.asarray(scale, np.float32)),
-                                 zp=None if zero_point is None else np.atleast_1d(np.asarray(zero_point, np.int64)),
-                                 name=f"t{len(self.tensors)}"))
-        return len(self.tensors) - 1
-
-    def op(self, name: str, inputs: list[int], outputs: list[int], options: str | None = None, **fields) -> None:
-        code = getattr(_tfl().BuiltinOperator, name)
-        if code not in self.codes:
-            self.codes.append(code)
-        self.ops.append((self.codes.index(code), inputs, outputs, options, fields))
-
-    def build(self, inputs: list[int], outputs: list[int]) -> bytes:
-        import importlib
-
-        import flatbuffers
-
-        tfl = _tfl()
-
-        def mod(name):
-            return importlib.import_module(f"tflite.{name}")
-
-        def table_vector(offsets):
-            b.StartVector(4, len(offsets), 4)
-            for o in reversed(offsets):
-                b.PrependUOffsetTRelative(o)
-            return b.EndVector()
-
-        types = {"int8": tfl.TensorType.INT8, "int32": tfl.TensorType.INT32}
-        b = flatbuffers.Builder(1024)
-        buffers = []
-        for data in self.buffers:
-            vec = None
-            if data:
-                b.StartVector(1, len(data), 16)
-                b.head = b.head - len(data)
-                b.Bytes[b.head:b.head + len(data)] = data
-                vec = b.EndVector()
-            B = mod("Buffer")
-            B.Start(b)
-            if vec is not None:
-                B.AddData(b, vec)
-            buffers.append(B.End(b))
-        tensors = []
-        for t in self.tensors:
-            name = b.CreateString(t["name"])
-            shape = b.CreateNumpyVector(np.asarray(t["shape"], np.int32))
-            q = None
-            if t["scale"] is not None:
-                scale = b.CreateNumpyVector(t["scale"])
-                zp = b.CreateNumpyVector(t["zp"] if t["zp"] is not None else np.zeros(t["scale"].size, np.int64))
-                Q = mod("QuantizationParameters")
-                Q.Start(b)
-                Q.AddScale(b, scale)
-                Q.AddZeroPoint(b, zp)
-                Q.AddQuantizedDimension(b, t["qdim"])
-                q = Q.End(b)
-            T = mod("Tensor")
-            T.Start(b)
-            T.AddShape(b, shape)
-            T.AddType(b, types[t["dtype"]])
-            T.AddBuffer(b, t["buffer"])
-            T.AddName(b, name)
-            if q is not None:
-                T.AddQuantization(b, q)
-            tensors.append(T.End(b))
-        ops = []
-        for opcode, ins, outs, options, fields in self.ops:
-            opt = None
-            if options is not None:
-                O = mod(options)
-                O.Start(b)
-                for k, v in fields.items():
-                    getattr(O, f"Add{k}")(b, v)
-                opt = O.End(b)
-            iv = b.CreateNumpyVector(np.asarray(ins, np.int32))
-            ov = b.CreateNumpyVector(np.asarray(outs, np.int32))
-            P = mod("Operator")
-            P.Start(b)
-            P.AddOpcodeIndex(b, opcode)
-            P.AddInputs(b, iv)
-            P.AddOutputs(b, ov)
-            if opt is not None:
-                P.AddBuiltinOptionsType(b, getattr(tfl.BuiltinOptions, options))
-                P.AddBuiltinOptions(b, opt)
-            ops.append(P.End(b))
-        S = mod("SubGraph")
-        tv, opv = table_vector(tensors), table_vector(ops)
-        iv = b.CreateNumpyVector(np.asarray(inputs, np.int32))
-        ov = b.CreateNumpyVector(np.asarray(outputs, np.int32))
-        sname = b.CreateString("main")
-        S.Start(b)
-        S.AddTensors(b, tv)
-        S.AddInputs(b, iv)
-        S.AddOutputs(b, ov)
-        S.AddOperators(b, opv)
-        S.AddName(b, sname)
-        sub = S.End(b)
-        codes = []
-        for c in self.codes:
-            C = mod("OperatorCode")
-            C.Start(b)
-            C.AddDeprecatedBuiltinCode(b, min(c, 127))
-            C.AddBuiltinCode(b, c)
-            C.AddVersion(b, 1)
-            codes.append(C.End(b))
-        cv, sv, bv = table_vector(codes), table_vector([sub]), table_vector(buffers)
-        desc = b.CreateString("edgekit fuzz graph")
-        M = mod("Model")
-        M.Start(b)
-        M.AddVersion(b, 3)
-        M.AddOperatorCodes(b, cv)
-        M.AddSubgraphs(b, sv)
-        M.AddDescription(b, desc)
-        M.AddBuffers(b, bv)
-        b.Finish(M.End(b), file_identifier=b"TFL3")
-        return bytes(b.Output())
-
-
 # ---------------------------------------------------------------- spec -> flatbuffer
 
-def _conv(wr: _Writer, rng, x: int, shape, scale: float, layer: dict, oc: int | None = None, depthwise=False):
+def _conv(wr: TfliteBuilder, rng, x: int, shape, scale: float, layer: dict, oc: int | None = None,
+          depthwise=False):
     """CONV_2D / DEPTHWISE_CONV_2D with random int8 weights whose output spreads over ~35 codes."""
-    tfl = _tfl()
+    import tflite as tfl
     h, w, c = shape
     k = layer.get("k", 1)
     stride, dil, padding = layer.get("stride", 1), layer.get("dil", 1), layer.get("padding", "SAME")
@@ -264,8 +128,8 @@ def _conv(wr: _Writer, rng, x: int, shape, scale: float, layer: dict, oc: int | 
 
 def to_tflite(spec: dict) -> bytes:
     """The flatbuffer of ``spec``."""
-    tfl = _tfl()
-    wr = _Writer()
+    import tflite as tfl
+    wr = TfliteBuilder("edgekit fuzz graph")
     h, w = spec["size"]
     shape = (h, w, spec["in_ch"])
     scale = float(spec["input"]["scale"])

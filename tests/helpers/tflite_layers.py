@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tflite_builder import tflite
+from edgekit.frontends.tflite.writer import tflite
 
 
 def conv_layer(b, rng, x, x_shape, x_scale, oc, k, stride=1, padding="SAME", act=0, depthwise=False, mult=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers.opcheck import ALL_KERNELS, QonnxCase, TfliteCase, check, matrix
-from helpers.tflite_builder import TfliteBuilder, tflite
+from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
 
 QONNX = [
     QonnxCase.named("residual_add", kernels=ALL_KERNELS),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers.opcheck import ALL_KERNELS, QonnxCase, TfliteCase, check, matrix
-from helpers.tflite_builder import TfliteBuilder, tflite
+from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
 from helpers.tflite_layers import conv_layer
 
 DW = ("reference", "dsp")

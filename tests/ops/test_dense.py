@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers.opcheck import ALL_KERNELS, QonnxCase, TfliteCase, check, matrix
-from helpers.tflite_builder import TfliteBuilder
+from edgekit.frontends.tflite.writer import TfliteBuilder
 from helpers.tflite_layers import fc_layer, flatten
 
 QONNX = [

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers.opcheck import TfliteCase, check, matrix
-from helpers.tflite_builder import TfliteBuilder, tflite
+from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
 from helpers.tflite_layers import conv_layer, fc_layer
 from helpers.tflm import NOT_INSTALLED, run_tflm, tflm_runtime
 

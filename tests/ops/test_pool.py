@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from helpers.opcheck import ALL_KERNELS, QonnxCase, TfliteCase, check, matrix
-from helpers.tflite_builder import TfliteBuilder, tflite
+from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
 
 NO_KERNEL = {v: f"pooling has no {v} kernel and no other layer of this model gets one" for v in ("dsp", "helium")}
 

@@ -6,7 +6,7 @@ import pytest
 
 from helpers.brevitas_models import U, Seq, qid
 from helpers.opcheck import QonnxCase, TfliteCase, check, matrix
-from helpers.tflite_builder import TfliteBuilder, tflite
+from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
 
 
 def _quantize_model(scale_ratio: float, zp_shift: int) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers.opcheck import ALL_KERNELS, QonnxCase, TfliteCase, check, matrix
-from helpers.tflite_builder import TfliteBuilder
+from edgekit.frontends.tflite.writer import TfliteBuilder
 
 QONNX = [QonnxCase.named("head_softmax", kernels=ALL_KERNELS, ops=("softmax",))]
 

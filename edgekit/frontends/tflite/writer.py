@@ -1,6 +1,7 @@
-"""Write small int8 .tflite flatbuffers for tests with the `tflite` package's generated builders.
+"""Write small int8 .tflite flatbuffers with the `tflite` package's generated builders: the
+tests' synthetic models and ``edgekit fuzz``'s random graphs.
 
-Only what the tests need: one subgraph, tensors with per-tensor or per-channel affine
+Only what those need: one subgraph, tensors with per-tensor or per-channel affine
 quantization, constant buffers, builtin operators with their options tables.
 """
 from __future__ import annotations
@@ -33,7 +34,10 @@ def _table_vector(b: flatbuffers.Builder, offsets: list[int]) -> int:
 
 
 class TfliteBuilder:
-    def __init__(self):
+    """Tensors, constant buffers and operators of one subgraph, serialised by :meth:`build`."""
+
+    def __init__(self, description: str = "edgekit synthetic model"):
+        self.description = description
         self.tensors: list[dict] = []
         self.buffers: list[bytes] = [b""]  # buffer 0: the empty buffer
         self.ops: list[tuple] = []
@@ -136,7 +140,7 @@ class TfliteBuilder:
             C.AddVersion(b, 1)
             codes.append(C.End(b))
         cv, sv, bv = _table_vector(b, codes), _table_vector(b, [sub]), _table_vector(b, buffers)
-        desc = b.CreateString("edgekit test model")
+        desc = b.CreateString(self.description)
         M = _module("Model")
         M.Start(b)
         M.AddVersion(b, 3)
