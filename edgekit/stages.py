@@ -178,10 +178,15 @@ def run_qonnx(model_path: Path, x: np.ndarray) -> np.ndarray:
     from qonnx.transformation.change_batchsize import ChangeBatchSize
     from qonnx.util.cleanup import cleanup_model
 
-    model = ModelWrapper(str(model_path))
-    model = cleanup_model(model.transform(ChangeBatchSize(x.shape[0])))
-    iname, oname = model.graph.input[0].name, model.graph.output[0].name
-    return execute_onnx(model, {iname: x.astype(np.float32)})[oname]
+    try:
+        model = ModelWrapper(str(model_path))
+        model = cleanup_model(model.transform(ChangeBatchSize(x.shape[0])))
+        iname, oname = model.graph.input[0].name, model.graph.output[0].name
+        return execute_onnx(model, {iname: x.astype(np.float32)})[oname]
+    except Exception as e:  # qonnx's own errors on a graph it cannot run: one line, not its traceback
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].strip()
+        raise VerificationError(f"{model_path}: qonnx cannot execute the model ({type(e).__name__}: {first}); "
+                                "verify --skip qonnx checks the other stages") from None
 
 
 def compare(name: str, got: np.ndarray, ref: np.ndarray, exact: bool, note: str = "") -> StageResult:

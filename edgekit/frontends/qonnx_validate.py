@@ -269,6 +269,11 @@ def _check_quant(node, index: int, tensors: dict) -> None:
     from onnx import helper
 
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Quant":  # qonnx's Quant requires both (it cannot execute the graph without them)
+        missing = [flag for flag in ("signed", "narrow") if flag not in attrs]
+        if missing:
+            raise ModelError(f"{what}: attribute {' and '.join(missing)} missing; a Quant node carries signed "
+                             "and narrow (0 or 1): export the model again")
     for flag in ("signed", "narrow"):
         if attrs.get(flag, 0) not in (0, 1):
             raise ModelError(f"{what}: attribute {flag}={attrs[flag]}; it must be 0 or 1")
