@@ -182,3 +182,38 @@ def test_rescale_too_large_for_q31_is_a_refusal_naming_the_node(tmp_path):
     out = run_case(RESCALE_TOO_LARGE, tmp_path)
     assert out.status == "refused" and out.where == "requant-range", out
     assert "node '" in out.message and "too large for a Q31 multiplier" in out.message, out.message
+
+
+#: Found by the fuzzer (docs/fuzz.md item 5): a 1x1 convolution with its 12-bit residual (held as int16)
+#: fused in place over its int8 output; the DSP GEMM kernel's output blocks overwrote residual bytes it
+#: had not read yet (firmware up to 6 LSB off). The GEMM variants now leave such nodes to the reference.
+WIDER_RESIDUAL_IN_PLACE = {'kind': 'qonnx',
+                           'seed': 10017,
+                           'dims': 2,
+                           'in_ch': 2,
+                           'size': [2, 2],
+                           'input': {'bits': 8, 'signed': True, 'scale': 'pow2', 'asym': False},
+                           'spread': 1.0,
+                           'layers': [{'op': 'residual',
+                                       'k': 1,
+                                       'w': {'bits': 2, 'per_channel': False, 'scale': 'pow2'},
+                                       'branch': {'bits': 12, 'signed': True, 'scale': 'pow2', 'asym': False},
+                                       'act': {'bits': 8, 'signed': True, 'scale': 'pow2', 'asym': False}},
+                                      {'op': 'conv',
+                                       'out': 1,
+                                       'k': 1,
+                                       'stride': 1,
+                                       'pad': 0,
+                                       'dil': 1,
+                                       'groups': 1,
+                                       'bias': True,
+                                       'bn': False,
+                                       'w': {'bits': 8, 'per_channel': False, 'scale': 'pow2'},
+                                       'act': {'bits': 8, 'signed': True, 'scale': 'pow2', 'asym': False}}]}
+
+
+def test_in_place_residual_wider_than_the_output_is_exact_with_optimized_kernels(tmp_path):
+    from edgekit.fuzz.runner import run_case
+
+    out = run_case(WIDER_RESIDUAL_IN_PLACE, tmp_path, board="mps2-an386", kernels="optimized")
+    assert out.status == "ok", out

@@ -146,6 +146,19 @@ def in_place(plan, a: str, b: str) -> bool:
     return pa.offset < pb.offset + pb.size and pb.offset < pa.offset + pa.size
 
 
+def wider_residual_in_place(node, graph, plan) -> str | None:
+    """Why a GEMM kernel may not run a fused residual add in place over a residual held in a wider
+    type than its output (e.g. int16 under int8): writing a block of output pixels overwrites
+    residual bytes of pixels the block has not read yet (found by edgekit fuzz, docs/fuzz.md item 5);
+    the reference kernel, which finishes each output before the next, takes such nodes."""
+    if not node.attrs.get("residual") or len(node.inputs) < 4 or plan is None:
+        return None
+    r, y = graph.tensors[node.inputs[3]], graph.tensors[node.outputs[0]]
+    if r.itemsize > y.itemsize and in_place(plan, node.inputs[3], node.outputs[0]):
+        return f"in place over its {r.dtype} residual"
+    return None
+
+
 def extend_insn(dtype: str) -> str | None:
     """The instruction that widens two input bytes to int16 halves adding an offset (None:
     an input type the DSP kernels do not read)."""

@@ -6,8 +6,8 @@ import numpy as np
 
 from ....ops.conv2d import conv_geometry
 from .base import KernelVariant, Selection
-from .common import (extend_insn, offset_word, pair_words, requant_ctx, residual_ctx, run_pairs,
-                     valid_taps)
+from .common import (extend_insn, offset_word, pair_words, requant_ctx, residual_ctx, run_pairs, valid_taps,
+                     wider_residual_in_place)
 
 #: im2col block: pixels per block (the 3x2 micro-kernel: 3 pixels x 2 output channels).
 GEMM_PIXELS = 3
@@ -53,7 +53,9 @@ class ConvGemm(KernelVariant):
 
     def refusal(self, node, graph, plan) -> str | None:
         x = graph.tensors[node.inputs[0]]
-        return f"{x.dtype} input" if extend_insn(x.dtype) is None else None
+        if extend_insn(x.dtype) is None:
+            return f"{x.dtype} input"
+        return wider_residual_in_place(node, graph, plan)
 
     def select(self, node, graph, plan) -> Selection:
         g = conv_geometry(node, graph)
