@@ -142,3 +142,17 @@ def bias_codes(lw, node, name: str, acc_scale: np.ndarray) -> np.ndarray:
     if b.bits > 32:
         raise ContractError(f"{describe(node)}: {b.bits}-bit bias does not fit int32")
     return codes
+
+
+def sign_flipped_layer(lw, prod, sign: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The weights and bias of the dense/conv ``prod`` with output channel c multiplied by
+    ``sign[c]`` (a negative BatchNorm gamma folded into the layer), and those weights as
+    [out, fan_in] rows for the accumulator bound."""
+    w = lw.constants[prod.inputs[1]].astype(np.int64)
+    ch_axis = -1 if (prod.op == "conv2d" and prod.attrs["depthwise"]) else 0
+    shape = [1] * w.ndim
+    shape[ch_axis] = -1
+    w = w * sign.reshape(shape)
+    b = lw.constants[prod.inputs[2]].astype(np.int64) * sign
+    rows = w.reshape(-1, w.shape[-1]).T if ch_axis == -1 else w.reshape(w.shape[0], -1)
+    return w, b, rows

@@ -14,7 +14,7 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import contract
-from ..qonnx_lowering import THRESHOLD_CHAIN, IntValue, describe, lowering, onnx_attrs
+from ..qonnx_lowering import THRESHOLD_CHAIN, IntValue, describe, lowering, onnx_attrs, sign_flipped_layer
 from .threshold import threshold_candidate
 
 
@@ -44,18 +44,12 @@ def fold_affine(lw, node, prod, t, g, h) -> None:
     ``g`` into the output scale, ``h`` into the bias rounded to the accumulator grid."""
     s = np.asarray(t.scale, np.float64)
     sign = np.where(g < 0, -1, 1)
-    w = lw.constants[prod.inputs[1]].astype(np.int64)
-    ch_axis = -1 if (prod.op == "conv2d" and prod.attrs["depthwise"]) else 0
-    shape = [1] * w.ndim
-    shape[ch_axis] = -1
-    w = w * sign.reshape(shape)
-    b = lw.constants[prod.inputs[2]].astype(np.int64) * sign
+    w, b, rows = sign_flipped_layer(lw, prod, sign)
     new_scale = s * np.abs(g)
     with np.errstate(divide="ignore", invalid="ignore"):
         shift = np.where(new_scale > 0, np.round(h / np.where(new_scale > 0, new_scale, 1)), 0)
     b = b + shift.astype(np.int64)
     x = lw.tensors[prod.inputs[0]]
-    rows = w.reshape(-1, w.shape[-1]).T if ch_axis == -1 else w.reshape(w.shape[0], -1)  # [out, fan_in]
     contract.check_accumulator(describe(node), contract.accumulator_bound(rows, b, x.qmin - x.zero_point,
                                                                           x.qmax - x.zero_point))
     if np.any(new_scale <= 0):

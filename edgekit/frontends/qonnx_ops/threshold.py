@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import contract
-from ..qonnx_lowering import THRESHOLD_CHAIN, FloatConst, resolves
+from ..qonnx_lowering import THRESHOLD_CHAIN, FloatConst, resolves, sign_flipped_layer
 
 MAX_THRESHOLD_BITS = 4
 
@@ -79,14 +79,8 @@ def emit_thresholds(lw, node, v, out, quantize, levels: np.ndarray, step: int) -
     bn = float_nodes[0]
     gamma = np.asarray(lw.env[bn.input[1]].value, np.float64)
     sign = np.where(gamma < 0, -1, 1)
-    w = lw.constants[prod.inputs[1]].astype(np.int64)
-    ch_axis = -1 if (prod.op == "conv2d" and prod.attrs["depthwise"]) else 0
-    shape = [1] * w.ndim
-    shape[ch_axis] = -1
-    w = w * sign.reshape(shape)
-    b = lw.constants[prod.inputs[2]].astype(np.int64) * sign
+    w, b, rows = sign_flipped_layer(lw, prod, sign)
     x = lw.tensors[prod.inputs[0]]
-    rows = w.reshape(-1, w.shape[-1]).T if ch_axis == -1 else w.reshape(w.shape[0], -1)
     bound = contract.accumulator_bound(rows, b, x.qmin - x.zero_point, x.qmax - x.zero_point)
     channels = len(bound)
     scale = np.resize(np.asarray(t.scale, np.float64), channels)

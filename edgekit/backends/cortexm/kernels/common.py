@@ -178,6 +178,17 @@ def valid_taps(o: int, i: int, k: int, s: int, pad: int, d: int = 1) -> int:
     return sum(sum(1 for kk in range(k) if 0 <= oo * s - pad + kk * d < i) for oo in range(o))
 
 
+def conv_valid_taps(info: dict) -> tuple[int, int]:
+    """(kernel rows, kernel columns) inside the input, summed over the output rows and columns,
+    of the conv described by ``info`` (nas.cost.layer_info): the taps executed per channel."""
+    ih, iw, _ = info["in"]
+    oh, ow, _ = info["out"]
+    kh, kw = info["kernel"]
+    sh, sw = info["stride"]
+    dh, dw = info.get("dilation", (1, 1))
+    return (valid_taps(oh, ih, kh, sh, info["pad"][0], dh), valid_taps(ow, iw, kw, sw, info["pad"][1], dw))
+
+
 def first_work(f: dict, terms: tuple[tuple[str, int], ...]) -> float:
     """The first nonzero of ``terms`` (feature, MACs per count) in ``f``, times its MACs (0: none)."""
     for k, per in terms:

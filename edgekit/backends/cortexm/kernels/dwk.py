@@ -12,7 +12,7 @@ import numpy as np
 
 from ....ops.conv2d import conv_geometry
 from .base import KernelVariant, Selection
-from .common import extend_insn, in_place, offset_word, pair_words, requant_ctx, residual_ctx, valid_taps
+from .common import conv_valid_taps, extend_insn, in_place, offset_word, pair_words, requant_ctx, residual_ctx
 
 #: channels per step (one input word)
 CHANNELS = 4
@@ -82,13 +82,8 @@ class Dwk(KernelVariant):
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
         """Executed taps per channel quad and per tail channel, rows, pixels."""
-        ih, iw, _ = info["in"]
         oh, ow, oc = info["out"]
-        kh, kw = info["kernel"]
-        sh, sw = info["stride"]
-        dh, dw = info.get("dilation", (1, 1))
-        vh = valid_taps(oh, ih, kh, sh, info["pad"][0], dh)   # kernel rows inside the input, over all oy
-        vw = valid_taps(ow, iw, kw, sw, info["pad"][1], dw)
+        vh, vw = conv_valid_taps(info)
         q, t = divmod(oc, CHANNELS)
         return "dwk", {"tapq": vh * vw * q, "tapt": vh * vw * t, "rowsq": vh * ow * q, "groups": oh * ow * q,
                        "tails": oh * ow * t, "outputs": oh * ow * oc, "pixels": oh * ow, "const": 1}

@@ -9,7 +9,7 @@ import numpy as np
 
 from ....ir.operators import get_op
 from .base import KernelVariant, Selection
-from .common import valid_taps
+from .common import conv_valid_taps, valid_taps
 
 
 def _layout(kernel) -> str:
@@ -45,13 +45,10 @@ class Reference(KernelVariant):
         op = info["op"]
         f: dict = {"const": 1}
         if op == "conv2d":
-            ih, iw, ic = info["in"]
+            ic = info["in"][2]
             oh, ow, oc = info["out"]
             kh, kw = info["kernel"]
-            sh, sw = info["stride"]
-            dh, dw = info.get("dilation", (1, 1))
-            vh = valid_taps(oh, ih, kh, sh, info["pad"][0], dh)   # kernel rows inside the input, over all oy
-            vw = valid_taps(ow, iw, kw, sw, info["pad"][1], dw)
+            vh, vw = conv_valid_taps(info)
             f.update(taps=vh * vw * oc, kx_iters=vh * ow * kw * oc, ky_iters=oh * ow * oc * kh,
                      outputs=oh * ow * oc, pixels=oh * ow)
             if info["depthwise"]:
