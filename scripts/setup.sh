@@ -19,6 +19,7 @@ command -v gcc >/dev/null || need_apt+=(gcc)
 command -v g++ >/dev/null || need_apt+=(g++)  # hls4ml's C-simulation
 command -v xz >/dev/null || need_apt+=(xz-utils)
 command -v openocd >/dev/null || need_apt+=(openocd)  # edgekit flash --probe openocd (and its tests)
+command -v chromium >/dev/null || need_apt+=(chromium)  # headless browser tests of the HTML reports
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if [ ${#need_apt[@]} -gt 0 ]; then
