@@ -119,8 +119,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="prove qonnx, simulator, host C and emulated firmware agree",
                        description="Run test vectors through qonnx, the integer simulator, the host build and the "
-                       "firmware on the emulated board and compare outputs element by element. Exits 1 if a stage "
-                       "that must be exact differs.")
+                       "firmware on the emulated board and compare outputs element by element (a real board's build runs "
+                       "on the emulated board with the same core, relinked). Exits 1 if a stage that must be exact "
+                       "differs.")
     v.add_argument("build_dir", help="directory written by `edgekit build`")
     v.add_argument("--inputs", help="float inputs (.npy) in the model's input layout, shape (N, ...)")
     v.add_argument("--codes", help="raw integer input codes (.npy, e.g. int8 for TFLite models), used as they are")

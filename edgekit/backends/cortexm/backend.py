@@ -53,10 +53,13 @@ class CortexmBackend(Backend):
 
     def verify_report(self, ctx: VerifyContext, results: list[StageResult]) -> VerifyReport:
         m = ctx.manifest
-        memory = dict(m.memory, arena_bytes=m.arena_bytes, **ctx.measured)
+        measured = dict(ctx.measured)
+        emulated_board = measured.pop("emulated_board", None)  # None: the firmware did not run
+        memory = dict(m.memory, arena_bytes=m.arena_bytes, **measured)
         out_shape = list(ctx.graph.tensors[ctx.graph.outputs[0]].shape)
         return CortexmVerifyReport(str(ctx.build_dir), m.board, ctx.vectors, ctx.input_source, out_shape, results,
-                                   memory, extra={"power_of_two": ctx.power_of_two, "frontend": m.frontend or "qonnx"})
+                                   memory, extra={"power_of_two": ctx.power_of_two, "frontend": m.frontend or "qonnx",
+                                                  "emulated_board": emulated_board})
 
     def report_sections(self, build_dir: Path, manifest: Manifest) -> list[ReportSection]:
         from .report import report_json, report_text
