@@ -14,10 +14,11 @@ from .build import build, build_summary
 from .builddir import BuildResult
 from .manifest import Manifest, load_manifest
 from .stages import VerifyReport, generate_inputs
+from .validation import ValidationReport, validate
 from .verify import verify
 
-__all__ = ["BuildReport", "BuildResult", "Manifest", "VerifyReport", "build", "build_summary", "export",
-           "flash", "generate_inputs", "load_manifest", "profile", "report", "verify"]
+__all__ = ["BuildReport", "BuildResult", "Manifest", "ValidationReport", "VerifyReport", "build", "build_summary",
+           "export", "flash", "generate_inputs", "load_manifest", "profile", "report", "validate", "verify"]
 
 
 def _backend_for(build_dir: Path, command: str) -> tuple[Backend, Manifest]:

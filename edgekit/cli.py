@@ -215,6 +215,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     _add_fuzz_parser(sub)
     # --- end issue 17 ---
+    from .validation.cli import add_parser as _add_validate_parser  # issue 13: edgekit/validation
+
+    _add_validate_parser(sub)
     return p
 
 
