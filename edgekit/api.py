@@ -1,6 +1,6 @@
 """The Python API; the CLI is a thin layer over these functions.
 
-``build`` and ``verify`` work for every backend. ``report``, ``export``, ``profile`` and
+``build``, ``verify`` and ``validate`` work for every backend. ``report``, ``export``, ``profile`` and
 ``flash`` run the command of the backend that made the build directory, or raise
 UnsupportedCommandError (one line naming the backend) when it does not support it.
 """

@@ -138,6 +138,23 @@ def test_whole_set_goes_through_the_simulator_in_large_batches(digits, digits_mo
     assert rep.result["samples"] == 10_000 and rep.firmware is None
 
 
+def test_a_stage_that_differs_fails_validation(digits, digits_models, tmp_path):
+    """A host runner that writes wrong outputs: validate exits 1 and names the stage."""
+    import shutil
+
+    out, _, d = digits_models
+    bad = tmp_path / "tampered"
+    shutil.copytree(out, bad)
+    runner = bad / "host" / "ek_host_runner"
+    runner.write_text(f"#!{sys.executable}\nimport os\n"
+                      "n = os.path.getsize('inputs.bin') // 64\n"  # 64 int8 input codes per sample
+                      "open('outputs.bin', 'wb').write(bytes([127]) * (10 * n))\n")
+    p = run_cli("validate", bad, "--data", d / "x.npy", "--labels", d / "y.npy", "--firmware-count", "4")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "host C: " in p.stdout and "FAIL: a stage that must be exact differs" in p.stdout
+    assert json.loads((bad / "validate.json").read_text())["firmware_exact"] is False
+
+
 @pytest.mark.parametrize("labels, message", [
     (np.zeros(7, np.int64), "7 labels for 450 samples"),
     (np.full(450, 10), "class ids from 10 to 10, but the model has 10 outputs"),
