@@ -63,6 +63,11 @@ class CortexmBackend(Backend):
 
         return [ReportSection("layers", report_text(manifest).splitlines(), report_json(manifest))]
 
+    def report_page(self, build_dir: Path, manifest: Manifest) -> str:
+        from .report import report_page
+
+        return report_page(manifest, build_dir)
+
     def export(self, build_dir: Path, manifest: Manifest, dest: Path) -> tuple[Path, str]:
         from .export import export
 
