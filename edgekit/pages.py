@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 from contextlib import contextmanager
@@ -67,13 +68,20 @@ def figure(name: str, width: float, height: float) -> Iterator[Any]:
 def svg(fig) -> str:
     """The figure as inline SVG markup (no XML prolog, no date), safe to embed in a page.
 
-    Call it inside the ``figure`` block: the salt and the text settings apply when saving."""
+    Call it inside the ``figure`` block: the salt and the text settings apply when saving.
+    matplotlib numbers its groups per file (figure_1, axes_1, ...), so every id and every
+    reference to one gets the plot's name as a prefix: ids stay unique on a page of plots."""
+    import matplotlib
     from markupsafe import Markup
 
+    prefix = matplotlib.rcParams["svg.hashsalt"]
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
-    return Markup(text[text.index("<svg"):])
+    text = text[text.index("<svg"):]
+    text = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}-\1"', text)
+    text = re.sub(r'(href="#|url\(#)([^")]+)', rf"\1{prefix}-\2", text)
+    return Markup(text)
 
 
 def write_page(path: Path, html: str) -> Path:

@@ -146,8 +146,10 @@ def arena_plot(manifest: Manifest, buffers: list[dict]) -> str:
         place_ax.set_ylim(0, arena * 1.05)
         place_ax.set_xlim(-0.6, max(n, 1) - 0.4)
         place_ax.set_ylabel("arena offset (bytes)")
-        place_ax.set_title(f"Buffer placement ({len(buffers)} buffers; drawn at least {min_height:,.0f} B tall)",
-                           loc="left")
+        stretched = sum(b["size"] < min_height for b in buffers)
+        place_ax.set_title(f"Buffer placement ({len(buffers)} buffers"
+                           + (f"; {stretched} under {min_height:,.0f} B drawn {min_height:,.0f} B tall" if stretched
+                              else "") + ")", loc="left")
         if handles:
             place_ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
                             title="buffer (size)", title_fontsize=8)

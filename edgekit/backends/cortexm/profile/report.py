@@ -140,12 +140,16 @@ def write_profile(build_dir: Path, rep: ProfileReport) -> None:
 def record_in_manifest(build_dir: Path, data: dict) -> None:
     """The profile's summary in manifest.json (what verify's time limit and the search read)."""
     m = load_manifest(build_dir)
-    m.profile = {"file": PROFILE_JSON, "counted_on": data["counted_on"], "vector": data["vector"],
-                    "instructions": data["total"]["instructions"], "est_cycles": data["total"]["est_cycles"],
-                    "est_ms": data["total"]["est_ms"], "clock_hz": data["clock_hz"],
-                    "stack_used": data["memory"].get("stack_used"),
-                    "layers": {r["name"] or r["label"]: r["instructions"] for r in data["layers"]}}
+    m.profile = profile_summary(data)
     m.save(build_dir)
+
+
+def profile_summary(data: dict) -> dict:
+    return {"file": PROFILE_JSON, "counted_on": data["counted_on"], "vector": data["vector"],
+            "instructions": data["total"]["instructions"], "est_cycles": data["total"]["est_cycles"],
+            "est_ms": data["total"]["est_ms"], "clock_hz": data["clock_hz"],
+            "stack_used": data["memory"].get("stack_used"),
+            "layers": {r["name"] or r["label"]: r["instructions"] for r in data["layers"]}}
 
 
 def classes_plot(rows: list[dict]) -> str:
