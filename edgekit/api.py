@@ -12,7 +12,9 @@ from .backends import backend_named
 from .backends.base import Backend, BuildReport
 from .build import build, build_summary
 from .builddir import BuildResult
+from .errors import BuildDirError
 from .manifest import Manifest, load_manifest
+from .pages import REPORT_PAGE, write_page
 from .stages import VerifyReport, generate_inputs
 from .validation import ValidationReport, validate
 from .verify import verify
@@ -29,10 +31,21 @@ def _backend_for(build_dir: Path, command: str) -> tuple[Backend, Manifest]:
     return backend, manifest
 
 
-def report(build_dir: str | Path) -> BuildReport:
-    """The per-layer report of a build (``.text()``, ``.to_json()``): the sections its backend contributes."""
-    backend, manifest = _backend_for(Path(build_dir), "report")
-    return BuildReport(backend.report_sections(Path(build_dir), manifest))
+def report(build_dir: str | Path, page: bool = True) -> BuildReport:
+    """The per-layer report of a build (``.text()``, ``.to_json()``): the sections its backend
+    contributes; with ``page``, also (re)writes report.html from what the directory holds now
+    (profile, verify and validate records), its path in ``.page``."""
+    build_dir = Path(build_dir)
+    backend, manifest = _backend_for(build_dir, "report")
+    rep = BuildReport(backend.report_sections(build_dir, manifest))
+    html = backend.report_page(build_dir, manifest) if page else None
+    if html is not None:
+        try:
+            rep.page = write_page(build_dir / REPORT_PAGE, html)
+        except OSError as e:
+            raise BuildDirError(f"{build_dir / REPORT_PAGE}: cannot write the report page ({e.strerror}); "
+                                "make the build directory writable") from None
+    return rep
 
 
 def export(build_dir: str | Path, dest: str | Path) -> tuple[Path, str]:

@@ -36,7 +36,10 @@ def _cmd_report(args) -> int:
     from .api import report
 
     rep = report(args.build_dir)
-    print(json.dumps(rep.to_json(), indent=1) if args.json else rep.text())
+    page = str(rep.page) if rep.page else None
+    print(json.dumps(dict(rep.to_json(), page=page), indent=1) if args.json else rep.text())
+    if page and not args.json:
+        print(f"report page: {page}")
     return 0
 
 
@@ -74,6 +77,8 @@ def _cmd_profile(args) -> int:
     rep = profile(args.build_dir, board=args.board, inputs=args.inputs, count=args.count, seed=args.seed,
                   vector=args.vector)
     print(json.dumps(rep.to_json(), indent=1) if args.json else rep.table())
+    if not args.json:
+        print("wrote " + ", ".join(str(p) for p in rep.written))
     return 0
 
 

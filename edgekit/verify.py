@@ -9,6 +9,7 @@ says must be exact and differs makes the verification fail.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from .backends.base import VerifyContext
 from .errors import VerificationError
 from .ir.graph import Graph
 from .manifest import load_manifest
+from .pages import VERIFY_RECORD, write_page
 from .sim import quantize_input, simulate
 from .stages import (StageResult, VerifyReport, check_timeout, compare, load_codes, load_float_inputs,
                      power_of_two_model, qonnx_stage, run_tflite_reference, tflite_reference_available)
@@ -76,4 +78,16 @@ def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None,
     if REFERENCE_STAGE in stages:
         results.append(_reference_stage(ctx))
     results += [backend.run_stage(s, ctx) for s in backend.verify_stages if s in stages]
-    return backend.verify_report(ctx, results)
+    report = backend.verify_report(ctx, results)
+    _record(build_dir, report)
+    return report
+
+
+def _record(build_dir: Path, report: VerifyReport) -> None:
+    """Keep the result in the build directory (verify.json) for its report page. A directory
+    that cannot be written (read-only media) is verified all the same: the record is a copy of
+    what verify prints, not part of the result."""
+    try:
+        write_page(build_dir / VERIFY_RECORD, json.dumps(report.to_json(), indent=1))
+    except OSError:
+        pass

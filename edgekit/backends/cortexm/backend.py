@@ -37,7 +37,8 @@ class CortexmBackend(Backend):
         n_opt = sum(1 for r in m.layers if r.get("kernel", "").startswith("optimized"))
         return (f"built {result.out_dir} for {m.target} on {m.board}: {len(m.layers)} layers, {m.macs} MACs, "
                 f"flash {m.memory['flash_bytes']} B, RAM {m.memory['ram_bytes']} B (arena {m.arena_bytes} B, "
-                f"stack {m.memory['stack_bytes']} B) in {m.build_seconds} s; {n_opt} layer(s) with optimized kernels")
+                f"stack {m.memory['stack_bytes']} B) in {m.build_seconds} s; {n_opt} layer(s) with optimized kernels"
+                + "".join(f"\n{note}" for note in result.notes))
 
     def check_verify(self, manifest: Manifest, stages: tuple[str, ...], floats_given: bool,
                      codes_given: bool) -> None:
@@ -65,6 +66,11 @@ class CortexmBackend(Backend):
         from .report import report_json, report_text
 
         return [ReportSection("layers", report_text(manifest).splitlines(), report_json(manifest))]
+
+    def report_page(self, build_dir: Path, manifest: Manifest) -> str:
+        from .report import report_page
+
+        return report_page(manifest, build_dir)
 
     def export(self, build_dir: Path, manifest: Manifest, dest: Path) -> tuple[Path, str]:
         from .export import export

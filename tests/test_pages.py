@@ -1,0 +1,125 @@
+"""The pages' content and plumbing without a browser: deterministic plots, the search plot's
+axes, what `report` and `profile` print, verify's record, a rebuild that keeps (same firmware)
+or removes (other firmware) the profile, and no markup assembled in Python."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from edgekit.api import build, profile, report, verify
+from edgekit.backends.cortexm.report import report_page
+from edgekit.manifest import load_manifest
+from edgekit.nas.rendering import LOG_SPREAD, pareto_svg, report_html
+from helpers.fixed_models import fixed_mlp
+from helpers.pages import search_results
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fixed_build(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("pages")
+    out = d / "build"
+    build(fixed_mlp(d / "fixed_mlp.onnx"), "cortex-m4", "mps2-an386", out, kernels="reference")
+    return out
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    from edgekit.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_pages_are_deterministic_and_undated(fixed_build):
+    manifest = load_manifest(fixed_build)
+    first, second = report_page(manifest, fixed_build), report_page(manifest, fixed_build)
+    assert first == second
+    assert "<dc:date>" not in first and "<?xml" not in first and first.count("<svg") == 3
+    summary, rows, front, config = search_results()
+    assert pareto_svg(rows, front, config) == pareto_svg(rows, front, config)
+    # two plots on a page never share an id (each plot salts its ids with its name)
+    ids = re.findall(r'\bid="([^"]+)"', first)
+    assert len(ids) == len(set(ids))
+
+
+def test_search_plot_turns_logarithmic_only_for_a_wide_spread():
+    summary, rows, front, config = search_results()
+    wide = pareto_svg(rows, front, config)
+    narrow_rows = [dict(r, latency_ms=1.0 + r["number"] * 0.5) for r in rows]  # 1 .. 6.5 ms: linear
+    narrow = pareto_svg(narrow_rows, front, config)
+    assert max(r["latency_ms"] for r in rows) / min(r["latency_ms"] for r in rows) > LOG_SPREAD
+    # a log axis writes 1000 and 0.2 as tick labels; a linear 0..8 ms axis writes neither
+    assert ">1000<" in wide and ">0.2<" in wide
+    assert ">1000<" not in narrow and ">0.2<" not in narrow
+    page = report_html(summary, rows, front, config)
+    assert "chance (majority class) 0.250" in page and "budget 64 KiB" in page
+    no_chance = dict(summary)
+    del no_chance["chance"]
+    assert "chance (majority class)" not in report_html(no_chance, rows, front, config)
+
+
+def test_report_writes_its_page_and_says_where(fixed_build, capsys):
+    code, out, err = _cli(capsys, "report", fixed_build)
+    page = fixed_build / "report.html"
+    assert code == 0 and err == "" and out.splitlines()[-1] == f"report page: {page}"
+    assert page.is_file() and "Not profiled" in page.read_text() and "Not verified" in page.read_text()
+    code, out, _ = _cli(capsys, "report", fixed_build, "--json")
+    assert code == 0 and json.loads(out)["page"] == str(page)
+
+
+def test_verify_records_and_report_shows_it(fixed_build):
+    rep = verify(fixed_build, count=4, skip=("qemu",))
+    record = json.loads((fixed_build / "verify.json").read_text())
+    assert record == json.loads(json.dumps(rep.to_json()))
+    html = report(fixed_build).page.read_text()
+    assert "Not verified" not in html and "host C" in html
+
+
+def test_validate_record_shown_or_its_problem_named(fixed_build):
+    path = fixed_build / "validate.json"
+    try:
+        path.write_text(json.dumps({"confusion_matrix": [[5, 1], [2, 4]], "classes": ["no", "yes"],
+                                    "accuracy": 0.75}))
+        html = report(fixed_build).page.read_text()
+        assert "Accuracy 0.7500 on 12 samples" in html and html.count("<svg") == 4
+        path.write_text(json.dumps({"confusion_matrix": [[1, 2, 3]], "classes": []}))
+        html = report(fixed_build).page.read_text()
+        assert "no square confusion_matrix" in html
+        path.write_text("{not json")
+        assert "validate.json:" in report(fixed_build).page.read_text()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_profile_prints_its_files_and_a_rebuild_keeps_them_for_the_same_firmware(fixed_build, tmp_path, capsys):
+    code, out, err = _cli(capsys, "profile", fixed_build, "--count", "2")
+    assert code == 0, err
+    assert out.splitlines()[-1] == f"wrote {fixed_build / 'profile.json'}, {fixed_build / 'profile.html'}"
+    profiled = json.loads((fixed_build / "manifest.json").read_text())["profile"]
+    model = Path(load_manifest(fixed_build).source)
+    code, out, err = _cli(capsys, "build", model, "--target", "cortex-m4", "--board", "mps2-an386",
+                          "--kernels", "reference", "-o", fixed_build)
+    assert code == 0, err
+    assert "kept profile.json, profile.html" in out and "the firmware is the same" in out
+    assert (fixed_build / "profile.html").is_file()
+    assert json.loads((fixed_build / "manifest.json").read_text())["profile"] == profiled
+    # other kernels, other firmware: the profile no longer describes it, and the build says so
+    code, out, err = _cli(capsys, "build", model, "--target", "cortex-m4", "--board", "mps2-an386", "-o", fixed_build)
+    assert code == 0, err
+    assert "removed profile.json, profile.html" in out and "`edgekit profile`" in out
+    assert not (fixed_build / "profile.html").exists()
+    assert json.loads((fixed_build / "manifest.json").read_text()).get("profile") is None
+
+
+@pytest.mark.parametrize("module", ["edgekit/backends/cortexm/report.py", "edgekit/backends/hls/report.py",
+                                    "edgekit/backends/cortexm/profile/report.py", "edgekit/nas/rendering.py",
+                                    "edgekit/pages.py"])
+def test_no_markup_assembled_in_python(module):
+    """HTML and SVG come from the templates and matplotlib, not from strings in the code."""
+    source = (REPO / module).read_text()
+    assert not re.search(r"<(html|body|svg|rect|circle|line|text|table|tr|td|th|p|h[1-6])[\s>/]", source), module
