@@ -214,6 +214,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     _add_fuzz_parser(sub)
     # --- end issue 17 ---
+    from .mixedprec.cli import add_parser as _add_mixed_precision_parser  # issue 15: edgekit/mixedprec
+
+    _add_mixed_precision_parser(sub)
     return p
 
 
