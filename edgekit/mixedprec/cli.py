@@ -14,6 +14,8 @@ def cmd_mixed_precision(args) -> int:
 
     if args.epochs < 0 or args.pretrain_epochs < 0:
         raise EdgekitError("--epochs and --pretrain-epochs must be 0 or more")
+    if args.train_subset is not None and args.train_subset < 1:
+        raise EdgekitError("--train-subset must be at least 1")
     if args.probes < 2:
         raise EdgekitError("--probes must be at least 2 (the trace's spread needs two probes)")
     budgets = {"flash": parse_size(args.max_flash) if args.max_flash else None,
@@ -23,7 +25,8 @@ def cmd_mixed_precision(args) -> int:
     say = (lambda *a, **k: None) if args.json else (lambda m: print(m, flush=True))
     s = run(args.model, args.dataset, args.board, args.output, budgets, target=args.target, epochs=args.epochs,
             pretrain_epochs=args.pretrain_epochs, probes=args.probes, calibration=args.calibration,
-            kernels=args.kernels, seed=args.seed, checkpoint=args.checkpoint, say=say)
+            kernels=args.kernels, seed=args.seed, checkpoint=args.checkpoint,
+            train_subset=args.train_subset, say=say)
     if args.json:
         print(json.dumps({k: s[k] for k in ("ok", "budgets", "result", "pareto", "seconds", "layers")}, default=str))
     else:
@@ -62,6 +65,7 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", help="start from this 8-bit state dict (checkpoint-w8.pt of an earlier run)")
     p.add_argument("--probes", type=int, default=16, help="Rademacher probes per Hessian trace (16)")
     p.add_argument("--calibration", type=int, default=512, help="training samples for the Hessian traces (512)")
+    p.add_argument("--train-subset", type=int, help="train on this many random training samples (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed (0)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("-o", "--output", required=True, help="output directory")

@@ -36,12 +36,13 @@ DATASETS = ("har", "basicmotions", "digits")
 # ---------------------------------------------------------------------------------------
 # Data and models
 # ---------------------------------------------------------------------------------------
-def load_data(name: str):
-    """Train/validation/test splits (the architecture search's for har and basicmotions)."""
+def load_data(name: str, train_subset: int | None = None, seed: int = 0):
+    """Train/validation/test splits (the architecture search's for har and basicmotions);
+    ``train_subset`` keeps that many random training samples."""
     from ..nas.datasets import NasData, load
 
     if name in ("har", "basicmotions"):
-        return load(name)
+        return load(name, train_subset, seed)
     if name != "digits":
         raise EdgekitError(f"unknown data set '{name}'; available: {', '.join(DATASETS)}")
     from sklearn.datasets import load_digits
@@ -52,6 +53,8 @@ def load_data(name: str):
     idx = np.random.default_rng(0).permutation(len(x))
     n_test, n_val = len(x) // 5, len(x) // 10
     te, va, tr = idx[:n_test], idx[n_test:n_test + n_val], idx[n_test + n_val:]
+    if train_subset:
+        tr = tr[:train_subset]
     return NasData("digits", x[tr], y[tr], x[va], y[va], x[te], y[te], tuple(str(i) for i in range(10)),
                    f"scikit-learn digits (8x8): train {len(tr)}, validation {len(va)}, test {len(te)}")
 
@@ -195,7 +198,7 @@ def fine_tune(checkpoint, bits: list[int], data, epochs: int, seed: int, lr: flo
 def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets: dict, target: str | None = None,
         epochs: int = 3, pretrain_epochs: int = 6, probes: int = 16, calibration: int = 512,
         kernels: str | None = None, seed: int = 0, retries: int = 3, pareto_steps: int = 8,
-        checkpoint: str | Path | None = None, say=print) -> dict:
+        checkpoint: str | Path | None = None, train_subset: int | None = None, say=print) -> dict:
     import torch
 
     from ..qat import export_qonnx
@@ -211,7 +214,7 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
         raise EdgekitError(f"board '{b.name}' has a {b.core}, not a {target}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_data(dataset)
+    data = load_data(dataset, train_subset, seed)
     model = make_model(model_name, data, seed)
     example = torch.as_tensor(data.x_train[:1])
     times = {}

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import EdgekitError
 
 BIT_CHOICES = (8, 4, 2)
+_UNITS = {"flash": "flash bytes", "cycles": "cycles (the latency budget at the board's clock)", "bops": "BOPs"}
 
 
 class InfeasibleBudget(EdgekitError):
@@ -95,9 +96,9 @@ def allocate(omega: np.ndarray, costs: CostTable, budgets: dict[str, float | Non
     if res.status != 0 or res.x is None:
         least = {r: costs.base[r] + float(costs.per_layer[r].min(axis=1).sum())
                  for r in budgets if r in costs.per_layer}
-        need = ", ".join(f"{r} {least[r]:,.0f} (budget {budgets[r]:,.0f})" for r in least)
+        need = ", ".join(f"{_UNITS.get(r, r)} {least[r]:,.0f} (budget {budgets[r]:,.0f})" for r in least)
         raise InfeasibleBudget(f"no assignment of {'/'.join(map(str, costs.bit_choices))}-bit weights meets the "
-                               f"budgets; the smallest per resource needs {need}; raise a budget or allow fewer bits")
+                               f"budgets together; at its cheapest each resource needs {need}; raise a budget")
     x = np.round(res.x).reshape(n_l, n_b)
     choice = [int(np.argmax(x[i])) for i in range(n_l)]
     return _allocation(omega, costs, choice, budgets)
