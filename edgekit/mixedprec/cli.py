@@ -18,6 +18,10 @@ def cmd_mixed_precision(args) -> int:
         raise EdgekitError("--train-subset must be at least 1")
     if args.probes < 2:
         raise EdgekitError("--probes must be at least 2 (the trace's spread needs two probes)")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     budgets = {"flash": parse_size(args.max_flash) if args.max_flash else None,
                "ram": parse_size(args.max_ram) if args.max_ram else None,
                "latency_ms": parse_latency(args.max_latency) if args.max_latency else None,
@@ -66,6 +70,7 @@ def add_parser(sub) -> None:
     p.add_argument("--probes", type=int, default=16, help="Rademacher probes per Hessian trace (16)")
     p.add_argument("--calibration", type=int, default=512, help="training samples for the Hessian traces (512)")
     p.add_argument("--train-subset", type=int, help="train on this many random training samples (default: all)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 is fastest on a busy machine)")
     p.add_argument("--seed", type=int, default=0, help="seed (0)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("-o", "--output", required=True, help="output directory")

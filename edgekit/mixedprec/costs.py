@@ -4,7 +4,7 @@ The model is exported and built for the board once per candidate width with ever
 at that width (three builds for 8/4/2 bits), and each build is profiled on the emulated
 core. Per layer and width:
 
-* **flash**: the layer's weight array as the build stores it (the manifest's
+* **flash**: the layer's weight and bias arrays as the build stores them (the manifest's
   ``weight_symbols``: packed 4-/2-bit codes under the reference kernels, int8 or int16
   under the DSP kernels, whichever the kernel selection chose) plus the layer's own code
   (its ``ek_layerN_<node>`` function in the firmware ELF: the generated kernels are
@@ -24,6 +24,7 @@ flow therefore measures the final build and re-solves when a measurement exceeds
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,20 +61,22 @@ def measure_uniform(model, example: torch.Tensor, target: str, board: str, work:
     graph = Graph.load(res.out_dir)
     nodes = weight_nodes(graph)
     wsyms = {s["symbol"]: s["bytes"] for s in man.memory_breakdown["weight_symbols"]}
-    code = {}
-    for s in tc.symbols(res.out_dir / man.firmware):
-        if s["type"] in "tT" and s["name"].startswith("ek_layer"):
-            code[s["name"].split("_", 2)[2]] = code.get(s["name"].split("_", 2)[2], 0) + s["size"]
+    elf_syms = tc.symbols(res.out_dir / man.firmware)
     prof = profile(res.out_dir, count=1, write=False).to_json()
     per = {r["name"]: r for r in prof["layers"]}
     macs = {row["name"]: row["macs"] for row in man.layers}
     layers = []
     for n in nodes:
-        wsym = [k for k in wsyms if k.startswith(f"ek_{n.name}_weight") or k.endswith(f"_{n.name}_w")]
-        if not wsym:
+        # the layer's arrays (reference: ek_<node>_weight/_bias; optimized: ek_layerN_<node>_w/_wt/_b/...)
+        # and its function ek_layerN_<node> (plus any ek_layerN_<node>_<helper>)
+        own = re.compile(rf"^ek_(?:layer\d+_)?{re.escape(n.name)}_[a-z]\w*$")
+        fn = re.compile(rf"^ek_layer\d+_{re.escape(n.name)}(?:_[a-z]\w*)?$")
+        weight_bytes = sum(v for k, v in wsyms.items() if own.match(k))
+        if not weight_bytes:
             raise EdgekitError(f"build of the {bits}-bit model: no weight array found for {n.name}")
+        code_bytes = sum(s["size"] for s in elf_syms if s["type"] in "tT" and fn.match(s["name"]))
         in_bits = int(graph.tensors[n.inputs[0]].bits)
-        layers.append({"node": n.name, "weight_bytes": sum(wsyms[k] for k in wsym), "code_bytes": code.get(n.name, 0),
+        layers.append({"node": n.name, "weight_bytes": weight_bytes, "code_bytes": code_bytes,
                        "instructions": per[n.name]["instructions"], "cycles": per[n.name]["est_cycles"],
                        "macs": macs.get(n.name, 0), "in_bits": in_bits, "params": int(np.prod(
                            graph.tensors[n.inputs[1]].shape))})
