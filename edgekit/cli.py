@@ -223,6 +223,9 @@ def make_parser() -> argparse.ArgumentParser:
     from .validation.cli import add_parser as _add_validate_parser  # issue 13: edgekit/validation
 
     _add_validate_parser(sub)
+    from .mixedprec.cli import add_parser as _add_mixed_precision_parser  # issue 15: edgekit/mixedprec
+
+    _add_mixed_precision_parser(sub)
     return p
 
 
