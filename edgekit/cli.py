@@ -215,6 +215,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     _add_nas_parsers(sub)
     # --- end issue 8 ---
+    from .quantize.cli import add_parser as _add_quantize_parser; _add_quantize_parser(sub)  # noqa: E702 (issue 13)
     # --- differential fuzzing (issue 17): edgekit/fuzz ---
     from .fuzz.campaign import add_parser as _add_fuzz_parser
 
