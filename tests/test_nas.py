@@ -318,7 +318,7 @@ def test_search_that_learns_nothing_exits_1(tmp_path, monkeypatch):
     synthetic_cost_model().save(cm)
     out = tmp_path / "nas_out"
     r = run_cli("nas", "--board", "nucleo-l4r5zi", "--max-ram", "64KB", "--max-latency", "20ms",
-                "--dataset", "basicmotions", "--trials", "3", "--dims", "1", "--max-depth", "1", "--channels", "4,8",
+                "--dataset", "basicmotions", "--trials", "2", "--dims", "1", "--max-depth", "1", "--channels", "4,8",
                 "--cost-model", str(cm), "-o", str(out))
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
     assert "NOT BETTER THAN CHANCE" in r.stdout and "most accurate trials:" in r.stdout, r.stdout[-3000:]

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgekitError
+from . import bars
 from .config import CONSTRAINT_NAMES, NasConfig, board_of, fmt_bytes
 from .rendering import pareto_svg, report_html, report_markdown, summary_text
 from .storage import redact
@@ -77,9 +78,14 @@ def _train_arch(arch_json: dict, config: NasConfig, data, work: Path, epochs: in
 
         full = load(config.dataset, None, config.seed)
         x, y = full.x_train, full.y_train
-    train_early_stopping(model, x, y, data.x_val, data.y_val, max_epochs=epochs,
-                         patience=max(config.patience, 3 if train_full else config.patience), lr=config.lr,
-                         batch=config.batch, seed=seed)
+    with bars.bar(epochs, "final training" if train_full else "retraining", unit="epoch") as shown:
+        def on_epoch(epoch, hist):
+            shown.set_postfix_str(f"val {hist[2]:.3f}", refresh=False)
+            shown.update()
+
+        train_early_stopping(model, x, y, data.x_val, data.y_val, max_epochs=epochs,
+                             patience=max(config.patience, 3 if train_full else config.patience), lr=config.lr,
+                             batch=config.batch, seed=seed, on_epoch=on_epoch)
     work.mkdir(parents=True, exist_ok=True)
     return export_qonnx(model, torch.as_tensor(data.x_train[:1]), work / "model.onnx")
 
