@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,36 @@ class NasData:
     def n_classes(self) -> int:
         return len(self.class_names)
 
+    def chance(self) -> dict:
+        """The majority-class baseline (what a model that always answers the most frequent
+        class scores) on validation and test, and the validation accuracy a returned model
+        needs: chance + max(5 points, 3 standard errors of a chance-level accuracy on this
+        many validation samples). Below it, a validation score is not evidence of learning."""
+        return chance_levels(self.y_val, self.y_test, self.n_classes)
+
+    def chance_text(self) -> str:
+        c = self.chance()
+        return (f"chance (majority class) {c['val']:.3f} on validation, {c['test']:.3f} on test; a returned model "
+                f"needs validation accuracy >= {c['threshold']:.3f}")
+
+
+MIN_MARGIN = 0.05   # points above chance, whatever the validation set's size
+MARGIN_SE = 3.0     # standard errors of a chance-level accuracy on the validation set
+
+
+def majority_share(y: np.ndarray, n_classes: int) -> float:
+    return float(np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes).max() / max(1, len(y)))
+
+
+def chance_levels(y_val: np.ndarray, y_test: np.ndarray, n_classes: int) -> dict:
+    """See ``NasData.chance``. The standard error is that of a binomial proportion at the
+    chance level: sqrt(p (1 - p) / n_val)."""
+    p = majority_share(y_val, n_classes)
+    se = math.sqrt(p * (1 - p) / max(1, len(y_val)))
+    margin = max(MIN_MARGIN, MARGIN_SE * se)
+    return {"val": p, "test": majority_share(y_test, n_classes), "n_val": int(len(y_val)),
+            "standard_error": se, "margin": margin, "threshold": p + margin}
+
 
 def load(name: str, train_subset: int | None = None, seed: int = 0) -> NasData:
     """Load a data set by name; ``train_subset`` keeps that many random training windows."""
@@ -64,7 +95,8 @@ def load(name: str, train_subset: int | None = None, seed: int = 0) -> NasData:
         idx = np.sort(np.random.default_rng(seed).permutation(len(d.x_train))[:train_subset])
         d = NasData(d.name, d.x_train[idx], d.y_train[idx], d.x_val, d.y_val, d.x_test, d.y_test, d.class_names,
                     d.description + f"; training subset of {train_subset} windows (seed {seed})")
-    return d
+    return NasData(d.name, d.x_train, d.y_train, d.x_val, d.y_val, d.x_test, d.y_test, d.class_names,
+                   d.description + "; " + d.chance_text())
 
 
 HAR_VAL_SUBJECTS = (7, 19, 28)
