@@ -72,6 +72,10 @@ class CortexmVerifyReport(VerifyReport):
                          f"{m['arena_bytes']} planned; inference stack {m.get('inference_stack_bytes', '?')} B"
                          + (f" (static analysis: {m['inference_stack_static_bytes']} B)"
                             if "inference_stack_static_bytes" in m else ""))
+        if "peak_ram_bytes" in m:
+            lines.append(f"peak RAM of an inference: {m['peak_ram_bytes']} B (arena {m['arena_bytes']} + input/output "
+                         f"{m['io_buffer_bytes']} + inference stack, {m['peak_ram_stack']}); flash {m['flash_bytes']} B "
+                         "(vectors, .text, .rodata, .data)")
         return lines
 
 
