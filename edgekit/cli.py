@@ -155,11 +155,13 @@ def make_parser() -> argparse.ArgumentParser:
                         description="Benchmarks against recorded peer data in ../shared/peers. zoo: build and verify "
                         "the model zoo on the emulated board and compare peak RAM with TFLM's arena. mlperf-tiny: the three MLPerf Tiny "
                         "int8 models with reference and optimized kernels: bit-exactness against the TFLite Micro "
-                        "goldens, instructions per inference, peak RAM and code flash against TFLM + CMSIS-NN.")
+                        "goldens, instructions per inference, peak RAM and code flash against TFLM + CMSIS-NN. sim: the integer "
+                        "simulator's time at --batch against qonnx's execution (TFLite Micro's for .tflite), and where it goes.")
     bn.add_argument("suite", choices=sorted(SUITES))
     bn.add_argument("--models", help="comma-separated subset (zoo: ds-cnn,resnet8,fc-autoencoder,mobilenetv1-0.25,har-cnn; "
-                    "mlperf-tiny: kws,resnet,ad,vww)")
+                    "mlperf-tiny: kws,resnet,ad,vww; sim: those, the QONNX zoo files, or .onnx/.tflite paths)")
     bn.add_argument("--count", type=int, default=16, help="vectors verified per model (16)")
+    bn.add_argument("--batch", type=int, default=256, help="sim: samples per batch (256); see docs/simulator.md")
     bn.add_argument("--board", help="mlperf-tiny: the emulated board to measure on (mps2-an386, the Cortex-M4 of the "
                     "recorded peer figures; mps2-an500: Cortex-M7, also recorded; mps3-an547: Cortex-M55 with Helium)")
     bn.add_argument("--vww-model", help="mlperf-tiny: the visual wake words .tflite to measure (default: "
