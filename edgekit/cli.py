@@ -124,8 +124,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="prove qonnx, simulator, host C and emulated firmware agree",
                        description="Run test vectors through qonnx, the integer simulator, the host build and the "
-                       "firmware on the emulated board and compare outputs element by element. Exits 1 if a stage "
-                       "that must be exact differs.")
+                       "firmware on the emulated board and compare outputs element by element (a real board's build runs "
+                       "on the emulated board with the same core, relinked). Exits 1 if a stage that must be exact "
+                       "differs.")
     v.add_argument("build_dir", help="directory written by `edgekit build`")
     v.add_argument("--inputs", help="float inputs (.npy) in the model's input layout, shape (N, ...)")
     v.add_argument("--codes", help="raw integer input codes (.npy, e.g. int8 for TFLite models), used as they are")
@@ -214,11 +215,18 @@ def make_parser() -> argparse.ArgumentParser:
 
     _add_nas_parsers(sub)
     # --- end issue 8 ---
+    from .quantize.cli import add_parser as _add_quantize_parser; _add_quantize_parser(sub)  # noqa: E702 (issue 13)
     # --- differential fuzzing (issue 17): edgekit/fuzz ---
     from .fuzz.campaign import add_parser as _add_fuzz_parser
 
     _add_fuzz_parser(sub)
     # --- end issue 17 ---
+    from .validation.cli import add_parser as _add_validate_parser  # issue 13: edgekit/validation
+
+    _add_validate_parser(sub)
+    from .mixedprec.cli import add_parser as _add_mixed_precision_parser  # issue 15: edgekit/mixedprec
+
+    _add_mixed_precision_parser(sub)
     return p
 
 

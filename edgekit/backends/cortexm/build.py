@@ -123,6 +123,7 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
             kernels=kernels,
             layers=_layer_report(graph, plan, codegen["kernels"]),
             kernel_variants=codegen["kernel_variants"],
+            kernel_fallbacks=codegen["kernel_fallbacks"],
             memory_plan=plan.to_json(),
             build_seconds=round(time.monotonic() - t0, 2),
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ... import pages
 from ...manifest import Manifest
+from .kernels.base import format_fallbacks
 
 
 
@@ -43,6 +44,7 @@ def report_json(manifest: Manifest) -> dict:
         "planner": manifest.memory_plan.get("strategy"),
         "in_place_layers": manifest.memory_plan.get("inplace", []),
         "flash_bytes": mem["flash_bytes"], "ram_bytes": mem["ram_bytes"], "layers": layers,
+        "kernel_fallbacks": manifest.kernel_fallbacks or [],
     }
 
 
@@ -61,6 +63,8 @@ def report_text(manifest: Manifest) -> str:
                      f"{layer['output_bytes']:>8}  {layer['buffer'] or 'alias':<8}{off:>8}{layer['arena_live_bytes']:>12}")
     if rep["in_place_layers"]:
         lines.append(f"in place: {', '.join(rep['in_place_layers'])}")
+    if manifest.kernel_fallbacks:  # no silent degradation: which layer runs a slower kernel, and why
+        lines.append(format_fallbacks(manifest.kernel_fallbacks, limit=len(manifest.kernel_fallbacks)))
     return "\n".join(lines)
 
 
