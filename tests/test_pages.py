@@ -153,3 +153,9 @@ def test_search_page_with_a_best_model_and_checked_front():
 
     md = report_markdown(summary, rows, front, config)
     assert "| 0.9000 | " in md and "`nas_out/best`" in md and "rejected: over the latency budget" in md
+
+
+def test_report_page_names_layers_on_a_slower_kernel(fixed_build):
+    manifest = load_manifest(fixed_build)
+    manifest.kernel_fallbacks = [{"layer": "Gemm_1", "kernel": "reference", "reason": "an odd reason"}]
+    assert "Gemm_1 (reference: an odd reason)" in report_page(manifest, fixed_build)
