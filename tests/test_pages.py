@@ -159,3 +159,11 @@ def test_report_page_names_layers_on_a_slower_kernel(fixed_build):
     manifest = load_manifest(fixed_build)
     manifest.kernel_fallbacks = [{"layer": "Gemm_1", "kernel": "reference", "reason": "an odd reason"}]
     assert "Gemm_1 (reference: an odd reason)" in report_page(manifest, fixed_build)
+
+
+def test_report_page_of_a_manifest_without_the_memory_map(fixed_build):
+    """A build directory from an older edgekit (no fit report, no linked breakdown) still gets its page."""
+    manifest = load_manifest(fixed_build)
+    manifest.fit, manifest.memory_breakdown = None, None
+    page = report_page(manifest, fixed_build)
+    assert "no memory map of the board" in page and "Arena over the inference" in page
