@@ -26,7 +26,7 @@ from .resources import resource_dir
 REPORT_PAGE = "report.html"
 #: files a build directory may hold that the report page shows when present
 VERIFY_RECORD = "verify.json"  # the last `edgekit verify` (edgekit/verify.py writes it)
-VALIDATE_RECORD = "validate.json"  # `edgekit validate`: confusion_matrix, classes, accuracy
+VALIDATE_RECORD = "validate.json"  # `edgekit validate`: accuracy, confusion_matrix (rows: true class), ...
 
 #: one palette for every page (matplotlib's tab10, readable on white and in grey print)
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -199,20 +199,31 @@ def confusion_matrix_chart(name: str, matrix: list[list[int]], classes: list[str
 
 
 def validation_section(build_dir: Path) -> dict | None:
-    """What the page shows of ``validate.json``: accuracy, classes and the confusion matrix plot."""
+    """What the page shows of ``validate.json`` (``edgekit validate``): a classifier's accuracy,
+    the float reference's and the confusion matrix plot; a regressor's errors."""
     record = read_record(build_dir, VALIDATE_RECORD)
     if record is None:
         return None
     if "unreadable" in record:
         return {"problem": record["unreadable"]}
-    matrix, classes = record.get("confusion_matrix"), record.get("classes") or []
+    path = Path(build_dir) / VALIDATE_RECORD
+    if record.get("task") == "regression":
+        return {"task": "regression", "samples": record.get("samples"), "source": record.get("input_source"),
+                "metrics": [(name, record.get(key)) for name, key in (
+                    ("RMSE", "rmse"), ("largest error", "max_error"), ("cosine similarity", "cosine"),
+                    ("float reference RMSE", "float_rmse"), ("float reference cosine", "float_cosine"))
+                    if record.get(key) is not None],
+                "reference": record.get("float_reference"), "firmware_exact": record.get("firmware_exact")}
+    matrix = record.get("confusion_matrix")
     if not (isinstance(matrix, list) and matrix and all(isinstance(r, list) and len(r) == len(matrix)
                                                         for r in matrix)):
-        return {"problem": f"{Path(build_dir) / VALIDATE_RECORD}: no square confusion_matrix"}
-    return {"accuracy": record.get("accuracy"), "classes": classes,
-            "samples": sum(sum(r) for r in matrix),
-            "plot": confusion_matrix_chart("confusion", matrix, classes),
-            "dataset": record.get("dataset")}
+        return {"problem": f"{path}: no square confusion_matrix"}
+    classes = record.get("classes") or [str(i) for i in range(len(matrix))]
+    return {"task": "classification", "accuracy": record.get("accuracy"), "classes": classes,
+            "samples": sum(sum(r) for r in matrix), "source": record.get("input_source") or record.get("dataset"),
+            "float_accuracy": record.get("float_accuracy"), "accuracy_drop": record.get("accuracy_drop"),
+            "reference": record.get("float_reference"), "firmware_exact": record.get("firmware_exact"),
+            "plot": confusion_matrix_chart("confusion", matrix, classes)}
 
 
 def verify_section(build_dir: Path) -> dict | None:

@@ -86,7 +86,17 @@ def test_validate_record_shown_or_its_problem_named(fixed_build):
         path.write_text(json.dumps({"confusion_matrix": [[5, 1], [2, 4]], "classes": ["no", "yes"],
                                     "accuracy": 0.75}))
         html = report(fixed_build).page.read_text()
-        assert "Accuracy 0.7500 on 12 samples" in html and html.count("<svg") == 4
+        assert "Accuracy 0.7500 on 12 samples, 2 classes" in html and html.count("<svg") == 4
+        path.write_text(json.dumps({"task": "classification", "confusion_matrix": [[5, 0, 1], [0, 6, 0], [2, 0, 4]],
+                                    "accuracy": 0.8333, "float_accuracy": 0.8889, "accuracy_drop": 5.56,
+                                    "float_reference": "qonnx execution", "firmware_exact": True}))
+        html = report(fixed_build).page.read_text()  # no class names: the class ids
+        assert "Accuracy 0.8333 on 18 samples, 3 classes; float reference 0.8889 (drop 5.56 points)" in html
+        assert "exact in every stage" in html and html.count("<svg") == 4
+        path.write_text(json.dumps({"task": "regression", "samples": 7, "rmse": 0.125, "cosine": 0.99,
+                                    "max_error": 0.5}))
+        html = report(fixed_build).page.read_text()
+        assert "RMSE" in html and "0.1250" in html and html.count("<svg") == 3
         path.write_text(json.dumps({"confusion_matrix": [[1, 2, 3]], "classes": []}))
         html = report(fixed_build).page.read_text()
         assert "no square confusion_matrix" in html
@@ -123,3 +133,37 @@ def test_no_markup_assembled_in_python(module):
     """HTML and SVG come from the templates and matplotlib, not from strings in the code."""
     source = (REPO / module).read_text()
     assert not re.search(r"<(html|body|svg|rect|circle|line|text|table|tr|td|th|p|h[1-6])[\s>/]", source), module
+
+
+def test_search_page_with_a_best_model_and_checked_front():
+    summary, rows, front, config = search_results()
+    top = front[0]
+    summary = dict(summary, best={"number": top["number"], "arch": top["arch"], "model_origin": "trial model",
+                                  "int_test_accuracy": 0.9, "ram_bytes": top["ram_bytes"],
+                                  "flash_bytes": top["flash_bytes"], "arena_bytes": 2048,
+                                  "measured_latency_ms": 17.5, "measured_instructions": 1_234_567,
+                                  "export_dir": "nas_out/best", "emulated_board": "mps2-an386"},
+                   checked=[{"number": top["number"], "ok": True, "measured_latency_ms": 17.5,
+                             "cost_model_error": -0.028, "int_test_accuracy": 0.9},
+                            {"number": front[1]["number"], "ok": False, "problems": ["over the latency budget"]}])
+    page = report_html(summary, rows, front, config)
+    assert "Best feasible model" in page and "1,234,567" in page and "-2.80%" in page
+    assert "rejected: over the latency budget" in page and "No feasible model" not in page
+    from edgekit.nas.rendering import report_markdown
+
+    md = report_markdown(summary, rows, front, config)
+    assert "| 0.9000 | " in md and "`nas_out/best`" in md and "rejected: over the latency budget" in md
+
+
+def test_report_page_names_layers_on_a_slower_kernel(fixed_build):
+    manifest = load_manifest(fixed_build)
+    manifest.kernel_fallbacks = [{"layer": "Gemm_1", "kernel": "reference", "reason": "an odd reason"}]
+    assert "Gemm_1 (reference: an odd reason)" in report_page(manifest, fixed_build)
+
+
+def test_report_page_of_a_manifest_without_the_memory_map(fixed_build):
+    """A build directory from an older edgekit (no fit report, no linked breakdown) still gets its page."""
+    manifest = load_manifest(fixed_build)
+    manifest.fit, manifest.memory_breakdown = None, None
+    page = report_page(manifest, fixed_build)
+    assert "no memory map of the board" in page and "Arena over the inference" in page

@@ -61,7 +61,7 @@ def cortexm_build(tmp_path_factory) -> Path:
     build(fixed_mlp(d / "fixed_mlp.onnx"), "cortex-m4", "mps2-an386", out)
     assert verify(out, count=8).ok
     profile(out, count=2)
-    # the shape `edgekit validate` writes (v13): a 4-class confusion matrix
+    # the keys of `edgekit validate`'s record that the page reads: a 4-class confusion matrix
     (out / "validate.json").write_text(json.dumps({
         "confusion_matrix": [[9, 1, 0, 0], [0, 8, 2, 0], [1, 0, 9, 0], [0, 0, 1, 9]],
         "classes": ["walk", "run", "stand", "badminton"], "accuracy": 0.875}))
@@ -79,7 +79,7 @@ def test_cortexm_report_page_in_chromium(cortexm_build, tmp_path):
                     "Instructions per layer", "Verification", "Validation"):
         assert heading in text, heading
     assert "Not profiled" not in text and "Not verified" not in text and "PASS" in text
-    assert "Accuracy 0.8750 on 40 samples" in text and "badminton" in text
+    assert "Accuracy 0.8750 on 40 samples, 4 classes" in text and "badminton" in text
     manifest = json.loads((cortexm_build / "manifest.json").read_text())
     for name, p in manifest["memory_plan"]["tensors"].items():  # every arena buffer named on the page
         if p["buffer"] == "arena":
