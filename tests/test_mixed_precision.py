@@ -185,3 +185,23 @@ def test_cli_end_to_end_meets_measured_budgets(tmp_path, capsys):
         assert (out / f).is_file(), f
     assert (out / "accuracy_flash.svg").read_text().lstrip().startswith("<?xml")
     assert "bit-exact on mps2-an386: yes" in cap.out
+
+
+def test_python_api_applies_the_allocation_and_fine_tunes():
+    from edgekit.qat import mixed_precision
+    from edgekit.qat.hessian import weight_bits
+
+    model = _brevitas_mlp()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((96, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    # layer "3" costs the same at every width; the budget only fits layer "1" at 2 bits
+    costs = CostTable(["1", "3"], (8, 4, 2), {"flash": 100.0},
+                      {"flash": np.array([[128.0, 64.0, 32.0], [48.0, 48.0, 48.0]])})
+    before = [p.detach().clone() for p in model.parameters()]
+    res = mixed_precision(model, (x, y), {"flash": 100 + 32 + 48}, costs, epochs=1, probes=2, calibration=64)
+    assert res.allocation.bits["1"] == 2
+    assert [weight_bits(m) for _, m in quant_layers(model)] == [res.allocation.bits["1"], res.allocation.bits["3"]]
+    assert res.allocation.predicted["flash"] <= 180
+    assert len(res.traces) == 2 and res.omega.shape == (2, 3)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # fine-tuned
