@@ -99,7 +99,8 @@ def test_ilp_finds_the_brute_force_optimum_within_budgets():
     for _ in range(12):
         costs = _table(rng)
         omega = np.sort(rng.random((4, 3)), axis=1) * rng.random((4, 1)) * 10
-        budgets = {"flash": 1000 + float(rng.integers(300, 1400)), "instructions": 500 + float(rng.integers(6000, 16000))}
+        budgets = {"flash": 1000 + float(rng.integers(300, 1400)),
+                   "instructions": 500 + float(rng.integers(6000, 16000))}
         best, best_choice = np.inf, None
         for choice in itertools.product(range(3), repeat=4):
             if all(costs.total(r, list(choice)) <= v for r, v in budgets.items()):
