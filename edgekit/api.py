@@ -10,14 +10,14 @@ from pathlib import Path
 
 from .backends import backend_named
 from .backends.base import Backend, BuildReport
-from .build import build, build_summary
+from .build import build, build_summary, resolve_target
 from .builddir import BuildResult
 from .manifest import Manifest, load_manifest
 from .stages import VerifyReport, generate_inputs
 from .verify import verify
 
 __all__ = ["BuildReport", "BuildResult", "Manifest", "VerifyReport", "build", "build_summary", "export",
-           "flash", "generate_inputs", "load_manifest", "profile", "report", "verify"]
+           "flash", "generate_inputs", "load_manifest", "profile", "report", "resolve_target", "verify"]
 
 
 def _backend_for(build_dir: Path, command: str) -> tuple[Backend, Manifest]:
