@@ -136,7 +136,8 @@ def _cmd_export(args) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description="From quantization-aware training to verified "
-                                "firmware: build QONNX models for Cortex-M and prove every stage bit-exact.")
+                                "firmware: build QONNX or int8 TFLite models for Cortex-M (or QONNX models for "
+                                "FPGAs, through hls4ml) and prove every stage bit-exact. Every command takes --json.")
     p.add_argument("--version", action="version", version=f"edgekit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -172,9 +173,11 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the build's manifest as JSON")
     b.set_defaults(func=_cmd_build)
 
-    v = sub.add_parser("verify", help="prove qonnx, simulator, host C and emulated firmware agree",
-                       description="Run test vectors through qonnx, the integer simulator, the host build and the "
-                       "firmware on the emulated board and compare outputs element by element. Exits 1 if a stage "
+    v = sub.add_parser("verify", help="prove every stage of a build computes the same integers",
+                       description="Run test vectors through edgekit's integer simulator (the reference), the "
+                       "reference stage (qonnx for a QONNX build, TFLite Micro's interpreter for a .tflite build) and "
+                       "the build's own stages (Cortex-M: the host build and the firmware on the emulated board; "
+                       "FPGA: hls4ml's C-simulation) and compare outputs element by element. Exits 1 if a stage "
                        "that must be exact differs.")
     v.add_argument("build_dir", help="directory written by `edgekit build`")
     v.add_argument("--inputs", help="float inputs (.npy) in the model's input layout, shape (N, ...)")
@@ -189,7 +192,8 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_cmd_verify)
 
-    r = sub.add_parser("report", help="print the per-layer report of a build (shapes, MACs, memory plan)",
+    r = sub.add_parser("report", help="print the per-layer report of a build (Cortex-M: shapes, MACs, memory "
+                       "plan; FPGA: precisions, resource and latency estimates)",
                        description="Per-layer report of a build directory. Cortex-M: op, shapes, MACs, weight "
                        "bytes, activation bytes, arena offsets and live arena bytes (the build also writes it as "
                        "report.txt, report.json and report.html, with a memory-over-time plot). FPGA: the "
