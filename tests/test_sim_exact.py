@@ -341,3 +341,19 @@ def test_blocked_batch_equals_one_block():
     assert set(seconds) == {"node"}
     full = simulate(graph, x, keep_all=True)
     assert full["w"] is w and full["y"].shape == (n, 40, 40, 16)
+
+
+@pytest.mark.parametrize("channels,count", [(1, 3), (5, 1), (7, 15), (40, 255)])
+def test_thresholds_passed_matches_counting(channels, count):
+    from edgekit.ops.threshold import thresholds_passed
+
+    rng = np.random.default_rng(channels * 1000 + count)
+    thresholds = rng.integers(-(1 << 20), 1 << 20, (channels, count))  # unsorted, with repeats below
+    thresholds[:, ::3] = thresholds[:, :1]
+    x = rng.integers(-(1 << 21), 1 << 21, (6, 2, 3, channels))
+    x[0, 0, 0] = thresholds[:, 0]  # on a threshold: counts it
+    x[0, 0, 1] = thresholds[:, 0] - 1
+    want = np.zeros(x.shape, np.int64)
+    for j in range(count):
+        want += x >= thresholds[:, j]
+    np.testing.assert_array_equal(thresholds_passed(x, thresholds), want)

@@ -67,16 +67,18 @@ def model_file(name: str, work: Path) -> tuple[Path, str]:
                         "or give a .onnx/.tflite path")
 
 
-def best_of(repeat: int, run) -> tuple[float, object]:
-    """The shortest of ``repeat`` timed calls of ``run()`` and that call's result."""
-    best, result = float("inf"), None
+def best_of_alternating(repeat: int, *runs) -> list[tuple[float, object]]:
+    """For each function, the shortest of ``repeat`` timed calls and that call's result; the
+    functions are called in turn (a, b, a, b, ...)."""
+    best = [(float("inf"), None)] * len(runs)
     for _ in range(max(1, repeat)):
-        start = time.perf_counter()
-        out = run()
-        elapsed = time.perf_counter() - start
-        if elapsed < best:
-            best, result = elapsed, out
-    return best, result
+        for i, run in enumerate(runs):
+            start = time.perf_counter()
+            out = run()
+            elapsed = time.perf_counter() - start
+            if elapsed < best[i][0]:
+                best[i] = (elapsed, out)
+    return best
 
 
 def op_kind(node) -> str:
@@ -90,8 +92,8 @@ def measure(name: str, work: Path, batch: int = BATCH, repeat: int = REPEAT) -> 
     from ..api import build
     from ..ir.graph import Graph
     from ..sim import quantize_input, simulate
-    from ..stages import (compare, generate_inputs, qonnx_executor, qonnx_input, qonnx_output_codes,
-                          run_tflite_reference, tflite_reference_available)
+    from ..stages import (compare, generate_inputs, power_of_two_model, qonnx_executor, qonnx_input,
+                          qonnx_output_codes, run_tflite_reference, tflite_reference_available)
 
     path, source = model_file(name, work)
     out = work / f"build-{path.stem}"
@@ -104,7 +106,6 @@ def measure(name: str, work: Path, batch: int = BATCH, repeat: int = REPEAT) -> 
         y = simulate(graph, quantize_input(graph, x), seconds=seconds)[graph.outputs[0]]
         return y.reshape(batch, -1), seconds
 
-    sim_s, (ref_codes, seconds) = best_of(repeat, run_sim)
     tflite = path.suffix.lower() == ".tflite"
     if tflite:
         if not tflite_reference_available():
@@ -113,28 +114,34 @@ def measure(name: str, work: Path, batch: int = BATCH, repeat: int = REPEAT) -> 
                                 "'edgekit[tflite-ref]', x86-64 Linux), so there is nothing to compare with")
         codes = quantize_input(graph, x)
         reference = "TFLite Micro interpreter"
-        ref_s, got = best_of(repeat, lambda: run_tflite_reference(out / "model.tflite", codes, graph))
+
+        def run_reference():
+            return run_tflite_reference(out / "model.tflite", codes, graph)
         exact_expected = True
     else:
         execute = qonnx_executor(out / "model.onnx", batch)
         xq = qonnx_input(graph, x)
         reference = "qonnx execute_onnx"
-        ref_s, y = best_of(repeat, lambda: execute(xq))
-        got = qonnx_output_codes(graph, y)
-        from ..stages import power_of_two_model
 
+        def run_reference():
+            return execute(xq)
         exact_expected = power_of_two_model(graph) and bool(graph.meta.get("qonnx_float_exact", True)) \
             and not graph.meta.get("inexact")
+    # the two alternate, so that both meet the same load on a shared machine
+    (sim_s, (ref_codes, seconds)), (ref_s, got) = best_of_alternating(repeat, run_sim, run_reference)
+    if not tflite:
+        got = qonnx_output_codes(graph, got)
     agreement = compare(reference, got, ref_codes, exact_expected)
 
     by_kind: dict[str, float] = {}
     for node in graph.nodes:
         by_kind[op_kind(node)] = by_kind.get(op_kind(node), 0.0) + seconds.get(node.name, 0.0)
     layers = sorted(((seconds.get(n.name, 0.0), n.name, op_kind(n)) for n in graph.nodes), reverse=True)
-    return {"model": path.name if source == "file" else name, "source": source, "frontend": "tflite" if tflite else "qonnx", "batch": batch,
-            "macs": result.manifest.macs, "sim_ms": round(sim_s * 1e3, 2), "reference": reference,
-            "reference_ms": round(ref_s * 1e3, 2), "ratio": round(ref_s / sim_s, 2) if sim_s > 0 else None,
-            "mismatches": agreement.mismatches, "elements": agreement.elements, "max_lsb": agreement.max_lsb, "exact_expected": exact_expected,
+    return {"model": path.name if source == "file" else name, "source": source,
+            "frontend": "tflite" if tflite else "qonnx", "batch": batch, "macs": result.manifest.macs,
+            "sim_ms": round(sim_s * 1e3, 2), "reference": reference, "reference_ms": round(ref_s * 1e3, 2),
+            "ratio": round(ref_s / sim_s, 2) if sim_s > 0 else None, "mismatches": agreement.mismatches,
+            "elements": agreement.elements, "max_lsb": agreement.max_lsb, "exact_expected": exact_expected,
             "sim_ms_by_op": {k: round(v * 1e3, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
             "slowest_layers": [{"node": n, "op": k, "ms": round(s * 1e3, 2)} for s, n, k in layers[:3]]}
 

@@ -250,8 +250,11 @@ def apply_requant(acc: np.ndarray, rq: Requant, channel_axis: int = -1) -> np.nd
     if rq.rounding == "double":
         y = mul_dbl(acc, m, s, rq.left_shift) + rq.zero_point
     else:
-        y = rshift_rne(acc if rq.pure_shift else acc * m, s)  # a new array: added to and clipped in place
-        y += rq.zero_point
+        if not any(rq.shift):  # a multiplication only (2^k and 1 for power-of-two scales): nothing to round
+            y = acc * m
+        else:
+            y = rshift_rne(acc if rq.pure_shift else acc * m, s)
+        y += rq.zero_point  # y is a new array: added to and clipped in place
     if isinstance(y, np.ndarray) and y.ndim:
         return np.clip(y, rq.lo, rq.hi, out=y)
     return np.clip(y, rq.lo, rq.hi)

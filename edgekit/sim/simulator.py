@@ -7,7 +7,9 @@ type is caught here, not on the chip.
 from __future__ import annotations
 
 import functools
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -53,13 +55,30 @@ def simulate(graph: Graph, codes: np.ndarray, keep_all: bool = False,
              seconds: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """Run a batch of input codes; returns the output tensors (all tensors with keep_all).
 
-    ``seconds``, if given, receives each node's time (kernel and range check) by node name."""
+    ``seconds``, if given, receives each node's time (kernel and range check) by node name,
+    summed over the blocks (blocks run on as many threads as the process has cores: numpy
+    and BLAS release the GIL, and each block is independent of the others)."""
     codes = np.asarray(codes, dtype=np.int64)
     step = samples_per_block(graph)
+    starts = range(0, len(codes), step) if len(codes) else [0]
+    timings = [None if seconds is None else {} for _ in starts]
+
+    def run(i: int) -> dict[str, np.ndarray]:
+        return simulate_block(graph, codes[starts[i]:starts[i] + step], keep_all, timings[i])
+
     with blas_controller().limit(limits=1, user_api="blas"):
-        if len(codes) <= step:
-            return simulate_block(graph, codes, keep_all, seconds)
-        blocks = [simulate_block(graph, codes[i:i + step], keep_all, seconds) for i in range(0, len(codes), step)]
+        workers = min(len(starts), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        if workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="edgekit-sim") as pool:
+                blocks = list(pool.map(run, range(len(starts))))
+        else:
+            blocks = [run(i) for i in range(len(starts))]
+    if seconds is not None:
+        for t in timings:
+            for name, sec in t.items():
+                seconds[name] = seconds.get(name, 0.0) + sec
+    if len(blocks) == 1:
+        return blocks[0]
     return {name: arr if name in graph.constants else np.concatenate([b[name] for b in blocks])
             for name, arr in blocks[0].items()}
 
