@@ -9,6 +9,7 @@ still be in the docs, so they cannot go stale.
 """
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -195,6 +196,8 @@ def _check(line: str, kind: str | None, code: int, out: str, err: str, documente
         assert code == 0, where
     else:  # another kind of build: it works, or one line says why not
         assert code == 0 or (code == 2 and err.startswith("error: ") and err.count("\n") == 1), where
+    if "--json" in line.split() and code in (0, 1):
+        json.loads(out)  # stdout is one JSON document and nothing else
 
 
 def _cases(fast: bool):
