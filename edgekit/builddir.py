@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -18,6 +18,7 @@ from .manifest import MANIFEST_FILE, Manifest
 class BuildResult:
     out_dir: Path
     manifest: Manifest
+    notes: list[str] = field(default_factory=list)  # what the build summary should add (e.g. files it removed)
 
 
 def prepare_out_dir(out_dir: Path) -> None:

@@ -62,7 +62,13 @@ def _cmd_report(args) -> int:
     from .api import report
 
     rep = report(args.build_dir)
-    _print_json(rep.to_json()) if args.json else print(rep.text())
+    page = str(rep.page) if rep.page else None
+    if args.json:
+        _print_json(dict(rep.to_json(), page=page))
+    else:
+        print(rep.text())
+        if page:
+            print(f"report page: {page}")
     return 0
 
 
@@ -121,7 +127,11 @@ def _cmd_profile(args) -> int:
 
     rep = profile(args.build_dir, board=args.board, inputs=args.inputs, count=args.count, seed=args.seed,
                   vector=args.vector)
-    _print_json(rep.to_json()) if args.json else print(rep.table())
+    if args.json:
+        _print_json(rep.to_json())
+    else:
+        print(rep.table())
+        print("wrote " + ", ".join(str(p) for p in rep.written))
     return 0
 
 
@@ -176,9 +186,9 @@ def make_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="prove every stage of a build computes the same integers",
                        description="Run test vectors through edgekit's integer simulator (the reference), the "
                        "reference stage (qonnx for a QONNX build, TFLite Micro's interpreter for a .tflite build) and "
-                       "the build's own stages (Cortex-M: the host build and the firmware on the emulated board; "
-                       "FPGA: hls4ml's C-simulation) and compare outputs element by element. Exits 1 if a stage "
-                       "that must be exact differs.")
+                       "the build's own stages (Cortex-M: the host build and the firmware on the emulated board, a real "
+                       "board's build relinked for the emulated board with the same core; FPGA: hls4ml's C-simulation) "
+                       "and compare outputs element by element. Exits 1 if a stage that must be exact differs.")
     v.add_argument("build_dir", help="directory written by `edgekit build`")
     v.add_argument("--inputs", help="float inputs (.npy) in the model's input layout, shape (N, ...)")
     v.add_argument("--codes", help="raw integer input codes (.npy, e.g. int8 for TFLite models), used as they are")
@@ -208,11 +218,13 @@ def make_parser() -> argparse.ArgumentParser:
                         description="Benchmarks against recorded peer data in ../shared/peers. zoo: build and verify "
                         "the model zoo on the emulated board and compare peak RAM with TFLM's arena. mlperf-tiny: the three MLPerf Tiny "
                         "int8 models with reference and optimized kernels: bit-exactness against the TFLite Micro "
-                        "goldens, instructions per inference, peak RAM and code flash against TFLM + CMSIS-NN.")
+                        "goldens, instructions per inference, peak RAM and code flash against TFLM + CMSIS-NN. sim: the integer "
+                        "simulator's time at --batch against qonnx's execution (TFLite Micro's for .tflite), and where it goes.")
     bn.add_argument("suite", choices=sorted(SUITES))
     bn.add_argument("--models", help="comma-separated subset (zoo: ds-cnn,resnet8,fc-autoencoder,mobilenetv1-0.25,har-cnn; "
-                    "mlperf-tiny: kws,resnet,ad,vww)")
+                    "mlperf-tiny: kws,resnet,ad,vww; sim: those, the QONNX zoo files, or .onnx/.tflite paths)")
     bn.add_argument("--count", type=int, default=16, help="vectors verified per model (16)")
+    bn.add_argument("--batch", type=int, default=256, help="sim: samples per batch (256); see docs/simulator.md")
     bn.add_argument("--board", help="mlperf-tiny: the emulated board to measure on (mps2-an386, the Cortex-M4 of the "
                     "recorded peer figures; mps2-an500: Cortex-M7, also recorded; mps3-an547: Cortex-M55 with Helium)")
     bn.add_argument("--vww-model", help="mlperf-tiny: the visual wake words .tflite to measure (default: "
@@ -273,11 +285,18 @@ def make_parser() -> argparse.ArgumentParser:
 
     _add_nas_parsers(sub)
     # --- end issue 8 ---
+    from .quantize.cli import add_parser as _add_quantize_parser; _add_quantize_parser(sub)  # noqa: E702 (issue 13)
     # --- differential fuzzing (issue 17): edgekit/fuzz ---
     from .fuzz.campaign import add_parser as _add_fuzz_parser
 
     _add_fuzz_parser(sub)
     # --- end issue 17 ---
+    from .validation.cli import add_parser as _add_validate_parser  # issue 13: edgekit/validation
+
+    _add_validate_parser(sub)
+    from .mixedprec.cli import add_parser as _add_mixed_precision_parser  # issue 15: edgekit/mixedprec
+
+    _add_mixed_precision_parser(sub)
     return p
 
 

@@ -48,6 +48,7 @@ class Manifest:
     kernels: str | None = None
     layers: list | None = None  # the per-layer report rows
     kernel_variants: dict | None = None  # node name -> the kernel variant codegen chose (backends/cortexm/kernels)
+    kernel_fallbacks: list | None = None  # layers on a slower kernel than theirs: layer, kernel, reason
     memory_plan: dict | None = None
     profile: dict | None = None  # written by `edgekit profile`
     # --- FPGA (edgekit.backends.hls) ---

@@ -9,6 +9,7 @@ says must be exact and differs makes the verification fail.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from .backends.base import VerifyContext
 from .errors import VerificationError
 from .ir.graph import Graph
 from .manifest import load_manifest
+from .pages import VERIFY_RECORD, write_page
 from .progress import track
 from .sim import quantize_input, simulate
 from .stages import (StageResult, VerifyReport, check_timeout, compare, load_codes, load_float_inputs,
@@ -77,4 +79,16 @@ def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None,
     todo = [s for s in known if s in stages]
     for s in track(todo, f"verify {build_dir.name}: {', '.join(todo)}"):
         results.append(_reference_stage(ctx) if s == REFERENCE_STAGE else backend.run_stage(s, ctx))
-    return backend.verify_report(ctx, results)
+    report = backend.verify_report(ctx, results)
+    _record(build_dir, report)
+    return report
+
+
+def _record(build_dir: Path, report: VerifyReport) -> None:
+    """Keep the result in the build directory (verify.json) for its report page. A directory
+    that cannot be written (read-only media) is verified all the same: the record is a copy of
+    what verify prints, not part of the result."""
+    try:
+        write_page(build_dir / VERIFY_RECORD, json.dumps(report.to_json(), indent=1))
+    except OSError:
+        pass

@@ -102,9 +102,13 @@ def test_every_backend_implements_the_interface():
 def test_report_on_a_cortexm_build(pow2_build, capsys):
     code, out, err = _cli(capsys, "report", pow2_build)
     assert code == 0 and err == ""
-    assert out.rstrip("\n") == (pow2_build / "report.txt").read_text().rstrip("\n")  # what the build wrote
+    table, page_line = out.rstrip("\n").rsplit("\n", 1)
+    assert table == (pow2_build / "report.txt").read_text().rstrip("\n")  # what the build wrote
+    assert page_line == f"report page: {pow2_build / 'report.html'}"  # and the page it wrote now
     code, out, _ = _cli(capsys, "report", pow2_build, "--json")
-    assert code == 0 and json.loads(out) == json.loads((pow2_build / "report.json").read_text())
+    data = json.loads(out)
+    assert code == 0 and data.pop("page") == str(pow2_build / "report.html")
+    assert data == json.loads((pow2_build / "report.json").read_text())
     assert report(pow2_build).to_json()["layers"][0]["name"] == load_manifest(pow2_build).layers[0]["name"]
 
 

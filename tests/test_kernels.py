@@ -17,7 +17,7 @@ from edgekit.errors import EdgekitError
 from edgekit.nas import cost
 from edgekit.resources import resource_dir
 
-VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dwk", "dense", "dense_int8", "mve_gemm",
+VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dwk", "dwk_int8", "dense", "dense_int8", "mve_gemm",
             "mve_dense"}
 
 
@@ -121,11 +121,12 @@ def test_selection_by_core_and_the_reasons_for_the_reference(graphs):
     for optimize in ("size", "balanced", "speed"):
         assert {s.describe() for s in kinds[(), optimize]} == {"reference (core without the DSP extension)"}
         mve = [s.kind for s in kinds[("dsp", "mve"), optimize]]
-        assert mve[:3] == ["mve_gemm", "dw3", "mve_gemm"] and mve[-1] == "mve_dense"
+        dw = "dw3" if optimize == "speed" else "dw3_int8"  # the depthwise records keep int8 weights but under speed
+        assert mve[:3] == ["mve_gemm", dw, "mve_gemm"] and mve[-1] == "mve_dense"
     # size and balanced keep the weights at int8; speed widens them to int16
     for optimize in ("size", "balanced"):
         dsp = [s.kind for s in kinds[("dsp",), optimize]]
-        assert dsp[:3] == ["conv2d_gemm_int8", "dw3", "conv2d_gemm_int8"] and dsp[-2:] == ["dense_int8", "dense_int8"]
+        assert dsp[:3] == ["conv2d_gemm_int8", "dw3_int8", "conv2d_gemm_int8"] and dsp[-2:] == ["dense_int8", "dense_int8"]
     dsp = [s.kind for s in kinds[("dsp",), "speed"]]
     assert dsp[:3] == ["conv2d_gemm", "dw3", "conv2d_gemm"] and dsp[-2:] == ["dense", "dense"]
     assert [s.kind for s in kinds[("dsp",), "balanced"]] == [reg.select(n, graph, plan, ("dsp",), "optimized").kind
@@ -205,3 +206,48 @@ def test_int8_weight_variants_store_one_byte_per_weight(graphs, int16_name, int8
                 assert v8.flash_bytes(s8, node, graph) == (s8.ctx["rows_pad"] - n_out) * n_in
             seen += 1
     assert seen
+
+
+def _sxtb16(word: int, ror: bool) -> tuple[int, int]:
+    """The int16 halves SXTB16 (ROR #8) makes of an int32 word: bytes (0, 2), or (1, 3)."""
+    b = [((word >> (8 * k)) & 0xFF) - (256 if (word >> (8 * k)) & 0x80 else 0) for k in range(4)]
+    return (b[1], b[3]) if ror else (b[0], b[2])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_dw3_int8_row_macs_compute_each_output_from_the_bias(n, stride):
+    """The MACs dw3_int8 emits for a block of n outputs, interpreted over random ring rows and int8
+    weights, equal the direct 3-tap dot products plus the bias: every accumulator starts from the
+    bias in a0 before a0 changes (the first row's order), and the weight words' SXTB16 halves are
+    the pairs the MACs need."""
+    import numpy as np
+
+    from edgekit.backends.cortexm.kernels.common import byte_words
+    from edgekit.backends.cortexm.kernels.dw3_int8 import row_macs, row_word
+
+    rng = np.random.default_rng(10 * n + stride)
+    kh, cols = 3, 2 * ((n - 1) * stride + 4)
+    x = rng.integers(-255, 256, (kh, cols))
+    w = rng.integers(-128, 128, (kh, 3))
+    bias = int(rng.integers(-5000, 5000))
+    acc: dict[str, int | None] = {f"a{k}": None for k in range(n)}
+    acc["a0"] = bias
+    for ky in range(kh):
+        word = int(byte_words(*row_word(*(int(v) for v in w[ky]), stride)))
+        regs = {"P": _sxtb16(word, False), "Q": _sxtb16(word, True)}
+        for line in row_macs(n, stride, 0, ky == 0):
+            op, args = line.split(" ", 1)
+            names = [a.strip(" %[]") for a in args.replace("[%[tp], #", "").replace("]", "").split(",")]
+            if op == "ldr":
+                e = int(names[1]) // 2
+                regs[names[0]] = (int(x[ky, e]), int(x[ky, e + 1]))
+                continue
+            dst, xr, wr, addend = names
+            assert acc[addend] is not None, f"{addend} read before it holds the bias: {line}"
+            (x0, x1), (w0, w1) = regs[xr], regs[wr]
+            prod = {"smlad": x0 * w0 + x1 * w1, "smlabt": x0 * w1, "smlatb": x1 * w0, "smlabb": x0 * w0}[op]
+            acc[dst] = acc[addend] + prod
+    for k in range(n):
+        want = bias + sum(int(x[ky, k * stride + j]) * int(w[ky, j]) for ky in range(kh) for j in range(3))
+        assert acc[f"a{k}"] == want, (k, acc[f"a{k}"], want)

@@ -260,3 +260,108 @@ def test_ts_reader_and_basicmotions_location(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEKIT_BASICMOTIONS", str(tmp_path))
     d = datasets.load("basicmotions")
     assert d.n_classes == 2 and d.input_shape == (5, 2) and len(d.x_val) == 2 and len(d.x_test) == 4
+
+
+# ---------------------------------------------------------------------------------------
+# Honesty: training defaults from the data's size, the chance level, the calibration cache
+# ---------------------------------------------------------------------------------------
+def test_training_defaults_follow_the_training_set_size():
+    from edgekit.nas.config import NasConfig, resolve_training, training_defaults
+
+    # BasicMotions: 32 training series -> 4 steps an epoch at batch 8, 30 epochs for 120 steps
+    assert training_defaults(32) == {"batch": 8, "max_epochs": 30, "patience": 6}
+    # HAR: 6,362 windows -> unchanged from the fixed defaults it was tuned with
+    assert training_defaults(6362) == {"batch": 64, "max_epochs": 6, "patience": 2}
+    assert training_defaults(192) == {"batch": 24, "max_epochs": 15, "patience": 3}
+    assert training_defaults(3) == {"batch": 8, "max_epochs": 60, "patience": 12}  # capped
+    config = NasConfig(board="nucleo-l4r5zi", target="cortex-m4", budget=Budget(), batch=16)
+    assert resolve_training(config, 32) == ["max_epochs", "patience"]  # an explicit batch wins
+    assert (config.batch, config.max_epochs, config.patience) == (16, 30, 6)
+
+
+def test_chance_level_and_margin():
+    from edgekit.nas.datasets import chance_levels
+
+    y_val = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    c = chance_levels(y_val, np.array([0] * 7 + [1] * 3), 4)
+    assert c["val"] == 0.25 and c["test"] == 0.7 and c["n_val"] == 8
+    assert c["margin"] == pytest.approx(3 * np.sqrt(0.25 * 0.75 / 8)) and c["threshold"] == pytest.approx(0.709, abs=1e-3)
+    big = chance_levels(np.repeat(np.arange(6), 1000), np.arange(6), 6)  # many samples: the 5-point floor
+    assert big["margin"] == 0.05 and big["threshold"] == pytest.approx(1 / 6 + 0.05)
+
+
+def _write_ts(folder: Path, n_train: int, n_test: int, length: int, channels: int, classes: int, seed: int):
+    """UEA .ts files of noise with random labels: nothing to learn."""
+    rng = np.random.default_rng(seed)
+    labels = "".join(f" c{i}" for i in range(classes))
+    header = f"@problemName BasicMotions\n@dimensions {channels}\n@seriesLength {length}\n@classLabel true{labels}\n@data\n"
+    for split, n in (("TRAIN", n_train), ("TEST", n_test)):
+        lines = []
+        for i in range(n):
+            dims = [",".join(f"{v:.3f}" for v in rng.normal(size=length)) for _ in range(channels)]
+            lines.append(":".join(dims) + f":c{rng.integers(classes) if split == 'TEST' else i % classes}")
+        if split == "TRAIN":  # labels shuffled against the (random) series
+            lines = [ln.rsplit(":", 1)[0] + ":" + lab.rsplit(":", 1)[1]
+                     for ln, lab in zip(lines, rng.permutation(lines))]
+        (folder / f"BasicMotions_{split}.ts").write_text(header + "\n".join(lines) + "\n")
+
+
+def test_search_that_learns_nothing_exits_1(tmp_path, monkeypatch):
+    """Noise with random labels: every trial stays near chance, so the search returns no
+    model (exit 1), says so with the chance level and the most accurate trials, exports
+    nothing; the study's objectives carry names for optuna-dashboard."""
+    data = tmp_path / "noise"
+    data.mkdir()
+    _write_ts(data, 80, 20, 32, 3, 4, seed=1)
+    monkeypatch.setenv("EDGEKIT_BASICMOTIONS", str(data))
+    cm = tmp_path / "cost.json"
+    synthetic_cost_model().save(cm)
+    out = tmp_path / "nas_out"
+    r = run_cli("nas", "--board", "nucleo-l4r5zi", "--max-ram", "64KB", "--max-latency", "20ms",
+                "--dataset", "basicmotions", "--trials", "2", "--dims", "1", "--max-depth", "1", "--channels", "4,8",
+                "--cost-model", str(cm), "-o", str(out))
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "NOT BETTER THAN CHANCE" in r.stdout and "most accurate trials:" in r.stdout, r.stdout[-3000:]
+    assert "batch 8, at most 15 epochs, patience 3 (batch, max_epochs, patience from the training set's 60" in r.stdout
+    s = json.loads((out / "summary.json").read_text())
+    assert s["below_chance"] and not s["feasible"] and s["best"] is None
+    assert s["chance"]["n_val"] == 20 and s["chance"]["threshold"] > s["chance"]["val"] + 0.05
+    assert s["trials"]["trained"] >= 1 and s["most_accurate"]
+    assert all(c["below_chance"] and not c["ok"] for c in s["checked"])
+    assert "chance (majority class)" in s["dataset_description"]
+    assert not (out / "best").exists() and not (out / "pareto").exists()
+    study = optuna.load_study(study_name="edgekit-nas", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.metric_names == ["val_accuracy", "latency_ms", "ram_bytes"]
+
+
+def test_calibration_is_cached_per_core_and_kernel_set(tmp_path, monkeypatch):
+    """A second search on another data set (input shape) and a similar budget reuses the
+    calibration; --recalibrate, another MAC-cap bucket, and a changed kernel set do not."""
+    monkeypatch.delenv("EDGEKIT_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    runs = []
+
+    def fake_calibrate(core, input_shape, n_classes, **kw):
+        runs.append((core, input_shape, kw["max_macs"]))
+        m = synthetic_cost_model(core)
+        m.key = nascost.calibration_key(core)
+        m.stats.update(n_requested=kw["n_fit"], n_fit=kw["n_fit"], input_shape=list(input_shape))
+        return m
+
+    monkeypatch.setattr(nascost, "calibrate", fake_calibrate)
+    lines = []
+    kw = dict(n_fit=6, n_holdout=2, space=SpaceConfig(), progress=lines.append)
+    nascost.load_or_calibrate("cortex-m4", (128, 6), 6, max_macs=4_800_000, **kw)
+    assert runs == [("cortex-m4", (128, 6), 1 << 23)]  # the cap rounded up to a power of two
+    assert list((tmp_path / "xdg" / "edgekit" / "nas").glob("cost-cortex-m4-*.json"))
+    m = nascost.load_or_calibrate("cortex-m4", (100, 6), 4, max_macs=5_000_000, **kw)
+    assert len(runs) == 1 and m.core == "cortex-m4" and "reused from" in lines[-1]
+    nascost.load_or_calibrate("cortex-m4", (100, 6), 4, max_macs=5_000_000, recalibrate=True, **kw)
+    assert len(runs) == 2
+    nascost.load_or_calibrate("cortex-m4", (100, 6), 4, max_macs=480_000, **kw)  # a 2 ms budget
+    assert len(runs) == 3
+    nascost.load_or_calibrate("cortex-m4", (100, 6), 4, max_macs=480_000, **{**kw, "n_fit": 12})  # asks for more
+    assert len(runs) == 4
+    monkeypatch.setattr(nascost, "calibration_key", lambda core: "changedkernels00")
+    nascost.load_or_calibrate("cortex-m4", (128, 6), 6, max_macs=4_800_000, **kw)
+    assert len(runs) == 5

@@ -66,6 +66,7 @@ class ReportSection:
 @dataclass
 class BuildReport:
     sections: list[ReportSection]
+    page: Path | None = None  # report.html, written by ``edgekit report``
 
     def text(self) -> str:
         return "\n".join(line for s in self.sections for line in s.lines)
@@ -114,6 +115,10 @@ class Backend(ABC):
     @abstractmethod
     def report_sections(self, build_dir: Path, manifest: Manifest) -> list[ReportSection]:
         ...
+
+    def report_page(self, build_dir: Path, manifest: Manifest) -> str | None:
+        """``report.html`` of a build (templates/report/), or None when the backend has no page."""
+        return None
 
     def export(self, build_dir: Path, manifest: Manifest, dest: Path) -> tuple[Path, str]:
         """Write a standalone project; returns it and one line saying what it holds."""

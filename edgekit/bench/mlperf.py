@@ -12,7 +12,12 @@ with the reference and with the optimized (DSP-extension) kernels, and each buil
 * measured: peak RAM = planned arena + input and output buffers (TFLM keeps those in its
   arena) + the stack the inference really used (measured on the board), against the TFLM
   arena; code flash = everything in flash but the weights (model code + runtime), against
-  TFLM's library code (``tflm_text + cmsis_nn_text``, which excludes libc and main).
+  TFLM's library code (``tflm_text + cmsis_nn_text``, which excludes libc and main); whole
+  flash (vectors, .text, .rodata, .data of the firmware) against TFLM's whole firmware; the
+  model's constants in flash against its int8 parameter bytes (int8 weights, int32 biases);
+* broken down: instructions per MAC per layer kind (depthwise 3x3, pointwise, first
+  convolutions with few input channels, 1x1 shortcuts with fused adds, dense), and the layers
+  on a slower kernel than theirs (``kernel_fallbacks``), with the reason.
 
 Goals (issue 6): instructions <= 0.5x TFLM + CMSIS-NN, peak RAM <= 0.7x the TFLM arena,
 code flash <= 0.25x TFLM's library code, on every model.
@@ -32,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends.cortexm.kernels.base import DEFAULT_OPTIMIZE
+from ..backends.cortexm.kernels.base import DEFAULT_OPTIMIZE, format_fallbacks
+from ..backends.cortexm.memory import io_buffer_bytes
 from ..manifest import Manifest
 from ..progress import track
 from .suites import peers_dir, suite
@@ -68,11 +74,48 @@ def _golden(folder: Path, stem: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return codes.astype(np.int64), want.astype(np.int64), d["fixed_input"].reshape(-1).astype(np.int64)
 
 
-def _io_bytes(manifest: Manifest) -> int:
-    def n(desc):
-        shape = desc.get("float_shape") or desc.get("shape")
-        return int(np.prod(shape)) * np.dtype(desc["dtype"]).itemsize
-    return n(manifest.input) + n(manifest.output)
+#: results.json's firmware sections that occupy flash (size -A of TFLM's firmware ELF)
+TFLM_FLASH_SECTIONS = ("fw_text", "fw_rodata", "fw_data", "fw_isr_vector", "fw_other_flash")
+
+
+def layer_kind(node, graph) -> str:
+    """The kind of layer whose instructions per MAC the bench reports (issue 16's gaps: depthwise
+    3x3, pointwise, first convolutions with few input channels, 1x1 shortcuts with fused adds)."""
+    a = node.attrs
+    if node.op == "conv2d":
+        kh, kw = a["kernel"]
+        if a["depthwise"]:
+            return f"depthwise {kh}x{kw}"
+        if (kh, kw) == (1, 1):
+            return "pointwise 1x1" + (" + add" if a.get("residual") else "")
+        cin = graph.tensors[node.inputs[0]].shape[-1]
+        return f"conv {kh}x{kw}" + (f" ({cin} input channels)" if cin <= 4 else "")
+    return "dense" if node.op == "dense" else "other"
+
+
+def per_kind(graph, layers: list[dict]) -> dict:
+    """kind -> MACs, instructions and instructions per MAC of the profiled layers of that kind."""
+    nodes = {n.name: n for n in graph.nodes}
+    kinds: dict[str, dict] = {}
+    for r in layers:
+        node = nodes.get(r["name"])
+        k = kinds.setdefault(layer_kind(node, graph) if node is not None else "other",
+                             {"layers": 0, "macs": 0, "instructions": 0})
+        k["layers"] += 1
+        k["macs"] += r["macs"]
+        k["instructions"] += r["instructions"]
+    for k in kinds.values():
+        k["instr_per_mac"] = round(k["instructions"] / k["macs"], 3) if k["macs"] else None
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]["instructions"]))
+
+
+def int8_parameter_bytes(graph) -> int:
+    """The model's parameters as TFLite stores them: int8 weights and int32 biases of the layers with weights."""
+    from ..ir.operators import get_op
+
+    names = {t for n in graph.nodes if get_op(n.op, n.name).packs_weights for t in n.inputs[1:3]
+             if t in graph.constants}
+    return int(sum(graph.constants[t].size * (1 if graph.tensors[t].bits <= 8 else 4) for t in names))
 
 
 def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: str = "cortex-m4",
@@ -104,12 +147,15 @@ def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: 
     instr = prof["total"]["instructions"]
     fl = m.memory_breakdown["flash"]
     stack = rep.memory.get("inference_stack_bytes", m.memory.get("inference_stack_static_bytes", 0))
-    peak = m.arena_bytes + _io_bytes(m) + stack
+    io = io_buffer_bytes(m)
+    peak = m.arena_bytes + io + stack
     # the peer's run on the same core (results.json has the Cortex-M4 and the Cortex-M7)
     tf = (peer or {}).get(PEER_KEYS.get(target, ""))
     # the library code of TFLM + CMSIS-NN (recorded for the M4 run only)
     tflm_code = (tf["text_breakdown"]["tflm_text"] + tf["text_breakdown"]["cmsis_nn_text"]
                  if tf and "text_breakdown" in tf else None)
+    tflm_flash = sum(tf.get(k, 0) for k in TFLM_FLASH_SECTIONS) if tf else None
+    params = int8_parameter_bytes(graph)
 
     def ratio(a, b):
         return round(a / b, 3) if b else None
@@ -121,17 +167,21 @@ def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: 
         "instructions": instr, "tflm_instructions": tf["invoke_instructions"] if tf else None,
         "instr_ratio": ratio(instr, tf and tf["invoke_instructions"]), "instr_per_mac": round(instr / m.macs, 3),
         "est_cycles": prof["total"]["est_cycles"],
-        "arena_bytes": m.arena_bytes, "io_bytes": _io_bytes(m), "inference_stack_bytes": stack,
+        "arena_bytes": m.arena_bytes, "io_bytes": io, "inference_stack_bytes": stack,
         "peak_ram_bytes": peak, "tflm_arena_bytes": tf["arena_used_bytes"] if tf else None,
         "ram_ratio": ratio(peak, tf and tf["arena_used_bytes"]),
         "model_code_bytes": fl["code"], "runtime_bytes": fl["runtime"], "code_flash_bytes": fl["total"] - fl["weights"],
         "tflm_library_code_bytes": tflm_code, "code_ratio": ratio(fl["total"] - fl["weights"], tflm_code),
         "weight_bytes": fl["weights"], "flash_bytes": fl["total"],
+        "tflm_flash_bytes": tflm_flash, "flash_ratio": ratio(fl["total"], tflm_flash),
+        "int8_parameter_bytes": params, "constants_ratio": ratio(fl["weights"], params),
+        "kernel_fallbacks": m.kernel_fallbacks or [],
         "layers": [{"name": r["name"], "op": r["op"], "macs": r["macs"], "instructions": r["instructions"],
                     "kernel": next((L.get("kernel", "") for L in m.layers if L["name"] == r["name"]), "")}
                    for r in prof["layers"]],
         "seconds": round(time.monotonic() - t0, 1),
     }
+    row["kinds"] = per_kind(graph, row["layers"])
     # no peer figures (visual wake words): no ratios, so no goals to judge
     ratios = {k: row[f"{'instr' if k == 'instructions' else k}_ratio"] for k in GOALS}
     row["goals_met"] = {k: ratios[k] <= g for k, g in GOALS.items() if ratios[k] is not None}
@@ -226,7 +276,7 @@ def run_mlperf(models: list[str] | None = None, kernel_sets=KERNEL_SETS, out: Pa
 def format_rows(rows: list[dict]) -> str:
     head = (f"{'model':<24}{'kernels':<10}{'instructions':>13}{'TFLM+CMSIS':>12}{'ratio':>7}{'instr/MAC':>10}"
             f"{'peak RAM':>9}{'TFLM arena':>11}{'ratio':>7}{'code flash':>11}{'TFLM code':>10}{'ratio':>7}"
-            f"{'weights':>9}  exact")
+            f"{'weights':>9}{'whole flash':>12}{'TFLM fw':>9}{'ratio':>7}{'const/param':>12}  exact")
     lines = [head, "-" * len(head)]
     def num(v, width):
         return f"{v:>{width},}" if v is not None else f"{'-':>{width}}"
@@ -238,8 +288,9 @@ def format_rows(rows: list[dict]) -> str:
         lines.append(f"{r['model']:<24}{r['kernels']:<10}{r['instructions']:>13,}{num(r['tflm_instructions'], 12)}"
                      f"{x(r['instr_ratio'])}{r['instr_per_mac']:>10.3f}{r['peak_ram_bytes']:>9,}"
                      f"{num(r['tflm_arena_bytes'], 11)}{x(r['ram_ratio'])}{r['code_flash_bytes']:>11,}"
-                     f"{num(r['tflm_library_code_bytes'], 10)}{x(r['code_ratio'])}{r['weight_bytes']:>9,}  "
-                     f"{'yes' if r['bit_exact_golden'] else 'NO'}")
+                     f"{num(r['tflm_library_code_bytes'], 10)}{x(r['code_ratio'])}{r['weight_bytes']:>9,}"
+                     f"{r['flash_bytes']:>12,}{num(r['tflm_flash_bytes'], 9)}{x(r['flash_ratio'])}"
+                     f"{x(r['constants_ratio']):>12}  {'yes' if r['bit_exact_golden'] else 'NO'}")
     lines.append(f"goals (optimized kernels): instructions <= {GOALS['instructions']}x TFLM + CMSIS-NN, peak RAM <= "
                  f"{GOALS['ram']}x TFLM arena, code flash <= {GOALS['code']}x TFLM library code")
     for r in rows:
@@ -248,6 +299,17 @@ def format_rows(rows: list[dict]) -> str:
             unjudged = [k for k in GOALS if k not in r["goals_met"]]
             lines.append(f"  {r['model']}: " + ("all met" if not miss else "NOT met: " + ", ".join(miss))
                          + (f" (no peer figure for: {', '.join(unjudged)})" if unjudged else ""))
+    lines.append("instructions per MAC by layer kind (share of the instructions):")
+    for r in rows:
+        total = r["instructions"] or 1
+        parts = [f"{k} {v['instr_per_mac']:.2f} ({100 * v['instructions'] / total:.0f}%)" if v["instr_per_mac"]
+                 else f"{k} ({100 * v['instructions'] / total:.0f}%)" for k, v in r["kinds"].items()]
+        lines.append(f"  {r['model']} {r['kernels']}{' ' + r['optimize'] if r['optimize'] else ''}: " + ", ".join(parts))
+        if r["kernel_fallbacks"]:
+            lines.append(f"    {format_fallbacks(r['kernel_fallbacks'])}")
+    lines.append("whole flash: vectors + .text + .rodata + .data of the firmware vs TFLM's (results.json fw_*); "
+                 "const/param: the model's constants in flash (weights, biases, requantization records) vs its "
+                 "int8 parameter bytes (int8 weights, int32 biases)")
     lines.append("instructions: one ek_model_run (edgekit profile) vs one Invoke() (TFLM), both on the same QEMU board "
                  "with the peer's fixed LCG input; peak RAM = arena + input/output + measured inference stack; "
                  "code flash = flash - weights (model code + runtime) vs tflm_text + cmsis_nn_text; exact = host C "

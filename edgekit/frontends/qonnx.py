@@ -18,6 +18,7 @@ from ..ir.graph import Graph, InputQuant, Node, Tensor
 from ..registry import discover
 from . import qonnx_validate
 from .qonnx_input import quantize_annotated_input
+from .qonnx_qdq import is_qdq, qdq_to_qonnx
 from .qonnx_lowering import (LOWERINGS, ORIGINAL_NAME_TAG, PENDING_RESOLVERS, THRESHOLD_CHAIN, FloatConst,
                              FloatInput, IntValue, QuantConst, channels_last_perm, describe, ir_shape, lowering,
                              onnx_attrs, bias_codes)
@@ -54,6 +55,23 @@ def declare_custom_domains(proto) -> None:
         entry.domain, entry.version = domain, 1
 
 
+def fix_symbolic_batch(proto) -> None:
+    """Give a symbolic batch dimension (``dynamic_axes`` of torch.onnx.export, onnxruntime's
+    tools) the size 1 that edgekit compiles; qonnx's shape inference would otherwise make it 0.
+    Intermediate shapes are inferred again by the cleanup."""
+    init = {t.name for t in proto.graph.initializer}
+    changed = False
+    for v in [v for v in proto.graph.input if v.name not in init] + list(proto.graph.output):
+        tt = v.type.tensor_type
+        if v.type.HasField("tensor_type") and tt.HasField("shape") and tt.shape.dim:
+            d = tt.shape.dim[0]
+            if d.dim_param or not d.HasField("dim_value"):
+                d.dim_value = 1  # also clears dim_param (one of)
+                changed = True
+    if changed:
+        del proto.graph.value_info[:]
+
+
 def load_qonnx(path: str | Path):
     """Read, clean up (shape inference, constant folding, unique names) and return a ModelWrapper."""
     import onnx
@@ -68,10 +86,14 @@ def load_qonnx(path: str | Path):
     if other_quantizer is not None:
         raise UnsupportedOpError(f"{path}: node '{other_quantizer.name}' ({other_quantizer.op_type}): "
                                  f"{UNSUPPORTED_QUANTIZERS[other_quantizer.op_type]}")
+    if not any(n.op_type in QUANTIZER_OPS for n in proto.graph.node) and is_qdq(proto):
+        qonnx_validate.check_proto(proto, str(path))  # limits first: the conversion computes on the graph
+        proto = qdq_to_qonnx(proto, str(path))
     if not any(n.op_type in QUANTIZER_OPS for n in proto.graph.node):
         raise float_model_error(str(path))
     qonnx_validate.check_proto(proto, str(path))
     declare_custom_domains(proto)
+    fix_symbolic_batch(proto)
     try:
         checker.check_model(proto)
     except Exception as e:

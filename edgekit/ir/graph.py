@@ -195,9 +195,10 @@ class Graph:
         np.savez(directory / "ir_constants.npz", **self.constants)
 
     @staticmethod
-    def load(directory: Path) -> "Graph":
+    def load(directory: str | Path) -> "Graph":
         from ..ir.contract import Requant
 
+        directory = Path(directory)  # build and verify take a str too
         path = directory / "ir.json"
         try:
             doc = json.loads(path.read_text())

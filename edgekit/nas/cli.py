@@ -71,6 +71,9 @@ def cmd_nas(args) -> int:
                     parse_latency(args.max_latency) if args.max_latency else None)
     if args.trials < 1:
         raise EdgekitError("--trials must be at least 1")
+    for flag, value in (("--epochs", args.epochs), ("--patience", args.patience), ("--batch", args.batch)):
+        if value is not None and value < 1:
+            raise EdgekitError(f"{flag} must be at least 1 (leave it out to derive it from the training set's size)")
     config = NasConfig(board=args.board, target=target, budget=budget, dataset=args.dataset,
                        train_subset=args.train_subset, space=space.to_json(), max_epochs=args.epochs,
                        patience=args.patience, lr=args.lr, batch=args.batch,
@@ -81,8 +84,8 @@ def cmd_nas(args) -> int:
         summary = run_search(config, args.output, args.trials, storage=args.storage,
                              study_name=args.study or DEFAULT_STUDY, workers=args.workers,
                              timeout=_duration(args.timeout), calibration=args.calibration,
-                             cost_model_path=args.cost_model, verify_top=args.verify_top,
-                             final_epochs=args.final_epochs, export=not args.no_export)
+                             recalibrate=args.recalibrate, cost_model_path=args.cost_model,
+                             verify_top=args.verify_top, final_epochs=args.final_epochs, export=not args.no_export)
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
     if args.no_export:
@@ -143,10 +146,13 @@ def add_parsers(sub) -> None:
                    " e.g. postgresql://user:password@host/db)")
     n.add_argument("--study", help="study name (edgekit-nas)")
     n.add_argument("--timeout", help="stop starting trials after this long, e.g. 10m")
-    n.add_argument("--epochs", type=int, default=6, help="most QAT epochs per trial (6; early stopping)")
-    n.add_argument("--patience", type=int, default=2, help="epochs without validation gain before stopping (2)")
+    n.add_argument("--epochs", type=int, help="most QAT epochs per trial (early stopping; default from the "
+                   "training set's size: enough for 120 optimizer steps, 6 to 60; HAR 6, BasicMotions 30)")
+    n.add_argument("--patience", type=int, help="epochs without validation gain before stopping (default: "
+                   "epochs / 5, at least 2)")
     n.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (0.005)")
-    n.add_argument("--batch", type=int, default=64, help="batch size (64)")
+    n.add_argument("--batch", type=int, help="batch size (default: training set size / 8, from 8 to 64; HAR 64, "
+                   "BasicMotions 8)")
     n.add_argument("--train-subset", type=int, help="train each trial on this many random training windows")
     n.add_argument("--trial-time-limit", help="stop a trial's training after this long, e.g. 90s")
     n.add_argument("--seed", type=int, default=0, help="seed (0)")
@@ -157,7 +163,9 @@ def add_parsers(sub) -> None:
     n.add_argument("--bits", help="weight/activation bit widths to search, e.g. 4,8 (2,4,8)")
     n.add_argument("--channels", help="channel choices, e.g. 8,16,32 (4,8,12,16,24,32,48,64)")
     n.add_argument("--calibration", type=int, default=40, help="architectures profiled to fit the latency model "
-                   "on first use (40, plus a third as held-out; cached)")
+                   "on first use (40, plus a third as held-out; cached per core and kernel set)")
+    n.add_argument("--recalibrate", action="store_true", help="fit the latency model afresh even when the cache "
+                   "(~/.cache/edgekit/nas, per core and kernel set) has one, and replace the cached one")
     n.add_argument("--cost-model", help="a cost model JSON (cost_model.json of an earlier search) instead")
     n.add_argument("--verify-top", type=int, default=8, help="Pareto models to check and verify (8)")
     n.add_argument("--final-epochs", type=int, default=0, help="retrain the best model for up to this many "

@@ -67,10 +67,10 @@ class NasConfig:
     dataset: str = "har"
     train_subset: int | None = None
     space: dict = field(default_factory=dict)        # SpaceConfig.to_json()
-    max_epochs: int = 6
-    patience: int = 2
+    max_epochs: int | None = None                    # None: from the training set's size (training_defaults)
+    patience: int | None = None
     lr: float = 5e-3
-    batch: int = 64
+    batch: int | None = None
     trial_time_limit: float | None = None            # seconds of training per trial
     seed: int = 0
     measure_band: float = 0.15                       # profile on QEMU when the prediction is this close to the budget
@@ -92,6 +92,37 @@ class NasConfig:
         d = self.to_json()
         d.pop("cost_model", None)
         return d
+
+
+# Training defaults follow the training set's size: with 32 series and a batch of 64 an
+# epoch is one optimizer step, and no architecture learns anything in 6 of them.
+MIN_BATCH, MAX_BATCH = 8, 64
+MIN_STEPS = 120          # optimizer steps per trial at least (when the epoch cap allows)
+MIN_EPOCHS, MAX_EPOCHS = 6, 60
+
+
+def training_defaults(n_train: int) -> dict:
+    """Batch size, most epochs and patience for ``n_train`` training samples:
+    batch = clamp(n_train / 8, 8, 64) (at least 8 steps an epoch where the data allows),
+    epochs = clamp(ceil(120 / steps per epoch), 6, 60) (at least 120 optimizer steps),
+    patience = max(2, epochs / 5). HAR (6,362 windows): batch 64, 6 epochs, patience 2;
+    BasicMotions (32 series): batch 8, 30 epochs, patience 6."""
+    n = max(1, int(n_train))
+    batch = min(MAX_BATCH, max(MIN_BATCH, n // 8))
+    steps = -(-n // batch)
+    epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, -(-MIN_STEPS // steps)))
+    return {"batch": batch, "max_epochs": epochs, "patience": max(2, epochs // 5)}
+
+
+def resolve_training(config: "NasConfig", n_train: int) -> list[str]:
+    """Fill the training settings left at None from the training set's size (explicit
+    values win); returns the names of the ones filled."""
+    filled = []
+    for name, value in training_defaults(n_train).items():
+        if getattr(config, name) is None:
+            setattr(config, name, value)
+            filled.append(name)
+    return filled
 
 
 def fmt_bytes(n: float | None) -> str:

@@ -33,9 +33,14 @@ uses. The error against measured counts on held-out architectures is stored with
 model and printed by ``edgekit nas``.
 
 A calibration depends on the generated kernels, the compiler and its flags, so it is
-cached under ``$EDGEKIT_CACHE/nas`` keyed by a hash of the C templates, firmware
-sources, code generator, IR and operator modules, compiler version and core flags; any
-change there recalibrates.
+cached per user (``$EDGEKIT_CACHE``, else ``$XDG_CACHE_HOME/edgekit``, else
+``~/.cache/edgekit``; in ``nas/``) per core and kernel set: keyed by edgekit's version and a
+hash of the C templates, firmware sources, code generator, IR and operator modules,
+compiler version and core flags (any change there recalibrates), the search space the
+architectures are drawn from, and the MAC cap rounded up to a power of two. The input
+shape is not part of the key: the features are loop trip counts, so a model fitted on
+HAR's 128 x 6 windows predicts BasicMotions' 100 x 6 ones; searches of other data sets
+and similar budgets reuse one calibration.
 """
 from __future__ import annotations
 
@@ -374,8 +379,10 @@ def calibration_key(core_name: str) -> str:
     from ..resources import resource_dir
     from ..targets import get_core
 
+    from ..version import __version__
+
     h = hashlib.sha256()
-    h.update(f"v{COST_MODEL_VERSION}".encode())
+    h.update(f"v{COST_MODEL_VERSION} edgekit {__version__}".encode())
     for kind in ("templates", "firmware"):
         root = resource_dir(kind)
         for p in sorted(root.rglob("*")):
@@ -478,18 +485,26 @@ def calibrate(core_name: str, input_shape: tuple[int, int], n_classes: int, spac
     key = calibration_key(core_name)
     t0 = time.monotonic()
     results = []
-    if workers > 1:
-        import multiprocessing as mp
+    from .bars import bar
 
-        with mp.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
-            for i, r in enumerate(pool.imap(_measure_job, jobs)):
-                results.append(r)
-                _report(progress, i, len(jobs), r, t0)
-    else:
-        for i, job in enumerate(jobs):
-            r = _measure_job(job)
+    with bar(len(jobs), f"calibrating the {core_name} latency model", unit="arch") as shown:
+        lines = progress if shown.disable else None  # a bar replaces the per-architecture lines
+
+        def done(i, r):
             results.append(r)
-            _report(progress, i, len(jobs), r, t0)
+            _report(lines, i, len(jobs), r, t0)
+            shown.set_postfix_str(("skipped" if "error" in r else r["arch"])[:50], refresh=False)
+            shown.update()
+
+        if workers > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
+                for i, r in enumerate(pool.imap(_measure_job, jobs)):
+                    done(i, r)
+        else:
+            for i, job in enumerate(jobs):
+                done(i, _measure_job(job))
     if calibration_key(core_name) != key:
         raise EdgekitError("edgekit's kernels, code generator or compiler changed while the latency model was "
                            "being calibrated; run again")
@@ -528,38 +543,58 @@ def _report(progress, i, n, r, t0):
                  f"({time.monotonic() - t0:.0f} s)")
 
 
-def cache_path(core_name: str, input_shape, key: str, space=None, max_macs: int | None = None) -> Path:
-    root = Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit") / "nas"
-    shape = "x".join(str(int(s)) for s in input_shape)
-    sp = hashlib.sha256(json.dumps([space.to_json() if space else None, max_macs], sort_keys=True).encode())
-    return root / f"cost-{core_name}-{shape}-{sp.hexdigest()[:8]}-{key}.json"
+def cache_root() -> Path:
+    """The per-user cache: ``$EDGEKIT_CACHE``, else ``$XDG_CACHE_HOME/edgekit``, else ``~/.cache/edgekit``."""
+    if os.environ.get("EDGEKIT_CACHE"):
+        return Path(os.environ["EDGEKIT_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache") / "edgekit"
+
+
+def macs_bucket(max_macs: int | None) -> int | None:
+    """The MAC cap rounded up to a power of two, so that searches with similar latency budgets
+    share one calibration (it covers at most twice the region a search needs)."""
+    return None if not max_macs else 1 << (int(max_macs) - 1).bit_length()
+
+
+def cache_path(core_name: str, key: str, space=None, max_macs: int | None = None) -> Path:
+    """Where the calibration for this core and kernel set (``key``), space and MAC cap is kept."""
+    sp = hashlib.sha256(json.dumps(space.to_json() if space else None, sort_keys=True).encode()).hexdigest()[:8]
+    cap = f"macs{macs_bucket(max_macs)}" if max_macs else "uncapped"
+    return cache_root() / "nas" / f"cost-{core_name}-{key}-{sp}-{cap}.json"
 
 
 def load_or_calibrate(core_name: str, input_shape, n_classes: int, n_fit: int = 40, n_holdout: int = 12,
                       workers: int = 1, progress=print, path: str | Path | None = None, space=None,
-                      max_macs: int | None = None) -> CostModel:
-    """A cached calibration for this core, kernel set and search space, else a fresh one
-    (calibration architectures are drawn from ``space``, so the fit covers what the search
-    will ask about), which is then cached."""
+                      max_macs: int | None = None, recalibrate: bool = False) -> CostModel:
+    """The cached calibration for this core, kernel set, search space and MAC cap (see
+    ``cache_path``), else a fresh one (architectures drawn from ``space``, so the fit covers
+    what the search will ask about), which is then cached. ``recalibrate`` ignores the cache."""
     if path is not None:
         m = CostModel.load(path)
         if m.core != core_name:
             raise EdgekitError(f"{path}: cost model is for {m.core}, not {core_name}")
         return m
     key = calibration_key(core_name)
-    cached = cache_path(core_name, input_shape, key, space, max_macs)
-    if cached.is_file():
+    cached = cache_path(core_name, key, space, max_macs)
+    if cached.is_file() and not recalibrate:
         try:
             m = CostModel.load(cached)
             if m.key == key and m.stats.get("n_requested", 0) >= n_fit:
+                if progress:
+                    progress(f"  latency model for {core_name}: calibrated before ({m.stats.get('n_fit')} "
+                             f"architectures of input {'x'.join(map(str, m.stats.get('input_shape') or []))}), "
+                             f"reused from {cached} (--recalibrate to fit it afresh)")
                 return m
         except (OSError, ValueError, KeyError, EdgekitError):
             pass
+    cap = macs_bucket(max_macs)
     if progress:
-        cap = f" of at most {max_macs:,} MACs" if max_macs else ""
-        progress(f"calibrating the latency model for {core_name}: {n_fit} + {n_holdout} held-out architectures{cap} "
-                 f"built and profiled on {emulated_board_for(core_name)} (cached in {cached.parent})")
+        capped = f" of at most {cap:,} MACs" if cap else ""
+        progress(f"calibrating the latency model for {core_name}: {n_fit} + {n_holdout} held-out architectures"
+                 f"{capped} built and profiled on {emulated_board_for(core_name)} (once per core and kernel set; "
+                 f"cached in {cached.parent})")
     m = calibrate(core_name, tuple(input_shape), n_classes, space=space, n_fit=n_fit, n_holdout=n_holdout,
-                  workers=workers, progress=progress, max_macs=max_macs)
+                  workers=workers, progress=progress, max_macs=cap)
     m.save(cached)
     return m

@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgekitError
-from .config import CONSTRAINT_NAMES, NasConfig, board_of
+from . import bars
+from .config import CONSTRAINT_NAMES, NasConfig, board_of, fmt_bytes
 from .rendering import pareto_svg, report_html, report_markdown, summary_text
 from .storage import redact
 from .trials import failure_reason, nearest_infeasible, pareto_front, trial_rows
@@ -77,9 +78,14 @@ def _train_arch(arch_json: dict, config: NasConfig, data, work: Path, epochs: in
 
         full = load(config.dataset, None, config.seed)
         x, y = full.x_train, full.y_train
-    train_early_stopping(model, x, y, data.x_val, data.y_val, max_epochs=epochs,
-                         patience=max(config.patience, 3 if train_full else config.patience), lr=config.lr,
-                         batch=config.batch, seed=seed)
+    with bars.bar(epochs, "final training" if train_full else "retraining", unit="epoch") as shown:
+        def on_epoch(epoch, hist):
+            shown.set_postfix_str(f"val {hist[2]:.3f}", refresh=False)
+            shown.update()
+
+        train_early_stopping(model, x, y, data.x_val, data.y_val, max_epochs=epochs,
+                             patience=max(config.patience, 3 if train_full else config.patience), lr=config.lr,
+                             batch=config.batch, seed=seed, on_epoch=on_epoch)
     work.mkdir(parents=True, exist_ok=True)
     return export_qonnx(model, torch.as_tensor(data.x_train[:1]), work / "model.onnx")
 
@@ -171,11 +177,21 @@ def finish(study, config: NasConfig, data, out_dir: Path, storage: str = "", stu
     rows = trial_rows(study)
     done = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
     front = pareto_front(done)
+    chance = data.chance()
     checked = []
     best = None
     if export and front:
         pareto_dir = out_dir / "pareto"
         for r in front[:verify_top]:
+            if r["val_accuracy"] < chance["threshold"]:
+                # Not evidence of learning: not worth building, and never returned.
+                checked.append({"ok": False, "below_chance": True, "number": r["number"], "arch": r["arch"],
+                                "val_accuracy": r["val_accuracy"], "test_accuracy": r["test_accuracy"],
+                                "pred_latency_ms": r["latency_ms"], "pred_instructions": r["pred_instructions"],
+                                "problems": [f"validation accuracy {r['val_accuracy']:.3f} is below "
+                                             f"{chance['threshold']:.3f} (chance {chance['val']:.3f} + margin "
+                                             f"{chance['margin']:.3f})"]})
+                continue
             say(f"  checking trial {r['number']} ({r['arch']}): build for {config.board}, verify on the "
                 f"stand-in, profile")
             work = pareto_dir / f"trial-{r['number']:04d}"
@@ -254,7 +270,10 @@ def finish(study, config: NasConfig, data, out_dir: Path, storage: str = "", stu
         "best": best,
         "feasible": best is not None,
         "nearest": [] if front else [_public(r) for r in nearest_infeasible(done)],
-        "training": {"max_epochs": config.max_epochs, "patience": config.patience,
+        "chance": chance,
+        "below_chance": bool(export and front and best is None and all(c.get("below_chance") for c in checked)),
+        "most_accurate": [_public(r) for r in most_accurate(done)],
+        "training": {"max_epochs": config.max_epochs, "patience": config.patience, "batch": config.batch,
                      "train_subset": config.train_subset, "final_epochs": final_epochs},
     }
     _write_tables(out_dir, rows)
@@ -263,7 +282,50 @@ def finish(study, config: NasConfig, data, out_dir: Path, storage: str = "", stu
     (out_dir / "report.md").write_text(report_markdown(summary, rows, front, config))
     (out_dir / "report.html").write_text(report_html(summary, rows, front, config))
     say(summary_text(summary, out_dir))
+    say(chance_text(summary))
     return summary
+
+
+def most_accurate(rows: list[dict], k: int = 5) -> list[dict]:
+    """The trained trials with the best validation accuracy (whatever their budgets)."""
+    trained = [r for r in rows if r["trained"] and r["val_accuracy"] is not None]
+    return sorted(trained, key=lambda r: (-r["val_accuracy"], r["latency_ms"] or 0.0))[:k]
+
+
+def chance_text(s: dict) -> str:
+    """The data set's chance level against the result; when no model beat it, why the search
+    returns nothing, and the trials that came nearest."""
+    c = s["chance"]
+    head = (f"chance (majority class): {c['val']:.3f} of the {c['n_val']} validation samples, {c['test']:.3f} of "
+            f"the test samples")
+    b = s["best"]
+    if b is not None:
+        return (head + f"; the returned model: validation {b['val_accuracy']:.3f} (needed >= {c['threshold']:.3f}),"
+                f" firmware test accuracy {b['int_test_accuracy']:.3f}" if b.get("val_accuracy") is not None else
+                head + f"; the returned model: firmware test accuracy {b['int_test_accuracy']:.3f}")
+    if not s["below_chance"]:
+        return head
+    lines = [f"NOT BETTER THAN CHANCE: no feasible trained model reached validation accuracy {c['threshold']:.3f} "
+             f"(chance {c['val']:.3f} + margin {c['margin']:.3f} = max(5 points, 3 standard errors on "
+             f"{c['n_val']} validation samples)); nothing was exported."]
+    if c["threshold"] > 1:
+        lines.append(f"  the validation set ({c['n_val']} samples) is too small for any accuracy to clear the "
+                     f"margin; use a data set with more validation samples")
+    lines.append("  most accurate trials:")
+    for r in s["most_accurate"]:
+        over = [f"{n} +{100 * v:.0f}%" for n, v in zip(CONSTRAINT_NAMES, r["constraints"] or []) if v > 0]
+        lat = f"{r['latency_ms']:.2f} ms" if r["latency_ms"] is not None else "-"
+        lines.append(f"    #{r['number']} val {r['val_accuracy']:.3f} test {_acc(r['test_accuracy'])}  "
+                     f"RAM {fmt_bytes(r['ram_bytes'])}, flash {fmt_bytes(r['flash_bytes'])}, latency {lat}"
+                     f" ({'over: ' + ', '.join(over) if over else 'within budgets'})  {r['arch']}")
+    t = s["training"]
+    lines.append(f"  trained with batch {t['batch']}, at most {t['max_epochs']} epochs, patience {t['patience']}: try "
+                 f"more epochs (--epochs), a smaller batch (--batch), more trials, or looser budgets")
+    return "\n".join(lines)
+
+
+def _acc(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def _holdout_near(holdout: dict | None, config: NasConfig, clock_hz: int) -> dict | None:

@@ -130,6 +130,7 @@ class Objective:
 
         def on_epoch(epoch, hist):
             self._stage(trial, f"training epoch {epoch}/{cfg.max_epochs} (val {hist[2]:.3f})")
+            self.on_event("epoch", trial.number, (epoch, cfg.max_epochs, hist[2]))
 
         res = train_early_stopping(model, data.x_train, data.y_train, data.x_val, data.y_val,
                                    max_epochs=cfg.max_epochs, patience=cfg.patience, lr=cfg.lr, batch=cfg.batch,

@@ -1,10 +1,11 @@
-"""The search's report documents: the console summary, ``report.md``, ``report.html`` and
-the Pareto plot (hand-written SVG); plain functions of the summary and the trial rows."""
+"""The search's report documents: the console summary, ``report.md``, ``report.html``
+(``templates/report/nas.html.j2``) and the Pareto plot (matplotlib); plain functions of the
+summary and the trial rows. The tables' cells are made once, for the Markdown and the page."""
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
+from .. import pages
 from .config import CONSTRAINT_NAMES, NasConfig, fmt_bytes
 
 
@@ -56,155 +57,183 @@ def _fmt(v, spec=".4f"):
     return "-" if v is None else format(v, spec)
 
 
-def report_markdown(s: dict, rows: list[dict], front: list[dict], config: NasConfig) -> str:
-    L = [f"# edgekit nas: {s['dataset']} on {s['board']}", "",
-         f"- budgets: {_budget_text(s)}; board {s['board']} ({s['target']}, clock {s['clock_hz'] / 1e6:g} MHz)",
-         f"- data: {s['dataset_description']}",
-         f"- trials: {s['trials']['finished']} finished, {s['trials']['trained']} trained (QAT, up to "
-         f"{s['training']['max_epochs']} epochs, patience {s['training']['patience']}), {s['trials']['feasible']} "
-         f"feasible",
-         f"- RAM = the firmware's whole RAM as linked (arena + I/O buffers + other static data + the reserved "
-         f"stack); flash = code + weights + runtime; latency = cost-model prediction during the search, measured "
-         f"(exact instruction count on QEMU, cycle estimate at the board clock) for the checked models"]
+def _facts(s: dict) -> list[str]:
+    """The search's settings and the cost model's accuracy, one sentence each (report.md's bullets)."""
+    facts = [f"budgets: {_budget_text(s)}; board {s['board']} ({s['target']}, clock {s['clock_hz'] / 1e6:g} MHz)",
+             f"data: {s['dataset_description']}",
+             f"trials: {s['trials']['finished']} finished, {s['trials']['trained']} trained (QAT, up to "
+             f"{s['training']['max_epochs']} epochs, patience {s['training']['patience']}), {s['trials']['feasible']} "
+             f"feasible",
+             f"RAM = the firmware's whole RAM as linked (arena + I/O buffers + other static data + the reserved "
+             f"stack); flash = code + weights + runtime; latency = cost-model prediction during the search, measured "
+             f"(exact instruction count on QEMU, cycle estimate at the board clock) for the checked models"]
     h = s["cost_model"]["holdout"]
     if h:
-        L.append(f"- cost model ({s['cost_model']['n_fit']} calibration architectures on "
-                 f"{s['cost_model']['board']}): held-out error on instructions mean "
-                 f"{100 * h['instructions_mean_abs']:.2f}%, max {100 * h['instructions_max_abs']:.2f}% "
-                 f"({h['n']} architectures); cycle estimate mean {100 * h['cycles_mean_abs']:.2f}%, max "
-                 f"{100 * h['cycles_max_abs']:.2f}%")
+        facts.append(f"cost model ({s['cost_model']['n_fit']} calibration architectures on "
+                     f"{s['cost_model']['board']}): held-out error on instructions mean "
+                     f"{100 * h['instructions_mean_abs']:.2f}%, max {100 * h['instructions_max_abs']:.2f}% "
+                     f"({h['n']} architectures); cycle estimate mean {100 * h['cycles_mean_abs']:.2f}%, max "
+                     f"{100 * h['cycles_max_abs']:.2f}%")
         near = s["cost_model"].get("holdout_near_budget")
         if near:
-            L.append(f"- on the {near['n']} of {near['of']} held-out architectures within twice the latency budget "
-                     f"(<= {near['within_ms']:g} ms): instructions error mean {100 * near['instructions_mean_abs']:.2f}%, "
-                     f"max {100 * near['instructions_max_abs']:.2f}%, {100 * near['share_within_5pct']:.0f}% within "
-                     f"5%; cycles mean {100 * near['cycles_mean_abs']:.2f}%, max {100 * near['cycles_max_abs']:.2f}%")
+            facts.append(f"on the {near['n']} of {near['of']} held-out architectures within twice the latency budget "
+                         f"(<= {near['within_ms']:g} ms): instructions error mean "
+                         f"{100 * near['instructions_mean_abs']:.2f}%, max {100 * near['instructions_max_abs']:.2f}%, "
+                         f"{100 * near['share_within_5pct']:.0f}% within 5%; cycles mean "
+                         f"{100 * near['cycles_mean_abs']:.2f}%, max {100 * near['cycles_max_abs']:.2f}%")
+    return facts
+
+
+BEST_HEAD = ["firmware test accuracy", "RAM", "flash", "arena", "latency (measured)", "instructions", "board build",
+             "verified on"]
+FRONT_HEAD = ["trial", "val acc", "test acc", "latency pred. (ms)", "latency meas. (ms)", "cost-model error", "RAM",
+              "flash", "firmware test acc", "check", "architecture"]
+TRIALS_HEAD = ["#", "status", "val acc", "test acc", "latency (ms)", "RAM", "flash", "MACs", "epochs", "s",
+               "architecture", "note"]
+
+
+def _best_cells(b: dict) -> list[str]:
+    return [f"{b['int_test_accuracy']:.4f}", fmt_bytes(b["ram_bytes"]), fmt_bytes(b["flash_bytes"]),
+            fmt_bytes(b["arena_bytes"]), f"{b['measured_latency_ms']:.2f} ms", f"{b['measured_instructions']:,}",
+            b["export_dir"], f"{b['emulated_board']} (bit-exact)"]
+
+
+def _front_cells(s: dict, front: list[dict]) -> list[list[str]]:
+    by = {c["number"]: c for c in s["checked"] if not c.get("final")}
+    out = []
+    for r in front:
+        c = by.get(r["number"], {})
+        error = c.get("cost_model_error")
+        check = ("ok" if c.get("ok") else "rejected: " + "; ".join(c.get("problems", []))) if c else "-"
+        out.append([str(r["number"]), _fmt(r["val_accuracy"]), _fmt(r["test_accuracy"]), _fmt(r["latency_ms"], ".2f"),
+                    _fmt(c.get("measured_latency_ms"), ".2f"), "-" if error is None else f"{100 * error:+.2f}%",
+                    fmt_bytes(r["ram_bytes"]), fmt_bytes(r["flash_bytes"]), _fmt(c.get("int_test_accuracy")), check,
+                    r["arch"]])
+    return out
+
+
+def _trial_cells(rows: list[dict]) -> list[list[str]]:
+    return [[str(r["number"]), r["status"], _fmt(r["val_accuracy"]), _fmt(r["test_accuracy"]),
+             _fmt(r["latency_ms"], ".2f"), fmt_bytes(r["ram_bytes"]), fmt_bytes(r["flash_bytes"]),
+             str(r["macs"]) if r["macs"] is not None else "-", str(r["epochs"] or "-"), str(r["seconds"] or "-"),
+             r["arch"], r["reason"] if r["status"] != "feasible" else ""] for r in rows]
+
+
+def _markdown_table(head: list[str], cells: list[list[str]], code_column: int | None = None) -> list[str]:
+    def row(values, code=None):
+        return "| " + " | ".join(f"`{v}`" if i == code else v for i, v in enumerate(values)) + " |"
+    return [row(head), "|" + "---|" * len(head)] + [row(c, code_column) for c in cells]
+
+
+def report_markdown(s: dict, rows: list[dict], front: list[dict], config: NasConfig) -> str:
+    L = [f"# edgekit nas: {s['dataset']} on {s['board']}", ""] + [f"- {f}" for f in _facts(s)]
     L += ["", "![Pareto front](pareto.svg)", ""]
     if s["best"]:
         b = s["best"]
-        L += ["## Best feasible model", "",
-              f"trial {b['number']}: `{b['arch']}` ({b.get('model_origin', '')})", "",
-              f"| firmware test accuracy | RAM | flash | arena | latency (measured) | instructions | board build | "
-              f"verified on |", "|---|---|---|---|---|---|---|---|",
-              f"| {b['int_test_accuracy']:.4f} | {fmt_bytes(b['ram_bytes'])} | {fmt_bytes(b['flash_bytes'])} | "
-              f"{fmt_bytes(b['arena_bytes'])} | {b['measured_latency_ms']:.2f} ms | {b['measured_instructions']:,} | "
-              f"`{b['export_dir']}` | {b['emulated_board']} (bit-exact) |", ""]
+        L += ["## Best feasible model", "", f"trial {b['number']}: `{b['arch']}` ({b.get('model_origin', '')})", ""]
+        L += _markdown_table(BEST_HEAD, [_best_cells(b)], code_column=6) + [""]
     elif not front:
         L += ["## No feasible model", "", f"No trial met the budgets ({_budget_text(s)}). Nearest:", ""]
         L += [f"- {_nearest_line(r)}" for r in s["nearest"]]
         L.append("")
     if front:
-        L += ["## Pareto front (validation accuracy, latency, RAM)", "",
-              "| trial | val acc | test acc | latency pred. (ms) | latency meas. (ms) | cost-model error | RAM | flash | "
-              "firmware test acc | check | architecture |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-        by = {c["number"]: c for c in s["checked"] if not c.get("final")}
-        for r in front:
-            c = by.get(r["number"], {})
-            L.append(f"| {r['number']} | {_fmt(r['val_accuracy'])} | {_fmt(r['test_accuracy'])} | "
-                     f"{_fmt(r['latency_ms'], '.2f')} | {_fmt(c.get('measured_latency_ms'), '.2f')} | "
-                     f"{_fmt(100 * c['cost_model_error'], '+.2f') + '%' if c.get('cost_model_error') is not None else '-'}"
-                     f" | {fmt_bytes(r['ram_bytes'])} | {fmt_bytes(r['flash_bytes'])} | "
-                     f"{_fmt(c.get('int_test_accuracy'))} | "
-                     f"{('ok' if c.get('ok') else 'rejected: ' + '; '.join(c.get('problems', []))) if c else '-'} | "
-                     f"`{r['arch']}` |")
-        L.append("")
-    L += ["## All trials", "", "| # | status | val acc | test acc | latency (ms) | RAM | flash | MACs | epochs | s | "
-          "architecture | note |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        L.append(f"| {r['number']} | {r['status']} | {_fmt(r['val_accuracy'])} | {_fmt(r['test_accuracy'])} | "
-                 f"{_fmt(r['latency_ms'], '.2f')} | {fmt_bytes(r['ram_bytes'])} | {fmt_bytes(r['flash_bytes'])} | "
-                 f"{r['macs'] if r['macs'] is not None else '-'} | {r['epochs'] or '-'} | {r['seconds'] or '-'} | "
-                 f"`{r['arch']}` | {r['reason'] if r['status'] != 'feasible' else ''} |")
+        L += ["## Pareto front (validation accuracy, latency, RAM)", ""]
+        L += _markdown_table(FRONT_HEAD, _front_cells(s, front), code_column=10) + [""]
+    L += ["## All trials", ""] + _markdown_table(TRIALS_HEAD, _trial_cells(rows), code_column=10)
     return "\n".join(L) + "\n"
 
 
 def report_html(s: dict, rows: list[dict], front: list[dict], config: NasConfig) -> str:
-    md = report_markdown(s, rows, front, config)
-    body = []
-    table: list[str] = []
-
-    def flush():
-        if table:
-            head, _, *rest = table
-            cells = lambda line, tag: "".join(f"<{tag}>{html.escape(c.strip().strip('`'))}</{tag}>"  # noqa: E731
-                                              for c in line.strip().strip("|").split("|"))
-            body.append("<table><tr>" + cells(head, "th") + "</tr>"
-                        + "".join("<tr>" + cells(r, "td") + "</tr>" for r in rest) + "</table>")
-            table.clear()
-
-    for line in md.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush()
-        if line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("!["):
-            body.append(pareto_svg([r for r in rows if r["state"] in ("COMPLETE", "PRUNED")], front, config))
-        elif line.startswith("- "):
-            body.append(f"<p>{html.escape(line[2:])}</p>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line.replace('`', ''))}</p>")
-    flush()
-    return ("<!doctype html><meta charset='utf-8'><title>edgekit nas</title><style>body{font-family:sans-serif}"
-            "td,th{padding:2px 8px;border-bottom:1px solid #ddd;font-size:13px}table{border-collapse:collapse}"
-            "</style>\n" + "\n".join(body) + "\n")
+    """report.html: the same content as report.md (templates/report/nas.html.j2), the Pareto plot inline."""
+    plotted = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
+    return pages.render(
+        "nas.html.j2", s=s, facts=_facts(s), budget=_budget_text(s),
+        plot=pareto_svg(plotted, front, config, chance=s.get("chance")),
+        best=_best_cells(s["best"]) if s["best"] else None, best_head=BEST_HEAD,
+        nearest=[_nearest_line(r) for r in s["nearest"]] if not s["best"] and not front else [],
+        front=_front_cells(s, front) if front else [], front_head=FRONT_HEAD,
+        trials=_trial_cells(rows), trials_head=TRIALS_HEAD)
 
 
-def pareto_svg(rows: list[dict], front: list[dict], config: NasConfig) -> str:
-    """Two panels, validation accuracy against latency and against RAM (hand-written SVG)."""
-    W, H, M = 460, 320, 52
+#: a quantity spread wider than this (largest / smallest) gets a log axis
+LOG_SPREAD = 20.0
+
+
+def _axis_scale(ax, values: list[float]) -> None:
+    """Log where the values span more than LOG_SPREAD (a 1,000 ms trial next to 0.2 ms ones),
+    with plain-number tick labels (0.5, 1, 2, 5, ...) rather than powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    positive = [v for v in values if v and v > 0]
+    if positive and max(positive) / min(positive) > LOG_SPREAD:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.set_xlim(min(positive) / 1.5, max(positive) * 1.5)
+    else:
+        ax.set_xlim(0, max(positive, default=1) * 1.12)
+
+
+def pareto_svg(rows: list[dict], front: list[dict], config: NasConfig, chance: dict | None = None) -> str:
+    """Validation accuracy against latency and against RAM (matplotlib). Every trial is drawn:
+    trained ones at their accuracy (the Pareto front marked and numbered), the ones never trained
+    (over budget before training) as crosses in a band under the accuracy axis. Budgets are
+    dashed lines; ``chance`` (the summary's majority-class baseline) a dotted one."""
     trained = [r for r in rows if r["trained"] and r["val_accuracy"] is not None]
-    untrained = [r for r in rows if not r["trained"] and r["latency_ms"] is not None]
+    untrained = [r for r in rows if not (r["trained"] and r["val_accuracy"] is not None)
+                 and r["latency_ms"] is not None and r["ram_bytes"] is not None]
     front_ids = {r["number"] for r in front}
-    panels = [("latency_ms", "latency (ms, cost model)", config.budget.max_latency_ms, 1.0),
-              ("ram_bytes", "RAM (KiB)", config.budget.max_ram, 1 / 1024)]
-    accs = [r["val_accuracy"] for r in trained] or [0.0, 1.0]
-    y_lo = max(0.0, min(accs) - 0.05) if trained else 0.0
-    y_hi = min(1.0, max(accs) + 0.02) if trained else 1.0
-    if y_hi - y_lo < 0.05:
-        y_lo = max(0.0, y_hi - 0.05)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H + 30}" font-family="sans-serif" '
-           f'font-size="11">']
-    for p, (key, label, budget, scale) in enumerate(panels):
-        ox = p * W
-        xs = [r[key] * scale for r in trained] + ([budget * scale] if budget else [])
-        x_hi = max(xs + [1e-9]) * 1.1
-        x0, x1, y0, y1 = ox + M, ox + W - 12, H - M + 10, 14
-
-        def X(v):
-            return x0 + (x1 - x0) * min(v, x_hi) / x_hi
-
-        def Y(v):
-            return y0 - (y0 - y1) * (v - y_lo) / (y_hi - y_lo or 1)
-
-        out.append(f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="none" stroke="#888"/>')
-        for i in range(6):
-            xv = x_hi * i / 5
-            yv = y_lo + (y_hi - y_lo) * i / 5
-            out.append(f'<text x="{X(xv):.1f}" y="{y0 + 14}" text-anchor="middle">{xv:.3g}</text>')
-            out.append(f'<text x="{x0 - 4}" y="{Y(yv) + 4:.1f}" text-anchor="end">{yv:.3f}</text>')
-        out.append(f'<text x="{(x0 + x1) / 2}" y="{y0 + 30}" text-anchor="middle">{html.escape(label)}</text>')
-        out.append(f'<text x="{ox + 12}" y="{(y0 + y1) / 2}" transform="rotate(-90 {ox + 12} {(y0 + y1) / 2})" '
-                   f'text-anchor="middle">validation accuracy</text>')
-        if budget:
-            bx = X(budget * scale)
-            out.append(f'<line x1="{bx:.1f}" y1="{y1}" x2="{bx:.1f}" y2="{y0}" stroke="#c33" stroke-dasharray="4 3"/>'
-                       f'<text x="{bx + 3:.1f}" y="{y1 + 12}" fill="#c33">budget</text>')
-        for r in untrained:  # over budget before training: ticks on the x axis
-            out.append(f'<line x1="{X(r[key] * scale):.1f}" y1="{y0 - 6}" x2="{X(r[key] * scale):.1f}" y2="{y0}" '
-                       f'stroke="#aaa"><title>#{r["number"]} not trained: {html.escape(r["reason"])}</title></line>')
-        for r in sorted(trained, key=lambda r: r["number"] in front_ids):
-            on = r["number"] in front_ids
-            color = "#d62728" if on else ("#1f77b4" if r["feasible"] else "#999")
-            out.append(f'<circle cx="{X(r[key] * scale):.1f}" cy="{Y(r["val_accuracy"]):.1f}" r="{5 if on else 3.5}" '
-                       f'fill="{color}" fill-opacity="0.85"><title>#{r["number"]} {html.escape(r["arch"])}: '
-                       f'acc {r["val_accuracy"]:.4f}, {r["latency_ms"]:.2f} ms, {fmt_bytes(r["ram_bytes"])}'
-                       f'</title></circle>')
-    out.append(f'<text x="{M}" y="{H + 24}"><tspan fill="#d62728">&#9679; Pareto front</tspan>  '
-               f'<tspan fill="#1f77b4">&#9679; feasible</tspan>  <tspan fill="#999">&#9679; trained, over budget'
-               f'</tspan>  <tspan fill="#aaa">| over budget, not trained (x axis)</tspan></text>')
-    out.append("</svg>")
-    return "\n".join(out)
+    panels = [("latency_ms", "latency per inference (ms; cost model)", config.budget.max_latency_ms, 1.0, "ms"),
+              ("ram_bytes", "RAM (KiB)", config.budget.max_ram, 1 / 1024, "KiB")]
+    accs = [r["val_accuracy"] for r in trained] + ([chance["val"]] if chance else [])
+    y_lo = max(0.0, min(accs, default=0.0) - 0.05)
+    y_hi = min(1.0, max(accs, default=1.0) + 0.03)
+    if y_hi - y_lo < 0.1:
+        y_lo = max(0.0, y_hi - 0.1)
+    band = y_lo - 0.08 * (y_hi - y_lo)  # where the untrained trials sit, under the accuracy range
+    with pages.figure("pareto", 10.0, 4.4) as fig:
+        axes = fig.subplots(1, 2, sharey=True)
+        for ax, (key, label, budget, scale, unit) in zip(axes, panels):
+            values = [r[key] * scale for r in trained + untrained] + ([budget * scale] if budget else [])
+            _axis_scale(ax, values)
+            groups = [("trained, over budget", [r for r in trained if not r["feasible"]], "#999999", "o", 22),
+                      ("feasible", [r for r in trained if r["feasible"] and r["number"] not in front_ids],
+                       pages.PALETTE[0], "o", 26),
+                      ("Pareto front", [r for r in trained if r["number"] in front_ids], pages.PALETTE[3], "D", 40)]
+            for name, members, colour, marker, size in groups:
+                if members:
+                    ax.scatter([r[key] * scale for r in members], [r["val_accuracy"] for r in members], s=size,
+                               c=colour, marker=marker, label=f"{name} ({len(members)})", zorder=3,
+                               edgecolors="white", linewidths=0.5)
+            for r in trained:
+                if r["number"] in front_ids:
+                    ax.annotate(f"#{r['number']}", (r[key] * scale, r["val_accuracy"]), xytext=(4, 3),
+                                textcoords="offset points", fontsize=7, color=pages.PALETTE[3])
+            if untrained:
+                ax.scatter([r[key] * scale for r in untrained], [band] * len(untrained), marker="x", s=18, c="#aaaaaa",
+                           label=f"not trained: over budget ({len(untrained)})", zorder=2)
+            if budget:
+                ax.axvline(budget * scale, color="#c00", linestyle="--", linewidth=1,
+                           label=f"budget {budget * scale:g} {unit}")
+            if chance:
+                ax.axhline(chance["val"], color="#555", linestyle=":", linewidth=1,
+                           label=f"chance (majority class) {chance['val']:.3f}")
+            ax.set_xlabel(label)
+            ax.grid(color="#e6e6e6", linewidth=0.6, which="major")
+            ax.set_axisbelow(True)
+        axes[0].set_ylabel("validation accuracy")
+        axes[0].set_ylim(band - 0.05 * (y_hi - y_lo), y_hi)
+        if untrained:
+            axes[0].axhspan(band - 0.05 * (y_hi - y_lo), y_lo - 0.02 * (y_hi - y_lo), color="#f3f3f3", zorder=0)
+            axes[1].axhspan(band - 0.05 * (y_hi - y_lo), y_lo - 0.02 * (y_hi - y_lo), color="#f3f3f3", zorder=0)
+        legend = {}
+        for ax in axes:  # each panel has its own budget line; the markers are the same in both
+            for handle, text in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(text, handle)
+        labels, handles = list(legend), list(legend.values())
+        if handles:
+            fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 3), fontsize=8,
+                       frameon=False)
+        return pages.svg(fig)

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from ..errors import EdgekitError
-from .config import NasConfig, board_of, fmt_bytes
+from . import bars
+from .config import NasConfig, board_of, fmt_bytes, resolve_training
 from .finalize import finish
 from .objective import Objective
 from .storage import default_storage, has_set_constraint, load_optuna, make_storage, redact
@@ -28,6 +29,7 @@ from .trials import trial_rows, trial_rows_one
 
 CONFIG_ATTR = "edgekit_nas"
 DIRECTIONS = ("maximize", "minimize", "minimize")
+METRIC_NAMES = ("val_accuracy", "latency_ms", "ram_bytes")  # what optuna-dashboard labels the objectives
 DEFAULT_STUDY = "edgekit-nas"
 
 
@@ -66,6 +68,7 @@ def open_study(storage: str, study_name: str, config: NasConfig | None = None, w
         return study, config
     study = optuna.create_study(storage=st, study_name=study_name, directions=list(DIRECTIONS),
                                 sampler=make_sampler(config, worker_index, n_trials), load_if_exists=True)
+    _name_metrics(study)
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
         study.set_user_attr(CONFIG_ATTR, config.to_json())
@@ -77,6 +80,18 @@ def open_study(storage: str, study_name: str, config: NasConfig | None = None, w
         raise EdgekitError(f"study '{study_name}' in {redact(storage)} was made with other settings ("
                            + "; ".join(diff) + "); use another --study name or output directory to start afresh")
     return study, old
+
+
+def _name_metrics(study) -> None:
+    """Store the objectives' names in the study (optuna-dashboard shows them instead of
+    "Objective 0-2"); studies made before this get them when resumed."""
+    if list(getattr(study, "metric_names", None) or []) == list(METRIC_NAMES):
+        return
+    import warnings
+
+    with warnings.catch_warnings():  # experimental in some optuna versions; says nothing to the user
+        warnings.simplefilter("ignore")
+        study.set_metric_names(list(METRIC_NAMES))
 
 
 # ---------------------------------------------------------------------------------------
@@ -109,6 +124,7 @@ def run_worker(storage: str, study_name: str, out_dir: str | Path, n_trials: int
     if config.target != cost.core:
         raise EdgekitError(f"the study's cost model is for {cost.core}, not {config.target}")
     data = load(config.dataset, config.train_subset, config.seed)
+    resolve_training(config, len(data.x_train))  # a study stored with them unset: the same values everywhere
     study.sampler = make_sampler(config, worker_index, n_trials)
     objective = Objective(config, data, cost, Path(out_dir), n_trials, on_event)
     states = _counted_states()
@@ -129,23 +145,37 @@ def run_worker(storage: str, study_name: str, out_dir: str | Path, n_trials: int
 # The whole search (what `edgekit nas` runs)
 # ---------------------------------------------------------------------------------------
 class Progress:
-    """Live progress: one line per finished trial, plus a status line on a terminal."""
+    """Live progress: one line per finished trial; on a terminal, bars (stderr) for the
+    trials, with what the running ones are doing, and for the running trial's epochs."""
 
     def __init__(self, n_trials: int, stream=None, t0: float | None = None):
         self.n = n_trials
         self.stream = stream or sys.stdout
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = t0 or time.monotonic()
         self.seen: set[int] = set()
         self.best: float | None = None
         self.feasible = 0
         self.done = 0
-        self._status_len = 0
+        self._trials = None                      # the trial bar, from start() to close()
+        self._epochs = None                      # (trial number, its epoch bar)
+        self._earlier: set[int] = set()
 
-    def _clear(self):
-        if self.tty and self._status_len:
-            self.stream.write("\r" + " " * self._status_len + "\r")
-            self._status_len = 0
+    def start(self, earlier: set[int] = frozenset()) -> None:
+        """Open the bars; ``earlier``: trials already in the study (a resumed one) count as done."""
+        self._earlier = set(earlier)
+        self._trials = bars.bar(self.n, "trials", unit="trial")
+        self._trials.update(len(self._earlier))
+
+    def close(self) -> None:
+        self._close_epochs()
+        if self._trials is not None:
+            self._trials.close()
+            self._trials = None
+
+    def _close_epochs(self) -> None:
+        if self._epochs is not None:
+            self._epochs[1].close()
+            self._epochs = None
 
     def trial(self, row: dict) -> None:
         if row["number"] in self.seen:
@@ -155,32 +185,40 @@ class Progress:
         if row["feasible"]:
             self.feasible += 1
             self.best = max(self.best or 0.0, row["val_accuracy"])
-        self._clear()
+        if self._epochs is not None and self._epochs[0] == row["number"]:
+            self._close_epochs()
         acc = f"{row['val_accuracy']:.3f}" if row["val_accuracy"] is not None else "  -  "
         lat = f"{row['latency_ms']:7.2f} ms" if row["latency_ms"] is not None else "       -  "
         status = row["status"] + (f" ({row['reason']})" if row["reason"] and row["status"] != "feasible" else "")
-        self.stream.write(
+        bars.write(
             f"[{self.done:>3}/{self.n}] #{row['number']:<4} val {acc}  {lat}  RAM {fmt_bytes(row['ram_bytes']):>10}  "
             f"flash {fmt_bytes(row['flash_bytes']):>10}  {row['arch'][:70]:<70}  {status[:60]}  "
             f"{row['seconds'] or 0:.0f} s | feasible {self.feasible}, best "
-            f"{'-' if self.best is None else f'{self.best:.3f}'}  [{self._elapsed()}]\n")
-        self.stream.flush()
+            f"{'-' if self.best is None else f'{self.best:.3f}'}  [{self._elapsed()}]", self.stream)
+        if self._trials is not None and row["number"] not in self._earlier:
+            self._trials.update(1)
 
     def status(self, running: list[dict]) -> None:
-        if not self.tty:
+        """What the running trials are doing (the trial bar's postfix)."""
+        if self._trials is None:
             return
         parts = [f"#{r['number']}: {r['stage'] or 'starting'}" for r in running][:4]
-        line = f"  {self.done}/{self.n} done, {len(running)} running [{self._elapsed()}]  " + "; ".join(parts)
-        line = line[:200]
-        self._clear()
-        self.stream.write(line)
-        self.stream.flush()
-        self._status_len = len(line)
+        self._trials.set_postfix_str(("best " + (f"{self.best:.3f}" if self.best is not None else "-") + "; "
+                                      + "; ".join(parts))[:120])
+
+    def epoch(self, number: int, epoch: int, total: int, val: float) -> None:
+        """Epoch ``epoch`` of ``total`` of trial ``number`` finished with validation accuracy ``val``."""
+        if self._trials is None:
+            return
+        if self._epochs is None or self._epochs[0] != number:
+            self._close_epochs()
+            self._epochs = (number, bars.bar(total, f"#{number} epochs", unit="epoch", position=1))
+        shown = self._epochs[1]
+        shown.set_postfix_str(f"val {val:.3f}", refresh=False)
+        shown.update(epoch - shown.n)
 
     def message(self, text: str) -> None:
-        self._clear()
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        bars.write(text, self.stream)
 
     def _elapsed(self) -> str:
         s = int(time.monotonic() - self.t0)
@@ -190,7 +228,7 @@ class Progress:
 def run_search(config: NasConfig, out_dir: str | Path, n_trials: int, storage: str | None = None,
                study_name: str = DEFAULT_STUDY, workers: int = 1, timeout: float | None = None,
                calibration: int = 40, cost_model_path: str | None = None, verify_top: int = 8,
-               final_epochs: int = 0, export: bool = True, stream=None) -> dict:
+               final_epochs: int = 0, export: bool = True, stream=None, recalibrate: bool = False) -> dict:
     """Run (or resume) a search and write the report; returns the summary (summary.json)."""
     from .cost import load_or_calibrate
     from .datasets import load
@@ -202,6 +240,9 @@ def run_search(config: NasConfig, out_dir: str | Path, n_trials: int, storage: s
     say = progress.message
     data = load(config.dataset, config.train_subset, config.seed)
     say(f"edgekit nas: {config.dataset} ({data.description})")
+    filled = resolve_training(config, len(data.x_train))
+    say(f"  training: batch {config.batch}, at most {config.max_epochs} epochs, patience {config.patience}"
+        + (f" ({', '.join(filled)} from the training set's {len(data.x_train)} samples)" if filled else ""))
     say(f"  board {config.board} ({config.target}, {board_of(config).clock_hz / 1e6:g} MHz), budgets: "
         f"{config.budget.describe()}; {n_trials} trials, {workers} worker(s); study '{study_name}' in "
         f"{redact(storage)}")
@@ -229,7 +270,7 @@ def run_search(config: NasConfig, out_dir: str | Path, n_trials: int, storage: s
                                  n_holdout=max(4, calibration // 3), workers=os.cpu_count() or 1,
                                  progress=say, path=cost_model_path,
                                  space=SpaceConfig.from_json(config.space) if config.space else SpaceConfig(),
-                                 max_macs=max_macs)
+                                 max_macs=max_macs, recalibrate=recalibrate)
         cm = cost.to_json()
         cm["stats"] = {k: v for k, v in cm["stats"].items() if k != "samples"}
         if cm["stats"].get("holdout"):
@@ -241,21 +282,27 @@ def run_search(config: NasConfig, out_dir: str | Path, n_trials: int, storage: s
     (out_dir / "cost_model.json").write_text(json.dumps(config.cost_model, indent=1))
 
     t0 = time.monotonic()
+    progress.start({r["number"] for r in trial_rows(study)})
     try:
         if workers <= 1:
             def on_trial(t):
                 for r in trial_rows_one(t):
                     progress.trial(r)
 
-            def on_event(kind, number, text):
-                progress.status([{"number": number, "stage": text}])
+            def on_event(kind, number, detail):
+                if kind == "epoch":
+                    progress.epoch(number, *detail)
+                else:
+                    progress.status([{"number": number, "stage": detail}])
 
             run_worker(storage, study_name, out_dir, n_trials, 0, timeout, None, on_trial, on_event)
         else:
             _run_local_workers(storage, study_name, out_dir, n_trials, workers, timeout, progress)
     except KeyboardInterrupt:
+        progress.close()
         progress.message("interrupted: the study is saved; run the same command again to resume")
         raise
+    progress.close()
     for r in trial_rows(study):  # trials that finished but were not shown (other workers)
         if r["state"] in ("COMPLETE", "PRUNED"):
             progress.trial(r)

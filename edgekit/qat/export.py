@@ -8,7 +8,13 @@ import torch
 
 def export_qonnx(model: torch.nn.Module, example_input: torch.Tensor, path: str | Path) -> Path:
     """Write ``path`` and return it. Batch size 1; the input layout is the example's."""
-    from brevitas.export import export_qonnx as _export
+    import warnings
+
+    with warnings.catch_warnings():
+        # brevitas.graph.equalize warns on import that an optional CUDA package is missing; edgekit
+        # never uses it (CPU export), and the warning tears progress lines.
+        warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found", category=UserWarning)
+        from brevitas.export import export_qonnx as _export
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

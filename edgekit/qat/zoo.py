@@ -1,4 +1,5 @@
-"""Model zoo: Brevitas definitions of the MLPerf Tiny architectures and a HAR 1D-CNN.
+"""Model zoo: Brevitas definitions of the MLPerf Tiny architectures, a HAR 1D-CNN and a
+small 2D CNN for 8x8 digits.
 
 Layer shapes follow the MLPerf Tiny reference models (../shared/peers/mlperf_tiny):
 DS-CNN for keyword spotting, ResNet-8 for CIFAR-10, the fully connected autoencoder
@@ -198,12 +199,37 @@ class HarCNN(nn.Module):
         return self.out(self.fc(torch.flatten(x, 1)))
 
 
+class DigitsCNN(nn.Module):
+    """Small 2D CNN for 8x8 grey-level digits (scikit-learn's digits): (N, 8, 8) -> 10 classes.
+    Two 3x3 convolutions, 2x2 max pooling, a third convolution, then a dense layer over the
+    flattened 4x4 map (a global average would discard where the strokes are)."""
+
+    input_shape = (8, 8)
+
+    def __init__(self, preset="int8-pow2", channels=(8, 16, 16), n_classes=10):
+        super().__init__()
+        q = _Q(preset)
+        self.inp = q.inp()
+        c1, c2, c3 = channels
+        self.features = nn.Sequential(
+            q.conv2d(1, c1, 3, padding=1), q.relu(),
+            q.conv2d(c1, c2, 3, padding=1), q.relu(), nn.MaxPool2d(2),
+            q.conv2d(c2, c3, 3, padding=1), q.relu())
+        self.fc = q.linear(c3 * 4 * 4, n_classes)
+        self.out = qnn.QuantIdentity(act_quant=q.p.output_quant, return_quant_tensor=False)
+
+    def forward(self, x):
+        x = self.features(self.inp(x.reshape(-1, 1, 8, 8)))
+        return self.out(self.fc(torch.flatten(x, 1)))
+
+
 ZOO = {
     "ds-cnn": DSCNN,
     "resnet8": ResNet8,
     "fc-autoencoder": FCAutoencoder,
     "mobilenetv1-0.25": MobileNetV1,
     "har-cnn": HarCNN,
+    "digits-cnn": DigitsCNN,
 }
 
 # Which MLPerf Tiny reference each zoo model mirrors (keys of ../shared/peers/mlperf_tiny/results.json).

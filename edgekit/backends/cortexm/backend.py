@@ -8,8 +8,9 @@ from ...errors import TargetError
 from ...manifest import Manifest
 from ...stages import StageResult, VerifyReport
 from ..base import Backend, BuildOptions, ReportSection, VerifyContext
-from .kernels.base import DEFAULT_OPTIMIZE
+from .kernels.base import DEFAULT_OPTIMIZE, format_fallbacks
 from . import toolchain as tc
+from .memory import peak_ram
 from .verify import CortexmVerifyReport, host_stage, qemu_stage, time_limit
 
 
@@ -35,9 +36,12 @@ class CortexmBackend(Backend):
     def build_summary(self, result: BuildResult) -> str:
         m = result.manifest
         n_opt = sum(1 for r in m.layers if r.get("kernel", "").startswith("optimized"))
+        fallbacks = format_fallbacks(m.kernel_fallbacks)
         return (f"built {result.out_dir} for {m.target} on {m.board}: {len(m.layers)} layers, {m.macs} MACs, "
                 f"flash {m.memory['flash_bytes']} B, RAM {m.memory['ram_bytes']} B (arena {m.arena_bytes} B, "
-                f"stack {m.memory['stack_bytes']} B) in {m.build_seconds} s; {n_opt} layer(s) with optimized kernels")
+                f"stack {m.memory['stack_bytes']} B) in {m.build_seconds} s; {n_opt} layer(s) with optimized kernels"
+                + (f"; {fallbacks}" if fallbacks else "")
+                + "".join(f"\n{note}" for note in result.notes))
 
     def check_verify(self, manifest: Manifest, stages: tuple[str, ...], floats_given: bool,
                      codes_given: bool) -> None:
@@ -53,15 +57,24 @@ class CortexmBackend(Backend):
 
     def verify_report(self, ctx: VerifyContext, results: list[StageResult]) -> VerifyReport:
         m = ctx.manifest
-        memory = dict(m.memory, arena_bytes=m.arena_bytes, **ctx.measured)
+        measured = dict(ctx.measured)
+        emulated_board = measured.pop("emulated_board", None)  # None: the firmware did not run
+        memory = dict(m.memory, arena_bytes=m.arena_bytes, **measured)
+        memory.update(peak_ram(m, measured))
         out_shape = list(ctx.graph.tensors[ctx.graph.outputs[0]].shape)
         return CortexmVerifyReport(str(ctx.build_dir), m.board, ctx.vectors, ctx.input_source, out_shape, results,
-                                   memory, extra={"power_of_two": ctx.power_of_two, "frontend": m.frontend or "qonnx"})
+                                   memory, extra={"power_of_two": ctx.power_of_two, "frontend": m.frontend or "qonnx",
+                                                  "emulated_board": emulated_board})
 
     def report_sections(self, build_dir: Path, manifest: Manifest) -> list[ReportSection]:
         from .report import report_json, report_text
 
         return [ReportSection("layers", report_text(manifest).splitlines(), report_json(manifest))]
+
+    def report_page(self, build_dir: Path, manifest: Manifest) -> str:
+        from .report import report_page
+
+        return report_page(manifest, build_dir)
 
     def export(self, build_dir: Path, manifest: Manifest, dest: Path) -> tuple[Path, str]:
         from .export import export

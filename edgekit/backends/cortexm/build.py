@@ -1,6 +1,8 @@
 """The Cortex-M build: QONNX or int8 TFLite -> integer IR -> C sources -> host runner and firmware."""
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from .codegen import generate_c
 from .kernels.base import DEFAULT_OPTIMIZE, OPTIMIZE
 from .firmware import compile_firmware
 from .memory import breakdown, fit_report, raise_if_over
+from .profile.report import profile_summary
 from .report import layer_kind, write_reports
 from .stack import inference_stack_bytes
 
@@ -120,10 +123,37 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
             kernels=kernels,
             layers=_layer_report(graph, plan, codegen["kernels"]),
             kernel_variants=codegen["kernel_variants"],
+            kernel_fallbacks=codegen["kernel_fallbacks"],
             memory_plan=plan.to_json(),
             build_seconds=round(time.monotonic() - t0, 2),
         )
         manifest.memory["inference_stack_static_bytes"] = inference_stack_bytes(tmp / "obj" / "model.su")
+        notes = _carry_over(out_dir, tmp, manifest, elf)
         manifest.save(tmp)
         write_reports(manifest, tmp)
-    return BuildResult(out_dir, manifest)
+    return BuildResult(out_dir, manifest, notes)
+
+
+#: what later commands leave in a build directory, and the command that writes each
+LATER_RECORDS = {"profile.json": "profile", "profile.html": "profile", "verify.json": "verify",
+                 "validate.json": "validate", "report.html": "report"}
+
+
+def _carry_over(old: Path, new: Path, manifest: Manifest, elf: Path) -> list[str]:
+    """Rebuilding into the same directory replaces it whole. The records of later commands
+    (profile, verify, validate, the report page) stay when the new firmware is the same program
+    as the old one (same image in memory); otherwise they described other firmware and go, and
+    the summary says which and what to run again."""
+    present = [name for name in LATER_RECORDS if (old / name).is_file()]
+    if not present:
+        return []
+    old_elf = old / "firmware.elf"
+    if old_elf.is_file() and tc.loaded_image(old_elf) == tc.loaded_image(elf):
+        for name in present:
+            shutil.copy2(old / name, new / name)
+        if "profile.json" in present:
+            manifest.profile = profile_summary(json.loads((new / "profile.json").read_text()))
+        return [f"kept {', '.join(present)} of the previous build in {old}: the firmware is the same"]
+    again = sorted({LATER_RECORDS[name] for name in present})
+    return [f"removed {', '.join(present)} of the previous build in {old}: they described other firmware; "
+            f"run {', '.join(f'`edgekit {cmd}`' for cmd in again)} again"]

@@ -176,7 +176,26 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
             "kernels": {n.name: selections[n.name].describe() for n in graph.nodes
                         if get_op(n.op, n.name).packs_weights},
             "kernel_variants": {n.name: selections[n.name].kind for n in graph.nodes},
+            "kernel_fallbacks": kernel_fallbacks(graph, selections),
             "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized)}
+
+
+def kernel_fallbacks(graph: Graph, selections: dict) -> list[dict]:
+    """The layers that run a slower kernel than the one written for them, and why (no silent
+    degradation, issue 16): an optimized variant claimed the layer on this core but refused it, or its
+    scratch fit neither the arena nor the stack, or the board's flash narrowed its weights to int8.
+    Nodes no variant claims, ``--kernels reference`` and cores without the features are not fallbacks."""
+    out = []
+    for n in graph.nodes:
+        s = selections[n.name]
+        if s.optimized:
+            why = s.ctx.get("fallback")
+        else:
+            why = s.reason if s.reason and s.reason != "--kernels reference" and not s.reason.startswith(
+                "core without") else None
+        if why:
+            out.append({"layer": n.name, "kernel": s.kind, "reason": why})
+    return out
 
 
 def _place_scratch(s: Selection, plan: MemoryPlan, index: int, board) -> Selection:
@@ -242,12 +261,13 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
             b, n = opt.pop()  # largest first: to the int8-weight variant, else back to the reference kernel
             why = (f"int16 weights would take more than {kernel_registry.FLASH_SHARE:.0%} of the board's flash "
                    "(or leave too little for the rest)")
-            if "size" not in reg.get(sel[n].kind).modes:
-                alt = _place_scratch(reg.select(nodes[n], graph, plan, features, kernels, "size"), plan, index[n],
-                                     board)
+            alt = _place_scratch(reg.select(nodes[n], graph, plan, features, kernels, "size"), plan, index[n],
+                                 board)
+            if alt.kind != sel[n].kind:  # the int8-weight variant of the layer (GEMM, dense, depthwise kh x 3)
                 alt_bytes = reg.get(alt.kind).flash_bytes(alt, nodes[n], graph) if alt.optimized else None
                 if alt_bytes is not None and alt_bytes < b:
                     alt.ctx["summary"] = f"{alt.ctx.get('summary', '')} ({why})"
+                    alt.ctx["fallback"] = f"int8 weights: {why}"
                     sel[n] = alt
                     opt.append((alt_bytes, n))
                     opt.sort()

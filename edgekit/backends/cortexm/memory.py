@@ -83,6 +83,30 @@ def breakdown(elf: Path, sizes: dict[str, int] | None = None) -> dict:
     return {"flash": flash, "ram": ram, "weight_symbols": symbols}
 
 
+def io_buffer_bytes(manifest) -> int:
+    """Bytes of the input and output buffers, which the harness keeps outside the arena."""
+    def n(desc):
+        shape = desc.get("float_shape") or desc.get("shape")
+        count = 1
+        for d in shape:
+            count *= int(d)
+        return count * {"int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4}[desc["dtype"]]
+    return n(manifest.input) + n(manifest.output)
+
+
+def peak_ram(manifest, measured: dict) -> dict:
+    """What one inference needs in RAM: the planned arena, the input and output buffers outside it,
+    and the inference stack (measured on the board when the firmware ran, else the static analysis
+    of -fstack-usage). The keys ``edgekit verify --json`` reports under ``memory``."""
+    if "inference_stack_bytes" in measured:
+        stack, source = measured["inference_stack_bytes"], "measured on the board"
+    else:
+        stack, source = manifest.memory.get("inference_stack_static_bytes", 0), "static analysis"
+    io = io_buffer_bytes(manifest)
+    return {"io_buffer_bytes": io, "peak_ram_bytes": manifest.arena_bytes + io + stack,
+            "peak_ram_stack": source}
+
+
 def _extent(layout: list[dict], origin: int, length: int, key: str, loaded_only: bool) -> int:
     """Bytes from ``origin`` to the end of the last section placed (by ``key`` address) in the region:
     the section sizes plus the alignment padding between them."""

@@ -1,15 +1,20 @@
-"""Per-layer report of a Cortex-M build: text, JSON and a self-contained HTML page with the memory plan.
+"""Per-layer report of a Cortex-M build: text, JSON and a self-contained HTML page
+(``templates/report/cortexm.html.j2``, plots from matplotlib).
 
-Everything comes from the build manifest (layers and memory plan), so ``edgekit report``
-works on any Cortex-M build directory.
+Everything comes from the build manifest (layers, memory plan, linked sizes), so ``edgekit
+report`` works on any Cortex-M build directory; the page adds what later commands left in
+the directory: profile.json (instructions per layer), verify.json, validate.json.
 """
 from __future__ import annotations
 
-import html
 import json
+import re
 from pathlib import Path
 
+from ... import pages
 from ...manifest import Manifest
+from .kernels.base import format_fallbacks
+
 
 
 def layer_kind(node) -> str:
@@ -48,6 +53,7 @@ def report_json(manifest: Manifest) -> dict:
         "planner": manifest.memory_plan.get("strategy"),
         "in_place_layers": manifest.memory_plan.get("inplace", []),
         "flash_bytes": mem["flash_bytes"], "ram_bytes": mem["ram_bytes"], "layers": layers,
+        "kernel_fallbacks": manifest.kernel_fallbacks or [],
     }
 
 
@@ -78,52 +84,149 @@ def report_text(manifest: Manifest) -> str:
                      f"{layer['output_bytes']:>8}  {layer['buffer'] or 'alias':<8}{off:>8}{layer['arena_live_bytes']:>12}")
     if rep["in_place_layers"]:
         lines.append(f"in place: {', '.join(rep['in_place_layers'])}")
+    if manifest.kernel_fallbacks:  # no silent degradation: which layer runs a slower kernel, and why
+        lines.append(format_fallbacks(manifest.kernel_fallbacks, limit=len(manifest.kernel_fallbacks)))
     return "\n".join(lines)
 
 
-def report_html(manifest: Manifest) -> str:
-    """The table plus an SVG of the arena: x = layer, y = byte offset, one box per buffer."""
+def _layer_flash(manifest: Manifest) -> tuple[list[int], int]:
+    """Constant bytes each layer keeps in flash (weights, biases, tables), from the linked
+    firmware's symbols (``ek_layer<N>_*`` or ``ek_<layer name>_*``); the rest is unattributed."""
+    names = [re.sub(r"\W", "_", layer["name"]) for layer in manifest.layers]
+    by_length = sorted(range(len(names)), key=lambda i: -len(names[i]))  # conv_10 before conv_1
+    per_layer, other = [0] * len(names), 0
+    for sym in (manifest.memory_breakdown or {}).get("weight_symbols", []):
+        m = re.match(r"ek_layer(\d+)_", sym["symbol"])
+        index = int(m.group(1)) if m and int(m.group(1)) < len(names) else next(
+            (i for i in by_length if sym["symbol"].startswith(f"ek_{names[i]}_")), None)
+        if index is None:
+            other += sym["bytes"]
+        else:
+            per_layer[index] += sym["bytes"]
+    return per_layer, other
+
+
+def _buffer_table(manifest: Manifest) -> list[dict]:
+    """Each arena buffer once: its tensors (in-place and reshaped views share one), place and lifetime."""
+    tensors: dict[str, list[str]] = {}
+    for name, p in manifest.memory_plan["tensors"].items():
+        if p["buffer"] == "arena":
+            tensors.setdefault(p["tensor"], []).append(name)
+    layers = manifest.layers
+    return [dict(b, tensors=tensors[b["tensor"]], first_layer=layers[b["first"]]["name"] if 0 <= b["first"] < len(
+        layers) else "input", last_layer=layers[min(b["last"], len(layers) - 1)]["name"] if layers else "")
+            for b in sorted(_buffers(manifest), key=lambda b: (b["first"], b["offset"]))]
+
+
+def _layer_ticks(ax, names: list[str]) -> None:
+    """Layer index and name under each position; every k-th one when there are many."""
+    step = max(1, len(names) // 40)
+    ticks = list(range(0, len(names), step))
+    ax.set_xticks(ticks, [f"{i} {names[i][:24]}" for i in ticks], rotation=60, ha="right", fontsize=7)
+
+
+def arena_plot(manifest: Manifest, buffers: list[dict]) -> str:
+    """Two panels over the layers: arena bytes live (peak marked, planned size and lower bound
+    as lines), and where each buffer sits (offset x lifetime, one colour per buffer, named)."""
+    timeline = memory_timeline(manifest)
+    names = [layer["name"] for layer in manifest.layers]
+    arena = max(manifest.arena_bytes, 1)
+    n = len(names)
+    with pages.figure("arena", 9.0, 6.8) as fig:
+        live_ax, place_ax = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1.4))
+        peak = max(range(n), key=lambda i: timeline[i]) if n else 0
+        colours = [pages.PALETTE[3] if i == peak else pages.PALETTE[0] for i in range(n)]
+        live_ax.bar(range(n), timeline, color=colours, width=0.75)
+        live_ax.axhline(manifest.arena_bytes, color="#444", linestyle="--", linewidth=1,
+                        label=f"arena as planned: {manifest.arena_bytes:,} B")
+        bound = manifest.memory_plan.get("lower_bound")
+        if bound is not None and bound != manifest.arena_bytes:
+            live_ax.axhline(bound, color="#999", linestyle=":", linewidth=1, label=f"lower bound: {bound:,} B")
+        if n:
+            live_ax.annotate(f"peak {timeline[peak]:,} B\nlayer {peak} {names[peak]}", (peak, timeline[peak]),
+                             xytext=(0, 6), textcoords="offset points", ha="center", va="bottom", fontsize=8,
+                             color=pages.PALETTE[3])
+        for i, live in enumerate(timeline):
+            if live < 0.08 * arena:  # too short a bar to read: its number instead
+                live_ax.text(i, live, f"{live:,}", ha="center", va="bottom", fontsize=7, rotation=90)
+        live_ax.set_ylim(0, arena * 1.35)
+        live_ax.set_ylabel("bytes live in the arena")
+        live_ax.set_title("Arena use over one inference (bars: bytes of the buffers live during each layer)",
+                          loc="left")
+        live_ax.legend(loc="upper right", fontsize=8, frameon=False)
+        # a buffer is drawn at least this tall so a 64 B buffer next to an 8 KB one stays visible;
+        # the table under the plot has the exact sizes
+        min_height = arena * 0.025
+        handles = []
+        for k, b in enumerate(buffers):
+            colour = pages.PALETTE[k % len(pages.PALETTE)]
+            x0 = max(b["first"], 0) - 0.4
+            width = min(b["last"], n - 1) + 0.4 - x0
+            height = max(b["size"], min_height)
+            handles.append(place_ax.broken_barh([(x0, width)], (b["offset"], height), facecolors=colour, alpha=0.75,
+                                                edgecolor="#333", linewidth=0.6,
+                                                label=f"{b['tensor']} ({b['size']:,} B)"))
+            place_ax.text(x0 + 0.1, b["offset"] + height / 2, f"{b['tensor']} {b['size']:,} B", va="center",
+                          fontsize=7, clip_on=True)
+        place_ax.set_ylim(0, arena * 1.05)
+        place_ax.set_xlim(-0.6, max(n, 1) - 0.4)
+        place_ax.set_ylabel("arena offset (bytes)")
+        stretched = sum(b["size"] < min_height for b in buffers)
+        place_ax.set_title(f"Buffer placement ({len(buffers)} buffers"
+                           + (f"; {stretched} under {min_height:,.0f} B drawn {min_height:,.0f} B tall" if stretched
+                              else "") + ")", loc="left")
+        if handles:
+            place_ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
+                            title="buffer (size)", title_fontsize=8)
+        place_ax.grid(axis="y", color="#eee", linewidth=0.6)
+        _layer_ticks(place_ax, names)
+        return pages.svg(fig)
+
+
+def _capacity_rows(manifest: Manifest) -> list[dict]:
+    rows = []
+    for region in (manifest.fit or {}).get("regions", []):
+        parts = [(k, v) for k, v in region.get("contents", {}).items() if v and k != "padding"]
+        rows.append({"label": f"{region['region']} ({region['size'] // 1024:,} KiB)", "capacity": region["size"],
+                     "parts": parts})
+    return rows
+
+
+def report_page(manifest: Manifest, build_dir: Path) -> str:
+    """report.html: memory over the inference, flash per layer, instructions per layer (when
+    profiled), RAM/flash against the board, the verify and validate records when present."""
     rep = report_json(manifest)
-    n = max(len(rep["layers"]), 1)
-    arena = max(rep["arena_bytes"], 1)
-    w, h, pad = 900, 320, 40
-    boxes = []
-    for b in _buffers(manifest):
-        x0 = pad + (b["first"] + 0.5 if b["first"] >= 0 else 0) * (w - 2 * pad) / n
-        x1 = pad + (b["last"] + 1) * (w - 2 * pad) / n
-        y0 = h - pad - (b["offset"] + b["size"]) * (h - 2 * pad) / arena
-        bh = b["size"] * (h - 2 * pad) / arena
-        boxes.append(f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{max(x1 - x0, 1):.1f}" height="{max(bh, 1):.1f}" '
-                     f'fill="#4c78a8" fill-opacity="0.6" stroke="#1f3b57"><title>{html.escape(b["tensor"])}: '
-                     f'{b["size"]} B at {b["offset"]}, layers {b["first"]}..{b["last"]}</title></rect>')
-    rows = "".join(
-        f"<tr><td>{i}</td><td>{html.escape(r['name'])}</td><td>{r['op']}</td><td>{r['input_shape']}</td>"
-        f"<td>{r['output_shape']}</td><td>{r['macs']}</td><td>{r['weight_bytes']}</td><td>{r['output_bytes']}</td>"
-        f"<td>{r['arena_offset'] if r['arena_offset'] is not None else ''}</td><td>{r['arena_live_bytes']}</td></tr>"
-        for i, r in enumerate(rep["layers"]))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgekit report</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
-padding:2px 6px;text-align:right}}</style></head><body>
-<h1>edgekit build report</h1>
-<p>{rep['target']} on {rep['board']}: {rep['macs']} MACs, weights {rep['weight_bytes']} B, arena {rep['arena_bytes']} B
-(lower bound {rep['arena_lower_bound']} B; {html.escape(str(rep['planner']))}), flash {rep['flash_bytes']} B,
-RAM {rep['ram_bytes']} B.</p>
-<h2>Arena over time</h2>
-<svg width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">
-<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>
-<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>
-<text x="{pad}" y="{h - 10}">layer 0</text><text x="{w - pad - 60}" y="{h - 10}">layer {n - 1}</text>
-<text x="2" y="{pad}">{arena} B</text><text x="2" y="{h - pad}">0</text>
-{''.join(boxes)}
-</svg>
-<h2>Layers</h2>
-<table><tr><th>#</th><th>layer</th><th>op</th><th>input</th><th>output</th><th>MACs</th><th>weight B</th>
-<th>output B</th><th>arena offset</th><th>arena live B</th></tr>{rows}</table>
-</body></html>
-"""
+    names = [layer["name"] for layer in manifest.layers]
+    labels = [f"{i} {name}" for i, name in enumerate(names)]
+    buffers = _buffer_table(manifest)
+    flash_per_layer, flash_other = _layer_flash(manifest)
+    profile = pages.read_record(build_dir, "profile.json")
+    instructions = None
+    if profile and "layers" in profile:
+        rows = profile["layers"]
+        instructions = {
+            "plot": pages.bar_chart("instructions", [r["label"] for r in rows], [r["instructions"] for r in rows],
+                                    f"instructions per inference (exact, QEMU {profile.get('counted_on', '')})",
+                                    [f"{r['instructions']:,} ({100 * r['share']:.1f}%)" for r in rows],
+                                    color=pages.PALETTE[2]),
+            "total": profile["total"], "board": profile.get("board"), "clock_hz": profile.get("clock_hz")}
+    plots = {
+        "arena": arena_plot(manifest, buffers),
+        "flash": pages.bar_chart("flash", labels + (["(unattributed constants)"] if flash_other else []),
+                                 flash_per_layer + ([flash_other] if flash_other else []),
+                                 "bytes of constants in flash (weights, biases, tables; linked firmware)",
+                                 color=pages.PALETTE[1]),
+        "capacity": pages.capacity_chart("capacity", _capacity_rows(manifest)),
+    }
+    layers = [dict(layer, flash_bytes=flash) for layer, flash in zip(rep["layers"], flash_per_layer)]
+    return pages.render("cortexm.html.j2", rep=rep, build_dir=build_dir, layers=layers, buffers=buffers,
+                        plots=plots, instructions=instructions, fit=manifest.fit or {},
+                        breakdown=manifest.memory_breakdown or {},
+                        verify=pages.verify_section(build_dir), validation=pages.validation_section(build_dir))
 
 
 def write_reports(manifest: Manifest, out_dir: Path) -> None:
+    """The build's report.txt and report.json. report.html is `edgekit report`'s: its plots take
+    a second or two to draw, which a search building hundreds of candidates should not pay."""
     (out_dir / "report.txt").write_text(report_text(manifest) + "\n")
     (out_dir / "report.json").write_text(json.dumps(report_json(manifest), indent=1))
-    (out_dir / "report.html").write_text(report_html(manifest))

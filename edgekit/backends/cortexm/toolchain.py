@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from ...errors import ToolchainError
@@ -164,6 +165,15 @@ def disassemble(elf: Path, start: int | None = None, stop: int | None = None, ar
     if start is not None:
         cmd += [f"--start-address=0x{start:x}", f"--stop-address=0x{stop:x}"]
     return run_tool([*cmd, str(elf)], "disassembling the firmware").stdout
+
+
+def loaded_image(elf: Path) -> str:
+    """What the firmware puts in the board's memory, as Intel HEX (addresses and bytes): equal for
+    two builds of the same program even when their ELF files differ (paths in the debug info)."""
+    with tempfile.TemporaryDirectory(prefix="edgekit-image-") as d:
+        out = Path(d) / "image.hex"
+        run_tool([_binutil("objcopy"), "-O", "ihex", str(elf), str(out)], "reading the firmware image")
+        return out.read_text()
 
 
 def section_layout(elf: Path) -> list[dict]:

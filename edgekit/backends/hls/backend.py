@@ -82,6 +82,11 @@ class HlsBackend(Backend):
         estimates = ReportSection("estimates", format_estimates(est).splitlines(), {"estimates": est})
         return [head, precisions, estimates]
 
+    def report_page(self, build_dir: Path, manifest: Manifest) -> str:
+        from .report import report_page
+
+        return report_page(build_dir, manifest)
+
     def export(self, build_dir: Path, manifest: Manifest, dest: Path) -> tuple[Path, str]:
         from .export import HLS_TOOLS, export_hls
 

@@ -92,3 +92,12 @@ class KernelVariant:
         """What splits ``kind`` into sub-kinds with their own coefficients (most general first):
         the properties of a layer that change the code this variant runs."""
         return []
+
+
+def format_fallbacks(fallbacks: list[dict] | None, limit: int = 4) -> str:
+    """``N layer(s) on a slower kernel: name (kernel: reason), ...`` or "" (the build line, the report)."""
+    if not fallbacks:
+        return ""
+    shown = ", ".join(f"{f['layer']} ({f['kernel']}: {f['reason']})" for f in fallbacks[:limit])
+    more = f", and {len(fallbacks) - limit} more (manifest.json kernel_fallbacks)" if len(fallbacks) > limit else ""
+    return f"{len(fallbacks)} layer(s) on a slower kernel: {shown}{more}"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .... import pages
 from ....manifest import load_manifest
 from .classifier import classify, instruction_cost
 from .runner import GLUE
@@ -22,6 +23,7 @@ DEFINITION = ("one inference = one call of ek_model_run, from its first instruct
 @dataclass
 class ProfileReport:
     data: dict
+    written: list[Path] = field(default_factory=list)  # profile.json, profile.html once saved
 
     def to_json(self) -> dict:
         return self.data
@@ -131,49 +133,58 @@ def write_profile(build_dir: Path, rep: ProfileReport) -> None:
     tmp = build_dir / f".{PROFILE_JSON}.tmp"
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, build_dir / PROFILE_JSON)
-    (build_dir / PROFILE_HTML).write_text(_html(data))
+    rep.written = [build_dir / PROFILE_JSON, pages.write_page(build_dir / PROFILE_HTML, profile_page(data))]
+    record_in_manifest(build_dir, data)
+
+
+def record_in_manifest(build_dir: Path, data: dict) -> None:
+    """The profile's summary in manifest.json (what verify's time limit and the search read)."""
     m = load_manifest(build_dir)
-    m.profile = {"file": PROFILE_JSON, "counted_on": data["counted_on"], "vector": data["vector"],
-                    "instructions": data["total"]["instructions"], "est_cycles": data["total"]["est_cycles"],
-                    "est_ms": data["total"]["est_ms"], "clock_hz": data["clock_hz"],
-                    "stack_used": data["memory"].get("stack_used"),
-                    "layers": {r["name"] or r["label"]: r["instructions"] for r in data["layers"]}}
+    m.profile = profile_summary(data)
     m.save(build_dir)
 
 
-def _html(d: dict) -> str:
-    import html
+def profile_summary(data: dict) -> dict:
+    return {"file": PROFILE_JSON, "counted_on": data["counted_on"], "vector": data["vector"],
+            "instructions": data["total"]["instructions"], "est_cycles": data["total"]["est_cycles"],
+            "est_ms": data["total"]["est_ms"], "clock_hz": data["clock_hz"],
+            "stack_used": data["memory"].get("stack_used"),
+            "layers": {r["name"] or r["label"]: r["instructions"] for r in data["layers"]}}
 
+
+def classes_plot(rows: list[dict]) -> str:
+    """Estimated cycles of each layer, stacked by instruction class (what the estimate is made of)."""
+    classes = sorted({c for r in rows for c in r["classes"]}, key=lambda c: -sum(r["classes"].get(c, 0)
+                                                                                 for r in rows))
+    with pages.figure("classes", 9.0, 1.2 + 0.26 * max(len(rows), 1)) as fig:
+        ax = fig.subplots()
+        left = [0.0] * len(rows)
+        for k, cls in enumerate(classes):
+            counts = [r["classes"].get(cls, 0) for r in rows]
+            ax.barh(range(len(rows)), counts, left=left, height=0.7, label=cls,
+                    color=pages.PALETTE[k % len(pages.PALETTE)] if k < len(pages.PALETTE) else "#bbb")
+            left = [a + b for a, b in zip(left, counts)]
+        ax.set_yticks(range(len(rows)), [r["label"][:40] for r in rows])
+        ax.invert_yaxis()
+        ax.set_xlabel("executed instructions by class (one inference)")
+        ax.grid(axis="x", color="#ddd", linewidth=0.6)
+        ax.set_axisbelow(True)
+        fig.legend(loc="outside right upper", fontsize=8, frameon=False, title="class", title_fontsize=8)
+        return pages.svg(fig)
+
+
+def profile_page(d: dict) -> str:
+    """profile.html: instructions per layer (exact), cycles (estimate), instruction classes, memory."""
     rows = d["layers"]
-    width = 520
-    top = max((r["instructions"] for r in rows), default=1) or 1
-    bars = []
-    for i, r in enumerate(rows):
-        w = max(1, round(width * r["instructions"] / top)) if r["instructions"] else 0
-        y = 8 + i * 26
-        bars.append(f'<text x="0" y="{y + 14}" font-size="12">{html.escape(r["label"][:40])}</text>'
-                    f'<rect x="260" y="{y}" width="{w}" height="18" fill="#4a7bd0"/>'
-                    f'<text x="{266 + w}" y="{y + 14}" font-size="12">{r["instructions"]:,} '
-                    f'({100 * r["share"]:.1f}%)</text>')
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 420}" height="{16 + 26 * len(rows)}">'
-           + "".join(bars) + "</svg>")
-    def ipm(r):
-        return "" if r["instructions_per_mac"] is None else f"{r['instructions_per_mac']:.2f}"
-
-    body = "\n".join(
-        f"<tr><td>{html.escape(r['label'])}</td><td>{html.escape(r['op'])}</td><td>{r['macs']:,}</td>"
-        f"<td>{r['instructions']:,}</td><td>{ipm(r)}</td><td>{100 * r['share']:.1f}%</td>"
-        f"<td>{r['est_cycles']:,.0f}</td><td>{r['est_ms']:.3f}</td></tr>" for r in rows)
-    t = d["total"]
-    return f"""<!doctype html><meta charset="utf-8"><title>edgekit profile</title>
-<style>body{{font-family:sans-serif}} td,th{{padding:2px 10px;text-align:right}} td:first-child{{text-align:left}}</style>
-<h1>edgekit profile: {html.escape(d['target'])} on {html.escape(d['board'])}</h1>
-<p>Instructions counted exactly on QEMU {html.escape(d['counted_on'])}; cycles and ms are estimates
-({html.escape(d['timing_source'])}) at {d['clock_hz'] / 1e6:g} MHz. {html.escape(d['definition'])}.</p>
-{svg}
-<table><tr><th>layer</th><th>op</th><th>MACs</th><th>instructions</th><th>instr/MAC</th><th>share</th>
-<th>est. cycles</th><th>est. ms</th></tr>
-{body}
-<tr><th>total</th><th></th><th>{t['macs']:,}</th><th>{t['instructions']:,}</th><th></th><th>100%</th>
-<th>{t['est_cycles']:,.0f}</th><th>{t['est_ms']:.3f}</th></tr></table>
-"""
+    plots = {
+        "instructions": pages.bar_chart("instructions", [r["label"][:40] for r in rows],
+                                        [r["instructions"] for r in rows],
+                                        f"instructions per inference (exact, counted on QEMU {d['counted_on']})",
+                                        [f"{r['instructions']:,} ({100 * r['share']:.1f}%)" for r in rows]),
+        "cycles": pages.bar_chart("cycles", [r["label"][:40] for r in rows], [r["est_ms"] for r in rows],
+                                  f"ms at {d['clock_hz'] / 1e6:g} MHz (estimate from the instruction classes)",
+                                  [f"{r['est_ms']:.3f} ms ({r['est_cycles']:,.0f} cycles)" for r in rows],
+                                  color=pages.PALETTE[1]),
+        "classes": classes_plot(rows),
+    }
+    return pages.render("profile.html.j2", d=d, rows=rows, plots=plots)

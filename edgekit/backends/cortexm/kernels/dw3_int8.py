@@ -1,0 +1,202 @@
+"""DSP depthwise kh x 3 with int8 weights in flash (``--optimize size|balanced``): dw3's int16 ring of
+input rows, but one record per channel (not one per ring rotation) holding each kernel row's three
+weights in one word, widened in registers by SXTB16 / SXTB16 ROR #8; four neighbouring outputs of a
+channel per step (templates/cortexm/ops_dsp/dw3_int8.c.j2, docs/kernels.md)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ....ops.conv2d import conv_geometry
+from .base import Selection
+from .common import byte_words, extend_insn, int8_weights_refusal, offset_word, requant_ctx, residual_ctx
+from .dw3 import Dw3, ring_width
+
+#: outputs of one channel per step of the assembly loop (then a step of 2 and one of 1 for the rest)
+BLOCK = 4
+#: registers of the assembly loop that LDM lists name (ascending): the unpacked weight pair P, the
+#: weight word / second pair Q, the third requantization constant X, the bias / accumulator A0
+REG_P, REG_Q, REG_X, REG_A0 = "r4", "r5", "r6", "r8"
+#: a bit of the last channel's e - 1 word that ends the channel loop (ASR by a register uses its low byte)
+LAST_CHANNEL = 0x100
+
+
+def row_word(w0: int, w1: int, w2: int, stride: int) -> tuple[int, int, int, int]:
+    """The four bytes of a kernel row's weight word: SXTB16 gives (w0, w1); SXTB16 ROR #8 gives
+    (w1, w2) for stride 1 (the odd output's pair) or (w2, 0) for stride 2."""
+    return (w0, w1, w1, w2) if stride == 1 else (w0, w2, w1, 0)
+
+
+def row_macs(n: int, stride: int, base: int, first: bool) -> list[str]:
+    """Assembly of one kernel row for a block of ``n`` outputs of one channel: the ring words at byte
+    offset ``base`` from ``tp`` and the MACs with the row's pairs P = (w0, w1), Q (row_word).
+
+    Output k starts at column e = k * stride: even e is SMLAD(word e/2, P) + w2 * bottom(word e/2 + 1);
+    odd e (stride 1) is top(word (e-1)/2) * w0 + SMLAD(word (e+1)/2, Q). In the first row processed
+    every accumulator starts from the bias in a0, so there the words go in descending order and a0's
+    own MAC comes last in each word's group: every other accumulator reads a0 before a0 changes.
+    """
+    w2insn = "smlabt" if stride == 1 else "smlabb"
+    groups: dict[int, list[tuple[int, str, str]]] = {}
+    for k in range(n):
+        e = k * stride
+        if e % 2 == 0:
+            uses = [(e // 2, "smlad", "P"), (e // 2 + 1, w2insn, "Q")]
+        else:
+            uses = [(e // 2, "smlatb", "P"), (e // 2 + 1, "smlad", "Q")]
+        for m, insn, reg in uses:
+            groups.setdefault(m, []).append((k, insn, reg))
+    order = sorted(groups, reverse=first)
+    started: set[int] = set()
+    lines, temps = [], ("t0", "t1")
+    lines.append(f"ldr %[{temps[0]}], [%[tp], #{base + 4 * order[0]}]")
+    for i, m in enumerate(order):
+        t = temps[i % 2]
+        if i + 1 < len(order):  # the next word's load before this word's MACs
+            lines.append(f"ldr %[{temps[(i + 1) % 2]}], [%[tp], #{base + 4 * order[i + 1]}]")
+        for k, insn, reg in sorted(groups[m], key=lambda u: u[0] == 0):
+            addend = f"a{k}" if (k in started or not first) else "a0"
+            started.add(k)
+            lines.append(f"{insn} %[a{k}], %[{t}], %[{reg}], %[{addend}]")
+    return lines
+
+
+def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int, out_size: int,
+              sat: str, bits: int, lo: int | None, hi: int | None) -> list[str]:
+    """The channel loop of a block of ``n`` outputs for ring rotation ``rot`` (kernel row ky in ring
+    slot (ky + rot) mod kh): per channel, LDM of row 0's weight word and the bias, per kernel row 2
+    SXTB16, the ring loads and MACs, LDM of (M, Ahi, e - 1), n one-SMLAL epilogues. The loop ends
+    after the channel whose e - 1 word carries LAST_CHANNEL (ASR reads only its low byte)."""
+    st = "strb" if out_size == 1 else "strh"
+    lines = ["1:", "ldmia %[r]!, {%[Q], %[a0]}"]
+    for ky in range(kh):
+        if ky:
+            lines.append("ldr %[Q], [%[r]], #4")
+        lines += ["sxtb16 %[P], %[Q]", "sxtb16 %[Q], %[Q], ror #8"]
+        lines += row_macs(n, stride, 2 * ((ky + rot) % kh) * wp, ky == 0)
+    lines = step_ring_pointer(lines, 2 * cs)
+    lines.append("ldmia %[r]!, {%[P], %[Q], %[X]}")
+    for k in list(range(1, n)) + [0]:
+        a = f"%[a{k}]"
+        lines += ["and %[t0], " + a + ", #0x80000000", "orr %[t0], %[t0], #0x40000000",
+                  "add %[t1], %[Q], " + a + ", asr #31", "smlal %[t0], %[t1], " + a + ", %[P]",
+                  "asr %[t1], %[t1], %[X]", f"{sat} %[t1], #{bits}, %[t1]"]
+        if lo is not None:
+            lines += [f"cmp %[t1], #{lo}", "it lt", f"movlt %[t1], #{lo}"]
+        if hi is not None:
+            lines += [f"cmp %[t1], #{hi}", "it gt", f"movgt %[t1], #{hi}"]
+        lines.append(f"{st} %[t1], [%[o], #{k * oc * out_size}]" if k else f"{st} %[t1], [%[o]], #{out_size}")
+    lines += [f"tst %[X], #{LAST_CHANNEL}", "beq 1b"]
+    return lines
+
+
+def step_ring_pointer(lines: list[str], step: int) -> list[str]:
+    """Advance ``tp`` to the next channel's ring rows: post-indexed on the load at offset 0 when
+    every later offset fits a negative imm8 (Thumb-2 LDR: -255..255 around a write-back), else ADDW."""
+    offsets = [int(line.rsplit("#", 1)[1].rstrip("]")) for line in lines if "[%[tp], #" in line]
+    if step + max(offsets) > 255:
+        return lines + [f"addw %[tp], %[tp], #{step}"]
+    out, stepped = [], False
+    for line in lines:
+        if "[%[tp], #" in line:
+            head = line.split("[%[tp], #")[0]
+            off = int(line.rsplit("#", 1)[1].rstrip("]"))
+            if not stepped and off == 0:
+                line, stepped = f"{head}[%[tp]], #{step}", True
+            elif stepped:
+                line = f"{head}[%[tp], #{off - step}]"
+        out.append(line)
+    return out
+
+
+def blocks(ow: int) -> list[tuple[int, int, int]]:
+    """(first column, columns, outputs per step) of a row: steps of BLOCK, then of 2, then 1."""
+    out, ox = [], 0
+    for n in (BLOCK, 2, 1):
+        cols = (ow - ox) // n * n
+        if cols:
+            out.append((ox, cols, n))
+            ox += cols
+    return out
+
+
+class Dw3Int8(Dw3):
+    name = "dw3_int8"
+    # above dw3: under size and balanced the int8 records go first; under speed only dw3 is offered
+    priority = 31
+    modes = frozenset({"size", "balanced"})
+    template = "ops_dsp/dw3_int8.c.j2"
+    cost_kinds = {"dw3_int8": ("tr4", "tr1", "rows_loaded", "ring", "quads_kh", "quads", "pairs_kh", "pairs",
+                               "odd_kh", "odd", "colsteps", "rows", "const")}
+    cost_reduced = {"dw3_int8": ("quads_kh", "tr4", "tr1")}
+    cost_work = {"dw3_int8": (("quads_kh", 4), ("pairs_kh", 2))}
+
+    def refusal(self, node, graph, plan) -> str | None:
+        return super().refusal(node, graph, plan) or int8_weights_refusal(graph.constants[node.inputs[1]])
+
+    def select(self, node, graph, plan) -> Selection:
+        g = conv_geometry(node, graph)
+        x = graph.tensors[node.inputs[0]]
+        a = node.attrs
+        w = graph.constants[node.inputs[1]].astype(np.int64)          # (kh, kw, oc)
+        bias = graph.constants[node.inputs[2]].astype(np.int64)
+        kh, oc = g["kh"], g["oc"]
+        rq = a.get("requant")
+        rqc = requant_ctx(rq, oc)
+        # one record per output channel: row 0's weight word, the bias, rows 1.. kh-1's words, then
+        # (M, Ahi, e - 1) when the one-SMLAL epilogue applies
+        recs = []
+        for c in range(oc):
+            words = [int(byte_words(*row_word(*(int(v) for v in w[ky, :, c]), g["sw"]))) for ky in range(kh)]
+            rec = [words[0], int(bias[c])] + words[1:]
+            if rqc.get("fast"):
+                rec += rqc["frec"][3 * c:3 * c + 3] if rqc["fast_pc"] else rqc["frec"][:3]
+            recs.append(rec)
+        wpad = ring_width(g["ow"], g["iw"], g["sw"], g["pad_l"])
+        rots = sorted({(oy * g["sh"]) % kh for oy in range(g["oh"])})
+        ctx = {"g": g, "mult": a["depth_multiplier"], "wp": wpad, "rec_words": [v for r in recs for v in r],
+               "rw": len(recs[0]), "rots": rots, "blocks": blocks(g["ow"]),
+               "ext": extend_insn(x.dtype), "offset_word": offset_word(x.zero_point), "zp": x.zero_point,
+               "scratch_bytes": 2 * kh * g["ic"] * wpad, "uses_bias": False,
+               "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16 (x - zp), int8 weights "
+                          "(SXTB16), one record per channel, up to four outputs per channel and step"}
+        ctx.update(rqc)
+        ctx.update(residual_ctx(node, graph))
+        y = graph.tensors[node.outputs[0]]
+        cs = kh * wpad
+        # the channel loop in assembly: one output per input channel, the SMLAL epilogue with SSAT/USAT;
+        # LDR/STR immediate offsets (imm12) bound the ring and the output row
+        if a["depth_multiplier"] == 1 and not a.get("residual") and rqc.get("fast") \
+                and y.dtype in ("int8", "uint8", "int16", "uint16") and 2 * cs + 16 < 4096 \
+                and BLOCK * g["oc"] * y.itemsize < 4096:
+            info = np.iinfo(y.dtype)
+            lo = rq.lo if rq.lo > info.min else None     # bounds tighter than the storage type (a fused ReLU)
+            hi = rq.hi if rq.hi < info.max else None
+            if all(v is None or -255 <= v <= 255 for v in (lo, hi)):
+                sat = "ssat" if info.min < 0 else "usat"
+                ctx["asm"] = {
+                    (rot, n): block_asm(n, g["sw"], kh, rot, wpad, cs, g["oc"], y.itemsize, sat, 8 * y.itemsize,
+                                        lo, hi)
+                    for rot in rots for _, _, n in ctx["blocks"]}
+                ctx["asm_regs"] = {"P": REG_P, "Q": REG_Q, "X": REG_X, "a0": REG_A0}
+                ctx["rec_words"][-1] |= LAST_CHANNEL
+        return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * len(ctx["rec_words"]))
+
+    def flash_bytes(self, sel, node, graph) -> int:
+        # the records replace the layer's weights and bias in flash (the reference copy is compiled out)
+        return max(0, sel.weight_bytes - graph.constants[node.inputs[1]].nbytes
+                   - graph.constants[node.inputs[2]].nbytes)
+
+    def cost_features(self, info: dict) -> tuple[str, dict]:
+        """Loop trip counts of the row transposition into the ring and of the 4-, 2- and 1-output steps."""
+        _, f = super().cost_features(info)
+        oh, ow, oc = info["out"]
+        kh, _ = info["kernel"]
+        q, rest = divmod(ow, BLOCK)
+        p, odd = divmod(rest, 2)
+        f.update({"quads_kh": oh * q * oc * kh, "quads": oh * q * oc, "pairs_kh": oh * p * oc * kh,
+                  "pairs": oh * p * oc, "odd_kh": oh * odd * oc * kh, "odd": oh * odd * oc,
+                  "colsteps": oh * (q + p + odd)})
+        return "dw3_int8", f
+
+
+VARIANTS = (Dw3Int8(),)

@@ -1,0 +1,41 @@
+"""DSP depthwise of any shape dw3 does not take, with int8 weights in flash (``--optimize
+size|balanced``): dwk's four channels per step, but one word of four int8 weights per tap and
+channel quad, widened in registers by SXTB16 / SXTB16 ROR #8 into exactly the (c, c + 2) and
+(c + 1, c + 3) halves dwk stores as int16 (templates/cortexm/ops_dsp/dwk.c.j2 with ``int8``)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .common import byte_words, int8_weights_refusal
+from .dwk import CHANNELS, Dwk
+
+
+class DwkInt8(Dwk):
+    name = "dwk_int8"
+    # above dwk: under size and balanced the int8 words go first; under speed only dwk is offered
+    priority = 21
+    modes = frozenset({"size", "balanced"})
+    cost_kinds = {"dwk_int8": Dwk.cost_kinds["dwk"]}
+    cost_reduced = {"dwk_int8": Dwk.cost_reduced["dwk"]}
+    cost_work = {"dwk_int8": Dwk.cost_work["dwk"]}
+
+    def refusal(self, node, graph, plan) -> str | None:
+        return super().refusal(node, graph, plan) or int8_weights_refusal(graph.constants[node.inputs[1]])
+
+    def select(self, node, graph, plan):
+        sel = super().select(node, graph, plan)
+        w = graph.constants[node.inputs[1]].astype(np.int64)          # (kh, kw, oc)
+        kh, kw, oc = w.shape
+        c4 = oc - oc % CHANNELS
+        quads = w.reshape(kh * kw, oc)[:, :c4].reshape(kh * kw, c4 // CHANNELS, CHANNELS)
+        words = byte_words(quads[..., 0], quads[..., 1], quads[..., 2], quads[..., 3])
+        sel.ctx.update(int8=True, w_words=words.reshape(-1).tolist(),
+                       summary=sel.ctx["summary"].replace("SMLABB/SMLATT", "int8 weights (SXTB16), SMLABB/SMLATT"))
+        sel.weight_bytes = 4 * words.size + kh * kw * (oc - c4)
+        return sel
+
+    def cost_features(self, info: dict) -> tuple[str, dict]:
+        return "dwk_int8", super().cost_features(info)[1]
+
+
+VARIANTS = (DwkInt8(),)

@@ -1,0 +1,208 @@
+"""Hessian-aware mixed precision (issue 15): Hutchinson traces, the ILP, the command."""
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgekit.qat.hessian import (hutchinson_traces, perturbation, quant_layers, quantized_weight, sensitivities,
+                                 set_weight_bits)
+from edgekit.qat.mixed_precision_alloc import CostTable, InfeasibleBudget, allocate, pareto_sweep, random_assignment
+
+
+class _TwoBlockLinear(nn.Module):
+    """f(x) = w1 . x[:, :d1] + w2 . x[:, d1:]: with the loss sum (f - y)^2 / 2 over n samples
+    divided by n, the Hessian block of w_k is X_k^T X_k / n, so Tr = sum ||x_k,i||^2 / n."""
+
+    def __init__(self, d1: int, d2: int):
+        super().__init__()
+        self.d1 = d1
+        self.a = nn.Linear(d1, 1, bias=False)
+        self.b = nn.Linear(d2, 1, bias=False)
+
+    def forward(self, x):
+        return (self.a(x[:, :self.d1]) + self.b(x[:, self.d1:])).squeeze(1)
+
+
+def test_hutchinson_trace_of_a_quadratic_matches_the_analytic_trace():
+    torch.manual_seed(0)
+    d1, d2, n = 6, 10, 64
+    x = torch.randn(n, d1 + d2) * torch.linspace(0.5, 2.0, d1 + d2)
+    y = torch.randn(n)
+    model = _TwoBlockLinear(d1, d2)
+    sum_sq = lambda out, tgt: 0.5 * ((out - tgt) ** 2).sum()  # noqa: E731
+    traces = hutchinson_traces(model, x, y, probes=200, loss_fn=sum_sq, batch=16,
+                               layers=[("a", model.a), ("b", model.b)])
+    exact = [float((x[:, :d1] ** 2).sum() / n), float((x[:, d1:] ** 2).sum() / n)]
+    for t, e in zip(traces, exact):
+        assert len(t.samples) == 200 and t.trace_stderr > 0
+        assert abs(t.trace_mean - e) <= max(4 * t.trace_stderr, 0.02 * e), (t, e)
+        assert abs(t.trace_mean - e) / e < 0.1
+
+
+def test_hutchinson_is_exact_for_a_diagonal_hessian():
+    # One input per weight: the Hessian is diagonal, and v^T H v = Tr(H) for every Rademacher v.
+    model = nn.Linear(4, 1, bias=False)
+    x = torch.eye(4) * torch.tensor([1.0, 2.0, 3.0, 4.0])[:, None]
+    y = torch.zeros(4)
+    sum_sq = lambda out, tgt: 0.5 * ((out.squeeze(1) - tgt) ** 2).sum()  # noqa: E731
+    (t,) = hutchinson_traces(model, x, y, probes=3, loss_fn=sum_sq, layers=[("w", model)])
+    assert t.trace_mean == pytest.approx((1 + 4 + 9 + 16) / 4, rel=1e-6)
+    assert t.trace_stderr == pytest.approx(0.0, abs=1e-6)
+
+
+def _brevitas_mlp():
+    import brevitas.nn as qnn
+    from brevitas.quant import Int8WeightPerTensorFixedPoint, Int32Bias, Int8ActPerTensorFixedPoint
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True),
+        qnn.QuantLinear(8, 16, bias=True, weight_quant=Int8WeightPerTensorFixedPoint, bias_quant=Int32Bias,
+                        return_quant_tensor=True),
+        qnn.QuantReLU(return_quant_tensor=True),
+        qnn.QuantLinear(16, 3, bias=True, weight_quant=Int8WeightPerTensorFixedPoint, bias_quant=Int32Bias,
+                        return_quant_tensor=False))
+
+
+def test_perturbation_grows_as_bits_shrink_and_matches_the_layers_own_quantizer():
+    model = _brevitas_mlp()
+    x = torch.randn(32, 8)
+    layers = quant_layers(model, x)
+    assert [n for n, _ in layers] == ["1", "3"]
+    lin = layers[0][1]
+    errs = [perturbation(lin, b) for b in (8, 4, 2)]
+    assert 0 < errs[0] < errs[1] < errs[2]
+    q2 = quantized_weight(lin, 2)
+    assert len(torch.unique(q2)) <= 3  # 2-bit narrow range: -1, 0, 1 times the scale
+    set_weight_bits(lin, 2)
+    assert torch.equal(lin.quant_weight().value.detach(), q2)
+    traces = hutchinson_traces(model, x, torch.randint(0, 3, (32,)), probes=4, layers=layers)
+    omega = sensitivities(layers, traces)
+    assert omega.shape == (2, 3)
+    assert np.all(omega >= 0)
+
+
+def _table(rng, n_layers=4, bits=(8, 4, 2)):
+    flash = np.sort(rng.integers(50, 400, (n_layers, len(bits))), axis=1)[:, ::-1].astype(float)  # 8 bits biggest
+    ins = rng.integers(1000, 5000, (n_layers, len(bits))).astype(float)
+    return CostTable([f"l{i}" for i in range(n_layers)], bits, {"flash": 1000.0, "instructions": 500.0},
+                     {"flash": flash, "instructions": ins}, {"ram": 2048.0})
+
+
+def test_ilp_finds_the_brute_force_optimum_within_budgets():
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        costs = _table(rng)
+        omega = np.sort(rng.random((4, 3)), axis=1) * rng.random((4, 1)) * 10
+        budgets = {"flash": 1000 + float(rng.integers(300, 1400)),
+                   "instructions": 500 + float(rng.integers(6000, 16000))}
+        best, best_choice = np.inf, None
+        for choice in itertools.product(range(3), repeat=4):
+            if all(costs.total(r, list(choice)) <= v for r, v in budgets.items()):
+                s = sum(omega[i, j] for i, j in enumerate(choice))
+                if s < best:
+                    best, best_choice = s, choice
+        if best_choice is None:
+            with pytest.raises(InfeasibleBudget):
+                allocate(omega, costs, budgets)
+            continue
+        a = allocate(omega, costs, budgets)
+        assert a.sensitivity == pytest.approx(best)
+        for r, v in budgets.items():
+            assert a.predicted[r] <= v
+        assert set(a.bits.values()) <= {8, 4, 2}
+
+
+def test_ilp_refuses_an_infeasible_budget_with_what_it_needs():
+    costs = _table(np.random.default_rng(2))
+    omega = np.ones((4, 3))
+    least = 1000 + costs.per_layer["flash"].min(axis=1).sum()
+    with pytest.raises(InfeasibleBudget, match=f"flash bytes {least:,.0f}"):
+        allocate(omega, costs, {"flash": least - 1})
+    assert allocate(omega, costs, {"flash": least}).predicted["flash"] == least
+    with pytest.raises(InfeasibleBudget, match="ram"):
+        allocate(omega, costs, {"ram": 1000})
+
+
+def test_pareto_sweep_is_monotone_and_random_assignments_meet_the_budget():
+    rng = np.random.default_rng(3)
+    costs = _table(rng)
+    omega = np.sort(rng.random((4, 3)), axis=1)
+    front = pareto_sweep(omega, costs, "flash", steps=12)
+    assert len(front) >= 2
+    flashes = [a.predicted["flash"] for a in front]
+    sens = [a.sensitivity for a in front]
+    assert flashes == sorted(flashes) and sens == sorted(sens, reverse=True)
+    assert front[-1].choice == [0, 0, 0, 0]  # the largest budget: every layer at 8 bits
+    budget = 1000 + costs.per_layer["flash"].mean(axis=1).sum()
+    for _ in range(5):
+        assert random_assignment(omega, costs, {"flash": budget}, rng).predicted["flash"] <= budget
+
+
+def _run_cli(args, capsys):
+    from edgekit.cli import main
+
+    rc = main(args)
+    return rc, capsys.readouterr()
+
+
+def test_cli_infeasible_flash_budget_is_one_error_line(tmp_path, capsys):
+    rc, cap = _run_cli(["mixed-precision", "--model", "zoo:har-cnn", "--dataset", "har", "--board", "mps2-an386",
+                        "--kernels", "reference", "--max-flash", "1KB", "--train-subset", "64", "-o",
+                        str(tmp_path / "o")], capsys)
+    assert rc == 2
+    err = [line for line in cap.err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "flash bytes" in err[0] and "budget 1,024" in err[0], cap.err
+    assert "Traceback" not in cap.err
+    assert not (tmp_path / "o" / "model.onnx").exists()
+
+
+def test_cli_unknown_zoo_model_is_one_error_line(tmp_path, capsys):
+    rc, cap = _run_cli(["mixed-precision", "--model", "zoo:nope", "--dataset", "digits", "--board", "mps2-an386",
+                        "-o", str(tmp_path / "o")], capsys)
+    assert rc == 2 and cap.err.strip().startswith("error: unknown zoo model 'zoo:nope'")
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_meets_measured_budgets(tmp_path, capsys):
+    out = tmp_path / "mp"
+    rc, cap = _run_cli(["mixed-precision", "--model", "zoo:har-cnn", "--dataset", "har", "--board", "mps2-an386",
+                        "--kernels", "reference", "--max-flash", "6KB", "--max-ram", "16KB", "--train-subset", "128",
+                        "--pretrain-epochs", "1", "--epochs", "1", "--probes", "2", "--calibration", "64",
+                        "-o", str(out)], capsys)
+    assert rc == 0, cap.err
+    s = json.loads((out / "report.json").read_text())
+    m = s["result"]["measured"]
+    assert m["bit_exact"] and m["flash_bytes"] <= 6 * 1024 and m["ram_bytes"] <= 16 * 1024
+    bits = json.loads((out / "assignment.json").read_text())["bits"]
+    assert set(bits) == {"features.0", "features.3", "features.6", "fc"} and set(bits.values()) <= {8, 4, 2}
+    assert any(b < 8 for b in bits.values())  # 6 KB cannot hold the all-8-bit model (9 KB)
+    for f in ("model.onnx", "build/manifest.json", "accuracy_flash.svg", "report.txt", "pareto.json"):
+        assert (out / f).is_file(), f
+    assert (out / "accuracy_flash.svg").read_text().lstrip().startswith("<?xml")
+    assert "bit-exact on mps2-an386: yes" in cap.out
+
+
+def test_python_api_applies_the_allocation_and_fine_tunes():
+    from edgekit.qat import mixed_precision
+    from edgekit.qat.hessian import weight_bits
+
+    model = _brevitas_mlp()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((96, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    # layer "3" costs the same at every width; the budget only fits layer "1" at 2 bits
+    costs = CostTable(["1", "3"], (8, 4, 2), {"flash": 100.0},
+                      {"flash": np.array([[128.0, 64.0, 32.0], [48.0, 48.0, 48.0]])})
+    before = [p.detach().clone() for p in model.parameters()]
+    res = mixed_precision(model, (x, y), {"flash": 100 + 32 + 48}, costs, epochs=1, probes=2, calibration=64)
+    assert res.allocation.bits["1"] == 2
+    assert [weight_bits(m) for _, m in quant_layers(model)] == [res.allocation.bits["1"], res.allocation.bits["3"]]
+    assert res.allocation.predicted["flash"] <= 180
+    assert len(res.traces) == 2 and res.omega.shape == (2, 3)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # fine-tuned
