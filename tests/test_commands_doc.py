@@ -9,6 +9,7 @@ still be in the docs, so they cannot go stale.
 """
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -29,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 # commands on a build directory: run on every kind of build
-BUILD_DIR_COMMANDS = {"verify", "report", "profile", "export", "flash"}
+BUILD_DIR_COMMANDS = {"verify", "report", "profile", "export", "flash", "validate"}
 # commands that run long (training, searches, benches, campaigns): the slow test, shortened where
 # the docs' settings would take tens of minutes (the extra options are appended, never replaced)
 SHORTENED = {"nas": ["--trials", "2", "--epochs", "1", "--calibration", "3", "--verify-top", "1"],
@@ -47,7 +48,7 @@ DOCUMENTED_ERRORS = {
 }
 # lines that show a command's syntax rather than a command to run
 SYNOPSES = {"edgekit fuzz --count 200 --seed 0 --board mps2-an386 [--kernels reference|optimized] [--fpga] --out DIR "
-            "[--json]"}
+            "[--json]", "edgekit nas ... -o nas_out/"}
 
 
 def _doc_lines(path: Path):
@@ -131,7 +132,12 @@ def files(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("doc_commands")
     onnx = export_qonnx(make_mlp("int8-pow2", input_shape=(16,), hidden=(8,), n_out=5), torch.zeros(1, 16),
                         d / "model.onnx")
-    return {"dir": d, "onnx": onnx, "tflite": depthwise_tflite(d / "model.tflite")}
+    # the same network in float, the reference `validate --float-model` compares with
+    torch.manual_seed(0)
+    float_mlp = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 5)).eval()
+    torch.onnx.export(float_mlp, (torch.zeros(1, 16),), str(d / "float.onnx"), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+    return {"dir": d, "onnx": onnx, "tflite": depthwise_tflite(d / "model.tflite"), "float_onnx": d / "float.onnx"}
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +151,15 @@ def builds(files) -> dict:
            "tflite": build(files["tflite"], "cortex-m4", "mps2-an386", d / "b_tflite").out_dir}
     if _hls_available():
         out["fpga"] = build(files["onnx"], "fpga", "pynq-z2", d / "b_fpga").out_dir
+    rng = np.random.default_rng(0)
     for kind, bd in list(out.items()):
         graph = Graph.load(bd)
         x = generate_inputs(graph, 8, seed=1)
         np.save(d / f"{kind}_x.npy", x)
         np.save(d / f"{kind}_codes.npy", quantize_input(graph, x))
+        shape = graph.tensors[graph.outputs[0]].shape
+        np.save(d / f"{kind}_labels.npy", rng.integers(0, shape[-1], 8))  # class ids
+        np.save(d / f"{kind}_targets.npy", rng.normal(size=(8, *shape)).astype(np.float32))  # a regressor's targets
     return out
 
 
@@ -158,7 +168,11 @@ def _argv(line: str, kind: str | None, files: dict, builds: dict, work: Path) ->
     words = shlex.split(line, comments=True)[1:]
     argv, prev = [], None
     for i, w in enumerate(words):
-        if w.endswith(".onnx"):
+        if prev == "--float-model":
+            w = str(files["float_onnx"])
+        elif prev == "--labels":
+            w = str(files["dir"] / f"{kind}_{'targets' if 'target' in w else 'labels'}.npy")
+        elif w.endswith(".onnx"):
             w = str(files["onnx"])
         elif w.endswith(".tflite"):
             w = str(files["tflite"])
@@ -174,13 +188,20 @@ def _argv(line: str, kind: str | None, files: dict, builds: dict, work: Path) ->
 
 
 def _documented_for(line: str) -> set[str]:
-    """The kinds of build a build-directory command is shown with: out_fpga/ -> fpga, else the two
-    Cortex-M builds (the docs use out/ for QONNX and TFLite builds alike)."""
-    return {"fpga"} if shlex.split(line, comments=True)[2].startswith("out_fpga") else {"cortexm", "tflite"}
+    """The kinds of build a build-directory command is shown with: out_fpga/ -> fpga, a float reference
+    model -> the QONNX build it was trained as, else the two Cortex-M builds (the docs use out/ for QONNX
+    and TFLite builds alike)."""
+    words = shlex.split(line, comments=True)
+    if words[2].startswith("out_fpga"):
+        return {"fpga"}
+    return {"cortexm"} if "--float-model" in words else {"cortexm", "tflite"}
 
 
 def _run(capsys, argv: list[str]) -> tuple[int, str, str]:
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse refused the arguments (usage line, exit 2)
+        code = e.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -195,6 +216,8 @@ def _check(line: str, kind: str | None, code: int, out: str, err: str, documente
         assert code == 0, where
     else:  # another kind of build: it works, or one line says why not
         assert code == 0 or (code == 2 and err.startswith("error: ") and err.count("\n") == 1), where
+    if "--json" in line.split() and code in (0, 1):
+        json.loads(out)  # stdout is one JSON document and nothing else
 
 
 def _cases(fast: bool):
