@@ -159,12 +159,24 @@ def test_cli_infeasible_flash_budget_is_one_error_line(tmp_path, capsys):
     err = [line for line in cap.err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "flash bytes" in err[0] and "budget 1,024" in err[0], cap.err
     assert "Traceback" not in cap.err
-    assert not (tmp_path / "o" / "model.onnx").exists()
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-flash", "6QB"], "error: --max-flash: cannot read a size from '6QB'"),
+    ([], "error: give at least one budget"),
+    (["--max-flash", "0"], "error: budgets must be positive"),
+])
+def test_cli_bad_budget_options_are_one_error_line(args, message, tmp_path, capsys):
+    rc, cap = _run_cli(["mixed-precision", "--model", "zoo:har-cnn", "--dataset", "har", "--board", "mps2-an386",
+                        *args, "-o", str(tmp_path / "o")], capsys)
+    assert rc == 2 and cap.err.strip().startswith(message) and len(cap.err.strip().splitlines()) == 1, cap.err
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_unknown_zoo_model_is_one_error_line(tmp_path, capsys):
     rc, cap = _run_cli(["mixed-precision", "--model", "zoo:nope", "--dataset", "digits", "--board", "mps2-an386",
-                        "-o", str(tmp_path / "o")], capsys)
+                        "--max-flash", "8KB", "-o", str(tmp_path / "o")], capsys)
     assert rc == 2 and cap.err.strip().startswith("error: unknown zoo model 'zoo:nope'")
 
 
