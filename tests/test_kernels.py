@@ -215,7 +215,7 @@ def _sxtb16(word: int, ror: bool) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("n", [1, 2, 4])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
 def test_dw3_int8_row_macs_compute_each_output_from_the_bias(n, stride):
     """The MACs dw3_int8 emits for a block of n outputs, interpreted over random ring rows and int8
     weights, equal the direct 3-tap dot products plus the bias: every accumulator starts from the
