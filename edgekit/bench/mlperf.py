@@ -89,7 +89,7 @@ def layer_kind(node, graph) -> str:
         if (kh, kw) == (1, 1):
             return "pointwise 1x1" + (" + add" if a.get("residual") else "")
         cin = graph.tensors[node.inputs[0]].shape[-1]
-        return f"conv {kh}x{kw}" + (f" ({cin} input channels)" if cin <= 4 else "")
+        return f"conv {kh}x{kw}" + (f" ({cin} input channel{'s' if cin > 1 else ''})" if cin <= 4 else "")
     return "dense" if node.op == "dense" else "other"
 
 
