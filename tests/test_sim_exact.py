@@ -357,3 +357,34 @@ def test_thresholds_passed_matches_counting(channels, count):
     for j in range(count):
         want += x >= thresholds[:, j]
     np.testing.assert_array_equal(thresholds_passed(x, thresholds), want)
+
+
+def test_mul_dbl_equals_the_gemmlowp_composition():
+    """TFLite's double rounding with fewer passes equals rdbp(srdhm(wrap32(x << left), M), right)."""
+    from edgekit.ir.contract import INT32_MAX, INT32_MIN, mul_dbl, rdbp, srdhm, tflite_requant
+
+    def composed(x, m, s, left_shift=0):
+        s = np.asarray(s, np.int64)
+        left = np.maximum(31 - s, 0) + left_shift
+        xs = ((np.asarray(x, np.int64) << left) + 2**31) % 2**32 - 2**31
+        return rdbp(srdhm(xs, m), np.maximum(s - 31, 0))
+
+    rng = np.random.default_rng(13)
+    x = np.concatenate([rng.integers(INT32_MIN, INT32_MAX + 1, 5000), rng.integers(-3000, 3000, 5000),
+                        np.array([INT32_MIN, INT32_MAX, 0, -1, 1])])
+    for ratio in (0.3, 0.0007, 1e-6, 0.5, 1.7, 3.0, 2.0 ** -20):
+        rq = tflite_requant(np.array([ratio]), 0, -128, 127)
+        m, s = np.asarray(rq.multiplier), np.asarray(rq.shift)
+        np.testing.assert_array_equal(mul_dbl(x, m, s), composed(x, m, s))
+    # per channel, ties of the final division, a left shift that wraps, out-of-int32 inputs
+    rq = tflite_requant(rng.uniform(1e-5, 2.0, 8), 0, -128, 127)
+    m, s = np.asarray(rq.multiplier), np.asarray(rq.shift)
+    xc = rng.integers(-(1 << 20), 1 << 20, (700, 8))
+    np.testing.assert_array_equal(mul_dbl(xc, m, s), composed(xc, m, s))
+    np.testing.assert_array_equal(mul_dbl(xc, m, s, left_shift=20), composed(xc, m, s, 20))
+    big = np.array([INT32_MAX + 5, INT32_MIN - 7, 1 << 40])
+    np.testing.assert_array_equal(mul_dbl(big, m[:1], s[:1]), composed(big, m[:1], s[:1]))
+    ties = (np.arange(-50, 50) * 2 + 1) << 30  # (x * 2^31) products whose final shift lands on halves
+    np.testing.assert_array_equal(mul_dbl(ties, np.array([1 << 30]), np.array([33])),
+                                  composed(ties, np.array([1 << 30]), np.array([33])))
+    assert mul_dbl(np.int64(-5), 1 << 30, 33) == composed(np.int64(-5), 1 << 30, 33)

@@ -382,10 +382,29 @@ def mul_dbl(x: np.ndarray, m, s, left_shift: int = 0) -> np.ndarray:
     C: ``ek_mul_dbl``.
     """
     s = np.asarray(s, dtype=np.int64)
+    m = np.asarray(m, dtype=np.int64)
     left = np.maximum(31 - s, 0) + left_shift
     right = np.maximum(s - 31, 0)
-    xs = _wrap32(np.asarray(x, dtype=np.int64) << left)
-    return rdbp(srdhm(xs, m), right)
+    x = np.asarray(x, dtype=np.int64)
+    if left.any() or x.ndim == 0 or (x.size and (x.min() < INT32_MIN or x.max() > INT32_MAX)):
+        xs = _wrap32(x << left)
+    else:
+        xs = x  # already int32 values, nothing shifted: the wrap changes nothing
+    if x.ndim == 0 or np.any(m == INT32_MIN):  # the saturating case (and scalars): the plain composition
+        return rdbp(srdhm(xs, m), right)
+    # The same arithmetic with fewer passes over a large array (tests/test_sim_exact.py):
+    # srdhm with m != INT32_MIN is (xs * m + 2^30) >> 31, and rdbp by e > 0 is
+    # (y + 2^(e-1) - (y < 0)) >> e (ties away from zero).
+    y = xs * m
+    y += np.int64(1 << 30)
+    y >>= 31
+    if right.any():
+        shifting = right > 0
+        below_zero = (y < 0) & shifting
+        y += (np.int64(1) << np.maximum(right - 1, 0)) * shifting
+        y -= below_zero
+        y >>= right
+    return y
 
 
 def quantize_multiplier_tflite(ratio: float) -> tuple[int, int]:
