@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .backends import backend_named
 from .backends.base import Backend, BuildReport
-from .build import build, build_summary
+from .build import build, build_summary, resolve_target
 from .builddir import BuildResult
 from .errors import BuildDirError
 from .manifest import Manifest, load_manifest
@@ -20,7 +20,8 @@ from .validation import ValidationReport, validate
 from .verify import verify
 
 __all__ = ["BuildReport", "BuildResult", "Manifest", "ValidationReport", "VerifyReport", "build", "build_summary",
-           "export", "flash", "generate_inputs", "load_manifest", "profile", "quantize", "report", "validate", "verify"]
+           "export", "flash", "generate_inputs", "load_manifest", "profile", "quantize", "report", "resolve_target",
+           "validate", "verify"]
 
 
 def _backend_for(build_dir: Path, command: str) -> tuple[Backend, Manifest]:

@@ -1,7 +1,9 @@
 """The ``edgekit`` command line: a thin layer over :mod:`edgekit.api`.
 
 User errors (EdgekitError) print one ``error:`` line and exit 2; a failed
-verification exits 1; an internal error exits 3 (EDGEKIT_DEBUG=1 shows its traceback).
+verification (or an FPGA build that does not fit its part) exits 1; an internal error exits 3
+(EDGEKIT_DEBUG=1 shows its traceback). With ``--json`` every command prints one JSON document on
+stdout and nothing else there (progress is off). A closed stdout (``| head``) ends quietly.
 """
 from __future__ import annotations
 
@@ -12,15 +14,39 @@ import sys
 
 from .version import __version__
 from .errors import EdgekitError
+from .progress import set_quiet
+
+
+def _print_json(doc) -> None:
+    print(json.dumps(doc, indent=1))
 
 
 def _cmd_build(args) -> int:
-    from .api import build, build_summary
+    from .api import build, build_summary, resolve_target
 
-    res = build(args.model, args.target, args.board, args.output, kernels=args.kernels, optimize=args.optimize, backend=args.backend,
-                io_type=args.io_type, reuse_factor=args.reuse_factor)
-    print(build_summary(res))
+    target = resolve_target(args.target, args.board)
+    if args.allow_overfit and target != "fpga":
+        raise EdgekitError("--allow-overfit applies to --target fpga only (a Cortex-M build that does not fit its "
+                           "board's memory is refused)")
+    res = build(args.model, target, args.board, args.output, kernels=args.kernels, optimize=args.optimize,
+                backend=args.backend, io_type=args.io_type, reuse_factor=args.reuse_factor)
+    overfit = res.manifest.fits is False and not args.allow_overfit
+    if args.json:
+        _print_json({"build_dir": str(res.out_dir), "fits": res.manifest.fits, "manifest": res.manifest.to_json()})
+    else:
+        print(build_summary(res))
+    if overfit:  # an estimate, so the build stays for report/export; the exit status says it does not fit
+        print(f"error: {res.out_dir} does not fit {res.manifest.part} ({res.manifest.board}) by the estimate; "
+              f"{_fpga_advice(res)}; or pass --allow-overfit to accept it", file=sys.stderr)
+        return 1
     return 0
+
+
+def _fpga_advice(res) -> str:
+    from .backends.hls.build import load_estimates
+    from .backends.hls.estimate import overfit_advice
+
+    return overfit_advice(load_estimates(res.out_dir, res.manifest))
 
 
 def _cmd_verify(args) -> int:
@@ -28,7 +54,7 @@ def _cmd_verify(args) -> int:
 
     rep = verify(args.build_dir, inputs=args.inputs, count=args.count, seed=args.seed, skip=tuple(args.skip or ()),
                  codes=args.codes, timeout=args.timeout)
-    print(json.dumps(rep.to_json(), indent=1) if args.json else rep.table())
+    _print_json(rep.to_json()) if args.json else print(rep.table())
     return 0 if rep.ok else 1
 
 
@@ -37,9 +63,12 @@ def _cmd_report(args) -> int:
 
     rep = report(args.build_dir)
     page = str(rep.page) if rep.page else None
-    print(json.dumps(dict(rep.to_json(), page=page), indent=1) if args.json else rep.text())
-    if page and not args.json:
-        print(f"report page: {page}")
+    if args.json:
+        _print_json(dict(rep.to_json(), page=page))
+    else:
+        print(rep.text())
+        if page:
+            print(f"report page: {page}")
     return 0
 
 
@@ -50,13 +79,28 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_targets(args) -> int:
+    from dataclasses import asdict
+
+    from .backends.hls.boards import get_fpga_board, list_fpga_boards
     from .targets import get_board, get_core, list_boards, list_cores
 
-    for c in list_cores():
-        print(f"core  {c:<14} {get_core(c).description}")
-    for b in list_boards():
-        bd = get_board(b)
-        print(f"board {b:<14} {bd.description} (flash {bd.flash.length // 1024} KiB, RAM {bd.ram.length // 1024} KiB)")
+    cores = [get_core(c) for c in list_cores()]
+    boards = [get_board(b) for b in list_boards()]
+    fpgas = [get_fpga_board(b) for b in list_fpga_boards()]
+    if args.json:
+        _print_json({"cores": [asdict(c) for c in cores], "boards": [b.to_json() for b in boards],
+                     "fpga_boards": [f.to_json() for f in fpgas]})
+        return 0
+    width = max(len(x.name) for x in (*cores, *boards, *fpgas))
+    for c in cores:
+        print(f"core  {c.name:<{width}} {c.description}")
+    for bd in boards:
+        print(f"board {bd.name:<{width}} {bd.description} (core {bd.core}, flash {bd.flash.length // 1024} KiB, "
+              f"RAM {bd.ram.length // 1024} KiB{', emulated' if bd.emulated else ''})")
+    for f in fpgas:
+        r = f.resources
+        print(f"fpga  {f.name:<{width}} {f.description} (--target fpga; part {f.part}: {r['lut']:,} LUT, {r['ff']:,} FF, "
+              f"{r['dsp']:,} DSP, {r['bram18']:,} BRAM18)")
     return 0
 
 
@@ -64,10 +108,17 @@ def _cmd_targets(args) -> int:
 def _cmd_flash(args) -> int:
     from .api import flash
 
+    # the firmware's lines go to stdout as they come, or to stderr when stdout carries the JSON
+    stream = sys.stderr if args.json else sys.stdout
     res = flash(args.build_dir, board=args.board, probe=args.probe, uid=args.uid, inputs=args.inputs,
                 count=args.count, seed=args.seed, timeout=args.timeout,
-                on_line=lambda line: print(f"  | {line}", flush=True))
-    print(res.summary())
+                on_line=lambda line: print(f"  | {line}", file=stream, flush=True))
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json({**asdict(res), "ok": res.ok})
+    else:
+        print(res.summary())
     return 0 if res.ok else 1
 
 
@@ -76,8 +127,10 @@ def _cmd_profile(args) -> int:
 
     rep = profile(args.build_dir, board=args.board, inputs=args.inputs, count=args.count, seed=args.seed,
                   vector=args.vector)
-    print(json.dumps(rep.to_json(), indent=1) if args.json else rep.table())
-    if not args.json:
+    if args.json:
+        _print_json(rep.to_json())
+    else:
+        print(rep.table())
         print("wrote " + ", ".join(str(p) for p in rep.written))
     return 0
 
@@ -85,26 +138,31 @@ def _cmd_profile(args) -> int:
 def _cmd_export(args) -> int:
     from .api import export
 
-    _, what = export(args.build_dir, args.output)
-    print(what)
+    dest, what = export(args.build_dir, args.output)
+    _print_json({"build_dir": str(args.build_dir), "output": str(dest), "summary": what}) if args.json else print(what)
     return 0
 # --- end commands on a build directory ---
 
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description="From quantization-aware training to verified "
-                                "firmware: build QONNX models for Cortex-M and prove every stage bit-exact.")
+                                "firmware: build QONNX or int8 TFLite models for Cortex-M (or QONNX models for "
+                                "FPGAs, through hls4ml) and prove every stage bit-exact. Every command takes --json.")
     p.add_argument("--version", action="version", version=f"edgekit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    b = sub.add_parser("build", help="compile a QONNX model into C sources, a host runner and firmware",
-                       description="Load and clean a QONNX model, lower it to edgekit's integer IR, plan memory, "
-                       "generate C and cross-compile firmware for a board. The output directory is written only "
-                       "if every step succeeds.")
-    b.add_argument("model", help="QONNX file (e.g. exported with brevitas.export.export_qonnx)")
-    b.add_argument("--target", required=True, help="core, e.g. cortex-m4 (see `edgekit targets`), or fpga "
-                   "(an hls4ml project: docs/fpga.md)")
-    b.add_argument("--board", help="board, e.g. mps2-an386 (see `edgekit targets`)")
+    b = sub.add_parser("build", help="compile a QONNX or int8 TFLite model into C sources, a host runner and "
+                       "firmware (or an hls4ml project for an FPGA)",
+                       description="Load a QONNX model (or an int8 .tflite model), lower it to edgekit's integer IR, "
+                       "plan memory, generate C and cross-compile firmware for a board; with an FPGA board, write "
+                       "an hls4ml project instead. The output directory is written only if every step succeeds. "
+                       "Exits 1 when an FPGA build's estimate does not fit its part (the build is kept; "
+                       "--allow-overfit accepts it).")
+    b.add_argument("model", help="QONNX file (.onnx, e.g. exported with brevitas.export.export_qonnx) or int8 "
+                   "TFLite file (.tflite; Cortex-M targets only)")
+    b.add_argument("--target", help="core, e.g. cortex-m4, or fpga (an hls4ml project: docs/fpga.md); default: the "
+                   "one the board fixes (see `edgekit targets`)")
+    b.add_argument("--board", help="board, e.g. mps2-an386 or pynq-z2 (see `edgekit targets`)")
     b.add_argument("-o", "--output", required=True, help="build directory to create")
     b.add_argument("--kernels", choices=["optimized", "reference"], help="optimized (default): DSP-extension "
                    "kernels where the core has them and a layer fits (docs/kernels.md); reference: the portable "
@@ -118,15 +176,19 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--io-type", choices=["io_parallel", "io_stream"], help="with --target fpga: hls4ml I/O type "
                    "(io_parallel)")
     b.add_argument("--reuse-factor", type=int, metavar="N", help="with --target fpga: multiplications per "
-                   "multiplier (1 = fully parallel)")
+                   "multiplier (1 = fully parallel); a build that does not fit names the smallest that fits")
+    b.add_argument("--allow-overfit", action="store_true", help="with --target fpga: exit 0 even when the "
+                   "estimated resources exceed the part's")
     # --- end FPGA ---
+    b.add_argument("--json", action="store_true", help="print the build's manifest as JSON")
     b.set_defaults(func=_cmd_build)
 
-    v = sub.add_parser("verify", help="prove qonnx, simulator, host C and emulated firmware agree",
-                       description="Run test vectors through qonnx, the integer simulator, the host build and the "
-                       "firmware on the emulated board and compare outputs element by element (a real board's build runs "
-                       "on the emulated board with the same core, relinked). Exits 1 if a stage that must be exact "
-                       "differs.")
+    v = sub.add_parser("verify", help="prove every stage of a build computes the same integers",
+                       description="Run test vectors through edgekit's integer simulator (the reference), the "
+                       "reference stage (qonnx for a QONNX build, TFLite Micro's interpreter for a .tflite build) and "
+                       "the build's own stages (Cortex-M: the host build and the firmware on the emulated board, a real "
+                       "board's build relinked for the emulated board with the same core; FPGA: hls4ml's C-simulation) "
+                       "and compare outputs element by element. Exits 1 if a stage that must be exact differs.")
     v.add_argument("build_dir", help="directory written by `edgekit build`")
     v.add_argument("--inputs", help="float inputs (.npy) in the model's input layout, shape (N, ...)")
     v.add_argument("--codes", help="raw integer input codes (.npy, e.g. int8 for TFLite models), used as they are")
@@ -140,7 +202,8 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_cmd_verify)
 
-    r = sub.add_parser("report", help="print the per-layer report of a build (shapes, MACs, memory plan)",
+    r = sub.add_parser("report", help="print the per-layer report of a build (Cortex-M: shapes, MACs, memory "
+                       "plan; FPGA: precisions, resource and latency estimates)",
                        description="Per-layer report of a build directory. Cortex-M: op, shapes, MACs, weight "
                        "bytes, activation bytes, arena offsets and live arena bytes (the build also writes it as "
                        "report.txt, report.json and report.html, with a memory-over-time plot). FPGA: the "
@@ -155,11 +218,13 @@ def make_parser() -> argparse.ArgumentParser:
                         description="Benchmarks against recorded peer data in ../shared/peers. zoo: build and verify "
                         "the model zoo on the emulated board and compare peak RAM with TFLM's arena. mlperf-tiny: the three MLPerf Tiny "
                         "int8 models with reference and optimized kernels: bit-exactness against the TFLite Micro "
-                        "goldens, instructions per inference, peak RAM and code flash against TFLM + CMSIS-NN.")
+                        "goldens, instructions per inference, peak RAM and code flash against TFLM + CMSIS-NN. sim: the integer "
+                        "simulator's time at --batch against qonnx's execution (TFLite Micro's for .tflite), and where it goes.")
     bn.add_argument("suite", choices=sorted(SUITES))
     bn.add_argument("--models", help="comma-separated subset (zoo: ds-cnn,resnet8,fc-autoencoder,mobilenetv1-0.25,har-cnn; "
-                    "mlperf-tiny: kws,resnet,ad,vww)")
+                    "mlperf-tiny: kws,resnet,ad,vww; sim: those, the QONNX zoo files, or .onnx/.tflite paths)")
     bn.add_argument("--count", type=int, default=16, help="vectors verified per model (16)")
+    bn.add_argument("--batch", type=int, default=256, help="sim: samples per batch (256); see docs/simulator.md")
     bn.add_argument("--board", help="mlperf-tiny: the emulated board to measure on (mps2-an386, the Cortex-M4 of the "
                     "recorded peer figures; mps2-an500: Cortex-M7, also recorded; mps3-an547: Cortex-M55 with Helium)")
     bn.add_argument("--vww-model", help="mlperf-tiny: the visual wake words .tflite to measure (default: "
@@ -169,8 +234,10 @@ def make_parser() -> argparse.ArgumentParser:
     bn.add_argument("--json", action="store_true", help="print JSON")
     bn.set_defaults(func=_cmd_bench)
 
-    t = sub.add_parser("targets", help="list the cores and boards edgekit knows",
-                       description="List cores (--target) and boards (--board) from targets/.")
+    t = sub.add_parser("targets", help="list the cores, boards and FPGA boards edgekit knows",
+                       description="List cores (--target), microcontroller boards and FPGA boards (--board; an FPGA "
+                       "board builds with --target fpga) from targets/.")
+    t.add_argument("--json", action="store_true", help="print JSON")
     t.set_defaults(func=_cmd_targets)
 
     # --- commands on a build directory ---
@@ -186,6 +253,8 @@ def make_parser() -> argparse.ArgumentParser:
     f.add_argument("--count", type=int, default=16, help="number of generated vectors without --inputs (16)")
     f.add_argument("--seed", type=int, default=0, help="seed for generated vectors (0)")
     f.add_argument("--timeout", type=float, default=120.0, help="seconds the run may take (120)")
+    f.add_argument("--json", action="store_true", help="print the result as JSON (the firmware's lines go to "
+                   "stderr)")
     f.set_defaults(func=_cmd_flash)
 
     pr = sub.add_parser("profile", help="exact instruction counts per layer on an emulated board, cycle estimate",
@@ -208,6 +277,7 @@ def make_parser() -> argparse.ArgumentParser:
                        "without Python or edgekit. FPGA: the hls4ml project, ready for Vitis/Vivado HLS.")
     e.add_argument("build_dir", help="directory written by `edgekit build`")
     e.add_argument("-o", "--output", required=True, help="project folder to write")
+    e.add_argument("--json", action="store_true", help="print where the project went as JSON")
     e.set_defaults(func=_cmd_export)
     # --- end commands on a build directory ---
     # --- architecture search (issue 8): edgekit/nas ---
@@ -232,8 +302,17 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    set_quiet(getattr(args, "json", False))
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # the reader of stdout went away (`edgekit ... | head`): Python's documented remedy, so that
+        # flushing at exit does not raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
     except EdgekitError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

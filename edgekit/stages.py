@@ -137,23 +137,8 @@ def qonnx_stage(model_path: Path, graph: Graph, x: np.ndarray, ref: np.ndarray, 
     Must be exact only for power-of-two models whose accumulators stay below 2^24 and
     that use no approximated op (graph.meta["inexact"]); otherwise the difference is reported.
     """
-    out_t = graph.tensors[graph.outputs[0]]
-    iq = graph.input_quant
-    if iq.annotation:  # no input quantizer in the graph: qonnx gets the grid points the codes stand for
-        grid = (quantize_on_host(graph, x) - iq.zero_point) * np.float64(iq.scale)
-        x = unapply_pre_ops(iq, grid)
-        if not np.array_equal(apply_pre_ops(iq, x).ravel(), grid.astype(np.float32).ravel()):
-            raise VerificationError("the input's float pre-processing cannot be inverted exactly in float32, "
-                                    "so qonnx cannot be fed the input grid; verify with --skip qonnx")
-    y = run_qonnx(model_path, x).astype(np.float64)
-    post_ops = graph.meta.get("output_post_ops") or []
-    if y.ndim in (3, 4):  # channels-first feature map: compare in the IR's channels-last order
-        y = np.moveaxis(y, 1, -1)
-    y = y.reshape(x.shape[0], -1)
-    scale = np.resize(np.asarray(out_t.scale, np.float64), y.shape[1])  # per channel: last IR axis
-    for step, c in reversed(post_ops):  # float arithmetic after the last layer, undone in float64
-        y = INVERSE_STEPS[step](y, np.resize(np.asarray(c, np.float64), y.shape[1]))
-    q = dequantized_to_codes(y, scale, out_t.zero_point)
+    x = qonnx_input(graph, x)
+    q = qonnx_output_codes(graph, run_qonnx(model_path, x))
     float_exact = bool(graph.meta.get("qonnx_float_exact", True))
     inexact = graph.meta.get("inexact", [])
     note = "" if pow2 else "float scales: qonnx rounds in float32, edgekit uses Q31 multipliers"
@@ -162,6 +147,33 @@ def qonnx_stage(model_path: Path, graph: Graph, x: np.ndarray, ref: np.ndarray, 
     if pow2 and inexact:
         note = "; ".join(inexact)
     return compare("qonnx (float32)", q, ref, pow2 and float_exact and not inexact, note)
+
+
+def qonnx_input(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """What qonnx is fed for the float samples ``x``: ``x`` itself, or, for a graph without an
+    input quantizer (an input annotation), the grid points that the codes stand for."""
+    iq = graph.input_quant
+    if not iq.annotation:
+        return x
+    grid = (quantize_on_host(graph, x) - iq.zero_point) * np.float64(iq.scale)
+    x = unapply_pre_ops(iq, grid)
+    if not np.array_equal(apply_pre_ops(iq, x).ravel(), grid.astype(np.float32).ravel()):
+        raise VerificationError("the input's float pre-processing cannot be inverted exactly in float32, "
+                                "so qonnx cannot be fed the input grid; verify with --skip qonnx")
+    return x
+
+
+def qonnx_output_codes(graph: Graph, y: np.ndarray) -> np.ndarray:
+    """qonnx's float output as the output tensor's codes, (N, output size), in the IR's order."""
+    out_t = graph.tensors[graph.outputs[0]]
+    y = np.asarray(y, np.float64)
+    if y.ndim in (3, 4):  # channels-first feature map: compare in the IR's channels-last order
+        y = np.moveaxis(y, 1, -1)
+    y = y.reshape(y.shape[0], -1)
+    scale = np.resize(np.asarray(out_t.scale, np.float64), y.shape[1])  # per channel: last IR axis
+    for step, c in reversed(graph.meta.get("output_post_ops") or []):  # float arithmetic after the last layer, undone
+        y = INVERSE_STEPS[step](y, np.resize(np.asarray(c, np.float64), y.shape[1]))
+    return dequantized_to_codes(y, scale, out_t.zero_point)
 
 
 def quantize_on_host(graph: Graph, x: np.ndarray) -> np.ndarray:
@@ -173,20 +185,34 @@ def quantize_on_host(graph: Graph, x: np.ndarray) -> np.ndarray:
 
 
 def run_qonnx(model_path: Path, x: np.ndarray) -> np.ndarray:
+    return qonnx_executor(model_path, x.shape[0])(x)
+
+
+def qonnx_executor(model_path: Path, batch: int):
+    """qonnx's execution of the model (cleaned, at batch size ``batch``): a function of the
+    float input returning the float output; qonnx's errors become one VerificationError line."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
     from qonnx.transformation.change_batchsize import ChangeBatchSize
     from qonnx.util.cleanup import cleanup_model
 
-    try:
-        model = ModelWrapper(str(model_path))
-        model = cleanup_model(model.transform(ChangeBatchSize(x.shape[0])))
-        iname, oname = model.graph.input[0].name, model.graph.output[0].name
-        return execute_onnx(model, {iname: x.astype(np.float32)})[oname]
-    except Exception as e:  # qonnx's own errors on a graph it cannot run: one line, not its traceback
+    def failed(e: Exception) -> VerificationError:  # qonnx's own errors on a graph it cannot run: one line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].strip()
-        raise VerificationError(f"{model_path}: qonnx cannot execute the model ({type(e).__name__}: {first}); "
-                                "verify --skip qonnx checks the other stages") from None
+        return VerificationError(f"{model_path}: qonnx cannot execute the model ({type(e).__name__}: {first}); "
+                                 "verify --skip qonnx checks the other stages")
+
+    try:
+        model = cleanup_model(ModelWrapper(str(model_path)).transform(ChangeBatchSize(batch)))
+        iname, oname = model.graph.input[0].name, model.graph.output[0].name
+    except Exception as e:
+        raise failed(e) from None
+
+    def execute(x: np.ndarray) -> np.ndarray:
+        try:
+            return execute_onnx(model, {iname: x.astype(np.float32)})[oname]
+        except Exception as e:
+            raise failed(e) from None
+    return execute
 
 
 def compare(name: str, got: np.ndarray, ref: np.ndarray, exact: bool, note: str = "") -> StageResult:

@@ -20,6 +20,7 @@ from .errors import VerificationError
 from .ir.graph import Graph
 from .manifest import load_manifest
 from .pages import VERIFY_RECORD, write_page
+from .progress import track
 from .sim import quantize_input, simulate
 from .stages import (StageResult, VerifyReport, check_timeout, compare, load_codes, load_float_inputs,
                      power_of_two_model, qonnx_stage, run_tflite_reference, tflite_reference_available)
@@ -75,9 +76,9 @@ def verify(build_dir: str | Path, inputs: str | Path | np.ndarray | None = None,
     ref = simulate(graph, codes)[graph.outputs[0]].reshape(n, -1)
     ctx = VerifyContext(build_dir, manifest, graph, x, codes, ref, source, power_of_two_model(graph), timeout)
     results = [StageResult("simulator", True, int(ref.size), 0, 0, "reference")]
-    if REFERENCE_STAGE in stages:
-        results.append(_reference_stage(ctx))
-    results += [backend.run_stage(s, ctx) for s in backend.verify_stages if s in stages]
+    todo = [s for s in known if s in stages]
+    for s in track(todo, f"verify {build_dir.name}: {', '.join(todo)}"):
+        results.append(_reference_stage(ctx) if s == REFERENCE_STAGE else backend.run_stage(s, ctx))
     report = backend.verify_report(ctx, results)
     _record(build_dir, report)
     return report

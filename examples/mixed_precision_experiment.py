@@ -83,7 +83,7 @@ def main() -> int:
     lo = costs.base["flash"] + costs.per_layer["flash"].min(axis=1).sum()
     hi = costs.base["flash"] + costs.per_layer["flash"].max(axis=1).sum()
     budgets = [round(lo + f * (hi - lo)) for f in map(float, args.budgets.split(","))]
-    results = {"dataset": data.description, "model": args.model, "board": args.board, "kernels": args.kernels,
+    results = {"dataset_name": args.dataset, "dataset": data.description, "model": args.model, "board": args.board, "kernels": args.kernels,
                "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "probes": args.probes,
                "stability": stability, "omega": omega.tolist(), "layers": costs.layers,
                "flash_range": [lo, hi], "budgets": budgets, "runs": [],
@@ -176,7 +176,9 @@ def write_table(results: dict, out: Path) -> None:
     lines.append("")
     lines.append("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items()))
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    accuracy_flash_svg(pts, out / "accuracy_flash.svg", f"{results['model']} on {results['dataset'][:40]}")
+    name = results.get("dataset_name") or results["dataset"].split(" ")[0]
+    accuracy_flash_svg(pts, out / "accuracy_flash.svg", f"{results['model']} on {name}: test accuracy after "
+                       f"{results['epochs']} fine-tuning epochs")
     print("\n".join(lines))
 
 

@@ -71,14 +71,24 @@ def test_targets_lists_cores_and_boards():
     out = ok(run_cli("targets")).stdout
     cores = {line.split()[1] for line in out.splitlines() if line.startswith("core ")}
     boards = {line.split()[1] for line in out.splitlines() if line.startswith("board ")}
+    fpgas = {line.split()[1] for line in out.splitlines() if line.startswith("fpga ")}
     assert {"cortex-m4", "cortex-m3"} <= cores
     assert {"mps2-an386", "mps2-an385"} <= boards
-    # exactly the descriptions shipped in targets/, every line either a core or a board
+    # exactly the descriptions shipped in targets/, every line a core, a board or an FPGA board
     assert cores == {p.stem for p in (REPO / "targets" / "cores").glob("*.toml")}
     assert boards == {p.stem for p in (REPO / "targets" / "boards").glob("*.toml")}
-    assert len(out.splitlines()) == len(cores) + len(boards)
+    assert fpgas == {p.stem for p in (REPO / "targets" / "fpga").glob("*.toml")} >= {"pynq-z2", "zcu104"}
+    assert len(out.splitlines()) == len(cores) + len(boards) + len(fpgas)
     an386 = next(line for line in out.splitlines() if line.startswith("board mps2-an386 "))
-    assert "KiB" in an386
+    assert "KiB" in an386 and "core cortex-m4" in an386
+    pynq = next(line for line in out.splitlines() if line.startswith("fpga  pynq-z2 "))
+    assert "part xc7z020clg400-1" in pynq and "53,200 LUT" in pynq and "220 DSP" in pynq
+    # the names form one column: every description starts at the same place
+    starts = {len(line) - len(line[6 + len(line.split()[1]):].lstrip()) for line in out.splitlines()}
+    assert len(starts) == 1, starts
+    doc = json.loads(ok(run_cli("targets", "--json")).stdout)
+    assert {c["name"] for c in doc["cores"]} == cores and {b["name"] for b in doc["boards"]} == boards
+    assert {f["name"]: f["part"] for f in doc["fpga_boards"]}["pynq-z2"] == "xc7z020clg400-1"
 
 
 # ---------------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def _sxtb16(word: int, ror: bool) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("n", [1, 2, 4])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
 def test_dw3_int8_row_macs_compute_each_output_from_the_bias(n, stride):
     """The MACs dw3_int8 emits for a block of n outputs, interpreted over random ring rows and int8
     weights, equal the direct 3-tap dot products plus the bias: every accumulator starts from the
@@ -251,3 +251,28 @@ def test_dw3_int8_row_macs_compute_each_output_from_the_bias(n, stride):
     for k in range(n):
         want = bias + sum(int(x[ky, k * stride + j]) * int(w[ky, j]) for ky in range(kh) for j in range(3))
         assert acc[f"a{k}"] == want, (k, acc[f"a{k}"], want)
+
+
+def test_balanced_can_widen_dwk_int8_but_never_dw3_int8(graphs, monkeypatch):
+    """dwk_int8 saves instructions with int16 words (one LDRD instead of LDR + 2 SXTB16 per executed tap
+    and quad), so a whole balanced allowance widens it to dwk; dw3_int8 is about as fast as dw3's int16
+    records (instructions_saved_by_int16 = 0), so it keeps its int8 records."""
+    from types import SimpleNamespace
+
+    from edgekit.backends.cortexm.codegen import _select_kernels
+
+    board = SimpleNamespace(flash=SimpleNamespace(length=1 << 22), stack_bytes=8192)
+    reg = kernel_registry.registry()
+    monkeypatch.setattr(kernel_registry, "BALANCED_EXTRA_FLASH", 10.0)
+    seen = set()
+    for graph, plan in graphs:
+        size = _select_kernels(graph, plan, "optimized", ("dsp",), board, "size")
+        balanced = _select_kernels(graph, plan, "optimized", ("dsp",), board, "balanced")
+        for name, s in size.items():
+            if s.kind == "dwk_int8":
+                assert reg.get(s.kind).instructions_saved_by_int16(s) > 0
+                assert balanced[name].kind == "dwk" and "balanced:" in balanced[name].describe()
+            if s.kind == "dw3_int8":
+                assert reg.get(s.kind).instructions_saved_by_int16(s) == 0 and balanced[name].kind == "dw3_int8"
+            seen.add(s.kind)
+    assert {"dwk_int8", "dw3_int8"} <= seen

@@ -99,7 +99,8 @@ def test_ilp_finds_the_brute_force_optimum_within_budgets():
     for _ in range(12):
         costs = _table(rng)
         omega = np.sort(rng.random((4, 3)), axis=1) * rng.random((4, 1)) * 10
-        budgets = {"flash": 1000 + float(rng.integers(300, 1400)), "instructions": 500 + float(rng.integers(6000, 16000))}
+        budgets = {"flash": 1000 + float(rng.integers(300, 1400)),
+                   "instructions": 500 + float(rng.integers(6000, 16000))}
         best, best_choice = np.inf, None
         for choice in itertools.product(range(3), repeat=4):
             if all(costs.total(r, list(choice)) <= v for r, v in budgets.items()):
@@ -158,12 +159,24 @@ def test_cli_infeasible_flash_budget_is_one_error_line(tmp_path, capsys):
     err = [line for line in cap.err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "flash bytes" in err[0] and "budget 1,024" in err[0], cap.err
     assert "Traceback" not in cap.err
-    assert not (tmp_path / "o" / "model.onnx").exists()
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-flash", "6QB"], "error: --max-flash: cannot read a size from '6QB'"),
+    ([], "error: give at least one budget"),
+    (["--max-flash", "0"], "error: budgets must be positive"),
+])
+def test_cli_bad_budget_options_are_one_error_line(args, message, tmp_path, capsys):
+    rc, cap = _run_cli(["mixed-precision", "--model", "zoo:har-cnn", "--dataset", "har", "--board", "mps2-an386",
+                        *args, "-o", str(tmp_path / "o")], capsys)
+    assert rc == 2 and cap.err.strip().startswith(message) and len(cap.err.strip().splitlines()) == 1, cap.err
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_unknown_zoo_model_is_one_error_line(tmp_path, capsys):
     rc, cap = _run_cli(["mixed-precision", "--model", "zoo:nope", "--dataset", "digits", "--board", "mps2-an386",
-                        "-o", str(tmp_path / "o")], capsys)
+                        "--max-flash", "8KB", "-o", str(tmp_path / "o")], capsys)
     assert rc == 2 and cap.err.strip().startswith("error: unknown zoo model 'zoo:nope'")
 
 
@@ -185,3 +198,23 @@ def test_cli_end_to_end_meets_measured_budgets(tmp_path, capsys):
         assert (out / f).is_file(), f
     assert (out / "accuracy_flash.svg").read_text().lstrip().startswith("<?xml")
     assert "bit-exact on mps2-an386: yes" in cap.out
+
+
+def test_python_api_applies_the_allocation_and_fine_tunes():
+    from edgekit.qat import mixed_precision
+    from edgekit.qat.hessian import weight_bits
+
+    model = _brevitas_mlp()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((96, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    # layer "3" costs the same at every width; the budget only fits layer "1" at 2 bits
+    costs = CostTable(["1", "3"], (8, 4, 2), {"flash": 100.0},
+                      {"flash": np.array([[128.0, 64.0, 32.0], [48.0, 48.0, 48.0]])})
+    before = [p.detach().clone() for p in model.parameters()]
+    res = mixed_precision(model, (x, y), {"flash": 100 + 32 + 48}, costs, epochs=1, probes=2, calibration=64)
+    assert res.allocation.bits["1"] == 2
+    assert [weight_bits(m) for _, m in quant_layers(model)] == [res.allocation.bits["1"], res.allocation.bits["3"]]
+    assert res.allocation.predicted["flash"] <= 180
+    assert len(res.traces) == 2 and res.omega.shape == (2, 3)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # fine-tuned

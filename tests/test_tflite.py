@@ -661,3 +661,11 @@ def test_mlperf_bench_measures_a_model_without_peer_figures(tmp_path):
     assert row["instr_per_mac"] < 2.0  # the optimized kernels; TFLM + CMSIS-NN runs 2.2 to 3.2 per MAC
     table = format_rows(rows)
     assert "vww" in table and " - " in table and "given with --vww-model" in notes[0]
+    # per layer kind (issue 16): every profiled layer in exactly one kind; flash and constants without a peer
+    kinds = row["kinds"]
+    assert {"depthwise 3x3", "pointwise 1x1", "conv 3x3 (3 input channels)", "dense"} <= set(kinds), kinds
+    assert sum(k["instructions"] for k in kinds.values()) == sum(layer["instructions"] for layer in row["layers"])
+    assert sum(k["macs"] for k in kinds.values()) == sum(layer["macs"] for layer in row["layers"])
+    assert row["flash_ratio"] is None and row["tflm_flash_bytes"] is None and row["kernel_fallbacks"] == []
+    assert row["constants_ratio"] == round(row["weight_bytes"] / row["int8_parameter_bytes"], 3)
+    assert "instructions per MAC by layer kind" in table and "depthwise 3x3" in table

@@ -39,6 +39,8 @@ import numpy as np
 
 from ..backends.cortexm.kernels.base import DEFAULT_OPTIMIZE, format_fallbacks
 from ..backends.cortexm.memory import io_buffer_bytes
+from ..manifest import Manifest
+from ..progress import track
 from .suites import peers_dir, suite
 
 #: short name -> (results.json key, file stem in ../shared/peers/mlperf_tiny)
@@ -87,7 +89,7 @@ def layer_kind(node, graph) -> str:
         if (kh, kw) == (1, 1):
             return "pointwise 1x1" + (" + add" if a.get("residual") else "")
         cin = graph.tensors[node.inputs[0]].shape[-1]
-        return f"conv {kh}x{kw}" + (f" ({cin} input channels)" if cin <= 4 else "")
+        return f"conv {kh}x{kw}" + (f" ({cin} input channel{'s' if cin > 1 else ''})" if cin <= 4 else "")
     return "dense" if node.op == "dense" else "other"
 
 
@@ -250,7 +252,7 @@ def run_mlperf(models: list[str] | None = None, kernel_sets=KERNEL_SETS, out: Pa
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-mlperf-") as tmp:
         work = Path(out) if out else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for n in names:
+        for n in track(names, "bench mlperf-tiny: models"):
             key, stem = MODELS[n]
             if n == "vww":
                 try:

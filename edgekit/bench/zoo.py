@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..progress import track
 from .suites import peers_dir, suite
 
 
@@ -30,7 +31,7 @@ def run_zoo(models: list[str] | None = None, board: str = "mps2-an386", target: 
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         work = Path(out) if out else Path(tmp)
-        for name in models or list(ZOO):
+        for name in track(models or list(ZOO), "bench zoo: models"):
             t0 = time.monotonic()
             torch.manual_seed(0)  # seeded weights: the same model on every run
             model = calibrate(ZOO[name]())

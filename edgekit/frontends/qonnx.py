@@ -40,8 +40,8 @@ UNSUPPORTED_QUANTIZERS = {
 
 def float_model_error(source: str) -> ModelError:
     return ModelError(f"{source}: this is a float model (no Quant, BipolarQuant or MultiThreshold node); "
-                      "edgekit compiles quantized models: quantize it with edgekit.qat (Brevitas) and export it "
-                      "with export_qonnx, or export a Brevitas/QKeras-quantized model to QONNX")
+                      "edgekit compiles quantized models: quantize it with `edgekit quantize MODEL --data calib.npy` "
+                      "(post-training), or train it with edgekit.qat (Brevitas) and export it with export_qonnx")
 
 
 def declare_custom_domains(proto) -> None:

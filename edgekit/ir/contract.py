@@ -125,17 +125,29 @@ def rshift_rne(x: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
     """Arithmetic right shift by ``shift`` >= 0 with round half to even (int64 in, int64 out).
 
     floor(x / 2**s) is ``x >> s``; the remainder decides: above half rounds up, exactly
-    half rounds up only when the floor is odd.
+    half rounds up only when the floor is odd. In one expression:
+    ``(x + 2**(s-1) - 1 + (floor & 1)) >> s`` (for s = 0 both added terms are 0), which
+    cannot overflow for |x| < 2**62 and s <= MAX_SHIFT.
     """
     x = np.asarray(x, dtype=np.int64)
     s = np.asarray(shift, dtype=np.int64)
-    s_pos = np.maximum(s, 1)
-    floor = x >> s_pos
-    rem = x & ((np.int64(1) << s_pos) - 1)
-    half = np.int64(1) << (s_pos - 1)
-    up = (rem > half) | ((rem == half) & ((floor & 1) == 1))
-    rounded = floor + up.astype(np.int64)
-    return np.where(s == 0, x, rounded)
+    shifting = (s > 0).astype(np.int64)
+    below_half = ((np.int64(1) << np.maximum(s - 1, 0)) - 1) * shifting  # 2**(s-1) - 1, or 0
+    y = x >> s
+    y &= shifting  # the floor's parity, where s > 0
+    y += x
+    y += below_half
+    y >>= s
+    return y
+
+
+def rshift_rne_float(x: np.ndarray, shift) -> np.ndarray:
+    """:func:`rshift_rne` of integers held exactly in a float array (|x| < 2**24 in float32,
+    2**53 in float64), in place, per channel along the last axis: scaling by 2**-s only moves
+    the exponent, and ``rint`` rounds half to even. (The simulator's path for shift-only
+    requantization of float GEMM sums.)"""
+    x *= np.ldexp(np.ones(np.size(shift), x.dtype), -np.asarray(shift, np.int64).ravel())
+    return np.rint(x, out=x)
 
 
 @dataclass(frozen=True)
@@ -238,8 +250,24 @@ def apply_requant(acc: np.ndarray, rq: Requant, channel_axis: int = -1) -> np.nd
     if rq.rounding == "double":
         y = mul_dbl(acc, m, s, rq.left_shift) + rq.zero_point
     else:
-        y = rshift_rne(acc * m, s) + rq.zero_point
+        if not any(rq.shift):  # a multiplication only (2^k and 1 for power-of-two scales): nothing to round
+            y = acc * m
+        else:
+            y = rshift_rne(acc if rq.pure_shift else acc * m, s)
+        y += rq.zero_point  # y is a new array: added to and clipped in place
+    if isinstance(y, np.ndarray) and y.ndim:
+        return np.clip(y, rq.lo, rq.hi, out=y)
     return np.clip(y, rq.lo, rq.hi)
+
+
+def apply_requant_float(acc: np.ndarray, rq: Requant) -> np.ndarray:
+    """:func:`apply_requant` of a shift-only ``rq`` (``rq.pure_shift``) on exact integers held in
+    a float array (see :func:`rshift_rne_float`; per channel along the last axis), as int64.
+    Works in place on ``acc``."""
+    y = rshift_rne_float(acc, rq.shift)
+    y += rq.zero_point
+    np.clip(y, rq.lo, rq.hi, out=y)
+    return y.astype(np.int64)
 
 
 def accumulator_bound(weights: np.ndarray, bias: np.ndarray, x_lo: int, x_hi: int) -> np.ndarray:

@@ -22,10 +22,21 @@ def cmd_mixed_precision(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    budgets = {"flash": parse_size(args.max_flash) if args.max_flash else None,
-               "ram": parse_size(args.max_ram) if args.max_ram else None,
-               "latency_ms": parse_latency(args.max_latency) if args.max_latency else None,
+    def parsed(option, text, parse):
+        try:
+            return parse(text) if text else None
+        except EdgekitError as e:
+            raise EdgekitError(f"{option}: {e}") from None
+
+    budgets = {"flash": parsed("--max-flash", args.max_flash, parse_size),
+               "ram": parsed("--max-ram", args.max_ram, parse_size),
+               "latency_ms": parsed("--max-latency", args.max_latency, parse_latency),
                "instructions": args.max_instructions, "bops": args.max_bops}
+    if all(v is None for v in budgets.values()):
+        raise EdgekitError("give at least one budget (--max-flash, --max-ram, --max-latency, --max-instructions or "
+                           "--max-bops); without one every layer keeps 8 bits")
+    if any(v is not None and v <= 0 for v in budgets.values()):
+        raise EdgekitError("budgets must be positive")
     say = (lambda *a, **k: None) if args.json else (lambda m: print(m, flush=True))
     s = run(args.model, args.dataset, args.board, args.output, budgets, target=args.target, epochs=args.epochs,
             pretrain_epochs=args.pretrain_epochs, probes=args.probes, calibration=args.calibration,

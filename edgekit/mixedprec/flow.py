@@ -213,17 +213,24 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
     if target != b.core:
         raise EdgekitError(f"board '{b.name}' has a {b.core}, not a {target}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data = load_data(dataset, train_subset, seed)
     model = make_model(model_name, data, seed)
     example = torch.as_tensor(data.x_train[:1])
     times = {}
 
     t = time.monotonic()
-    costs = measure_costs(model, example, target, board, out / "costs", kernels=kernels, say=say)
-    times["cost_table_s"] = time.monotonic() - t
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     units = ilp_budgets(budgets, b.clock_hz)
-    allocate(np.zeros((len(costs.layers), len(costs.bit_choices))), costs, units)  # infeasible: stop before training
+    try:
+        costs = measure_costs(model, example, target, board, out / "costs", kernels=kernels, say=say)
+        # budgets no assignment meets stop here, before any training (and leave no output behind)
+        allocate(np.zeros((len(costs.layers), len(costs.bit_choices))), costs, units)
+    except EdgekitError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    times["cost_table_s"] = time.monotonic() - t
 
     t = time.monotonic()
     if checkpoint:

@@ -19,8 +19,8 @@ def summary_text(s: dict) -> str:
     lines = [f"mixed precision: {s['model']} on {s['dataset']} for {s['board']} ({s['target']}, "
              f"{s['kernels']} kernels)",
              "budgets: " + (", ".join(f"{k} {v:,.6g}" for k, v in s["budgets"].items() if v is not None) or "none"),
-             "", f"{'layer':<14}{'node':<12}{'params':>8}{'Tr(H)':>12}{'+-':>10}   sensitivity at " +
-             "/".join(s["cost_table"]["bit_choices"].__str__().strip("[]").split(", ")) + " bits"]
+             "", f"{'layer':<14}{'node':<12}{'params':>8}{'Tr(H)':>12}{'+-':>10}   sensitivity at "
+             + "/".join(map(str, s["cost_table"]["bit_choices"])) + " bits"]
     for la in s["layers"]:
         sens = " ".join(f"{v:.3g}" for v in la["sensitivity"].values())
         lines.append(f"{la['module']:<14}{la['node']:<12}{la['params']:>8}{la['trace']:>12.4g}"
@@ -28,8 +28,8 @@ def summary_text(s: dict) -> str:
     lines += ["", f"Pareto set over flash (ILP, predicted from the measured cost table): {len(s['pareto'])} "
               "assignments"]
     for a in s["pareto"]:
-        lines.append(f"  flash {a['predicted']['flash']:>9,.0f} B  instructions {a['predicted']['instructions']:>11,.0f}"
-                     f"  sensitivity {a['sensitivity']:.4g}  " + " ".join(f"{v}" for v in a["bits"].values()))
+        lines.append(f"  flash {a['predicted']['flash']:>9,.0f} B  instructions "
+                     f"{a['predicted']['instructions']:>11,.0f}  sensitivity {a['sensitivity']:.4g}  " + " ".join(f"{v}" for v in a["bits"].values()))
     r = s.get("result")
     lines.append("")
     if r:

@@ -124,6 +124,7 @@ def run_worker(storage: str, study_name: str, out_dir: str | Path, n_trials: int
     if config.target != cost.core:
         raise EdgekitError(f"the study's cost model is for {cost.core}, not {config.target}")
     data = load(config.dataset, config.train_subset, config.seed)
+    resolve_training(config, len(data.x_train))  # a study stored with them unset: the same values everywhere
     study.sampler = make_sampler(config, worker_index, n_trials)
     objective = Objective(config, data, cost, Path(out_dir), n_trials, on_event)
     states = _counted_states()

@@ -1,22 +1,26 @@
-"""Shared numpy helpers for windowed kernels (convolution, pooling) in the simulator."""
+"""Shared numpy helpers for windowed kernels (convolution, pooling) in the simulator: a padded
+batch and a strided view of all its windows at once, so a kernel needs no loop per tap or pixel."""
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 
-def pad_hw(x: np.ndarray, pad: list[int], value: int) -> np.ndarray:
-    """Pad an (N, H, W, C) batch with ``value``; pad = [top, left, bottom, right]."""
+def padded(x: np.ndarray, pad: list[int], offset: int, dtype, fill=0) -> np.ndarray:
+    """``x - offset`` as ``dtype``, in an (N, H, W, C) batch padded by ``fill``; pad = [top, left, bottom, right]."""
     t, l, b, r = pad
-    return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=value)
+    n, h, w, c = x.shape
+    shape = (n, h + t + b, w + l + r, c)
+    out = np.zeros(shape, dtype) if fill == 0 else np.full(shape, fill, dtype)
+    np.subtract(x, offset, out=out[:, t:t + h, l:l + w, :], casting="unsafe")
+    return out
 
 
-def window_slices(xp: np.ndarray, kernel, stride, dilation, out_hw):
-    """Yield ((ky, kx), view) where view[n, oy, ox, c] = xp[n, oy*sh + ky*dh, ox*sw + kx*dw, c]."""
-    kh, kw = kernel
-    sh, sw = stride
-    dh, dw = dilation
-    oh, ow = out_hw
-    for ky in range(kh):
-        for kx in range(kw):
-            y0, x0 = ky * dh, kx * dw
-            yield (ky, kx), xp[:, y0:y0 + (oh - 1) * sh + 1:sh, x0:x0 + (ow - 1) * sw + 1:sw, :]
+def windows(xp: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
+    """A read-only view (N, oh, ow, kh, kw, C) of a padded batch:
+    ``v[n, oy, ox, ky, kx, c] = xp[n, oy*sh + ky*dh, ox*sw + kx*dw, c]`` (no copy)."""
+    sn, sy, sx, sc = xp.strides
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    return as_strided(xp, (xp.shape[0], oh, ow, kh, kw, xp.shape[3]),
+                      (sn, sy * sh, sx * sw, sy * dh, sx * dw, sc), writeable=False)
+

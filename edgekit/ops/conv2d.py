@@ -11,7 +11,8 @@ import numpy as np
 
 from ..ir.contract import Requant, apply_requant
 from ..ir.operators import HlsLayer, Op, register
-from ._windows import pad_hw, window_slices
+from ._gemm import FLOAT32_EXACT_BELOW, FLOAT64_EXACT_BELOW, exact_matmul, plan_gemm, requantized
+from ._windows import padded, windows
 
 
 # In-place depthwise convolutions keep this many bytes of original input rows on the stack.
@@ -94,6 +95,32 @@ def pointwise_inplace(node, graph) -> bool:
             and not a.residual and y.shape[2] * y.itemsize <= INPLACE_RING_LIMIT)
 
 
+def conv_accumulators(x, w, b, zp, x_range, a: Conv2dAttrs, out_hw) -> np.ndarray:
+    """sum over taps of (x - zp) * w, (N, oh, ow, oc): one GEMM of the im2col patches
+    [N*oh*ow, kh*kw*ic] with the weights (oc, kh, kw, ic) as [kh*kw*ic, oc]. Exact integers,
+    in floats when the plan's bound allows (see _gemm.requantized)."""
+    oc, k = w.shape[0], w[0].size
+    plan = plan_gemm(w.reshape(oc, k), b, *x_range)
+    w_t = np.ascontiguousarray(w.reshape(oc, k).T, plan.dtype)
+    view = windows(padded(x, a.pad, zp, plan.dtype), a.kernel, a.stride, a.dilation, out_hw)
+    patches = view.reshape(-1, k)  # the one copy: im2col (the simulator bounds the batch it is given)
+    return exact_matmul(patches, w_t, plan).reshape(x.shape[0], *out_hw, oc)
+
+
+def depthwise_accumulators(x, w, b, zp, x_range, a: Conv2dAttrs, out_hw) -> np.ndarray:
+    """Depthwise: output channel o = c * mult + m sums (x[..., c] - zp) * w[ky, kx, o] over the taps,
+    as one batched product (einsum) over the strided windows; weights are (kh, kw, ic * mult)."""
+    kh, kw = a.kernel
+    oc = w.shape[-1]
+    plan = plan_gemm(w.reshape(kh * kw, oc).T, b, *x_range)
+    # a sum that float32 holds only in pieces has no batched form here: float64 holds it whole
+    dtype = np.float32 if plan.bound < FLOAT32_EXACT_BELOW else np.float64 if plan.bound < FLOAT64_EXACT_BELOW else np.int64
+    view = windows(padded(x, a.pad, zp, dtype), a.kernel, a.stride, a.dilation, out_hw)
+    wd = w.astype(dtype).reshape(kh, kw, x.shape[-1], a.depth_multiplier)
+    acc = np.einsum("nyxijc,ijcm->nyxcm", view, wd)
+    return acc.reshape(acc.shape[:3] + (oc,))
+
+
 @register
 class Conv2d(Op):
     name = "conv2d"
@@ -114,20 +141,12 @@ class Conv2d(Op):
     def simulate(self, node, inputs, graph):
         x, w, b = inputs[:3]
         a = self.attrs(node)
-        zp = graph.tensors[node.inputs[0]].zero_point
-        oh, ow, oc = graph.tensors[node.outputs[0]].shape
-        # float64 holds every partial sum exactly (|sum| < 2^31 by the static check) and uses BLAS.
-        xp = pad_hw(x.astype(np.float64) - zp, a.pad, 0)
-        acc = np.zeros((x.shape[0], oh, ow, oc))
-        wf = w.astype(np.float64)
-        for (ky, kx), view in window_slices(xp, a.kernel, a.stride, a.dilation, (oh, ow)):
-            if a.depthwise:
-                acc += np.repeat(view, a.depth_multiplier, axis=-1) * wf[ky, kx]
-            else:
-                acc += view @ wf[:, ky, kx, :].T
-        acc = acc.astype(np.int64) + b.astype(np.int64)
+        xt = graph.tensors[node.inputs[0]]
+        zp = xt.zero_point
+        out_hw = tuple(graph.tensors[node.outputs[0]].shape[:2])
+        accumulators = depthwise_accumulators if a.depthwise else conv_accumulators
         rq = a.requant
-        y = apply_requant(acc, rq) if rq is not None else acc
+        y = requantized(accumulators(x, w, b, zp, (xt.qmin - zp, xt.qmax - zp), a, out_hw), b, rq)
         if a.residual:  # fused residual add (ir/passes.py): same arithmetic as ops/add.py
             res = a.residual
             zp_y = rq.zero_point

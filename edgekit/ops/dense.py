@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir.contract import Requant, apply_requant
+from ..ir.contract import Requant
 from ..ir.operators import HlsLayer, Op, register
+from ._gemm import exact_matmul, plan_gemm, requantized
 
 
 @dataclass
@@ -34,9 +35,11 @@ class Dense(Op):
 
     def simulate(self, node, inputs, graph):
         x, w, b = inputs
-        acc = x.reshape(x.shape[0], -1).astype(np.int64) @ w.astype(np.int64).T + b.astype(np.int64)
-        rq = self.attrs(node).requant
-        return [apply_requant(acc, rq) if rq is not None else acc]
+        xt = graph.tensors[node.inputs[0]]
+        plan = plan_gemm(w, b, xt.qmin, xt.qmax)  # raw codes: the zero point is in the bias
+        w_t = np.ascontiguousarray(w.T, plan.dtype)
+        acc = exact_matmul(x.reshape(x.shape[0], -1).astype(plan.dtype), w_t, plan)
+        return [requantized(acc, b, self.attrs(node).requant)]
 
     def c_context(self, node, graph):
         w = graph.tensors[node.inputs[1]]

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..ir.contract import Requant, apply_requant, div_round
 from ..ir.operators import HlsLayer, Op, register
-from ._windows import pad_hw, window_slices
+from ._windows import padded, windows
 
 
 @dataclass
@@ -65,9 +65,8 @@ class MaxPool(Op):
     def simulate(self, node, inputs, graph):
         a = self.attrs(node)
         oh, ow, _ = graph.tensors[node.outputs[0]].shape
-        xp = pad_hw(inputs[0], a.pad, np.iinfo(np.int64).min)  # padding never wins
-        views = [v for _, v in window_slices(xp, a.kernel, a.stride, (1, 1), (oh, ow))]
-        y = np.max(np.stack(views), axis=0)
+        xp = padded(inputs[0], a.pad, 0, np.int64, fill=np.iinfo(np.int64).min)  # padding never wins
+        y = windows(xp, a.kernel, a.stride, (1, 1), (oh, ow)).max(axis=(3, 4))
         if a.lo is not None:  # fused activation (TFLite): clamp
             y = np.clip(y, a.lo, a.hi)
         return [y]
@@ -94,8 +93,8 @@ class AvgPool(Op):
         a = self.attrs(node)
         zp = 0 if a.raw_sum else graph.tensors[node.inputs[0]].zero_point
         oh, ow, _ = graph.tensors[node.outputs[0]].shape
-        xp = pad_hw(inputs[0].astype(np.int64) - zp, a.pad, 0)
-        total = sum(v for _, v in window_slices(xp, a.kernel, a.stride, (1, 1), (oh, ow)))
+        xp = padded(inputs[0], a.pad, zp, np.int64)
+        total = windows(xp, a.kernel, a.stride, (1, 1), (oh, ow)).sum(axis=(3, 4))
         if a.requant is not None:
             return [apply_requant(total, a.requant)]
         den = a.den

@@ -22,6 +22,26 @@ class ThresholdAttrs:
     function: str  # what the thresholds stand for (the ONNX ops), for reports
 
 
+def thresholds_passed(x: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """``#{j : x[..., c] >= T[c, j]}`` for int64 ``x`` (channels last) and ``T`` (channels or 1, count).
+
+    A count does not depend on the thresholds' order, so each channel's are sorted and the count
+    is a binary search: one ``searchsorted`` for all channels, each channel's thresholds and
+    inputs moved into a value range of its own (channel c at c * span), so the sorted channel
+    blocks form one sorted array and channel c's search passes exactly the c * count thresholds
+    of the channels before it.
+    """
+    ordered = np.sort(thresholds, axis=1)
+    channels, count = ordered.shape
+    if channels == 1 or x.size == 0:
+        return np.searchsorted(ordered[0], x, side="right") if channels == 1 else np.zeros(x.shape, np.int64)
+    lo = min(int(ordered.min()), int(x.min()))
+    span = max(int(ordered.max()), int(x.max())) - lo + 1
+    offsets = np.arange(channels, dtype=np.int64) * span
+    blocks = (ordered - lo + offsets[:, None]).ravel()
+    return np.searchsorted(blocks, x - lo + offsets, side="right") - np.arange(channels, dtype=np.int64) * count
+
+
 @register
 class Threshold(Op):
     name = "threshold"
@@ -31,7 +51,7 @@ class Threshold(Op):
 
     def simulate(self, node, inputs, graph):
         x, thresholds = np.asarray(inputs[0], np.int64), np.asarray(inputs[1], np.int64)
-        passed = (x[..., None] >= thresholds.reshape((1,) * (x.ndim - 1) + thresholds.shape)).sum(axis=-1)
+        passed = thresholds_passed(x, thresholds)
         a = self.attrs(node)
         return [a.out_min + a.step * passed]
 

@@ -1,12 +1,13 @@
 """A small training loop with progress output, shared by float and QAT models."""
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..progress import track
 
 
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 512) -> float:
@@ -45,7 +46,7 @@ def train_epoch(model: nn.Module, opt, loss_fn, xt: torch.Tensor, yt: torch.Tens
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 10, lr: float = 2e-3,
           batch: int = 64, seed: int = 0, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
           progress: bool = True, label: str = "train") -> nn.Module:
-    """Adam + cosine schedule; prints one progress line per epoch (loss, accuracy, time)."""
+    """Adam + cosine schedule; prints one line per epoch (loss, accuracy, time) and, on a terminal, a progress bar over the epochs."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -53,17 +54,11 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 10, lr: 
     loss_fn = nn.CrossEntropyLoss()
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     t0 = time.monotonic()
-    for epoch in range(epochs):
-        def on_batch(b, n_batches, mean_loss, epoch=epoch):
-            if progress and sys.stdout.isatty():
-                print(f"\r[{label}] epoch {epoch + 1}/{epochs} batch {b + 1}/{n_batches} "
-                      f"loss {mean_loss:.4f}", end="", flush=True)
-
-        loss, acc = train_epoch(model, opt, loss_fn, xt, yt, torch.as_tensor(rng.permutation(len(x))), batch,
-                                on_batch)
+    for epoch in track(range(epochs), f"[{label}] epochs") if progress else range(epochs):
+        loss, acc = train_epoch(model, opt, loss_fn, xt, yt, torch.as_tensor(rng.permutation(len(x))), batch)
         sched.step()
         if progress:
-            msg = f"\r[{label}] epoch {epoch + 1}/{epochs}  loss {loss:.4f}  train acc {acc:.4f}"
+            msg = f"[{label}] epoch {epoch + 1}/{epochs}  loss {loss:.4f}  train acc {acc:.4f}"
             if x_val is not None:
                 msg += f"  val acc {evaluate(model, x_val, y_val):.4f}"
             print(msg + f"  ({time.monotonic() - t0:.1f} s)", flush=True)

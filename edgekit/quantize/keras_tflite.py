@@ -42,6 +42,12 @@ def check_keras_settings(settings: PtqSettings, source: str) -> None:
 
 
 def load_keras(path: Path):
+    import zipfile
+
+    # checked before TensorFlow starts (seconds, and log lines of its own)
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: cannot load the Keras model (not a .keras zip archive; save it with "
+                         "model.save('model.keras'))")
     tf = _tensorflow()
     try:
         # safe_mode (the default, spelled out): a .keras file with a serialized Python lambda is refused

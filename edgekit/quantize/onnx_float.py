@@ -26,7 +26,17 @@ def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _tensor(arr) -> torch.Tensor:
+    """A float32 copy (initializers from onnx are read-only arrays)."""
+    return torch.from_numpy(np.array(arr, dtype=np.float32))
+
+
 def _name(node, i: int) -> str:
+    """The node's name in the user's file (kept through qonnx's renaming cleanup in doc_string)."""
+    from ..frontends.qonnx_lowering import ORIGINAL_NAME_TAG
+
+    if node.doc_string.startswith(ORIGINAL_NAME_TAG):
+        return node.doc_string[len(ORIGINAL_NAME_TAG):]
     return node.name or f"{node.op_type}#{i}"
 
 
@@ -36,6 +46,7 @@ def load_float_onnx(path: Path):
     from qonnx.util.cleanup import cleanup_model
 
     from ..frontends.qonnx import QUANTIZER_OPS, fix_symbolic_batch
+    from ..frontends.qonnx_lowering import ORIGINAL_NAME_TAG
     from ..frontends.qonnx_qdq import QDQ_OPS, QOPERATOR_OPS
     from ..frontends.qonnx_validate import check_proto, read_model
 
@@ -49,6 +60,8 @@ def load_float_onnx(path: Path):
                          "with `edgekit build` instead of quantizing it again")
     check_proto(proto, str(path))
     fix_symbolic_batch(proto)
+    for i, node in enumerate(proto.graph.node):
+        node.doc_string = ORIGINAL_NAME_TAG + (node.name or f"{node.op_type}#{i}")
     try:
         return cleanup_model(ModelWrapper(proto))
     except Exception as e:
@@ -124,17 +137,17 @@ class _Converter:
                    padding=tuple(pads[:dims]), dilation=tuple(a.get("dilations", [1] * dims)), groups=group,
                    bias=b is not None)
         with torch.no_grad():
-            conv.weight.copy_(torch.as_tensor(w))
+            conv.weight.copy_(_tensor(w))
             if b is not None:
-                conv.bias.copy_(torch.as_tensor(b))
+                conv.bias.copy_(_tensor(b))
         return self.module(node, i, conv, self.input_of(node, i))
 
     def _linear(self, node, i, weight_out_in: np.ndarray, bias) -> fx.Node:
         lin = nn.Linear(weight_out_in.shape[1], weight_out_in.shape[0], bias=bias is not None)
         with torch.no_grad():
-            lin.weight.copy_(torch.as_tensor(np.ascontiguousarray(weight_out_in)))
+            lin.weight.copy_(_tensor(weight_out_in))
             if bias is not None:
-                lin.bias.copy_(torch.as_tensor(np.broadcast_to(bias, (weight_out_in.shape[0],)).copy()))
+                lin.bias.copy_(_tensor(np.broadcast_to(bias, (weight_out_in.shape[0],))))
         return self.module(node, i, lin, self.input_of(node, i))
 
     def op_Gemm(self, node, i, nodes, skip):
@@ -238,10 +251,10 @@ class _Converter:
         rank = len(self.model.get_tensor_shape(node.input[0]))
         bn = (nn.BatchNorm1d if rank == 3 else nn.BatchNorm2d)(scale.size, eps=float(_attrs(node).get("epsilon", 1e-5)))
         with torch.no_grad():
-            bn.weight.copy_(torch.as_tensor(scale))
-            bn.bias.copy_(torch.as_tensor(bias))
-            bn.running_mean.copy_(torch.as_tensor(mean))
-            bn.running_var.copy_(torch.as_tensor(var))
+            bn.weight.copy_(_tensor(scale))
+            bn.bias.copy_(_tensor(bias))
+            bn.running_mean.copy_(_tensor(mean))
+            bn.running_var.copy_(_tensor(var))
         return self.module(node, i, bn.eval(), self.input_of(node, i))
 
     def op_Sigmoid(self, node, i, nodes, skip):

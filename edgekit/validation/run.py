@@ -167,8 +167,9 @@ def validate(build_dir: str | Path, data: str | Path | np.ndarray | None = None,
         result.update(float_accuracy=None, accuracy_drop=None, agreement=None)
         if y_float is not None:
             pred_f = np.argmax(y_float, axis=1)
-            result["float_accuracy"] = float(np.mean(pred_f == y_true))
-            result["accuracy_drop"] = 100.0 * (result["float_accuracy"] - result["accuracy"])
+            correct_f = int(np.count_nonzero(pred_f == y_true))
+            result["float_accuracy"] = correct_f / n
+            result["accuracy_drop"] = 100.0 * (correct_f - result["correct"]) / n  # points, from the counts
             result["agreement"] = float(np.mean(pred_f == pred))
             result["float_confusion_matrix"] = metrics.confusion_matrix(y_true, pred_f, out_size).tolist()
     else:

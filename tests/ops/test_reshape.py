@@ -1,5 +1,5 @@
 """reshape: flattens and transposes (QONNX Flatten/Reshape, a channels-last permute before a
-flatten; TFLite RESHAPE, SQUEEZE and Keras 3's Flatten, whose int32 shape arithmetic SHAPE ->
+flatten; TFLite RESHAPE, SQUEEZE, EXPAND_DIMS and Keras 3's Flatten, whose int32 shape arithmetic SHAPE ->
 STRIDED_SLICE -> PACK is evaluated at import)."""
 from __future__ import annotations
 
@@ -66,8 +66,36 @@ def _squeeze_model() -> bytes:
     return b.build([x], [y])
 
 
+def _expand_dims_model(axis: int = 2) -> bytes:
+    """Keras' MaxPooling1D as the TFLite converter writes it: (1, 10, 6) -> EXPAND_DIMS(axis 2) ->
+    (1, 10, 1, 6) -> MAX_POOL_2D 2x1 -> (1, 5, 1, 6) -> SQUEEZE(2) -> (1, 5, 6)."""
+    b = TfliteBuilder()
+    x, e = b.act((1, 10, 6), 0.05, -3), b.act((1, 10, 1, 6), 0.05, -3)
+    p, y = b.act((1, 5, 1, 6), 0.05, -3), b.act((1, 5, 6), 0.05, -3)
+    b.op("EXPAND_DIMS", [x, b.tensor((1,), "int32", data=[axis])], [e], "ExpandDimsOptions")
+    b.op("MAX_POOL_2D", [e], [p], "Pool2DOptions", Padding=tflite.Padding.VALID, StrideW=1, StrideH=2,
+         FilterWidth=1, FilterHeight=2, FusedActivationFunction=tflite.ActivationFunctionType.NONE)
+    b.op("SQUEEZE", [p], [y], "SqueezeOptions", SqueezeDims=[2])
+    return b.build([x], [y])
+
+
+def test_expand_dims_axis_must_give_the_output_shape(tmp_path):
+    from edgekit.errors import ModelError
+    from edgekit.frontends.tflite.importer import import_tflite
+
+    path = tmp_path / "expand.tflite"
+    path.write_bytes(_expand_dims_model())
+    graph, _ = import_tflite(path)
+    assert [n.op for n in graph.nodes] == ["reshape", "maxpool", "reshape"]
+    path.write_bytes(_expand_dims_model(axis=1))
+    with pytest.raises(ModelError, match=r"operator 0 \(EXPAND_DIMS\): inserting axis 1 into \[1, 10, 6\] gives "
+                       r"\[1, 1, 10, 6\], not the output tensor's shape \[1, 10, 1, 6\]"):
+        import_tflite(path)
+
+
 TFLITE = [TfliteCase("keras3_flatten", _flatten_model),
-          TfliteCase("squeeze_after_global_pool", _squeeze_model)]
+          TfliteCase("squeeze_after_global_pool", _squeeze_model),
+          TfliteCase("expand_dims_pool_squeeze", _expand_dims_model)]
 
 
 @pytest.mark.parametrize("frontend,variant,case", matrix(

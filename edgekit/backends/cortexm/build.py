@@ -21,7 +21,7 @@ from .kernels.base import DEFAULT_OPTIMIZE, OPTIMIZE
 from .firmware import compile_firmware
 from .memory import breakdown, fit_report, raise_if_over
 from .profile.report import profile_summary
-from .report import write_reports
+from .report import layer_kind, write_reports
 from .stack import inference_stack_bytes
 
 KERNELS = ("optimized", "reference")
@@ -34,7 +34,7 @@ def _layer_report(graph, plan, kernels: dict | None = None) -> list[dict]:
         out = graph.tensors[node.outputs[0]]
         p = plan.placements.get(node.outputs[0])
         rows.append({
-            "name": node.name, "op": node.op,
+            "name": node.name, "op": node.op, "kind": layer_kind(node),
             "input_shape": list(graph.tensors[node.inputs[0]].shape), "output_shape": list(out.shape),
             "output_dtype": out.dtype, "macs": op.macs(node, graph),
             "weight_bytes": sum(graph.constants[i].nbytes for i in node.inputs if i in graph.constants),

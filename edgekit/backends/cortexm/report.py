@@ -17,6 +17,15 @@ from .kernels.base import format_fallbacks
 
 
 
+def layer_kind(node) -> str:
+    """What a report calls a layer: its IR operator, except that a depthwise conv2d is ``depthwise``."""
+    return "depthwise" if node.op == "conv2d" and node.attrs.get("depthwise") else node.op
+
+
+def _kind(layer: dict) -> str:
+    return layer.get("kind", layer["op"])  # builds made before "kind" was recorded
+
+
 def _buffers(manifest: Manifest) -> list[dict]:
     seen, out = set(), []
     for name, p in manifest.memory_plan["tensors"].items():
@@ -48,18 +57,30 @@ def report_json(manifest: Manifest) -> dict:
     }
 
 
+def _shape(s) -> str:
+    return "x".join(map(str, s)) or "1"
+
+
 def report_text(manifest: Manifest) -> str:
     rep = report_json(manifest)
-    head = (f"{'#':>3}  {'layer':<24}{'op':<11}{'input':<14}{'output':<14}{'MACs':>10}{'weights B':>11}"
-            f"{'out B':>8}  {'buffer':<8}{'offset':>8}{'arena live':>12}")
+    layers = rep["layers"]
+
+    def width(title: str, values, least: int) -> int:  # a column as wide as its longest entry, plus a space
+        return max([least, len(title) + 1] + [len(v) + 1 for v in values])
+
+    w_name = width("layer", (L["name"] for L in layers), 24)
+    w_op = width("op", (_kind(L) for L in layers), 11)
+    w_in = width("input", (_shape(L["input_shape"]) for L in layers), 14)
+    w_out = width("output", (_shape(L["output_shape"]) for L in layers), 14)
+    head = (f"{'#':>3}  {'layer':<{w_name}}{'op':<{w_op}}{'input':<{w_in}}{'output':<{w_out}}{'MACs':>10}"
+            f"{'weights B':>11}{'out B':>8}  {'buffer':<8}{'offset':>8}{'arena live':>12}")
     lines = [f"edgekit build for {rep['target']} on {rep['board']}: {rep['macs']} MACs, weights {rep['weight_bytes']} B, "
              f"arena {rep['arena_bytes']} B (lower bound {rep['arena_lower_bound']} B, {rep['planner']}), "
              f"flash {rep['flash_bytes']} B, RAM {rep['ram_bytes']} B", head, "-" * len(head)]
-    for i, layer in enumerate(rep["layers"]):
-        shape = lambda s: "x".join(map(str, s)) or "1"  # noqa: E731
+    for i, layer in enumerate(layers):
         off = "" if layer["arena_offset"] is None else str(layer["arena_offset"])
-        lines.append(f"{i:>3}  {layer['name'][:23]:<24}{layer['op']:<11}{shape(layer['input_shape']):<14}"
-                     f"{shape(layer['output_shape']):<14}{layer['macs']:>10}{layer['weight_bytes']:>11}"
+        lines.append(f"{i:>3}  {layer['name']:<{w_name}}{_kind(layer):<{w_op}}{_shape(layer['input_shape']):<{w_in}}"
+                     f"{_shape(layer['output_shape']):<{w_out}}{layer['macs']:>10}{layer['weight_bytes']:>11}"
                      f"{layer['output_bytes']:>8}  {layer['buffer'] or 'alias':<8}{off:>8}{layer['arena_live_bytes']:>12}")
     if rep["in_place_layers"]:
         lines.append(f"in place: {', '.join(rep['in_place_layers'])}")

@@ -75,7 +75,7 @@ class CortexmVerifyReport(VerifyReport):
         if "peak_ram_bytes" in m:
             lines.append(f"peak RAM of an inference: {m['peak_ram_bytes']} B (arena {m['arena_bytes']} + input/output "
                          f"{m['io_buffer_bytes']} + inference stack, {m['peak_ram_stack']}); flash {m['flash_bytes']} B "
-                         "(vectors, .text, .rodata, .data)")
+                         "(vectors, .text, .rodata, .ARM.exidx, .data)")
         return lines
 
 

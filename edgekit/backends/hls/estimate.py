@@ -61,40 +61,68 @@ def _compute_layers(hls_model):
 def layer_estimates(hls_model, board: FpgaBoard, io_type: str) -> list[dict]:
     rows = []
     for layer, fan_in, n_out, positions, x_bits, w_bits, acc_bits in _compute_layers(hls_model):
-        out_bits = _width(layer.get_output_variable().type.precision)
-        rf = int(layer.get_attr("reuse_factor", 1))
         weights = np.asarray(layer.weights["weight"].data)
-        n_weights = int(weights.size)
-        nonzero = int(np.count_nonzero(weights))
-        macs = fan_in * n_out * positions
-        bops = macs * x_bits * w_bits if x_bits and w_bits else None
-        mults = nonzero if rf == 1 else math.ceil(n_weights / rf)
-        on_dsp = bool(x_bits and w_bits and min(x_bits, w_bits) >= DSP_MIN_BITS)
-        a, b = max(x_bits or 0, w_bits or 0), min(x_bits or 0, w_bits or 0)
-        dsp_per = math.ceil(a / board.dsp.a_bits) * math.ceil(b / board.dsp.b_bits) if on_dsp else 0
-        dsp = mults * dsp_per
-        lut_mult = 0 if on_dsp else math.ceil(mults * LUT_PER_MULT_BIT2 * (x_bits or 16) * (w_bits or 16))
-        lut_add = mults * (acc_bits or 32)
-        ff = mults * ((x_bits or 16) + (w_bits or 16)) + n_out * ((acc_bits or 32) + (out_bits or 16))
-        bram18 = 0
-        if rf > 1:  # weights in a ROM of depth R and width n_weights / R x w bits
-            word_bits = math.ceil(n_weights / rf) * (w_bits or 16)
-            if rf >= BRAM_MIN_DEPTH:
-                bram18 = math.ceil(word_bits / 36) * math.ceil(rf / 512)
-            else:  # shallow ROMs go to LUTs used as 64 x 1 memories
-                lut_add += math.ceil(word_bits * math.ceil(rf / 64))
-        tree = math.ceil(math.log2(max(fan_in, 2)) / ADDER_TREE_LEVELS_PER_CYCLE)
-        # positions (convolutions) are pipelined one after another, each taking R cycles
-        latency = rf * positions + 1 + tree if io_type == "io_parallel" else None
-        rows.append({
-            "layer": layer.name, "class": layer.class_name, "fan_in": fan_in, "n_out": n_out, "positions": positions,
-            "macs": macs, "input_bits": x_bits, "weight_bits": w_bits, "accum_bits": acc_bits, "result_bits": out_bits,
-            "bops": bops, "accum_bitops": macs * acc_bits if acc_bits else None,
-            "weights": n_weights, "nonzero_weights": nonzero, "reuse_factor": rf,
-            "multipliers": mults, "multiplier_on": "DSP" if on_dsp else "LUT",
-            "dsp": dsp, "lut": lut_mult + lut_add, "ff": ff, "bram18": bram18, "latency_cycles": latency,
-        })
+        geometry = {"layer": layer.name, "class": layer.class_name, "fan_in": fan_in, "n_out": n_out,
+                    "positions": positions, "input_bits": x_bits, "weight_bits": w_bits, "accum_bits": acc_bits,
+                    "result_bits": _width(layer.get_output_variable().type.precision),
+                    "weights": int(weights.size), "nonzero_weights": int(np.count_nonzero(weights))}
+        rows.append(layer_cost(geometry, int(layer.get_attr("reuse_factor", 1)), board, io_type))
     return rows
+
+
+def layer_cost(geometry: dict, rf: int, board: FpgaBoard, io_type: str) -> dict:
+    """One compute layer's estimate at reuse factor ``rf``, from its geometry (the keys
+    ``layer_estimates`` reads from hls4ml: fan-in, outputs, positions, widths, weights)."""
+    fan_in, n_out, positions = geometry["fan_in"], geometry["n_out"], geometry["positions"]
+    x_bits, w_bits, acc_bits = geometry["input_bits"], geometry["weight_bits"], geometry["accum_bits"]
+    out_bits, n_weights, nonzero = geometry["result_bits"], geometry["weights"], geometry["nonzero_weights"]
+    macs = fan_in * n_out * positions
+    bops = macs * x_bits * w_bits if x_bits and w_bits else None
+    mults = nonzero if rf == 1 else math.ceil(n_weights / rf)
+    on_dsp = bool(x_bits and w_bits and min(x_bits, w_bits) >= DSP_MIN_BITS)
+    a, b = max(x_bits or 0, w_bits or 0), min(x_bits or 0, w_bits or 0)
+    dsp_per = math.ceil(a / board.dsp.a_bits) * math.ceil(b / board.dsp.b_bits) if on_dsp else 0
+    dsp = mults * dsp_per
+    lut_mult = 0 if on_dsp else math.ceil(mults * LUT_PER_MULT_BIT2 * (x_bits or 16) * (w_bits or 16))
+    lut_add = mults * (acc_bits or 32)
+    ff = mults * ((x_bits or 16) + (w_bits or 16)) + n_out * ((acc_bits or 32) + (out_bits or 16))
+    bram18 = 0
+    if rf > 1:  # weights in a ROM of depth R and width n_weights / R x w bits
+        word_bits = math.ceil(n_weights / rf) * (w_bits or 16)
+        if rf >= BRAM_MIN_DEPTH:
+            bram18 = math.ceil(word_bits / 36) * math.ceil(rf / 512)
+        else:  # shallow ROMs go to LUTs used as 64 x 1 memories
+            lut_add += math.ceil(word_bits * math.ceil(rf / 64))
+    tree = math.ceil(math.log2(max(fan_in, 2)) / ADDER_TREE_LEVELS_PER_CYCLE)
+    # positions (convolutions) are pipelined one after another, each taking R cycles
+    latency = rf * positions + 1 + tree if io_type == "io_parallel" else None
+    return {
+        "layer": geometry["layer"], "class": geometry["class"], "fan_in": fan_in, "n_out": n_out,
+        "positions": positions, "macs": macs, "input_bits": x_bits, "weight_bits": w_bits, "accum_bits": acc_bits,
+        "result_bits": out_bits, "bops": bops, "accum_bitops": macs * acc_bits if acc_bits else None,
+        "weights": n_weights, "nonzero_weights": nonzero, "reuse_factor": rf,
+        "multipliers": mults, "multiplier_on": "DSP" if on_dsp else "LUT",
+        "dsp": dsp, "lut": lut_mult + lut_add, "ff": ff, "bram18": bram18, "latency_cycles": latency,
+    }
+
+
+def smallest_fitting_reuse_factor(rows: list[dict], board: FpgaBoard, io_type: str, hls_backend: str) -> int | None:
+    """The smallest model-wide ``--reuse-factor`` whose estimate fits ``board``'s part (None: none does).
+
+    For a setting R hls4ml gives each layer the valid reuse factor closest to R (its own rule:
+    ``get_valid_reuse_factors``, ``get_closest_reuse_factor``); the layers are re-estimated with
+    ``layer_cost`` from their geometry in ``rows``. The settings tried are the reuse factors valid
+    for some layer: between two of them no layer's reuse factor changes."""
+    import hls4ml
+
+    backend = hls4ml.backends.get_backend(hls_backend)
+    valid = [backend.get_valid_reuse_factors(r["fan_in"], r["n_out"]) for r in rows]
+    for requested in sorted(set().union(*valid)):
+        costs = [layer_cost(r, requested if requested in v else backend.get_closest_reuse_factor(v, requested),
+                            board, io_type) for r, v in zip(rows, valid)]
+        if summarize(costs, board, io_type, board.clock_period_ns)["fits"]:
+            return requested
+    return None
 
 
 def summarize(rows: list[dict], board: FpgaBoard, io_type: str, clock_period_ns: float) -> dict:
@@ -199,7 +227,9 @@ def estimate(hls_model, hls_onnx, plan: PrecisionPlan, board: FpgaBoard, opts) -
         baselines[which] = b
     return {"model": "first-order estimate, not synthesis (see docs/fpga.md)", "dsp_min_bits": DSP_MIN_BITS,
             "io_type": opts.io_type, "reuse_factor": opts.reuse_factor, "clock_period_ns": opts.clock_period_ns,
-            "layers": rows, **summary, "accum_bitops": tight_acc, "baselines": baselines}
+            "layers": rows, **summary, "accum_bitops": tight_acc, "baselines": baselines,
+            "smallest_fitting_reuse_factor": smallest_fitting_reuse_factor(rows, board, opts.io_type,
+                                                                           opts.hls4ml_backend)}
 
 
 def format_estimates(est: dict) -> str:
@@ -218,6 +248,8 @@ def format_estimates(est: dict) -> str:
                  f"LUT {t['lut']}/{est['part_resources']['lut']} ({u['lut']}%), FF {t['ff']}/"
                  f"{est['part_resources']['ff']} ({u['ff']}%), BRAM18 {t['bram18']}/{est['part_resources']['bram18']} "
                  f"({u['bram18']}%): {'fits' if est['fits'] else 'DOES NOT FIT'} (estimate)")
+    if not est["fits"]:
+        lines.append(overfit_advice(est))
     if lat.get("cycles") is not None:
         lines.append(f"latency ~{lat['cycles']} cycles = {lat['ns']} ns at {est['clock_period_ns']} ns, "
                      f"initiation interval {lat['initiation_interval']} (estimate)")
@@ -231,6 +263,16 @@ def format_estimates(est: dict) -> str:
                      f"accumulator bit-ops {b['accum_bitops']} -> {est['accum_bitops']} "
                      f"({_change(b['accum_bitops_reduction_percent'])})")
     return "\n".join(lines)
+
+
+def overfit_advice(est: dict) -> str:
+    """What to do about a build whose estimate does not fit its part."""
+    rf = est.get("smallest_fitting_reuse_factor")
+    if rf is not None:
+        return (f"the smallest reuse factor that fits {est['part']} is {rf} (estimate): rebuild with "
+                f"--reuse-factor {rf}")
+    return (f"no reuse factor fits {est['part']} (estimate): choose a larger part (`edgekit targets` lists the "
+            "FPGA boards) or a smaller model")
 
 
 def _change(reduction: float | None) -> str:

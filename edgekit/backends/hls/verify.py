@@ -20,6 +20,7 @@ import numpy as np
 from ...errors import BuildDirError, ToolchainError, VerificationError
 from ...ir.contract import dequantized_to_codes
 from ...manifest import Manifest
+from ...progress import step
 from ...stages import StageResult, VerifyReport, compare
 from .build import to_hls_layout, to_ir_order
 
@@ -59,7 +60,8 @@ def run_csim(build_dir: Path, manifest: Manifest, x: np.ndarray,
         cmd = [sys.executable, "-m", "edgekit.backends.hls._csim", str(project), str(Path(d) / "in.npy"),
                str(Path(d) / "out.npy")]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            with step(f"hls4ml C-simulation of {project}: g++ compile, {x.shape[0]} vectors"):
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise VerificationError(f"the hls4ml C-simulation in {project} did not finish within {timeout:g} s "
                                     "(`edgekit verify --timeout SECONDS` sets the limit)") from None

@@ -4,6 +4,8 @@ weights in one word, widened in registers by SXTB16 / SXTB16 ROR #8; four neighb
 channel per step (templates/cortexm/ops_dsp/dw3_int8.c.j2, docs/kernels.md)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ....ops.conv2d import conv_geometry
@@ -11,8 +13,9 @@ from .base import Selection
 from .common import byte_words, extend_insn, int8_weights_refusal, offset_word, requant_ctx, residual_ctx
 from .dw3 import Dw3, ring_width
 
-#: outputs of one channel per step of the assembly loop (then a step of 2 and one of 1 for the rest)
-BLOCK = 4
+#: at most this many outputs of one channel per step of the assembly loop (13 registers: P, Q, X, five
+#: accumulators, two ring words, the record, ring and output pointers)
+MAX_BLOCK = 5
 #: registers of the assembly loop that LDM lists name (ascending): the unpacked weight pair P, the
 #: weight word / second pair Q, the third requantization constant X, the bias / accumulator A0
 REG_P, REG_Q, REG_X, REG_A0 = "r4", "r5", "r6", "r8"
@@ -108,15 +111,37 @@ def step_ring_pointer(lines: list[str], step: int) -> list[str]:
     return out
 
 
-def blocks(ow: int) -> list[tuple[int, int, int]]:
-    """(first column, columns, outputs per step) of a row: steps of BLOCK, then of 2, then 1."""
+@functools.lru_cache(maxsize=None)
+def step_instructions(n: int, stride: int) -> int:
+    """Instructions of one channel step of n outputs (kh = 3, a narrow ring): what the row plan minimises."""
+    return len(block_asm(n, stride, 3, 0, 8, 24, 8, 1, "ssat", 8, None, None)) - 1
+
+
+@functools.lru_cache(maxsize=None)
+def blocks(ow: int, stride: int) -> tuple[tuple[int, int, int], ...]:
+    """(first column, columns, outputs per step) of a row: the steps of 1..MAX_BLOCK outputs with the
+    fewest instructions in all (dynamic programming over step_instructions). With stride 1 only the
+    last step may be odd, so that every step's ring loads but the last start on a word boundary and
+    no step reads past the ring row."""
+    best: list[tuple[int, tuple[int, ...]]] = [(0, ())]
+    for w in range(1, ow + 1):
+        cands = []
+        for n in range(1, min(MAX_BLOCK, w) + 1):
+            cost, seq = best[w - n]
+            if stride == 1 and any(k % 2 for k in seq):  # an odd step so far: it must stay the last
+                continue
+            cands.append((cost + step_instructions(n, stride), len(seq) + 1, seq + (n,)))
+        cost, _, seq = min(cands)
+        best.append((cost, seq))
+    seq = sorted(best[ow][1], key=lambda n: (n % 2 if stride == 1 else 0, -n))  # even steps first
     out, ox = [], 0
-    for n in (BLOCK, 2, 1):
-        cols = (ow - ox) // n * n
-        if cols:
-            out.append((ox, cols, n))
-            ox += cols
-    return out
+    for n in seq:
+        if out and out[-1][2] == n:
+            out[-1] = (out[-1][0], out[-1][1] + n, n)
+        else:
+            out.append((ox, n, n))
+        ox += n
+    return tuple(out)
 
 
 class Dw3Int8(Dw3):
@@ -125,10 +150,10 @@ class Dw3Int8(Dw3):
     priority = 31
     modes = frozenset({"size", "balanced"})
     template = "ops_dsp/dw3_int8.c.j2"
-    cost_kinds = {"dw3_int8": ("tr4", "tr1", "rows_loaded", "ring", "quads_kh", "quads", "pairs_kh", "pairs",
-                               "odd_kh", "odd", "colsteps", "rows", "const")}
-    cost_reduced = {"dw3_int8": ("quads_kh", "tr4", "tr1")}
-    cost_work = {"dw3_int8": (("quads_kh", 4), ("pairs_kh", 2))}
+    cost_kinds = {"dw3_int8": ("tr4", "tr1", "rows_loaded", "ring", "outputs_kh", "outputs", "steps_kh", "steps",
+                               "colsteps", "rows", "const")}
+    cost_reduced = {"dw3_int8": ("outputs_kh", "tr4", "tr1")}
+    cost_work = {"dw3_int8": (("outputs_kh", 3),)}
 
     def refusal(self, node, graph, plan) -> str | None:
         return super().refusal(node, graph, plan) or int8_weights_refusal(graph.constants[node.inputs[1]])
@@ -154,11 +179,12 @@ class Dw3Int8(Dw3):
         wpad = ring_width(g["ow"], g["iw"], g["sw"], g["pad_l"])
         rots = sorted({(oy * g["sh"]) % kh for oy in range(g["oh"])})
         ctx = {"g": g, "mult": a["depth_multiplier"], "wp": wpad, "rec_words": [v for r in recs for v in r],
-               "rw": len(recs[0]), "rots": rots, "blocks": blocks(g["ow"]),
+               "rw": len(recs[0]), "rots": rots, "blocks": blocks(g["ow"], g["sw"]),
                "ext": extend_insn(x.dtype), "offset_word": offset_word(x.zero_point), "zp": x.zero_point,
                "scratch_bytes": 2 * kh * g["ic"] * wpad, "uses_bias": False,
                "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16 (x - zp), int8 weights "
-                          "(SXTB16), one record per channel, up to four outputs per channel and step"}
+                          "(SXTB16), one record per channel, "
+                          f"{'/'.join(str(n) for _, _, n in blocks(g['ow'], g['sw']))} outputs per channel and step"}
         ctx.update(rqc)
         ctx.update(residual_ctx(node, graph))
         y = graph.tensors[node.outputs[0]]
@@ -167,7 +193,7 @@ class Dw3Int8(Dw3):
         # LDR/STR immediate offsets (imm12) bound the ring and the output row
         if a["depth_multiplier"] == 1 and not a.get("residual") and rqc.get("fast") \
                 and y.dtype in ("int8", "uint8", "int16", "uint16") and 2 * cs + 16 < 4096 \
-                and BLOCK * g["oc"] * y.itemsize < 4096:
+                and MAX_BLOCK * g["oc"] * y.itemsize < 4096:
             info = np.iinfo(y.dtype)
             lo = rq.lo if rq.lo > info.min else None     # bounds tighter than the storage type (a fused ReLU)
             hi = rq.hi if rq.hi < info.max else None
@@ -187,15 +213,15 @@ class Dw3Int8(Dw3):
                    - graph.constants[node.inputs[2]].nbytes)
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
-        """Loop trip counts of the row transposition into the ring and of the 4-, 2- and 1-output steps."""
+        """Loop trip counts of the row transposition into the ring and of the channel steps (blocks)."""
         _, f = super().cost_features(info)
         oh, ow, oc = info["out"]
         kh, _ = info["kernel"]
-        q, rest = divmod(ow, BLOCK)
-        p, odd = divmod(rest, 2)
-        f.update({"quads_kh": oh * q * oc * kh, "quads": oh * q * oc, "pairs_kh": oh * p * oc * kh,
-                  "pairs": oh * p * oc, "odd_kh": oh * odd * oc * kh, "odd": oh * odd * oc,
-                  "colsteps": oh * (q + p + odd)})
+        steps = sum(cols // n for _, cols, n in blocks(ow, info["stride"][1]))
+        for k in ("pairs_kh", "pairs", "odd_kh", "odd"):
+            del f[k]
+        f.update({"outputs_kh": oh * ow * oc * kh, "outputs": oh * ow * oc, "steps_kh": oh * steps * oc * kh,
+                  "steps": oh * steps * oc, "colsteps": oh * steps})
         return "dw3_int8", f
 
 

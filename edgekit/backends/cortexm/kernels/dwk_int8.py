@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import byte_words, int8_weights_refusal
+from ....ops.conv2d import conv_geometry
+from .common import byte_words, int8_weights_refusal, valid_taps
 from .dwk import CHANNELS, Dwk
 
 
@@ -32,7 +33,15 @@ class DwkInt8(Dwk):
         sel.ctx.update(int8=True, w_words=words.reshape(-1).tolist(),
                        summary=sel.ctx["summary"].replace("SMLABB/SMLATT", "int8 weights (SXTB16), SMLABB/SMLATT"))
         sel.weight_bytes = 4 * words.size + kh * kw * (oc - c4)
+        g = conv_geometry(node, graph)
+        # executed taps per channel quad: what the int16 words (one LDRD instead of LDR + 2 SXTB16) save on
+        sel.ctx["taps_per_quad"] = (valid_taps(g["oh"], g["ih"], kh, g["sh"], g["pad_t"], g["dh"])
+                                    * valid_taps(g["ow"], g["iw"], kw, g["sw"], g["pad_l"], g["dw"]))
         return sel
+
+    def instructions_saved_by_int16(self, sel) -> int:
+        # per executed tap and channel quad: LDR + 2 SXTB16 against one LDRD of dwk's int16 pairs
+        return 2 * sel.ctx["taps_per_quad"] * (sel.ctx["c4"] // CHANNELS)
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
         return "dwk_int8", super().cost_features(info)[1]

@@ -33,15 +33,15 @@ class ProfileReport:
         lines = [f"edgekit profile {d['build_dir']}: {d['target']} on {d['board']}; instructions counted on QEMU "
                  f"{d['counted_on']}, cycles estimated for {d['target']} at {d['clock_hz'] / 1e6:g} MHz "
                  f"({d['clock_source']})",
-                 f"{'layer':<28}{'op':<12}{'MACs':>10}{'instructions':>14}{'instr/MAC':>11}{'share':>8}"
+                 f"{'layer':<28}{'op':<16}{'MACs':>10}{'instructions':>14}{'instr/MAC':>11}{'share':>8}"
                  f"{'est. cycles':>13}{'est. ms':>10}"]
         for r in d["layers"]:
             ipm = f"{r['instructions_per_mac']:.2f}" if r["instructions_per_mac"] is not None else "-"
-            lines.append(f"{r['label'][:27]:<28}{r['op'][:11]:<12}{r['macs']:>10,}{r['instructions']:>14,}{ipm:>11}"
+            lines.append(f"{r['label'][:27]:<28}{r['op'][:15]:<16}{r['macs']:>10,}{r['instructions']:>14,}{ipm:>11}"
                          f"{100 * r['share']:>7.1f}%{r['est_cycles']:>13,.0f}{r['est_ms']:>10.3f}")
         t = d["total"]
         ipm = f"{t['instructions_per_mac']:.2f}" if t["instructions_per_mac"] is not None else "-"
-        lines.append(f"{'total (one inference)':<28}{'':<12}{t['macs']:>10,}{t['instructions']:>14,}{ipm:>11}"
+        lines.append(f"{'total (one inference)':<28}{'':<16}{t['macs']:>10,}{t['instructions']:>14,}{ipm:>11}"
                      f"{100.0:>7.1f}%{t['est_cycles']:>13,.0f}{t['est_ms']:>10.3f}")
         v = d["vectors"]
         lines.append(f"one inference = input vector {d['vector']} of {v['count']} ({v['source']}); over all "
@@ -93,7 +93,7 @@ def profile_data(build_dir, manifest, core, run_board, est_board, layers, zones,
 
     for i, layer in enumerate(layers):
         zs = layer_zone.get(i, [])
-        r = row(f"{i} {layer['name']}", layer["name"], layer["op"], layer["macs"], zs)
+        r = row(f"{i} {layer['name']}", layer["name"], layer.get("kind", layer["op"]), layer["macs"], zs)
         r["index"] = i
         if not zs:
             r["note"] = "no code of its own (aliases its input, or inlined)"

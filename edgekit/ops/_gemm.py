@@ -1,0 +1,100 @@
+"""Exact integer products for the simulator's accumulating kernels (conv2d, dense).
+
+Integer GEMMs run on float BLAS only where the integer contract's accumulator bound
+(``contract.accumulator_bound``: the largest |partial sum| for any input in the tensor's
+range, whatever order the sum is taken in) proves every partial sum exact: below 2^24 in
+float32, below 2^53 in float64. A product and every partial sum are then integers the
+float type holds, so BLAS's order of summation and its fused multiply-adds round nothing.
+A reduction too long for one float32 GEMM is split along K into pieces that each stay
+below 2^24, summed in int64; a bound at or above 2^53 takes numpy's int64 product.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir.contract import Requant, accumulator_bound, apply_requant, apply_requant_float
+
+FLOAT32_EXACT_BELOW = 2 ** 24  # every integer of magnitude <= 2^24 is a float32
+FLOAT64_EXACT_BELOW = 2 ** 53
+EXACT_BELOW = {np.float32: FLOAT32_EXACT_BELOW, np.float64: FLOAT64_EXACT_BELOW}
+# More float32 pieces than this cost more (copies, int64 sums) than one float64 GEMM saves.
+MAX_FLOAT32_PIECES = 4
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """How ``x @ w.T`` is computed exactly: in ``dtype`` over the K ranges ``pieces``."""
+
+    dtype: type  # np.float32, np.float64 or np.int64
+    pieces: tuple[tuple[int, int], ...]  # [k0, k1) ranges, each one GEMM
+    bound: int  # the contract's bound on every partial sum of the whole reduction, bias included
+
+    @property
+    def float_sums(self) -> bool:
+        """True when the whole sum, bias included, is exact in ``dtype`` (a float): one GEMM."""
+        return self.bound < EXACT_BELOW.get(self.dtype, 0)
+
+
+def plan_gemm(weights: np.ndarray, bias: np.ndarray, x_lo: int, x_hi: int) -> GemmPlan:
+    """Choose the arithmetic for ``bias + x @ weights.T`` with ``weights`` [out, K] and x in [x_lo, x_hi]."""
+    w = np.asarray(weights).reshape(weights.shape[0], -1)
+    k = w.shape[1]
+    bound = int(accumulator_bound(w, np.asarray(bias), x_lo, x_hi).max(initial=0))
+    if bound < FLOAT32_EXACT_BELOW:
+        return GemmPlan(np.float32, ((0, k),), bound)
+    pieces = float32_pieces(w, max(abs(int(x_lo)), abs(int(x_hi))))
+    if pieces is not None:
+        return GemmPlan(np.float32, pieces, bound)
+    if bound < FLOAT64_EXACT_BELOW:
+        return GemmPlan(np.float64, ((0, k),), bound)
+    return GemmPlan(np.int64, ((0, k),), bound)
+
+
+def float32_pieces(w: np.ndarray, x_abs_max: int) -> tuple[tuple[int, int], ...] | None:
+    """Split K greedily into ranges whose bound stays below 2^24 (None: more than MAX_FLOAT32_PIECES)."""
+    col = np.abs(w.astype(np.int64)) * x_abs_max  # [out, K]: each term's largest magnitude
+    if col.size == 0 or col.max() >= FLOAT32_EXACT_BELOW:
+        return None
+    cum = np.concatenate([np.zeros((w.shape[0], 1), np.int64), np.cumsum(col, axis=1)], axis=1)
+    pieces, k0, k = [], 0, w.shape[1]
+    while k0 < k:
+        # the bound of [k0, k1) is non-decreasing in k1: the first k1 that reaches 2^24 ends the piece
+        reach = (cum[:, k0 + 1:] - cum[:, k0:k0 + 1]).max(axis=0)
+        k1 = k0 + int(np.searchsorted(reach, FLOAT32_EXACT_BELOW, side="left"))
+        pieces.append((k0, k1))
+        if len(pieces) > MAX_FLOAT32_PIECES:
+            return None
+        k0 = k1
+    return tuple(pieces)
+
+
+def exact_matmul(x: np.ndarray, w_t: np.ndarray, plan: GemmPlan) -> np.ndarray:
+    """``x @ w_t`` exactly, for ``x`` [M, K] and ``w_t`` [K, out] already in ``plan.dtype``: in
+    ``plan.dtype`` when ``plan.float_sums`` (exact integers in floats), else int64."""
+    if plan.float_sums or plan.dtype is np.int64:
+        return x @ w_t
+    acc = np.zeros((x.shape[0], w_t.shape[1]), np.int64)
+    for k0, k1 in plan.pieces:
+        acc += (x[:, k0:k1] @ w_t[k0:k1]).astype(np.int64)
+    return acc
+
+
+
+def requantized(acc: np.ndarray, bias: np.ndarray, rq: Requant | None) -> np.ndarray:
+    """``rq(acc + bias)`` as int64 (no ``rq``: the int32 accumulator itself).
+
+    ``acc`` is int64, or a float array of exact integers whose sums with the bias the plan's
+    bound keeps exact. A requantization that is a plain rounding shift (M = 1, power-of-two
+    scales) stays in float (``contract.apply_requant_float``: ``rint(acc * 2^-s)`` is
+    ``rshift_rne(acc, s)`` there), with half the memory traffic of int64.
+    """
+    if acc.dtype == np.int64:
+        acc += bias.astype(np.int64)
+        return apply_requant(acc, rq) if rq is not None else acc
+    acc += bias.astype(acc.dtype)
+    if rq is not None and rq.pure_shift:
+        return apply_requant_float(acc, rq)
+    acc = acc.astype(np.int64)
+    return apply_requant(acc, rq) if rq is not None else acc
