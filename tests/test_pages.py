@@ -58,6 +58,7 @@ def test_search_plot_turns_logarithmic_only_for_a_wide_spread():
     assert ">1000<" not in narrow and ">0.2<" not in narrow
     page = report_html(summary, rows, front, config)
     assert "chance (majority class) 0.250" in page and "budget 64 KiB" in page
+    assert "the 2 over budget before training" in page
     no_chance = dict(summary)
     del no_chance["chance"]
     assert "chance (majority class)" not in report_html(no_chance, rows, front, config)

@@ -149,6 +149,8 @@ def report_html(s: dict, rows: list[dict], front: list[dict], config: NasConfig)
     return pages.render(
         "nas.html.j2", s=s, facts=_facts(s), budget=_budget_text(s),
         plot=pareto_svg(plotted, front, config, chance=s.get("chance")),
+        untrained=sum(not (r["trained"] and r["val_accuracy"] is not None) and r["latency_ms"] is not None
+                      for r in plotted),
         best=_best_cells(s["best"]) if s["best"] else None, best_head=BEST_HEAD,
         nearest=[_nearest_line(r) for r in s["nearest"]] if not s["best"] and not front else [],
         front=_front_cells(s, front) if front else [], front_head=FRONT_HEAD,
