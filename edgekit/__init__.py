@@ -8,6 +8,6 @@ warnings.filterwarnings("ignore", message="fast_hadamard_transform package not f
 
 from .version import __version__  # noqa: E402
 
-from .api import build, validate, verify  # noqa: E402
+from .api import build, quantize, validate, verify  # noqa: E402
 
-__all__ = ["__version__", "build", "validate", "verify"]
+__all__ = ["__version__", "build", "quantize", "validate", "verify"]

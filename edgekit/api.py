@@ -74,9 +74,9 @@ def quantize(model, calibration, output: str | Path, *, weight_bits: int = 8, sc
     """Post-training quantization (docs/quantize.md): ``model`` is a float ``torch.nn.Module``, a
     ``keras.Model``, or the path of a float ``.onnx`` or ``.keras`` file; ``calibration`` an array
     (N, ...) in the model's input layout or a ``.npy`` path. Writes ``output`` (QONNX ``.onnx`` for
-    PyTorch and ONNX, int8 ``.tflite`` for Keras) and returns an edgekit.quantize.QuantizeResult.
+    PyTorch and ONNX, int8 ``.tflite`` for Keras) and returns an edgekit.ptq.QuantizeResult.
     ``scales``: "pow2" (default, PyTorch/ONNX) or "float" (default and only choice for Keras)."""
-    from .quantize import quantize_model
+    from .ptq import quantize_model
 
     return quantize_model(model, calibration, output, weight_bits=weight_bits, scales=scales,
                           per_channel=per_channel, equalize=equalize, bias_correction=bias_correction)

@@ -280,23 +280,16 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print where the project went as JSON")
     e.set_defaults(func=_cmd_export)
     # --- end commands on a build directory ---
-    # --- architecture search (issue 8): edgekit/nas ---
-    from .nas.cli import add_parsers as _add_nas_parsers
+    # Commands whose code is a package of its own add their parsers themselves.
+    from .fuzz import campaign as fuzz_cli
+    from .mixedprec import cli as mixed_precision_cli
+    from .nas import cli as nas_cli
+    from .ptq import cli as quantize_cli
+    from .validation import cli as validate_cli
 
-    _add_nas_parsers(sub)
-    # --- end issue 8 ---
-    from .quantize.cli import add_parser as _add_quantize_parser; _add_quantize_parser(sub)  # noqa: E702 (issue 13)
-    # --- differential fuzzing (issue 17): edgekit/fuzz ---
-    from .fuzz.campaign import add_parser as _add_fuzz_parser
-
-    _add_fuzz_parser(sub)
-    # --- end issue 17 ---
-    from .validation.cli import add_parser as _add_validate_parser  # issue 13: edgekit/validation
-
-    _add_validate_parser(sub)
-    from .mixedprec.cli import add_parser as _add_mixed_precision_parser  # issue 15: edgekit/mixedprec
-
-    _add_mixed_precision_parser(sub)
+    for add_parsers in (quantize_cli.add_parser, validate_cli.add_parser, nas_cli.add_parsers,
+                        mixed_precision_cli.add_parser, fuzz_cli.add_parser):
+        add_parsers(sub)
     return p
 
 

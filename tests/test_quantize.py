@@ -151,7 +151,7 @@ def test_4bit_weights_build_verify_and_report_the_drop(scales, digits, float_cnn
 
 
 def test_onnx_translation_matches_onnxruntime(float_onnx, float_cnn, digits):
-    from edgekit.quantize.onnx_float import check_conversion, onnx_to_torch
+    from edgekit.ptq.onnx_float import check_conversion, onnx_to_torch
 
     module, shape = onnx_to_torch(float_onnx)
     assert shape == (1, 8, 8)
@@ -204,8 +204,8 @@ def test_already_quantized_model_is_not_quantized_again(float_cnn, digits, tmp_p
 
 
 def test_keras_options_it_cannot_honour_are_refused(tmp_path):
-    from edgekit.quantize.keras_tflite import check_keras_settings
-    from edgekit.quantize.presets import PtqSettings
+    from edgekit.ptq.keras_tflite import check_keras_settings
+    from edgekit.ptq.presets import PtqSettings
 
     with pytest.raises(EdgekitError, match="--scales pow2 is not available for Keras"):
         check_keras_settings(PtqSettings(scales="pow2"), "m.keras")
