@@ -345,7 +345,7 @@ def test_blocked_batch_equals_one_block():
 
 @pytest.mark.parametrize("channels,count", [(1, 3), (5, 1), (7, 15), (40, 255)])
 def test_thresholds_passed_matches_counting(channels, count):
-    from edgekit.ops.threshold import thresholds_passed
+    from edgekit.ops.threshold import counts_by_table, thresholds_passed
 
     rng = np.random.default_rng(channels * 1000 + count)
     thresholds = rng.integers(-(1 << 20), 1 << 20, (channels, count))  # unsorted, with repeats below
@@ -357,6 +357,13 @@ def test_thresholds_passed_matches_counting(channels, count):
     for j in range(count):
         want += x >= thresholds[:, j]
     np.testing.assert_array_equal(thresholds_passed(x, thresholds), want)
+    # the tabulated path, over a small input range (an 8-bit input quantizer's)
+    small = rng.integers(-128, 128, (channels, count))
+    xs = rng.integers(-128, 128, (9, channels))
+    want = np.zeros(xs.shape, np.int64)
+    for j in range(count):
+        want += xs >= small[:, j]
+    np.testing.assert_array_equal(counts_by_table(xs, small, -128, 127), want)
 
 
 def test_mul_dbl_equals_the_gemmlowp_composition():

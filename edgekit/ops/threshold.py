@@ -42,6 +42,21 @@ def thresholds_passed(x: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return np.searchsorted(blocks, x - lo + offsets, side="right") - np.arange(channels, dtype=np.int64) * count
 
 
+# Up to this many (input value, channel) entries, the counts are tabulated once per call and
+# looked up (an 8-bit input quantizer's 255 thresholds: one gather instead of a binary search).
+TABLE_LIMIT = 1 << 20
+
+
+def counts_by_table(x: np.ndarray, thresholds: np.ndarray, x_lo: int, x_hi: int) -> np.ndarray:
+    """:func:`thresholds_passed` for inputs in [x_lo, x_hi], through a table of every value's count."""
+    channels = thresholds.shape[0]
+    values = np.arange(x_lo, x_hi + 1, dtype=np.int64)
+    table = thresholds_passed(np.repeat(values[:, None], channels, axis=1), thresholds)  # (values, channels)
+    if channels == 1:
+        return table[:, 0][x - x_lo]
+    return table.ravel()[(x - x_lo) * channels + np.arange(channels, dtype=np.int64)]
+
+
 @register
 class Threshold(Op):
     name = "threshold"
@@ -51,7 +66,11 @@ class Threshold(Op):
 
     def simulate(self, node, inputs, graph):
         x, thresholds = np.asarray(inputs[0], np.int64), np.asarray(inputs[1], np.int64)
-        passed = thresholds_passed(x, thresholds)
+        xt = graph.tensors[node.inputs[0]]
+        if (xt.qmax - xt.qmin + 1) * thresholds.shape[0] <= TABLE_LIMIT:
+            passed = counts_by_table(x, thresholds, xt.qmin, xt.qmax)
+        else:
+            passed = thresholds_passed(x, thresholds)
         a = self.attrs(node)
         return [a.out_min + a.step * passed]
 
