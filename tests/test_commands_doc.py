@@ -168,23 +168,37 @@ def _argv(line: str, kind: str | None, files: dict, builds: dict, work: Path) ->
     words = shlex.split(line, comments=True)[1:]
     argv, prev = [], None
     for i, w in enumerate(words):
-        if prev == "--float-model":
+        if prev in ("-o", "--output", "--out"):  # whatever the output's name says, it goes into this test's folder
+            w = str(work / w.strip("/"))
+        elif prev == "--float-model":
             w = str(files["float_onnx"])
         elif prev == "--labels":
             w = str(files["dir"] / f"{kind}_{'targets' if 'target' in w else 'labels'}.npy")
+        elif w.endswith(".onnx") and words[0] == "quantize" and prev != "-o":
+            w = str(files["float_onnx"])  # quantize takes a float model
+        elif w.endswith(".keras"):
+            w = str(keras_model(files["dir"]))
         elif w.endswith(".onnx"):
             w = str(files["onnx"])
         elif w.endswith(".tflite"):
             w = str(files["tflite"])
-        elif w.endswith(".npy"):
-            w = str(files["dir"] / f"{kind}_{'codes' if 'codes' in w else 'x'}.npy")
-        elif prev in ("-o", "--output", "--out"):
-            w = str(work / w.strip("/"))
+        elif w.endswith(".npy"):  # without a build (e.g. quantize's calibration data): the float MLP's inputs
+            w = str(files["dir"] / f"{kind or 'cortexm'}_{'codes' if 'codes' in w else 'x'}.npy")
         elif i == 1 and words[0] in BUILD_DIR_COMMANDS:
             w = str(builds[kind])
         argv.append(w)
         prev = w
     return argv
+
+
+def keras_model(folder: Path) -> Path:
+    """A small float Keras model with the float MLP's input (16 values), for `edgekit quantize model.keras`."""
+    path = folder / "model.keras"
+    if not path.exists():
+        keras = pytest.importorskip("keras")
+        model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(5)])
+        model.save(path)
+    return path
 
 
 def _documented_for(line: str) -> set[str]:
