@@ -29,7 +29,9 @@ from edgekit.ir.graph import Graph
 from edgekit.targets import get_board, get_core
 
 from helpers.brevitas_models import Seq, qconv1d, qconv2d, qid
-from helpers.opcheck import ALL_KERNELS, QonnxCase, check, matrix
+from helpers.opcheck import ALL_KERNELS, QonnxCase, TfliteCase, check, matrix
+from helpers.tflite_layers import conv_layer
+from edgekit.frontends.tflite.writer import TfliteBuilder
 
 QONNX = [
     QonnxCase("conv_upsample2x_conv", lambda: Seq(qconv2d(3, 4, 3), qid(), nn.Upsample(scale_factor=2, mode="nearest"),
@@ -41,10 +43,35 @@ QONNX = [
 ]
 
 
+def _resize_nearest_model(shape: tuple, size: tuple, align_corners: bool = False, half_pixel_centers: bool = False,
+                          conv_after: bool = False) -> bytes:
+    """RESIZE_NEAREST_NEIGHBOR of an int8 map (the output keeps the input's quantization),
+    optionally followed by a 3x3 CONV_2D (which gets the optimized kernels)."""
+    b = TfliteBuilder()
+    h, w, c = shape
+    x = b.act((1,) + shape, 0.05, -3)
+    y = b.act((1, *size, c), 0.05, -3)
+    b.op("RESIZE_NEAREST_NEIGHBOR", [x, b.tensor((2,), "int32", data=np.array(size, np.int32))], [y],
+         "ResizeNearestNeighborOptions", AlignCorners=align_corners, HalfPixelCenters=half_pixel_centers)
+    if not conv_after:
+        return b.build([x], [y])
+    z, *_ = conv_layer(b, np.random.default_rng(5), y, (*size, c), 0.05, 4, 3)
+    return b.build([x], [z])
+
+
+TFLITE = [
+    TfliteCase("resize_nearest_2x2", lambda: _resize_nearest_model((4, 5, 3), (8, 10))),
+    TfliteCase("resize_nearest_3x2_half_pixel_centers",
+               lambda: _resize_nearest_model((3, 4, 2), (9, 8), half_pixel_centers=True)),
+    TfliteCase("resize_nearest_3x3_align_corners", lambda: _resize_nearest_model((3, 3, 2), (9, 9), align_corners=True)),
+    TfliteCase("resize_nearest_2x_conv", lambda: _resize_nearest_model((4, 4, 3), (8, 8), conv_after=True),
+               kernels=ALL_KERNELS),
+]
+
+
 @pytest.mark.parametrize("frontend,variant,case", matrix(
-    "resize", QONNX, [], no_kernel={v: f"resize has no {v} kernel and no other layer of this model gets one"
-                                    for v in ("dsp", "helium")},
-    no_tflite="the TFLite front end has no RESIZE_NEAREST_NEIGHBOR lowering"))
+    "resize", QONNX, TFLITE, no_kernel={v: f"resize has no {v} kernel and no other layer of this model gets one"
+                                        for v in ("dsp", "helium")}))
 def test_resize(frontend, variant, case, tmp_path):
     check(frontend, variant, case, tmp_path, {"resize"})
 
