@@ -307,3 +307,10 @@ def test_fpga_refuses_resize_naming_the_node(tmp_path):
     shape, kw, _ = GRAPHS["scales_asymmetric_floor"]
     with pytest.raises(UnsupportedOpError, match=r"'the_resize' \(Resize.*hls4ml .*does not convert Resize"):
         build(resize_graph(tmp_path / "m.onnx", shape, **kw), "fpga", "pynq-z2", tmp_path / "b")
+
+
+def test_huge_output_is_refused_quickly(tmp_path):
+    """A factor of 4096 on a 1D map of 20: 81,920 outputs on one axis, refused before any table is computed."""
+    with pytest.raises(UnsupportedOpError, match=r"the_resize.*at most 65536 per axis"):
+        build(resize_graph(tmp_path / "m.onnx", (1, 20), scales=[1, 1, 4096]), "cortex-m4", "mps2-an386",
+              tmp_path / "b")

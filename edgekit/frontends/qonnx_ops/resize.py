@@ -29,6 +29,7 @@ COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", 
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 MAX_FACTOR = 1 << 12          # per axis, like the window limits of convolutions and pools
 MAX_OUTPUT_ELEMENTS = 1 << 24  # per sample, like the graph input
+MAX_OUTPUT_AXIS = 1 << 16      # per axis: the index tables are computed exactly, element by element
 
 
 def _text(value) -> str:
@@ -224,9 +225,10 @@ def lower_resize(lw, node) -> None:
     if rank == 3:
         spatial = [1] + spatial
     out_hw = (in_hw[0] * spatial[0], in_hw[1] * spatial[1])
-    if out_hw[0] * out_hw[1] * x.shape[2] > MAX_OUTPUT_ELEMENTS:
-        raise UnsupportedOpError(f"{describe(node)}: the output of {out_hw[0]}x{out_hw[1]}x{x.shape[2]} elements "
-                                 f"exceeds {MAX_OUTPUT_ELEMENTS} per sample")
+    if out_hw[0] * out_hw[1] * x.shape[2] > MAX_OUTPUT_ELEMENTS or max(out_hw) > MAX_OUTPUT_AXIS:
+        raise UnsupportedOpError(f"{describe(node)}: an output of {out_hw[0]}x{out_hw[1]}x{x.shape[2]}; edgekit "
+                                 f"resizes to at most {MAX_OUTPUT_AXIS} per axis and {MAX_OUTPUT_ELEMENTS} "
+                                 "elements per sample")
     rows = source_table(node, "the height", spatial[0], in_hw[0], out_hw[0], coordinate, nearest)
     cols = source_table(node, "the width" if rank == 4 else "the length", spatial[1], in_hw[1], out_hw[1],
                         coordinate, nearest)
