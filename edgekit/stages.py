@@ -188,6 +188,20 @@ def run_qonnx(model_path: Path, x: np.ndarray) -> np.ndarray:
     return qonnx_executor(model_path, x.shape[0])(x)
 
 
+def resize_sizes_to_batch(model, batch: int) -> None:
+    """Set the batch entry of every Resize's constant ``sizes`` to ``batch``, as qonnx's
+    ChangeBatchSize does for Reshape's shape (it leaves Resize's alone, which keeps batch 1)."""
+    from onnx import helper
+
+    for node in model.get_nodes_by_op_type("Resize"):
+        axes = [list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "axes"]
+        sizes = model.get_initializer(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+        if sizes is not None and sizes.size and (not axes or 0 in axes[0]):
+            sizes = sizes.copy()
+            sizes[axes[0].index(0) if axes else 0] = batch
+            model.set_initializer(node.input[3], sizes)
+
+
 def qonnx_executor(model_path: Path, batch: int):
     """qonnx's execution of the model (cleaned, at batch size ``batch``): a function of the
     float input returning the float output; qonnx's errors become one VerificationError line."""
@@ -202,7 +216,9 @@ def qonnx_executor(model_path: Path, batch: int):
                                  "verify --skip qonnx checks the other stages")
 
     try:
-        model = cleanup_model(ModelWrapper(str(model_path)).transform(ChangeBatchSize(batch)))
+        model = ModelWrapper(str(model_path)).transform(ChangeBatchSize(batch))
+        resize_sizes_to_batch(model, batch)
+        model = cleanup_model(model)
         iname, oname = model.graph.input[0].name, model.graph.output[0].name
     except Exception as e:
         raise failed(e) from None

@@ -71,6 +71,11 @@ def check_patterns(model) -> None:
                 f"{describe(node)}: hls4ml has no Trunc layer (Brevitas exports one after a quantized "
                 "average pool, e.g. TruncAvgPool); use a max pool or a strided quantized convolution for the "
                 "FPGA backend")
+        if node.op_type in ("Resize", "Upsample"):
+            raise UnsupportedOpError(
+                f"{describe(node)}: hls4ml {_hls4ml_version()}'s QONNX path does not convert {node.op_type} "
+                "exactly (it fails on the empty roi input, and its Resize layer takes the width from the height "
+                "axis), so the FPGA backend refuses it; build this model for a Cortex-M target")
     supported = _hls4ml_onnx_ops()
     for node in g.node:
         if supported and node.op_type not in supported:
