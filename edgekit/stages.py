@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arrays import load_npy
 from .errors import VerificationError
 from .ir.contract import dequantized_to_codes, is_power_of_two
 from .ir.graph import INVERSE_STEPS, Graph, apply_pre_ops, pre_op_shapes, unapply_pre_ops
@@ -117,10 +118,7 @@ def load_float_inputs(graph: Graph, inputs, count: int = 256, seed: int = 0) -> 
     elif isinstance(inputs, np.ndarray):
         x, source = inputs, "array"
     else:
-        try:
-            x, source = np.load(inputs), str(inputs)
-        except (OSError, ValueError) as e:
-            raise VerificationError(f"{inputs}: cannot read inputs ({e})") from None
+        x, source = load_npy(inputs, "float inputs", VerificationError), str(inputs)
     fshape = tuple(graph.input_quant.float_shape)
     x = np.asarray(x, dtype=np.float32)
     if x.shape[1:] != fshape:
@@ -241,10 +239,7 @@ def load_codes(graph: Graph, codes) -> tuple[np.ndarray, str]:
     """Raw input codes (an integer array or .npy file), used as they are: (N, input size) int64."""
     source = "codes array"
     if not isinstance(codes, np.ndarray):
-        try:
-            codes, source = np.load(codes), f"codes {codes}"
-        except (OSError, ValueError) as e:
-            raise VerificationError(f"{codes}: cannot read input codes ({e})") from None
+        codes, source = load_npy(codes, "input codes", VerificationError), f"codes {codes}"
     t = graph.tensors[graph.inputs[0]]
     if not np.issubdtype(codes.dtype, np.integer):
         raise VerificationError(f"input codes must be an integer array, got {codes.dtype}; pass float inputs "

@@ -366,12 +366,27 @@ def test_verify_inputs_wrong_shape(shape, built, tmp_path):
     assert snapshot(built) == before
 
 
-@pytest.mark.parametrize("kind", ["missing", "not-npy"])
-def test_verify_unreadable_inputs(kind, built, tmp_path):
+@pytest.mark.parametrize("kind", ["missing", "not-npy", "empty", "truncated", "npz", "pickle", "directory"])
+@pytest.mark.parametrize("option", ["--inputs", "--codes"])
+def test_verify_unreadable_inputs(kind, option, built, tmp_path):
+    """Every file that is not one plain .npy array is one error line naming it (an empty file
+    was an internal EOFError; an .npz archive reached the shape check as an NpzFile)."""
     inputs = tmp_path / "inputs.npy"
     if kind == "not-npy":
         inputs.write_text("1, 2, 3\n")
-    proc = run_cli("verify", built, "--inputs", inputs)
+    elif kind == "empty":
+        inputs.write_bytes(b"")
+    elif kind == "truncated":
+        np.save(inputs, np.zeros((4, 4, 3), np.int8))
+        inputs.write_bytes(inputs.read_bytes()[:-7])
+    elif kind == "npz":
+        with open(inputs, "wb") as f:
+            np.savez(f, x=np.zeros((4, 4, 3), np.int8))
+    elif kind == "pickle":
+        np.save(inputs, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    elif kind == "directory":
+        inputs.mkdir()
+    proc = run_cli("verify", built, option, inputs)
     assert_user_error(proc, str(inputs))
 
 

@@ -277,7 +277,7 @@ def finish(study, config: NasConfig, data, out_dir: Path, storage: str = "", stu
                      "train_subset": config.train_subset, "final_epochs": final_epochs},
     }
     _write_tables(out_dir, rows)
-    (out_dir / "pareto.svg").write_text(pareto_svg(done, front, config))
+    (out_dir / "pareto.svg").write_text(pareto_svg(done, front, config, chance=chance))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
     (out_dir / "report.md").write_text(report_markdown(summary, rows, front, config))
     (out_dir / "report.html").write_text(report_html(summary, rows, front, config))

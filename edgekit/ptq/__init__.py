@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arrays import load_npy
 from ..errors import EdgekitError
 from .presets import SCALES, WEIGHT_BITS, PtqSettings, default_scales
 
@@ -53,11 +54,7 @@ def load_calibration(path: str | Path) -> np.ndarray:
     if path.stat().st_size > MAX_CALIBRATION_BYTES:
         raise EdgekitError(f"{path}: {path.stat().st_size} bytes of calibration data; at most "
                            f"{MAX_CALIBRATION_BYTES} (a few hundred samples are enough)")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise EdgekitError(f"{path}: not a readable .npy array without pickled objects ({first})") from None
+    return load_npy(path, "calibration data")
 
 
 def _kind_of(model) -> str:

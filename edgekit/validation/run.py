@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arrays import load_npy
 from ..errors import DatasetError, VerificationError
 from ..ir.graph import FLOAT_STEPS, Graph, unapply_pre_ops
 from ..manifest import load_manifest
@@ -60,10 +61,7 @@ def load_labels(labels, n: int, out_size: int, channels_first: bool) -> tuple[np
     """Labels -> (integer class ids (N,), True) for a classifier or (float targets (N, K), False)."""
     name = "labels" if isinstance(labels, np.ndarray) else str(labels)
     if not isinstance(labels, np.ndarray):
-        try:
-            labels = np.load(labels)
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"{name}: cannot read labels ({e})") from None
+        labels = load_npy(labels, "labels", DatasetError)
     labels = np.asarray(labels)
     if labels.shape[:1] != (n,):
         raise DatasetError(f"{name}: {labels.shape[0] if labels.ndim else 0} labels for {n} samples; give one "

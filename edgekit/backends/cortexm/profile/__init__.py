@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ....arrays import load_npy
 from ....errors import BuildDirError, TargetError, ToolchainError, VerificationError
 from ....ir.graph import Graph
 from ....manifest import load_manifest
@@ -62,8 +63,12 @@ def profile(build_dir: str | Path, board: str | None = None, inputs: str | Path 
     if inputs is None:
         codes, source = profile_inputs(graph, count, seed), f"uniform random input codes, seed {seed}"
     else:
-        x = np.load(inputs) if not isinstance(inputs, np.ndarray) else inputs
-        x = np.asarray(x, np.float32).reshape((-1,) + tuple(graph.input_quant.float_shape))
+        x = load_npy(inputs, "float inputs", VerificationError) if not isinstance(inputs, np.ndarray) else inputs
+        fshape = tuple(graph.input_quant.float_shape)
+        if np.size(x) % max(1, int(np.prod(fshape))) or not np.issubdtype(np.asarray(x).dtype, np.number):
+            raise VerificationError(f"{inputs if not isinstance(inputs, np.ndarray) else 'inputs'}: shape "
+                                    f"{np.shape(x)} does not hold whole samples of ({', '.join(map(str, fshape))})")
+        x = np.asarray(x, np.float32).reshape((-1,) + fshape)
         codes, source = quantize_input(graph, x).reshape(x.shape[0], -1), str(inputs) if not isinstance(
             inputs, np.ndarray) else "array"
     if not 0 <= vector < codes.shape[0]:
