@@ -1,30 +1,17 @@
 """Progress bars of the search (tqdm, on stderr): trials, a trial's training epochs, the
 latency model's calibration.
 
-Shown only when stdout and stderr are both terminals and the command was not asked to be
-quiet (``set_quiet``, e.g. for ``--json``); ``EDGEKIT_PROGRESS=0`` turns them off, ``=1``
-forces them on. The per-trial result lines are printed through :func:`write` so that they
-do not tear a bar. One function makes every bar, so switching to a shared progress module
-later touches only this file.
+Shown when :func:`edgekit.progress.enabled` says so (terminals only, not under ``--json``,
+``EDGEKIT_PROGRESS=0/1``). The per-trial result lines are printed through :func:`write` so that
+they do not tear a bar. tqdm rather than rich here: the trial and epoch bars stack with
+``position``, which the search's workers use.
 """
 from __future__ import annotations
 
-import os
 import sys
 
-_quiet = False
-
-
-def set_quiet(quiet: bool) -> None:
-    global _quiet
-    _quiet = bool(quiet)
-
-
-def enabled() -> bool:
-    forced = os.environ.get("EDGEKIT_PROGRESS")
-    if forced in ("0", "1"):
-        return forced == "1"
-    return not _quiet and sys.stderr.isatty() and sys.stdout.isatty()
+# the switch every progress display of edgekit shares (quiet under --json, terminals only)
+from ..progress import enabled
 
 
 def bar(total: int | None, desc: str, unit: str = "it", position: int = 0, leave: bool = False):
