@@ -7,7 +7,10 @@ The ``.tflite`` it writes takes edgekit's TFLite path (TFLite Micro's arithmetic
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,10 @@ from .presets import PtqSettings
 
 
 def _tensorflow():
+    # TensorFlow's C++ start-up lines (CPU features, the oneDNN notice) say nothing to an edgekit
+    # user; a user's own settings win.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         import tensorflow as tf
     except ImportError:
@@ -78,7 +84,8 @@ def ptq_keras(model, calibration: np.ndarray, output: Path, settings: PtqSetting
     if not settings.per_channel:
         conv._experimental_disable_per_channel = True  # the converter's only switch for per-tensor weights
     try:
-        flatbuffer = conv.convert()
+        with _converter_output_quiet():
+            flatbuffer = conv.convert()
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelError(f"{source}: the TFLite converter failed ({type(e).__name__}: {first[:300]})") from None
@@ -86,3 +93,27 @@ def ptq_keras(model, calibration: np.ndarray, output: Path, settings: PtqSetting
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(flatbuffer)
     return output
+
+
+@contextlib.contextmanager
+def _converter_output_quiet():
+    """The converter prints its SavedModel's signature on stdout (which carries ``--json``),
+    its C++ settings on stderr, and warns that the inputs have no statistics (it computes them
+    from the representative data). Its failures raise, with their message, so the writes are
+    dropped at the file descriptors for the duration of the call."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as null, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
