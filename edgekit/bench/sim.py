@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import track
 from .suites import peers_dir, suite
 
 BATCH = 256
@@ -152,7 +153,8 @@ def run_sim_bench(models: list[str] | None = None, batch: int = BATCH, repeat: i
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-sim-") as tmp:
         work = Path(out) if out else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for name in models or default_models():
+        names = models or default_models()
+        for name in track(names, f"bench sim: {len(names)} models"):
             rows.append(measure(name, work, batch, repeat))
             if progress:
                 progress(rows[-1])

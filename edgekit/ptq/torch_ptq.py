@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import EdgekitError, ModelError
+from ..progress import track
 from .presets import PtqSettings
 
 CALIBRATION_BATCH = 64
@@ -59,12 +60,13 @@ def quantize_module(model: nn.Module, calibration: np.ndarray, settings: PtqSett
         identity, compute, act = _layer_maps(settings)
         qmodel = quantize(graph, quant_identity_map=identity, compute_layer_map=compute, quant_act_map=act)
         with torch.no_grad():
+            batches = list(_batches(calibration))
             with calibration_mode(qmodel):
-                for b in _batches(calibration):
+                for b in track(batches, "quantize: activation ranges"):
                     qmodel(b)
             if settings.bias_correction:
                 with bias_correction_mode(qmodel):
-                    for b in _batches(calibration):
+                    for b in track(batches, "quantize: bias correction"):
                         qmodel(b)
     return qmodel.eval()
 

@@ -22,6 +22,7 @@ from ..arrays import load_npy
 from ..errors import DatasetError, VerificationError
 from ..ir.graph import FLOAT_STEPS, Graph, unapply_pre_ops
 from ..manifest import load_manifest
+from ..progress import step
 from ..sim import quantize_input, simulate
 from ..stages import check_timeout, load_codes, load_float_inputs
 from ..verify import verify
@@ -35,6 +36,20 @@ DEFAULT_FIRMWARE_COUNT = 32
 SIMULATOR_BATCH_ELEMENTS = 1 << 22
 #: where validate leaves its results in the build directory (the HTML report reads it)
 RESULT_FILE = "validate.json"
+
+
+def _float_reference(build_dir: Path, graph: Graph, frontend: str, float_model, x, codes: np.ndarray, n: int,
+                     channels_first: bool) -> tuple[np.ndarray | None, str | None]:
+    """The float reference's outputs and what it is: the given float ONNX model (onnxruntime),
+    else qonnx's execution of a QONNX build's graph; (None, None) for a TFLite build without one."""
+    if float_model is None and frontend != "qonnx":
+        return None, None
+    floats = x if x is not None else unapply_pre_ops(
+        graph.input_quant, (codes.reshape(n, -1) - graph.input_quant.zero_point) * np.float64(graph.input_quant.scale))
+    if float_model is not None:
+        return onnx_outputs(Path(float_model), floats, channels_first), f"float model {float_model} (onnxruntime)"
+    return (qonnx_outputs(build_dir / "model.onnx", floats),
+            "qonnx execution of the build's QONNX graph (quantizers in float arithmetic)")
 
 
 def simulate_outputs(graph: Graph, codes: np.ndarray) -> np.ndarray:
@@ -139,18 +154,11 @@ def validate(build_dir: str | Path, data: str | Path | np.ndarray | None = None,
         raise VerificationError("--max-drop is the accuracy drop of a classifier (points); these labels are "
                                 "regression targets")
 
-    y_int = dequantize_outputs(graph, simulate_outputs(graph, codes))
-    y_float, reference = None, None
-    if float_model is not None or frontend == "qonnx":
-        floats = x if x is not None else unapply_pre_ops(
-            graph.input_quant, (codes.reshape(n, -1) - graph.input_quant.zero_point)
-            * np.float64(graph.input_quant.scale))
-        if float_model is not None:
-            y_float = onnx_outputs(Path(float_model), floats, channels_first)
-            reference = f"float model {float_model} (onnxruntime)"
-        else:
-            y_float = qonnx_outputs(build_dir / "model.onnx", floats)
-            reference = "qonnx execution of the build's QONNX graph (quantizers in float arithmetic)"
+    with step(f"validate: {n} samples through the simulator") as say:
+        y_int = dequantize_outputs(graph, simulate_outputs(graph, codes))
+        say(f"validate: {n} samples through the float reference")
+        y_float, reference = _float_reference(build_dir, graph, frontend, float_model, x, codes, n, channels_first)
+    if y_float is not None:
         if y_float.shape != y_int.shape:
             raise VerificationError(f"the float reference gives {y_float.shape[1]} outputs per sample, the build "
                                     f"{y_int.shape[1]}: --float-model must be the same network in float")

@@ -16,6 +16,7 @@ from ...manifest import Manifest
 from ...ir.operators import get_op
 from ...targets import Board, resolve
 from . import toolchain as tc
+from ...progress import step
 from .codegen import generate_c
 from .kernels.base import DEFAULT_OPTIMIZE, OPTIMIZE
 from .firmware import compile_firmware
@@ -92,8 +93,10 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
                              optimize=optimize)
         tc.copy_firmware_sources(tmp / "firmware")
         tc.render_linker_script(core, brd, tmp / "firmware" / "link.ld")
-        elf = compile_firmware(tmp, core, brd, tmp / "firmware" / "link.ld")
-        tc.compile_host(tmp)
+        with step(f"build: compiling the firmware for {brd.name}") as say:
+            elf = compile_firmware(tmp, core, brd, tmp / "firmware" / "link.ld")
+            say("build: compiling the host runner")
+            tc.compile_host(tmp)
         sizes = tc.section_sizes(elf)
         usage = tc.memory_usage(sizes)
         fit = _check_fit(elf, brd)

@@ -36,6 +36,7 @@ from ....arrays import load_npy
 from ....errors import BuildDirError, TargetError, ToolchainError, VerificationError
 from ....ir.graph import Graph
 from ....manifest import load_manifest
+from ....progress import step
 from ....sim import quantize_input, simulate
 from ....targets import get_core
 from .. import toolchain as tc
@@ -95,9 +96,10 @@ def profile(build_dir: str | Path, board: str | None = None, inputs: str | Path 
         code = (min(s["addr"] for s in text), max(s["addr"] + max(s["size"], 2) for s in text))
         codes.astype(np.dtype(manifest.input["dtype"])).tofile(work / "inputs.bin")
         t0 = time.monotonic()
-        counts = run_counted(elf, run_board.qemu_machine, work, zones, code, start=zones[0].lo,
-                             stop=(main[0]["addr"], main[0]["addr"] + main[0]["size"]), detail=vector,
-                             timeout=PLUGIN_SLOWDOWN * time_limit(manifest, codes.shape[0]))
+        with step(f"profile: counting instructions on {run_board.name} (QEMU)"):
+            counts = run_counted(elf, run_board.qemu_machine, work, zones, code, start=zones[0].lo,
+                                 stop=(main[0]["addr"], main[0]["addr"] + main[0]["size"]), detail=vector,
+                                 timeout=PLUGIN_SLOWDOWN * time_limit(manifest, codes.shape[0]))
         seconds = time.monotonic() - t0
         got = np.fromfile(work / "outputs.bin", dtype=np.dtype(out_t.dtype))
         insns = disassembly(elf, *code, arch=core.arch if core.has_mve else None)  # objdump names only some
