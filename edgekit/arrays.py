@@ -13,7 +13,7 @@ def load_npy(path, what: str, error: type[EdgekitError] = EdgekitError) -> np.nd
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise error(f"{path}: cannot read {what} ({first}); give a .npy array") from None
+        raise error(f"{path}: cannot read {what} ({first}); give a plain .npy array (np.save, no pickled objects)") from None
     if not isinstance(data, np.ndarray):  # np.load opens .npz archives too
         data.close()
         raise error(f"{path}: an .npz archive; give {what} as one .npy array (np.save)")

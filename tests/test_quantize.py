@@ -182,7 +182,7 @@ def test_cli_refusals_are_one_error_line(float_onnx, digits, tmp_path):
     cases = [
         ((tmp_path / "model.pt", "calib.npy", "q.onnx"), "does not load pickled PyTorch files"),
         ((float_onnx, "wrong.npy", "q.onnx"), "calibration samples have shape (1, 4, 8), the model's input is (1, 8, 8)"),
-        ((float_onnx, "objects.npy", "q.onnx"), "not a readable .npy array without pickled objects"),
+        ((float_onnx, "objects.npy", "q.onnx"), "cannot read calibration data"),
         ((float_onnx, "missing.npy", "q.onnx"), "calibration data not found"),
         ((float_onnx, "calib.npy", "q.tflite"), "name the output *.onnx"),
         ((_float_graph(tmp_path / "softmax.onnx", "Softmax"), "calib.npy", "q.onnx"), "node 'the_op' (Softmax): not "
