@@ -110,11 +110,18 @@ def byte_words(b0: np.ndarray, b1: np.ndarray, b2: np.ndarray, b3: np.ndarray) -
     return np.where(w >= 2**31, w - 2**32, w).astype(np.int64)
 
 
-def int8_weights_refusal(w: np.ndarray) -> str | None:
-    """Why weights cannot be stored as int8 bytes (None: every code fits in [-128, 127])."""
-    if w.size and (int(w.min()) < -128 or int(w.max()) > 127):
-        return "weights outside the int8 range"
-    return None
+class Int8WeightsRefusal:
+    """Mixed in before a variant that stores its weights as int8 bytes: its refusals, plus weights
+    that do not fit in [-128, 127] (input 1 of the node)."""
+
+    def refusal(self, node, graph, plan) -> str | None:
+        why = super().refusal(node, graph, plan)  # type: ignore[misc]
+        if why:
+            return why
+        w = graph.constants[node.inputs[1]]
+        if w.size and (int(w.min()) < -128 or int(w.max()) > 127):
+            return "weights outside the int8 range"
+        return None
 
 
 def run_pairs(length: int) -> list[tuple[int, int]]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import byte_words, int8_weights_refusal
+from .common import Int8WeightsRefusal, byte_words
 from .conv2d_gemm import ConvGemm
 
 
-class ConvGemmInt8(ConvGemm):
+class ConvGemmInt8(Int8WeightsRefusal, ConvGemm):
     name = "conv2d_gemm_int8"
     # below conv2d_gemm: under --optimize speed the int16 layout goes first, where the flash allows
     priority = 9
@@ -20,9 +20,6 @@ class ConvGemmInt8(ConvGemm):
     cost_kinds = {"gemm_int8": ConvGemm.cost_kinds["gemm"]}
     cost_reduced = {"gemm_int8": ConvGemm.cost_reduced["gemm"]}
     cost_work = {"gemm_int8": ConvGemm.cost_work["gemm"]}
-
-    def refusal(self, node, graph, plan) -> str | None:
-        return super().refusal(node, graph, plan) or int8_weights_refusal(graph.constants[node.inputs[1]])
 
     def channel_pair_words(self, wp: np.ndarray) -> np.ndarray:
         """Per k-pair j one word of bytes (c: w[a], c+1: w[a], c: w[b], c+1: w[b]), (a, b) the

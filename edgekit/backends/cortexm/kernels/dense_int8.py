@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import byte_words, int8_weights_refusal
+from .common import Int8WeightsRefusal, byte_words
 from .dense import DenseDsp
 
 
-class DenseInt8(DenseDsp):
+class DenseInt8(Int8WeightsRefusal, DenseDsp):
     name = "dense_int8"
     # below dense: under --optimize speed the int16 layout goes first, where the flash allows
     priority = 9
@@ -20,9 +20,6 @@ class DenseInt8(DenseDsp):
     cost_kinds = {"dense_int8": DenseDsp.cost_kinds["dense_opt"]}
     cost_reduced = {"dense_int8": DenseDsp.cost_reduced["dense_opt"]}
     cost_work = {"dense_int8": DenseDsp.cost_work["dense_opt"]}
-
-    def refusal(self, node, graph, plan) -> str | None:
-        return super().refusal(node, graph, plan) or int8_weights_refusal(graph.constants[node.inputs[1]])
 
     def quad_words(self, body: np.ndarray) -> np.ndarray:
         """Per block and quad, one word per row: w[r][4q..4q+3] as bytes, so SXTB16 gives

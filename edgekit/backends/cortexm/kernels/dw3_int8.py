@@ -10,7 +10,7 @@ import numpy as np
 
 from ....ops.conv2d import conv_geometry
 from .base import Selection
-from .common import byte_words, extend_insn, int8_weights_refusal, offset_word, requant_ctx, residual_ctx
+from .common import Int8WeightsRefusal, byte_words, extend_insn, offset_word, requant_ctx, residual_ctx
 from .dw3 import Dw3, ring_width
 
 #: at most this many outputs of one channel per step of the assembly loop (13 registers: P, Q, X, five
@@ -144,7 +144,7 @@ def blocks(ow: int, stride: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
-class Dw3Int8(Dw3):
+class Dw3Int8(Int8WeightsRefusal, Dw3):
     name = "dw3_int8"
     # above dw3: under size and balanced the int8 records go first; under speed only dw3 is offered
     priority = 31
@@ -154,9 +154,6 @@ class Dw3Int8(Dw3):
                                "colsteps", "rows", "const")}
     cost_reduced = {"dw3_int8": ("outputs_kh", "tr4", "tr1")}
     cost_work = {"dw3_int8": (("outputs_kh", 3),)}
-
-    def refusal(self, node, graph, plan) -> str | None:
-        return super().refusal(node, graph, plan) or int8_weights_refusal(graph.constants[node.inputs[1]])
 
     def select(self, node, graph, plan) -> Selection:
         g = conv_geometry(node, graph)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 from ....ops.conv2d import conv_geometry
-from .common import byte_words, int8_weights_refusal, valid_taps
+from .common import Int8WeightsRefusal, byte_words, valid_taps
 from .dwk import CHANNELS, Dwk
 
 
-class DwkInt8(Dwk):
+class DwkInt8(Int8WeightsRefusal, Dwk):
     name = "dwk_int8"
     # above dwk: under size and balanced the int8 words go first; under speed only dwk is offered
     priority = 21
@@ -19,9 +19,6 @@ class DwkInt8(Dwk):
     cost_kinds = {"dwk_int8": Dwk.cost_kinds["dwk"]}
     cost_reduced = {"dwk_int8": Dwk.cost_reduced["dwk"]}
     cost_work = {"dwk_int8": Dwk.cost_work["dwk"]}
-
-    def refusal(self, node, graph, plan) -> str | None:
-        return super().refusal(node, graph, plan) or int8_weights_refusal(graph.constants[node.inputs[1]])
 
     def select(self, node, graph, plan):
         sel = super().select(node, graph, plan)
