@@ -252,7 +252,8 @@ def make_parser() -> argparse.ArgumentParser:
     f.add_argument("--inputs", help="float inputs (.npy) in the model's input layout")
     f.add_argument("--count", type=int, default=16, help="number of generated vectors without --inputs (16)")
     f.add_argument("--seed", type=int, default=0, help="seed for generated vectors (0)")
-    f.add_argument("--timeout", type=float, default=120.0, help="seconds the run may take (120)")
+    f.add_argument("--timeout", type=float, help="seconds the run may take (default: scaled with the model's "
+                   "instructions per inference and the number of vectors, at least 120)")
     f.add_argument("--json", action="store_true", help="print the result as JSON (the firmware's lines go to "
                    "stderr)")
     f.set_defaults(func=_cmd_flash)

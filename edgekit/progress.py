@@ -46,7 +46,8 @@ def _display():
     console = Console(file=sys.stderr, force_terminal=os.environ.get("EDGEKIT_PROGRESS") == "1" or None)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as live:
+    # redirect_stdout=False: a command's own stdout (JSON, results) must not be routed to the bar's stderr
+    with Progress(*columns, console=console, transient=True, redirect_stdout=False) as live:
         _live = live
         try:
             yield live

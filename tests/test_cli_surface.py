@@ -136,6 +136,10 @@ def test_verify_shows_its_stages_when_forced_and_stays_quiet_under_json(pow2_bui
     quiet = run("verify", pow2_build, "--count", "8", "--skip", "qemu", "--json")
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
     json.loads(quiet.stdout)
+    # forced bars and --json together: the JSON stays on stdout, whole (the bar must not capture it)
+    both = run("verify", pow2_build, "--count", "8", "--skip", "qemu", "--json", env={"EDGEKIT_PROGRESS": "1"})
+    assert both.returncode == 0, both.stderr
+    assert json.loads(both.stdout)["ok"] is True and "{" not in both.stderr
 
 
 # ---------------------------------------------------------------------------------------

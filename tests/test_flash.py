@@ -216,6 +216,13 @@ def test_flash_reports_wrong_outputs(builds, tmp_path):
     assert proc.returncode == 1 and "FAIL" in proc.stdout
 
 
+def test_flash_time_limit_is_checked(builds):
+    """--timeout must be a positive number of seconds (the default scales with the model's work)."""
+    bad = subprocess.run([sys.executable, "-m", "edgekit", "flash", str(builds["mps2-an386"]), "--timeout", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: timeout 0") and "Traceback" not in bad.stderr
+
+
 def test_flash_cli_on_qemu(builds):
     proc = subprocess.run([sys.executable, "-m", "edgekit", "flash", str(builds["mps2-an386"])],
                           capture_output=True, text=True, timeout=120)

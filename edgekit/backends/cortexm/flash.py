@@ -218,14 +218,18 @@ def check_pyocd_probe(uid: str | None = None, timeout: float = PROBE_LIST_TIMEOU
 # edgekit flash
 # ---------------------------------------------------------------------------------------
 def flash(build_dir: str | Path, board: str | None = None, probe: str = "pyocd", uid: str | None = None,
-          inputs: str | Path | np.ndarray | None = None, count: int = 16, seed: int = 0, timeout: float = 120.0,
+          inputs: str | Path | np.ndarray | None = None, count: int = 16, seed: int = 0, timeout: float | None = None,
           on_line: Callable[[str], None] | None = None) -> FlashResult:
-    """Run the build's harness firmware on ``board`` (default: the build's board) and compare."""
+    """Run the build's harness firmware on ``board`` (default: the build's board) and compare.
+    ``timeout``: seconds the run may take (default: scaled with the model's work, as in verify)."""
     from ...ir.graph import Graph
     from ...manifest import load_manifest
     from ...sim import quantize_input, simulate
-    from ...stages import load_float_inputs
+    from ...stages import check_timeout, load_float_inputs
     from .profile.runner import build_board
+    from .verify import time_limit
+
+    check_timeout(timeout)
 
     build_dir = Path(build_dir).resolve()
     manifest = load_manifest(build_dir)
@@ -254,6 +258,8 @@ def flash(build_dir: str | Path, board: str | None = None, probe: str = "pyocd",
 
     x, source = load_float_inputs(graph, inputs, count, seed)
     codes = quantize_input(graph, x)
+    if timeout is None:
+        timeout = time_limit(manifest, x.shape[0])
     out_t = graph.tensors[graph.outputs[0]]
     ref = simulate(graph, codes)[graph.outputs[0]].reshape(x.shape[0], -1)
 
