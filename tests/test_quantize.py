@@ -121,7 +121,17 @@ def test_cli_quantize_onnx_then_build_and_verify_bit_exact(digits, float_cnn, fl
     stages = {s["stage"]: s for s in json.loads(v.stdout)["stages"]}
     for stage in ("qonnx (float32)", "host C", "firmware (mps2-an386)"):
         assert stages[stage]["must_be_exact"] and stages[stage]["mismatches"] == 0, stages[stage]
-    assert sim_accuracy(tmp_path / "out", x_test, y_test) >= float_cnn[1] - 0.01
+    # quantize -> build -> validate: the deployed model's accuracy against the float ONNX model's, and the
+    # firmware exact on a subset
+    np.save(tmp_path / "x_test.npy", x_test)
+    np.save(tmp_path / "y_test.npy", y_test)
+    val = run_cli("validate", tmp_path / "out", "--data", tmp_path / "x_test.npy", "--labels", tmp_path / "y_test.npy",
+                  "--float-model", float_onnx, "--firmware-count", "8", "--max-drop", "1", "--json")
+    assert val.returncode == 0, val.stdout + val.stderr
+    rep = json.loads(val.stdout)
+    assert rep["accuracy"] == sim_accuracy(tmp_path / "out", x_test, y_test)
+    assert abs(rep["float_accuracy"] - float_cnn[1]) < 1e-9 and rep["accuracy_drop"] <= 1.0
+    assert rep["firmware_vectors"] == 8 and rep["firmware_exact"]
 
 
 def test_float_scales_verify_bit_exact_on_the_board(digits, float_cnn, tmp_path):
