@@ -66,14 +66,28 @@ def hls_layout(cleaned, hls_onnx) -> dict:
     def shape(m, v):
         return [int(d) for d in m.get_tensor_shape(v.name)[1:]]
 
+    def moved_to_channels_last(v_cleaned, v_hls) -> bool:
+        """qonnx marks the layouts it sets: the hls graph's tensor channels last, the model's not."""
+        def last(m, v):
+            layout = m.get_tensor_layout(v.name)
+            return layout is not None and len(layout) >= 3 and layout[-1] == "C"
+        return last(hls_onnx, v_hls) and not last(cleaned, v_cleaned)
+
     in_onnx, in_hls = shape(cleaned, cleaned.graph.input[0]), shape(hls_onnx, hls_onnx.graph.input[0])
     out_onnx, out_hls = shape(cleaned, cleaned.graph.output[0]), shape(hls_onnx, hls_onnx.graph.output[0])
+    in_moved = moved_to_channels_last(cleaned.graph.input[0], hls_onnx.graph.input[0])
+    out_moved = moved_to_channels_last(cleaned.graph.output[0], hls_onnx.graph.output[0])
 
-    def perm(a, b, strict=True):
-        if a == b or len(a) < 2:
+    def perm(a, b, strict=True, moved=False):
+        if len(a) < 2:
             return None
         p = [0] + list(range(2, len(a) + 1)) + [1]  # (N, C, ...) -> (N, ..., C)
-        if [([1] + a)[i] for i in p][1:] == b:
+        channels_last = [([1] + a)[i] for i in p][1:]
+        # equal shapes say nothing when every axis has the same size (a 3x3x3 map): the layout
+        # qonnx recorded decides (found by `edgekit fuzz --fpga`, seed 700265)
+        if a == b and not (moved and channels_last == b):
+            return None
+        if channels_last == b:
             return p
         if strict:
             raise TargetError(f"hls4ml's graph has input layout {b} where the model has {a}; cannot map inputs")
@@ -81,9 +95,9 @@ def hls_layout(cleaned, hls_onnx) -> dict:
 
     # qonnx's channels-last conversion restores the model's own output layout with a final
     # transpose, so a feature-map output comes back channels first (output_perm None).
-    return {"input_shape": in_onnx, "hls_input_shape": in_hls, "input_perm": perm(in_onnx, in_hls),
+    return {"input_shape": in_onnx, "hls_input_shape": in_hls, "input_perm": perm(in_onnx, in_hls, moved=in_moved),
             "output_shape": out_onnx, "hls_output_shape": out_hls,
-            "output_perm": perm(out_onnx, out_hls, strict=False)}
+            "output_perm": perm(out_onnx, out_hls, strict=False, moved=out_moved)}
 
 
 def to_hls_layout(x: np.ndarray, onnx_shape: list, perm: list | None) -> np.ndarray:

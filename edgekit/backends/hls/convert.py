@@ -214,6 +214,42 @@ def pooling1d_fix():
                 onnx_to_hls.layer_handlers[op] = orig
 
 
+@contextlib.contextmanager
+def single_channel_transpose_fix():
+    """Keep hls4ml 1.3's RemoveSingleChannelTranspose to the case where it is a no-op, for the
+    duration of a conversion.
+
+    The pass removes a Transpose that reads the graph input whenever the input's first dimension
+    is 1, assuming hls4ml's own (1, H, W) -> (H, W, 1) transpose of a one-channel input. edgekit's
+    graphs start with the opposite transpose (qonnx's channels-last input back to channels first),
+    where a first dimension of 1 is the height: removing it reorders the data and the C-simulation
+    computes another function (found by `edgekit fuzz --fpga`, seed 700265). Only a transpose that
+    moves the first axis last is let through.
+    """
+    from hls4ml.model.optimizer.passes.transpose_opt import RemoveSingleChannelTranspose
+
+    original = RemoveSingleChannelTranspose.match
+
+    def match(self, node):
+        if not original(self, node):
+            return False
+        perm = [int(p) for p in node.get_attr("perm")]
+        return perm == list(range(1, len(perm))) + [0]
+
+    RemoveSingleChannelTranspose.match = match
+    try:
+        yield
+    finally:
+        RemoveSingleChannelTranspose.match = original
+
+
+@contextlib.contextmanager
+def hls4ml_fixes():
+    """Every workaround for hls4ml 1.3 that a conversion needs (pooling1d_fix, single_channel_transpose_fix)."""
+    with pooling1d_fix(), single_channel_transpose_fix():
+        yield
+
+
 def fold_float_bias_quant(model) -> list[str]:
     """Replace a quantized bias with a float-scale (not power-of-two) grid by its float values.
 
@@ -390,7 +426,7 @@ def _compute_onnx_nodes(model) -> list:
 def make_config(hls_onnx, plan: PrecisionPlan, opts: HlsOptions) -> dict:
     import hls4ml
 
-    with quiet(), pooling1d_fix():
+    with quiet(), hls4ml_fixes():
         cfg = hls4ml.utils.config_from_onnx_model(hls_onnx, granularity="name", backend=opts.hls4ml_backend,
                                                   default_reuse_factor=opts.reuse_factor)
     cfg["Model"]["ReuseFactor"] = opts.reuse_factor
@@ -439,7 +475,7 @@ def convert(hls_onnx, plan: PrecisionPlan, opts: HlsOptions, output_dir, input_d
     if opts.part:
         kwargs["part"] = opts.part
     try:
-        with quiet(), pooling1d_fix():
+        with quiet(), hls4ml_fixes():
             return hls4ml.converters.convert_from_onnx_model(hls_onnx, **kwargs)
     except UnsupportedOpError:
         raise

@@ -192,10 +192,10 @@ def baseline_bops(hls_onnx, opts, which: str) -> dict:
 
     import hls4ml
 
-    from .convert import pooling1d_fix, quiet
+    from .convert import hls4ml_fixes, quiet
 
     model = strip_quantizers(hls_onnx) if which == "default" else hls_onnx
-    with quiet(), pooling1d_fix(), tempfile.TemporaryDirectory(prefix="edgekit-hls-baseline-") as d:
+    with quiet(), hls4ml_fixes(), tempfile.TemporaryDirectory(prefix="edgekit-hls-baseline-") as d:
         cfg = hls4ml.utils.config_from_onnx_model(model, granularity="model" if which == "default" else "name",
                                                   backend=opts.hls4ml_backend, default_reuse_factor=opts.reuse_factor)
         hm = hls4ml.converters.convert_from_onnx_model(model, output_dir=d, backend=opts.hls4ml_backend,
