@@ -51,7 +51,7 @@ class HlsBackend(Backend):
         from .verify import csim_stage
 
         return csim_stage(ctx.build_dir, ctx.manifest, ctx.graph, ctx.floats, ctx.reference, ctx.timeout,
-                          ctx.measured)
+                          ctx.measured, codes=ctx.codes)
 
     def verify_report(self, ctx: VerifyContext, results: list[StageResult]) -> VerifyReport:
         from .build import load_estimates

@@ -41,14 +41,16 @@ def export_hls(build_dir: Path, manifest: Manifest, dest: Path) -> Path:
     """Write the standalone HLS project folder ``dest`` from the FPGA build ``build_dir`` (an earlier
     export there is replaced; any other non-empty folder is refused)."""
     project = build_dir / manifest.hls["project_dir"]
-    if not (project / "hls4ml_config.yml").is_file() or not (build_dir / HLS_MODEL).is_file():
+    from_ir = manifest.layout.get("inputs") == "codes"  # built from edgekit's integer IR: no ONNX graph for hls4ml
+    if not (project / "hls4ml_config.yml").is_file() or not (from_ir or (build_dir / HLS_MODEL).is_file()):
         raise BuildDirError(f"{build_dir}: the hls4ml project is incomplete; rebuild with `edgekit build --target fpga`")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         if not (dest / EXPORT_MARKER).is_file():
             raise BuildDirError(f"{dest}: exists and is not an empty folder; choose another folder")
         shutil.rmtree(dest)
     shutil.copytree(project, dest)
-    shutil.copyfile(build_dir / HLS_MODEL, dest / HLS_MODEL)
+    if not from_ir:
+        shutil.copyfile(build_dir / HLS_MODEL, dest / HLS_MODEL)
     cfg = dest / "hls4ml_config.yml"
     cfg.write_text(re.sub(r"^OnnxModel: .*$", f"OnnxModel: {HLS_MODEL}", cfg.read_text(), flags=re.M))
     h, p = manifest.hls, manifest.precision
