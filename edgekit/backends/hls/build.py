@@ -143,7 +143,7 @@ def _relativize_config(hls_dir: Path, tmp: Path) -> None:
 
 
 def build_fpga(model: str | Path, board: str | None, out_dir: str | Path, backend: str | None = None,
-               io_type: str | None = None, reuse_factor: int | None = None) -> BuildResult:
+               io_type: str | None = None, reuse_factor: int | None = None, fixed_input=None) -> BuildResult:
     """Build an hls4ml project for an FPGA board into ``out_dir`` (see the module docstring)."""
     t0 = time.monotonic()
     model, out_dir = Path(model), Path(out_dir)
@@ -161,7 +161,7 @@ def build_fpga(model: str | Path, board: str | None, out_dir: str | Path, backen
     except UnsupportedOpError as e:
         qonnx_refusal = e
     try:
-        graph, cleaned = import_qonnx(model)
+        graph, cleaned = import_qonnx(model, fixed_input)
     except UnsupportedOpError:
         if qonnx_refusal is not None:
             raise qonnx_refusal from None
