@@ -33,7 +33,7 @@ fixed-point types come from edgekit's integer analysis{exact_note}.
     sh build_lib.sh                # the C-simulation library with g++ only (no vendor tools)
 
 `tb_data/` holds test-bench inputs and edgekit's simulator outputs for them;
-`{hls_model}` is the graph as hls4ml's QONNX front end received it (channels last).
+{graph_note}
 """
 
 
@@ -57,7 +57,11 @@ def export_hls(build_dir: Path, manifest: Manifest, dest: Path) -> Path:
     (dest / "README.md").write_text(README.format(
         project=h["project_name"], source=Path(manifest.source).name, part=manifest.part, board=manifest.board,
         version=__version__, hls4ml_version=h["hls4ml_version"], backend=h["backend"], io_type=h["io_type"],
-        reuse_factor=h["reuse_factor"], clock_period_ns=h["clock_period_ns"], hls_model=HLS_MODEL,
+        reuse_factor=h["reuse_factor"], clock_period_ns=h["clock_period_ns"],
+        graph_note=("the model was made from edgekit's integer IR: it takes the input quantizer's codes and "
+                    "returns the output codes (firmware/nnet_utils/nnet_edgekit.h holds edgekit's layers)."
+                    if from_ir else f"`{HLS_MODEL}` is the graph as hls4ml's QONNX front end received it "
+                    "(channels last)."),
         tool=HLS_TOOLS.get(h["backend"], "vitis_hls"),
         exact_note=" (bit-exact with edgekit's simulator)" if p["exact"] else
         f" where it can (float scales: {p['reason']})"))
