@@ -16,7 +16,8 @@ import sys
 import brevitas.nn as qnn
 import pytest
 import torch
-from brevitas.quant import Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias
+from brevitas.quant import Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias, \
+    SignedBinaryActPerTensorConst, SignedBinaryWeightPerTensorConst
 from torch import nn
 
 from edgekit.api import build, verify
@@ -95,3 +96,37 @@ def test_fork_builds_and_csim_is_exact(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "s").exists()
     with pytest.raises(TargetError, match="io_parallel"):
         build(onnx, "fpga", "pynq-z2", tmp_path / "t", io_type="io_stream")
+
+
+class BinaryHidden(nn.Module):
+    """8-bit input -> binary-weight dense -> BatchNorm -> binary (+-1) activation -> binary-weight dense."""
+
+    def __init__(self):
+        super().__init__()
+        w, a = SignedBinaryWeightPerTensorConst, SignedBinaryActPerTensorConst
+        self.inp = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+        self.fc1 = qnn.QuantLinear(32, 16, bias=False, weight_quant=w, return_quant_tensor=False)
+        self.bn = nn.BatchNorm1d(16)
+        self.act = qnn.QuantIdentity(act_quant=a, return_quant_tensor=True)
+        self.fc2 = qnn.QuantLinear(16, 4, bias=False, weight_quant=w, return_quant_tensor=True)
+        self.out = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=False)
+
+    def forward(self, x):
+        return self.out(self.fc2(self.act(self.bn(self.fc1(self.inp(x))))))
+
+
+def test_binary_weights_and_activations_csim_is_exact(tmp_path):
+    torch.manual_seed(0)
+    model = BinaryHidden().train()
+    with torch.no_grad():  # BatchNorm statistics that put the thresholds inside the accumulator's range
+        for _ in range(4):
+            model(torch.randn(64, 32))
+    onnx = export_qonnx(model.eval(), torch.zeros(1, 32), tmp_path / "binary.onnx")
+    out = tmp_path / "b"
+    m = build(onnx, "fpga", "pynq-z2", out).manifest
+    assert sum("thresholds_t" in types for types in m.hls_types.values()) == 1, m.hls_types
+    assert all(lp["weight"] == "fixed<2,2>" for lp in m.precision["layers"]), m.precision  # codes -1/+1
+    rep = verify(out, count=64, seed=4)
+    csim = next(s for s in rep.stages if s.stage.startswith("hls4ml"))
+    assert csim.must_be_exact and csim.elements == 64 * 4 and csim.mismatches == 0, rep.table()
+    assert rep.ok, rep.table()

@@ -38,6 +38,7 @@ void ek_threshold(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in],
 struct ek_requant_config {
     static const unsigned n_in = 1;
     static const unsigned n_chan = 1;  // one multiplier and shift per channel, or 1 for all
+    static const int zero_point_in = 0;  // a requantize node's input zero point (0 after a dense layer)
     static const int zero_point = 0;
     static const int lo = 0;
     static const int hi = 0;
@@ -45,7 +46,7 @@ struct ek_requant_config {
     typedef ap_uint<7> shift_t;
 };
 
-// y = clamp(rshift_rne(acc * M[c], S[c]) + zero_point, lo, hi)  (contract.apply_requant, half_even):
+// y = clamp(rshift_rne((x - zero_point_in) * M[c], S[c]) + zero_point, lo, hi)  (contract.apply_requant, half_even):
 // floor(p / 2^s) plus one when the remainder is above half, or exactly half and the floor is odd.
 template <class data_T, class res_T, typename CONFIG_T>
 void ek_requant(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in],
@@ -57,7 +58,8 @@ void ek_requant(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in],
     for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
         #pragma HLS UNROLL
         const unsigned c = CONFIG_T::n_chan == 1 ? 0 : i % CONFIG_T::n_chan;
-        const ap_int<64> acc = data[i];
+        ap_int<64> acc = data[i];
+        acc -= CONFIG_T::zero_point_in;
         const ap_int<64> p = acc * multiplier[c];
         const unsigned s = shift[c];
         ap_int<64> y = p;

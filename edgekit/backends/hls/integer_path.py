@@ -37,7 +37,7 @@ from .convert import PROJECT_NAME
 from .precision import FixedType, bits_for
 
 # the IR operators this path turns into hls4ml layers
-SUPPORTED_OPS = ("dense", "threshold", "reshape", "concat")
+SUPPORTED_OPS = ("dense", "threshold", "requantize", "reshape", "concat")
 # IR operators that only this path computes exactly (hls4ml's QONNX path has no threshold layer)
 NEEDS_INTEGER_PATH = ("threshold",)
 SOURCE = "nnet_edgekit.h"
@@ -62,10 +62,10 @@ def check_supported(graph: Graph, io_type: str) -> None:
                 f"{', '.join(sorted({m.op for m in graph.nodes if m.op in NEEDS_INTEGER_PATH}) or ['float pre-ops'])}"
                 f", which hls4ml's QONNX path does not compute exactly), and that path takes only "
                 f"{', '.join(SUPPORTED_OPS)} layers; build this model for a Cortex-M target")
-        if n.op == "dense":
+        if n.op in ("dense", "requantize"):
             rq = n.attrs.get("requant")
             if rq is not None and rq.rounding != "half_even":
-                raise UnsupportedOpError(f"node '{n.name}' (dense): {rq.rounding} rounding (TFLite) is not built for "
+                raise UnsupportedOpError(f"node '{n.name}' ({n.op}): {rq.rounding} rounding (TFLite) is not built for "
                                          "FPGA targets")
         if n.op == "concat" and graph.tensors[n.outputs[0]].dtype == "int32":
             raise UnsupportedOpError(f"node '{n.name}' (concat): a concatenation of accumulators is not built for "
@@ -90,6 +90,7 @@ _THRESHOLD_CALL = "nnet::ek_threshold<{input_t}, {output_t}, {config}>({input}, 
 _REQUANT_CONFIG = """struct config{index} : nnet::ek_requant_config {{
     static const unsigned n_in = {n_in};
     static const unsigned n_chan = {n_chan};
+    static const int zero_point_in = {zero_point_in};
     static const int zero_point = {zero_point};
     static const int lo = {lo};
     static const int hi = {hi};
@@ -130,7 +131,8 @@ def register_extensions() -> dict:
     class EdgekitRequant(Layer):
         """clamp(rshift_rne(x * M[c], S[c]) + zero_point, lo, hi) on integer codes (contract.apply_requant)."""
 
-        _expected_attributes = [Attribute("n_in"), Attribute("n_chan"), Attribute("zero_point"), Attribute("lo"),
+        _expected_attributes = [Attribute("n_in"), Attribute("n_chan"), Attribute("zero_point_in"),
+                                Attribute("zero_point"), Attribute("lo"),
                                 Attribute("hi"), WeightAttribute("multiplier"), TypeAttribute("multiplier"),
                                 WeightAttribute("shift"), TypeAttribute("shift")]
 
@@ -220,7 +222,7 @@ def layer_list(graph: Graph) -> tuple[list[dict], dict, dict]:
             types[n.outputs[0]] = types[n.inputs[0]]
         elif n.op == "concat":
             axis = int(n.attrs.get("axis", -1))
-            layers.append({"class_name": "Concatenate", "name": name, "op": "concatenate",
+            layers.append({"class_name": "Concatenate", "name": name, "op": f"concatenate{len(out.shape)}d",
                            "inputs": [var[i] for i in n.inputs], "outputs": [name],
                            "axis": axis if axis >= 0 else len(out.shape) + axis})
             types[n.outputs[0]] = code_type(out)
@@ -245,7 +247,8 @@ def layer_list(graph: Graph) -> tuple[list[dict], dict, dict]:
             if rq is not None:
                 result = code_type(out)
                 layers.append({"class_name": "EdgekitRequant", "name": name, "inputs": [dense], "outputs": [name],
-                               "n_in": int(out.size), "n_chan": len(rq.multiplier), "zero_point": int(rq.zero_point),
+                               "n_in": int(out.size), "n_chan": len(rq.multiplier), "zero_point_in": 0,
+                               "zero_point": int(rq.zero_point),
                                "lo": int(rq.lo), "hi": int(rq.hi),
                                "multiplier_data": np.asarray(rq.multiplier, np.int64),
                                "shift_data": np.asarray(rq.shift, np.int64)})
@@ -256,6 +259,15 @@ def layer_list(graph: Graph) -> tuple[list[dict], dict, dict]:
                                 "bias": str(FixedType(b_bits, b_bits, True)), "accum": str(acc), "accum_bound": bound,
                                 "result": str(result), "fan_in": int(w.shape[1]), "n_out": int(w.shape[0]),
                                 "pinned": [], "requant": name if rq is not None else None})
+        elif n.op == "requantize":
+            rq = n.attrs["requant"]
+            layers.append({"class_name": "EdgekitRequant", "name": name, "inputs": [var[n.inputs[0]]],
+                           "outputs": [name], "n_in": int(out.size), "n_chan": len(rq.multiplier),
+                           "zero_point_in": int(x.zero_point), "zero_point": int(rq.zero_point), "lo": int(rq.lo),
+                           "hi": int(rq.hi), "multiplier_data": np.asarray(rq.multiplier, np.int64),
+                           "shift_data": np.asarray(rq.shift, np.int64)})
+            types[n.outputs[0]] = code_type(out)
+            precisions[name] = {"result": types[n.outputs[0]].hls4ml()}
         elif n.op == "threshold":
             t = np.asarray(graph.constants[n.inputs[1]], np.int64)
             layers.append({"class_name": "EdgekitThreshold", "name": name, "inputs": [var[n.inputs[0]]],
