@@ -9,12 +9,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from .arrays import load_npy
 from .backends import backend_for_target, backend_named
 from .backends.base import BuildOptions
 from .builddir import BuildResult
 from .errors import TargetError
+from .frontends.qonnx_input import FixedInput
 
 FPGA_TARGET = "fpga"
+
+
+def fixed_input(input_bits: int | None, calibration) -> FixedInput | None:
+    """``--input-bits N --calibration x.npy`` as the front end takes them (both or neither)."""
+    if input_bits is None and calibration is None:
+        return None
+    if input_bits is None or calibration is None:
+        given, missing = ("--input-bits", "--calibration x.npy") if calibration is None else \
+            ("--calibration", "--input-bits N")
+        raise TargetError(f"{given} needs {missing} as well: together they fix the input quantizer of a model whose "
+                          "first layer reads the float input")
+    if isinstance(input_bits, bool) or not isinstance(input_bits, int) or not 1 <= input_bits <= 16:
+        raise TargetError(f"--input-bits {input_bits!r}: give a number of bits from 1 to 16")
+    if isinstance(calibration, np.ndarray):
+        return FixedInput(input_bits, calibration, "the calibration array")
+    data = load_npy(calibration, "float calibration samples in the model's input layout", TargetError)
+    return FixedInput(input_bits, data, str(calibration))
 
 
 def resolve_target(target: str | None, board: str | None) -> str:
@@ -44,7 +65,8 @@ def resolve_target(target: str | None, board: str | None) -> str:
 
 def build(model: str | Path, target: str | None, board: str | None, out_dir: str | Path, *, backend: str | None = None,
           io_type: str | None = None, reuse_factor: int | None = None, kernels: str | None = None,
-          optimize: str | None = None) -> BuildResult:
+          optimize: str | None = None, input_bits: int | None = None,
+          calibration: str | Path | np.ndarray | None = None) -> BuildResult:
     """Compile a QONNX model (or an int8 ``.tflite`` model) for ``target`` and ``board`` into ``out_dir``.
 
     Cortex-M targets (a core, e.g. ``cortex-m4``): ``kernels="optimized"`` (default) uses the
@@ -56,9 +78,14 @@ def build(model: str | Path, target: str | None, board: str | None, out_dir: str
     ``target="fpga"`` writes an hls4ml project instead (``backend``: vitis/vivado,
     ``io_type``: io_parallel/io_stream, ``reuse_factor``); see edgekit/backends/hls.
     ``target=None``: the one ``board`` fixes (``resolve_target``).
+
+    ``input_bits`` with ``calibration`` (a .npy file or an array of float samples in the model's
+    input layout): the input quantizer of a QONNX model whose first layer reads the float input
+    (QKeras-style), a power-of-two scale covering the samples (docs/limits.md).
     """
     target = resolve_target(target, board)
-    options = BuildOptions(kernels=kernels, optimize=optimize, hls_backend=backend, io_type=io_type, reuse_factor=reuse_factor)
+    options = BuildOptions(kernels=kernels, optimize=optimize, hls_backend=backend, io_type=io_type,
+                           reuse_factor=reuse_factor, fixed_input=fixed_input(input_bits, calibration))
     return backend_for_target(target).build(Path(model), target, board, Path(out_dir), options)
 
 

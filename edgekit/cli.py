@@ -29,7 +29,8 @@ def _cmd_build(args) -> int:
         raise EdgekitError("--allow-overfit applies to --target fpga only (a Cortex-M build that does not fit its "
                            "board's memory is refused)")
     res = build(args.model, target, args.board, args.output, kernels=args.kernels, optimize=args.optimize,
-                backend=args.backend, io_type=args.io_type, reuse_factor=args.reuse_factor)
+                backend=args.backend, io_type=args.io_type, reuse_factor=args.reuse_factor,
+                input_bits=args.input_bits, calibration=args.calibration)
     overfit = res.manifest.fits is False and not args.allow_overfit
     if args.json:
         _print_json({"build_dir": str(res.out_dir), "fits": res.manifest.fits, "manifest": res.manifest.to_json()})
@@ -170,6 +171,11 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--optimize", choices=["size", "balanced", "speed"], help="with optimized kernels: size and "
                    "balanced (default) keep conv and dense weights at int8 in flash; speed widens them to int16 "
                    "where the board's flash allows (fewer instructions, about 2x their flash)")
+    b.add_argument("--input-bits", type=int, metavar="N", help="for a QONNX model whose first layer reads the float "
+                   "input (QKeras-style): the input quantizer's bits; with --calibration")
+    b.add_argument("--calibration", metavar="X.npy", help="with --input-bits: float samples in the model's input "
+                   "layout; the input scale is the smallest power of two that covers their largest magnitude "
+                   "(signed when any is negative)")
     # --- FPGA targets (issue 7) ---
     b.add_argument("--backend", choices=["vitis", "vivado"], help="with --target fpga: HLS tool the hls4ml project "
                    "is written for (vitis)")

@@ -34,6 +34,9 @@ class BuildOptions:
     hls_backend: str | None = None  # FPGA: vitis or vivado
     io_type: str | None = None  # FPGA: io_parallel or io_stream
     reuse_factor: int | None = None  # FPGA
+    # --input-bits/--calibration: the input quantizer of a QONNX model whose first layer reads the
+    # float input (a frontends.qonnx_input.FixedInput); every backend passes it to import_qonnx
+    fixed_input: Any = None
 
 
 @dataclass

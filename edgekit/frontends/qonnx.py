@@ -17,7 +17,7 @@ from ..ir import contract
 from ..ir.graph import Graph, InputQuant, Node, Tensor
 from ..registry import discover
 from . import qonnx_validate
-from .qonnx_input import quantize_annotated_input
+from .qonnx_input import FixedInput, quantize_annotated_input
 from .qonnx_qdq import is_qdq, qdq_to_qonnx
 from .qonnx_lowering import (LOWERINGS, ORIGINAL_NAME_TAG, PENDING_RESOLVERS, THRESHOLD_CHAIN, FloatConst,
                              FloatInput, IntValue, QuantConst, channels_last_perm, describe, ir_shape, lowering,
@@ -133,6 +133,7 @@ class Lowerer:
         self.constants: dict[str, np.ndarray] = {}
         self.input_quant: InputQuant | None = None
         self.ir_input: str | None = None
+        self.fixed_input: FixedInput | None = None  # --input-bits/--calibration (qonnx_input.py)
         self.qonnx_float_exact = True
         self.inexact: list[str] = []  # why the graph is not bit-exact with qonnx, if it is not
         # IR tensors holding a flattened channels-last feature map, with the permutation to
@@ -249,6 +250,9 @@ class Lowerer:
                              "tensor; end the model with a quantizer (e.g. QuantIdentity) or a quantized layer")
         if self.input_quant is None:
             raise ModelError(f"{self.source}: the graph input is never quantized")
+        if self.fixed_input is not None and self.input_quant.annotation != self.fixed_input.annotation:
+            raise UnsupportedOpError(f"{self.source}: --input-bits/--calibration apply to a model whose first layer "
+                                     "reads the float input; this one quantizes its input itself, so leave them out")
         out_onnx = self.onnx_shape(g.output[0].name)
         return Graph(self.tensors, self.nodes, [self.ir_input], [out.tensor], self.constants,
                      self.input_quant, meta={"source": self.source,
@@ -448,9 +452,14 @@ def lower_transpose(lw: Lowerer, node) -> None:
 discover(f"{__package__}.qonnx_ops")  # registers the per-op lowerings and resolvers
 
 
-def import_qonnx(path: str | Path) -> tuple[Graph, object]:
-    """Load, clean and lower a QONNX file; returns the IR graph and the cleaned ModelWrapper."""
+def import_qonnx(path: str | Path, fixed_input: FixedInput | None = None) -> tuple[Graph, object]:
+    """Load, clean and lower a QONNX file; returns the IR graph and the cleaned ModelWrapper.
+
+    ``fixed_input`` (``--input-bits``/``--calibration``) gives the input quantizer of a graph whose
+    first layer reads the float input (qonnx_input.calibrated_input_quant)."""
     model = load_qonnx(path)
-    graph = Lowerer(model, str(path)).run()
+    lowerer = Lowerer(model, str(path))
+    lowerer.fixed_input = fixed_input
+    graph = lowerer.run()
     graph.meta["source_sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return graph, model

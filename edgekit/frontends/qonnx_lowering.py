@@ -133,6 +133,14 @@ def bias_codes(lw, node, name: str, acc_scale: np.ndarray) -> np.ndarray:
     if not isinstance(b, QuantConst):
         raise UnsupportedOpError(f"{describe(node)}: the bias must be a constant")
     b_scale = np.broadcast_to(np.ravel(b.scale).astype(np.float64), acc_scale.shape)
+    ratio = b_scale / acc_scale
+    if not np.any(b.zero_point != 0) and np.all(ratio >= 2) and np.array_equal(ratio, np.round(ratio)):
+        # a bias quantized on a coarser grid of its own (QKeras, Brevitas' internal-scaling bias) whose
+        # steps are whole accumulator steps (powers of two): its codes times the ratio, exactly
+        codes = np.broadcast_to(np.ravel(b.codes), acc_scale.shape).astype(np.int64) * ratio.astype(np.int64)
+        if np.any(np.abs(codes) > 2**31 - 1):
+            raise ContractError(f"{describe(node)}: the bias does not fit int32 on the accumulator's grid")
+        return codes
     if np.any(b.zero_point != 0) or not np.allclose(b_scale, acc_scale, rtol=1e-6, atol=0):
         raise ContractError(
             f"{describe(node)}: the bias scale {b_scale[0]:.6g} is not input scale x "

@@ -31,7 +31,7 @@ class CortexmBackend(Backend):
         if options.hls_backend is not None or options.io_type is not None or options.reuse_factor is not None:
             raise TargetError("--backend, --io-type and --reuse-factor apply to --target fpga only")
         return build_cortexm(model, target, board, out_dir, options.kernels or "optimized",
-                             options.optimize or DEFAULT_OPTIMIZE)
+                             options.optimize or DEFAULT_OPTIMIZE, fixed_input=options.fixed_input)
 
     def build_summary(self, result: BuildResult) -> str:
         m = result.manifest

@@ -55,7 +55,7 @@ def _check_fit(elf: Path, board: Board) -> dict:
 
 
 def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, kernels: str,
-                  optimize: str = DEFAULT_OPTIMIZE) -> BuildResult:
+                  optimize: str = DEFAULT_OPTIMIZE, fixed_input=None) -> BuildResult:
     """Compile a QONNX model (or an int8 ``.tflite`` model) for a Cortex-M core and board into ``out_dir``.
 
     ``kernels="optimized"`` uses the DSP-extension kernels (templates/cortexm/ops_dsp,
@@ -75,9 +75,12 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
     if model.suffix.lower() == ".tflite":  # int8 TFLite flatbuffer (issue 6): edgekit/frontends/tflite.py
         from ...frontends.tflite.importer import import_tflite
 
+        if fixed_input is not None:
+            raise TargetError(f"{model}: --input-bits/--calibration apply to QONNX models; a .tflite model carries "
+                              "its input quantizer")
         graph, cleaned = import_tflite(model)
     else:
-        graph, cleaned = import_qonnx(model)
+        graph, cleaned = import_qonnx(model, fixed_input)
     run_default_passes(graph)
     plan = plan_memory(graph)
     check_plan(plan)

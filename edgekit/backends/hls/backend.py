@@ -34,7 +34,7 @@ class HlsBackend(Backend):
             raise TargetError(f"{model}: the FPGA backend (hls4ml) takes QONNX models; .tflite files build for "
                               "Cortex-M targets only")
         return build_fpga(model, board, out_dir, backend=options.hls_backend, io_type=options.io_type,
-                          reuse_factor=options.reuse_factor)
+                          reuse_factor=options.reuse_factor, fixed_input=options.fixed_input)
 
     def build_summary(self, result: BuildResult) -> str:
         from .build import summary
@@ -51,7 +51,7 @@ class HlsBackend(Backend):
         from .verify import csim_stage
 
         return csim_stage(ctx.build_dir, ctx.manifest, ctx.graph, ctx.floats, ctx.reference, ctx.timeout,
-                          ctx.measured)
+                          ctx.measured, codes=ctx.codes)
 
     def verify_report(self, ctx: VerifyContext, results: list[StageResult]) -> VerifyReport:
         from .build import load_estimates

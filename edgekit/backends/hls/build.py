@@ -33,6 +33,7 @@ from ...stages import generate_inputs
 from .boards import get_fpga_board
 from .convert import HLS_BACKENDS, IO_TYPES, PROJECT_NAME, HlsOptions, apply_plan, check_patterns, convert, \
     plan_precisions, prepare_for_hls4ml, quiet
+from . import integer_path
 from .estimate import estimate, format_estimates
 
 HLS_DIR = "hls"
@@ -156,7 +157,7 @@ def _relativize_config(hls_dir: Path, tmp: Path) -> None:
 
 
 def build_fpga(model: str | Path, board: str | None, out_dir: str | Path, backend: str | None = None,
-               io_type: str | None = None, reuse_factor: int | None = None) -> BuildResult:
+               io_type: str | None = None, reuse_factor: int | None = None, fixed_input=None) -> BuildResult:
     """Build an hls4ml project for an FPGA board into ``out_dir`` (see the module docstring)."""
     t0 = time.monotonic()
     model, out_dir = Path(model), Path(out_dir)
@@ -168,29 +169,57 @@ def build_fpga(model: str | Path, board: str | None, out_dir: str | Path, backen
     prepare_out_dir(out_dir)
     check_hls4ml()
 
-    check_patterns(load_qonnx(model))  # name the node hls4ml cannot take before edgekit's own lowering
-    graph, cleaned = import_qonnx(model)
+    try:  # name the node hls4ml's QONNX path cannot take before edgekit's own lowering
+        check_patterns(load_qonnx(model))
+        qonnx_refusal = None
+    except UnsupportedOpError as e:
+        qonnx_refusal = e
+    try:
+        graph, cleaned = import_qonnx(model, fixed_input)
+    except UnsupportedOpError:
+        if qonnx_refusal is not None:
+            raise qonnx_refusal from None
+        raise
     run_default_passes(graph)
-    plan = plan_precisions(graph)
-    hls_onnx = prepare_for_hls4ml(cleaned)
-    layout = hls_layout(cleaned, hls_onnx)
+    # graphs hls4ml's QONNX path cannot compute exactly (thresholds, float pre-/post-ops) or cannot
+    # take (forks) are built from edgekit's integer IR instead (integer_path.py)
+    from_ir = integer_path.wanted(graph) or (qonnx_refusal is not None and integer_path.takes(graph))
+    if from_ir:
+        integer_path.check_supported(graph, opts.io_type)
+        hls_onnx = cleaned
+        layout = integer_path.layout(graph)
+    else:
+        if qonnx_refusal is not None:
+            raise qonnx_refusal
+        plan = plan_precisions(graph)
+        hls_onnx = prepare_for_hls4ml(cleaned)
+        layout = hls_layout(cleaned, hls_onnx)
 
     with staged_build_dir(out_dir) as tmp:
         cleaned.save(str(tmp / "model.onnx"))
         graph.save(tmp)
-        hls_onnx.save(str(tmp / "hls_model.onnx"))
-        tb_in, tb_out = _testbench(graph, layout, tmp)
         t1 = time.monotonic()
-        hm = convert(str(tmp / "hls_model.onnx"), plan, opts, tmp / HLS_DIR, input_data_tb=tb_in,
-                     output_data_tb=tb_out, onnx_model=hls_onnx)
-        types = apply_plan(hm, plan)
+        if from_ir:
+            tb_in, tb_out = integer_path.testbench(graph, TB_VECTORS, tmp)
+            with quiet():
+                hm, plan_json = integer_path.to_model(graph, opts, tmp / HLS_DIR, input_data_tb=tb_in,
+                                                      output_data_tb=tb_out)
+            types = integer_path.type_table(hm)
+            plan = None
+        else:
+            hls_onnx.save(str(tmp / "hls_model.onnx"))
+            tb_in, tb_out = _testbench(graph, layout, tmp)
+            hm = convert(str(tmp / "hls_model.onnx"), plan, opts, tmp / HLS_DIR, input_data_tb=tb_in,
+                         output_data_tb=tb_out, onnx_model=hls_onnx)
+            types = apply_plan(hm, plan)
+            plan_json = plan.to_json()
         with quiet():
             hm.write()
         convert_seconds = time.monotonic() - t1
         (tmp / "tb_input.npy").unlink()
         (tmp / "tb_output.npy").unlink()
         _relativize_config(tmp / HLS_DIR, tmp)
-        est = estimate(hm, hls_onnx, plan, brd, opts)
+        est = estimate(hm, hls_onnx, plan, brd, opts, baselines=not from_ir)
         (tmp / ESTIMATES_FILE).write_text(json.dumps(est, indent=1))
         out_t = graph.tensors[graph.outputs[0]]
         manifest = Manifest(
@@ -210,7 +239,7 @@ def build_fpga(model: str | Path, board: str | None, out_dir: str | Path, backen
             input={"tensor": graph.inputs[0], "float_shape": list(graph.input_quant.float_shape),
                    "dtype": graph.tensors[graph.inputs[0]].dtype},
             output={"tensor": graph.outputs[0], "shape": list(out_t.shape), "dtype": out_t.dtype},
-            precision=plan.to_json(),
+            precision=plan_json,
             hls_types=types,
             macs=est["totals"]["macs"],
             bops=est["totals"]["bops"],

@@ -209,13 +209,16 @@ def baseline_bops(hls_onnx, opts, which: str) -> dict:
             "accum_bitops": sum(r["accum_bitops"] for r in rows)}
 
 
-def estimate(hls_model, hls_onnx, plan: PrecisionPlan, board: FpgaBoard, opts) -> dict:
+def estimate(hls_model, hls_onnx, plan: PrecisionPlan | None, board: FpgaBoard, opts, baselines: bool = True) -> dict:
+    """The estimates of ``hls_model``; with ``baselines`` also hls4ml's own configurations of ``hls_onnx``
+    (off for graphs built from edgekit's integer IR: hls4ml's QONNX path cannot convert those)."""
     rows = layer_estimates(hls_model, board, opts.io_type)
     summary = summarize(rows, board, opts.io_type, opts.clock_period_ns)
     tight_bops = summary["totals"]["bops"]
     tight_acc = sum(r["accum_bitops"] or 0 for r in rows)
+    compared = ("default", "qonnx-auto") if baselines else ()
     baselines = {}
-    for which in ("default", "qonnx-auto"):
+    for which in compared:
         try:
             b = baseline_bops(hls_onnx, opts, which)
         except Exception as e:  # a baseline is a comparison, never a reason to fail the build
@@ -228,6 +231,8 @@ def estimate(hls_model, hls_onnx, plan: PrecisionPlan, board: FpgaBoard, opts) -
     return {"model": "first-order estimate, not synthesis (see docs/fpga.md)", "dsp_min_bits": DSP_MIN_BITS,
             "io_type": opts.io_type, "reuse_factor": opts.reuse_factor, "clock_period_ns": opts.clock_period_ns,
             "layers": rows, **summary, "accum_bitops": tight_acc, "baselines": baselines,
+            **({} if compared else {"baselines_note": "hls4ml's own configurations are not compared: the graph "
+                                    "was built from edgekit's integer IR, which hls4ml's QONNX path cannot convert"}),
             "smallest_fitting_reuse_factor": smallest_fitting_reuse_factor(rows, board, opts.io_type,
                                                                            opts.hls4ml_backend)}
 
@@ -253,6 +258,8 @@ def format_estimates(est: dict) -> str:
     if lat.get("cycles") is not None:
         lines.append(f"latency ~{lat['cycles']} cycles = {lat['ns']} ns at {est['clock_period_ns']} ns, "
                      f"initiation interval {lat['initiation_interval']} (estimate)")
+    if est.get("baselines_note"):
+        lines.append(est["baselines_note"])
     for name, b in est["baselines"].items():
         if "error" in b:
             lines.append(f"baseline {name}: not available ({b['error']})")

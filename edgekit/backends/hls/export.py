@@ -33,7 +33,7 @@ fixed-point types come from edgekit's integer analysis{exact_note}.
     sh build_lib.sh                # the C-simulation library with g++ only (no vendor tools)
 
 `tb_data/` holds test-bench inputs and edgekit's simulator outputs for them;
-`{hls_model}` is the graph as hls4ml's QONNX front end received it (channels last).
+{graph_note}
 """
 
 
@@ -41,21 +41,27 @@ def export_hls(build_dir: Path, manifest: Manifest, dest: Path) -> Path:
     """Write the standalone HLS project folder ``dest`` from the FPGA build ``build_dir`` (an earlier
     export there is replaced; any other non-empty folder is refused)."""
     project = build_dir / manifest.hls["project_dir"]
-    if not (project / "hls4ml_config.yml").is_file() or not (build_dir / HLS_MODEL).is_file():
+    from_ir = manifest.layout.get("inputs") == "codes"  # built from edgekit's integer IR: no ONNX graph for hls4ml
+    if not (project / "hls4ml_config.yml").is_file() or not (from_ir or (build_dir / HLS_MODEL).is_file()):
         raise BuildDirError(f"{build_dir}: the hls4ml project is incomplete; rebuild with `edgekit build --target fpga`")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         if not (dest / EXPORT_MARKER).is_file():
             raise BuildDirError(f"{dest}: exists and is not an empty folder; choose another folder")
         shutil.rmtree(dest)
     shutil.copytree(project, dest)
-    shutil.copyfile(build_dir / HLS_MODEL, dest / HLS_MODEL)
+    if not from_ir:
+        shutil.copyfile(build_dir / HLS_MODEL, dest / HLS_MODEL)
     cfg = dest / "hls4ml_config.yml"
     cfg.write_text(re.sub(r"^OnnxModel: .*$", f"OnnxModel: {HLS_MODEL}", cfg.read_text(), flags=re.M))
     h, p = manifest.hls, manifest.precision
     (dest / "README.md").write_text(README.format(
         project=h["project_name"], source=Path(manifest.source).name, part=manifest.part, board=manifest.board,
         version=__version__, hls4ml_version=h["hls4ml_version"], backend=h["backend"], io_type=h["io_type"],
-        reuse_factor=h["reuse_factor"], clock_period_ns=h["clock_period_ns"], hls_model=HLS_MODEL,
+        reuse_factor=h["reuse_factor"], clock_period_ns=h["clock_period_ns"],
+        graph_note=("the model was made from edgekit's integer IR: it takes the input quantizer's codes and "
+                    "returns the output codes (firmware/nnet_utils/nnet_edgekit.h holds edgekit's layers)."
+                    if from_ir else f"`{HLS_MODEL}` is the graph as hls4ml's QONNX front end received it "
+                    "(channels last)."),
         tool=HLS_TOOLS.get(h["backend"], "vitis_hls"),
         exact_note=" (bit-exact with edgekit's simulator)" if p["exact"] else
         f" where it can (float scales: {p['reason']})"))

@@ -77,8 +77,17 @@ def run_csim(build_dir: Path, manifest: Manifest, x: np.ndarray,
 
 
 def csim_stage(build_dir: Path, manifest: Manifest, graph, x: np.ndarray, ref: np.ndarray,
-               timeout: float | None, measured: dict) -> StageResult:
-    """hls4ml's C-simulation on the float inputs ``x``, as output codes compared with the simulator's ``ref``."""
+               timeout: float | None, measured: dict, codes: np.ndarray | None = None) -> StageResult:
+    """hls4ml's C-simulation on the float inputs ``x``, as output codes compared with the simulator's ``ref``.
+
+    A build made from edgekit's integer IR (``layout["inputs"] == "codes"``) takes the input
+    ``codes`` and returns output codes: its input quantizer runs on the host, as on a microcontroller.
+    """
+    if manifest.layout.get("inputs") == "codes":
+        y, compile_s = run_csim(build_dir, manifest, np.asarray(codes, np.float64), timeout)
+        measured["csim_compile_seconds"] = round(compile_s, 1)
+        q = np.rint(y.reshape(codes.shape[0], -1)).astype(np.int64)
+        return compare(f"hls4ml C-sim ({manifest.hls['backend']})", q, ref, True, "")
     out_t = graph.tensors[graph.outputs[0]]
     scale = np.resize(np.asarray(out_t.scale, np.float64), ref.shape[1])  # per channel: last IR axis
     exact = bool(manifest.precision["exact"])
