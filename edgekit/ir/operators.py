@@ -76,6 +76,10 @@ class Op:
     def simulate(self, node, inputs: list[np.ndarray], graph) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def prepare_simulation(self) -> None:
+        """Load what :meth:`simulate` needs before the simulator limits the thread pools (a
+        library loaded later, in a worker, would bring a pool of its own)."""
+
     def c_context(self, node, graph) -> dict:
         return {}
 
