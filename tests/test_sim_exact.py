@@ -555,3 +555,42 @@ def test_float_requant_exactness_decision():
     rq = Requant((1,), (4,), 1, -128, 127, True)  # a shift: float32
     graph, node = one_node_graph("requantize", {"requant": rq}, x_t, tensor("y", (5,), bits=8), {})
     np.testing.assert_array_equal(Requantize().simulate(node, [x], graph)[0], apply_requant(x - 3, rq))
+
+
+def test_float32_activations_equal_the_int64_path(monkeypatch):
+    """Convolutions, requantizations, residual adds and dense layers hand float32 codes on to the
+    kernels that take them; the whole graph's tensors equal the int64 GEMM path's, as int64."""
+    import edgekit.ops.conv2d as conv2d
+    from edgekit.ir.operators import operators
+
+    rng = np.random.default_rng(21)
+    shift = lambda s, zp, lo, hi: Requant((1,), (s,), zp, lo, hi, True)  # noqa: E731
+    wide = (-(1 << 31), (1 << 31) - 1)
+    conv = {"kernel": [3, 3], "stride": [1, 1], "dilation": [1, 1], "pad": [1, 1, 1, 1], "depthwise": False,
+            "depth_multiplier": 1}
+    tensors = {"x": tensor("x", (8, 8, 3), zp=2), "a": tensor("a", (8, 8, 8)), "q": tensor("q", (8, 8, 8), zp=3),
+               "r": tensor("r", (8, 8, 8), signed=False), "p": tensor("p", (4, 4, 8), signed=False),
+               "y": tensor("y", (5,), zp=-1)}
+    consts = {"w1": rng.integers(-128, 128, (8, 3, 3, 3)), "b1": rng.integers(-999, 999, 8),
+              "w2": rng.integers(-128, 128, (8, 3, 3, 8)), "b2": rng.integers(-999, 999, 8),
+              "w3": rng.integers(-128, 128, (5, 128)), "b3": rng.integers(-999, 999, 5)}
+    for name, arr in consts.items():
+        tensors[name] = tensor(name, arr.shape, bits=32, const=True)
+    residual = {"in_requant": [shift(0, 0, *wide), Requant((4,), (0,), 0, *wide, True)], "requant": shift(1, 0, 0, 255)}
+    nodes = [Node("c1", "conv2d", ["x", "w1", "b1"], ["a"], {**conv, "requant": shift(9, 0, -128, 127)}),
+             Node("rq", "requantize", ["a"], ["q"], {"requant": shift(1, 3, -128, 127)}),
+             Node("c2", "conv2d", ["q", "w2", "b2", "a"], ["r"], {**conv, "requant": shift(11, 0, -128, 127),
+                                                                  "residual": residual}),
+             Node("mp", "maxpool", ["r"], ["p"], {"kernel": [2, 2], "stride": [2, 2], "pad": [0, 0, 0, 0]}),
+             Node("fc", "dense", ["p", "w3", "b3"], ["y"], {"requant": shift(10, -1, -128, 127)})]
+    graph = Graph(tensors, nodes, ["x"], ["y"], consts, InputQuant((8, 8, 3), 1.0, 2, -128, 127, 8, True))
+    x = rng.integers(-128, 128, (40, 8, 8, 3))
+    fast = simulate(graph, x, keep_all=True)
+    assert all(arr.dtype == np.int64 for name, arr in fast.items() if name not in consts)
+    for op in operators().values():
+        monkeypatch.setattr(op, "float32_inputs", False)
+    monkeypatch.setattr(conv2d, "float32_conv", lambda *args: None)
+    slow = simulate(graph, x, keep_all=True)
+    for name in tensors:
+        np.testing.assert_array_equal(fast[name], slow[name], err_msg=name)
+    assert len(np.unique(fast["y"])) > 20  # the values move: not a constant

@@ -38,8 +38,11 @@ def float32_conv(x: np.ndarray, zp: int, w_oihw: np.ndarray, bias: np.ndarray, p
         return None
     t, l, b, r = pad
     if (t, l) == (b, r):  # symmetric: PyTorch pads with zeros itself
-        xf = np.empty(x.shape, np.float32)
-        np.subtract(x, zp, out=xf, casting="unsafe")
+        if x.dtype == np.float32 and zp == 0 and x.flags.c_contiguous:
+            xf = x  # the previous layer's float32 codes, as they are (read only)
+        else:
+            xf = np.empty(x.shape, np.float32)
+            np.subtract(x, zp, out=xf, casting="unsafe")
         padding = [t, l]
     else:
         from ._windows import padded

@@ -83,9 +83,10 @@ def exact_matmul(x: np.ndarray, w_t: np.ndarray, plan: GemmPlan) -> np.ndarray:
 
 
 
-def requantized(acc: np.ndarray, bias: np.ndarray | None, rq: Requant | None) -> np.ndarray:
+def requantized(acc: np.ndarray, bias: np.ndarray | None, rq: Requant | None,
+                keep_float: bool = False) -> np.ndarray:
     """``rq(acc + bias)`` as int64 (no ``rq``: the int32 accumulator itself; no ``bias``: ``acc``
-    has it already).
+    has it already); with ``keep_float``, a float32 result stays float32 (exact integer codes).
 
     ``acc`` is int64, or a float array of exact integers whose sums with the bias the plan's
     bound keeps exact. A requantization that is a plain rounding shift (M = 1, power-of-two
@@ -97,7 +98,8 @@ def requantized(acc: np.ndarray, bias: np.ndarray | None, rq: Requant | None) ->
     if acc.dtype == np.int64:
         return apply_requant(acc, rq) if rq is not None else acc
     if rq is not None and rq.pure_shift:
-        return float_requant(acc, rq).astype(np.int64)
+        y = float_requant(acc, rq)
+        return y if keep_float and y.dtype == np.float32 else y.astype(np.int64)
     acc = acc.astype(np.int64)
     return apply_requant(acc, rq) if rq is not None else acc
 
@@ -150,25 +152,27 @@ def codes_minus(x: np.ndarray, zero_point: int, dtype) -> np.ndarray:
 
 
 def add_requantized(a: np.ndarray, zp_a: int, a_range: tuple[int, int], b: np.ndarray, zp_b: int,
-                    b_range: tuple[int, int], ra: Requant, rb: Requant, rq: Requant | None) -> np.ndarray:
+                    b_range: tuple[int, int], ra: Requant, rb: Requant, rq: Requant | None,
+                    a_owned: bool = False, keep_float: bool = False) -> np.ndarray:
     """The residual add's arithmetic (ops/add.py, conv2d's fused residual) as int64:
     ``rq(ra(a - zp_a) + rb(b - zp_b))`` for codes ``a`` in ``a_range`` and ``b`` in ``b_range``
-    (``a`` may be a float array of exact integers; it is then overwritten). In float32 when every
-    step is exact there (8-bit codes, shifts, small power-of-two multipliers), else with the
-    contract's int64 functions."""
+    (either may be a float32 array of exact integers; ``a_owned``: ``a`` may be overwritten). In
+    float32 when every step is exact there (8-bit codes, shifts, small power-of-two multipliers),
+    else with the contract's int64 functions; ``keep_float`` returns that float32 result as it is."""
     a_abs = max(abs(a_range[0] - zp_a), abs(a_range[1] - zp_a))
     b_abs = max(abs(b_range[0] - zp_b), abs(b_range[1] - zp_b))
     total = requant_bound(ra, a_abs) + requant_bound(rb, b_abs)
     if (float_requant_exact(ra, a_abs) and float_requant_exact(rb, b_abs)
             and (float_requant_exact(rq, total) if rq is not None else total < FLOAT32_EXACT_BELOW)):
-        if a.dtype == np.float32:
+        if a.dtype == np.float32 and a_owned:
             if zp_a:
                 a -= zp_a
         else:
             a = codes_minus(a, zp_a, np.float32)
         a = float_requant(a, ra, a_abs)
         a += float_requant(codes_minus(b, zp_b, np.float32), rb, b_abs)
-        return (float_requant(a, rq, total) if rq is not None else a).astype(np.int64)
+        y = float_requant(a, rq, total) if rq is not None else a
+        return y if keep_float else y.astype(np.int64)
     acc = (apply_requant(np.asarray(a, np.int64) - zp_a, ra)
            + apply_requant(np.asarray(b, np.int64) - zp_b, rb))
     return apply_requant(acc, rq) if rq is not None else acc

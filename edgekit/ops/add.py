@@ -20,13 +20,14 @@ class Add(Op):
     attributes = AddAttrs
     template = "add.c.j2"
     accumulates = True
+    float32_inputs = True
     inplace = True  # output i is written after input i is read (see ir/planner.py)
 
     def simulate(self, node, inputs, graph):
         ta, tb = (graph.tensors[i] for i in node.inputs)
         a = self.attrs(node)
         return [add_requantized(inputs[0], ta.zero_point, (ta.qmin, ta.qmax), inputs[1], tb.zero_point,
-                                (tb.qmin, tb.qmax), *a.in_requant, a.requant)]
+                                (tb.qmin, tb.qmax), *a.in_requant, a.requant, keep_float=True)]
 
     def c_context(self, node, graph):
         ta, tb = (graph.tensors[i] for i in node.inputs)

@@ -145,6 +145,7 @@ class Conv2d(Op):
     template = "conv2d.c.j2"
     accumulates = True
     packs_weights = True
+    float32_inputs = True
     hls_layers = (
         HlsLayer("Conv1D", "compute", _CONV1D), HlsLayer("PointwiseConv1D", "compute", _CONV1D),
         HlsLayer("Conv2D", "compute", _CONV2D), HlsLayer("PointwiseConv2D", "compute", _CONV2D),
@@ -165,7 +166,7 @@ class Conv2d(Op):
         rq = a.requant
         acc = accumulators(x, w, b, zp, (xt.qmin - zp, xt.qmax - zp), a, out_hw)
         if not a.residual:
-            return [requantized(acc, None, rq)]
+            return [requantized(acc, None, rq, keep_float=True)]
         # fused residual add (ir/passes.py): same arithmetic as ops/add.py
         res = a.residual
         rt = graph.tensors[node.inputs[3]]
@@ -174,7 +175,7 @@ class Conv2d(Op):
         else:
             y = requantized(acc, None, rq)
         y = add_requantized(y, rq.zero_point, (rq.lo, rq.hi), inputs[3], rt.zero_point, (rt.qmin, rt.qmax),
-                            *res["in_requant"], res["requant"])
+                            *res["in_requant"], res["requant"], a_owned=True, keep_float=True)
         return [y]
 
     def prepare_simulation(self):

@@ -22,6 +22,7 @@ class Requantize(Op):
     # a quantizer becomes a linear (or, fused with a ReLU, relu) activation: a rounding point
     hls_layers = (HlsLayer("Activation", "activation"),)
     template = "requantize.c.j2"
+    float32_inputs = True
     inplace = True  # output i is written after input i is read (see ir/planner.py)
 
     def simulate(self, node, inputs, graph):
@@ -29,7 +30,7 @@ class Requantize(Op):
         rq = self.attrs(node).requant
         x_abs = max(abs(t.qmin - t.zero_point), abs(t.qmax - t.zero_point))
         if float_requant_exact(rq, x_abs):  # shifts and small multipliers: float32 holds every step
-            return [float_requant(codes_minus(inputs[0], t.zero_point, np.float32), rq, x_abs).astype(np.int64)]
+            return [float_requant(codes_minus(inputs[0], t.zero_point, np.float32), rq, x_abs)]
         return [apply_requant(inputs[0].astype(np.int64) - t.zero_point, rq)]
 
     def c_context(self, node, graph):

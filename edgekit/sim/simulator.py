@@ -107,7 +107,11 @@ def readers(graph: Graph) -> dict[str, int]:
 
 def simulate_block(graph: Graph, codes: np.ndarray, keep_all: bool = False,
                    seconds: dict[str, float] | None = None) -> dict[str, np.ndarray]:
-    """One block of the batch through every node (see :func:`simulate`)."""
+    """One block of the batch through every node (see :func:`simulate`).
+
+    Activations are int64 arrays, or float32 arrays of exact integer codes where a kernel
+    returned one (a convolution's float32 requantization): those go on as they are to the
+    kernels that take them (``Op.float32_inputs``) and become int64 for the others, once."""
     values: dict[str, np.ndarray] = {graph.inputs[0]: np.asarray(codes, dtype=np.int64)}
     for name, arr in graph.constants.items():
         values[name] = arr
@@ -115,10 +119,15 @@ def simulate_block(graph: Graph, codes: np.ndarray, keep_all: bool = False,
     for node in graph.nodes:
         start = time.perf_counter()
         op = get_op(node.op, node.name)
+        if not op.float32_inputs:
+            for i in node.inputs:
+                if values[i].dtype == np.float32:
+                    values[i] = values[i].astype(np.int64)
         outs = op.simulate(node, [values[i] for i in node.inputs], graph)
         for name, arr in zip(node.outputs, outs):
             t = graph.tensors[name]
-            arr = np.asarray(arr, dtype=np.int64)
+            if not (isinstance(arr, np.ndarray) and arr.dtype == np.float32):
+                arr = np.asarray(arr, dtype=np.int64)
             if arr.size and (arr.min() < t.qmin or arr.max() > t.qmax):
                 raise AssertionError(f"simulator: node '{node.name}' produced values outside {t.dtype} "
                                      f"[{t.qmin}, {t.qmax}] for tensor '{name}' (edgekit bug)")
@@ -130,6 +139,5 @@ def simulate_block(graph: Graph, codes: np.ndarray, keep_all: bool = False,
                 remaining[i] -= 1
                 if remaining[i] == 0 and i not in graph.outputs and i not in graph.constants:
                     del values[i]
-    if keep_all:
-        return values
-    return {o: values[o] for o in graph.outputs}
+    kept = values if keep_all else {o: values[o] for o in graph.outputs}
+    return {name: arr.astype(np.int64) if arr.dtype == np.float32 else arr for name, arr in kept.items()}
