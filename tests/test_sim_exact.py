@@ -395,3 +395,202 @@ def test_mul_dbl_equals_the_gemmlowp_composition():
     np.testing.assert_array_equal(mul_dbl(ties, np.array([1 << 30]), np.array([33])),
                                   composed(ties, np.array([1 << 30]), np.array([33])))
     assert mul_dbl(np.int64(-5), 1 << 30, 33) == composed(np.int64(-5), 1 << 30, 33)
+
+
+# --- PyTorch's direct convolution where float32 is exact (ops/_direct_conv.py) --------------
+
+def conv_at_bound_graph(bias_over: int, depthwise: bool):
+    """A 3x3 conv on 16-bit activations whose bound (bias included) is 2^24 - 1 + ``bias_over``;
+    sample 0 (all inputs -2^15, positive weights, a negative bias) reaches it at the interior
+    pixels, with an odd sum (float32 rounding would show above 2^24)."""
+    x_t = tensor("x", (6, 5, 4), bits=16)
+    x_abs = -x_t.qmin
+    if depthwise:
+        w = np.full((3, 3, 4), 7, np.int64)
+        per_out = np.abs(w).reshape(9, 4).sum(axis=0)
+        oc = 4
+    else:
+        w = np.full((3, 3, 3, 4), 5, np.int64)
+        w[1] = 3
+        per_out = np.abs(w).reshape(3, -1).sum(axis=1)
+        oc = 3
+    b = -(FLOAT32_EXACT_BELOW - 1 + bias_over - per_out * x_abs).astype(np.int64)
+    attrs = {"kernel": [3, 3], "stride": [1, 1], "dilation": [1, 1], "pad": [1, 1, 1, 1], "depthwise": depthwise,
+             "depth_multiplier": 1, "requant": None}
+    graph, node = one_node_graph("conv2d", attrs, x_t, tensor("y", (6, 5, oc), bits=32), {"w": w, "b": b})
+    x = np.random.default_rng(4).integers(x_t.qmin, x_t.qmax + 1, (16, 6, 5, 4))
+    x[0] = x_t.qmin
+    return graph, node, x, w, b
+
+
+@pytest.mark.parametrize("depthwise", [False, True], ids=["conv", "depthwise"])
+def test_direct_conv_right_below_the_float32_bound_is_exact(depthwise, monkeypatch):
+    import edgekit.ops.conv2d as conv2d
+
+    graph, node, x, w, b = conv_at_bound_graph(0, depthwise)
+    a = conv2d.Conv2dAttrs(**node.attrs)
+    plan = plan_gemm(w.reshape(-1, w.shape[-1]).T if depthwise else w.reshape(w.shape[0], -1), b, -(1 << 15), (1 << 15) - 1)
+    assert plan.bound == FLOAT32_EXACT_BELOW - 1 and plan.float_sums and plan.dtype is np.float32
+    used = []
+    real = conv2d.float32_conv
+    monkeypatch.setattr(conv2d, "float32_conv", lambda *args: used.append(real(*args)) or used[-1])
+    want = ref_conv(x, w, b, 0, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), depthwise, 1, (6, 5))
+    assert np.abs(want).max() == FLOAT32_EXACT_BELOW - 1  # sample 0 reaches the bound
+    got = Conv2d().simulate(node, [x, w, b], graph)[0]
+    assert used and used[0] is not None and used[0].dtype == np.float32  # PyTorch computed it
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("depthwise", [False, True], ids=["conv", "depthwise"])
+def test_direct_conv_is_not_used_above_the_float32_bound(depthwise, monkeypatch):
+    import torch
+
+    import edgekit.ops.conv2d as conv2d
+
+    graph, node, x, w, b = conv_at_bound_graph(2, depthwise)
+    used = []
+    real = conv2d.float32_conv
+    monkeypatch.setattr(conv2d, "float32_conv", lambda *args: used.append(real(*args)) or used[-1])
+    want = ref_conv(x, w, b, 0, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), depthwise, 1, (6, 5))
+    np.testing.assert_array_equal(Conv2d().simulate(node, [x, w, b], graph)[0], want)
+    assert not used
+    # PyTorch's float32 convolution would round there: the bound is what keeps the sums exact
+    xt = torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2)
+    wt = torch.from_numpy((w.transpose(2, 0, 1)[:, None] if depthwise else w.transpose(0, 3, 1, 2)).astype(np.float32).copy())
+    naive = torch.nn.functional.conv2d(xt, wt, torch.from_numpy(b.astype(np.float32)), padding=1,
+                                       groups=4 if depthwise else 1).permute(0, 2, 3, 1).numpy()
+    assert not np.array_equal(naive.astype(np.int64), want)
+
+
+def test_direct_conv_refuses_inexact_torch_settings():
+    """NNPACK (PyTorch's choice when oneDNN is off: Winograd, FFT) and reduced-precision float32
+    modes are refused (None: the caller takes the GEMM path); the simulator stays exact."""
+    import torch
+
+    from edgekit.ops._direct_conv import float32_conv
+
+    rng = np.random.default_rng(6)
+    x = rng.integers(-128, 128, (16, 12, 12, 8))
+    w = rng.integers(-128, 128, (8, 8, 3, 3))
+    b = np.zeros(8, np.int64)
+    args = (x, 0, w, b, (1, 1, 1, 1), (1, 1), (1, 1), 1, (12, 12))
+    assert float32_conv(*args) is not None
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert torch._C._select_conv_backend(torch.zeros(16, 8, 12, 12), torch.zeros(8, 8, 3, 3), None, [1, 1], [1, 1],
+                                             [1, 1], False, [0, 0], 1).name.startswith("Nnpack")
+        assert float32_conv(*args) is None
+    saved = torch.backends.mkldnn.conv.fp32_precision
+    try:
+        torch.backends.mkldnn.conv.fp32_precision = "bf16"
+        assert float32_conv(*args) is None
+    finally:
+        torch.backends.mkldnn.conv.fp32_precision = saved
+    # and through the simulator with oneDNN off: the im2col GEMM, exact
+    x_t = tensor("x", (12, 12, 8))
+    attrs = {"kernel": [3, 3], "stride": [1, 1], "dilation": [1, 1], "pad": [1, 1, 1, 1], "depthwise": False,
+             "depth_multiplier": 1, "requant": None}
+    wc = w.transpose(0, 2, 3, 1).copy()
+    graph, _ = one_node_graph("conv2d", attrs, x_t, tensor("y", (12, 12, 8), bits=32), {"w": wc, "b": b})
+    with torch.backends.mkldnn.flags(enabled=False):
+        got = simulate(graph, x)["y"]
+    np.testing.assert_array_equal(got, ref_conv(x, wc, b, 0, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), False, 1, (12, 12)))
+
+
+# --- residual adds and requantizations in float32 ------------------------------------------
+
+ADD_REQUANTS = [  # (ra, rb, rq): as resnet8's fused residuals, with zero points, clamps and per-channel shifts
+    (Requant((1,), (0,), 0, -(1 << 31), (1 << 31) - 1, True), Requant((8,), (0,), 0, -(1 << 31), (1 << 31) - 1, True),
+     Requant((1,), (2,), 0, 0, 255, True)),
+    (Requant((1,), (1,), 3, -(1 << 31), (1 << 31) - 1, True), Requant((1,), (0,), -2, -100, 100, True),
+     Requant((1, 1, 1, 1), (0, 1, 3, 2), -7, -128, 127, True)),
+    (Requant((2,), (0,), 0, -(1 << 31), (1 << 31) - 1, True), Requant((1,), (3,), 0, -(1 << 31), (1 << 31) - 1, True), None),
+    # a Q31 multiplier: the int64 path
+    (Requant((1,), (0,), 0, -(1 << 31), (1 << 31) - 1, True), Requant((1 << 30,), (31,), 0, -(1 << 31), (1 << 31) - 1, False),
+     Requant((1,), (1,), 0, -128, 127, True)),
+]
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("case", range(len(ADD_REQUANTS)))
+def test_add_requantized_equals_the_int64_arithmetic(case, bits):
+    from edgekit.ops._gemm import add_requantized
+
+    ra, rb, rq = ADD_REQUANTS[case]
+    rng = np.random.default_rng(case * 10 + bits)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    a = rng.integers(lo, hi + 1, (64, 3, 4))
+    b = rng.integers(lo, hi + 1, (64, 3, 4))
+    a[0], b[0], a[1], b[1] = lo, lo, hi, hi
+    acc = apply_requant(a - 5, ra) + apply_requant(b + 3, rb)
+    want = apply_requant(acc, rq) if rq is not None else acc
+    np.testing.assert_array_equal(add_requantized(a, 5, (lo, hi), b, -3, (lo, hi), ra, rb, rq), want)
+    # a float32 first operand (a conv's output kept in float) gives the same
+    got = add_requantized(a.astype(np.float32), 5, (lo, hi), b, -3, (lo, hi), ra, rb, rq)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_float_requant_exactness_decision():
+    from edgekit.ops._gemm import float_requant, float_requant_exact
+
+    shift = Requant((1,), (3,), 0, -(1 << 31), (1 << 31) - 1, True)
+    assert float_requant_exact(shift, FLOAT32_EXACT_BELOW - 2) and not float_requant_exact(shift, FLOAT32_EXACT_BELOW)
+    times8 = Requant((8,), (0,), 0, -(1 << 31), (1 << 31) - 1, True)
+    edge = (FLOAT32_EXACT_BELOW - 2) // 8
+    assert float_requant_exact(times8, edge) and not float_requant_exact(times8, edge + 1)
+    q31 = Requant((1 << 30,), (31,), 0, -128, 127, False)
+    assert not float_requant_exact(q31, 1)
+    # at the edge: odd values just below 2^24 / 8, times 8, stay exact in float32
+    x = np.array([edge, -edge, edge - 1, 1 - edge], np.int64)
+    np.testing.assert_array_equal(float_requant(x.astype(np.float32), times8, edge).astype(np.int64),
+                                  apply_requant(x, times8))
+    # 16-bit activations times 2^10 leave float32: the requantize node takes the int64 path
+    from edgekit.ops.requantize import Requantize
+
+    rq = Requant((1 << 10,), (0,), 0, -(1 << 31), (1 << 31) - 1, True)
+    x_t = tensor("x", (5,), bits=16, zp=3)
+    graph, node = one_node_graph("requantize", {"requant": rq}, x_t, tensor("y", (5,), bits=32), {})
+    x = np.array([[-32768, 32767, 32765, 1, 0]])
+    np.testing.assert_array_equal(Requantize().simulate(node, [x], graph)[0], (x - 3) * 1024)
+    assert not float_requant_exact(rq, 32771)
+    rq = Requant((1,), (4,), 1, -128, 127, True)  # a shift: float32
+    graph, node = one_node_graph("requantize", {"requant": rq}, x_t, tensor("y", (5,), bits=8), {})
+    np.testing.assert_array_equal(Requantize().simulate(node, [x], graph)[0], apply_requant(x - 3, rq))
+
+
+def test_float32_activations_equal_the_int64_path(monkeypatch):
+    """Convolutions, requantizations, residual adds and dense layers hand float32 codes on to the
+    kernels that take them; the whole graph's tensors equal the int64 GEMM path's, as int64."""
+    import edgekit.ops.conv2d as conv2d
+    from edgekit.ir.operators import operators
+
+    rng = np.random.default_rng(21)
+    shift = lambda s, zp, lo, hi: Requant((1,), (s,), zp, lo, hi, True)  # noqa: E731
+    wide = (-(1 << 31), (1 << 31) - 1)
+    conv = {"kernel": [3, 3], "stride": [1, 1], "dilation": [1, 1], "pad": [1, 1, 1, 1], "depthwise": False,
+            "depth_multiplier": 1}
+    tensors = {"x": tensor("x", (8, 8, 3), zp=2), "a": tensor("a", (8, 8, 8)), "q": tensor("q", (8, 8, 8), zp=3),
+               "r": tensor("r", (8, 8, 8), signed=False), "p": tensor("p", (4, 4, 8), signed=False),
+               "y": tensor("y", (5,), zp=-1)}
+    consts = {"w1": rng.integers(-128, 128, (8, 3, 3, 3)), "b1": rng.integers(-999, 999, 8),
+              "w2": rng.integers(-128, 128, (8, 3, 3, 8)), "b2": rng.integers(-999, 999, 8),
+              "w3": rng.integers(-128, 128, (5, 128)), "b3": rng.integers(-999, 999, 5)}
+    for name, arr in consts.items():
+        tensors[name] = tensor(name, arr.shape, bits=32, const=True)
+    residual = {"in_requant": [shift(0, 0, *wide), Requant((4,), (0,), 0, *wide, True)], "requant": shift(1, 0, 0, 255)}
+    nodes = [Node("c1", "conv2d", ["x", "w1", "b1"], ["a"], {**conv, "requant": shift(9, 0, -128, 127)}),
+             Node("rq", "requantize", ["a"], ["q"], {"requant": shift(1, 3, -128, 127)}),
+             Node("c2", "conv2d", ["q", "w2", "b2", "a"], ["r"], {**conv, "requant": shift(11, 0, -128, 127),
+                                                                  "residual": residual}),
+             Node("mp", "maxpool", ["r"], ["p"], {"kernel": [2, 2], "stride": [2, 2], "pad": [0, 0, 0, 0]}),
+             Node("fc", "dense", ["p", "w3", "b3"], ["y"], {"requant": shift(10, -1, -128, 127)})]
+    graph = Graph(tensors, nodes, ["x"], ["y"], consts, InputQuant((8, 8, 3), 1.0, 2, -128, 127, 8, True))
+    x = rng.integers(-128, 128, (40, 8, 8, 3))
+    fast = simulate(graph, x, keep_all=True)
+    assert all(arr.dtype == np.int64 for name, arr in fast.items() if name not in consts)
+    for op in operators().values():
+        monkeypatch.setattr(op, "float32_inputs", False)
+    monkeypatch.setattr(conv2d, "float32_conv", lambda *args: None)
+    slow = simulate(graph, x, keep_all=True)
+    for name in tensors:
+        np.testing.assert_array_equal(fast[name], slow[name], err_msg=name)
+    assert len(np.unique(fast["y"])) > 20  # the values move: not a constant

@@ -65,6 +65,9 @@ class Op:
     accumulates: bool = False  # int32 accumulator out; ir/passes.py fuses a requant/ReLU into attribute "requant"
     packs_weights: bool = False  # input 1 holds weights, packed in flash when 2 or 4 bits wide
     hls_layers: tuple[HlsLayer, ...] = ()
+    # simulate() also takes activations as float32 arrays of exact integer codes (the simulator
+    # then passes a float32 output of one kernel on as it is, instead of through int64)
+    float32_inputs: bool = False
 
     def inplace_inputs(self, node, graph) -> list[str]:
         """Activation inputs whose bytes the output may reuse: the kernel writes output
@@ -75,6 +78,10 @@ class Op:
 
     def simulate(self, node, inputs: list[np.ndarray], graph) -> list[np.ndarray]:
         raise NotImplementedError
+
+    def prepare_simulation(self) -> None:
+        """Load what :meth:`simulate` needs before the simulator limits the thread pools (a
+        library loaded later, in a worker, would bring a pool of its own)."""
 
     def c_context(self, node, graph) -> dict:
         return {}

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ir.contract import Requant, apply_requant
+from ..ir.contract import Requant
 from ..ir.operators import Op, register
+from ._gemm import add_requantized
 
 
 @dataclass
@@ -19,14 +20,14 @@ class Add(Op):
     attributes = AddAttrs
     template = "add.c.j2"
     accumulates = True
+    float32_inputs = True
     inplace = True  # output i is written after input i is read (see ir/planner.py)
 
     def simulate(self, node, inputs, graph):
         ta, tb = (graph.tensors[i] for i in node.inputs)
         a = self.attrs(node)
-        ra, rb = a.in_requant
-        acc = apply_requant(inputs[0] - ta.zero_point, ra) + apply_requant(inputs[1] - tb.zero_point, rb)
-        return [apply_requant(acc, a.requant) if a.requant is not None else acc]
+        return [add_requantized(inputs[0], ta.zero_point, (ta.qmin, ta.qmax), inputs[1], tb.zero_point,
+                                (tb.qmin, tb.qmax), *a.in_requant, a.requant, keep_float=True)]
 
     def c_context(self, node, graph):
         ta, tb = (graph.tensors[i] for i in node.inputs)

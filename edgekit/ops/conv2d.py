@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir.contract import Requant, apply_requant
+from ..ir.contract import Requant
 from ..ir.operators import HlsLayer, Op, register
-from ._gemm import FLOAT32_EXACT_BELOW, FLOAT64_EXACT_BELOW, exact_matmul, plan_gemm, requantized
+from ._direct_conv import float32_conv
+from ._gemm import (FLOAT32_EXACT_BELOW, FLOAT64_EXACT_BELOW, add_requantized, exact_matmul, float_requant,
+                    plan_gemm, requantized)
 from ._windows import padded, windows
 
 
@@ -96,29 +98,45 @@ def pointwise_inplace(node, graph) -> bool:
 
 
 def conv_accumulators(x, w, b, zp, x_range, a: Conv2dAttrs, out_hw) -> np.ndarray:
-    """sum over taps of (x - zp) * w, (N, oh, ow, oc): one GEMM of the im2col patches
-    [N*oh*ow, kh*kw*ic] with the weights (oc, kh, kw, ic) as [kh*kw*ic, oc]. Exact integers,
-    in floats when the plan's bound allows (see _gemm.requantized)."""
+    """b + sum over taps of (x - zp) * w, (N, oh, ow, oc). Exact integers, in float32 when the
+    plan's bound allows (see _gemm.requantized): PyTorch's direct convolution (``_direct_conv``),
+    else one GEMM of the im2col patches [N*oh*ow, kh*kw*ic] with the weights (oc, kh, kw, ic) as
+    [kh*kw*ic, oc] (in float32 pieces, float64 or int64 as the plan says)."""
     oc, k = w.shape[0], w[0].size
     plan = plan_gemm(w.reshape(oc, k), b, *x_range)
+    # 1D convolutions (H = 1) copy little into im2col and run faster as one GEMM (har-cnn)
+    if plan.float_sums and plan.dtype is np.float32 and x.shape[1] > 1:
+        acc = float32_conv(x, zp, w.transpose(0, 3, 1, 2), b, a.pad, a.stride, a.dilation, 1, out_hw)
+        if acc is not None:
+            return acc
     w_t = np.ascontiguousarray(w.reshape(oc, k).T, plan.dtype)
     view = windows(padded(x, a.pad, zp, plan.dtype), a.kernel, a.stride, a.dilation, out_hw)
     patches = view.reshape(-1, k)  # the one copy: im2col (the simulator bounds the batch it is given)
-    return exact_matmul(patches, w_t, plan).reshape(x.shape[0], *out_hw, oc)
+    acc = exact_matmul(patches, w_t, plan)
+    acc += b.astype(acc.dtype)
+    return acc.reshape(x.shape[0], *out_hw, oc)
 
 
 def depthwise_accumulators(x, w, b, zp, x_range, a: Conv2dAttrs, out_hw) -> np.ndarray:
-    """Depthwise: output channel o = c * mult + m sums (x[..., c] - zp) * w[ky, kx, o] over the taps,
-    as one batched product (einsum) over the strided windows; weights are (kh, kw, ic * mult)."""
+    """Depthwise: output channel o = c * mult + m sums b[o] + (x[..., c] - zp) * w[ky, kx, o] over
+    the taps; weights are (kh, kw, ic * mult). PyTorch's grouped convolution where float32 is
+    exact, else one batched product (einsum) over the strided windows."""
     kh, kw = a.kernel
     oc = w.shape[-1]
     plan = plan_gemm(w.reshape(kh * kw, oc).T, b, *x_range)
+    if plan.bound < FLOAT32_EXACT_BELOW and x.shape[1] > 1:
+        acc = float32_conv(x, zp, w.transpose(2, 0, 1)[:, None], b, a.pad, a.stride, a.dilation, x.shape[-1],
+                           out_hw)
+        if acc is not None:
+            return acc
     # a sum that float32 holds only in pieces has no batched form here: float64 holds it whole
     dtype = np.float32 if plan.bound < FLOAT32_EXACT_BELOW else np.float64 if plan.bound < FLOAT64_EXACT_BELOW else np.int64
     view = windows(padded(x, a.pad, zp, dtype), a.kernel, a.stride, a.dilation, out_hw)
     wd = w.astype(dtype).reshape(kh, kw, x.shape[-1], a.depth_multiplier)
     acc = np.einsum("nyxijc,ijcm->nyxcm", view, wd)
-    return acc.reshape(acc.shape[:3] + (oc,))
+    acc = acc.reshape(acc.shape[:3] + (oc,))
+    acc += b.astype(dtype)
+    return acc
 
 
 @register
@@ -128,6 +146,7 @@ class Conv2d(Op):
     template = "conv2d.c.j2"
     accumulates = True
     packs_weights = True
+    float32_inputs = True
     hls_layers = (
         HlsLayer("Conv1D", "compute", _CONV1D), HlsLayer("PointwiseConv1D", "compute", _CONV1D),
         HlsLayer("Conv2D", "compute", _CONV2D), HlsLayer("PointwiseConv2D", "compute", _CONV2D),
@@ -146,16 +165,22 @@ class Conv2d(Op):
         out_hw = tuple(graph.tensors[node.outputs[0]].shape[:2])
         accumulators = depthwise_accumulators if a.depthwise else conv_accumulators
         rq = a.requant
-        y = requantized(accumulators(x, w, b, zp, (xt.qmin - zp, xt.qmax - zp), a, out_hw), b, rq)
-        if a.residual:  # fused residual add (ir/passes.py): same arithmetic as ops/add.py
-            res = a.residual
-            zp_y = rq.zero_point
-            zp_r = graph.tensors[node.inputs[3]].zero_point
-            ry, rr = res["in_requant"]
-            y = apply_requant(y - zp_y, ry) + apply_requant(inputs[3] - zp_r, rr)
-            if res["requant"] is not None:
-                y = apply_requant(y, res["requant"])
+        acc = accumulators(x, w, b, zp, (xt.qmin - zp, xt.qmax - zp), a, out_hw)
+        if not a.residual:
+            return [requantized(acc, None, rq, keep_float=True)]
+        # fused residual add (ir/passes.py): same arithmetic as ops/add.py
+        res = a.residual
+        rt = graph.tensors[node.inputs[3]]
+        if acc.dtype != np.int64 and rq.pure_shift:
+            y = float_requant(acc, rq)  # exact (see requantized), and stays float for the add
+        else:
+            y = requantized(acc, None, rq)
+        y = add_requantized(y, rq.zero_point, (rq.lo, rq.hi), inputs[3], rt.zero_point, (rt.qmin, rt.qmax),
+                            *res["in_requant"], res["requant"], a_owned=True, keep_float=True)
         return [y]
+
+    def prepare_simulation(self):
+        import torch  # noqa: F401  (float32_conv's library, with its OpenMP pool)
 
     def inplace_inputs(self, node, graph):
         # The residual is read at output element i just before that element is written.

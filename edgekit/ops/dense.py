@@ -31,6 +31,7 @@ class Dense(Op):
     template = "dense.c.j2"
     accumulates = True
     packs_weights = True
+    float32_inputs = True
     hls_layers = (HlsLayer("Dense", "compute", _hls_geometry),)
 
     def simulate(self, node, inputs, graph):
@@ -39,7 +40,7 @@ class Dense(Op):
         plan = plan_gemm(w, b, xt.qmin, xt.qmax)  # raw codes: the zero point is in the bias
         w_t = np.ascontiguousarray(w.T, plan.dtype)
         acc = exact_matmul(x.reshape(x.shape[0], -1).astype(plan.dtype), w_t, plan)
-        return [requantized(acc, b, self.attrs(node).requant)]
+        return [requantized(acc, b, self.attrs(node).requant, keep_float=True)]
 
     def c_context(self, node, graph):
         w = graph.tensors[node.inputs[1]]

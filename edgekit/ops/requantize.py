@@ -7,6 +7,7 @@ import numpy as np
 
 from ..ir.contract import Requant, apply_requant
 from ..ir.operators import HlsLayer, Op, register
+from ._gemm import codes_minus, float_requant, float_requant_exact
 
 
 @dataclass
@@ -21,11 +22,16 @@ class Requantize(Op):
     # a quantizer becomes a linear (or, fused with a ReLU, relu) activation: a rounding point
     hls_layers = (HlsLayer("Activation", "activation"),)
     template = "requantize.c.j2"
+    float32_inputs = True
     inplace = True  # output i is written after input i is read (see ir/planner.py)
 
     def simulate(self, node, inputs, graph):
-        zp_in = graph.tensors[node.inputs[0]].zero_point
-        return [apply_requant(inputs[0].astype(np.int64) - zp_in, self.attrs(node).requant)]
+        t = graph.tensors[node.inputs[0]]
+        rq = self.attrs(node).requant
+        x_abs = max(abs(t.qmin - t.zero_point), abs(t.qmax - t.zero_point))
+        if float_requant_exact(rq, x_abs):  # shifts and small multipliers: float32 holds every step
+            return [float_requant(codes_minus(inputs[0], t.zero_point, np.float32), rq, x_abs)]
+        return [apply_requant(inputs[0].astype(np.int64) - t.zero_point, rq)]
 
     def c_context(self, node, graph):
         t = graph.tensors[node.inputs[0]]

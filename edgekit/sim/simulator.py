@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,11 +36,18 @@ def quantize_input(graph: Graph, x: np.ndarray) -> np.ndarray:
 BLOCK_BYTES = 2 << 20
 
 
+def thread_controller():
+    """The thread pools of the libraries loaded so far (BLAS; PyTorch's OpenMP once loaded).
+
+    The blocks' GEMMs and convolutions are small, and on a shared machine a multi-threaded
+    BLAS or OpenMP team spends more time waiting for busy cores than computing (a 10x slowdown
+    on a loaded 2-core machine; worse, each worker thread would start a team of its own), so
+    the simulator runs them on one thread per block and the blocks on the cores."""
+    return _controller("torch" in sys.modules)
+
+
 @functools.cache
-def blas_controller():
-    """The BLAS libraries loaded at the first simulation. The blocks' GEMMs are small, and on a
-    shared machine a multi-threaded BLAS spends more time waiting for busy cores than computing
-    (a 10x slowdown on a loaded 2-core machine), so the simulator runs BLAS on one thread."""
+def _controller(torch_loaded: bool):
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
@@ -63,10 +71,15 @@ def simulate(graph: Graph, codes: np.ndarray, keep_all: bool = False,
     starts = range(0, len(codes), step) if len(codes) else [0]
     timings = [None if seconds is None else {} for _ in starts]
 
-    def run(i: int) -> dict[str, np.ndarray]:
-        return simulate_block(graph, codes[starts[i]:starts[i] + step], keep_all, timings[i])
+    for op in {node.op: node.name for node in graph.nodes}.items():
+        get_op(*op).prepare_simulation()
+    controller = thread_controller()
 
-    with blas_controller().limit(limits=1, user_api="blas"):
+    def run(i: int) -> dict[str, np.ndarray]:
+        with controller.limit(limits=1, user_api="openmp"):  # this thread's OpenMP teams only
+            return simulate_block(graph, codes[starts[i]:starts[i] + step], keep_all, timings[i])
+
+    with controller.limit(limits=1, user_api="blas"):  # OpenBLAS's count is process-wide
         workers = min(len(starts), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
         if workers > 1:
             with ThreadPoolExecutor(workers, thread_name_prefix="edgekit-sim") as pool:
@@ -83,20 +96,38 @@ def simulate(graph: Graph, codes: np.ndarray, keep_all: bool = False,
             for name, arr in blocks[0].items()}
 
 
+def readers(graph: Graph) -> dict[str, int]:
+    """How many node inputs read each tensor (a tensor is dropped after its last reader)."""
+    count = dict.fromkeys(graph.tensors, 0)
+    for node in graph.nodes:
+        for name in node.inputs:
+            count[name] = count.get(name, 0) + 1
+    return count
+
+
 def simulate_block(graph: Graph, codes: np.ndarray, keep_all: bool = False,
                    seconds: dict[str, float] | None = None) -> dict[str, np.ndarray]:
-    """One block of the batch through every node (see :func:`simulate`)."""
+    """One block of the batch through every node (see :func:`simulate`).
+
+    Activations are int64 arrays, or float32 arrays of exact integer codes where a kernel
+    returned one (a convolution's float32 requantization): those go on as they are to the
+    kernels that take them (``Op.float32_inputs``) and become int64 for the others, once."""
     values: dict[str, np.ndarray] = {graph.inputs[0]: np.asarray(codes, dtype=np.int64)}
     for name, arr in graph.constants.items():
         values[name] = arr
-    remaining = {t: sum(t in n.inputs for n in graph.nodes) for t in graph.tensors}
+    remaining = dict(readers(graph))
     for node in graph.nodes:
         start = time.perf_counter()
         op = get_op(node.op, node.name)
+        if not op.float32_inputs:
+            for i in node.inputs:
+                if values[i].dtype == np.float32:
+                    values[i] = values[i].astype(np.int64)
         outs = op.simulate(node, [values[i] for i in node.inputs], graph)
         for name, arr in zip(node.outputs, outs):
             t = graph.tensors[name]
-            arr = np.asarray(arr, dtype=np.int64)
+            if not (isinstance(arr, np.ndarray) and arr.dtype == np.float32):
+                arr = np.asarray(arr, dtype=np.int64)
             if arr.size and (arr.min() < t.qmin or arr.max() > t.qmax):
                 raise AssertionError(f"simulator: node '{node.name}' produced values outside {t.dtype} "
                                      f"[{t.qmin}, {t.qmax}] for tensor '{name}' (edgekit bug)")
@@ -108,6 +139,5 @@ def simulate_block(graph: Graph, codes: np.ndarray, keep_all: bool = False,
                 remaining[i] -= 1
                 if remaining[i] == 0 and i not in graph.outputs and i not in graph.constants:
                     del values[i]
-    if keep_all:
-        return values
-    return {o: values[o] for o in graph.outputs}
+    kept = values if keep_all else {o: values[o] for o in graph.outputs}
+    return {name: arr.astype(np.int64) if arr.dtype == np.float32 else arr for name, arr in kept.items()}
