@@ -24,13 +24,13 @@ flow therefore measures the final build and re-solves when a measurement exceeds
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import EdgekitError
+from ..nas.hawq import layer_flash
 from ..qat import CostTable, export_qonnx
 from ..qat.hessian import quant_layers
 from ..qat.mixed_precision_alloc import apply_bits
@@ -38,17 +38,10 @@ from ..qat.mixed_precision_alloc import apply_bits
 RESOURCES = ("flash", "instructions", "cycles", "bops")
 
 
-def weight_nodes(graph) -> list:
-    """The IR nodes that carry weights (conv and dense), in execution order."""
-    return [n for n in graph.nodes if n.op in ("conv2d", "dense") and len(n.inputs) > 1
-            and n.inputs[1] in graph.constants]
-
-
 def measure_uniform(model, example: torch.Tensor, target: str, board: str, work: Path, bits: int,
                     kernels: str | None = None) -> dict:
     """Build and profile ``model`` with every layer at ``bits``: per-layer and total costs."""
     from ..api import build
-    from ..backends.cortexm import toolchain as tc
     from ..backends.cortexm.profile import profile
     from ..ir.graph import Graph
 
@@ -59,27 +52,14 @@ def measure_uniform(model, example: torch.Tensor, target: str, board: str, work:
     res = build(onnx, target, board, work / "build", kernels=kernels)
     man = res.manifest
     graph = Graph.load(res.out_dir)
-    nodes = weight_nodes(graph)
-    wsyms = {s["symbol"]: s["bytes"] for s in man.memory_breakdown["weight_symbols"]}
-    elf_syms = tc.symbols(res.out_dir / man.firmware)
     prof = profile(res.out_dir, count=1, write=False).to_json()
     per = {r["name"]: r for r in prof["layers"]}
     macs = {row["name"]: row["macs"] for row in man.layers}
     layers = []
-    for n in nodes:
-        # the layer's arrays (reference: ek_<node>_weight/_bias; optimized: ek_layerN_<node>_w/_wt/_b/...)
-        # and its function ek_layerN_<node> (plus any ek_layerN_<node>_<helper>)
-        own = re.compile(rf"^ek_(?:layer\d+_)?{re.escape(n.name)}_[a-z]\w*$")
-        fn = re.compile(rf"^ek_layer\d+_{re.escape(n.name)}(?:_[a-z]\w*)?$")
-        weight_bytes = sum(v for k, v in wsyms.items() if own.match(k))
-        if not weight_bytes:
-            raise EdgekitError(f"build of the {bits}-bit model: no weight array found for {n.name}")
-        code_bytes = sum(s["size"] for s in elf_syms if s["type"] in "tT" and fn.match(s["name"]))
-        in_bits = int(graph.tensors[n.inputs[0]].bits)
-        layers.append({"node": n.name, "weight_bytes": weight_bytes, "code_bytes": code_bytes,
-                       "instructions": per[n.name]["instructions"], "cycles": per[n.name]["est_cycles"],
-                       "macs": macs.get(n.name, 0), "in_bits": in_bits, "params": int(np.prod(
-                           graph.tensors[n.inputs[1]].shape))})
+    for row in layer_flash(res.out_dir, man, graph):
+        n = row["node"]
+        layers.append({**row, "instructions": per[n]["instructions"], "cycles": per[n]["est_cycles"],
+                       "macs": macs.get(n, 0)})
     return {"bits": bits, "build_dir": str(res.out_dir), "kernel_variants": man.kernel_variants,
             "flash": man.memory["flash_bytes"], "ram": man.memory["ram_bytes"],
             "instructions": prof["total"]["instructions"], "cycles": prof["total"]["est_cycles"],
