@@ -118,6 +118,43 @@ def test_ilp_finds_the_brute_force_optimum_within_budgets():
         assert set(a.bits.values()) <= {8, 4, 2}
 
 
+def test_joint_ilp_with_activation_widths_and_bilinear_bops_matches_brute_force():
+    """Activation rows (8/4 bits) join the ILP: layer 0 takes the 8-bit input, layers 1 and 2
+    are fed by activation rows 0 and 1, so their BOPs are MACs x w x a; the product variables
+    must give exactly the brute-force optimum under flash, instructions and BOPs budgets."""
+    rng = np.random.default_rng(7)
+    for _ in range(10):
+        costs = _table(rng, n_layers=3)
+        macs = [float(v) for v in rng.integers(100, 1000, 3)]
+        costs.per_layer["bops"] = np.array([[macs[0] * b * 8 for b in costs.bit_choices]] * 3)
+        costs.base["bops"] = 0.0
+        costs.act_layers, costs.act_choices = ["r0", "r1"], (8, 4)
+        costs.act_per_layer = {"instructions": rng.integers(-200, 0, (2, 2)).astype(float) * [[0, 1]]}
+        costs.act_input, costs.macs = [None, 0, 1], macs
+        omega = np.sort(rng.random((3, 3)), axis=1) * 10
+        omega_act = np.sort(rng.random((2, 2)), axis=1) * 10
+        hi = sum(m * 64 for m in macs)
+        budgets = {"bops": float(rng.integers(int(hi * 0.15), int(hi * 0.9))),
+                   "flash": 1000 + float(rng.integers(400, 1200))}
+        best, best_pick = np.inf, None
+        for choice in itertools.product(range(3), repeat=3):
+            for act in itertools.product(range(2), repeat=2):
+                if all(costs.total(r, list(choice), list(act)) <= v for r, v in budgets.items()):
+                    s = sum(omega[i, j] for i, j in enumerate(choice)) + sum(omega_act[a, k] for a, k in enumerate(act))
+                    if s < best:
+                        best, best_pick = s, (choice, act)
+        if best_pick is None:
+            with pytest.raises(InfeasibleBudget):
+                allocate(omega, costs, budgets, omega_act)
+            continue
+        a = allocate(omega, costs, budgets, omega_act)
+        assert a.sensitivity == pytest.approx(best)
+        assert a.predicted["bops"] <= budgets["bops"] and a.predicted["flash"] <= budgets["flash"]
+        assert a.predicted["bops"] == pytest.approx(sum(
+            macs[i] * a.bits[f"l{i}"] * (8 if i == 0 else a.act_bits[f"r{i - 1}"]) for i in range(3)))
+        assert set(a.act_bits.values()) <= {8, 4}
+
+
 def test_ilp_refuses_an_infeasible_budget_with_what_it_needs():
     costs = _table(np.random.default_rng(2))
     omega = np.ones((4, 3))

@@ -65,6 +65,45 @@ def set_weight_bits(module: nn.Module, bits: int) -> None:
     proxy.init_tensor_quant()
 
 
+def act_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every unsigned activation quantizer (``QuantReLU``): the activation
+    widths a model offers as a choice, in execution order when ``example`` is given."""
+    import brevitas.nn as qnn
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, qnn.QuantReLU)]
+    if example is None:
+        return layers
+    order: list[str] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, _o, n=n: order.append(n)) for n, m in layers]
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(example[:1])
+        model.train(was_training)
+    finally:
+        for h in hooks:
+            h.remove()
+    by_name = dict(layers)
+    seen = list(dict.fromkeys(order))
+    return [(n, by_name[n]) for n in seen] + [(n, m) for n, m in layers if n not in seen]
+
+
+def act_bits(module: nn.Module) -> int:
+    return int(round(float(module.act_quant.bit_width())))
+
+
+def set_act_bits(module: nn.Module, bits: int) -> None:
+    """Re-instantiate an activation quantizer at ``bits`` keeping its calibrated range: the
+    learned threshold (the scale times 2^bits) carries over, so a power-of-two scale of
+    2^-4 at 8 bits becomes 2^0 at 4 bits over the same [0, 16) range."""
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    proxy = module.act_quant
+    proxy.quant_injector = proxy.quant_injector.let(bit_width=int(bits))
+    proxy.init_tensor_quant()
+    module.load_state_dict(state)
+
+
 def quantized_weight(module: nn.Module, bits: int) -> torch.Tensor:
     """Q_b(W): the layer's float weights quantized by its own quantizer at ``bits``."""
     probe = copy.deepcopy(module)
