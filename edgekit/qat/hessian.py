@@ -176,3 +176,78 @@ def sensitivities(layers: list[tuple[str, nn.Module]], traces: list[LayerTrace],
         for j, b in enumerate(bit_choices):
             omega[i, j] = max(t.trace_mean, 0.0) / t.n_params * perturbation(m, b)
     return omega
+
+
+def activation_traces(model: nn.Module, x: torch.Tensor, y: torch.Tensor, acts: list[tuple[str, nn.Module]],
+                      bit_choices: tuple[int, ...] = (8, 4), probes: int = 32, loss_fn: nn.Module | None = None,
+                      batch: int = 256, seed: int = 0) -> tuple[list[LayerTrace], np.ndarray]:
+    """Hessian traces with respect to activations, and the activations' HAWQ-V2 sensitivity.
+
+    Every activation quantizer in ``acts`` gets a zero perturbation d added to its input (a
+    forward pre-hook); the Hessian of the mean loss over (x, y) with respect to d is that
+    with respect to the activation, through the quantizer's straight-through gradient
+    (zero where ReLU or the clipping cuts it). Tr(H_a) sums over the calibration samples'
+    activations (the Hessian is block-diagonal across samples, so one Rademacher probe per
+    mini-batch is unbiased), n_a counts those elements, and ||Q_b(a) - a||^2 is the squared
+    error of the quantizer at b bits (its calibrated range kept) against the float ReLU
+    output, over the same samples. Returns the traces and ``Omega[a, k] = max(Tr, 0) / n_a *
+    ||Q_{b_k}(a) - a||^2``.
+    """
+    if probes < 2:
+        raise ValueError("Hutchinson's method needs at least 2 probes to report a spread")
+    loss_fn = loss_fn or nn.CrossEntropyLoss(reduction="sum")
+    at_bits = []  # per activation: copies of the quantizer at each width (no hooks)
+    for _, m in acts:
+        copies = []
+        for b in bit_choices:
+            c = copy.deepcopy(m)
+            set_act_bits(c, b)
+            copies.append(c.eval())
+        at_bits.append(copies)
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    n = len(x)
+    samples = np.zeros((probes, len(acts)))
+    sq_err = np.zeros((len(acts), len(bit_choices)))
+    n_elem = np.zeros(len(acts))
+    deltas: list[torch.Tensor | None] = [None] * len(acts)
+    record = {"on": False}
+
+    def pre_hook(i):
+        def hook(_m, args):
+            value = args[0].value if hasattr(args[0], "value") else args[0]
+            if record["on"]:
+                with torch.no_grad():
+                    a = torch.relu(value)
+                    n_elem[i] += a.numel()
+                    for k, c in enumerate(at_bits[i]):
+                        q = c(value)
+                        sq_err[i, k] += float(((q.value if hasattr(q, "value") else q) - a).pow(2).sum())
+            d = torch.zeros_like(value, requires_grad=True)
+            deltas[i] = d
+            return (value + d,) + tuple(args[1:])
+        return hook
+
+    hooks = [m.register_forward_pre_hook(pre_hook(i)) for i, (_, m) in enumerate(acts)]
+    try:
+        for p in range(probes):
+            for i0 in range(0, n, batch):
+                record["on"] = p == 0
+                loss = loss_fn(model(x[i0:i0 + batch]), y[i0:i0 + batch]) / n
+                ds = list(deltas)
+                grads = torch.autograd.grad(loss, ds, create_graph=True)
+                vs = [torch.randint(0, 2, d.shape, generator=gen).to(d.dtype) * 2 - 1 for d in ds]
+                hv = torch.autograd.grad(grads, ds, grad_outputs=vs)
+                samples[p] += [float((v * h).sum()) for v, h in zip(vs, hv)]
+    finally:
+        record["on"] = False
+        for h in hooks:
+            h.remove()
+    traces, omega = [], np.zeros((len(acts), len(bit_choices)))
+    for i, (name, _) in enumerate(acts):
+        s = samples[:, i]
+        t = LayerTrace(name, int(n_elem[i]), float(s.mean()), float(s.std(ddof=1) / math.sqrt(probes)),
+                       [float(v) for v in s])
+        traces.append(t)
+        omega[i] = max(t.trace_mean, 0.0) / max(t.n_params, 1) * sq_err[i]
+    return traces, omega
