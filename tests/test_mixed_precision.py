@@ -255,3 +255,58 @@ def test_python_api_applies_the_allocation_and_fine_tunes():
     assert res.allocation.predicted["flash"] <= 180
     assert len(res.traces) == 2 and res.omega.shape == (2, 3)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # fine-tuned
+
+
+def _tiny_act_model():
+    import brevitas.nn as qnn
+    from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias,
+                                Uint8ActPerTensorFixedPoint)
+
+    torch.manual_seed(0)
+    lin = dict(weight_quant=Int8WeightPerTensorFixedPoint, bias_quant=Int32Bias, bias=True)
+    model = nn.Sequential(qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True),
+                          qnn.QuantLinear(5, 6, return_quant_tensor=True, **lin),
+                          qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True),
+                          qnn.QuantLinear(6, 3, return_quant_tensor=False, **lin))
+    model.train()
+    with torch.no_grad():
+        for _ in range(8):
+            model(torch.randn(32, 5))
+    return model.eval()
+
+
+def test_set_act_bits_keeps_the_calibrated_range():
+    from edgekit.qat.hessian import act_bits, set_act_bits
+
+    model = _tiny_act_model()
+    relu = model[2]
+    s8 = float(relu.act_quant.scale())
+    set_act_bits(relu, 4)
+    assert act_bits(relu) == 4
+    assert float(relu.act_quant.scale()) == pytest.approx(s8 * 2 ** 4)  # same threshold, 16x coarser grid
+
+
+def test_activation_trace_matches_the_exact_hessian_and_4_bits_cost_more():
+    """Hutchinson's estimate of Tr(H) w.r.t. the ReLU's activations against the exact trace
+    (torch.autograd.functional.hessian over a perturbation of that activation)."""
+    from edgekit.qat.hessian import act_layers, activation_traces
+
+    model = _tiny_act_model()
+    x, y = torch.randn(8, 5) * 2, torch.randint(0, 3, (8,))
+    relu = model[2]
+
+    def loss_at(d):
+        h = relu.register_forward_pre_hook(lambda _m, a: (a[0].value + d,))
+        try:
+            return nn.functional.cross_entropy(model(x), y, reduction="sum") / len(x)
+        finally:
+            h.remove()
+
+    exact = float(torch.autograd.functional.hessian(loss_at, torch.zeros(8, 6)).reshape(48, 48).trace())
+    acts = act_layers(model, x[:1])
+    assert [n for n, _ in acts] == ["2"]
+    traces, omega = activation_traces(model, x, y, acts, (8, 4), probes=400)
+    t = traces[0]
+    assert t.n_params == 48 and exact > 0
+    assert abs(t.trace_mean - exact) <= 4 * t.trace_stderr + 1e-9
+    assert omega.shape == (1, 2) and omega[0, 1] > omega[0, 0] > 0

@@ -303,6 +303,18 @@ def apply_bits(model, bits: list[int], example=None) -> None:
         set_weight_bits(m, b)
 
 
+def apply_act_bits(model, bits: list[int], example=None) -> None:
+    """Set the width of every activation quantizer (``hessian.act_layers``, execution order),
+    keeping each one's calibrated range."""
+    from .hessian import act_layers, set_act_bits
+
+    acts = act_layers(model, example)
+    if len(acts) != len(bits):
+        raise ValueError(f"{len(bits)} activation widths for {len(acts)} activation quantizers")
+    for (_, m), b in zip(acts, bits):
+        set_act_bits(m, b)
+
+
 def mixed_precision(model, train_data: tuple, budgets: dict, costs: CostTable, epochs: int = 3,
                     probes: int = 16, calibration: int = 512, lr: float = 1e-3, batch: int = 64, seed: int = 0,
                     val_data: tuple | None = None, progress: bool = False, omega: np.ndarray | None = None,
@@ -313,7 +325,9 @@ def mixed_precision(model, train_data: tuple, budgets: dict, costs: CostTable, e
     ``model``: a Brevitas model (typically an 8-bit QAT or float-initialised checkpoint;
     its weights are the starting point of the fine-tuning and it is modified in place).
     ``train_data``: (x, y) numpy arrays. ``costs.layers`` must list the model's quantized
-    layers in execution order. Pass ``omega``/``traces`` to reuse a sensitivity table.
+    layers in execution order. Pass ``omega``/``traces`` to reuse a sensitivity table. When
+    ``costs`` has activation rows (``measure_costs(..., act_choices=(8, 4))``), the
+    activations' traces are estimated too and their widths chosen with the weights'.
     """
     import torch
 
@@ -331,10 +345,19 @@ def mixed_precision(model, train_data: tuple, budgets: dict, costs: CostTable, e
         traces = hutchinson_traces(model, torch.as_tensor(x[idx]), torch.as_tensor(y[idx]), probes=probes,
                                    seed=seed, layers=layers)
         omega = sensitivities(layers, traces, costs.bit_choices)
+    omega_act = None
+    if costs.act_layers:
+        from .hessian import act_layers, activation_traces
+
+        idx = np.random.default_rng(seed).permutation(len(x))[:calibration]
+        _, omega_act = activation_traces(model, torch.as_tensor(x[idx]), torch.as_tensor(y[idx]),
+                                         act_layers(model, xt), costs.act_choices, probes=probes, seed=seed)
     t1 = time.monotonic()
-    alloc = allocate(omega, costs, budgets)
+    alloc = allocate(omega, costs, budgets, omega_act)
     t2 = time.monotonic()
     apply_bits(model, [alloc.bits[n] for n in costs.layers], xt)
+    if costs.act_layers:
+        apply_act_bits(model, [alloc.act_bits[n] for n in costs.act_layers], xt)
     if epochs > 0:
         xv, yv = val_data if val_data is not None else (None, None)
         train(model, x, y, epochs=epochs, lr=lr, batch=batch, seed=seed, x_val=xv, y_val=yv, progress=progress,
