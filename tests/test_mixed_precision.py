@@ -203,6 +203,9 @@ def test_cli_infeasible_flash_budget_is_one_error_line(tmp_path, capsys):
     (["--max-flash", "6QB"], "error: --max-flash: cannot read a size from '6QB'"),
     ([], "error: give at least one budget"),
     (["--max-flash", "0"], "error: budgets must be positive"),
+    (["--max-bops", "1000000", "--act-bits", "4,2"], "error: --act-bits must include 8"),
+    (["--max-bops", "1000000", "--act-bits", "8,x"], "error: --act-bits: expected comma-separated widths"),
+    (["--max-bops", "1000000", "--act-bits", "8,3"], "error: --act-bits takes 8, 4 and/or 2"),
 ])
 def test_cli_bad_budget_options_are_one_error_line(args, message, tmp_path, capsys):
     rc, cap = _run_cli(["mixed-precision", "--model", "zoo:har-cnn", "--dataset", "har", "--board", "mps2-an386",
