@@ -159,8 +159,8 @@ def measure_act_costs(model, example: torch.Tensor, target: str, board: str, wor
         res = build(onnx, target, board, d / "build", kernels=kernels)
         graph = Graph.load(res.out_dir)
         prof = profile(res.out_dir, count=1, write=False).to_json()
-        measured[a] = {"nodes": node_costs(res.out_dir, res.manifest, graph, prof), "order": [n.name for n in graph.nodes],
-                       "ram": res.manifest.memory["ram_bytes"]}
+        measured[a] = {"nodes": node_costs(res.out_dir, res.manifest, graph, prof),
+                       "order": [n.name for n in graph.nodes], "ram": res.manifest.memory["ram_bytes"]}
     order = measured[act_choices[0]]["order"]
     starts = [order.index(weight_nodes_ir[producer[r]]) for r in range(len(acts))]
     wpos = sorted(order.index(w) for w in weight_nodes_ir)
@@ -168,10 +168,10 @@ def measure_act_costs(model, example: torch.Tensor, target: str, board: str, wor
     for r, st in enumerate(starts):
         end = next((p for p in wpos if p > st), len(order))
         owned = order[st:end]
+        widest = measured[act_choices[0]]["nodes"]
         for k, a in enumerate(act_choices):
             for res_name in per:
-                per[res_name][r, k] = sum(measured[a]["nodes"][n][res_name] - measured[act_choices[0]]["nodes"][n][res_name]
-                                          for n in owned)
+                per[res_name][r, k] = sum(measured[a]["nodes"][n][res_name] - widest[n][res_name] for n in owned)
     return {"act_layers": [n for n, _ in acts], "per": per, "fed": fed, "producer": producer,
             "ram": max(v["ram"] for v in measured.values())}
 
