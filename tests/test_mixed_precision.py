@@ -118,6 +118,43 @@ def test_ilp_finds_the_brute_force_optimum_within_budgets():
         assert set(a.bits.values()) <= {8, 4, 2}
 
 
+def test_joint_ilp_with_activation_widths_and_bilinear_bops_matches_brute_force():
+    """Activation rows (8/4 bits) join the ILP: layer 0 takes the 8-bit input, layers 1 and 2
+    are fed by activation rows 0 and 1, so their BOPs are MACs x w x a; the product variables
+    must give exactly the brute-force optimum under flash, instructions and BOPs budgets."""
+    rng = np.random.default_rng(7)
+    for _ in range(10):
+        costs = _table(rng, n_layers=3)
+        macs = [float(v) for v in rng.integers(100, 1000, 3)]
+        costs.per_layer["bops"] = np.array([[macs[0] * b * 8 for b in costs.bit_choices]] * 3)
+        costs.base["bops"] = 0.0
+        costs.act_layers, costs.act_choices = ["r0", "r1"], (8, 4)
+        costs.act_per_layer = {"instructions": rng.integers(-200, 0, (2, 2)).astype(float) * [[0, 1]]}
+        costs.act_input, costs.macs = [None, 0, 1], macs
+        omega = np.sort(rng.random((3, 3)), axis=1) * 10
+        omega_act = np.sort(rng.random((2, 2)), axis=1) * 10
+        hi = sum(m * 64 for m in macs)
+        budgets = {"bops": float(rng.integers(int(hi * 0.15), int(hi * 0.9))),
+                   "flash": 1000 + float(rng.integers(400, 1200))}
+        best, best_pick = np.inf, None
+        for choice in itertools.product(range(3), repeat=3):
+            for act in itertools.product(range(2), repeat=2):
+                if all(costs.total(r, list(choice), list(act)) <= v for r, v in budgets.items()):
+                    s = sum(omega[i, j] for i, j in enumerate(choice)) + sum(omega_act[a, k] for a, k in enumerate(act))
+                    if s < best:
+                        best, best_pick = s, (choice, act)
+        if best_pick is None:
+            with pytest.raises(InfeasibleBudget):
+                allocate(omega, costs, budgets, omega_act)
+            continue
+        a = allocate(omega, costs, budgets, omega_act)
+        assert a.sensitivity == pytest.approx(best)
+        assert a.predicted["bops"] <= budgets["bops"] and a.predicted["flash"] <= budgets["flash"]
+        assert a.predicted["bops"] == pytest.approx(sum(
+            macs[i] * a.bits[f"l{i}"] * (8 if i == 0 else a.act_bits[f"r{i - 1}"]) for i in range(3)))
+        assert set(a.act_bits.values()) <= {8, 4}
+
+
 def test_ilp_refuses_an_infeasible_budget_with_what_it_needs():
     costs = _table(np.random.default_rng(2))
     omega = np.ones((4, 3))
@@ -166,6 +203,9 @@ def test_cli_infeasible_flash_budget_is_one_error_line(tmp_path, capsys):
     (["--max-flash", "6QB"], "error: --max-flash: cannot read a size from '6QB'"),
     ([], "error: give at least one budget"),
     (["--max-flash", "0"], "error: budgets must be positive"),
+    (["--max-bops", "1000000", "--act-bits", "4,2"], "error: --act-bits must include 8"),
+    (["--max-bops", "1000000", "--act-bits", "8,x"], "error: --act-bits: expected comma-separated widths"),
+    (["--max-bops", "1000000", "--act-bits", "8,3"], "error: --act-bits takes 8, 4 and/or 2"),
 ])
 def test_cli_bad_budget_options_are_one_error_line(args, message, tmp_path, capsys):
     rc, cap = _run_cli(["mixed-precision", "--model", "zoo:har-cnn", "--dataset", "har", "--board", "mps2-an386",
@@ -218,3 +258,58 @@ def test_python_api_applies_the_allocation_and_fine_tunes():
     assert res.allocation.predicted["flash"] <= 180
     assert len(res.traces) == 2 and res.omega.shape == (2, 3)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # fine-tuned
+
+
+def _tiny_act_model():
+    import brevitas.nn as qnn
+    from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias,
+                                Uint8ActPerTensorFixedPoint)
+
+    torch.manual_seed(0)
+    lin = dict(weight_quant=Int8WeightPerTensorFixedPoint, bias_quant=Int32Bias, bias=True)
+    model = nn.Sequential(qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True),
+                          qnn.QuantLinear(5, 6, return_quant_tensor=True, **lin),
+                          qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True),
+                          qnn.QuantLinear(6, 3, return_quant_tensor=False, **lin))
+    model.train()
+    with torch.no_grad():
+        for _ in range(8):
+            model(torch.randn(32, 5))
+    return model.eval()
+
+
+def test_set_act_bits_keeps_the_calibrated_range():
+    from edgekit.qat.hessian import act_bits, set_act_bits
+
+    model = _tiny_act_model()
+    relu = model[2]
+    s8 = float(relu.act_quant.scale())
+    set_act_bits(relu, 4)
+    assert act_bits(relu) == 4
+    assert float(relu.act_quant.scale()) == pytest.approx(s8 * 2 ** 4)  # same threshold, 16x coarser grid
+
+
+def test_activation_trace_matches_the_exact_hessian_and_4_bits_cost_more():
+    """Hutchinson's estimate of Tr(H) w.r.t. the ReLU's activations against the exact trace
+    (torch.autograd.functional.hessian over a perturbation of that activation)."""
+    from edgekit.qat.hessian import act_layers, activation_traces
+
+    model = _tiny_act_model()
+    x, y = torch.randn(8, 5) * 2, torch.randint(0, 3, (8,))
+    relu = model[2]
+
+    def loss_at(d):
+        h = relu.register_forward_pre_hook(lambda _m, a: (a[0].value + d,))
+        try:
+            return nn.functional.cross_entropy(model(x), y, reduction="sum") / len(x)
+        finally:
+            h.remove()
+
+    exact = float(torch.autograd.functional.hessian(loss_at, torch.zeros(8, 6)).reshape(48, 48).trace())
+    acts = act_layers(model, x[:1])
+    assert [n for n, _ in acts] == ["2"]
+    traces, omega = activation_traces(model, x, y, acts, (8, 4), probes=400)
+    t = traces[0]
+    assert t.n_params == 48 and exact > 0
+    assert abs(t.trace_mean - exact) <= 4 * t.trace_stderr + 1e-9
+    assert omega.shape == (1, 2) and omega[0, 1] > omega[0, 0] > 0

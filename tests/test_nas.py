@@ -365,3 +365,41 @@ def test_calibration_is_cached_per_core_and_kernel_set(tmp_path, monkeypatch):
     monkeypatch.setattr(nascost, "calibration_key", lambda core: "changedkernels00")
     nascost.load_or_calibrate("cortex-m4", (128, 6), 6, max_macs=4_800_000, **kw)
     assert len(runs) == 5
+
+
+def test_hawq_bits_fit_a_flash_budget_the_8bit_draw_exceeds(tmp_path):
+    """--bits hawq: the sampler draws 8-bit weights; the trial measures each block's flash at
+    8/4/2 bits, trains, allocates by Hessian sensitivity within the budget and fine-tunes.
+    On the Cortex-M3 (reference kernels: packed weights) the first draw of seed 0 (two 8-channel
+    9-tap blocks, a 16-unit hidden layer) needs about 3.6 KiB of flash at 8 bits, so a 3 KiB
+    budget forces lower widths, and the built model must fit it."""
+    cm = tmp_path / "cost.json"
+    synthetic_cost_model("cortex-m3").save(cm)
+    out = tmp_path / "nas_out"
+    r = run_cli("nas", "--board", "mps2-an385", "--max-flash", "3KB", "--max-ram", "64KB", "--dataset", "har",
+                "--trials", "1", "--train-subset", "192", "--epochs", "2", "--dims", "1", "--max-depth", "2",
+                "--channels", "8,16", "--bits", "hawq", "--cost-model", str(cm), "--no-export", "-o", str(out))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    study = optuna.load_study(study_name="edgekit-nas", storage=f"sqlite:///{out / 'study.db'}")
+    t = study.trials[0]
+    ua = t.user_attrs
+    assert ua["status"] == "feasible"
+    arch = ArchSpec.from_json(ua["arch"])
+    bits = [b.w_bits for b in arch.blocks] + [arch.head_bits]
+    assert list(ua["hawq"]["bits"].values()) == bits
+    assert min(bits) < 8 and set(bits) <= {2, 4, 8}
+    assert ua["metrics"]["flash_bytes"] <= 3 * 1024  # the trained, allocated model as built
+    assert ua["hawq"]["predicted"]["flash"] <= 3 * 1024
+    assert len(ua["hawq"]["traces"]) == 4 and all(tr["stderr"] >= 0 for tr in ua["hawq"]["traces"])
+    # the exported arch is what was trained: rebuilding it gives those widths
+    from edgekit.qat.hessian import quant_layers, weight_bits
+    import torch
+
+    m = build_model(arch)
+    assert [weight_bits(q) for _, q in quant_layers(m, torch.zeros(1, 128, 6))] == [bits[0], bits[1], bits[2],
+                                                                                     bits[2]]
+
+
+def test_bits_option_takes_hawq_or_widths(tmp_path):
+    r = run_cli("nas", "--board", "mps2-an385", "--max-flash", "3KB", "--bits", "hawk", "-o", str(tmp_path / "o"))
+    assert r.returncode == 2 and "--bits" in r.stderr and "hawq" in r.stderr

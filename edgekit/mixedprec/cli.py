@@ -37,11 +37,21 @@ def cmd_mixed_precision(args) -> int:
                            "--max-bops); without one every layer keeps 8 bits")
     if any(v is not None and v <= 0 for v in budgets.values()):
         raise EdgekitError("budgets must be positive")
+    act_choices: tuple[int, ...] = ()
+    if args.act_bits:
+        try:
+            act_choices = tuple(sorted({int(v) for v in args.act_bits.split(",") if v.strip()}, reverse=True))
+        except ValueError:
+            raise EdgekitError(f"--act-bits: expected comma-separated widths such as 8,4, got '{args.act_bits}'") from None
+        if not act_choices or set(act_choices) - {8, 4, 2}:
+            raise EdgekitError(f"--act-bits takes 8, 4 and/or 2 (e.g. 8,4), got '{args.act_bits}'")
+        if act_choices[0] != 8:
+            raise EdgekitError("--act-bits must include 8 (the starting checkpoint's width), e.g. 8,4")
     say = (lambda *a, **k: None) if args.json else (lambda m: print(m, flush=True))
     s = run(args.model, args.dataset, args.board, args.output, budgets, target=args.target, epochs=args.epochs,
             pretrain_epochs=args.pretrain_epochs, probes=args.probes, calibration=args.calibration,
             kernels=args.kernels, seed=args.seed, checkpoint=args.checkpoint,
-            train_subset=args.train_subset, say=say)
+            train_subset=args.train_subset, say=say, act_choices=act_choices)
     if args.json:
         print(json.dumps({k: s[k] for k in ("ok", "budgets", "result", "pareto", "seconds", "layers")}, default=str))
     else:
@@ -72,6 +82,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-latency", help="latency budget at the board's clock, e.g. 5ms (the profiler's estimate)")
     p.add_argument("--max-instructions", type=int, help="budget on executed instructions per inference")
     p.add_argument("--max-bops", type=int, help="budget on bit operations (MACs x weight bits x input bits)")
+    p.add_argument("--act-bits", help="activation widths to choose from per ReLU, e.g. 8,4 (default: 8 only); "
+                   "chosen by the ILP with the weights' from the activations' Hessian traces")
     p.add_argument("--kernels", choices=["optimized", "reference"], help="kernels to build with (the build's "
                    "default, optimized; the DSP kernels keep weights at int8 in flash, so only reference kernels "
                    "store packed 4/2-bit weights)")

@@ -31,24 +31,18 @@ import numpy as np
 import torch
 
 from ..errors import EdgekitError
+from ..nas.hawq import layer_flash
 from ..qat import CostTable, export_qonnx
-from ..qat.hessian import quant_layers
+from ..qat.hessian import act_layers, quant_layers, set_act_bits
 from ..qat.mixed_precision_alloc import apply_bits
 
 RESOURCES = ("flash", "instructions", "cycles", "bops")
-
-
-def weight_nodes(graph) -> list:
-    """The IR nodes that carry weights (conv and dense), in execution order."""
-    return [n for n in graph.nodes if n.op in ("conv2d", "dense") and len(n.inputs) > 1
-            and n.inputs[1] in graph.constants]
 
 
 def measure_uniform(model, example: torch.Tensor, target: str, board: str, work: Path, bits: int,
                     kernels: str | None = None) -> dict:
     """Build and profile ``model`` with every layer at ``bits``: per-layer and total costs."""
     from ..api import build
-    from ..backends.cortexm import toolchain as tc
     from ..backends.cortexm.profile import profile
     from ..ir.graph import Graph
 
@@ -59,36 +53,134 @@ def measure_uniform(model, example: torch.Tensor, target: str, board: str, work:
     res = build(onnx, target, board, work / "build", kernels=kernels)
     man = res.manifest
     graph = Graph.load(res.out_dir)
-    nodes = weight_nodes(graph)
-    wsyms = {s["symbol"]: s["bytes"] for s in man.memory_breakdown["weight_symbols"]}
-    elf_syms = tc.symbols(res.out_dir / man.firmware)
     prof = profile(res.out_dir, count=1, write=False).to_json()
     per = {r["name"]: r for r in prof["layers"]}
     macs = {row["name"]: row["macs"] for row in man.layers}
     layers = []
-    for n in nodes:
-        # the layer's arrays (reference: ek_<node>_weight/_bias; optimized: ek_layerN_<node>_w/_wt/_b/...)
-        # and its function ek_layerN_<node> (plus any ek_layerN_<node>_<helper>)
-        own = re.compile(rf"^ek_(?:layer\d+_)?{re.escape(n.name)}_[a-z]\w*$")
-        fn = re.compile(rf"^ek_layer\d+_{re.escape(n.name)}(?:_[a-z]\w*)?$")
-        weight_bytes = sum(v for k, v in wsyms.items() if own.match(k))
-        if not weight_bytes:
-            raise EdgekitError(f"build of the {bits}-bit model: no weight array found for {n.name}")
-        code_bytes = sum(s["size"] for s in elf_syms if s["type"] in "tT" and fn.match(s["name"]))
-        in_bits = int(graph.tensors[n.inputs[0]].bits)
-        layers.append({"node": n.name, "weight_bytes": weight_bytes, "code_bytes": code_bytes,
-                       "instructions": per[n.name]["instructions"], "cycles": per[n.name]["est_cycles"],
-                       "macs": macs.get(n.name, 0), "in_bits": in_bits, "params": int(np.prod(
-                           graph.tensors[n.inputs[1]].shape))})
+    for row in layer_flash(res.out_dir, man, graph):
+        n = row["node"]
+        layers.append({**row, "instructions": per[n]["instructions"], "cycles": per[n]["est_cycles"],
+                       "macs": macs.get(n, 0)})
     return {"bits": bits, "build_dir": str(res.out_dir), "kernel_variants": man.kernel_variants,
             "flash": man.memory["flash_bytes"], "ram": man.memory["ram_bytes"],
             "instructions": prof["total"]["instructions"], "cycles": prof["total"]["est_cycles"],
             "clock_hz": prof.get("clock_hz"), "layers": layers}
 
 
+def act_wiring(model, example: torch.Tensor) -> tuple[list[int], list[int | None]]:
+    """For the model's activation quantizers (``hessian.act_layers``): the weight layer whose
+    output each one quantizes (the last one run before it), and for every weight layer the
+    activation row it takes as input (its input carries that quantizer's width through
+    max-pooling and reshapes; a re-quantizer in between, e.g. after an average, cuts it)."""
+    weights = quant_layers(model, example)
+    acts = act_layers(model, example)
+    seq: list[tuple[str, int]] = []
+    hooks = [m.register_forward_hook(lambda *_, i=i: seq.append(("w", i))) for i, (_, m) in enumerate(weights)]
+    hooks += [m.register_forward_hook(lambda *_, i=i: seq.append(("a", i))) for i, (_, m) in enumerate(acts)]
+    try:
+        with torch.no_grad():
+            model.eval()(example[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    producer, last = [0] * len(acts), None
+    for kind, i in seq:
+        if kind == "w":
+            last = i
+        elif last is None:
+            raise EdgekitError(f"activation {acts[i][0]} runs before any weight layer; cannot attribute its cost")
+        else:
+            producer[i] = last
+    fed: list[int | None] = [None] * len(weights)
+    for r in range(len(acts)):
+        probe = copy.deepcopy(model)
+        set_act_bits(act_layers(probe, example)[r][1], 3)  # a width nothing else has
+        seen: dict[int, object] = {}
+
+        def note_input(i):
+            def hook(_m, args):
+                seen.setdefault(i, getattr(args[0], "bit_width", None))  # returns None: the input is unchanged
+            return hook
+
+        hs = [m.register_forward_pre_hook(note_input(i)) for i, (_, m) in enumerate(quant_layers(probe, example))]
+        try:
+            with torch.no_grad():
+                probe.eval()(example[:1])
+        finally:
+            for h in hs:
+                h.remove()
+        for i, bw in seen.items():
+            if bw is not None and int(round(float(bw))) == 3:
+                fed[i] = r
+    return producer, fed
+
+
+def node_costs(build_dir: Path, manifest, graph, prof: dict) -> dict:
+    """Per IR node of a profiled build: instructions, cycles, and flash (its arrays and its
+    generated functions)."""
+    from ..backends.cortexm import toolchain as tc
+
+    wsyms = {s["symbol"]: s["bytes"] for s in manifest.memory_breakdown["weight_symbols"]}
+    elf = tc.symbols(Path(build_dir) / manifest.firmware)
+    per = {r["name"]: r for r in prof["layers"]}
+    out = {}
+    for n in graph.nodes:
+        own = re.compile(rf"^ek_(?:layer\d+_)?{re.escape(n.name)}_[a-z]\w*$")
+        fn = re.compile(rf"^ek_layer\d+_{re.escape(n.name)}(?:_[a-z]\w*)?$")
+        flash = sum(v for k, v in wsyms.items() if own.match(k))
+        flash += sum(s["size"] for s in elf if s["type"] in "tT" and fn.match(s["name"]))
+        row = per.get(n.name, {})
+        out[n.name] = {"flash": flash, "instructions": row.get("instructions", 0), "cycles": row.get("est_cycles", 0)}
+    return out
+
+
+def measure_act_costs(model, example: torch.Tensor, target: str, board: str, work: Path,
+                      act_choices: tuple[int, ...], weight_nodes_ir: list[str], kernels: str | None = None,
+                      say=print) -> dict:
+    """Per activation row and width, the change of flash, instructions and cycles against
+    all activations at ``act_choices[0]``, from one build per width with every activation at
+    it (weights at 8 bits). A row owns the IR nodes from the weight layer it quantizes up to
+    the next weight layer (the requantizing layer itself, pooling, reshapes)."""
+    from ..api import build
+    from ..backends.cortexm.profile import profile
+    from ..ir.graph import Graph
+
+    acts = act_layers(model, example)
+    producer, fed = act_wiring(model, example)
+    measured = {}
+    for a in act_choices:
+        say(f"  measuring every activation at {a} bits: build for {board} and profile")
+        m = copy.deepcopy(model)
+        apply_bits(m, [8] * len(quant_layers(m, example)), example)
+        for _, q in act_layers(m, example):
+            set_act_bits(q, a)
+        d = Path(work) / f"uniform-a{a}"
+        onnx = export_qonnx(m, example[:1], d / "model.onnx")
+        res = build(onnx, target, board, d / "build", kernels=kernels)
+        graph = Graph.load(res.out_dir)
+        prof = profile(res.out_dir, count=1, write=False).to_json()
+        measured[a] = {"nodes": node_costs(res.out_dir, res.manifest, graph, prof),
+                       "order": [n.name for n in graph.nodes], "ram": res.manifest.memory["ram_bytes"]}
+    order = measured[act_choices[0]]["order"]
+    starts = [order.index(weight_nodes_ir[producer[r]]) for r in range(len(acts))]
+    wpos = sorted(order.index(w) for w in weight_nodes_ir)
+    per = {r: np.zeros((len(acts), len(act_choices))) for r in ("flash", "instructions", "cycles")}
+    for r, st in enumerate(starts):
+        end = next((p for p in wpos if p > st), len(order))
+        owned = order[st:end]
+        widest = measured[act_choices[0]]["nodes"]
+        for k, a in enumerate(act_choices):
+            for res_name in per:
+                per[res_name][r, k] = sum(measured[a]["nodes"][n][res_name] - widest[n][res_name] for n in owned)
+    return {"act_layers": [n for n, _ in acts], "per": per, "fed": fed, "producer": producer,
+            "ram": max(v["ram"] for v in measured.values())}
+
+
 def measure_costs(model, example: torch.Tensor, target: str, board: str, work: Path,
-                  bit_choices: tuple[int, ...] = (8, 4, 2), kernels: str | None = None, say=print) -> CostTable:
-    """The :class:`CostTable` of ``model`` on ``board`` from one build per width (see the module doc)."""
+                  bit_choices: tuple[int, ...] = (8, 4, 2), kernels: str | None = None, say=print,
+                  act_choices: tuple[int, ...] = ()) -> CostTable:
+    """The :class:`CostTable` of ``model`` on ``board`` from one build per width (see the module doc);
+    with ``act_choices`` (e.g. (8, 4), widest first) the activation quantizers' widths too."""
     names = [n for n, _ in quant_layers(model, example)]
     builds = {}
     for b in bit_choices:
@@ -116,4 +208,13 @@ def measure_costs(model, example: torch.Tensor, target: str, board: str, work: P
     notes = {"nodes": [lay["node"] for lay in ref["layers"]],
              "uniform": {b: {k: v for k, v in d.items() if k != "layers"} for b, d in builds.items()},
              "kernels": kernels or "optimized"}
-    return CostTable(names, tuple(bit_choices), base, per, fixed, notes)
+    table = CostTable(names, tuple(bit_choices), base, per, fixed, notes)
+    if len(act_choices) > 1:
+        act = measure_act_costs(model, example, target, board, Path(work), tuple(act_choices), notes["nodes"],
+                                kernels, say)
+        table.act_layers, table.act_choices = act["act_layers"], tuple(act_choices)
+        table.act_per_layer, table.act_input = act["per"], act["fed"]
+        table.macs = [float(lay["macs"]) for lay in ref["layers"]]
+        table.fixed["ram"] = float(max(table.fixed["ram"], act["ram"]))
+        notes["act_producer"] = act["producer"]
+    return table

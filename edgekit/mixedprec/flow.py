@@ -181,15 +181,33 @@ def sensitivity(model, data, costs, probes: int, calibration: int, seed: int):
     return traces, sensitivities(layers, traces, costs.bit_choices)
 
 
-def fine_tune(checkpoint, bits: list[int], data, epochs: int, seed: int, lr: float = 1e-3):
-    """A copy of the checkpoint with ``bits`` per layer, QAT-fine-tuned for ``epochs``."""
+def act_sensitivity(model, data, costs, probes: int, calibration: int, seed: int):
+    """Activation traces and sensitivities (None, None when the table has no activation rows)."""
+    import torch
+
+    from ..qat.hessian import act_layers, activation_traces
+
+    if not costs.act_layers:
+        return None, None
+    idx = np.random.default_rng(seed).permutation(len(data.x_train))[:calibration]
+    return activation_traces(model, torch.as_tensor(data.x_train[idx]), torch.as_tensor(data.y_train[idx]),
+                             act_layers(model, torch.as_tensor(data.x_train[:1])), costs.act_choices, probes=probes,
+                             seed=seed)
+
+
+def fine_tune(checkpoint, bits: list[int], data, epochs: int, seed: int, lr: float = 1e-3,
+              act_bits: list[int] | None = None):
+    """A copy of the checkpoint with ``bits`` per layer (and ``act_bits`` per activation
+    quantizer), QAT-fine-tuned for ``epochs``."""
     import torch
 
     from ..qat import train
-    from ..qat.mixed_precision_alloc import apply_bits
+    from ..qat.mixed_precision_alloc import apply_act_bits, apply_bits
 
     model = copy.deepcopy(checkpoint)
     apply_bits(model, bits, torch.as_tensor(data.x_train[:1]))
+    if act_bits:
+        apply_act_bits(model, act_bits, torch.as_tensor(data.x_train[:1]))
     if epochs > 0:
         train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, progress=False)
     return model.eval()
@@ -198,7 +216,8 @@ def fine_tune(checkpoint, bits: list[int], data, epochs: int, seed: int, lr: flo
 def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets: dict, target: str | None = None,
         epochs: int = 3, pretrain_epochs: int = 6, probes: int = 16, calibration: int = 512,
         kernels: str | None = None, seed: int = 0, retries: int = 3, pareto_steps: int = 8,
-        checkpoint: str | Path | None = None, train_subset: int | None = None, say=print) -> dict:
+        checkpoint: str | Path | None = None, train_subset: int | None = None, say=print,
+        act_choices: tuple[int, ...] = ()) -> dict:
     import torch
 
     from ..qat import export_qonnx
@@ -223,7 +242,8 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
     out.mkdir(parents=True, exist_ok=True)
     units = ilp_budgets(budgets, b.clock_hz)
     try:
-        costs = measure_costs(model, example, target, board, out / "costs", kernels=kernels, say=say)
+        costs = measure_costs(model, example, target, board, out / "costs", kernels=kernels, say=say,
+                              act_choices=act_choices)
         # budgets no assignment meets stop here, before any training (and leave no output behind)
         allocate(np.zeros((len(costs.layers), len(costs.bit_choices))), costs, units)
     except EdgekitError:
@@ -250,21 +270,24 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
     say(f"  Hessian traces: {probes} Rademacher probes on {min(calibration, len(data.x_train))} training samples")
     t = time.monotonic()
     traces, omega = sensitivity(model, data, costs, probes, calibration, seed)
+    act_traces, omega_act = act_sensitivity(model, data, costs, probes, calibration, seed)
     times["sensitivity_s"] = time.monotonic() - t
 
     t = time.monotonic()
-    pareto = pareto_sweep(omega, costs, "flash", {k: v for k, v in units.items() if k != "flash"}, pareto_steps)
+    pareto = pareto_sweep(omega, costs, "flash", {k: v for k, v in units.items() if k != "flash"}, pareto_steps,
+                          omega_act)
     times["pareto_s"] = time.monotonic() - t
 
     attempts, eff, final = [], dict(units), None
     for attempt in range(retries + 1):
-        alloc = allocate(omega, costs, eff)
+        alloc = allocate(omega, costs, eff, omega_act)
         bits = [alloc.bits[n] for n in costs.layers]
-        say(f"  assignment {attempt + 1}: {', '.join(f'{n}={v}' for n, v in alloc.bits.items())} (predicted flash "
+        acts = "".join(f", {n}=a{v}" for n, v in alloc.act_bits.items())
+        say(f"  assignment {attempt + 1}: {', '.join(f'{n}={v}' for n, v in alloc.bits.items())}{acts} (predicted flash "
             f"{alloc.predicted['flash']:,.0f} B, {alloc.predicted['instructions']:,.0f} instructions); "
             f"fine-tuning {epochs} epochs")
         t = time.monotonic()
-        tuned = fine_tune(model, bits, data, epochs, seed)
+        tuned = fine_tune(model, bits, data, epochs, seed, act_bits=[alloc.act_bits[n] for n in costs.act_layers])
         times[f"fine_tune_{attempt + 1}_s"] = time.monotonic() - t
         onnx = export_qonnx(tuned, example, out / "model.onnx")
         t = time.monotonic()
@@ -298,6 +321,9 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
                     "trace_stderr": t.trace_stderr, "sensitivity": dict(zip(map(str, costs.bit_choices),
                                                                             omega[i].tolist()))}
                    for i, (n, node, t) in enumerate(zip(costs.layers, costs.notes["nodes"], traces))],
+        "activations": [{"module": n, "elements": t.n_params, "trace": t.trace_mean, "trace_stderr": t.trace_stderr,
+                         "sensitivity": dict(zip(map(str, costs.act_choices), omega_act[i].tolist()))}
+                        for i, (n, t) in enumerate(zip(costs.act_layers, act_traces or []))],
         "probes": probes, "calibration_samples": min(calibration, len(data.x_train)),
         "cost_table": costs.to_json(),
         "pareto": [a.to_json() for a in pareto],

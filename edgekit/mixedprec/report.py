@@ -25,16 +25,24 @@ def summary_text(s: dict) -> str:
         sens = " ".join(f"{v:.3g}" for v in la["sensitivity"].values())
         lines.append(f"{la['module']:<14}{la['node']:<12}{la['params']:>8}{la['trace']:>12.4g}"
                      f"{la['trace_stderr']:>10.2g}   {sens}")
+    if s.get("activations"):
+        lines += ["", f"{'activation':<14}{'elements':>10}{'Tr(H)':>12}{'+-':>10}   sensitivity at "
+                  + "/".join(s["activations"][0]["sensitivity"]) + " bits"]
+        for la in s["activations"]:
+            sens = " ".join(f"{v:.3g}" for v in la["sensitivity"].values())
+            lines.append(f"{la['module']:<14}{la['elements']:>10}{la['trace']:>12.4g}{la['trace_stderr']:>10.2g}   {sens}")
     lines += ["", f"Pareto set over flash (ILP, predicted from the measured cost table): {len(s['pareto'])} "
               "assignments"]
     for a in s["pareto"]:
         lines.append(f"  flash {a['predicted']['flash']:>9,.0f} B  instructions "
-                     f"{a['predicted']['instructions']:>11,.0f}  sensitivity {a['sensitivity']:.4g}  " + " ".join(f"{v}" for v in a["bits"].values()))
+                     f"{a['predicted']['instructions']:>11,.0f}  sensitivity {a['sensitivity']:.4g}  " + " ".join(f"{v}" for v in a["bits"].values())
+                     + "".join(f" a{v}" for v in a.get("act_bits", {}).values()))
     r = s.get("result")
     lines.append("")
     if r:
         m, a = r["measured"], r["allocation"]
-        lines += [f"chosen: {', '.join(f'{k}={v}' for k, v in a['bits'].items())}",
+        lines += [f"chosen: {', '.join(f'{k}={v}' for k, v in a['bits'].items())}"
+                  + "".join(f", {k}=a{v}" for k, v in a.get("act_bits", {}).items()),
                   f"measured: flash {m['flash_bytes']:,} B (predicted {a['predicted']['flash']:,.0f}), RAM "
                   f"{m['ram_bytes']:,} B, {m['instructions']:,} instructions (predicted "
                   f"{a['predicted']['instructions']:,.0f}), {m['latency_ms']:.3f} ms at {m['clock_hz'] / 1e6:g} MHz; "
@@ -80,7 +88,8 @@ def write_report(s: dict, out: Path) -> None:
     if r:
         a = r["allocation"]
         (out / "assignment.json").write_text(json.dumps(
-            {"bits": a["bits"], "nodes": dict(zip(a["bits"], [la["node"] for la in s["layers"]])),
+            {"bits": a["bits"], "act_bits": a.get("act_bits", {}),
+             "nodes": dict(zip(a["bits"], [la["node"] for la in s["layers"]])),
              "predicted": a["predicted"], "measured": {k: r["measured"][k] for k in (
                  "flash_bytes", "ram_bytes", "instructions", "latency_ms")}}, indent=1, default=_json_default))
     (out / "pareto.json").write_text(json.dumps(s["pareto"], indent=1, default=_json_default))

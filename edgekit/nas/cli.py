@@ -58,10 +58,17 @@ def cmd_nas(args) -> int:
         kw["dims"] = dims
     if args.max_depth:
         kw["depth"] = tuple(range(1, args.max_depth + 1))
-    if args.bits:
-        bits = _ints(args.bits, "--bits")
+    weight_bits = "sampled"
+    if args.bits and args.bits.strip().lower() == "hawq":
+        # weights at 8 bits in the drawn architecture; the trial allocates them (nas/hawq.py)
+        weight_bits, kw["w_bits"], kw["a_bits"] = "hawq", (8,), (8,)
+    elif args.bits:
+        try:
+            bits = _ints(args.bits, "--bits")
+        except EdgekitError:
+            raise EdgekitError(f"--bits: expected comma-separated widths (2, 4, 8) or hawq, got '{args.bits}'") from None
         if set(bits) - {2, 4, 8}:
-            raise EdgekitError("--bits takes 2, 4 and/or 8")
+            raise EdgekitError("--bits takes 2, 4 and/or 8, or hawq")
         kw["w_bits"] = kw["a_bits"] = bits
     if args.channels:
         kw["channels"] = _ints(args.channels, "--channels")
@@ -78,7 +85,7 @@ def cmd_nas(args) -> int:
                        train_subset=args.train_subset, space=space.to_json(), max_epochs=args.epochs,
                        patience=args.patience, lr=args.lr, batch=args.batch,
                        trial_time_limit=_duration(args.trial_time_limit), seed=args.seed,
-                       measure_band=args.measure_band)
+                       measure_band=args.measure_band, weight_bits=weight_bits)
     # with --json the search's lines go to stderr and stdout carries only the summary
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         summary = run_search(config, args.output, args.trials, storage=args.storage,
@@ -161,7 +168,9 @@ def add_parsers(sub) -> None:
                    "when the cost model puts its latency within this fraction of the budget (0.15; 0: never)")
     n.add_argument("--dims", help="convolution kinds: 1, 2 or 1,2 (1,2)")
     n.add_argument("--max-depth", type=int, help="most convolution blocks (4)")
-    n.add_argument("--bits", help="weight/activation bit widths to search, e.g. 4,8 (2,4,8)")
+    n.add_argument("--bits", help="weight/activation bit widths to search, e.g. 4,8 (2,4,8); or hawq: 8-bit "
+                   "activations, and each candidate's weight widths (8/4/2 per block) chosen by Hessian-aware "
+                   "allocation within the budgets after training at 8 bits, then fine-tuned (docs/nas.md)")
     n.add_argument("--channels", help="channel choices, e.g. 8,16,32 (4,8,12,16,24,32,48,64)")
     n.add_argument("--calibration", type=int, default=40, help="architectures profiled to fit the latency model "
                    "on first use (40, plus a third as held-out; cached per core and kernel set)")

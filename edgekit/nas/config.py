@@ -75,6 +75,7 @@ class NasConfig:
     seed: int = 0
     measure_band: float = 0.15                       # profile on QEMU when the prediction is this close to the budget
     cost_model: dict = field(default_factory=dict)   # CostModel.to_json() without the raw samples
+    weight_bits: str = "sampled"                     # "sampled" (drawn per block) or "hawq" (nas/hawq.py)
 
     def to_json(self) -> dict:
         d = asdict(self)

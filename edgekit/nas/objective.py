@@ -14,6 +14,10 @@ A trial draws an architecture from the search space (:mod:`.space`) and:
    scores it on the validation subjects, exports the trained model and builds it again
    (the recorded memory figures are those of the trained model).
 
+With ``--bits hawq`` (config ``weight_bits``) the budgets are checked against the cheapest
+weight widths before training, and after training at 8 bits the trial picks its widths by
+Hessian-aware allocation and fine-tunes (:mod:`.hawq`).
+
 Objectives: validation accuracy (maximise), latency in ms and RAM in bytes (minimise);
 constraints: RAM, flash and latency budgets (a value <= 0 is satisfied).
 """
@@ -80,6 +84,7 @@ class Objective:
         rng = np.random.default_rng(config.seed)
         idx = rng.permutation(len(data.x_train))[:256]
         self.x_cal = torch.as_tensor(data.x_train[idx])
+        self.y_cal = torch.as_tensor(data.y_train[idx])  # the Hessian traces' calibration set (--bits hawq)
 
     def __call__(self, trial):
         import torch
@@ -117,6 +122,16 @@ class Objective:
             raise optuna.TrialPruned(why) from None
         finally:
             (tdir / "untrained.onnx").unlink(missing_ok=True)
+        hawq_costs = None
+        if cfg.weight_bits == "hawq":
+            # the budgets apply to the cheapest weight widths, not to the 8-bit draw
+            try:
+                hawq_costs, pre = self._hawq_costs(model, arch, pre, tdir)
+            except Exception as e:  # noqa: BLE001  as for the build above
+                why = failure_reason(e)
+                self._finish(trial, "build_failed", t0, reason=why)
+                shutil.rmtree(tdir, ignore_errors=True)
+                raise optuna.TrialPruned(why) from None
         cons = cfg.budget.violations(pre["ram_bytes"], pre["flash_bytes"], pre["latency_ms"])
         trial.set_user_attr("metrics", pre)
         if max(cons) > 0:
@@ -136,6 +151,8 @@ class Objective:
                                    max_epochs=cfg.max_epochs, patience=cfg.patience, lr=cfg.lr, batch=cfg.batch,
                                    seed=cfg.seed + trial.number, time_limit=cfg.trial_time_limit,
                                    on_epoch=on_epoch)
+        if hawq_costs is not None:
+            arch, res = self._hawq_allocate(trial, model, arch, hawq_costs, res, tdir)
         test_acc = evaluate(model, data.x_test, data.y_test)
         self._stage(trial, "building trained model")
         try:
@@ -161,6 +178,62 @@ class Objective:
         status = "feasible" if max(cons) <= 0 else "infeasible"
         self._finish(trial, status, t0, reason="" if status == "feasible" else "over budget after training")
         return float(res.best_val), post["latency_ms"], float(post["ram_bytes"])
+
+    def _hawq_costs(self, model, arch, pre: dict, tdir: Path):
+        """--bits hawq: the groups' cost table, and ``pre`` with the cheapest assignment's
+        flash and latency (what the budgets are checked against before training)."""
+        import torch
+
+        from ..qat.mixed_precision_alloc import InfeasibleBudget, allocate
+        from .hawq import cost_table, ilp_budgets
+
+        costs = cost_table(model, arch, torch.as_tensor(self.data.x_train[:1]), self.config, self.cost,
+                           tdir / "hawq")
+        clock = board_of(self.config).clock_hz
+        cheapest = {r: costs.base[r] + float(costs.per_layer[r].min(axis=1).sum()) for r in ("flash", "cycles")}
+        budgets = {k: v for k, v in ilp_budgets(self.config.budget, clock).items() if k != "ram"}
+        try:  # a feasible trial has an assignment within the budgets together
+            cheapest = allocate(np.zeros(costs.per_layer["flash"].shape), costs, budgets).predicted
+        except InfeasibleBudget:
+            pass
+        shutil.rmtree(tdir / "hawq", ignore_errors=True)
+        pre = {**pre, "flash_bytes": int(round(cheapest["flash"])), "latency_ms": cheapest["cycles"] / clock * 1e3,
+               "latency_source": "model (cheapest weight widths)"}
+        return costs, pre
+
+    def _hawq_allocate(self, trial, model, arch, costs, res8, tdir: Path):
+        """--bits hawq, after training at 8 bits: Hessian traces, the ILP, fine-tuning."""
+        import torch
+
+        from ..qat.mixed_precision_alloc import allocate
+        from .hawq import apply_group_bits, group_sensitivity, ilp_budgets, with_bits
+        from .train import train_early_stopping
+
+        cfg, data = self.config, self.data
+        self._stage(trial, "Hessian traces")
+        omega, traces = group_sensitivity(model, arch, self.x_cal, self.y_cal, seed=cfg.seed + trial.number)
+        budgets = {k: v for k, v in ilp_budgets(cfg.budget, board_of(cfg).clock_hz).items() if k != "ram"}
+        alloc = allocate(omega, costs, budgets)
+        bits = [alloc.bits[n] for n in costs.layers]
+        apply_group_bits(model, arch, bits, torch.as_tensor(data.x_train[:1]))
+        arch = with_bits(arch, bits)
+        trial.set_user_attr("arch", arch.to_json())
+        trial.set_user_attr("describe", arch.describe())
+        (tdir / "arch.json").write_text(json.dumps(arch.to_json(), indent=1))
+        trial.set_user_attr("hawq", {"bits": alloc.bits, "sensitivity": alloc.sensitivity,
+                                     "predicted": alloc.predicted, "val_accuracy_8bit": res8.best_val,
+                                     "traces": [{"layer": t.name, "trace": t.trace_mean, "stderr": t.trace_stderr}
+                                                for t in traces]})
+        self._stage(trial, "fine-tuning " + " ".join(map(str, bits)))
+        epochs = max(2, cfg.max_epochs // 3)
+        res = train_early_stopping(model, data.x_train, data.y_train, data.x_val, data.y_val, max_epochs=epochs,
+                                   patience=cfg.patience, lr=cfg.lr / 5, batch=cfg.batch,
+                                   seed=cfg.seed + trial.number, time_limit=cfg.trial_time_limit)
+        res.best_epoch += res8.epochs_run
+        res.epochs_run += res8.epochs_run
+        res.seconds += res8.seconds
+        res.history = res8.history + res.history
+        return arch, res
 
     @staticmethod
     def _constrain(trial, cons: list[float]) -> None:

@@ -65,6 +65,45 @@ def set_weight_bits(module: nn.Module, bits: int) -> None:
     proxy.init_tensor_quant()
 
 
+def act_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every unsigned activation quantizer (``QuantReLU``): the activation
+    widths a model offers as a choice, in execution order when ``example`` is given."""
+    import brevitas.nn as qnn
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, qnn.QuantReLU)]
+    if example is None:
+        return layers
+    order: list[str] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, _o, n=n: order.append(n)) for n, m in layers]
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(example[:1])
+        model.train(was_training)
+    finally:
+        for h in hooks:
+            h.remove()
+    by_name = dict(layers)
+    seen = list(dict.fromkeys(order))
+    return [(n, by_name[n]) for n in seen] + [(n, m) for n, m in layers if n not in seen]
+
+
+def act_bits(module: nn.Module) -> int:
+    return int(round(float(module.act_quant.bit_width())))
+
+
+def set_act_bits(module: nn.Module, bits: int) -> None:
+    """Re-instantiate an activation quantizer at ``bits`` keeping its calibrated range: the
+    learned threshold (the scale times 2^bits) carries over, so a power-of-two scale of
+    2^-4 at 8 bits becomes 2^0 at 4 bits over the same [0, 16) range."""
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    proxy = module.act_quant
+    proxy.quant_injector = proxy.quant_injector.let(bit_width=int(bits))
+    proxy.init_tensor_quant()
+    module.load_state_dict(state)
+
+
 def quantized_weight(module: nn.Module, bits: int) -> torch.Tensor:
     """Q_b(W): the layer's float weights quantized by its own quantizer at ``bits``."""
     probe = copy.deepcopy(module)
@@ -137,3 +176,78 @@ def sensitivities(layers: list[tuple[str, nn.Module]], traces: list[LayerTrace],
         for j, b in enumerate(bit_choices):
             omega[i, j] = max(t.trace_mean, 0.0) / t.n_params * perturbation(m, b)
     return omega
+
+
+def activation_traces(model: nn.Module, x: torch.Tensor, y: torch.Tensor, acts: list[tuple[str, nn.Module]],
+                      bit_choices: tuple[int, ...] = (8, 4), probes: int = 32, loss_fn: nn.Module | None = None,
+                      batch: int = 256, seed: int = 0) -> tuple[list[LayerTrace], np.ndarray]:
+    """Hessian traces with respect to activations, and the activations' HAWQ-V2 sensitivity.
+
+    Every activation quantizer in ``acts`` gets a zero perturbation d added to its input (a
+    forward pre-hook); the Hessian of the mean loss over (x, y) with respect to d is that
+    with respect to the activation, through the quantizer's straight-through gradient
+    (zero where ReLU or the clipping cuts it). Tr(H_a) sums over the calibration samples'
+    activations (the Hessian is block-diagonal across samples, so one Rademacher probe per
+    mini-batch is unbiased), n_a counts those elements, and ||Q_b(a) - a||^2 is the squared
+    error of the quantizer at b bits (its calibrated range kept) against the float ReLU
+    output, over the same samples. Returns the traces and ``Omega[a, k] = max(Tr, 0) / n_a *
+    ||Q_{b_k}(a) - a||^2``.
+    """
+    if probes < 2:
+        raise ValueError("Hutchinson's method needs at least 2 probes to report a spread")
+    loss_fn = loss_fn or nn.CrossEntropyLoss(reduction="sum")
+    at_bits = []  # per activation: copies of the quantizer at each width (no hooks)
+    for _, m in acts:
+        copies = []
+        for b in bit_choices:
+            c = copy.deepcopy(m)
+            set_act_bits(c, b)
+            copies.append(c.eval())
+        at_bits.append(copies)
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    n = len(x)
+    samples = np.zeros((probes, len(acts)))
+    sq_err = np.zeros((len(acts), len(bit_choices)))
+    n_elem = np.zeros(len(acts))
+    deltas: list[torch.Tensor | None] = [None] * len(acts)
+    record = {"on": False}
+
+    def pre_hook(i):
+        def hook(_m, args):
+            value = args[0].value if hasattr(args[0], "value") else args[0]
+            if record["on"]:
+                with torch.no_grad():
+                    a = torch.relu(value)
+                    n_elem[i] += a.numel()
+                    for k, c in enumerate(at_bits[i]):
+                        q = c(value)
+                        sq_err[i, k] += float(((q.value if hasattr(q, "value") else q) - a).pow(2).sum())
+            d = torch.zeros_like(value, requires_grad=True)
+            deltas[i] = d
+            return (value + d,) + tuple(args[1:])
+        return hook
+
+    hooks = [m.register_forward_pre_hook(pre_hook(i)) for i, (_, m) in enumerate(acts)]
+    try:
+        for p in range(probes):
+            for i0 in range(0, n, batch):
+                record["on"] = p == 0
+                loss = loss_fn(model(x[i0:i0 + batch]), y[i0:i0 + batch]) / n
+                ds = list(deltas)
+                grads = torch.autograd.grad(loss, ds, create_graph=True)
+                vs = [torch.randint(0, 2, d.shape, generator=gen).to(d.dtype) * 2 - 1 for d in ds]
+                hv = torch.autograd.grad(grads, ds, grad_outputs=vs)
+                samples[p] += [float((v * h).sum()) for v, h in zip(vs, hv)]
+    finally:
+        record["on"] = False
+        for h in hooks:
+            h.remove()
+    traces, omega = [], np.zeros((len(acts), len(bit_choices)))
+    for i, (name, _) in enumerate(acts):
+        s = samples[:, i]
+        t = LayerTrace(name, int(n_elem[i]), float(s.mean()), float(s.std(ddof=1) / math.sqrt(probes)),
+                       [float(v) for v in s])
+        traces.append(t)
+        omega[i] = max(t.trace_mean, 0.0) / max(t.n_params, 1) * sq_err[i]
+    return traces, omega

@@ -29,8 +29,11 @@ class _Q:
     def act(self):  # signed, e.g. before a residual add or the logits
         return qnn.QuantIdentity(act_quant=self.p.output_quant, return_quant_tensor=True)
 
-    def relu(self):
-        return qnn.QuantReLU(act_quant=self.p.relu_quant, return_quant_tensor=True)
+    def relu(self, bits: int | None = None):
+        """Unsigned activation; ``bits`` overrides the preset's width (same power-of-two scale rule)."""
+        if bits is None:
+            return qnn.QuantReLU(act_quant=self.p.relu_quant, return_quant_tensor=True)
+        return qnn.QuantReLU(act_quant=self.p.relu_quant, bit_width=int(bits), return_quant_tensor=True)
 
     def conv2d(self, cin, cout, k, stride=1, padding=0, groups=1):
         return qnn.QuantConv2d(cin, cout, k, stride=stride, padding=padding, groups=groups, bias=True,
@@ -180,15 +183,16 @@ class HarCNN(nn.Module):
 
     input_shape = (128, 6)
 
-    def __init__(self, preset="int8-pow2", channels=(16, 32, 32), n_classes=6, n_in=6):
+    def __init__(self, preset="int8-pow2", channels=(16, 32, 32), n_classes=6, n_in=6, act_bits=(None, None, None)):
         super().__init__()
         q = _Q(preset)
         self.inp = q.inp()
         c1, c2, c3 = channels
+        a1, a2, a3 = act_bits  # per ReLU (None: the preset's width); edgekit mixed-precision --act-bits chooses them
         self.features = nn.Sequential(
-            q.conv1d(n_in, c1, 5, padding=2), q.relu(), nn.MaxPool1d(2),
-            q.conv1d(c1, c2, 5, padding=2), q.relu(), nn.MaxPool1d(2),
-            q.conv1d(c2, c3, 3, padding=1), q.relu())
+            q.conv1d(n_in, c1, 5, padding=2), q.relu(a1), nn.MaxPool1d(2),
+            q.conv1d(c1, c2, 5, padding=2), q.relu(a2), nn.MaxPool1d(2),
+            q.conv1d(c2, c3, 3, padding=1), q.relu(a3))
         self.pool = nn.AdaptiveAvgPool1d(1)
         self.qpool = q.act()
         self.fc = q.linear(c3, n_classes)
@@ -206,15 +210,16 @@ class DigitsCNN(nn.Module):
 
     input_shape = (8, 8)
 
-    def __init__(self, preset="int8-pow2", channels=(8, 16, 16), n_classes=10):
+    def __init__(self, preset="int8-pow2", channels=(8, 16, 16), n_classes=10, act_bits=(None, None, None)):
         super().__init__()
         q = _Q(preset)
         self.inp = q.inp()
         c1, c2, c3 = channels
+        a1, a2, a3 = act_bits  # per ReLU (None: the preset's width)
         self.features = nn.Sequential(
-            q.conv2d(1, c1, 3, padding=1), q.relu(),
-            q.conv2d(c1, c2, 3, padding=1), q.relu(), nn.MaxPool2d(2),
-            q.conv2d(c2, c3, 3, padding=1), q.relu())
+            q.conv2d(1, c1, 3, padding=1), q.relu(a1),
+            q.conv2d(c1, c2, 3, padding=1), q.relu(a2), nn.MaxPool2d(2),
+            q.conv2d(c2, c3, 3, padding=1), q.relu(a3))
         self.fc = q.linear(c3 * 4 * 4, n_classes)
         self.out = qnn.QuantIdentity(act_quant=q.p.output_quant, return_quant_tensor=False)
 
