@@ -29,7 +29,8 @@ def _cmd_build(args) -> int:
         raise EdgekitError("--allow-overfit applies to --target fpga only (a Cortex-M build that does not fit its "
                            "board's memory is refused)")
     res = build(args.model, target, args.board, args.output, kernels=args.kernels, optimize=args.optimize,
-                backend=args.backend, io_type=args.io_type, reuse_factor=args.reuse_factor)
+                backend=args.backend, io_type=args.io_type, reuse_factor=args.reuse_factor,
+                io_buffers=args.io_buffers)
     overfit = res.manifest.fits is False and not args.allow_overfit
     if args.json:
         _print_json({"build_dir": str(res.out_dir), "fits": res.manifest.fits, "manifest": res.manifest.to_json()})
@@ -170,6 +171,10 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--optimize", choices=["size", "balanced", "speed"], help="with optimized kernels: size and "
                    "balanced (default) keep conv and dense weights at int8 in flash; speed widens them to int16 "
                    "where the board's flash allows (fewer instructions, about 2x their flash)")
+    b.add_argument("--io-buffers", choices=["arena", "caller"], help="where the model's input and output live: "
+                   "arena (default): inside the planned arena, which reuses their bytes (ek_model_input(), "
+                   "ek_model_output(), ek_model_run()); caller: the caller's own buffers, ek_model_run(in, out), "
+                   "which cost their bytes on top of the arena (docs/c-api.md)")
     # --- FPGA targets (issue 7) ---
     b.add_argument("--backend", choices=["vitis", "vivado"], help="with --target fpga: HLS tool the hls4ml project "
                    "is written for (vitis)")
