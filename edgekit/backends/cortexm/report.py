@@ -81,10 +81,9 @@ def report_text(manifest: Manifest) -> str:
             f"{'weights B':>11}{'out B':>8}  {'buffer':<8}{'offset':>8}{'arena live':>12}")
     lines = [f"edgekit build for {rep['target']} on {rep['board']}: {rep['macs']} MACs, weights {rep['weight_bytes']} B, "
              f"arena {rep['arena_bytes']} B (lower bound {rep['arena_lower_bound']} B, {rep['planner']}), "
-             f"flash {rep['flash_bytes']} B, RAM {rep['ram_bytes']} B"]
-    if "peak_ram_bytes" in rep:
-        lines.append(describe_peak_ram(dict(manifest.memory, arena_bytes=rep["arena_bytes"])))
-    lines += [head, "-" * len(head)]
+             f"flash {rep['flash_bytes']} B, RAM {rep['ram_bytes']} B"
+             + (f"; {describe_peak_ram(dict(manifest.memory, arena_bytes=rep['arena_bytes']))}"
+                if "peak_ram_bytes" in rep else ""), head, "-" * len(head)]
     for i, layer in enumerate(layers):
         off = "" if layer["arena_offset"] is None else str(layer["arena_offset"])
         lines.append(f"{i:>3}  {layer['name']:<{w_name}}{_kind(layer):<{w_op}}{_shape(layer['input_shape']):<{w_in}}"
