@@ -12,6 +12,7 @@ import pytest
 
 from edgekit.api import build, verify
 from edgekit.backends.cortexm import toolchain as tc
+from edgekit.backends.cortexm.export import export
 from edgekit.errors import EdgekitError
 from edgekit.fuzz import tflite_gen
 from edgekit.frontends.tflite.importer import import_tflite
@@ -111,6 +112,16 @@ def test_docs_c_examples_compile_and_compute_the_model(tmp_path):
         codes = np.full((1,) + tuple(x.shape), x.zero_point, dtype=np.dtype(x.dtype))
         want = simulate(graph, codes)[graph.outputs[0]].reshape(-1)
         assert np.array_equal(got, want.astype(np.int64)), (mode, got, want)
+        # the exported project's README shows the call of its own mode, and that snippet compiles
+        snippet = re.search(r"```c\n(.*?)```", (export(b, tmp_path / f"{mode}-project") / "README.md").read_text(),
+                            re.S).group(1)
+        include, body = snippet.split("\n", 1)
+        (b / "snippet.c").write_text(f"{include}\nvoid example(void);\nvoid example(void)\n{{\n{body}}}\n")
+        # a sketch, not a program: its input is left unwritten and its output unread
+        proc = subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wno-unused-variable",
+                               "-Wno-uninitialized", "-Wno-maybe-uninitialized", "-c", "-I", str(b / "src"), str(b / "snippet.c"), "-o", str(b / "snippet.o")],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, (mode, snippet, proc.stderr)
 
 
 def test_planner_never_overlaps_the_input_while_it_is_read(tmp_path):
