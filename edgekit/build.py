@@ -65,7 +65,7 @@ def resolve_target(target: str | None, board: str | None) -> str:
 
 def build(model: str | Path, target: str | None, board: str | None, out_dir: str | Path, *, backend: str | None = None,
           io_type: str | None = None, reuse_factor: int | None = None, kernels: str | None = None,
-          optimize: str | None = None, input_bits: int | None = None,
+          optimize: str | None = None, io_buffers: str | None = None, input_bits: int | None = None,
           calibration: str | Path | np.ndarray | None = None) -> BuildResult:
     """Compile a QONNX model (or an int8 ``.tflite`` model) for ``target`` and ``board`` into ``out_dir``.
 
@@ -73,7 +73,9 @@ def build(model: str | Path, target: str | None, board: str | None, out_dir: str
     DSP-extension kernels (docs/kernels.md) for the layers that fit them on cores that have it;
     ``"reference"`` keeps the portable reference kernels everywhere. Both compute the same integers.
     ``optimize``: "size", "balanced" (default: both keep weights at int8 in flash) or "speed"
-    (int16 weights where the board's flash allows).
+    (int16 weights where the board's flash allows). ``io_buffers``: "arena" (default: the model's
+    input and output inside its arena, ``ek_model_input()``/``ek_model_output()``) or "caller"
+    (``ek_model_run(input, output)`` on the caller's buffers); docs/c-api.md.
 
     ``target="fpga"`` writes an hls4ml project instead (``backend``: vitis/vivado,
     ``io_type``: io_parallel/io_stream, ``reuse_factor``); see edgekit/backends/hls.
@@ -84,8 +86,11 @@ def build(model: str | Path, target: str | None, board: str | None, out_dir: str
     (QKeras-style), a power-of-two scale covering the samples (docs/limits.md).
     """
     target = resolve_target(target, board)
+    if io_buffers is not None and target == "fpga":  # the FPGA backend's own options are its I/O types
+        raise TargetError("--io-buffers applies to Cortex-M targets only (an FPGA build's I/O is --io-type)")
     options = BuildOptions(kernels=kernels, optimize=optimize, hls_backend=backend, io_type=io_type,
-                           reuse_factor=reuse_factor, fixed_input=fixed_input(input_bits, calibration))
+                           reuse_factor=reuse_factor, io_buffers=io_buffers,
+                           fixed_input=fixed_input(input_bits, calibration))
     return backend_for_target(target).build(Path(model), target, board, Path(out_dir), options)
 
 

@@ -30,7 +30,7 @@ def _cmd_build(args) -> int:
                            "board's memory is refused)")
     res = build(args.model, target, args.board, args.output, kernels=args.kernels, optimize=args.optimize,
                 backend=args.backend, io_type=args.io_type, reuse_factor=args.reuse_factor,
-                input_bits=args.input_bits, calibration=args.calibration)
+                input_bits=args.input_bits, calibration=args.calibration, io_buffers=args.io_buffers)
     overfit = res.manifest.fits is False and not args.allow_overfit
     if args.json:
         _print_json({"build_dir": str(res.out_dir), "fits": res.manifest.fits, "manifest": res.manifest.to_json()})
@@ -176,6 +176,10 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--calibration", metavar="X.npy", help="with --input-bits: float samples in the model's input "
                    "layout; the input scale is the smallest power of two that covers their largest magnitude "
                    "(signed when any is negative)")
+    b.add_argument("--io-buffers", choices=["arena", "caller"], help="where the model's input and output live: "
+                   "arena (default): inside the planned arena, which reuses their bytes (ek_model_input(), "
+                   "ek_model_output(), ek_model_run()); caller: the caller's own buffers, ek_model_run(in, out), "
+                   "which cost their bytes on top of the arena (docs/c-api.md)")
     # --- FPGA targets (issue 7) ---
     b.add_argument("--backend", choices=["vitis", "vivado"], help="with --target fpga: HLS tool the hls4ml project "
                    "is written for (vitis)")

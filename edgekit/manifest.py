@@ -50,6 +50,7 @@ class Manifest:
     kernel_variants: dict | None = None  # node name -> the kernel variant codegen chose (backends/cortexm/kernels)
     kernel_fallbacks: list | None = None  # layers on a slower kernel than theirs: layer, kernel, reason
     memory_plan: dict | None = None
+    io_buffers: str | None = None  # model input/output: "arena" (inside it) or "caller"; builds before the option: caller
     profile: dict | None = None  # written by `edgekit profile`
     # --- FPGA (edgekit.backends.hls) ---
     part: str | None = None

@@ -28,27 +28,34 @@ def _elf_flash_bytes(elf) -> int:
     return sum(sections.get(n, 0) for n in (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".data"))
 
 
-def test_verify_json_reports_peak_ram_and_flash(model, tmp_path, capsys):
+@pytest.mark.parametrize("io_buffers", ["arena", "caller"])
+def test_verify_json_reports_peak_ram_and_flash(model, tmp_path, capsys, io_buffers):
+    """Input and output inside the arena (the default) count in its bytes; caller-owned ones on top of it."""
     from edgekit.api import build
     from edgekit.cli import main
     from edgekit.ir.graph import Graph
 
     out = tmp_path / "b"
-    res = build(model, "cortex-m4", "mps2-an386", out)
+    res = build(model, "cortex-m4", "mps2-an386", out, io_buffers=None if io_buffers == "arena" else io_buffers)
+    assert res.manifest.io_buffers == io_buffers
     assert main(["verify", str(out), "--count", "4", "--json"]) == 0
     mem = json.loads(capsys.readouterr().out)["memory"]
     graph = Graph.load(out)
     x, y = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
-    assert mem["io_buffer_bytes"] == x.nbytes + y.nbytes
+    io = x.nbytes + y.nbytes if io_buffers == "caller" else 0
+    assert mem["io_buffers"] == io_buffers and mem["io_buffer_bytes"] == io
     assert mem["peak_ram_stack"] == "measured on the board" and mem["inference_stack_bytes"] > 0
-    assert mem["peak_ram_bytes"] == res.manifest.arena_bytes + x.nbytes + y.nbytes + mem["inference_stack_bytes"]
+    assert mem["peak_ram_bytes"] == res.manifest.arena_bytes + io + mem["inference_stack_bytes"]
+    # the firmware wrote the whole planned arena: with the input inside it, the input's bytes too
+    assert res.manifest.arena_bytes - 3 <= mem["arena_touched_bytes"] <= res.manifest.arena_bytes
     assert mem["flash_bytes"] == _elf_flash_bytes(out / "firmware.elf") == res.manifest.memory["flash_bytes"]
     # without the firmware stage the stack is the static analysis', and says so
     assert main(["verify", str(out), "--count", "4", "--skip", "qemu", "--json"]) == 0
     host_only = json.loads(capsys.readouterr().out)["memory"]
     assert host_only["peak_ram_stack"] == "static analysis"
-    assert host_only["peak_ram_bytes"] == (res.manifest.arena_bytes + x.nbytes + y.nbytes
+    assert host_only["peak_ram_bytes"] == (res.manifest.arena_bytes + io
                                            + res.manifest.memory["inference_stack_static_bytes"])
+    assert host_only["peak_ram_bytes"] == res.manifest.memory["peak_ram_bytes"]  # what the build line said
 
 
 def test_a_layer_on_a_slower_kernel_is_named_with_the_reason(model, tmp_path, monkeypatch):

@@ -23,8 +23,11 @@ def test_inplace_depthwise_and_pointwise(tmp_path):
     ops = {n.name: n.op for n in Graph.load(tmp_path / "b").nodes}
     inplace_ops = sorted(ops[n] for n in plan["inplace"])
     assert inplace_ops == ["conv2d", "conv2d", "conv2d"], plan["inplace"]  # dw 3x3, pw 8->6, dw 5x5
-    # every feature map is 7x6 pixels x at most 8 channels: in place, one map's bytes suffice
-    assert res.manifest.arena_bytes == 7 * 6 * 8
+    # every feature map is 7x6 pixels x at most 8 channels: in place, one map's bytes suffice, and the
+    # 4-channel output of the last (3x3, not in place) conv beside them; the 3-channel input is dead by then
+    assert res.manifest.arena_bytes == 7 * 6 * 8 + 7 * 6 * 4
+    # with caller-owned input and output, one map's bytes
+    assert build(path, "cortex-m4", "mps2-an386", tmp_path / "c", io_buffers="caller").manifest.arena_bytes == 7 * 6 * 8
     src = (tmp_path / "b" / "src" / "model.c").read_text()
     assert "ring[" in src and "over input pixel" in src
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from edgekit.api import build, verify
+from edgekit.backends.cortexm.memory import io_buffer_bytes
 from edgekit.qat import export_qonnx
 from edgekit.qat.zoo import MLPERF_REFERENCE, ZOO, calibrate
 
@@ -37,5 +38,4 @@ def test_zoo_model_builds_and_verifies(name, tmp_path):
     if name in MLPERF_REFERENCE and RESULTS.is_file():
         ref = json.loads(RESULTS.read_text())[MLPERF_REFERENCE[name]]
         assert m.macs == ref["macs"], "layer shapes must match the MLPerf Tiny reference"
-        io = sum(__import__("numpy").prod(d.get("float_shape") or d["shape"]) for d in (m.input, m.output))
-        assert m.arena_bytes + io <= 0.8 * ref["tflm_cmsis_nn_m4"]["arena_used_bytes"]
+        assert m.arena_bytes + io_buffer_bytes(m) <= 0.8 * ref["tflm_cmsis_nn_m4"]["arena_used_bytes"]

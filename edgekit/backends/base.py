@@ -31,6 +31,7 @@ class BuildOptions:
     """Backend-specific build options; a backend refuses the ones that are not its own."""
     kernels: str | None = None  # Cortex-M: "optimized" (default) or "reference"
     optimize: str | None = None  # Cortex-M: "size", "balanced" (default) or "speed" (int8 or int16 weights)
+    io_buffers: str | None = None  # Cortex-M: model input/output "arena" (default: inside the arena) or "caller"
     hls_backend: str | None = None  # FPGA: vitis or vivado
     io_type: str | None = None  # FPGA: io_parallel or io_stream
     reuse_factor: int | None = None  # FPGA

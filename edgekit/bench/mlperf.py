@@ -119,9 +119,10 @@ def int8_parameter_bytes(graph) -> int:
 
 
 def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: str = "cortex-m4",
-            board: str = "mps2-an386", optimize: str | None = None) -> dict:
+            board: str = "mps2-an386", optimize: str | None = None, io_buffers: str | None = None) -> dict:
     """Build, check against the goldens, profile and measure one model with one kernel set
-    (``optimize``: edgekit build --optimize for the optimized kernels; None: its default)."""
+    (``optimize``: edgekit build --optimize for the optimized kernels; None: its default;
+    ``io_buffers``: edgekit build --io-buffers, None: its default, input and output in the arena)."""
     from ..api import build, verify
     from ..backends.cortexm.profile import profile
     from ..ir.graph import Graph
@@ -129,7 +130,8 @@ def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: 
 
     t0 = time.monotonic()
     out = work / f"{tflite.stem}-{kernels}"
-    res = build(tflite, target, board, out, kernels=kernels, optimize=optimize if kernels == "optimized" else None)
+    res = build(tflite, target, board, out, kernels=kernels, optimize=optimize if kernels == "optimized" else None,
+                io_buffers=io_buffers)
     m = res.manifest
     graph = Graph.load(out)
     shape = graph.tensors[graph.inputs[0]].shape
@@ -167,7 +169,7 @@ def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: 
         "instructions": instr, "tflm_instructions": tf["invoke_instructions"] if tf else None,
         "instr_ratio": ratio(instr, tf and tf["invoke_instructions"]), "instr_per_mac": round(instr / m.macs, 3),
         "est_cycles": prof["total"]["est_cycles"],
-        "arena_bytes": m.arena_bytes, "io_bytes": io, "inference_stack_bytes": stack,
+        "io_buffers": m.io_buffers, "arena_bytes": m.arena_bytes, "io_bytes": io, "inference_stack_bytes": stack,
         "peak_ram_bytes": peak, "tflm_arena_bytes": tf["arena_used_bytes"] if tf else None,
         "ram_ratio": ratio(peak, tf and tf["arena_used_bytes"]),
         "model_code_bytes": fl["code"], "runtime_bytes": fl["runtime"], "code_flash_bytes": fl["total"] - fl["weights"],
@@ -224,7 +226,7 @@ def _tflm_golden(path: Path, n: int = 20, seed: int = 12) -> tuple[np.ndarray, n
 
 def run_mlperf(models: list[str] | None = None, kernel_sets=KERNEL_SETS, out: Path | None = None,
                vww_model: str | None = None, notes: list[str] | None = None,
-               board: str = "mps2-an386", optimize: str | None = None) -> list[dict]:
+               board: str = "mps2-an386", optimize: str | None = None, io_buffers: str | None = None) -> list[dict]:
     from ..errors import BuildDirError, ToolchainError
 
     names = models or list(MODELS)
@@ -269,7 +271,7 @@ def run_mlperf(models: list[str] | None = None, kernel_sets=KERNEL_SETS, out: Pa
                 path, golden = folder / f"{stem}.tflite", _golden(folder, stem)
             for k in kernel_sets:
                 rows.append(measure(path, work, k, peers.get(key), golden, target=target, board=board,
-                                    optimize=optimize))
+                                    optimize=optimize, io_buffers=io_buffers))
     return rows
 
 
@@ -311,7 +313,8 @@ def format_rows(rows: list[dict]) -> str:
                  "const/param: the model's constants in flash (weights, biases, requantization records) vs its "
                  "int8 parameter bytes (int8 weights, int32 biases)")
     lines.append("instructions: one ek_model_run (edgekit profile) vs one Invoke() (TFLM), both on the same QEMU board "
-                 "with the peer's fixed LCG input; peak RAM = arena + input/output + measured inference stack; "
+                 "with the peer's fixed LCG input; peak RAM = arena (input and output inside it; with --io-buffers "
+                 "caller builds + the caller's input/output) + measured inference stack; "
                  "code flash = flash - weights (model code + runtime) vs tflm_text + cmsis_nn_text; exact = host C "
                  "and firmware equal the TFLite Micro goldens (20 + fixed input)")
     peer_ipm = [r["tflm_instructions"] / r["macs"] for r in rows if r["tflm_instructions"]]

@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..backends.cortexm.memory import io_buffer_bytes
 from ..progress import track
 from .suites import peers_dir, suite
 
@@ -39,7 +40,7 @@ def run_zoo(models: list[str] | None = None, board: str = "mps2-an386", target: 
             res = build(onnx_path, target, board, work / name)
             rep = verify(work / name, count=count)
             m = res.manifest
-            io = _nbytes(m.input) + _nbytes(m.output)
+            io = io_buffer_bytes(m)  # 0: the input and output are inside the arena
             stack = rep.memory.get("inference_stack_bytes", rep.memory.get("stack_used_bytes", 0))
             peak = m.arena_bytes + io + stack
             row = {"model": name, "macs": m.macs, "arena_bytes": m.arena_bytes, "io_bytes": io,
@@ -55,13 +56,6 @@ def run_zoo(models: list[str] | None = None, board: str = "mps2-an386", target: 
     return rows
 
 
-def _nbytes(desc: dict) -> int:
-    import numpy as np
-
-    shape = desc.get("float_shape") or desc.get("shape")
-    return int(np.prod(shape)) * np.dtype(desc["dtype"]).itemsize
-
-
 def format_rows(rows: list[dict]) -> str:
     head = (f"{'model':<18}{'MACs':>10}{'arena':>8}{'in+out':>8}{'stack':>7}{'peak RAM':>10}{'TFLM arena':>12}"
             f"{'ratio':>7}{'flash':>9}  exact")
@@ -71,6 +65,8 @@ def format_rows(rows: list[dict]) -> str:
                      f"{r['peak_ram_bytes']:>10}{r.get('tflm_arena_bytes', '-'):>12}"
                      f"{(str(r['ram_ratio']) + 'x') if 'ram_ratio' in r else '-':>7}{r['flash_bytes']:>9}  "
                      f"{'yes' if r['bit_exact'] else 'NO'}")
+    lines.append("in+out: input and output buffers outside the arena (0: inside it, edgekit build's default); "
+                 "peak RAM = arena + in+out + measured inference stack")
     return "\n".join(lines)
 
 

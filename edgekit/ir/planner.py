@@ -7,13 +7,22 @@
      convolution's fused residual input) write output element i only after reading
      input element i, walking upward, so when the input dies at that node and the
      output element is no wider than the input element, the output can take the
-     input's bytes (in place). The model input (a caller's const buffer) is never written.
+     input's bytes (in place). A caller-owned model input (``io="caller"``, a const buffer)
+     is never written.
 3. Placement: several greedy orders (largest first, earliest first, longest-lived
    first) and, for up to ``EXACT_LIMIT`` buffers, every order; the first arrangement
    that reaches the lower bound (the largest sum of simultaneously live buffers) is
    optimal and ends the search.
 
-Model input and output live in the caller's buffers, so they take no arena space.
+Model input and output (``io``):
+
+* ``"arena"`` (the default, as TFLM does): both are arena tensors with their true lifetimes.
+  The input is live from before the first node (the caller writes it) to its last consumer,
+  after which its bytes are reused (also in place); the output from its producer to after the
+  last node (the caller reads it). Their lifetimes may be disjoint, so the output can take
+  bytes of the input: the caller reads the output before writing the next input.
+* ``"caller"``: they live in the caller's buffers and take no arena space (but the caller's
+  RAM: peak RAM counts them).
 """
 from __future__ import annotations
 
@@ -24,6 +33,8 @@ from .graph import Graph
 from .operators import get_op
 
 ALIGN = 4  # bytes; keeps int32 tensors and word loads aligned on every Cortex-M
+IO_MODES = ("arena", "caller")  # where the model input and output live (module docstring)
+DEFAULT_IO = "arena"
 EXACT_LIMIT = 7  # buffers: 7! = 5040 orders at most
 
 
@@ -44,10 +55,11 @@ class MemoryPlan:
     lower_bound: int = 0
     strategy: str = ""
     inplace: list | None = None
+    io: str = "caller"  # where the model input and output live: "arena" or "caller" (IO_MODES)
 
     def to_json(self) -> dict:
         return {"arena_bytes": self.arena_bytes, "lower_bound": self.lower_bound, "strategy": self.strategy,
-                "inplace": self.inplace or [],
+                "inplace": self.inplace or [], "io": self.io,
                 "tensors": {k: vars(v) for k, v in self.placements.items()}}
 
 
@@ -55,8 +67,9 @@ def _round_up(n: int, a: int = ALIGN) -> int:
     return (n + a - 1) // a * a
 
 
-def _buffers(graph: Graph):
-    """Group tensors that share storage; returns (owner map, in-place node list)."""
+def _buffers(graph: Graph, io: str):
+    """Group tensors that share storage; returns (owner map, in-place node list). With caller-owned
+    I/O the input is never written and the output never shares bytes with another tensor."""
     root: dict[str, str] = {}
     owner = lambda t: root.get(t, t)  # noqa: E731
     last_use: dict[str, int] = {}
@@ -71,7 +84,7 @@ def _buffers(graph: Graph):
         if op.alias:
             root[y] = owner(node.inputs[0])
             continue
-        if y in graph.outputs:
+        if y in graph.outputs and io == "caller":
             continue
         for x in op.inplace_inputs(node, graph):
             group = [t for t in graph.tensors if owner(t) == owner(x)]
@@ -81,7 +94,7 @@ def _buffers(graph: Graph):
             acts = [t for t in node.inputs if not graph.tensors[t].const]
             shared = sum(owner(t) == owner(x) for t in acts) > 1
             # the bytes must fit too
-            if owner(x) != in_owner and dies_here and not shared \
+            if (io == "arena" or owner(x) != in_owner) and dies_here and not shared \
                     and graph.tensors[y].itemsize <= graph.tensors[x].itemsize \
                     and graph.tensors[y].nbytes <= graph.tensors[x].nbytes:
                 root[y] = owner(x)
@@ -90,10 +103,13 @@ def _buffers(graph: Graph):
     return owner, inplace
 
 
-def plan_memory(graph: Graph) -> MemoryPlan:
-    owner, inplace = _buffers(graph)
+def plan_memory(graph: Graph, io: str = DEFAULT_IO) -> MemoryPlan:
+    """The arena layout of ``graph``; ``io`` says where the model input and output live (IO_MODES)."""
+    if io not in IO_MODES:
+        raise ValueError(f"io '{io}': choose one of {', '.join(IO_MODES)}")
+    owner, inplace = _buffers(graph, io)
     in_owner, out_owner = owner(graph.inputs[0]), owner(graph.outputs[0])
-    if in_owner == out_owner:
+    if in_owner == out_owner and io == "caller":
         raise ValueError("model output aliases its input")
     first: dict[str, int] = {in_owner: -1}
     last: dict[str, int] = {}
@@ -110,9 +126,10 @@ def plan_memory(graph: Graph) -> MemoryPlan:
 
     placements: dict[str, Placement] = {}
     arena = []
+    end = len(graph.nodes)  # "after the last node": the caller reads the output then
     for t, f in first.items():
-        buf = "input" if t == in_owner else "output" if t == out_owner else "arena"
-        p = Placement(t, -1, size[t], f, last.get(t, len(graph.nodes)), buf)
+        buf = "arena" if io == "arena" else "input" if t == in_owner else "output" if t == out_owner else "arena"
+        p = Placement(t, -1, size[t], f, end if t == out_owner else last.get(t, end), buf)
         placements[t] = p
         if buf == "arena":
             arena.append(p)
@@ -141,7 +158,7 @@ def plan_memory(graph: Graph) -> MemoryPlan:
             placements[t] = placements[owner(t)]
     if arena_bytes == bound:
         strategy += " (optimal: meets the lower bound)"
-    return MemoryPlan(placements, arena_bytes, bound, strategy, inplace)
+    return MemoryPlan(placements, arena_bytes, bound, strategy, inplace, io)
 
 
 def _place(order: list[Placement]) -> tuple[dict[str, int], int]:

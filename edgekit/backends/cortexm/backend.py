@@ -8,9 +8,10 @@ from ...errors import TargetError
 from ...manifest import Manifest
 from ...stages import StageResult, VerifyReport
 from ..base import Backend, BuildOptions, ReportSection, VerifyContext
+from ...ir.planner import DEFAULT_IO
 from .kernels.base import DEFAULT_OPTIMIZE, format_fallbacks
 from . import toolchain as tc
-from .memory import peak_ram
+from .memory import describe_peak_ram, peak_ram
 from .verify import CortexmVerifyReport, host_stage, qemu_stage, time_limit
 
 
@@ -31,7 +32,8 @@ class CortexmBackend(Backend):
         if options.hls_backend is not None or options.io_type is not None or options.reuse_factor is not None:
             raise TargetError("--backend, --io-type and --reuse-factor apply to --target fpga only")
         return build_cortexm(model, target, board, out_dir, options.kernels or "optimized",
-                             options.optimize or DEFAULT_OPTIMIZE, fixed_input=options.fixed_input)
+                             options.optimize or DEFAULT_OPTIMIZE, options.io_buffers or DEFAULT_IO,
+                             fixed_input=options.fixed_input)
 
     def build_summary(self, result: BuildResult) -> str:
         m = result.manifest
@@ -40,6 +42,7 @@ class CortexmBackend(Backend):
         return (f"built {result.out_dir} for {m.target} on {m.board}: {len(m.layers)} layers, {m.macs} MACs, "
                 f"flash {m.memory['flash_bytes']} B, RAM {m.memory['ram_bytes']} B (arena {m.arena_bytes} B, "
                 f"stack {m.memory['stack_bytes']} B) in {m.build_seconds} s; {n_opt} layer(s) with optimized kernels"
+                + (f"; {describe_peak_ram(m.memory)}" if "peak_ram_bytes" in m.memory else "")
                 + (f"; {fallbacks}" if fallbacks else "")
                 + "".join(f"\n{note}" for note in result.notes))
 

@@ -11,7 +11,7 @@ from ...builddir import BuildResult, prepare_out_dir, staged_build_dir
 from ...errors import TargetError
 from ...frontends.qonnx import import_qonnx
 from ...ir.passes import run_default_passes
-from ...ir.planner import check_plan, plan_memory
+from ...ir.planner import DEFAULT_IO, IO_MODES, check_plan, plan_memory
 from ...manifest import Manifest
 from ...ir.operators import get_op
 from ...targets import Board, resolve
@@ -20,7 +20,7 @@ from ...progress import step
 from .codegen import generate_c
 from .kernels.base import DEFAULT_OPTIMIZE, OPTIMIZE
 from .firmware import compile_firmware
-from .memory import breakdown, fit_report, raise_if_over
+from .memory import breakdown, fit_report, peak_ram, raise_if_over
 from .profile.report import profile_summary
 from .report import layer_kind, write_reports
 from .stack import inference_stack_bytes
@@ -55,19 +55,23 @@ def _check_fit(elf: Path, board: Board) -> dict:
 
 
 def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, kernels: str,
-                  optimize: str = DEFAULT_OPTIMIZE, fixed_input=None) -> BuildResult:
+                  optimize: str = DEFAULT_OPTIMIZE, io_buffers: str = DEFAULT_IO, fixed_input=None) -> BuildResult:
     """Compile a QONNX model (or an int8 ``.tflite`` model) for a Cortex-M core and board into ``out_dir``.
 
     ``kernels="optimized"`` uses the DSP-extension kernels (templates/cortexm/ops_dsp,
     docs/kernels.md) for the layers that fit them on cores that have it; ``"reference"`` keeps
     the portable reference kernels everywhere. Both compute the same integers. ``optimize``
     (size, balanced, speed) chooses int8- or int16-weight kernel variants (docs/kernels.md).
+    ``io_buffers``: the model input and output inside the planned arena ("arena") or in the
+    caller's buffers ("caller"); docs/c-api.md.
     """
     t0 = time.monotonic()
     if kernels not in KERNELS:
         raise TargetError(f"kernels '{kernels}': choose one of {', '.join(KERNELS)}")
     if optimize not in OPTIMIZE:
         raise TargetError(f"optimize '{optimize}': choose one of {', '.join(OPTIMIZE)}")
+    if io_buffers not in IO_MODES:
+        raise TargetError(f"io-buffers '{io_buffers}': choose one of {', '.join(IO_MODES)}")
     core, brd = resolve(target, board)
     prepare_out_dir(out_dir)
     tc.arm_gcc(), tc.arm_size(), tc.host_cc()  # fail before any work if a tool is missing
@@ -82,7 +86,7 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
     else:
         graph, cleaned = import_qonnx(model, fixed_input)
     run_default_passes(graph)
-    plan = plan_memory(graph)
+    plan = plan_memory(graph, io_buffers)
     check_plan(plan)
 
     with staged_build_dir(out_dir) as tmp:
@@ -131,9 +135,11 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
             kernel_variants=codegen["kernel_variants"],
             kernel_fallbacks=codegen["kernel_fallbacks"],
             memory_plan=plan.to_json(),
+            io_buffers=io_buffers,
             build_seconds=round(time.monotonic() - t0, 2),
         )
         manifest.memory["inference_stack_static_bytes"] = inference_stack_bytes(tmp / "obj" / "model.su")
+        manifest.memory.update(peak_ram(manifest, {}), arena_bytes=plan.arena_bytes)  # verify measures the stack
         notes = _carry_over(out_dir, tmp, manifest, elf)
         manifest.save(tmp)
         write_reports(manifest, tmp)

@@ -150,14 +150,17 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
 
     in_t, out_t = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     iq = graph.input_quant
+    in_arena = plan.io == "arena"  # ek_model_input()/ek_model_output() point into the arena
     common = {
         "version": __version__,
         "source_name": Path(graph.meta.get("source", "model.onnx")).name,
-        "arena_bytes": plan.arena_bytes,
+        "arena_bytes": plan.arena_bytes, "io_in_arena": in_arena,
         "input": {"float_shape": list(iq.float_shape), "count": in_t.size, "ctype": C_TYPES[in_t.dtype],
+                  "bytes": in_t.nbytes, "offset": plan.placements[graph.inputs[0]].offset if in_arena else None,
                   "scale": repr(float(iq.scale)), "zero_point": iq.zero_point, "qmin": iq.qmin, "qmax": iq.qmax,
                   "rounding": iq.rounding},
         "output": {"shape": list(out_t.shape), "count": out_t.size, "ctype": C_TYPES[out_t.dtype],
+                   "bytes": out_t.nbytes, "offset": plan.placements[graph.outputs[0]].offset if in_arena else None,
                    "scale": repr(float(out_t.scale[0])), "zero_point": out_t.zero_point},
     }
     const_bytes = int(sum(-(-a.size * wbits.get(n, 8) // 8) * (a.itemsize if wbits.get(n, 8) == 8 else 1)

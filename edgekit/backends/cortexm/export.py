@@ -112,16 +112,14 @@ README = """\
 # {lib}: {source} for {target}
 
 Exported by edgekit {version} from a build for {target} on {board}. Plain C99: no heap, no
-floating point in inference, {arena} bytes of static RAM (activation arena), weights const
-(in flash). Integer contract: docs/integer-contract.md in edgekit.
+floating point in inference, {arena} bytes of static RAM (activation arena{arena_note}), weights
+const (in flash). Integer contract: docs/integer-contract.md in edgekit.
 
 ```c
 #include "model.h"
-ek_input_t  in[EK_INPUT_COUNT];   /* quantized codes: EK_INPUT_SCALE / EK_INPUT_ZERO_POINT */
-ek_output_t out[EK_OUTPUT_COUNT];
-ek_model_run(in, out);
+{usage}
 ```
-
+{usage_note}
 Build the library (GNU make or CMake; arm-none-eabi-gcc; no Python):
 
     make                                  # build/lib{lib}.a
@@ -133,6 +131,30 @@ or add `src/model.c` and `src/` to your own project, compiled with your core's f
 `firmware/` is edgekit's test harness for {board} (`make firmware`, or CMake with
 `-DEDGEKIT_FIRMWARE=ON`): it reads inputs.bin and writes outputs.bin over semihosting.
 """
+
+
+#: how the exported README calls the model, by where its input and output live (docs/c-api.md)
+USAGE = {
+    "arena": ("""ek_input_t *in = ek_model_input();   /* EK_INPUT_COUNT codes: EK_INPUT_SCALE / EK_INPUT_ZERO_POINT */
+/* ... write the input codes into in[0 .. EK_INPUT_COUNT-1] ... */
+ek_model_run();
+const ek_output_t *out = ek_model_output();   /* EK_OUTPUT_COUNT codes */""",
+              ", input and output included",
+              "\nThe input and output live inside the arena (the build's `--io-buffers arena`): write the whole\n"
+              "input before every `ek_model_run()` (the inference reuses its bytes) and read the output\n"
+              "before writing the next input. `edgekit build --io-buffers caller` gives\n"
+              "`ek_model_run(in, out)` on buffers of your own instead, at the cost of their bytes.\n"),
+    "caller": ("""ek_input_t  in[EK_INPUT_COUNT];   /* quantized codes: EK_INPUT_SCALE / EK_INPUT_ZERO_POINT */
+ek_output_t out[EK_OUTPUT_COUNT];
+ek_model_run(in, out);""",
+               "; your input and output buffers come on top",
+               "\nThe input and output are your buffers (the build's `--io-buffers caller`); the input is only read.\n"),
+}
+
+
+def _usage(manifest) -> dict:
+    usage, arena_note, note = USAGE[manifest.io_buffers or "caller"]
+    return {"usage": usage, "arena_note": arena_note, "usage_note": note}
 
 
 def export(build_dir: str | Path, dest: str | Path) -> Path:
@@ -152,7 +174,7 @@ def export(build_dir: str | Path, dest: str | Path) -> Path:
     fw = [f"firmware/{f}" for f in tc.FIRMWARE_SOURCES]
     fmt = {"version": __version__, "target": manifest.target, "board": manifest.board, "lib": LIBRARY,
            "cpu_flags": cpu_flags, "fw_sources": " ".join(fw), "arena": manifest.arena_bytes,
-           "source": Path(manifest.source).name}
+           "source": Path(manifest.source).name, **_usage(manifest)}
     (dest / "src").mkdir(parents=True)
     (dest / "firmware").mkdir()
     (dest / "cmake").mkdir()
@@ -168,6 +190,7 @@ def export(build_dir: str | Path, dest: str | Path) -> Path:
     (dest / "edgekit-export.json").write_text(json.dumps({
         "edgekit_version": __version__, "build_dir": str(build_dir.resolve()), "target": manifest.target,
         "board": manifest.board, "cflags": list(core.cflags), "source_sha256": manifest.source_sha256,
-        "macs": manifest.macs, "arena_bytes": manifest.arena_bytes, "weight_bytes": manifest.weight_bytes},
+        "macs": manifest.macs, "arena_bytes": manifest.arena_bytes, "weight_bytes": manifest.weight_bytes,
+        "io_buffers": manifest.io_buffers or "caller"},
         indent=1))
     return dest

@@ -83,8 +83,18 @@ def breakdown(elf: Path, sizes: dict[str, int] | None = None) -> dict:
     return {"flash": flash, "ram": ram, "weight_symbols": symbols}
 
 
+def io_in_arena(manifest) -> bool:
+    """Whether the build keeps its input and output inside the arena (``--io-buffers arena``); builds
+    made before the option kept them in the caller's buffers."""
+    return (manifest.io_buffers or "caller") == "arena"
+
+
 def io_buffer_bytes(manifest) -> int:
-    """Bytes of the input and output buffers, which the harness keeps outside the arena."""
+    """Bytes of the input and output buffers outside the arena: the caller's (``--io-buffers caller``),
+    none when they are inside the arena (the arena's size counts them)."""
+    if io_in_arena(manifest):
+        return 0
+
     def n(desc):
         shape = desc.get("float_shape") or desc.get("shape")
         count = 1
@@ -95,16 +105,26 @@ def io_buffer_bytes(manifest) -> int:
 
 
 def peak_ram(manifest, measured: dict) -> dict:
-    """What one inference needs in RAM: the planned arena, the input and output buffers outside it,
-    and the inference stack (measured on the board when the firmware ran, else the static analysis
+    """What one inference needs in RAM: the planned arena (with the input and output in it, by default),
+    the caller's input and output buffers outside it (``--io-buffers caller``), and the inference stack (measured on the board when the firmware ran, else the static analysis
     of -fstack-usage). The keys ``edgekit verify --json`` reports under ``memory``."""
     if "inference_stack_bytes" in measured:
         stack, source = measured["inference_stack_bytes"], "measured on the board"
     else:
         stack, source = manifest.memory.get("inference_stack_static_bytes", 0), "static analysis"
     io = io_buffer_bytes(manifest)
-    return {"io_buffer_bytes": io, "peak_ram_bytes": manifest.arena_bytes + io + stack,
-            "peak_ram_stack": source}
+    return {"io_buffers": "arena" if io_in_arena(manifest) else "caller", "io_buffer_bytes": io,
+            "peak_ram_bytes": manifest.arena_bytes + io + stack, "peak_ram_stack": source}
+
+
+def describe_peak_ram(memory: dict) -> str:
+    """One phrase for the peak RAM of ``peak_ram``'s keys: its total and what it is made of."""
+    if memory.get("io_buffers") == "arena":
+        io = "input and output inside the arena"
+    else:
+        io = f"+ the caller's input and output {memory['io_buffer_bytes']:,} B"
+    return (f"peak RAM of an inference {memory['peak_ram_bytes']:,} B (arena {memory['arena_bytes']:,} B, {io}, "
+            f"+ inference stack, {memory['peak_ram_stack']})")
 
 
 def _extent(layout: list[dict], origin: int, length: int, key: str, loaded_only: bool) -> int:

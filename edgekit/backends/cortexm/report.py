@@ -14,6 +14,7 @@ from pathlib import Path
 from ... import pages
 from ...manifest import Manifest
 from .kernels.base import format_fallbacks
+from .memory import describe_peak_ram
 
 
 
@@ -52,7 +53,11 @@ def report_json(manifest: Manifest) -> dict:
         "arena_lower_bound": manifest.memory_plan.get("lower_bound"),
         "planner": manifest.memory_plan.get("strategy"),
         "in_place_layers": manifest.memory_plan.get("inplace", []),
-        "flash_bytes": mem["flash_bytes"], "ram_bytes": mem["ram_bytes"], "layers": layers,
+        "flash_bytes": mem["flash_bytes"], "ram_bytes": mem["ram_bytes"],
+        # where the model's input and output live, and what one inference needs (the build's static stack;
+        # `edgekit verify` measures it); builds made before these keys have none
+        **{k: mem[k] for k in ("io_buffers", "io_buffer_bytes", "peak_ram_bytes", "peak_ram_stack") if k in mem},
+        "layers": layers,
         "kernel_fallbacks": manifest.kernel_fallbacks or [],
     }
 
@@ -76,7 +81,9 @@ def report_text(manifest: Manifest) -> str:
             f"{'weights B':>11}{'out B':>8}  {'buffer':<8}{'offset':>8}{'arena live':>12}")
     lines = [f"edgekit build for {rep['target']} on {rep['board']}: {rep['macs']} MACs, weights {rep['weight_bytes']} B, "
              f"arena {rep['arena_bytes']} B (lower bound {rep['arena_lower_bound']} B, {rep['planner']}), "
-             f"flash {rep['flash_bytes']} B, RAM {rep['ram_bytes']} B", head, "-" * len(head)]
+             f"flash {rep['flash_bytes']} B, RAM {rep['ram_bytes']} B"
+             + (f"; {describe_peak_ram(dict(manifest.memory, arena_bytes=rep['arena_bytes']))}"
+                if "peak_ram_bytes" in rep else ""), head, "-" * len(head)]
     for i, layer in enumerate(layers):
         off = "" if layer["arena_offset"] is None else str(layer["arena_offset"])
         lines.append(f"{i:>3}  {layer['name']:<{w_name}}{_kind(layer):<{w_op}}{_shape(layer['input_shape']):<{w_in}}"

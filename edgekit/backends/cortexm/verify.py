@@ -20,6 +20,7 @@ from ...manifest import Manifest
 from ...targets import Board
 from ...stages import StageResult, VerifyReport, compare
 from . import toolchain as tc
+from .memory import describe_peak_ram
 
 #: the shortest time limit, in seconds (what every stage had before limits scaled)
 TIME_LIMIT_FLOOR = 120.0
@@ -73,8 +74,7 @@ class CortexmVerifyReport(VerifyReport):
                          + (f" (static analysis: {m['inference_stack_static_bytes']} B)"
                             if "inference_stack_static_bytes" in m else ""))
         if "peak_ram_bytes" in m:
-            lines.append(f"peak RAM of an inference: {m['peak_ram_bytes']} B (arena {m['arena_bytes']} + input/output "
-                         f"{m['io_buffer_bytes']} + inference stack, {m['peak_ram_stack']}); flash {m['flash_bytes']} B "
+            lines.append(f"{describe_peak_ram(m)}; flash {m['flash_bytes']} B "
                          "(vectors, .text, .rodata, .ARM.exidx, .data)")
         return lines
 
