@@ -8,6 +8,7 @@ import functools
 
 import numpy as np
 
+from ....ir import contract
 from ....ops.conv2d import conv_geometry
 from .base import Selection
 from .common import Int8WeightsRefusal, byte_words, extend_insn, offset_word, requant_ctx, residual_ctx
@@ -64,11 +65,16 @@ def row_macs(n: int, stride: int, base: int, first: bool) -> list[str]:
 
 
 def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int, out_size: int,
-              sat: str, bits: int, lo: int | None, hi: int | None) -> list[str]:
+              sat: str, bits: int, lo: int | None, hi: int | None, doubled: bool = False,
+              shift: int | None = None) -> list[str]:
     """The channel loop of a block of ``n`` outputs for ring rotation ``rot`` (kernel row ky in ring
     slot (ky + rot) mod kh): per channel, LDM of row 0's weight word and the bias, per kernel row 2
-    SXTB16, the ring loads and MACs, LDM of (M, Ahi, e - 1), n one-SMLAL epilogues. The loop ends
-    after the channel whose e - 1 word carries LAST_CHANNEL (ASR reads only its low byte)."""
+    SXTB16, the ring loads and MACs, LDM of the requantization constants, n epilogues. The loop ends
+    after the channel whose shift word carries LAST_CHANNEL (ASR reads only its low byte).
+
+    The epilogue is the one-SMLAL form (M, Ahi, e - 1), or with ``doubled`` (the ring holds 2 (x - zp)
+    and the record 2 * bias, so the accumulator is 2 acc) the shorter SMMLAR form (M, 2 Ahi, e) of
+    :func:`doubled_rq`; ``shift``: every channel's e, folded into SSAT/USAT's shift."""
     st = "strb" if out_size == 1 else "strh"
     lines = ["1:", "ldmia %[r]!, {%[Q], %[a0]}"]
     for ky in range(kh):
@@ -80,9 +86,14 @@ def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int,
     lines.append("ldmia %[r]!, {%[P], %[Q], %[X]}")
     for k in list(range(1, n)) + [0]:
         a = f"%[a{k}]"
-        lines += ["and %[t0], " + a + ", #0x80000000", "orr %[t0], %[t0], #0x40000000",
-                  "add %[t1], %[Q], " + a + ", asr #31", "smlal %[t0], %[t1], " + a + ", %[P]",
-                  "asr %[t1], %[t1], %[X]", f"{sat} %[t1], #{bits}, %[t1]"]
+        if doubled:
+            lines += ["add %[t1], %[Q], " + a + ", asr #31", "smmlar %[t1], " + a + ", %[P], %[t1]"]
+            lines += [f"{sat} %[t1], #{bits}, %[t1], asr #{shift}"] if shift else \
+                ["asr %[t1], %[t1], %[X]", f"{sat} %[t1], #{bits}, %[t1]"]
+        else:
+            lines += ["and %[t0], " + a + ", #0x80000000", "orr %[t0], %[t0], #0x40000000",
+                      "add %[t1], %[Q], " + a + ", asr #31", "smlal %[t0], %[t1], " + a + ", %[P]",
+                      "asr %[t1], %[t1], %[X]", f"{sat} %[t1], #{bits}, %[t1]"]
         if lo is not None:
             lines += [f"cmp %[t1], #{lo}", "it lt", f"movlt %[t1], #{lo}"]
         if hi is not None:
@@ -90,6 +101,40 @@ def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int,
         lines.append(f"{st} %[t1], [%[o], #{k * oc * out_size}]" if k else f"{st} %[t1], [%[o]], #{out_size}")
     lines += [f"tst %[X], #{LAST_CHANNEL}", "beq 1b"]
     return lines
+
+
+def doubled_constants(rq, acc_bounds) -> list[tuple[int, int, int]] | None:
+    """Per channel (M, 2 Ahi, e) of the SMMLAR epilogue, for accumulators of absolute value at most
+    ``acc_bounds[c]``; None where it does not apply.
+
+    With fast_double_rounding's constants, the requantized code is floor(num / 2^(31 + e)) where
+    num = acc * M + Ahi * 2^32 + 2^30 - s * 2^31 (s = 1 for acc < 0). Then
+    2 num = 2 acc * M + (2 Ahi - s) * 2^32 + 2^31, which is SMMLAR's rounding form:
+    SMMLAR(2 acc, M, 2 Ahi - s) = floor(2 num / 2^32) = floor(num / 2^31), and an arithmetic shift
+    by e finishes (nested floors of divisions by powers of two are one floor). It needs 2 acc and
+    2 Ahi - 1 in int32 and |num| < 2^62 (floor(num / 2^31) in int32)."""
+    f = contract.fast_double_rounding(rq)
+    if f is None:
+        return None
+    n = len(acc_bounds)
+    ms, ahis, shs = (v if len(v) > 1 else v * n for v in (f["m"], f["ahi"], f["sh"]))
+    out = []
+    for c in range(n):
+        b, m, ahi = int(acc_bounds[c]), ms[c], ahis[c]
+        if 2 * b >= 2**31 or not -(2**31) < 2 * ahi < 2**31 \
+                or b * m + abs(ahi) * 2**32 + 2**31 + 2**30 >= 2**62:
+            return None
+        out.append((m, 2 * ahi, shs[c] + 1))
+    return out
+
+
+def doubled_rq(acc, m: int, k2: int, e: int) -> np.ndarray:
+    """What the SMMLAR epilogue computes for int32 accumulators ``acc`` (before doubling), with
+    (M, 2 Ahi, e) from :func:`doubled_constants`: SMMLAR(2 acc, M, 2 Ahi + (acc >> 31)) >> e
+    (tests/test_kernels_dsp.py compares it with the contract's double rounding)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    ra = np.int64(k2) + (acc >> 31)
+    return ((ra * 2**32 + 2 * acc * np.int64(m) + 2**31) >> 32) >> e
 
 
 def step_ring_pointer(lines: list[str], step: int) -> list[str]:
@@ -144,6 +189,11 @@ def blocks(ow: int, stride: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
+def wpad_of(g: dict) -> int:
+    """int16 columns of a ring row for the geometry ``g``."""
+    return ring_width(g["ow"], g["iw"], g["sw"], g["pad_l"])
+
+
 class Dw3Int8(Int8WeightsRefusal, Dw3):
     name = "dw3_int8"
     # above dw3: under size and balanced the int8 records go first; under speed only dw3 is offered
@@ -164,41 +214,54 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
         kh, oc = g["kh"], g["oc"]
         rq = a.get("requant")
         rqc = requant_ctx(rq, oc)
+        y = graph.tensors[node.outputs[0]]
+        cs = kh * wpad_of(g)
+        # the channel loop in assembly: one output per input channel, the requantization with SSAT/USAT;
+        # LDR/STR immediate offsets (imm12) bound the ring and the output row
+        use_asm = (a["depth_multiplier"] == 1 and not a.get("residual") and rqc.get("fast")
+                   and y.dtype in ("int8", "uint8", "int16", "uint16") and 2 * cs + 16 < 4096
+                   and MAX_BLOCK * g["oc"] * y.itemsize < 4096)
+        # there, the ring holds 2 (x - zp) and the records 2 * bias, for the shorter SMMLAR epilogue
+        # (doubled_constants) when every channel's accumulator bound allows it
+        zp = x.zero_point
+        info_x = np.iinfo(x.dtype)
+        x_abs = max(zp - int(info_x.min), int(info_x.max) - zp)
+        bounds = np.abs(bias) + np.abs(w).sum(axis=(0, 1)) * x_abs
+        dbl = doubled_constants(rq, bounds) if use_asm else None
         # one record per output channel: row 0's weight word, the bias, rows 1.. kh-1's words, then
         # (M, Ahi, e - 1) when the one-SMLAL epilogue applies
         recs = []
         for c in range(oc):
             words = [int(byte_words(*row_word(*(int(v) for v in w[ky, :, c]), g["sw"]))) for ky in range(kh)]
-            rec = [words[0], int(bias[c])] + words[1:]
-            if rqc.get("fast"):
+            rec = [words[0], int(bias[c]) * (2 if dbl else 1)] + words[1:]
+            if dbl:
+                rec += list(dbl[c])
+            elif rqc.get("fast"):
                 rec += rqc["frec"][3 * c:3 * c + 3] if rqc["fast_pc"] else rqc["frec"][:3]
             recs.append(rec)
-        wpad = ring_width(g["ow"], g["iw"], g["sw"], g["pad_l"])
+        wpad = wpad_of(g)
         rots = sorted({(oy * g["sh"]) % kh for oy in range(g["oh"])})
         ctx = {"g": g, "mult": a["depth_multiplier"], "wp": wpad, "rec_words": [v for r in recs for v in r],
                "rw": len(recs[0]), "rots": rots, "blocks": blocks(g["ow"], g["sw"]),
-               "ext": extend_insn(x.dtype), "offset_word": offset_word(x.zero_point), "zp": x.zero_point,
-               "scratch_bytes": 2 * kh * g["ic"] * wpad, "uses_bias": False,
-               "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16 (x - zp), int8 weights "
+               "ext": extend_insn(x.dtype), "offset_word": offset_word(2 * zp if dbl else zp), "zp": x.zero_point,
+               "scratch_bytes": 2 * kh * g["ic"] * wpad, "uses_bias": False, "doubled": bool(dbl),
+               "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16 "
+                          f"{'2 (x - zp), SMMLAR requantization' if dbl else '(x - zp)'}, int8 weights "
                           "(SXTB16), one record per channel, "
                           f"{'/'.join(str(n) for _, _, n in blocks(g['ow'], g['sw']))} outputs per channel and step"}
         ctx.update(rqc)
         ctx.update(residual_ctx(node, graph))
-        y = graph.tensors[node.outputs[0]]
-        cs = kh * wpad
-        # the channel loop in assembly: one output per input channel, the SMLAL epilogue with SSAT/USAT;
-        # LDR/STR immediate offsets (imm12) bound the ring and the output row
-        if a["depth_multiplier"] == 1 and not a.get("residual") and rqc.get("fast") \
-                and y.dtype in ("int8", "uint8", "int16", "uint16") and 2 * cs + 16 < 4096 \
-                and MAX_BLOCK * g["oc"] * y.itemsize < 4096:
+        if use_asm:
             info = np.iinfo(y.dtype)
             lo = rq.lo if rq.lo > info.min else None     # bounds tighter than the storage type (a fused ReLU)
             hi = rq.hi if rq.hi < info.max else None
             if all(v is None or -255 <= v <= 255 for v in (lo, hi)):
                 sat = "ssat" if info.min < 0 else "usat"
+                shifts = {e for _, _, e in dbl} if dbl else set()
+                shift = shifts.pop() if len(shifts) == 1 else None  # one for all channels: SSAT's own shift
                 ctx["asm"] = {
                     (rot, n): block_asm(n, g["sw"], kh, rot, wpad, cs, g["oc"], y.itemsize, sat, 8 * y.itemsize,
-                                        lo, hi)
+                                        lo, hi, doubled=bool(dbl), shift=shift)
                     for rot in rots for _, _, n in ctx["blocks"]}
                 ctx["asm_regs"] = {"P": REG_P, "Q": REG_Q, "X": REG_X, "a0": REG_A0}
                 ctx["rec_words"][-1] |= LAST_CHANNEL
