@@ -30,14 +30,16 @@ def row_word(w0: int, w1: int, w2: int, stride: int) -> tuple[int, int, int, int
     return (w0, w1, w1, w2) if stride == 1 else (w0, w2, w1, 0)
 
 
-def row_macs(n: int, stride: int, base: int, first: bool) -> list[str]:
+def row_macs(n: int, stride: int, base: int, first: bool, pairs: bool = True) -> list[str]:
     """Assembly of one kernel row for a block of ``n`` outputs of one channel: the ring words at byte
     offset ``base`` from ``tp`` and the MACs with the row's pairs P = (w0, w1), Q (row_word).
 
     Output k starts at column e = k * stride: even e is SMLAD(word e/2, P) + w2 * bottom(word e/2 + 1);
-    odd e (stride 1) is top(word (e-1)/2) * w0 + SMLAD(word (e+1)/2, Q). In the first row processed
-    every accumulator starts from the bias in a0, so there the words go in descending order and a0's
-    own MAC comes last in each word's group: every other accumulator reads a0 before a0 changes.
+    odd e (stride 1) is top(word (e-1)/2) * w0 + SMLAD(word (e+1)/2, Q). The words come two at a time
+    (LDRD into t0, t1; a last odd one by LDR), or with ``pairs`` False (offsets beyond LDRD's 1020) one
+    at a time. In the first row processed every accumulator starts from
+    the bias in a0, so there the words go in descending order and a0's own MAC comes last in each
+    word's group: every other accumulator reads a0 before a0 changes.
     """
     w2insn = "smlabt" if stride == 1 else "smlabb"
     groups: dict[int, list[tuple[int, str, str]]] = {}
@@ -49,18 +51,24 @@ def row_macs(n: int, stride: int, base: int, first: bool) -> list[str]:
             uses = [(e // 2, "smlatb", "P"), (e // 2 + 1, "smlad", "Q")]
         for m, insn, reg in uses:
             groups.setdefault(m, []).append((k, insn, reg))
-    order = sorted(groups, reverse=first)
+    words = sorted(groups)                       # consecutive from 0
+    step = 2 if pairs else 1
+    loads = [tuple(words[i:i + step]) for i in range(0, len(words), step)]
+    if first:
+        loads.reverse()
     started: set[int] = set()
-    lines, temps = [], ("t0", "t1")
-    lines.append(f"ldr %[{temps[0]}], [%[tp], #{base + 4 * order[0]}]")
-    for i, m in enumerate(order):
-        t = temps[i % 2]
-        if i + 1 < len(order):  # the next word's load before this word's MACs
-            lines.append(f"ldr %[{temps[(i + 1) % 2]}], [%[tp], #{base + 4 * order[i + 1]}]")
-        for k, insn, reg in sorted(groups[m], key=lambda u: u[0] == 0):
-            addend = f"a{k}" if (k in started or not first) else "a0"
-            started.add(k)
-            lines.append(f"{insn} %[a{k}], %[{t}], %[{reg}], %[{addend}]")
+    lines = []
+    for pair in loads:
+        if len(pair) == 2:
+            lines.append(f"ldrd %[t0], %[t1], [%[tp], #{base + 4 * pair[0]}]")
+        else:
+            lines.append(f"ldr %[t0], [%[tp], #{base + 4 * pair[0]}]")
+        for m in (sorted(pair, reverse=first)):
+            t = "t0" if m == pair[0] else "t1"
+            for k, insn, reg in sorted(groups[m], key=lambda u: u[0] == 0):
+                addend = f"a{k}" if (k in started or not first) else "a0"
+                started.add(k)
+                lines.append(f"{insn} %[a{k}], %[{t}], %[{reg}], %[{addend}]")
     return lines
 
 
@@ -76,12 +84,14 @@ def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int,
     and the record 2 * bias, so the accumulator is 2 acc) the shorter SMMLAR form (M, 2 Ahi, e) of
     :func:`doubled_rq`; ``shift``: every channel's e, folded into SSAT/USAT's shift."""
     st = "strb" if out_size == 1 else "strh"
+    # LDRD reaches 1020 bytes (imm8 x 4): the last ring row's last word must be within it
+    pairs = 2 * (kh - 1) * wp + 4 * ((n - 1) * stride // 2 + 1) <= 1020
     lines = ["1:", "ldmia %[r]!, {%[Q], %[a0]}"]
     for ky in range(kh):
         if ky:
             lines.append("ldr %[Q], [%[r]], #4")
         lines += ["sxtb16 %[P], %[Q]", "sxtb16 %[Q], %[Q], ror #8"]
-        lines += row_macs(n, stride, 2 * ((ky + rot) % kh) * wp, ky == 0)
+        lines += row_macs(n, stride, 2 * ((ky + rot) % kh) * wp, ky == 0, pairs)
     lines = step_ring_pointer(lines, 2 * cs)
     lines.append("ldmia %[r]!, {%[P], %[Q], %[X]}")
     for k in list(range(1, n)) + [0]:
@@ -141,7 +151,7 @@ def step_ring_pointer(lines: list[str], step: int) -> list[str]:
     """Advance ``tp`` to the next channel's ring rows: post-indexed on the load at offset 0 when
     every later offset fits a negative imm8 (Thumb-2 LDR: -255..255 around a write-back), else ADDW."""
     offsets = [int(line.rsplit("#", 1)[1].rstrip("]")) for line in lines if "[%[tp], #" in line]
-    if step + max(offsets) > 255:
+    if step + max(offsets) > 255 or 0 not in offsets:
         return lines + [f"addw %[tp], %[tp], #{step}"]
     out, stepped = [], False
     for line in lines:
