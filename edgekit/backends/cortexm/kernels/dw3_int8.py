@@ -73,16 +73,18 @@ def row_macs(n: int, stride: int, base: int, first: bool, pairs: bool = True) ->
 
 
 def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int, out_size: int,
-              sat: str, bits: int, lo: int | None, hi: int | None, doubled: bool = False,
+              sat: str, bits: int, lo: int | None, hi: int | None, form: str = "smlal",
               shift: int | None = None) -> list[str]:
     """The channel loop of a block of ``n`` outputs for ring rotation ``rot`` (kernel row ky in ring
     slot (ky + rot) mod kh): per channel, LDM of row 0's weight word and the bias, per kernel row 2
     SXTB16, the ring loads and MACs, LDM of the requantization constants, n epilogues. The loop ends
     after the channel whose shift word carries LAST_CHANNEL (ASR reads only its low byte).
 
-    The epilogue is the one-SMLAL form (M, Ahi, e - 1), or with ``doubled`` (the ring holds 2 (x - zp)
-    and the record 2 * bias, so the accumulator is 2 acc) the shorter SMMLAR form (M, 2 Ahi, e) of
-    :func:`doubled_rq`; ``shift``: every channel's e, folded into SSAT/USAT's shift."""
+    The epilogue ``form`` is the one-SMLAL form "smlal" (M, Ahi, e - 1), or the shorter SMMLAR form of
+    :func:`doubled_rq` (M, 2 Ahi, e) on a doubled accumulator: "smmlar" where the ring holds 2 (x - zp)
+    and the record 2 * bias (stride 1: one input element per output to double), "smmlar_lsl" where
+    each accumulator is doubled by LSL (strides that bring in more input per output);
+    ``shift``: every channel's e, folded into SSAT/USAT's shift."""
     st = "strb" if out_size == 1 else "strh"
     # LDRD reaches 1020 bytes (imm8 x 4): the last ring row's last word must be within it
     pairs = 2 * (kh - 1) * wp + 4 * ((n - 1) * stride // 2 + 1) <= 1020
@@ -96,8 +98,11 @@ def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int,
     lines.append("ldmia %[r]!, {%[P], %[Q], %[X]}")
     for k in list(range(1, n)) + [0]:
         a = f"%[a{k}]"
-        if doubled:
-            lines += ["add %[t1], %[Q], " + a + ", asr #31", "smmlar %[t1], " + a + ", %[P], %[t1]"]
+        if form != "smlal":
+            lines.append("add %[t1], %[Q], " + a + ", asr #31")
+            if form == "smmlar_lsl":
+                lines.append(f"lsl {a}, {a}, #1")
+            lines.append("smmlar %[t1], " + a + ", %[P], %[t1]")
             lines += [f"{sat} %[t1], #{bits}, %[t1], asr #{shift}"] if shift else \
                 ["asr %[t1], %[t1], %[X]", f"{sat} %[t1], #{bits}, %[t1]"]
         else:
@@ -238,12 +243,15 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
         x_abs = max(zp - int(info_x.min), int(info_x.max) - zp)
         bounds = np.abs(bias) + np.abs(w).sum(axis=(0, 1)) * x_abs
         dbl = doubled_constants(rq, bounds) if use_asm else None
+        # doubling in the ring costs half an instruction per input element (a second SXTAB16 per word),
+        # LSL one per output: the ring for stride 1 x 1 only
+        in_ring = bool(dbl) and g["sh"] * g["sw"] == 1
         # one record per output channel: row 0's weight word, the bias, rows 1.. kh-1's words, then
         # (M, Ahi, e - 1) when the one-SMLAL epilogue applies
         recs = []
         for c in range(oc):
             words = [int(byte_words(*row_word(*(int(v) for v in w[ky, :, c]), g["sw"]))) for ky in range(kh)]
-            rec = [words[0], int(bias[c]) * (2 if dbl else 1)] + words[1:]
+            rec = [words[0], int(bias[c]) * (2 if in_ring else 1)] + words[1:]
             if dbl:
                 rec += list(dbl[c])
             elif rqc.get("fast"):
@@ -253,10 +261,11 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
         rots = sorted({(oy * g["sh"]) % kh for oy in range(g["oh"])})
         ctx = {"g": g, "mult": a["depth_multiplier"], "wp": wpad, "rec_words": [v for r in recs for v in r],
                "rw": len(recs[0]), "rots": rots, "blocks": blocks(g["ow"], g["sw"]),
-               "ext": extend_insn(x.dtype), "offset_word": offset_word(2 * zp if dbl else zp), "zp": x.zero_point,
-               "scratch_bytes": 2 * kh * g["ic"] * wpad, "uses_bias": False, "doubled": bool(dbl),
+               "ext": extend_insn(x.dtype), "offset_word": offset_word(2 * zp if in_ring else zp), "zp": x.zero_point,
+               "scratch_bytes": 2 * kh * g["ic"] * wpad, "uses_bias": False, "doubled": in_ring,
                "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16 "
-                          f"{'2 (x - zp), SMMLAR requantization' if dbl else '(x - zp)'}, int8 weights "
+                          f"{'2 (x - zp)' if in_ring else '(x - zp)'}{', SMMLAR requantization' if dbl else ''}, "
+                          "int8 weights "
                           "(SXTB16), one record per channel, "
                           f"{'/'.join(str(n) for _, _, n in blocks(g['ow'], g['sw']))} outputs per channel and step"}
         ctx.update(rqc)
@@ -271,7 +280,8 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
                 shift = shifts.pop() if len(shifts) == 1 else None  # one for all channels: SSAT's own shift
                 ctx["asm"] = {
                     (rot, n): block_asm(n, g["sw"], kh, rot, wpad, cs, g["oc"], y.itemsize, sat, 8 * y.itemsize,
-                                        lo, hi, doubled=bool(dbl), shift=shift)
+                                        lo, hi, form="smlal" if not dbl else "smmlar" if in_ring else "smmlar_lsl",
+                                        shift=shift)
                     for rot in rots for _, _, n in ctx["blocks"]}
                 ctx["asm_regs"] = {"P": REG_P, "Q": REG_Q, "X": REG_X, "a0": REG_A0}
                 ctx["rec_words"][-1] |= LAST_CHANNEL
