@@ -8,10 +8,10 @@ import functools
 
 import numpy as np
 
-from ....ir import contract
 from ....ops.conv2d import conv_geometry
 from .base import Selection
-from .common import Int8WeightsRefusal, byte_words, extend_insn, offset_word, requant_ctx, residual_ctx
+from .common import (Int8WeightsRefusal, byte_words, doubled_constants, doubled_rq, extend_insn,  # noqa: F401
+                     offset_word, requant_ctx, residual_ctx)
 from .dw3 import Dw3, ring_width
 
 #: at most this many outputs of one channel per step of the assembly loop (13 registers: P, Q, X, five
@@ -116,40 +116,6 @@ def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int,
         lines.append(f"{st} %[t1], [%[o], #{k * oc * out_size}]" if k else f"{st} %[t1], [%[o]], #{out_size}")
     lines += [f"tst %[X], #{LAST_CHANNEL}", "beq 1b"]
     return lines
-
-
-def doubled_constants(rq, acc_bounds) -> list[tuple[int, int, int]] | None:
-    """Per channel (M, 2 Ahi, e) of the SMMLAR epilogue, for accumulators of absolute value at most
-    ``acc_bounds[c]``; None where it does not apply.
-
-    With fast_double_rounding's constants, the requantized code is floor(num / 2^(31 + e)) where
-    num = acc * M + Ahi * 2^32 + 2^30 - s * 2^31 (s = 1 for acc < 0). Then
-    2 num = 2 acc * M + (2 Ahi - s) * 2^32 + 2^31, which is SMMLAR's rounding form:
-    SMMLAR(2 acc, M, 2 Ahi - s) = floor(2 num / 2^32) = floor(num / 2^31), and an arithmetic shift
-    by e finishes (nested floors of divisions by powers of two are one floor). It needs 2 acc and
-    2 Ahi - 1 in int32 and |num| < 2^62 (floor(num / 2^31) in int32)."""
-    f = contract.fast_double_rounding(rq)
-    if f is None:
-        return None
-    n = len(acc_bounds)
-    ms, ahis, shs = (v if len(v) > 1 else v * n for v in (f["m"], f["ahi"], f["sh"]))
-    out = []
-    for c in range(n):
-        b, m, ahi = int(acc_bounds[c]), ms[c], ahis[c]
-        if 2 * b >= 2**31 or not -(2**31) < 2 * ahi < 2**31 \
-                or b * m + abs(ahi) * 2**32 + 2**31 + 2**30 >= 2**62:
-            return None
-        out.append((m, 2 * ahi, shs[c] + 1))
-    return out
-
-
-def doubled_rq(acc, m: int, k2: int, e: int) -> np.ndarray:
-    """What the SMMLAR epilogue computes for int32 accumulators ``acc`` (before doubling), with
-    (M, 2 Ahi, e) from :func:`doubled_constants`: SMMLAR(2 acc, M, 2 Ahi + (acc >> 31)) >> e
-    (tests/test_kernels_dsp.py compares it with the contract's double rounding)."""
-    acc = np.asarray(acc, dtype=np.int64)
-    ra = np.int64(k2) + (acc >> 31)
-    return ((ra * 2**32 + 2 * acc * np.int64(m) + 2**31) >> 32) >> e
 
 
 def step_ring_pointer(lines: list[str], step: int) -> list[str]:
