@@ -216,11 +216,12 @@ def _sxtb16(word: int, ror: bool) -> tuple[int, int]:
 
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
-def test_dw3_int8_row_macs_compute_each_output_from_the_bias(n, stride):
+@pytest.mark.parametrize("pairs", [True, False])
+def test_dw3_int8_row_macs_compute_each_output_from_the_bias(n, stride, pairs):
     """The MACs dw3_int8 emits for a block of n outputs, interpreted over random ring rows and int8
     weights, equal the direct 3-tap dot products plus the bias: every accumulator starts from the
     bias in a0 before a0 changes (the first row's order), and the weight words' SXTB16 halves are
-    the pairs the MACs need."""
+    the pairs the MACs need; ring words loaded two at a time (LDRD) or one at a time."""
     import numpy as np
 
     from edgekit.backends.cortexm.kernels.common import byte_words
@@ -236,12 +237,13 @@ def test_dw3_int8_row_macs_compute_each_output_from_the_bias(n, stride):
     for ky in range(kh):
         word = int(byte_words(*row_word(*(int(v) for v in w[ky]), stride)))
         regs = {"P": _sxtb16(word, False), "Q": _sxtb16(word, True)}
-        for line in row_macs(n, stride, 0, ky == 0):
+        for line in row_macs(n, stride, 0, ky == 0, pairs):
             op, args = line.split(" ", 1)
             names = [a.strip(" %[]") for a in args.replace("[%[tp], #", "").replace("]", "").split(",")]
-            if op == "ldr":
-                e = int(names[1]) // 2
-                regs[names[0]] = (int(x[ky, e]), int(x[ky, e + 1]))
+            if op in ("ldr", "ldrd"):  # one ring word, or two (LDRD)
+                for j, reg in enumerate(names[:-1]):
+                    e = int(names[-1]) // 2 + 2 * j
+                    regs[reg] = (int(x[ky, e]), int(x[ky, e + 1]))
                 continue
             dst, xr, wr, addend = names
             assert acc[addend] is not None, f"{addend} read before it holds the bias: {line}"

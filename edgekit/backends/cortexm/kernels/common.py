@@ -76,6 +76,65 @@ def requant_ctx(rq, channels_padded: int) -> dict:
             "frec": rec, "clamp_pre": pre, "clamp_post": post}
 
 
+def doubled_constants(rq, acc_bounds) -> list[tuple[int, int, int]] | None:
+    """Per channel (M, 2 Ahi, e) of the SMMLAR epilogue, for accumulators of absolute value at most
+    ``acc_bounds[c]``; None where it does not apply.
+
+    With fast_double_rounding's constants, the requantized code is floor(num / 2^(31 + e)) where
+    num = acc * M + Ahi * 2^32 + 2^30 - s * 2^31 (s = 1 for acc < 0). Then
+    2 num = 2 acc * M + (2 Ahi - s) * 2^32 + 2^31, which is SMMLAR's rounding form:
+    SMMLAR(2 acc, M, 2 Ahi - s) = floor(2 num / 2^32) = floor(num / 2^31), and an arithmetic shift
+    by e finishes (nested floors of divisions by powers of two are one floor). It needs 2 acc and
+    2 Ahi - 1 in int32 and |num| < 2^62 (floor(num / 2^31) in int32)."""
+    f = contract.fast_double_rounding(rq)
+    if f is None:
+        return None
+    n = len(acc_bounds)
+    ms, ahis, shs = (v if len(v) > 1 else v * n for v in (f["m"], f["ahi"], f["sh"]))
+    out = []
+    for c in range(n):
+        b, m, ahi = int(acc_bounds[c]), ms[c], ahis[c]
+        if 2 * b >= 2**31 or not -(2**31) < 2 * ahi < 2**31 \
+                or b * m + abs(ahi) * 2**32 + 2**31 + 2**30 >= 2**62:
+            return None
+        out.append((m, 2 * ahi, shs[c] + 1))
+    return out
+
+
+def doubled_rq(acc, m: int, k2: int, e: int) -> np.ndarray:
+    """What the SMMLAR epilogue computes for int32 accumulators ``acc`` (before doubling), with
+    (M, 2 Ahi, e) from :func:`doubled_constants`: SMMLAR(2 acc, M, 2 Ahi + (acc >> 31)) >> e
+    (tests/test_kernels_dsp.py compares it with the contract's double rounding)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    ra = np.int64(k2) + (acc >> 31)
+    return ((ra * 2**32 + 2 * acc * np.int64(m) + 2**31) >> 32) >> e
+
+
+def accumulator_bounds(bias: np.ndarray, weights_per_channel: np.ndarray, x_dtype: str, zp: int) -> np.ndarray:
+    """Per output channel, the largest |bias + sum(w * (x - zp))| over every input of the type: what
+    doubled_constants needs. ``weights_per_channel``: (channels, taps)."""
+    info = np.iinfo(x_dtype)
+    x_abs = max(zp - int(info.min), int(info.max) - zp)
+    return np.abs(np.asarray(bias, np.int64)) + np.abs(np.asarray(weights_per_channel, np.int64)).sum(axis=1) * x_abs
+
+
+def smmlar_ctx(rqc: dict, rq, bounds, channels_padded: int) -> dict:
+    """requant_ctx's context switched to the SMMLAR epilogue (ek_dsp_rq2: M, 2 Ahi, e) when every
+    channel's accumulator bound allows it (doubled_constants), else ``rqc`` unchanged."""
+    if not rqc.get("fast"):
+        return rqc
+    dbl = doubled_constants(rq, bounds)
+    if dbl is None:
+        return rqc
+    if not rqc["fast_pc"]:
+        dbl = dbl[:1]
+    ms, ks, es = ([v[i] for v in dbl] for i in range(3))
+    if rqc["fast_pc"]:
+        ms, ks, es = (pad_channels(v, channels_padded) for v in (ms, ks, es))
+    return {**rqc, "smmlar": True, "fm": ms, "fahi": ks, "fsh": es,
+            "frec": [v for trip in zip(ms, ks, es) for v in trip]}
+
+
 def residual_ctx(node, graph) -> dict:
     """Fast forms of a fused residual add's three requantizations (conv2d.c.j2's arithmetic)."""
     res = node.attrs.get("residual")

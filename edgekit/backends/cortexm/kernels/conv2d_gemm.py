@@ -6,8 +6,8 @@ import numpy as np
 
 from ....ops.conv2d import conv_geometry
 from .base import KernelVariant, Selection
-from .common import (extend_insn, offset_word, pair_words, requant_ctx, residual_ctx, run_pairs, valid_taps,
-                     wider_residual_in_place)
+from .common import (accumulator_bounds, extend_insn, offset_word, pair_words, requant_ctx, residual_ctx, run_pairs,
+                     smmlar_ctx, valid_taps, wider_residual_in_place)
 
 #: im2col block: pixels per block (the 3x2 micro-kernel: 3 pixels x 2 output channels).
 GEMM_PIXELS = 3
@@ -83,7 +83,8 @@ class ConvGemm(KernelVariant):
         # stream per channel pair: the two biases, the weights of the k-pairs in the order the
         # micro-kernel reads them, then (M, Ahi, e - 1) of both channels for the one-multiply requantization
         rq = node.attrs.get("requant")
-        rqc = requant_ctx(rq, oc_pad)
+        # the SMMLAR epilogue (ek_dsp_rq2: one instruction fewer per output) where the accumulators allow it
+        rqc = smmlar_ctx(requant_ctx(rq, oc_pad), rq, accumulator_bounds(bias, flat, x.dtype, x.zero_point), oc_pad)
         pairs = self.channel_pair_words(wp)
         b2 = np.array(bias.tolist() + [0] * (oc_pad - oc), np.int64).reshape(-1, 2)
         parts = [b2, pairs]

@@ -10,7 +10,8 @@ import numpy as np
 
 from ....ops.conv2d import conv_geometry
 from .base import Selection
-from .common import Int8WeightsRefusal, byte_words, extend_insn, offset_word, requant_ctx, residual_ctx
+from .common import (Int8WeightsRefusal, byte_words, doubled_constants, doubled_rq, extend_insn,  # noqa: F401
+                     offset_word, requant_ctx, residual_ctx)
 from .dw3 import Dw3, ring_width
 
 #: at most this many outputs of one channel per step of the assembly loop (13 registers: P, Q, X, five
@@ -29,14 +30,16 @@ def row_word(w0: int, w1: int, w2: int, stride: int) -> tuple[int, int, int, int
     return (w0, w1, w1, w2) if stride == 1 else (w0, w2, w1, 0)
 
 
-def row_macs(n: int, stride: int, base: int, first: bool) -> list[str]:
+def row_macs(n: int, stride: int, base: int, first: bool, pairs: bool = True) -> list[str]:
     """Assembly of one kernel row for a block of ``n`` outputs of one channel: the ring words at byte
     offset ``base`` from ``tp`` and the MACs with the row's pairs P = (w0, w1), Q (row_word).
 
     Output k starts at column e = k * stride: even e is SMLAD(word e/2, P) + w2 * bottom(word e/2 + 1);
-    odd e (stride 1) is top(word (e-1)/2) * w0 + SMLAD(word (e+1)/2, Q). In the first row processed
-    every accumulator starts from the bias in a0, so there the words go in descending order and a0's
-    own MAC comes last in each word's group: every other accumulator reads a0 before a0 changes.
+    odd e (stride 1) is top(word (e-1)/2) * w0 + SMLAD(word (e+1)/2, Q). The words come two at a time
+    (LDRD into t0, t1; a last odd one by LDR), or with ``pairs`` False (offsets beyond LDRD's 1020) one
+    at a time. In the first row processed every accumulator starts from
+    the bias in a0, so there the words go in descending order and a0's own MAC comes last in each
+    word's group: every other accumulator reads a0 before a0 changes.
     """
     w2insn = "smlabt" if stride == 1 else "smlabb"
     groups: dict[int, list[tuple[int, str, str]]] = {}
@@ -48,41 +51,64 @@ def row_macs(n: int, stride: int, base: int, first: bool) -> list[str]:
             uses = [(e // 2, "smlatb", "P"), (e // 2 + 1, "smlad", "Q")]
         for m, insn, reg in uses:
             groups.setdefault(m, []).append((k, insn, reg))
-    order = sorted(groups, reverse=first)
+    words = sorted(groups)                       # consecutive from 0
+    step = 2 if pairs else 1
+    loads = [tuple(words[i:i + step]) for i in range(0, len(words), step)]
+    if first:
+        loads.reverse()
     started: set[int] = set()
-    lines, temps = [], ("t0", "t1")
-    lines.append(f"ldr %[{temps[0]}], [%[tp], #{base + 4 * order[0]}]")
-    for i, m in enumerate(order):
-        t = temps[i % 2]
-        if i + 1 < len(order):  # the next word's load before this word's MACs
-            lines.append(f"ldr %[{temps[(i + 1) % 2]}], [%[tp], #{base + 4 * order[i + 1]}]")
-        for k, insn, reg in sorted(groups[m], key=lambda u: u[0] == 0):
-            addend = f"a{k}" if (k in started or not first) else "a0"
-            started.add(k)
-            lines.append(f"{insn} %[a{k}], %[{t}], %[{reg}], %[{addend}]")
+    lines = []
+    for pair in loads:
+        if len(pair) == 2:
+            lines.append(f"ldrd %[t0], %[t1], [%[tp], #{base + 4 * pair[0]}]")
+        else:
+            lines.append(f"ldr %[t0], [%[tp], #{base + 4 * pair[0]}]")
+        for m in (sorted(pair, reverse=first)):
+            t = "t0" if m == pair[0] else "t1"
+            for k, insn, reg in sorted(groups[m], key=lambda u: u[0] == 0):
+                addend = f"a{k}" if (k in started or not first) else "a0"
+                started.add(k)
+                lines.append(f"{insn} %[a{k}], %[{t}], %[{reg}], %[{addend}]")
     return lines
 
 
 def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int, out_size: int,
-              sat: str, bits: int, lo: int | None, hi: int | None) -> list[str]:
+              sat: str, bits: int, lo: int | None, hi: int | None, form: str = "smlal",
+              shift: int | None = None) -> list[str]:
     """The channel loop of a block of ``n`` outputs for ring rotation ``rot`` (kernel row ky in ring
     slot (ky + rot) mod kh): per channel, LDM of row 0's weight word and the bias, per kernel row 2
-    SXTB16, the ring loads and MACs, LDM of (M, Ahi, e - 1), n one-SMLAL epilogues. The loop ends
-    after the channel whose e - 1 word carries LAST_CHANNEL (ASR reads only its low byte)."""
+    SXTB16, the ring loads and MACs, LDM of the requantization constants, n epilogues. The loop ends
+    after the channel whose shift word carries LAST_CHANNEL (ASR reads only its low byte).
+
+    The epilogue ``form`` is the one-SMLAL form "smlal" (M, Ahi, e - 1), or the shorter SMMLAR form of
+    :func:`doubled_rq` (M, 2 Ahi, e) on a doubled accumulator: "smmlar" where the ring holds 2 (x - zp)
+    and the record 2 * bias (stride 1: one input element per output to double), "smmlar_lsl" where
+    each accumulator is doubled by LSL (strides that bring in more input per output);
+    ``shift``: every channel's e, folded into SSAT/USAT's shift."""
     st = "strb" if out_size == 1 else "strh"
+    # LDRD reaches 1020 bytes (imm8 x 4): the last ring row's last word must be within it
+    pairs = 2 * (kh - 1) * wp + 4 * ((n - 1) * stride // 2 + 1) <= 1020
     lines = ["1:", "ldmia %[r]!, {%[Q], %[a0]}"]
     for ky in range(kh):
         if ky:
             lines.append("ldr %[Q], [%[r]], #4")
         lines += ["sxtb16 %[P], %[Q]", "sxtb16 %[Q], %[Q], ror #8"]
-        lines += row_macs(n, stride, 2 * ((ky + rot) % kh) * wp, ky == 0)
+        lines += row_macs(n, stride, 2 * ((ky + rot) % kh) * wp, ky == 0, pairs)
     lines = step_ring_pointer(lines, 2 * cs)
     lines.append("ldmia %[r]!, {%[P], %[Q], %[X]}")
     for k in list(range(1, n)) + [0]:
         a = f"%[a{k}]"
-        lines += ["and %[t0], " + a + ", #0x80000000", "orr %[t0], %[t0], #0x40000000",
-                  "add %[t1], %[Q], " + a + ", asr #31", "smlal %[t0], %[t1], " + a + ", %[P]",
-                  "asr %[t1], %[t1], %[X]", f"{sat} %[t1], #{bits}, %[t1]"]
+        if form != "smlal":
+            lines.append("add %[t1], %[Q], " + a + ", asr #31")
+            if form == "smmlar_lsl":
+                lines.append(f"lsl {a}, {a}, #1")
+            lines.append("smmlar %[t1], " + a + ", %[P], %[t1]")
+            lines += [f"{sat} %[t1], #{bits}, %[t1], asr #{shift}"] if shift else \
+                ["asr %[t1], %[t1], %[X]", f"{sat} %[t1], #{bits}, %[t1]"]
+        else:
+            lines += ["and %[t0], " + a + ", #0x80000000", "orr %[t0], %[t0], #0x40000000",
+                      "add %[t1], %[Q], " + a + ", asr #31", "smlal %[t0], %[t1], " + a + ", %[P]",
+                      "asr %[t1], %[t1], %[X]", f"{sat} %[t1], #{bits}, %[t1]"]
         if lo is not None:
             lines += [f"cmp %[t1], #{lo}", "it lt", f"movlt %[t1], #{lo}"]
         if hi is not None:
@@ -96,7 +122,7 @@ def step_ring_pointer(lines: list[str], step: int) -> list[str]:
     """Advance ``tp`` to the next channel's ring rows: post-indexed on the load at offset 0 when
     every later offset fits a negative imm8 (Thumb-2 LDR: -255..255 around a write-back), else ADDW."""
     offsets = [int(line.rsplit("#", 1)[1].rstrip("]")) for line in lines if "[%[tp], #" in line]
-    if step + max(offsets) > 255:
+    if step + max(offsets) > 255 or 0 not in offsets:
         return lines + [f"addw %[tp], %[tp], #{step}"]
     out, stepped = [], False
     for line in lines:
@@ -144,6 +170,11 @@ def blocks(ow: int, stride: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
+def wpad_of(g: dict) -> int:
+    """int16 columns of a ring row for the geometry ``g``."""
+    return ring_width(g["ow"], g["iw"], g["sw"], g["pad_l"])
+
+
 class Dw3Int8(Int8WeightsRefusal, Dw3):
     name = "dw3_int8"
     # above dw3: under size and balanced the int8 records go first; under speed only dw3 is offered
@@ -164,41 +195,59 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
         kh, oc = g["kh"], g["oc"]
         rq = a.get("requant")
         rqc = requant_ctx(rq, oc)
+        y = graph.tensors[node.outputs[0]]
+        cs = kh * wpad_of(g)
+        # the channel loop in assembly: one output per input channel, the requantization with SSAT/USAT;
+        # LDR/STR immediate offsets (imm12) bound the ring and the output row
+        use_asm = (a["depth_multiplier"] == 1 and not a.get("residual") and rqc.get("fast")
+                   and y.dtype in ("int8", "uint8", "int16", "uint16") and 2 * cs + 16 < 4096
+                   and MAX_BLOCK * g["oc"] * y.itemsize < 4096)
+        # there, the ring holds 2 (x - zp) and the records 2 * bias, for the shorter SMMLAR epilogue
+        # (doubled_constants) when every channel's accumulator bound allows it
+        zp = x.zero_point
+        info_x = np.iinfo(x.dtype)
+        x_abs = max(zp - int(info_x.min), int(info_x.max) - zp)
+        bounds = np.abs(bias) + np.abs(w).sum(axis=(0, 1)) * x_abs
+        dbl = doubled_constants(rq, bounds) if use_asm else None
+        # doubling in the ring costs half an instruction per input element (a second SXTAB16 per word),
+        # LSL one per output: the ring for stride 1 x 1 only
+        in_ring = bool(dbl) and g["sh"] * g["sw"] == 1
         # one record per output channel: row 0's weight word, the bias, rows 1.. kh-1's words, then
         # (M, Ahi, e - 1) when the one-SMLAL epilogue applies
         recs = []
         for c in range(oc):
             words = [int(byte_words(*row_word(*(int(v) for v in w[ky, :, c]), g["sw"]))) for ky in range(kh)]
-            rec = [words[0], int(bias[c])] + words[1:]
-            if rqc.get("fast"):
+            rec = [words[0], int(bias[c]) * (2 if in_ring else 1)] + words[1:]
+            if dbl:
+                rec += list(dbl[c])
+            elif rqc.get("fast"):
                 rec += rqc["frec"][3 * c:3 * c + 3] if rqc["fast_pc"] else rqc["frec"][:3]
             recs.append(rec)
-        wpad = ring_width(g["ow"], g["iw"], g["sw"], g["pad_l"])
+        wpad = wpad_of(g)
         rots = sorted({(oy * g["sh"]) % kh for oy in range(g["oh"])})
         ctx = {"g": g, "mult": a["depth_multiplier"], "wp": wpad, "rec_words": [v for r in recs for v in r],
                "rw": len(recs[0]), "rots": rots, "blocks": blocks(g["ow"], g["sw"]),
-               "ext": extend_insn(x.dtype), "offset_word": offset_word(x.zero_point), "zp": x.zero_point,
-               "scratch_bytes": 2 * kh * g["ic"] * wpad, "uses_bias": False,
-               "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16 (x - zp), int8 weights "
+               "ext": extend_insn(x.dtype), "offset_word": offset_word(2 * zp if in_ring else zp), "zp": x.zero_point,
+               "scratch_bytes": 2 * kh * g["ic"] * wpad, "uses_bias": False, "doubled": in_ring,
+               "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16 "
+                          f"{'2 (x - zp)' if in_ring else '(x - zp)'}{', SMMLAR requantization' if dbl else ''}, "
+                          "int8 weights "
                           "(SXTB16), one record per channel, "
                           f"{'/'.join(str(n) for _, _, n in blocks(g['ow'], g['sw']))} outputs per channel and step"}
         ctx.update(rqc)
         ctx.update(residual_ctx(node, graph))
-        y = graph.tensors[node.outputs[0]]
-        cs = kh * wpad
-        # the channel loop in assembly: one output per input channel, the SMLAL epilogue with SSAT/USAT;
-        # LDR/STR immediate offsets (imm12) bound the ring and the output row
-        if a["depth_multiplier"] == 1 and not a.get("residual") and rqc.get("fast") \
-                and y.dtype in ("int8", "uint8", "int16", "uint16") and 2 * cs + 16 < 4096 \
-                and MAX_BLOCK * g["oc"] * y.itemsize < 4096:
+        if use_asm:
             info = np.iinfo(y.dtype)
             lo = rq.lo if rq.lo > info.min else None     # bounds tighter than the storage type (a fused ReLU)
             hi = rq.hi if rq.hi < info.max else None
             if all(v is None or -255 <= v <= 255 for v in (lo, hi)):
                 sat = "ssat" if info.min < 0 else "usat"
+                shifts = {e for _, _, e in dbl} if dbl else set()
+                shift = shifts.pop() if len(shifts) == 1 else None  # one for all channels: SSAT's own shift
                 ctx["asm"] = {
                     (rot, n): block_asm(n, g["sw"], kh, rot, wpad, cs, g["oc"], y.itemsize, sat, 8 * y.itemsize,
-                                        lo, hi)
+                                        lo, hi, form="smlal" if not dbl else "smmlar" if in_ring else "smmlar_lsl",
+                                        shift=shift)
                     for rot in rots for _, _, n in ctx["blocks"]}
                 ctx["asm_regs"] = {"P": REG_P, "Q": REG_Q, "X": REG_X, "a0": REG_A0}
                 ctx["rec_words"][-1] |= LAST_CHANNEL
