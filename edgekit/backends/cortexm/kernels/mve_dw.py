@@ -1,31 +1,35 @@
 """Helium (MVE) depthwise convolution for the Cortex-M55, int8 weights read straight from flash
 (templates/cortexm/ops_mve/dw.c.j2, docs/kernels.md).
 
-Lanes are output pixels, not channels: for one channel at a time, four output pixels along one
-axis (the longer of the output's rows and columns) are gathered by one ``VLDRB.S32`` with
-offsets (a tap of four pixels: the input bytes at a stride of ``stride x channels``) and
-multiplied by the tap's weight, a scalar, with one ``VMLA.S32``: 2 instructions per 4 MACs. The
-per-channel requantization is vectorised over the same four pixels with scalar constants, and
-the outputs are scattered back by one ``VSTRB.32``.
+One channel at a time. The input lines the kernel reads (rows, or columns when that needs fewer
+vectors) sit in a ring of S = (kernel lines - 1) x dilation + 1 lines, *interleaved*: position p
+of ring slot s is byte ``p * S + s`` (copied 8 bytes per ``VLDRB`` gather and ``VSTRB`` scatter;
+the padding holds the input zero point). Then the kernel window of one output is the bytes
+``j * stride * S .. + ((kw - 1) * dilation + 1) * S`` in a row: one ``VLDRB.S8`` of 16 bytes and
+one ``VMLADAV.S8`` against the channel's weights placed in the same lanes (zero elsewhere; a
+gather from the channel's int8 weights, once per line, as the slots rotate) give the output's
+sum of 9 (or 16) products in 2 instructions. Four such sums go into one vector for the
+per-channel requantization, vectorised over the four outputs with scalar constants, and one
+``VSTRB.32`` scatter stores them.
 
 Why the integers are the reference's:
 
-* taps outside the input are skipped, as in the reference: kernel rows along the outer axis by
-  the loop bounds (the same for all four lanes), kernel taps along the lane axis by a predicate
-  on the lanes that would read outside (zeroed by the gather, then ``x - zp`` on the valid
-  lanes only). Blocks whose four lanes are inside for every tap start from
-  ``bias - zp * sum(w over the taps read)`` and add ``x * w``, which is the same sum;
+* every tap, padding included, is read: the padding holds the zero point and the sum starts at
+  ``bias - zp * sum(w)``, so a padding tap adds ``zp * w - zp * w = 0`` and an inside tap
+  ``(x - zp) * w``, the reference's sum; uint8 codes are stored flipped to int8
+  (``x ^ 0x80 = x - 128``) with the zero point shifted the same way; lanes outside the window
+  have weight 0; wrapping int32 adds in any order end at the accumulator the contract's static
+  check bounds;
 * TFLite's double rounding: ``VQRDMULH`` is gemmlowp's SaturatingRoundingDoublingHighMul bit for
   bit (``(a*b + 2^30) >> 31``, INT32_MIN * INT32_MIN saturating), and RoundingDivideByPOT by
   e > 0 (ties away from zero) is ``VRSHL`` by -e (ties up, computed without overflow) of
-  ``y + (y >> 31)``; the result cannot be INT32_MIN when M < 2^31, so the add does not wrap;
-  the zero point is added with saturation (``VQADD``) before the clamp, like the reference's
-  int64 add;
-* wrapping int32 adds in any order end at the accumulator the contract's static check bounds.
+  ``y + (y >> 31)``, which cannot wrap since y > INT32_MIN when M < 2^31; the left shift of a
+  multiplier above 1 wraps like the reference's; the zero point is added with saturation
+  (``VQADD``) before the clamp, like the reference's int64 add.
 
-In place (the planner's depthwise rows): output line r overwrites input line r of its channel,
-which the outputs of lines up to r + pad still read, so each output line waits in a ring of
-pad + 1 lines of that channel.
+In place (the planner's depthwise rows) needs nothing more: an input line is copied into the
+ring before the output line at the same place is written, and the lines read later are not
+written yet.
 """
 from __future__ import annotations
 
@@ -33,49 +37,53 @@ import numpy as np
 
 from ....ops.conv2d import conv_geometry
 from .base import KernelVariant, Selection
-from .common import in_place, valid_taps
+from .common import in_place
 
-LANES = 4  # int32 lanes of a Helium vector
-
-
-def lane_axis(g: dict) -> str:
-    """"x" (lanes along an output row) or "y" (along a column): the longer output extent, so that
-    fewer blocks have lanes past the end or taps in the padding."""
-    return "y" if g["oh"] > g["ow"] else "x"
+LANES = 4    # outputs per requantization vector (int32 lanes)
+BYTES = 16   # int8 lanes of a VMLADAV
 
 
 def axes(g: dict) -> dict:
-    """The layer's geometry as an outer axis R and a lane axis L (extents, kernel, stride, dilation,
-    padding, byte steps in the input and output)."""
+    """The layer as an outer axis R (lines) and an axis L along the lines (four outputs per
+    requantization vector): extents, kernel, stride, dilation, padding, byte steps in the input
+    and output. L runs along the axis that needs fewer vectors (lines x ceil(length / 4)), rows on
+    a tie."""
     c = g["ic"]
     y = {"n": g["oh"], "i": g["ih"], "k": g["kh"], "s": g["sh"], "d": g["dh"], "p": g["pad_t"],
-         "step_in": g["iw"] * c, "step_out": g["ow"] * c}
+         "step_in": g["iw"] * c, "step_out": g["ow"] * c, "name": "y"}
     x = {"n": g["ow"], "i": g["iw"], "k": g["kw"], "s": g["sw"], "d": g["dw"], "p": g["pad_l"],
-         "step_in": c, "step_out": c}
-    r, lane = (x, y) if lane_axis(g) == "y" else (y, x)
+         "step_in": c, "step_out": c, "name": "x"}
+    along_y = g["ow"] * -(-g["oh"] // LANES) < g["oh"] * -(-g["ow"] // LANES)
+    r, lane = (x, y) if along_y else (y, x)
     return {"R": r, "L": lane}
 
 
-def runs(a: dict) -> list[tuple[int, int, int, int]]:
-    """(first line, end line, first kernel tap, end kernel tap) along the outer axis: the lines
-    that read the same kernel taps (the ones inside the input), in order."""
-    out: list[list[int]] = []
-    for r in range(a["n"]):
-        k = [kk for kk in range(a["k"]) if 0 <= r * a["s"] - a["p"] + kk * a["d"] < a["i"]]
-        k0, k1 = (k[0], k[-1] + 1) if k else (0, 0)
-        if out and out[-1][2:] == [k0, k1]:
-            out[-1][1] = r + 1
-        else:
-            out.append([r, r + 1, k0, k1])
-    return [tuple(x) for x in out]
-
-
-def interior_blocks(a: dict) -> tuple[int, int]:
-    """[first, end) of the blocks of four lanes that are whole and read inside the input for every
-    kernel tap along the lane axis (they need no predicate); empty when there is none."""
-    ok = [b for b in range(a["n"] // LANES)
-          if (LANES * b) * a["s"] - a["p"] >= 0 and (LANES * b + LANES - 1) * a["s"] - a["p"] + (a["k"] - 1) * a["d"] < a["i"]]
-    return (ok[0], ok[-1] + 1) if ok else (0, 0)
+def ring_layout(r: dict, lane: dict, kw: int, lanes_along_x: bool) -> dict:
+    """The interleaved ring: S slots, the window's span T in bytes and its VMLADAV vectors, the
+    buffer's bytes, the positions copied per line, and per slot rotation the weight lanes (as
+    offsets into the channel's kh * kw weights and a lane mask per vector)."""
+    S = (r["k"] - 1) * r["d"] + 1
+    T = ((lane["k"] - 1) * lane["d"] + 1) * S
+    nvec = -(-T // BYTES)
+    blocks = -(-lane["n"] // LANES)
+    last = (LANES * blocks - 1) * lane["s"] * S                # first byte of the last window computed
+    buf = -(-(last + nvec * BYTES) // BYTES) * BYTES
+    positions = buf // S                                       # whole positions in the buffer
+    copy = max(0, min(lane["i"], positions - lane["p"]))        # input positions that land in the buffer
+    offsets, masks = [], []
+    for rot in range(S):
+        lanes = [0] * (nvec * BYTES)
+        mask = [0] * (nvec * BYTES)
+        for kr in range(r["k"]):
+            for kl in range(lane["k"]):
+                at = kl * lane["d"] * S + (rot + kr * r["d"]) % S
+                lanes[at] = kl * kw + kr if not lanes_along_x else kr * kw + kl
+                mask[at] = 1
+        for v in range(nvec):
+            offsets += lanes[v * BYTES:(v + 1) * BYTES]
+            masks.append(sum(1 << b for b in range(BYTES) if mask[v * BYTES + b]))
+    return {"S": S, "T": T, "nvec": nvec, "blocks": blocks, "buf": buf, "copy_n": copy,
+            "w_offsets": offsets, "w_masks": masks}
 
 
 class MveDepthwise(KernelVariant):
@@ -84,9 +92,9 @@ class MveDepthwise(KernelVariant):
     features = frozenset({"dsp", "mve"})
     priority = 42  # above the DSP depthwise kernels (and their int16 records) on a Helium core
     template = "ops_mve/dw.c.j2"
-    cost_kinds = {"mve_dw": ("taps_full", "taps_edge", "blocks_full", "blocks_edge", "lines", "channels", "const")}
-    cost_reduced = {"mve_dw": ("taps_full", "taps_edge", "blocks_full")}
-    cost_work = {"mve_dw": (("taps_full", LANES), ("blocks_full", LANES))}
+    cost_kinds = {"mve_dw": ("blocks", "vmladav", "lines", "copies", "copy_vec", "fills", "channels", "const")}
+    cost_reduced = {"mve_dw": ("blocks", "lines", "copy_vec")}
+    cost_work = {"mve_dw": (("blocks", LANES),)}
 
     def claims(self, node) -> bool:
         return node.attrs["depthwise"]
@@ -108,6 +116,10 @@ class MveDepthwise(KernelVariant):
         w = graph.constants[node.inputs[1]]
         if w.size == 0 or int(w.min()) < -128 or int(w.max()) > 127:
             return "weights outside the int8 range"
+        g = conv_geometry(node, graph)
+        ax = axes(g)
+        if ((ax["L"]["k"] - 1) * ax["L"]["d"] + 1) * ((ax["R"]["k"] - 1) * ax["R"]["d"] + 1) > 4 * BYTES:
+            return "kernel window of more than 64 bytes in the interleaved ring"
         if plan is not None and in_place(plan, node.inputs[0], node.outputs[0]):
             px, py = plan.placements[node.inputs[0]], plan.placements[node.outputs[0]]
             if px.offset != py.offset or x.shape != y.shape or a["stride"] != [1, 1] or a["dilation"] != [1, 1]:
@@ -120,35 +132,34 @@ class MveDepthwise(KernelVariant):
         w = graph.constants[node.inputs[1]].astype(np.int64)            # (kh, kw, oc)
         kh, kw, oc = w.shape
         per_channel = w.reshape(kh * kw, oc).T                           # (oc, taps): one channel's taps together
-        n = oc
-        mult = list(rq.multiplier) * (n if len(rq.multiplier) == 1 else 1)
-        shift = list(rq.shift) * (n if len(rq.shift) == 1 else 1)
+        mult = list(rq.multiplier) * (oc if len(rq.multiplier) == 1 else 1)
+        shift = list(rq.shift) * (oc if len(rq.shift) == 1 else 1)
         left = [rq.left_shift + max(31 - s, 0) for s in shift]
         right = [max(s - 31, 0) for s in shift]
         ax = axes(g)
-        inplace = plan is not None and in_place(plan, node.inputs[0], node.outputs[0])
-        ctx = {"g": g, "R": ax["R"], "L": ax["L"], "lane_axis": lane_axis(g), "runs": runs(ax["R"]),
-               "inner": interior_blocks(ax["L"]), "nblocks": -(-ax["L"]["n"] // LANES),
+        r, lane = ax["R"], ax["L"]
+        x = graph.tensors[node.inputs[0]]
+        flip = x.dtype == "uint8"
+        lay = ring_layout(r, lane, kw, lane["name"] == "x")
+        ctx = {"g": g, "R": r, "L": lane, "lay": lay, "flip": flip,
+               "zp_s": x.zero_point - 128 if flip else x.zero_point,
                "w_bytes": per_channel.reshape(-1).tolist(), "mult": mult, "lr": [lv * 256 + rv for lv, rv in
                                                                                 zip(left, right)],
-               "any_left": any(left), "uses_bias": True, "inplace": inplace,
-               "zp_y": rq.zero_point, "lo": rq.lo, "hi": rq.hi,
-               "summary": f"4 pixels along {lane_axis(g)} per VLDRB gather, VMLA by the tap's int8 weight, "
-                          f"vectorised requantization"}
-        if inplace:
-            ctx["ring_lines"] = ax["R"]["p"] + 1
-            ctx["scratch_bytes"] = ctx["ring_lines"] * ctx["nblocks"] * LANES
-            ctx["summary"] += f", in place with a ring of {ctx['ring_lines']} line(s) per channel"
+               "any_left": any(left), "right": "all" if all(right) else "some" if any(right) else "none",
+               "gather16": 7 * lane["step_in"] < 2**16 and 7 * lay["S"] < 2**16, "uses_bias": True,
+               "zp_y": rq.zero_point, "lo": rq.lo, "hi": rq.hi, "scratch_bytes": lay["buf"],
+               "summary": f"lines along {lane['name']} interleaved in a ring of {lay['S']}, one VMLADAV.S8 per "
+                          f"output ({lay['nvec']} vector(s) of 16 lanes), int8 weights, vectorised requantization"}
         # int8 weights (they replace the layer's), the multipliers as int32 and the shifts as int16
-        return Selection(self.name, self.template, ctx=ctx, weight_bytes=w.size + 4 * n + 2 * n)
+        return Selection(self.name, self.template, ctx=ctx,
+                         weight_bytes=w.size + 6 * oc + len(lay["w_offsets"]) + 2 * len(lay["w_masks"]))
 
     def flash_bytes(self, sel: Selection, node, graph) -> int:
         # the int8 weights replace the reference copy (compiled out); the requantization tables are extra
-        # only beyond the reference's per-channel ones, which the Helium build compiles out too
         return max(0, sel.weight_bytes - graph.constants[node.inputs[1]].nbytes)
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
-        """Taps executed in blocks of four whole lanes and in edge blocks (predicated), blocks, lines."""
+        """Blocks of four outputs and their taps, lines, and the copies into the ring (lines, vectors)."""
         ih, iw, ic = info["in"]
         oh, ow, oc = info["out"]
         kh, kw = info["kernel"]
@@ -158,13 +169,13 @@ class MveDepthwise(KernelVariant):
              "dh": dh, "dw": dw, "pad_t": info["pad"][0], "pad_l": info["pad"][1]}
         ax = axes(g)
         r, lane = ax["R"], ax["L"]
-        taps_r = valid_taps(r["n"], r["i"], r["k"], r["s"], r["p"], r["d"])
-        b0, b1 = interior_blocks(lane)
-        full = b1 - b0
-        edge = -(-lane["n"] // LANES) - full
-        return "mve_dw", {"taps_full": oc * taps_r * full * lane["k"], "taps_edge": oc * taps_r * edge * lane["k"],
-                          "blocks_full": oc * r["n"] * full, "blocks_edge": oc * r["n"] * edge,
-                          "lines": oc * r["n"], "channels": oc, "const": 1}
+        lay = ring_layout(r, lane, kw, lane["name"] == "x")
+        loaded = len({q for o in range(r["n"]) for q in range(o * r["s"] - r["p"],
+                                                             o * r["s"] - r["p"] + (r["k"] - 1) * r["d"] + 1)})
+        blocks = oc * r["n"] * lay["blocks"]
+        return "mve_dw", {"blocks": blocks, "vmladav": blocks * LANES * lay["nvec"], "lines": oc * r["n"],
+                          "copies": oc * loaded, "copy_vec": oc * loaded * -(-lay["copy_n"] // 8),
+                          "fills": oc * lay["buf"] // BYTES, "channels": oc, "const": 1}
 
     def cost_refinements(self, kind: str, info: dict) -> list[str]:
         return [f"rq-{info.get('rq') or 'none'}"]
