@@ -121,7 +121,8 @@ def test_selection_by_core_and_the_reasons_for_the_reference(graphs):
     for optimize in ("size", "balanced", "speed"):
         assert {s.describe() for s in kinds[(), optimize]} == {"reference (core without the DSP extension)"}
         mve = [s.kind for s in kinds[("dsp", "mve"), optimize]]
-        assert mve[:3] == ["mve_gemm", "mve_dw", "mve_gemm"] and mve[-1] == "mve_dense"  # int8 weights in every mode
+        # the Helium depthwise kernel keeps int8 weights in every mode
+        assert mve[:3] == ["mve_gemm", "mve_dw", "mve_gemm"] and mve[-1] == "mve_dense"
     # size and balanced keep the weights at int8; speed widens them to int16
     for optimize in ("size", "balanced"):
         dsp = [s.kind for s in kinds[("dsp",), optimize]]

@@ -465,8 +465,8 @@ def test_exact_instruction_count(chain_a0, tmp_path):
 # ---------------------------------------------------------------------------------------
 # Helium (MVE) kernels on the Cortex-M55 (mps3-an547)
 # ---------------------------------------------------------------------------------------
-#: Executed instructions of one inference of chain_a(0) on mps3-an547 with the Helium kernels, depthwise included (GCC 12.2.1,
-#: QEMU 7.2); update with `edgekit profile` when the kernels or the compiler change.
+#: Executed instructions of one inference of chain_a(0) on mps3-an547 with the Helium kernels, depthwise
+#: included (GCC 12.2.1, QEMU 7.2); update with `edgekit profile` when the kernels or the compiler change.
 EXPECTED_INSTRUCTIONS_M55 = 33359
 
 
