@@ -101,6 +101,8 @@ class MveDepthwise(KernelVariant):
 
     def refusal(self, node, graph, plan) -> str | None:
         x, y = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
+        if len(node.inputs) < 3 or node.inputs[2] not in graph.constants:
+            return "no constant bias"
         a = node.attrs
         if x.dtype not in ("int8", "uint8") or y.dtype not in ("int8", "uint8"):
             return f"{x.dtype} input or {y.dtype} output (Helium depthwise: 8-bit codes)"
@@ -141,22 +143,27 @@ class MveDepthwise(KernelVariant):
         x = graph.tensors[node.inputs[0]]
         flip = x.dtype == "uint8"
         lay = ring_layout(r, lane, kw, lane["name"] == "x")
-        ctx = {"g": g, "R": r, "L": lane, "lay": lay, "flip": flip,
-               "zp_s": x.zero_point - 128 if flip else x.zero_point,
+        zp_s = x.zero_point - 128 if flip else x.zero_point
+        # every tap is read, padding included (it holds zp_s): each sum starts at bias - zp_s * sum(w)
+        bias = graph.constants[node.inputs[2]].astype(np.int64)
+        init = bias - zp_s * w.reshape(kh * kw, oc).sum(axis=0)
+        ctx = {"g": g, "R": r, "L": lane, "lay": lay, "flip": flip, "zp_s": zp_s, "init": init.tolist(),
                "w_bytes": per_channel.reshape(-1).tolist(), "mult": mult, "lr": [lv * 256 + rv for lv, rv in
                                                                                 zip(left, right)],
                "any_left": any(left), "right": "all" if all(right) else "some" if any(right) else "none",
-               "gather16": 7 * lane["step_in"] < 2**16 and 7 * lay["S"] < 2**16, "uses_bias": True,
+               "gather16": 7 * lane["step_in"] < 2**16 and 7 * lay["S"] < 2**16, "uses_bias": False,
                "zp_y": rq.zero_point, "lo": rq.lo, "hi": rq.hi, "scratch_bytes": lay["buf"],
                "summary": f"lines along {lane['name']} interleaved in a ring of {lay['S']}, one VMLADAV.S8 per "
                           f"output ({lay['nvec']} vector(s) of 16 lanes), int8 weights, vectorised requantization"}
-        # int8 weights (they replace the layer's), the multipliers as int32 and the shifts as int16
+        # int8 weights and the sums' int32 starts (they replace the layer's weights and bias), the
+        # multipliers as int32 and the shifts as int16, the lane tables of the ring's rotations
         return Selection(self.name, self.template, ctx=ctx,
-                         weight_bytes=w.size + 6 * oc + len(lay["w_offsets"]) + 2 * len(lay["w_masks"]))
+                         weight_bytes=w.size + 10 * oc + len(lay["w_offsets"]) + 2 * len(lay["w_masks"]))
 
     def flash_bytes(self, sel: Selection, node, graph) -> int:
-        # the int8 weights replace the reference copy (compiled out); the requantization tables are extra
-        return max(0, sel.weight_bytes - graph.constants[node.inputs[1]].nbytes)
+        # the weights and the bias replace the reference copies (compiled out); the requantization tables are extra
+        return max(0, sel.weight_bytes - graph.constants[node.inputs[1]].nbytes
+                   - graph.constants[node.inputs[2]].nbytes)
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
         """Blocks of four outputs and their taps, lines, and the copies into the ring (lines, vectors)."""
