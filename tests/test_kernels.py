@@ -18,7 +18,7 @@ from edgekit.nas import cost
 from edgekit.resources import resource_dir
 
 VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dwk", "dwk_int8", "dense", "dense_int8", "mve_gemm",
-            "mve_dense"}
+            "mve_dense", "mve_dw"}
 
 
 def _graph(chain: str, seed: int, tmp_path):
@@ -52,7 +52,7 @@ def test_every_variant_module_is_discovered_once():
         if v.template:
             assert (templates / v.template).is_file(), v.template
     # the reference kernel is the fallback, never tried as an optimized variant
-    assert {v.name for v in reg.by_priority()[:2]} == {"mve_gemm", "mve_dense"}  # Helium before DSP
+    assert {v.name for v in reg.by_priority()[:3]} == {"mve_dw", "mve_gemm", "mve_dense"}  # Helium before DSP
     assert "reference" not in [v.name for v in reg.by_priority()]
 
 
@@ -121,8 +121,8 @@ def test_selection_by_core_and_the_reasons_for_the_reference(graphs):
     for optimize in ("size", "balanced", "speed"):
         assert {s.describe() for s in kinds[(), optimize]} == {"reference (core without the DSP extension)"}
         mve = [s.kind for s in kinds[("dsp", "mve"), optimize]]
-        dw = "dw3" if optimize == "speed" else "dw3_int8"  # the depthwise records keep int8 weights but under speed
-        assert mve[:3] == ["mve_gemm", dw, "mve_gemm"] and mve[-1] == "mve_dense"
+        # the Helium depthwise kernel keeps int8 weights in every mode
+        assert mve[:3] == ["mve_gemm", "mve_dw", "mve_gemm"] and mve[-1] == "mve_dense"
     # size and balanced keep the weights at int8; speed widens them to int16
     for optimize in ("size", "balanced"):
         dsp = [s.kind for s in kinds[("dsp",), optimize]]

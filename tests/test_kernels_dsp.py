@@ -179,7 +179,26 @@ def chain_d(seed: int) -> bytes:
     return ch.conv(int(rng.choice([3, 5])), 1).dense(int(rng.choice([5, 7]))).build()
 
 
-CHAINS = {"a": chain_a, "b": chain_b, "c": chain_c, "d": chain_d}
+def chain_e(seed: int) -> bytes:
+    """Edge cases of the Helium depthwise kernel (ops_mve/dw.c.j2): maps narrower and shorter than its four
+    lanes, kernels 3x3 (in place), 3x1 VALID, 2x2 stride 2, 1x1, 3x3 stride 3; channel counts that are not
+    multiples of 4; a per-tensor multiplier, and per-channel multipliers above 1 (a left shift) and in [1/2, 1)
+    (no right shift) beside the usual ones."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(5, 13)), int(rng.integers(5, 13))
+    ch = Chain(rng, (h, w, int(rng.choice([1, 3, 5]))), zp=int(rng.integers(-60, 60)))
+    ch.conv(int(rng.choice([5, 7, 9, 19])), 1)
+    ch.conv(0, 3, depthwise=True, per_channel=False)
+    ch.rms = 0.6                 # multipliers about 0.3 to 1.4 (some above 1: a left shift)
+    ch.conv(0, (3, 1), padding="VALID", depthwise=True)
+    ch.rms = 0.3                 # multipliers about 0.5 to 1.2
+    ch.conv(0, 2, stride=2, depthwise=True)
+    ch.conv(0, 1, depthwise=True)
+    ch.conv(0, 3, stride=3, depthwise=True)
+    return ch.conv(int(rng.choice([3, 5])), 1).dense(int(rng.choice([5, 7]))).build()
+
+
+CHAINS = {"a": chain_a, "b": chain_b, "c": chain_c, "d": chain_d, "e": chain_e}
 
 
 def _check(out: Path, rep, expect_optimized: set[str], weights: str | None = None) -> None:
@@ -469,15 +488,17 @@ def test_exact_instruction_count(chain_a0, tmp_path):
 # ---------------------------------------------------------------------------------------
 # Helium (MVE) kernels on the Cortex-M55 (mps3-an547)
 # ---------------------------------------------------------------------------------------
-#: Executed instructions of one inference of chain_a(0) on mps3-an547 with the Helium kernels (GCC 12.2.1,
-#: QEMU 7.2); update with `edgekit profile` when the kernels or the compiler change.
-EXPECTED_INSTRUCTIONS_M55 = 36909
+#: Executed instructions of one inference of chain_a(0) on mps3-an547 with the Helium kernels, depthwise
+#: included (GCC 12.2.1, QEMU 7.2); update with `edgekit profile` when the kernels or the compiler change.
+EXPECTED_INSTRUCTIONS_M55 = 33236
 
 
-@pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5), ("d", 6)])
+@pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5), ("d", 6),
+                                        ("e", 8), ("e", 9), ("e", 10), ("e", 11)])
 def test_mve_kernels_bit_exact(chain, seed, tmp_path):
-    """Convolutions (padding, stride, dilation, fused residual adds) and dense layers on Helium equal the
-    reference; depthwise layers keep the DSP kernel."""
+    """Convolutions (padding, stride, dilation, fused residual adds), depthwise layers with a depth multiplier
+    of 1 (any kernel, stride, padding, dilation, in place) and dense layers on Helium equal the reference;
+    depthwise layers with a depth multiplier keep the DSP kernel."""
     from edgekit.api import build, verify
     from edgekit.ir.graph import Graph
 
@@ -492,10 +513,14 @@ def test_mve_kernels_bit_exact(chain, seed, tmp_path):
     _check(out, rep, {n.name for n in graph.nodes if n.op in ("conv2d", "dense")})
     kernels = {r["name"]: r.get("kernel", "") for r in json.loads((out / "manifest.json").read_text())["layers"]}
     for n in graph.nodes:
-        if n.op == "dense" or (n.op == "conv2d" and not n.attrs["depthwise"]):
+        if n.op == "dense" or (n.op == "conv2d" and (not n.attrs["depthwise"] or n.attrs["depth_multiplier"] == 1)):
             assert kernels[n.name].startswith("optimized mve_"), (n.name, kernels[n.name])
     src = (out / "src" / "model.c").read_text()
     assert "vmladavaq_s8" in src and "__ARM_FEATURE_MVE" in src
+    if chain in ("a", "d", "e"):
+        assert "vmladavq_s8" in src and "vqrdmulhq_n_s32" in src  # the Helium depthwise kernel
+        in_place = json.loads((out / "manifest.json").read_text())["memory_plan"]["inplace"]
+        assert any(kernels[n].startswith("optimized mve_dw") for n in in_place), (in_place, kernels)
 
 
 def test_mve_instruction_count_and_flash(chain_a0, tmp_path):

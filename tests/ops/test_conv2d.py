@@ -1,8 +1,9 @@
 """conv2d: full, pointwise, depthwise and 1D convolutions (QONNX Conv, BatchNormalization folded
 into it; TFLite CONV_2D and DEPTHWISE_CONV_2D), every stage bit-exact with every kernel variant.
 
-DSP kernels: im2col GEMM, depthwise 3x3 (dw3), depthwise any shape (dwk); Helium: GEMM (depthwise
-layers keep the DSP kernel on the M55).
+DSP kernels: im2col GEMM, depthwise 3x3 (dw3), depthwise any shape (dwk); Helium: GEMM, and depthwise
+with a depth multiplier of 1 and TFLite's double rounding (mve_dw; other depthwise layers keep the DSP
+kernel on the M55).
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
 from helpers.tflite_layers import conv_layer
 
 DW = ("reference", "dsp")
-NO_DW_HELIUM = {"helium": "depthwise convolutions have no Helium kernel: on the M55 they keep the DSP kernel "
-                          "(dw3/dwk), which the dsp variant runs"}
+NO_DW_HELIUM = {"helium": "the Helium depthwise kernel takes TFLite's double rounding and a depth multiplier "
+                          "of 1 only: on the M55 this layer keeps the DSP kernel (dw3/dwk), which the dsp variant runs"}
 
 QONNX = [
     QonnxCase.named("conv2d_3x3_pad", kernels=ALL_KERNELS),
@@ -57,12 +58,12 @@ TFLITE = [
                kernels=ALL_KERNELS),
     TfliteCase("conv_1x1", lambda: _conv_model(13, (6, 7, 8), oc=6, k=1), kernels=ALL_KERNELS),
     TfliteCase("depthwise_3x3_relu", lambda: _conv_model(14, (8, 8, 6), oc=0, k=3, depthwise=True, act=A.RELU),
-               kernels=DW, why_not=NO_DW_HELIUM),
+               kernels=ALL_KERNELS),
     TfliteCase("depthwise_mult2_s2", lambda: _conv_model(15, (9, 9, 3), oc=0, k=3, stride=2, depthwise=True, mult=2),
                kernels=DW, why_not=NO_DW_HELIUM),
     TfliteCase("depthwise_5x5_valid", lambda: _conv_model(16, (9, 10, 4), oc=0, k=5, padding="VALID",
                                                           depthwise=True),
-               kernels=DW, why_not=NO_DW_HELIUM),
+               kernels=ALL_KERNELS),
 ]
 
 

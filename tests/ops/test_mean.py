@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers.opcheck import TfliteCase, check, matrix
+from helpers.opcheck import ALL_KERNELS, TfliteCase, check, matrix
 from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
 from helpers.tflite_layers import conv_layer, fc_layer
 from helpers.tflm import NOT_INSTALLED, run_tflm, tflm_runtime
@@ -43,13 +43,12 @@ def _mean_model(variant: str, seed: int = 4) -> bytes:
 
 
 VARIANTS = ("keep", "drop", "1d", "rows")
-TFLITE = [TfliteCase(f"mean_{v}", lambda v=v: _mean_model(v), kernels=("reference", "dsp"))
-          for v in VARIANTS]
+# the mean's depthwise convolution runs the Helium depthwise kernel (mve_dw) on the M55
+TFLITE = [TfliteCase(f"mean_{v}", lambda v=v: _mean_model(v), kernels=ALL_KERNELS) for v in VARIANTS]
 
 
 @pytest.mark.parametrize("frontend,variant,case", matrix(
-    "mean", [], TFLITE, no_kernel={"helium": "the mean's depthwise convolution has no Helium kernel (it keeps "
-                                              "the DSP kernel on the M55, which the dsp variant runs)"},
+    "mean", [], TFLITE,
     no_qonnx="QONNX models average with GlobalAveragePool/AveragePool (tests/ops/test_pool.py), not MEAN"))
 def test_mean(frontend, variant, case, tmp_path):
     check(frontend, variant, case, tmp_path, {"conv2d"})
