@@ -22,8 +22,6 @@ from ....ir import contract
 from .base import KernelVariant, Selection
 
 WORD = 32
-#: words per Harley-Seal block of the DSP popcount (ops_bin/bin_common.j2)
-HS_BLOCK = 16
 #: the requantization that binarizes an accumulator (frontends/qonnx_ops/bipolar.py): 2a + 1 clamped to [-1, 1]
 SIGN_REQUANT = contract.make_requant(np.array([2.0]), 1, -1, 1)
 #: operators whose output holds only values of its (first) input
@@ -73,6 +71,21 @@ def words_ctx(words: np.ndarray) -> list[int]:
     return [int(v) for v in words.ravel()]
 
 
+def paired(words: np.ndarray) -> np.ndarray:
+    """Rows of words in the layout the DSP popcount reads (ops_bin/bin_common.j2): in each row's first
+    whole blocks of 8 words, every pair (w0, w1) stored as (w1, w0 ^ w1)."""
+    out = words.copy()
+    region = words.shape[1] // 8 * 8
+    out[:, 0:region:2] = words[:, 1:region:2]
+    out[:, 1:region:2] = words[:, 0:region:2] ^ words[:, 1:region:2]
+    return out
+
+
+def sign_output(node) -> bool:
+    """Whether the layer's requantization is the sign (-1/+1 out): the kernel then compares instead."""
+    return node.attrs.get("requant") == SIGN_REQUANT
+
+
 def _requant_ctx(node) -> dict:
     return {"requant": node.attrs.get("requant")}
 
@@ -94,7 +107,7 @@ class DenseXnor(KernelVariant):
         n_out, n_in = w.shape
         words = bit_planes(w, lambda c: c < 0)               # set: -1, as the input's sign bits
         ctx = {"n_in": n_in, "n_out": n_out, "words": words.shape[1], "w_words": words_ctx(words),
-               "hs_block": HS_BLOCK, "summary": "1-bit weights, XOR + popcount on packed words"}
+               "w_pairs": words_ctx(paired(words)), "sign": sign_output(node), "summary": "1-bit weights, XOR + popcount on packed words"}
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * words.size, portable=True)
 
     def flash_bytes(self, sel, node, graph) -> int:
@@ -179,7 +192,7 @@ class ConvXnor(KernelVariant):
         sh, sw = node.attrs["stride"]
         ctx = {"ih": ih, "iw": iw, "ic": ic, "oh": oh, "ow": ow, "oc": oc, "kh": kh, "kw": kw, "sh": sh, "sw": sw,
                "icw": icw, "patch": kh * kw * icw, "n": kh * kw * ic, "w_words": words_ctx(words),
-               "hs_block": HS_BLOCK, "scratch_bytes": 4 * (ih * iw * icw + kh * kw * icw),
+               "w_pairs": words_ctx(paired(words)), "sign": sign_output(node), "scratch_bytes": 4 * (ih * iw * icw + kh * kw * icw),
                "summary": "1-bit weights, XOR + popcount on packed words"}
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * words.size, portable=True)
 
