@@ -20,7 +20,7 @@ from .suites import suite
 
 DOMAIN = "qonnx.custom_op.general"
 #: (name, kind, shape): dense (inputs, outputs); conv (channels in, out, kernel, input height and width)
-CASES = (("dense 1024x1024", "dense", (1024, 1024)), ("conv 3x3 128->128 10x10", "conv", (128, 128, 3, 10)))
+CASES = (("dense 1024x1024", "dense", (1024, 1024)), ("conv 3x3 64->64 10x10", "conv", (64, 64, 3, 10)))
 
 
 class _Graph:
