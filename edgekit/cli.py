@@ -229,7 +229,8 @@ def make_parser() -> argparse.ArgumentParser:
                         "the model zoo on the emulated board and compare peak RAM with TFLM's arena. mlperf-tiny: the three MLPerf Tiny "
                         "int8 models with reference and optimized kernels: bit-exactness against the TFLite Micro "
                         "goldens, instructions per inference, peak RAM and code flash against TFLM + CMSIS-NN. sim: the integer "
-                        "simulator's time at --batch against qonnx's execution (TFLite Micro's for .tflite), and where it goes.")
+                        "simulator's time at --batch against qonnx's execution (TFLite Micro's for .tflite), and where it goes. "
+                        "binary: 1-bit (XNOR-popcount) dense and conv layers against int8 ones, instructions per MAC.")
     bn.add_argument("suite", choices=sorted(SUITES))
     bn.add_argument("--models", help="comma-separated subset (zoo: ds-cnn,resnet8,fc-autoencoder,mobilenetv1-0.25,har-cnn; "
                     "mlperf-tiny: kws,resnet,ad,vww; sim: those, the QONNX zoo files, or .onnx/.tflite paths)")

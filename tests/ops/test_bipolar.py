@@ -63,12 +63,17 @@ def sign_after_bn(path):  # BatchNorm as Sub/Div/Mul/Add, then BipolarQuant: fol
     return b.sign().dense(W2, 1.0).save(path)
 
 
+# Dense layers with binary weights run the bit-packed binary kernels (kernels/binary.py) on every core, the
+# Cortex-M55 included, ahead of the Helium ones: tests/test_binary_kernels.py runs them there.
+BINARY_ON_M55 = {"helium": "binary-weight dense layers run the bit-packed binary kernels on the M55 too "
+                           "(tests/test_binary_kernels.py)"}
 CASES = [
-    GraphCase("binary_weights", binary_weights),
-    GraphCase("binary_1w1a", binary_1w1a),
-    GraphCase("binary_1w2a", binary_1w2a),
-    GraphCase("bn_sign_1w1a", bn_sign_1w1a, ops=("dense", "threshold")),
-    GraphCase("quant_1bit", quant_1bit),
+    GraphCase("binary_weights", binary_weights, kernels=("reference", "dsp"), why_not=BINARY_ON_M55),
+    GraphCase("binary_1w1a", binary_1w1a, kernels=("reference", "dsp"), why_not=BINARY_ON_M55),
+    GraphCase("binary_1w2a", binary_1w2a, kernels=("reference", "dsp"), why_not=BINARY_ON_M55),
+    GraphCase("bn_sign_1w1a", bn_sign_1w1a, ops=("dense", "threshold"), kernels=("reference", "dsp"),
+              why_not=BINARY_ON_M55),
+    GraphCase("quant_1bit", quant_1bit, kernels=("reference", "dsp"), why_not=BINARY_ON_M55),
     GraphCase("conv_bn_sign", conv_bn_sign, ops=("conv2d", "threshold", "dense")),
     GraphCase("bn_quant_1bit", bn_quant_1bit, ops=("dense", "threshold"), kernels=("reference",),
               why_not={v: "the kernel variants run in bn_sign_1w1a; thresholds have one C kernel"
@@ -86,6 +91,8 @@ def test_bipolar_bit_exact(frontend, variant, case, tmp_path):
 
 
 def test_binary_codes_and_storage(tmp_path):
+    """Binary weights are -1/+1 codes in the IR (2-bit signed for the reference kernel's packing); the
+    binary kernels store them at 1 bit each (tests/test_binary_kernels.py)."""
     graph, _ = import_qonnx(binary_1w1a(tmp_path / "m.onnx"))
     weights = [graph.constants[n.inputs[1]] for n in graph.nodes if n.op == "dense"]
     assert all(set(np.unique(w).tolist()) == {-1, 1} for w in weights)

@@ -88,13 +88,18 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
              if get_op(n.op, n.name).packs_weights}
     selections = _select_kernels(graph, plan, kernels, features, board, optimize)
     dsp_only = set()  # weights that only optimized kernels consume (they carry their own layout); biases are shared
+    unused = set()  # weights that only portable kernels consume: no reference kernel reads them anywhere
     for name in graph.constants:
         users = [n for n in graph.nodes if name in n.inputs]
         if users and all(selections[n.name].optimized and (n.inputs[1] == name or (
                 n.inputs[2] == name and not selections[n.name].ctx.get("uses_bias", True))) for n in users):
             dsp_only.add(name)
+            if all(selections[n.name].portable for n in users):
+                unused.add(name)
     constants = []
     for name, arr in graph.constants.items():
+        if name in unused:
+            continue
         t = graph.tensors[name]
         bits = wbits.get(name, 8)
         if bits < 8:
@@ -143,6 +148,8 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
             d = dict(sel.ctx)
             dctx = dict(ctx["ctx"], residual=ctx["ctx"].get("residual"))
             dsp_code = env.get_template(sel.template).render(**dict(ctx, ctx=dctx, d=d, scratch=sel.scratch))
+            if sel.portable:  # the layer's only kernel, on every core and the host
+                code, dsp_code = dsp_code, None
         args = [_pointer(graph, plan, t, False) for t in acts] + [_pointer(graph, plan, y, True)]
         call = f"{fn}({', '.join(args)})"
         layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}", "dsp_code": dsp_code,
@@ -164,7 +171,8 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
                    "scale": repr(float(out_t.scale[0])), "zero_point": out_t.zero_point},
     }
     const_bytes = int(sum(-(-a.size * wbits.get(n, 8) // 8) * (a.itemsize if wbits.get(n, 8) == 8 else 1)
-                          for n, a in graph.constants.items()))
+                          for n, a in graph.constants.items() if n not in unused)
+                      + sum(s.weight_bytes for s in selections.values() if s.portable))
     (out_dir / "model.h").write_text(env.get_template("model.h.j2").render(**common))
     any_dsp = any(s.optimized for s in selections.values())
     any_mve = any(s.template and s.template.startswith("ops_mve/") for s in selections.values())

@@ -20,6 +20,9 @@ class Selection:
     ctx: dict = field(default_factory=dict)
     weight_bytes: int = 0          # flash bytes of the re-laid weights
     scratch: int | None = None     # arena offset of the kernel's scratch buffer (None: on the stack)
+    # portable C (no core feature): emitted for every build, not under EK_USE_DSP with the
+    # reference kernel beside it, so the host runner and every core run it
+    portable: bool = False
 
     @property
     def optimized(self) -> bool:
@@ -36,7 +39,8 @@ class KernelVariant:
     ``VARIANTS``; the registry (``registry.py``) tries them by decreasing ``priority``.
 
     Selection: a variant is asked about a node when the build asks for optimized kernels,
-    the build's ``--optimize`` objective is in ``modes``, ``node.op`` is in ``ops``, :meth:`claims` is true and the core has every feature in
+    the build's ``--optimize`` objective is in ``modes``, ``node.op`` is in ``ops``, :meth:`claims` and
+    :meth:`applies` are true and the core has every feature in
     ``features``; :meth:`refusal` then says why it cannot take that node (None: it can),
     and :meth:`select` lays the weights out (the bytes it stores in flash) and fills the
     template's context. The refusal of the last variant that claimed the node becomes the
@@ -65,6 +69,11 @@ class KernelVariant:
 
     def claims(self, node) -> bool:
         """Whether the node is of the kind this variant is written for (e.g. depthwise or not)."""
+        return True
+
+    def applies(self, node, graph) -> bool:
+        """Whether the layer's tensors are of the kind the variant is written for (e.g. binary weights):
+        unlike a refusal, a layer it does not apply to is no fallback."""
         return True
 
     def refusal(self, node, graph, plan) -> str | None:

@@ -69,7 +69,8 @@ class Registry:
         if kernels == REFERENCE:
             return Selection(REFERENCE, reason="--kernels reference")
         have = set(features)
-        claiming = [v for v in self.by_priority() if optimize in v.modes and node.op in v.ops and v.claims(node)]
+        claiming = [v for v in self.by_priority() if optimize in v.modes and node.op in v.ops and v.claims(node)
+                    and v.applies(node, graph)]
         runnable = [v for v in claiming if v.features <= have]
         if claiming and not runnable:
             missing = sorted(claiming[-1].features - have)
