@@ -28,13 +28,10 @@ import torch
 from torch import nn
 
 
-def quant_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[tuple[str, nn.Module]]:
-    """(name, module) of every weight-quantized layer, in execution order when ``example``
-    is given (forward hooks on one pass), else in registration order."""
-    import brevitas.nn as qnn
-
-    layers = [(n, m) for n, m in model.named_modules()
-              if isinstance(m, qnn.quant_layer.QuantWeightBiasInputOutputLayer)]
+def _in_execution_order(model: nn.Module, layers: list[tuple[str, nn.Module]],
+                        example: torch.Tensor | None) -> list[tuple[str, nn.Module]]:
+    """``layers`` in the order one forward pass of ``example`` runs them (forward hooks), layers
+    the pass never reached last; registration order without ``example``."""
     if example is None:
         return layers
     order: list[str] = []
@@ -51,6 +48,16 @@ def quant_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[
     by_name = dict(layers)
     seen = list(dict.fromkeys(order))
     return [(n, by_name[n]) for n in seen] + [(n, m) for n, m in layers if n not in seen]
+
+
+def quant_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every weight-quantized layer, in execution order when ``example``
+    is given (forward hooks on one pass), else in registration order."""
+    import brevitas.nn as qnn
+
+    layers = [(n, m) for n, m in model.named_modules()
+              if isinstance(m, qnn.quant_layer.QuantWeightBiasInputOutputLayer)]
+    return _in_execution_order(model, layers, example)
 
 
 def weight_bits(module: nn.Module) -> int:
@@ -71,22 +78,7 @@ def act_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[tu
     import brevitas.nn as qnn
 
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, qnn.QuantReLU)]
-    if example is None:
-        return layers
-    order: list[str] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, _o, n=n: order.append(n)) for n, m in layers]
-    try:
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            model(example[:1])
-        model.train(was_training)
-    finally:
-        for h in hooks:
-            h.remove()
-    by_name = dict(layers)
-    seen = list(dict.fromkeys(order))
-    return [(n, by_name[n]) for n in seen] + [(n, m) for n, m in layers if n not in seen]
+    return _in_execution_order(model, layers, example)
 
 
 def act_bits(module: nn.Module) -> int:
