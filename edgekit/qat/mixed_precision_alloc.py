@@ -116,14 +116,7 @@ def allocate(omega: np.ndarray, costs: CostTable, budgets: dict[str, float | Non
         return _allocate_joint(omega, omega_act, costs, budgets)
     from scipy.optimize import Bounds, LinearConstraint, milp
 
-    budgets = {k: v for k, v in budgets.items() if v is not None}
-    for r, v in budgets.items():
-        if r in costs.fixed and costs.fixed[r] > v:
-            raise InfeasibleBudget(f"the {r} budget ({v:,.0f}) is below what the model needs at any weight width "
-                                   f"({costs.fixed[r]:,.0f}: {r} does not depend on the weight bits); raise "
-                                   f"--max-{r.replace('_', '-')} or pick a smaller model")
-        if r not in costs.fixed and r not in costs.per_layer:
-            raise ValueError(f"no costs for the resource '{r}'")
+    budgets = _check_budgets(costs, budgets, "weight width", "the weight bits")
     rows, ub = [], []
     one_per_layer = np.zeros((n_l, n_l * n_b))
     for i in range(n_l):
@@ -147,12 +140,13 @@ def allocate(omega: np.ndarray, costs: CostTable, budgets: dict[str, float | Non
     return _allocation(omega, costs, choice, budgets)
 
 
-def _check_budgets(costs: CostTable, budgets: dict) -> dict:
+def _check_budgets(costs: CostTable, budgets: dict, width: str = "bit width", chosen: str = "the bit widths") -> dict:
+    """The given budgets (None dropped), each one the model can meet at some choice of ``width``."""
     budgets = {k: v for k, v in budgets.items() if v is not None}
     for r, v in budgets.items():
         if r in costs.fixed and costs.fixed[r] > v:
-            raise InfeasibleBudget(f"the {r} budget ({v:,.0f}) is below what the model needs at any bit width "
-                                   f"({costs.fixed[r]:,.0f}: {r} does not depend on the bit widths); raise "
+            raise InfeasibleBudget(f"the {r} budget ({v:,.0f}) is below what the model needs at any {width} "
+                                   f"({costs.fixed[r]:,.0f}: {r} does not depend on {chosen}); raise "
                                    f"--max-{r.replace('_', '-')} or pick a smaller model")
         if r not in costs.fixed and r not in costs.per_layer:
             raise ValueError(f"no costs for the resource '{r}'")
