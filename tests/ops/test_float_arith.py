@@ -53,7 +53,10 @@ def annotated_bipolar_input(path):  # the UNSW-NB15 MLP's input: BIPOLAR, (x + 1
 
 
 CASES = [
-    GraphCase("prep_mul_sub", prep_mul_sub),
+    # its dense layer has ternary weights: the bit-packed kernels run it on every core, the M55 included
+    GraphCase("prep_mul_sub", prep_mul_sub, kernels=("reference", "dsp"),
+              why_not={"helium": "ternary-weight dense layers run the bit-packed binary kernels on the M55 too "
+                                 "(tests/test_binary_kernels.py)"}),
     GraphCase("prep_per_channel", prep_per_channel, why_not=ONLY_REFERENCE, kernels=("reference",)),
     GraphCase("output_bn_decomposed", output_bn_decomposed, why_not=ONLY_REFERENCE, kernels=("reference",)),
     GraphCase("bn_decomposed_before_quant", bn_decomposed_before_quant, exact=False, why_not=ONLY_REFERENCE,
