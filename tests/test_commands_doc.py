@@ -23,7 +23,8 @@ from edgekit.api import build
 from edgekit.cli import main, make_parser
 from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
 from edgekit.qat import export_qonnx
-from helpers.brevitas_models import make_mlp
+from helpers.brevitas_models import FloatInputMLP, make_mlp
+from helpers.calibration import calibrate
 from helpers.tflite_layers import conv_layer, fc_layer, flatten
 
 REPO = Path(__file__).resolve().parent.parent
@@ -137,7 +138,13 @@ def files(tmp_path_factory) -> dict:
     float_mlp = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 5)).eval()
     torch.onnx.export(float_mlp, (torch.zeros(1, 16),), str(d / "float.onnx"), input_names=["x"], output_names=["y"],
                       dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
-    return {"dir": d, "onnx": onnx, "tflite": depthwise_tflite(d / "model.tflite"), "float_onnx": d / "float.onnx"}
+    # a QKeras-style model (no input quantizer) and float samples for `build --input-bits N --calibration x.npy`
+    torch.manual_seed(0)
+    qkeras = export_qonnx(calibrate(FloatInputMLP(), (12,), passes=2, batch=16, spread=1.5), torch.zeros(1, 12),
+                          d / "qkeras.onnx")
+    np.save(d / "qkeras_x.npy", np.random.default_rng(0).normal(0, 1.5, (64, 12)).astype(np.float32))
+    return {"dir": d, "onnx": onnx, "tflite": depthwise_tflite(d / "model.tflite"), "float_onnx": d / "float.onnx",
+            "qkeras_onnx": qkeras, "qkeras_x": d / "qkeras_x.npy"}
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +183,10 @@ def _argv(line: str, kind: str | None, files: dict, builds: dict, work: Path) ->
             w = str(files["dir"] / f"{kind}_{'targets' if 'target' in w else 'labels'}.npy")
         elif w.endswith(".onnx") and words[0] == "quantize" and prev != "-o":
             w = str(files["float_onnx"])  # quantize takes a float model
+        elif prev == "--calibration" and w.endswith(".npy"):  # build --input-bits: the QKeras-style model's samples
+            w = str(files["qkeras_x"])
+        elif w.endswith(".onnx") and "qkeras" in w:
+            w = str(files["qkeras_onnx"])
         elif w.endswith(".keras"):
             w = str(keras_model(files["dir"]))
         elif w.endswith(".onnx"):

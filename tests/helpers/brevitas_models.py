@@ -7,8 +7,8 @@ from pathlib import Path
 
 import brevitas.nn as qnn
 import torch
-from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias,
-                            Uint8ActPerTensorFixedPoint)
+from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8BiasPerTensorFixedPointInternalScaling,
+                            Int8WeightPerTensorFixedPoint, Int32Bias, Uint8ActPerTensorFixedPoint)
 from torch import nn
 
 from edgekit.qat import QuantMLP, export_qonnx
@@ -159,3 +159,21 @@ def export_mlp(path: Path, preset: str, **kw) -> Path:
     model = make_mlp(preset, **kw)
     shape = kw.get("input_shape", (4, 3))
     return export_qonnx(model, torch.zeros(1, *shape), path)
+
+
+class FloatInputMLP(nn.Module):
+    """12 -> 16 -> 5; the first layer has no input quantizer and a bias with its own (coarser) scale,
+    as ``qonnx.converters.from_keras`` writes QKeras models."""
+
+    def __init__(self, quantize_input: bool = False):
+        super().__init__()
+        w = Int8WeightPerTensorFixedPoint
+        self.inp = qid() if quantize_input else nn.Identity()
+        self.fc1 = qnn.QuantLinear(12, 16, weight_quant=w, bias_quant=Int8BiasPerTensorFixedPointInternalScaling,
+                                   input_quant=None, return_quant_tensor=False)
+        self.relu = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True)
+        self.fc2 = qnn.QuantLinear(16, 5, weight_quant=w, bias_quant=Int32Bias, return_quant_tensor=True)
+        self.out = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=False)
+
+    def forward(self, x):
+        return self.out(self.fc2(self.relu(self.fc1(self.inp(x)))))
