@@ -15,7 +15,7 @@ import numpy as np
 
 from .arrays import load_npy
 from .errors import VerificationError
-from .ir.contract import dequantized_to_codes, is_power_of_two
+from .ir.contract import dequantized_to_codes, is_power_of_two, requants_in
 from .ir.graph import INVERSE_STEPS, Graph, apply_pre_ops, pre_op_shapes, unapply_pre_ops
 
 
@@ -293,8 +293,9 @@ def tflite_reference_available() -> bool:
 
 
 def power_of_two_model(graph: Graph) -> bool:
-    """Every requantization exact and a power-of-two input scale: qonnx's float32 execution is then exact."""
-    requant_exact = all(n.attrs["requant"].exact for n in graph.nodes if n.attrs.get("requant") is not None)
+    """Every requantization exact (a fused residual add's and a concat's included) and a
+    power-of-two input scale: qonnx's float32 execution is then exact."""
+    requant_exact = all(rq.exact for n in graph.nodes for rq in requants_in(n.attrs))
     return requant_exact and is_power_of_two(graph.input_quant.scale)
 
 

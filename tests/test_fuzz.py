@@ -217,3 +217,31 @@ def test_in_place_residual_wider_than_the_output_is_exact_with_optimized_kernels
 
     out = run_case(WIDER_RESIDUAL_IN_PLACE, tmp_path, board="mps2-an386", kernels="optimized")
     assert out.status == "ok", out
+
+
+#: Found by the fuzzer (docs/fuzz.md item 10): a residual add fused into a 1x1 convolution whose
+#: post-add quantizer has a float scale. verify took only each node's top-level requantization into
+#: account, found them all exact and demanded bit-exactness from qonnx's float32 rounding (1 LSB off).
+FLOAT_SCALE_RESIDUAL = {'kind': 'qonnx', 'seed': 2500814, 'dims': 2, 'in_ch': 2, 'size': [1, 3],
+                        'input': {'bits': 8, 'signed': False, 'scale': 'pow2', 'asym': False},
+                        'spread': 2.0,
+                        'layers': [{'op': 'residual', 'k': 1,
+                                    'w': {'bits': 4, 'per_channel': True, 'scale': 'pow2'},
+                                    'branch': {'bits': 10, 'signed': False, 'scale': 'pow2', 'asym': False},
+                                    'act': {'bits': 16, 'signed': True, 'scale': 'float', 'asym': False}}]}
+
+
+def test_float_scale_after_a_fused_residual_add_is_not_a_power_of_two_model(tmp_path):
+    from edgekit.fuzz.runner import run_case
+    from edgekit.ir.contract import requants_in
+    from edgekit.ir.graph import Graph
+    from edgekit.stages import power_of_two_model
+
+    out = run_case(FLOAT_SCALE_RESIDUAL, tmp_path, board="mps2-an386", kernels="optimized")
+    assert out.status == "ok", out
+    qonnx = [s for s in out.stages if s[0] == "qonnx (float32)"]
+    assert qonnx and qonnx[0][3] is False, out.stages  # reported, not required to be exact
+    g = Graph.load(tmp_path / "build")  # run_case builds into work/build
+    assert all(n.attrs["requant"].exact for n in g.nodes if "requant" in n.attrs)  # what verify looked at
+    assert any(not rq.exact for n in g.nodes for rq in requants_in(n.attrs))  # the fused add's own
+    assert not power_of_two_model(g)

@@ -302,6 +302,18 @@ def requant_for_scales(s_in: np.ndarray, s_out: float, zero_point: int, lo: int,
     return make_requant(np.asarray(s_in, np.float64) / np.float64(s_out), zero_point, lo, hi)
 
 
+def requants_in(value) -> list[Requant]:
+    """Every Requant held in ``value`` (a node's attrs), however deeply nested: a fused residual
+    add or a concat keeps its own requantizations inside dicts and lists."""
+    if isinstance(value, Requant):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [rq for v in value for rq in requants_in(v)]
+    return []
+
+
 def is_power_of_two(x: np.ndarray) -> bool:
     x = np.atleast_1d(np.asarray(x, dtype=np.float64))
     return bool(np.all([(v > 0 and math.frexp(float(v))[0] == 0.5) for v in x]))

@@ -33,6 +33,7 @@ import numpy as np
 
 from ...errors import ModelError, UnsupportedOpError
 from ...frontends.qonnx_lowering import describe
+from ...ir.contract import requants_in
 from ...ir.graph import Graph
 from ...ir.operators import get_op, hls_layers, hls_role
 from .precision import EXACT as EXACT_ROUNDING
@@ -356,8 +357,7 @@ def plan_precisions(graph: Graph) -> PrecisionPlan:
             reasons.append(f"tensor '{t.name}' has scale {t.scale[0]:.6g}"
                            f"{' (per channel)' if len(set(t.scale)) > 1 else ''} and zero point {t.zero_point}")
     for node in graph.nodes:
-        rq = node.attrs.get("requant")
-        if rq is not None and not rq.exact:
+        if not all(rq.exact for rq in requants_in(node.attrs)):
             reasons.append(f"node '{node.name}' requantizes by a ratio that is not a power of two")
     exact = not reasons
     layers: list[LayerPlan] = []
