@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -245,3 +246,29 @@ def test_float_scale_after_a_fused_residual_add_is_not_a_power_of_two_model(tmp_
     assert all(n.attrs["requant"].exact for n in g.nodes if "requant" in n.attrs)  # what verify looked at
     assert any(not rq.exact for n in g.nodes for rq in requants_in(n.attrs))  # the fused add's own
     assert not power_of_two_model(g)
+
+
+def test_a_case_that_kills_its_process_is_a_crash_and_the_campaign_goes_on(tmp_path):
+    """Fuzz seed 3000181 killed the whole campaign with SIGSEGV inside PyTorch; cases now run in a
+    worker process, and a dead worker is one crash outcome, then a new worker takes the next case."""
+    from edgekit.fuzz.campaign import IsolatedRunner
+    from helpers.fuzz_workers import die_by_signal, report_ok
+
+    dying = IsolatedRunner(die_by_signal)
+    try:
+        out = dying({"seed": 1}, tmp_path, "mps2-an386", "optimized", 4, False)
+        assert out.status == "crash" and out.where == "edgekit process", out
+        assert out.failed
+        again = dying({"seed": 2}, tmp_path, "mps2-an386", "optimized", 4, False)
+        assert again.status == "crash", again  # a new worker, and it dies again
+    finally:
+        dying.close()
+    healthy = IsolatedRunner(report_ok)
+    try:
+        first = healthy({"seed": 3}, tmp_path, "mps2-an386", "optimized", 4, False)
+        second = healthy({"seed": 4}, tmp_path, "mps2-an386", "optimized", 4, False)
+        assert first.status == second.status == "ok"
+        assert first.message.split()[-1] == second.message.split()[-1]  # one worker for the campaign
+        assert int(first.message.split()[-1]) != os.getpid()
+    finally:
+        healthy.close()

@@ -136,6 +136,25 @@ def test_conv_matches_int64_reference(case, wide):
     np.testing.assert_array_equal(simulate(graph, x)["y"], want)
 
 
+@pytest.mark.parametrize("stride,pad", [((2, 2), (1, 1, 1, 1)), ((3, 3), (2, 2, 2, 2))])
+def test_dilated_pointwise_conv_on_a_large_batch(stride, pad):
+    """Fuzz seed 3000181: a 1x1 convolution with dilation 2 and stride 2 over a 6x1 input killed the
+    process (SIGSEGV inside oneDNN, chosen by PyTorch from batch ~16 on); the dilation of a size-1
+    kernel axis means nothing and is dropped before PyTorch sees it."""
+    rng = np.random.default_rng(3000181)
+    ih, iw, ic, oc, kernel, dilation = 6, 1, 2, 6, (1, 1), (2, 2)
+    oh, ow = out_size(ih, 1, stride[0], 2, pad[0], pad[2]), out_size(iw, 1, stride[1], 2, pad[1], pad[3])
+    x_t = tensor("x", (ih, iw, ic), bits=8, zp=0)
+    w = rng.integers(-64, 64, (oc, 1, 1, ic))
+    b = rng.integers(-100, 100, oc)
+    x = rng.integers(0, 4, (64, ih, iw, ic))
+    attrs = {"kernel": list(kernel), "stride": list(stride), "dilation": list(dilation), "pad": list(pad),
+             "depthwise": False, "depth_multiplier": 1, "requant": None}
+    graph, _ = one_node_graph("conv2d", attrs, x_t, tensor("y", (oh, ow, oc), bits=32), {"w": w, "b": b})
+    want = ref_conv(x, w, b, 0, kernel, stride, dilation, pad, False, 1, (oh, ow))
+    np.testing.assert_array_equal(simulate(graph, x)["y"], want)
+
+
 def test_conv_with_per_channel_requant_and_residual():
     rng = np.random.default_rng(7)
     x_t = tensor("x", (6, 6, 4), zp=5)

@@ -17,6 +17,38 @@ from .runner import (EMULATED_BOARDS, GENERATORS, STATUSES, Outcome, case_spec, 
 from .shrink import shrink
 
 
+class IsolatedRunner:
+    """Runs cases in a worker process, so that a graph which kills the process running edgekit
+    (a segmentation fault in a native library: PyTorch's oneDNN convolution did, fuzz seed 3000181)
+    is one "crash" outcome and the campaign goes on with a new worker."""
+
+    def __init__(self, target=run_case):
+        self._pool = None
+        self._target = target  # a module-level function (the worker imports it by name)
+
+    def __call__(self, spec: dict, work: Path, board: str, kernels: str, vectors: int, fpga: bool) -> Outcome:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self._pool is None:  # spawn: a fresh interpreter, no forked PyTorch or OpenMP threads
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        t0 = time.monotonic()
+        try:
+            return self._pool.submit(self._target, spec, work, board, kernels, vectors, fpga).result()
+        except BrokenProcessPool:
+            self.close()
+            return Outcome("crash", "edgekit process",
+                           "the Python process running build and verify died (a fatal signal in a native "
+                           "library); rerun the saved spec with `python -X faulthandler -m edgekit fuzz "
+                           "--spec` to see where", round(time.monotonic() - t0, 2))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
 @dataclass
 class CaseResult:
     index: int
@@ -153,15 +185,19 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
     if specs is None:
         seeds = list(seeds) if seeds is not None else [seed + i for i in range(count)]
         specs = [case_spec(s, tflite_share, max_layers, fpga) for s in seeds]
+    runner = IsolatedRunner()
     with tempfile.TemporaryDirectory(prefix="edgekit-fuzz-") as tmp:
         try:
             for i, spec in enumerate(specs):
-                case = _run_one(camp, i, spec, Path(tmp), out_dir, vectors, shrink_budget, shrink_per_class)
+                case = _run_one(camp, i, spec, Path(tmp), out_dir, vectors, shrink_budget, shrink_per_class,
+                                runner)
                 camp.cases.append(case)
                 if progress:
                     progress(case, i + 1, len(specs))
         except KeyboardInterrupt:  # Ctrl-C ends a long campaign with the summary of the graphs done
             camp.interrupted = True
+        finally:
+            runner.close()
     camp.seconds = time.monotonic() - t0
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +206,7 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
 
 
 def _run_one(camp: Campaign, index: int, spec: dict, tmp: Path, out_dir: Path | None, vectors: int,
-             shrink_budget: int, shrink_per_class: int) -> CaseResult:
+             shrink_budget: int, shrink_per_class: int, run_case=run_case) -> CaseResult:
     """One case; a failure is shrunk and saved unless ``shrink_per_class`` of its class were."""
     board, kernels, fpga = camp.board, camp.kernels, camp.fpga
     case_seed = spec["seed"]

@@ -48,6 +48,9 @@ def float32_conv(x: np.ndarray, zp: int, w_oihw: np.ndarray, bias: np.ndarray, p
         from ._windows import padded
 
         xf, padding = padded(x, pad, zp, np.float32), [0, 0]
+    # A dilation along an axis of kernel size 1 changes nothing, and oneDNN (PyTorch 2.x) crashes
+    # with SIGSEGV on 1x1 kernels with dilation > 1 and stride > 1 (fuzz seed 3000181): drop it.
+    dilation = [1 if k == 1 else d for k, d in zip(w_oihw.shape[2:], dilation)]
     xt = torch.from_numpy(xf).permute(0, 3, 1, 2)  # NCHW indexing over channels-last memory
     wt = torch.from_numpy(np.ascontiguousarray(w_oihw, np.float32))
     bt = torch.from_numpy(np.asarray(bias, np.float32))
