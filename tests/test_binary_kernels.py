@@ -10,9 +10,9 @@ import pytest
 
 from edgekit.api import build, verify
 from edgekit.backends.cortexm.kernels.binary import DenseXnor, bit_planes, paired, weight_kind
+from edgekit.frontends.qonnx_writer import GraphBuilder
 from edgekit.ir.graph import Graph
 
-from helpers.qonnx_graphs import GraphBuilder
 
 
 def tfc(path, act_bits: int, n_in: int = 64, hidden=(64, 64, 64), n_out: int = 10):

@@ -9,9 +9,10 @@ import pytest
 
 from edgekit.errors import UnsupportedOpError
 from edgekit.frontends.qonnx import import_qonnx
+from edgekit.frontends.qonnx_writer import GraphBuilder
 
 from helpers.opcheck import check, matrix
-from helpers.qonnx_graphs import GraphBuilder, GraphCase
+from helpers.qonnx_graphs import GraphCase
 
 RNG = np.random.default_rng(7)
 W1, W2 = RNG.normal(size=(24, 16)), RNG.normal(size=(16, 8))
