@@ -86,7 +86,7 @@ def _weight_bytes(kernel: str, layer, graph) -> int:
     from ..backends.cortexm.kernels.registry import registry
 
     variant = registry().get(kernel)
-    if variant is not None and variant.__module__.endswith(".binary"):
+    if variant is not None and getattr(variant, "bit_packed", False):
         return variant.select(layer, graph, None).weight_bytes
     return graph.constants[layer.inputs[1]].size
 
