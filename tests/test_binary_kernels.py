@@ -51,8 +51,9 @@ def test_tfc_binary_mlp_bit_exact(board, act_bits, tmp_path):
     res = build(model, None, board, out)
     graph = Graph.load(out)
     kinds = [res.manifest.kernel_variants[n.name] for n in graph.nodes if n.op == "dense"]
-    # the 8-bit input x binary weights, then the hidden and output layers
-    assert kinds == ["dense_binary"] + ["dense_xnor" if act_bits == 1 else "dense_binary"] * 3, kinds
+    # the 8-bit input x binary weights, then the hidden and output layers (Helium's XNOR kernel on the M55)
+    xnor = "dense_xnor_mve" if board == "mps3-an547" else "dense_xnor"
+    assert kinds == ["dense_binary"] + [xnor if act_bits == 1 else "dense_binary"] * 3, kinds
     rep = verify(out, count=64, seed=3)
     stages = {s.stage.split(" ")[0]: s for s in rep.stages}
     for name in ("qonnx", "host", "firmware"):
@@ -84,13 +85,17 @@ def ternary(path):
     return b.dense(rng.normal(size=(70, 6)), 0.5, 2).save(path)
 
 
+@pytest.mark.parametrize("board", ["mps2-an386", "mps3-an547"])
 @pytest.mark.parametrize("make,kinds", [(shapes_1w1a, {"dense_xnor", "dense_binary"}),
                                         (shapes_conv, {"conv_xnor"}), (ternary, {"dense_binary"})],
                          ids=["dense_1w1a", "conv_1w1a", "ternary"])
-def test_binary_kernels_over_shapes(make, kinds, tmp_path):
-    """On the M4 the host runner checks the portable kernels and the firmware the DSP ones (Harley-Seal)."""
+def test_binary_kernels_over_shapes(make, kinds, board, tmp_path):
+    """On the M4 the host runner checks the portable kernels and the firmware the DSP ones (generated
+    Harley-Seal); on the M55 the firmware runs the Helium ones (word tails, part blocks, strides)."""
+    if board == "mps3-an547":
+        kinds = {k + "_mve" if k.endswith("_xnor") else k for k in kinds}
     out = tmp_path / "b"
-    res = build(make(tmp_path / "m.onnx"), None, "mps2-an386", out)
+    res = build(make(tmp_path / "m.onnx"), None, board, out)
     assert kinds <= set(res.manifest.kernel_variants.values()), res.manifest.kernel_variants
     rep = verify(out, count=48, seed=5)
     assert rep.ok, rep.table()

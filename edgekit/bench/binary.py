@@ -54,6 +54,7 @@ def run_binary(board: str = "mps2-an386", count: int = 8) -> list[dict]:
     """One row per case and weight form: the measured layer's kernel, MACs, instructions, instructions per
     MAC, weight flash bytes per weight, and whether every stage was bit-exact."""
     from ..api import build, profile, verify
+    from ..errors import EdgekitError
     from ..ir.graph import Graph
 
     rows = []
@@ -63,7 +64,15 @@ def run_binary(board: str = "mps2-an386", count: int = 8) -> list[dict]:
             work = Path(tmp) / f"{kind}_{'bin' if binary else 'int8'}"
             work.mkdir()
             out = work / "b"
-            build(case_model(work / "m.onnx", kind, shape, binary), None, board, out)
+            form = "1-bit, 1-bit activations" if binary else "int8, int8 activations"
+            try:
+                build(case_model(work / "m.onnx", kind, shape, binary), None, board, out)
+            except EdgekitError as e:
+                if binary or "does not fit" not in str(e):
+                    raise
+                # the int8 comparison may not fit a small board's flash (1 MB of int8 weights on the M55's 512 KB)
+                rows.append({"layer": name, "weights": form, "kernel": None, "skipped": f"does not fit {board}"})
+                continue
             rep = verify(out, count=count)
             prof = profile(out, write=False).to_json()
             graph = Graph.load(out)
@@ -71,8 +80,7 @@ def run_binary(board: str = "mps2-an386", count: int = 8) -> list[dict]:
             weights = graph.constants[layer.inputs[1]].size
             row = next(r for r in prof["layers"] if r["name"] == layer.name)
             kernel = json.loads((out / "manifest.json").read_text())["kernel_variants"][layer.name]
-            rows.append({"layer": name, "weights": "1-bit, 1-bit activations" if binary else "int8, int8 activations",
-                         "kernel": kernel,
+            rows.append({"layer": name, "weights": form, "kernel": kernel,
                          "macs": row["macs"], "instructions": row["instructions"],
                          "instructions_per_mac": round(row["instructions"] / row["macs"], 3),
                          "weight_bytes_per_weight": round(_weight_bytes(kernel, layer, graph) / weights, 4),
@@ -96,6 +104,9 @@ def format_rows(rows: list[dict], board: str) -> str:
              f"{'layer':<26}{'weights':<26}{'kernel':<18}{'MACs':>11}{'instructions':>14}{'instr/MAC':>11}"
              f"{'B/weight':>10}  bit-exact"]
     for r in rows:
+        if r["kernel"] is None:
+            lines.append(f"{r['layer']:<26}{r['weights']:<26}{r['skipped']}")
+            continue
         lines.append(f"{r['layer']:<26}{r['weights']:<26}{r['kernel']:<18}{r['macs']:>11,}{r['instructions']:>14,}"
                      f"{r['instructions_per_mac']:>11.3f}{r['weight_bytes_per_weight']:>10.3f}  "
                      f"{'yes' if r['bit_exact'] else 'NO'}")
@@ -107,4 +118,4 @@ def main(args) -> int:
     board = getattr(args, "board", None) or "mps2-an386"
     rows = run_binary(board, count=min(args.count, 16))
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows, board))
-    return 0 if all(r["bit_exact"] for r in rows) else 1
+    return 0 if all(r["bit_exact"] for r in rows if r["kernel"] is not None) else 1
