@@ -52,7 +52,7 @@ def test_tfc_binary_mlp_bit_exact(board, act_bits, tmp_path):
     graph = Graph.load(out)
     kinds = [res.manifest.kernel_variants[n.name] for n in graph.nodes if n.op == "dense"]
     # the 8-bit input x binary weights, then the hidden and output layers (Helium's XNOR kernel on the M55)
-    xnor = "dense_xnor_mve" if board == "mps3-an547" else "dense_xnor"
+    xnor = "mve_dense_xnor" if board == "mps3-an547" else "dense_xnor"
     assert kinds == ["dense_binary"] + [xnor if act_bits == 1 else "dense_binary"] * 3, kinds
     rep = verify(out, count=64, seed=3)
     stages = {s.stage.split(" ")[0]: s for s in rep.stages}
@@ -93,7 +93,7 @@ def test_binary_kernels_over_shapes(make, kinds, board, tmp_path):
     """On the M4 the host runner checks the portable kernels and the firmware the DSP ones (generated
     Harley-Seal); on the M55 the firmware runs the Helium ones (word tails, part blocks, strides)."""
     if board == "mps3-an547":
-        kinds = {k + "_mve" if k.endswith("_xnor") else k for k in kinds}
+        kinds = {"mve_" + k if k.endswith("_xnor") else k for k in kinds}
     out = tmp_path / "b"
     res = build(make(tmp_path / "m.onnx"), None, board, out)
     assert kinds <= set(res.manifest.kernel_variants.values()), res.manifest.kernel_variants

@@ -40,11 +40,11 @@ class _MveXnor(KernelVariant):
 
 
 class DenseXnorMve(_MveXnor):
-    name = "dense_xnor_mve"
+    name = "mve_dense_xnor"
     ops = ("dense",)
-    cost_kinds = {"dense_xnor_mve": ("vectors", "outputs", "const")}
-    cost_reduced = {"dense_xnor_mve": ("vectors", "outputs")}
-    cost_work = {"dense_xnor_mve": (("vectors", VECTOR * WORD), ("outputs", 1))}
+    cost_kinds = {"mve_dense_xnor": ("vectors", "outputs", "const")}
+    cost_reduced = {"mve_dense_xnor": ("vectors", "outputs")}
+    cost_work = {"mve_dense_xnor": (("vectors", VECTOR * WORD), ("outputs", 1))}
 
     def select(self, node, graph, plan) -> Selection:
         w = graph.constants[node.inputs[1]]
@@ -57,16 +57,16 @@ class DenseXnorMve(_MveXnor):
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
         n_in, n_out = int(np.prod(info["in"])), int(np.prod(info["out"]))
-        return "dense_xnor_mve", {"vectors": n_out * -(-(-(-n_in // WORD)) // VECTOR), "outputs": n_out,
+        return "mve_dense_xnor", {"vectors": n_out * -(-(-(-n_in // WORD)) // VECTOR), "outputs": n_out,
                                   "const": 1}
 
 
 class ConvXnorMve(_MveXnor):
-    name = "conv_xnor_mve"
+    name = "mve_conv_xnor"
     ops = ("conv2d",)
-    cost_kinds = {"conv_xnor_mve": ("vectors", "pixels", "outputs", "const")}
-    cost_reduced = {"conv_xnor_mve": ("vectors", "outputs")}
-    cost_work = {"conv_xnor_mve": (("vectors", VECTOR * WORD), ("outputs", 1))}
+    cost_kinds = {"mve_conv_xnor": ("vectors", "pixels", "outputs", "const")}
+    cost_reduced = {"mve_conv_xnor": ("vectors", "outputs")}
+    cost_work = {"mve_conv_xnor": (("vectors", VECTOR * WORD), ("outputs", 1))}
 
     def claims(self, node) -> bool:
         return not node.attrs.get("depthwise")
@@ -101,7 +101,7 @@ class ConvXnorMve(_MveXnor):
         ih, iw, ic = info["in"]
         oh, ow, oc = info["out"]
         kh, kw = info["kernel"]
-        return "conv_xnor_mve", {"vectors": oh * ow * oc * -(-(kh * kw * -(-ic // WORD)) // VECTOR),
+        return "mve_conv_xnor", {"vectors": oh * ow * oc * -(-(kh * kw * -(-ic // WORD)) // VECTOR),
                                  "pixels": oh * ow, "outputs": oh * ow * oc, "const": 1}
 
 
