@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: scratch registers one chunk may take besides its two pointers (GCC must find them all, with r7 and r9
-#: possibly reserved: 11 + 2 of r0-r12, lr)
+#: registers one chunk may take besides its two pointers: its scratch registers and, where one is left, a
+#: register holding 0 across the layer's loop (GCC must find them all with the frame pointer r7 reserved
+#: (-fno-omit-frame-pointer): 11 + 2 of r0-r6, r8-r12, lr)
 MAX_REGISTERS = 11
 #: the reach of an LDRD/LDR immediate offset (bytes)
 MAX_OFFSET = 1020
@@ -117,8 +118,9 @@ class _Tree:
         self.op(f"add %[{v}], %[{v}], %[{t}], lsr #2")
         self.regs.give(t)
 
-    def count(self, out: str) -> None:
-        """``out`` = sum over levels L of 2^L * popcount(words of L); frees every word."""
+    def count(self, out: str, zero_operand: bool) -> None:
+        """``out`` = sum over levels L of 2^L * popcount(words of L); frees every word. The 0 that USADA8
+        needs is the input operand ``zero`` or, without one, set in a scratch register."""
         words = sorted((level, w) for level, ws in self.levels.items() for w in ws)
         # nibble groups: one word, or two whose nibble counts add (weights 1:1 or 1:2) without passing 15
         groups: list[tuple[int, str, int]] = []    # (level of the group, its word, the most a nibble holds)
@@ -139,7 +141,9 @@ class _Tree:
                 i += 1
         # byte sums of each group's nibbles, then bytes of several groups added (shifted to a common level)
         # while a byte cannot pass 255, each such sum counted by one USADA8
-        zero = "zero"  # an input operand: GCC keeps the 0 in a register across the layer's loop
+        zero = "zero" if zero_operand else self.regs.take()
+        if not zero_operand:
+            self.op(f"mov %[{zero}], #0")
         first = True
         j = 0
         while j < len(groups):
@@ -167,6 +171,8 @@ class _Tree:
                 self.op(f"add %[{out}], %[{out}], %[{acc}], lsl #{base}")
             self.regs.give(acc)
             first = False
+        if not zero_operand:
+            self.regs.give(zero)
         self.levels = {}
 
     def bytes(self, v: str, most: int) -> int:
@@ -186,11 +192,13 @@ class _Tree:
 @dataclass(frozen=True)
 class Chunk:
     """One asm statement: the items it reads from ``base`` (words from the output's activation base),
-    its instructions and scratch registers; the count it leaves is in register ``out``."""
+    its instructions and scratch registers; the count it leaves is in register ``out``; ``zero``: it reads
+    the input operand ``zero`` (0)."""
     base: int
     lines: tuple[str, ...]
     registers: tuple[str, ...]
     out: str
+    zero: bool
 
 
 def _generate(items: list[Item]) -> _Tree:
@@ -202,10 +210,15 @@ def _generate(items: list[Item]) -> _Tree:
 
 
 def _finish(items: list[Item]) -> Chunk:
-    tree = _generate(items)
-    out = tree.regs.take()
-    tree.count(out)
-    return Chunk(items[0].offset, tuple(tree.lines), tuple(f"t{i}" for i in range(tree.regs.count)), out)
+    for zero_operand in (True, False):  # a register kept at 0 saves a MOV per output where one is left
+        tree = _generate(items)
+        out = tree.regs.take()
+        tree.count(out, zero_operand)
+        chunk = Chunk(items[0].offset, tuple(tree.lines), tuple(f"t{i}" for i in range(tree.regs.count)), out,
+                      zero_operand)
+        if len(chunk.registers) + zero_operand <= MAX_REGISTERS:
+            break
+    return chunk
 
 
 def _fits(items: list[Item]) -> bool:
