@@ -72,7 +72,7 @@ def test_other_quantizers_are_named_not_called_float(op_type, needle, tmp_path):
     from edgekit.errors import UnsupportedOpError
     from edgekit.frontends.qonnx import import_qonnx
 
-    from helpers.qonnx_graphs import GraphBuilder
+    from edgekit.frontends.qonnx_writer import GraphBuilder
 
     b = GraphBuilder(8)
     b.last = b.node(op_type, [b.last, b.const(1.0), b.const(0.0), b.const(4.0)], domain=b.domain)

@@ -9,9 +9,10 @@ import pytest
 
 from edgekit.errors import UnsupportedOpError
 from edgekit.frontends.qonnx import import_qonnx
+from edgekit.frontends.qonnx_writer import GraphBuilder
 
 from helpers.opcheck import check, matrix
-from helpers.qonnx_graphs import GraphBuilder, GraphCase
+from helpers.qonnx_graphs import GraphCase
 
 RNG = np.random.default_rng(7)
 W1, W2 = RNG.normal(size=(24, 16)), RNG.normal(size=(16, 8))
@@ -63,16 +64,16 @@ def sign_after_bn(path):  # BatchNorm as Sub/Div/Mul/Add, then BipolarQuant: fol
     return b.sign().dense(W2, 1.0).save(path)
 
 
-# Dense layers with binary weights run the bit-packed binary kernels (kernels/binary.py) on every core, the
-# Cortex-M55 included, ahead of the Helium ones: tests/test_binary_kernels.py runs them there.
+# Dense layers with binary weights and int8/2-bit inputs run the bit-packed binary kernels (kernels/binary.py)
+# on every core, the Cortex-M55 included, ahead of the Helium ones: tests/test_binary_kernels.py runs them
+# there. 1W1A layers have Helium kernels of their own (kernels/mve_xnor.py): their cases run on the M55 too.
 BINARY_ON_M55 = {"helium": "binary-weight dense layers run the bit-packed binary kernels on the M55 too "
                            "(tests/test_binary_kernels.py)"}
 CASES = [
     GraphCase("binary_weights", binary_weights, kernels=("reference", "dsp"), why_not=BINARY_ON_M55),
-    GraphCase("binary_1w1a", binary_1w1a, kernels=("reference", "dsp"), why_not=BINARY_ON_M55),
+    GraphCase("binary_1w1a", binary_1w1a),
     GraphCase("binary_1w2a", binary_1w2a, kernels=("reference", "dsp"), why_not=BINARY_ON_M55),
-    GraphCase("bn_sign_1w1a", bn_sign_1w1a, ops=("dense", "threshold"), kernels=("reference", "dsp"),
-              why_not=BINARY_ON_M55),
+    GraphCase("bn_sign_1w1a", bn_sign_1w1a, ops=("dense", "threshold")),
     GraphCase("quant_1bit", quant_1bit, kernels=("reference", "dsp"), why_not=BINARY_ON_M55),
     GraphCase("conv_bn_sign", conv_bn_sign, ops=("conv2d", "threshold", "dense")),
     GraphCase("bn_quant_1bit", bn_quant_1bit, ops=("dense", "threshold"), kernels=("reference",),

@@ -11,9 +11,10 @@ import pytest
 
 from edgekit.errors import UnsupportedOpError
 from edgekit.frontends.qonnx import import_qonnx
+from edgekit.frontends.qonnx_writer import GraphBuilder
 
 from helpers.opcheck import check, matrix
-from helpers.qonnx_graphs import GraphBuilder, GraphCase
+from helpers.qonnx_graphs import GraphCase
 
 RNG = np.random.default_rng(12)
 W_IN = RNG.integers(-7, 8, size=(12, 6)) * 2.0**-5

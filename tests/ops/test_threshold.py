@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from edgekit.frontends.qonnx import import_qonnx
+from edgekit.frontends.qonnx_writer import GraphBuilder
 
 from helpers.opcheck import check, matrix
-from helpers.qonnx_graphs import GraphBuilder, GraphCase
+from helpers.qonnx_graphs import GraphCase
 
 RNG = np.random.default_rng(31)
 W1, W2 = RNG.integers(-3, 4, size=(20, 12)).astype(float), RNG.integers(-3, 4, size=(12, 6)).astype(float)

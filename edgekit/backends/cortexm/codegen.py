@@ -262,7 +262,10 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
     if board is not None:
         # the region that holds the weights: flash, or RAM for boards loaded into RAM
         region = board.ram if getattr(board, "load", "flash") == "ram" else board.flash
-        int8_bytes = sum(a.nbytes for a in graph.constants.values())
+        # bit-packed weights (binary kernels) replace the layer's int8 codes in the firmware
+        packed = {n.inputs[1] for n in graph.nodes
+                  if sel[n.name].optimized and getattr(reg.get(sel[n.name].kind), "bit_packed", False)}
+        int8_bytes = sum(a.nbytes for name, a in graph.constants.items() if name not in packed)
         budget = min(int(kernel_registry.FLASH_SHARE * region.length),
                      region.length - int8_bytes - kernel_registry.FLASH_MARGIN)
         nodes = {n.name: n for n in graph.nodes}

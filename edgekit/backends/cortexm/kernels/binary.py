@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ....ir import contract
+from . import xnor_asm
 from .base import KernelVariant, Selection
 
 WORD = 32
@@ -37,6 +38,27 @@ def bit_planes(codes: np.ndarray, want) -> np.ndarray:
     bits[:, :n] = want(np.asarray(codes)).astype(np.uint64)
     weights = np.uint64(1) << np.arange(WORD, dtype=np.uint64)
     return (bits.reshape(rows, words, WORD) * weights).sum(axis=2).astype(np.uint64)
+
+
+def dsp_order(n: int) -> np.ndarray:
+    """The columns of n codes in the bit order of the DSP kernels' packed words (ek_pack_signs_dsp): in each
+    whole word of 32, bit 8 b + k holds code 4 k + b; a last part word keeps the plain order."""
+    order = np.arange(n)
+    bits = np.arange(WORD)
+    for j in range(n // WORD):
+        order[WORD * j + bits] = WORD * j + 4 * (bits % 8) + bits // 8
+    return order
+
+
+def sign_thresholds(node, graph, n: int) -> list[int] | None:
+    """For a sign output: the most XOR bits of each output that still give +1 (bias + n - 2 count >= 0),
+    else None."""
+    if not sign_output(node):
+        return None
+    bias = graph.constants[node.inputs[2]] if len(node.inputs) > 2 else np.zeros(1, np.int64)
+    outputs = graph.tensors[node.outputs[0]].shape[-1]
+    bias = np.broadcast_to(np.asarray(bias, np.int64).reshape(-1), (outputs,))
+    return [int(v) for v in (bias + n) // 2]
 
 
 def weight_kind(w: np.ndarray) -> str | None:
@@ -71,14 +93,18 @@ def words_ctx(words: np.ndarray) -> list[int]:
     return [int(v) for v in words.ravel()]
 
 
-def paired(words: np.ndarray) -> np.ndarray:
-    """Rows of words in the layout the DSP popcount reads (ops_bin/bin_common.j2): in each row's first
-    whole blocks of 8 words, every pair (w0, w1) stored as (w1, w0 ^ w1)."""
-    out = words.copy()
-    region = words.shape[1] // 8 * 8
-    out[:, 0:region:2] = words[:, 1:region:2]
-    out[:, 1:region:2] = words[:, 0:region:2] ^ words[:, 1:region:2]
-    return out
+def paired(words: np.ndarray, group: int | None = None) -> np.ndarray:
+    """Rows of words in the layout the DSP popcount reads (kernels/xnor_asm.py): each row cut into runs of
+    ``group`` words (default: the whole row), in each run every pair (w0, w1) of its first group // 2 * 2
+    words stored as (w1, w0 ^ w1)."""
+    rows, n = words.shape
+    group = group or n
+    runs = words.reshape(rows, n // group, group)
+    out = runs.copy()
+    even = group // 2 * 2
+    out[:, :, 0:even:2] = runs[:, :, 1:even:2]
+    out[:, :, 1:even:2] = runs[:, :, 0:even:2] ^ runs[:, :, 1:even:2]
+    return out.reshape(rows, n)
 
 
 def sign_output(node) -> bool:
@@ -92,6 +118,7 @@ def _requant_ctx(node) -> dict:
 
 class DenseXnor(KernelVariant):
     name = "dense_xnor"
+    bit_packed = True  # weights stored at 1 or 2 bits (edgekit bench binary's flash per weight)
     ops = ("dense",)
     priority = 50
     template = "ops_bin/dense_xnor.c.j2"
@@ -106,8 +133,12 @@ class DenseXnor(KernelVariant):
         w = graph.constants[node.inputs[1]]
         n_out, n_in = w.shape
         words = bit_planes(w, lambda c: c < 0)               # set: -1, as the input's sign bits
+        dsp_words = bit_planes(w[:, dsp_order(n_in)], lambda c: c < 0)
         ctx = {"n_in": n_in, "n_out": n_out, "words": words.shape[1], "w_words": words_ctx(words),
-               "w_pairs": words_ctx(paired(words)), "sign": sign_output(node), "summary": "1-bit weights, XOR + popcount on packed words"}
+               "w_pairs": words_ctx(paired(dsp_words)), "sign": sign_output(node),
+               "thresholds": sign_thresholds(node, graph, n_in), "uses_bias": not sign_output(node),
+               "chunks": xnor_asm.chunks(xnor_asm.group_items(1, words.shape[1], 0)),
+               "summary": "1-bit weights, XOR + popcount on packed words"}
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * words.size, portable=True)
 
     def flash_bytes(self, sel, node, graph) -> int:
@@ -120,6 +151,7 @@ class DenseXnor(KernelVariant):
 
 class DenseBinary(KernelVariant):
     name = "dense_binary"
+    bit_packed = True
     ops = ("dense",)
     priority = 49
     template = "ops_bin/dense_binary.c.j2"
@@ -157,6 +189,7 @@ class DenseBinary(KernelVariant):
 
 class ConvXnor(KernelVariant):
     name = "conv_xnor"
+    bit_packed = True
     ops = ("conv2d",)
     priority = 50
     template = "ops_bin/conv_xnor.c.j2"
@@ -189,10 +222,15 @@ class ConvXnor(KernelVariant):
         icw = -(-ic // WORD)                                  # words per input pixel
         # per output channel, per tap (ky, kx): the tap's ic channels in icw words
         words = bit_planes(w.reshape(oc * kh * kw, ic), lambda c: c < 0).reshape(oc, kh * kw * icw)
+        dsp_words = bit_planes(w.reshape(oc * kh * kw, ic)[:, dsp_order(ic)], lambda c: c < 0).reshape(oc, -1)
         sh, sw = node.attrs["stride"]
+        # DSP cores read each window in place: its kh rows of kw pixels of icw words in the packed input
+        items = [i for ky in range(kh) for i in xnor_asm.group_items(kw, icw, icw, ky * iw * icw)]
         ctx = {"ih": ih, "iw": iw, "ic": ic, "oh": oh, "ow": ow, "oc": oc, "kh": kh, "kw": kw, "sh": sh, "sw": sw,
                "icw": icw, "patch": kh * kw * icw, "n": kh * kw * ic, "w_words": words_ctx(words),
-               "w_pairs": words_ctx(paired(words)), "sign": sign_output(node), "scratch_bytes": 4 * (ih * iw * icw + kh * kw * icw),
+               "w_pairs": words_ctx(paired(dsp_words, icw)), "sign": sign_output(node), "chunks": xnor_asm.chunks(items),
+               "thresholds": sign_thresholds(node, graph, kh * kw * ic), "uses_bias": not sign_output(node),
+               "scratch_bytes": 4 * ih * iw * icw,
                "summary": "1-bit weights, XOR + popcount on packed words"}
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * words.size, portable=True)
 
