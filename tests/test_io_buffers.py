@@ -58,7 +58,8 @@ def test_bit_exact_in_both_modes(name, io_buffers, tmp_path):
 def test_in_arena_costs_less_where_the_input_is_large(tmp_path):
     """A 3x16x16 input read by one 3x3 conv into 2 channels: in the caller's buffer the input's 768 bytes
     come on top of the arena; in the arena they are dead once the conv has read them, and the next layer
-    takes them."""
+    takes them. (The next layer is depthwise: two regular convs would run row-fused, the input live
+    until both end; tests/test_row_fusion.py.)"""
     case = QonnxCase("big_input", _big_input_model, (3, 16, 16))
     model = case.export(tmp_path)
     arena = build(model, "cortex-m4", "mps2-an386", tmp_path / "a").manifest
@@ -79,7 +80,7 @@ def test_in_arena_costs_less_where_the_input_is_large(tmp_path):
 def _big_input_model():
     from helpers.brevitas_models import Seq, qconv2d, qid
 
-    return Seq(qconv2d(3, 2, 3), qid(), qconv2d(2, 4, 3, stride=2))
+    return Seq(qconv2d(3, 2, 3), qid(), qconv2d(2, 4, 3, stride=2, groups=2))
 
 
 def _c_examples() -> dict[str, str]:
