@@ -111,7 +111,7 @@ def _block_model(seed: int) -> bytes:
     return b.build([x], [out])
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+@pytest.mark.parametrize("seed", [1, 4, 5, 9])  # residual blocks (1, 9: a 3-row ring), a stride-2 consumer (4, 5)
 @pytest.mark.parametrize("kernels", ["reference", "optimized"])
 def test_fused_blocks_bit_exact(seed, kernels, tmp_path):
     path = tmp_path / "m.tflite"

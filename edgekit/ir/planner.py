@@ -270,7 +270,8 @@ def _overwrite_is_safe(ga: dict, gb: dict, step: int, a_end: list[int]) -> bool:
 def row_fusions(graph: Graph, io: str = DEFAULT_IO) -> list[RowFusion]:
     """The conv -> conv pairs that may run row-fused (module docstring, 3.): A's output is read by
     B alone, the next node, as its main input; neither overwrites that output's bytes; a ring of
-    whole rows is smaller than the output; and if B overwrites A's input, the schedule proves it safe."""
+    whole rows is smaller than the output; and if B overwrites A's input, the schedule proves it safe.
+    No node is in two pairs."""
     owner, _ = _buffers(graph, io)
     readers: dict[str, list[int]] = {}
     for i, node in enumerate(graph.nodes):
@@ -293,7 +294,13 @@ def row_fusions(graph: Graph, io: str = DEFAULT_IO) -> list[RowFusion]:
             continue
         out.append(RowFusion(na.name, nb.name, t, ring_px // ga["ow"], ring_px,
                              _round_up(ring_px * ga["oc"] * ga["y_item"]), step, a_end))
-    return out
+    # a node takes part in one fusion at most (no chains): the pairs that save the most bytes first
+    out.sort(key=lambda f: f.ring_bytes - graph.tensors[f.ring].nbytes)
+    chosen: list[RowFusion] = []
+    for f in out:
+        if not any({f.producer, f.consumer} & {g.producer, g.consumer} for g in chosen):
+            chosen.append(f)
+    return sorted(chosen, key=lambda f: [n.name for n in graph.nodes].index(f.producer))
 
 
 def _place(order: list[Placement]) -> tuple[dict[str, int], int]:
