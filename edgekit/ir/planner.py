@@ -33,7 +33,6 @@ Model input and output (``io``):
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 
 from .graph import Graph
@@ -44,7 +43,8 @@ IO_MODES = ("arena", "caller")  # where the model input and output live (module 
 DEFAULT_IO = "arena"
 EXACT_LIMIT = 7  # buffers: 7! = 5040 orders at most
 # Pixels per block of the GEMM convolution kernels (backends/cortexm/kernels/conv2d_gemm.GEMM_PIXELS):
-# a row-fused step and a ring of rows hold whole blocks, so no block wraps around the ring's end.
+# a row-fused step is whole blocks, and the producer computes whole blocks (a block that wraps around
+# the ring's end goes through the kernel's tail buffer).
 FUSE_BLOCK = 3
 
 
@@ -248,8 +248,7 @@ def fusion_schedule(ga: dict, gb: dict) -> tuple[int, list[int], int]:
         done = max(done, min(npa, -(-hi * ga["ow"] // FUSE_BLOCK) * FUSE_BLOCK))
         a_end.append(done)
         span = max(span, done - lo * ga["ow"])
-    unit = math.lcm(ga["ow"], FUSE_BLOCK)  # whole rows and whole blocks
-    return step, a_end, -(-span // unit) * unit
+    return step, a_end, -(-span // ga["ow"]) * ga["ow"]  # whole rows
 
 
 def _overwrite_is_safe(ga: dict, gb: dict, step: int, a_end: list[int]) -> bool:
