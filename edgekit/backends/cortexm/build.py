@@ -17,7 +17,7 @@ from ...ir.operators import get_op
 from ...targets import Board, resolve
 from . import toolchain as tc
 from ...progress import step
-from .codegen import generate_c
+from .codegen import fusion_refusals, generate_c
 from .kernels.base import DEFAULT_OPTIMIZE, OPTIMIZE
 from .firmware import compile_firmware
 from .memory import breakdown, fit_report, peak_ram, raise_if_over
@@ -87,6 +87,11 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
         graph, cleaned = import_qonnx(model, fixed_input)
     run_default_passes(graph)
     plan = plan_memory(graph, io_buffers)
+    excluded: set[str] = set()
+    while refused := fusion_refusals(graph, plan, kernels=kernels, features=core.features, board=brd,
+                                     optimize=optimize) - excluded:
+        excluded |= refused  # their kernels have no row ranges: plan without those fusions
+        plan = plan_memory(graph, io_buffers, exclude=excluded)
     check_plan(plan)
 
     with staged_build_dir(out_dir) as tmp:

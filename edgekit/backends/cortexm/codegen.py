@@ -111,7 +111,7 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
             "comment": f"{name}: {list(arr.shape)} {t.bits}-bit codes"
                        + (f", packed {8 // bits} per byte" if bits < 8 else f" as {t.dtype}"),
         })
-    layers, total_macs = [], 0
+    layers, total_macs, calls = [], 0, {}
     for i, node in enumerate(graph.nodes):
         op = get_op(node.op, node.name)
         if op.alias:
@@ -131,6 +131,12 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         in_names = ["in"] + [f"in{k}" for k in range(1, len(acts))]
         params = [f"const {C_TYPES[graph.tensors[t].dtype]} {ptr}{n}" for t, ptr, n in zip(acts, ptrs, in_names)]
         params.append(f"{C_TYPES[graph.tensors[y].dtype]} {ptrs[-1]}out")
+        fusion = plan.fusion_of(node.name)
+        rows = None
+        if fusion is not None:  # row-fused: the layer computes a range of output pixels per call
+            params.append("int32_t p_begin, int32_t p_end")
+            rows = {"ring_out": fusion.ring_pixels if fusion.producer == node.name else 0,
+                    "ring_in": fusion.ring_rows if fusion.consumer == node.name else 0}
         ctx = {
             "node": node, "fn": fn, "ctx": op.c_context(node, graph), "macs": macs,
             "params": ", ".join(params),
@@ -139,7 +145,7 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
             "weights": consts[0] if consts else "", "bias": consts[1] if len(consts) > 1 else "",
             "table": consts[0] if consts else "",
             "wbits": wbits.get(node.inputs[1], 8) if len(node.inputs) > 1 else 8,
-            "inplace": aliased,
+            "inplace": aliased, "rows": rows,
         }
         code = env.get_template(f"ops/{op.template}").render(**ctx)
         sel = selections[node.name]
@@ -151,9 +157,17 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
             if sel.portable:  # the layer's only kernel, on every core and the host
                 code, dsp_code = dsp_code, None
         args = [_pointer(graph, plan, t, False) for t in acts] + [_pointer(graph, plan, y, True)]
+        calls[node.name] = (fn, args)
         call = f"{fn}({', '.join(args)})"
         layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}", "dsp_code": dsp_code,
-                       "kernel": sel.describe() if op.packs_weights else ""})
+                       "kernel": sel.describe() if op.packs_weights else "", "name": node.name})
+    for k, f in enumerate(plan.fused):
+        for layer in layers:
+            if layer["name"] == f.producer:
+                layer["call"] = _fused_call(k, f, graph, calls)
+                layer["comment"] = f"{layer['comment']} row-fused with {f.consumer}"
+            elif layer["name"] == f.consumer:
+                layer["call"] = None  # runs inside the producer's loop
 
     in_t, out_t = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     iq = graph.input_quant
@@ -191,6 +205,34 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
             "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized)}
 
 
+def _fused_call(k: int, f, graph: Graph, calls: dict) -> str:
+    """The C loop of row fusion ``f`` (ir/planner.py RowFusion): per step, the producer's next
+    output pixels, then the consumer's step of output pixels."""
+    nodes = {n.name: n for n in graph.nodes}
+    shape = graph.tensors[nodes[f.consumer].outputs[0]].shape
+    npb = int(shape[0] * shape[1])
+    fa, args_a = calls[f.producer]
+    fb, args_b = calls[f.consumer]
+    ctype = "uint16_t" if max(f.a_end) < 2**16 else "uint32_t"
+    table = ", ".join(str(v) for v in f.a_end)
+    ind = "    "
+    return "\n".join([
+        f"{{ /* {f.producer}'s output in a ring of {f.ring_rows} rows ({f.ring_bytes} B), {f.consumer} "
+        f"{f.step} pixels per step */",
+        f"{ind * 2}static const {ctype} a_end[{len(f.a_end)}] = {{{table}}};",
+        f"{ind * 2}int32_t a_done = 0;",
+        f"{ind * 2}for (int32_t s = 0; s < {len(f.a_end)}; ++s) {{",
+        f"{ind * 3}const int32_t q0 = s * {f.step};",
+        f"{ind * 3}if ((int32_t)a_end[s] > a_done) {{",
+        f"{ind * 4}{fa}({', '.join(args_a)}, a_done, (int32_t)a_end[s]);",
+        f"{ind * 4}a_done = (int32_t)a_end[s];",
+        f"{ind * 3}}}",
+        f"{ind * 3}{fb}({', '.join(args_b)}, q0, q0 + {f.step} < {npb} ? q0 + {f.step} : {npb});",
+        f"{ind * 2}}}",
+        f"{ind}}}",
+    ])
+
+
 def kernel_fallbacks(graph: Graph, selections: dict) -> list[dict]:
     """The layers that run a slower kernel than the one written for them, and why (no silent
     degradation, issue 16): an optimized variant claimed the layer on this core but refused it, or its
@@ -207,6 +249,16 @@ def kernel_fallbacks(graph: Graph, selections: dict) -> list[dict]:
         if why:
             out.append({"layer": n.name, "kernel": s.kind, "reason": why})
     return out
+
+
+def fusion_refusals(graph: Graph, plan: MemoryPlan, *, kernels: str = "reference", features=(), board=None,
+                    optimize: str = DEFAULT_OPTIMIZE) -> set[str]:
+    """The row-fused nodes of ``plan`` whose selected kernel cannot compute a range of output pixels
+    over rings of rows (``KernelVariant.row_ranges``): the build plans again without their fusions."""
+    reg = kernel_registry.registry()
+    sel = _select_kernels(graph, plan, kernels, features, board, optimize)
+    names = {n for f in plan.fused for n in (f.producer, f.consumer)}
+    return {n for n in names if sel[n].optimized and not reg.get(sel[n].kind).row_ranges}
 
 
 def _place_scratch(s: Selection, plan: MemoryPlan, index: int, board) -> Selection:

@@ -53,6 +53,8 @@ def report_json(manifest: Manifest) -> dict:
         "arena_lower_bound": manifest.memory_plan.get("lower_bound"),
         "planner": manifest.memory_plan.get("strategy"),
         "in_place_layers": manifest.memory_plan.get("inplace", []),
+        "row_fused": [f"{f['producer']} -> {f['consumer']} (ring of {f['ring_rows']} rows, {f['ring_bytes']} B)"
+                      for f in manifest.memory_plan.get("fused", [])],
         "flash_bytes": mem["flash_bytes"], "ram_bytes": mem["ram_bytes"],
         # where the model's input and output live, and what one inference needs (the build's static stack;
         # `edgekit verify` measures it); builds made before these keys have none
@@ -91,6 +93,8 @@ def report_text(manifest: Manifest) -> str:
                      f"{layer['output_bytes']:>8}  {layer['buffer'] or 'alias':<8}{off:>8}{layer['arena_live_bytes']:>12}")
     if rep["in_place_layers"]:
         lines.append(f"in place: {', '.join(rep['in_place_layers'])}")
+    if rep["row_fused"]:  # the producer's output exists only as a ring of rows (ir/planner.py)
+        lines.append(f"row-fused: {'; '.join(rep['row_fused'])}")
     if manifest.kernel_fallbacks:  # no silent degradation: which layer runs a slower kernel, and why
         lines.append(format_fallbacks(manifest.kernel_fallbacks, limit=len(manifest.kernel_fallbacks)))
     return "\n".join(lines)

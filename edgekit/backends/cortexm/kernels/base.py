@@ -57,6 +57,8 @@ class KernelVariant:
     features: frozenset[str] = frozenset()
     priority: int = 0
     template: str | None = None
+    #: its template computes a range of output pixels over rings of rows (row fusion, ir/planner.py)
+    row_ranges: bool = False
     #: the ``--optimize`` objectives (OPTIMIZE) under which the variant is offered
     modes: frozenset[str] = frozenset({"size", "balanced", "speed"})
     #: kind -> feature names (the columns of the linear model)

@@ -36,6 +36,7 @@ class ConvGemm(KernelVariant):
     features = frozenset({"dsp"})
     priority = 10
     template = "ops_dsp/conv2d_gemm.c.j2"
+    row_ranges = True
     cost_kinds = {"gemm": ("im2col_words", "zero_words", "runs", "runs_valid", "tap_iters", "tail_runs",
                            "partial_elems", "mk_loops4", "mk_loops8", "mk_rem", "mk_blocks", "outputs",
                            "plain_outputs", "blocks", "const")}
