@@ -490,7 +490,7 @@ def test_exact_instruction_count(chain_a0, tmp_path):
 # ---------------------------------------------------------------------------------------
 #: Executed instructions of one inference of chain_a(0) on mps3-an547 with the Helium kernels, depthwise
 #: included (GCC 12.2.1, QEMU 7.2); update with `edgekit profile` when the kernels or the compiler change.
-EXPECTED_INSTRUCTIONS_M55 = 33240
+EXPECTED_INSTRUCTIONS_M55 = 24291
 
 
 @pytest.mark.parametrize("chain,seed", [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("c", 4), ("c", 5), ("d", 6),
