@@ -18,7 +18,7 @@ from edgekit.nas import cost
 from edgekit.resources import resource_dir
 
 VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dwk", "dwk_int8", "dense", "dense_int8", "mve_gemm",
-            "mve_dense", "mve_dw", "dense_xnor", "dense_binary", "conv_xnor"}
+            "mve_dense", "mve_dw", "mve_dwc", "dense_xnor", "dense_binary", "conv_xnor"}
 
 
 def _graph(chain: str, seed: int, tmp_path):
@@ -54,7 +54,7 @@ def test_every_variant_module_is_discovered_once():
     # the reference kernel is the fallback, never tried as an optimized variant
     # bit-packed binary weights first (their layers' weights are stored for them), then Helium before DSP
     assert {v.name for v in reg.by_priority()[:3]} == {"dense_xnor", "dense_binary", "conv_xnor"}
-    assert {v.name for v in reg.by_priority()[3:6]} == {"mve_dw", "mve_gemm", "mve_dense"}
+    assert {v.name for v in reg.by_priority()[3:7]} == {"mve_dwc", "mve_dw", "mve_gemm", "mve_dense"}
     assert "reference" not in [v.name for v in reg.by_priority()]
 
 
