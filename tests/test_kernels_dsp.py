@@ -530,6 +530,14 @@ def test_mve_kernels_bit_exact(chain, seed, tmp_path):
         assert "vmladavq_s8" in src and "vqrdmulhq_n_s32" in src  # the Helium depthwise kernel
         in_place = json.loads((out / "manifest.json").read_text())["memory_plan"]["inplace"]
         assert any(kernels[n].startswith("optimized mve_dw") for n in in_place), (in_place, kernels)
+    # both Helium depthwise kernels: the ring (a's 3x3 over the larger map) and the channel planes (e's small maps)
+    dw = [kernels[n.name] for n in graph.nodes if n.op == "conv2d" and n.attrs["depthwise"]]
+    if chain == "a":
+        assert any(k.startswith("optimized mve_dw:") for k in dw), dw
+    if chain == "e":
+        assert any(k.startswith("optimized mve_dwc:") for k in dw) and "_s16(dst0 + x * " in src, dw
+    if chain != "b":  # TFLite's double rounding without a fused add: the GEMM's vectorised epilogue
+        assert "vqrdmulhq_s32(acc, vldrwq_s32(q))" in src
 
 
 def test_mve_instruction_count_and_flash(chain_a0, tmp_path):
