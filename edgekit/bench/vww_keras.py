@@ -13,7 +13,9 @@ Needs the ``keras`` extra (``pip install 'edgekit[keras]'``: tensorflow-cpu).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,23 @@ def _tensorflow():
         raise ToolchainError("making the visual wake words model needs TensorFlow: pip install 'edgekit[keras]' "
                              "(or pass the reference vww_96_int8.tflite with --vww-model)") from None
     return tf
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """TensorFlow prints to stdout while it converts (the SavedModel's endpoints from Python, the
+    converter's settings from C++); ``--json`` promises stdout holds only the JSON, so both file
+    descriptor 1 and ``sys.stdout`` point at stderr meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def mobilenet_v1_vww(tf, softmax: bool = True):
@@ -58,6 +77,14 @@ def make_vww_tflite(path: str | Path, seed: int = 0, calibration: int = 64, int8
     """Write the int8 stand-in for MLPerf Tiny's VWW model to ``path``; returns the path.
     ``int8_io=False`` keeps the converter's default float input and output (QUANTIZE and
     DEQUANTIZE at the ends), which edgekit imports too."""
+    with _stdout_to_stderr():
+        tflite = _convert(seed, calibration, int8_io)
+    path = Path(path)
+    path.write_bytes(tflite)
+    return path
+
+
+def _convert(seed: int, calibration: int, int8_io: bool) -> bytes:
     tf = _tensorflow()
     tf.keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
@@ -81,6 +108,4 @@ def make_vww_tflite(path: str | Path, seed: int = 0, calibration: int = 64, int8
     if int8_io:
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
-    path = Path(path)
-    path.write_bytes(conv.convert())
-    return path
+    return conv.convert()

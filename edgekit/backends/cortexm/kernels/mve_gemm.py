@@ -15,6 +15,14 @@ Why the integers are the reference's (docs/kernels.md):
   multiple of 4), so padded lanes add nothing;
 * ``VMLADAVA`` adds into a 32-bit register modulo 2^32. The contract's static check bounds
   the true accumulator to int32, and wrapping additions in any order end at that value.
+* TFLite's double rounding of 8-bit outputs without a fused add is vectorised over the pass's
+  four channels (:func:`vector_requant`), with the per-lane constants of the Helium depthwise
+  kernel's argument (mve_dw.py): ``VQRDMULH`` is SaturatingRoundingDoublingHighMul, ``VRSHL``
+  by -e of ``y + (y >> 31)`` is RoundingDivideByPOT, the zero point is added with saturation
+  before the clamp; the other requantizations keep the scalar epilogue.
+
+The weights of a pass are interleaved 16 bytes per row (row 0's bytes k..k+15, row 1's, ...), so
+one pointer with small immediate offsets walks all four rows.
 """
 from __future__ import annotations
 
@@ -45,6 +53,39 @@ def _shifted_bias(node, graph) -> tuple[np.ndarray, int]:
         zp_s = x.zero_point - 128 if flip else x.zero_point
         return bias - zp_s * wsum, zp_s
     return (bias + 128 * wsum if flip else bias), 0
+
+
+def vector_requant(node, graph, ocp: int) -> dict | None:
+    """The per-lane tables of the vectorised double-rounding epilogue, four channels per pass:
+    rows of four int32 per group (M; the left shift when any channel has one; minus the right
+    shift when any has one; a mask of the lanes that round, when only some do). None where the
+    scalar epilogue applies (other roundings, a fused add, wider outputs, a saturating M)."""
+    rq = node.attrs.get("requant")
+    y = graph.tensors[node.outputs[0]]
+    if rq is None or rq.rounding != "double" or node.attrs.get("residual") or y.dtype not in ("int8", "uint8"):
+        return None
+    if rq.left_shift < 0 or any(m < 0 or m >= 2**31 for m in rq.multiplier):
+        return None
+    n = len(rq.multiplier)
+    mult = [int(m) for m in rq.multiplier] * (1 if n > 1 else ocp)
+    shift = [int(v) for v in rq.shift] * (1 if len(rq.shift) > 1 else ocp)
+    pad = ocp - len(mult)
+    mult, shift = mult + [0] * pad, shift + [31] * pad                # padded channels: never stored
+    left = [rq.left_shift + max(31 - v, 0) for v in shift]
+    right = [max(v - 31, 0) for v in shift]
+    if max(left) > 31:
+        return None
+    rows = [mult]
+    if any(left):
+        rows.append(left)
+    rounds = "all" if all(right) else "some" if any(right) else "none"
+    if rounds != "none":
+        rows.append([-r for r in right])
+    if rounds == "some":
+        rows.append([-1 if r else 0 for r in right])
+    table = [row[g * ROWS + j] for g in range(ocp // ROWS) for row in rows for j in range(ROWS)]
+    return {"table": table, "rows": len(rows), "left": bool(any(left)), "rounds": rounds,
+            "zp_y": rq.zero_point, "lo": rq.lo, "hi": rq.hi}
 
 
 class _MveGemm(KernelVariant):
@@ -80,6 +121,8 @@ class _MveGemm(KernelVariant):
         ocp = -(-oc // ROWS) * ROWS
         wp = np.zeros((ocp, kp), np.int64)
         wp[:oc, :k] = flat
+        # interleaved per pass: (group, k / 16, row, 16 bytes)
+        wp = wp.reshape(ocp // ROWS, ROWS, kp // LANES, LANES).transpose(0, 2, 1, 3)
         b2, zp_s = _shifted_bias(node, graph)
         b2 = np.concatenate([b2, np.zeros(ocp - oc, np.int64)])
         ctx = {"conv": conv, "k": k, "kp": kp, "oc": oc, "ocp": ocp, "flip": flip, "zp_s": int(zp_s),
@@ -92,11 +135,16 @@ class _MveGemm(KernelVariant):
         else:
             ctx["summary"] = f"{ROWS} rows per pass of {kp // LANES} VMLADAVA.S8 steps"
         rq = node.attrs.get("requant")
-        ctx.update(requant_ctx(rq, ocp))
+        vrq = vector_requant(node, graph, ocp)
+        ctx["vrq"] = vrq
+        ctx.update({"fast": False} if vrq else requant_ctx(rq, ocp))
         ctx.update(residual_ctx(node, graph))
         if node.attrs.get("residual"):
             ctx["summary"] += ", fused residual add"
-        return Selection(self.name, self.template, ctx=ctx, weight_bytes=ocp * kp + 4 * ocp)
+        if vrq:
+            ctx["summary"] += ", requantization of 4 channels at once"
+        return Selection(self.name, self.template, ctx=ctx,
+                         weight_bytes=ocp * kp + 4 * ocp + 4 * len(vrq["table"] if vrq else []))
 
     def flash_bytes(self, sel: Selection, node, graph) -> int:
         # int8 weights: they replace the layer's weights and bias in flash (the reference copy is
