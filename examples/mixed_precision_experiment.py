@@ -63,10 +63,22 @@ def main() -> int:
     ap.add_argument("--budgets", default="0.3,0.5,0.7", help="flash budgets as fractions between the all-2-bit "
                     "and the all-8-bit model's predicted flash")
     ap.add_argument("--table-only", action="store_true", help="rewrite the tables and the plot from results.json")
+    ap.add_argument("--zero-shot-only", action="store_true", help="add the before-fine-tuning measurements "
+                    "(zero_shot.json) to an earlier run's output, then rewrite the tables")
     args = ap.parse_args()
     out = Path(args.output)
-    if args.table_only:
-        write_tables(json.loads((out / "results.json").read_text()), out)
+    if args.table_only or args.zero_shot_only:
+        results = json.loads((out / "results.json").read_text())
+        if args.zero_shot_only:
+            torch.set_num_threads(1)
+            data = load_data(results["dataset_name"])
+            model = make_model(results["model"], data)
+            # the cost table again (deterministic: the same calibrated random weights), for the band
+            costs = measure_costs(model, torch.as_tensor(data.x_train[:1]), "cortex-m4", results["board"],
+                                  out / "costs", kernels=results["kernels"])
+            model.load_state_dict(torch.load(results["checkpoint"] or out / "checkpoint-w8.pt", weights_only=True))
+            zero_shot(model.eval(), data, np.array(results["omega"]), costs, out)
+        write_tables(results, out)
         return 0
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -116,6 +128,9 @@ def main() -> int:
                      "hawq_in_band": any(a.choice == hawq.choice for a in pool),
                      "hawq_from_each_set": [[allocate(o, costs, {"flash": budget}).bits[n] for n in costs.layers]
                                             for o in omega_each]})
+    t = time.monotonic()
+    zero_shot(model, data, omega, costs, out)
+    t_zero = time.monotonic() - t
     results = {"dataset_name": args.dataset, "dataset": data.description, "model": args.model, "board": args.board,
                "kernels": args.kernels, "epochs": args.epochs, "pretrain_epochs": 0 if args.checkpoint else
                args.pretrain_epochs, "checkpoint": args.checkpoint, "probes": args.probes,
@@ -128,7 +143,7 @@ def main() -> int:
                          "hawq_in_band": p["hawq_in_band"], "hawq_from_each_set": p["hawq_from_each_set"],
                          "random": [[a.bits[n] for n in costs.layers] for a in p["random"]],
                          "random_sensitivity": [a.sensitivity for a in p["random"]]} for p in plan],
-               "runs": [], "seconds": {"cost_table": t_cost, "pretrain": t_pre, "sensitivity": t_sens}}
+               "runs": [], "seconds": {"cost_table": t_cost, "pretrain": t_pre, "sensitivity": t_sens, "zero_shot": t_zero}}
     done: dict[tuple, dict] = {}  # (bits, fine-tuning seed) -> measurements
 
     def evaluate(kind, alloc, budget, seed, verify_it, tag=None):
@@ -176,6 +191,40 @@ def main() -> int:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_tables(results, out)
     return 0
+
+
+def zero_shot(model, data, omega: np.ndarray, costs, out: Path, samples: int = 2048) -> list[dict]:
+    """Every assignment applied to the checkpoint without fine-tuning: the training loss's
+    increase (what HAWQ's sensitivity approximates: 1/2 sum Tr(H_l)/n_l ||Q(W_l) - W_l||^2
+    to second order) on ``samples`` training samples not used for the traces' first
+    estimate, and the test accuracy (brevitas). Written to zero_shot.json."""
+    import copy
+    import itertools
+
+    from edgekit.qat.mixed_precision_alloc import apply_bits
+
+    bit_choices = list(costs.bit_choices)
+    sel = np.random.default_rng(1000).permutation(len(data.x_train))[:samples]
+    x, y = torch.as_tensor(data.x_train[sel]), torch.as_tensor(data.y_train[sel])
+    example = x[:1]
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def loss_of(m) -> float:
+        with torch.no_grad():
+            return float(loss_fn(m(x), y))
+
+    base = loss_of(model)
+    rows = []
+    for choice in itertools.product(range(len(bit_choices)), repeat=omega.shape[0]):
+        m = copy.deepcopy(model)
+        bits = [bit_choices[j] for j in choice]
+        apply_bits(m, bits, example)
+        m.eval()
+        rows.append({"bits": bits, "sensitivity": float(sum(omega[i, j] for i, j in enumerate(choice))),
+                     "predicted_flash": costs.total("flash", list(choice)),
+                     "loss_increase": loss_of(m) - base, "test_accuracy": float_accuracy(m, data.x_test, data.y_test)})
+    (out / "zero_shot.json").write_text(json.dumps({"base_loss": base, "samples": samples, "rows": rows}, indent=1))
+    return rows
 
 
 def _stats(rows: list[dict]) -> tuple[float, float, int]:
@@ -253,6 +302,28 @@ def write_tables(results: dict, out: Path) -> None:
         lines += ["", f"Spearman rank correlation of predicted sensitivity (sum of Omega) and mean accuracy over the "
                   f"{len(per_assignment)} budgeted assignments: {rho:+.2f} (p = {pval:.2g}; negative = sensitivity "
                   "predicts accuracy)"]
+    zs_path = out / "zero_shot.json"
+    if zs_path.exists():
+        zs = json.loads(zs_path.read_text())["rows"]
+        by_bits = {tuple(r["bits"]): r for r in zs}
+        rho_l, _ = spearmanr([r["sensitivity"] for r in zs], [r["loss_increase"] for r in zs])
+        rho_a, _ = spearmanr([r["sensitivity"] for r in zs], [r["test_accuracy"] for r in zs])
+        lines += ["", f"Before fine-tuning (every one of the {len(zs)} assignments applied to the checkpoint): Spearman "
+                  f"correlation of the sensitivity with the training loss's increase {rho_l:+.2f}, with test accuracy "
+                  f"{rho_a:+.2f}.", "",
+                  "| budget (B) | HAWQ: loss increase, rank in the band | HAWQ: test accuracy | band: best, mean test "
+                  "accuracy | random draws: mean test accuracy |", "|---|---|---|---|---|"]
+        lo, hi = results["flash_range"]
+        for p in results["plan"]:
+            h = by_bits[tuple(p["hawq"])]
+            band = [by_bits[tuple(r["bits"])] for r in runs if r["kind"] == "random" and r["budget"] == p["budget"]]
+            # the band: the assignments the random draws came from (predicted flash within it)
+            pool = [r for r in zs if p["budget"] - 0.25 * (hi - lo) <= r["predicted_flash"] <= p["budget"]]
+            rank = 1 + sum(r["loss_increase"] < h["loss_increase"] for r in pool)
+            lines.append(f"| {p['budget']:,} | {h['loss_increase']:.4f}, {rank} of {len(pool)} | "
+                         f"{h['test_accuracy']:.4f} | {max(r['test_accuracy'] for r in pool):.4f}, "
+                         f"{np.mean([r['test_accuracy'] for r in pool]):.4f} | "
+                         f"{np.mean([r['test_accuracy'] for r in band]) if band else float('nan'):.4f} |")
     sets = len(results["stability"][0]["sets"]) if results["stability"] else 0
     lines += ["", "| layer | params | Tr(H) pooled | +- | " + " | ".join(f"Tr(H) estimate {i + 1} | +-" for i in range(sets))
               + " |", "|---|---|---|---|" + "---|---|" * sets]
