@@ -57,11 +57,16 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=5, help="distinct random assignments per budget (5)")
     ap.add_argument("--ft-seeds", type=int, default=3, help="fine-tuning seeds of every model of every arm (3)")
+    ap.add_argument("--first-ft-seed", type=int, default=0, help="seeds first..first+ft-seeds-1 (0; to split "
+                    "the seeds over processes, then --merge)")
+    ap.add_argument("--merge", nargs="+", metavar="DIR", help="with --table-only: add the runs of these output "
+                    "directories (same checkpoint, traces and plan; other fine-tuning seeds) to this one's")
     ap.add_argument("--probes", type=int, default=32, help="Rademacher probes per trace estimate (32)")
     ap.add_argument("--probe-sets", type=int, default=2, help="independent trace estimates, pooled (2)")
     ap.add_argument("--calibration", type=int, default=512, help="training samples per trace estimate (512)")
     ap.add_argument("--budgets", default="0.3,0.5,0.7", help="flash budgets as fractions between the all-2-bit "
                     "and the all-8-bit model's predicted flash")
+    ap.add_argument("--skip-zero-shot", action="store_true", help="leave out the before-fine-tuning measurements")
     ap.add_argument("--table-only", action="store_true", help="rewrite the tables and the plot from results.json")
     ap.add_argument("--zero-shot-only", action="store_true", help="add the before-fine-tuning measurements "
                     "(zero_shot.json) to an earlier run's output, then rewrite the tables")
@@ -69,6 +74,15 @@ def main() -> int:
     out = Path(args.output)
     if args.table_only or args.zero_shot_only:
         results = json.loads((out / "results.json").read_text())
+        for other in args.merge or []:
+            more = json.loads((Path(other) / "results.json").read_text())
+            if more["plan"] != results["plan"] or more["omega"] != results["omega"]:
+                print(f"error: {other}: not the same checkpoint, traces and plan as {out}; cannot merge", file=sys.stderr)
+                return 2
+            have = {(r["kind"], r["budget"], r["assignment"], r["seed"]) for r in results["runs"]}
+            results["runs"] += [r for r in more["runs"] if (r["kind"], r["budget"], r["assignment"], r["seed"]) not in have]
+        if args.merge:
+            (out / "results.json").write_text(json.dumps(results, indent=1))
         if args.zero_shot_only:
             torch.set_num_threads(1)
             data = load_data(results["dataset_name"])
@@ -129,7 +143,8 @@ def main() -> int:
                      "hawq_from_each_set": [[allocate(o, costs, {"flash": budget}).bits[n] for n in costs.layers]
                                             for o in omega_each]})
     t = time.monotonic()
-    zero_shot(model, data, omega, costs, out)
+    if not args.skip_zero_shot:
+        zero_shot(model, data, omega, costs, out)
     t_zero = time.monotonic() - t
     results = {"dataset_name": args.dataset, "dataset": data.description, "model": args.model, "board": args.board,
                "kernels": args.kernels, "epochs": args.epochs, "pretrain_epochs": 0 if args.checkpoint else
@@ -180,9 +195,9 @@ def main() -> int:
               f"acc {m['int_test_accuracy']:.4f} ({row['seconds']:.0f} s{', reused' if reused else ''})", flush=True)
 
     # seed-major: a run stopped early still compares every arm over the same seeds
-    for fs in range(args.ft_seeds):
+    for fs in range(args.first_ft_seed, args.first_ft_seed + args.ft_seeds):
         for b in (8, 4, 2):
-            evaluate(f"uniform{b}", uniform(omega, costs, b), None, fs, fs == 0)
+            evaluate(f"uniform{b}", uniform(omega, costs, b), None, fs, fs == args.first_ft_seed)
         for p in plan:
             evaluate("hawq", p["hawq"], p["budget"], fs, True)
             for s, a in enumerate(p["random"]):
@@ -241,12 +256,17 @@ def write_tables(results: dict, out: Path) -> None:
     report.html, from results.json."""
     from scipy.stats import spearmanr
 
-    runs = results["runs"]
-    seeds = sorted({r["seed"] for r in runs})
+    # only fine-tuning seeds every arm finished (an interrupted run's last seed is left out)
+    planned = 3 + sum(1 + len(p["random"]) for p in results["plan"])
+    seeds = sorted(s for s in {r["seed"] for r in results["runs"]}
+                   if sum(r["seed"] == s for r in results["runs"]) >= planned)
+    partial = sorted({r["seed"] for r in results["runs"]} - set(seeds))
+    runs = [r for r in results["runs"] if r["seed"] in seeds]
     n_seeds = len(seeds)
     lines = [f"{results['model']} on {results['dataset']}; {results['epochs']} fine-tuning epochs, "
              f"fine-tuning seeds {', '.join(map(str, seeds))} for every model; 8-bit checkpoint "
-             f"{results['checkpoint_test_accuracy']:.4f} (brevitas, before fine-tuning)", "",
+             f"{results['checkpoint_test_accuracy']:.4f} (brevitas, before fine-tuning)"
+             + (f"; seed(s) {', '.join(map(str, partial))} left out: not finished for every arm" if partial else ""), "",
              "| model | flash budget (B) | bits per layer | measured flash (B) | test accuracy (mean +- std) |",
              "|---|---|---|---|---|"]
     pts, uniform_rows = [], {}
