@@ -312,7 +312,7 @@ def write_tables(results: dict, out: Path) -> None:
                         "series": "random assignments (mean +- std)"})
             se = float(np.sqrt(hsd ** 2 / hn + rsd ** 2 / rn))
             larger = [(f, m) for f, m, _ in uniform_rows.values() if f >= h[0]["flash_bytes"]]
-            vs_uniform = all(hm >= m for _, m in larger) if larger else None
+            vs_uniform = all(hm >= m - 1e-9 for _, m in larger) if larger else None  # equal means, float sums
             verdicts.append(f"| {b:,} | {hm - rm:+.4f} | {se:.4f} | {'yes' if hm > rm else 'no'} | "
                             f"{'-' if vs_uniform is None else 'yes' if vs_uniform else 'no'} | {p['band_size']} | "
                             + "; ".join(_bits(x) for x in p["hawq_from_each_set"]) + " |")
