@@ -359,7 +359,7 @@ def write_tables(results: dict, out: Path) -> None:
     (out / "table.md").write_text("\n".join(lines) + "\n")
     name = results.get("dataset_name") or results["dataset"].split(" ")[0]
     svg = accuracy_flash_svg(pts, out / "accuracy_flash.svg", f"{results['model']} on {name}: integer test accuracy "
-                             f"after {results['epochs']} fine-tuning epochs ({n_seeds} seeds)")
+                             f"after {results['epochs']} fine-tuning epochs ({n_seeds} seed{'s' if n_seeds != 1 else ''})")
     (out / "report.html").write_text(
         "<!doctype html><meta charset='utf-8'><title>mixed precision experiment</title>"
         f"<h1>{html.escape(results['model'])} on {html.escape(name)}</h1>"
