@@ -1,18 +1,32 @@
 """Issue 15 experiment: accuracy against flash for HAWQ assignments, uniform widths and random
-assignments, all fine-tuned the same number of epochs from the same 8-bit QAT checkpoint.
+assignments, all fine-tuned the same way from the same 8-bit QAT checkpoint.
 
     PYTHONPATH=. nice -n 5 python examples/mixed_precision_experiment.py -o mp_experiment \
-        [--dataset har] [--model zoo:har-cnn] [--train-subset 3000] [--epochs 2] [--seeds 5]
+        [--dataset har] [--model zoo:har-cnn] [--epochs 2] [--ft-seeds 3] [--seeds 5] [--checkpoint FILE]
 
-Every model is built for the board (reference kernels: packed 4/2-bit weights in flash) and
-its test accuracy is that of the integer model (bit-exact with the firmware); the HAWQ and
-uniform models are also verified on the emulated core. Writes results.json, table.md and
-accuracy_flash.svg into the output directory (results.json is rewritten after each model,
-so an interrupted run keeps what it measured).
+Protocol (fixed before looking at any accuracy):
+* one 8-bit QAT checkpoint (``--pretrain-epochs``, seed 0, or ``--checkpoint``);
+* Hessian traces from ``--probe-sets`` independent estimates (each ``--probes`` Rademacher
+  probes on its own ``--calibration`` random training samples), pooled for the allocation;
+  the report gives each estimate and whether the ILP picks the same widths from each alone;
+* every arm -- uniform 8/4/2-bit, the HAWQ assignment at each budget, ``--seeds`` random
+  assignments per budget (distinct, drawn uniformly from every assignment whose predicted
+  flash lies within the budget and a quarter of the flash range below it) -- is fine-tuned
+  ``--epochs`` epochs with each of the same ``--ft-seeds`` seeds. Training is deterministic,
+  so an (assignment, seed) pair met twice (a random draw equal to HAWQ's assignment) is run
+  once and its result reused.
+
+Every model is built for the board (reference kernels: packed 4/2-bit weights in flash); its
+test accuracy is that of the integer model (bit-exact with the firmware). HAWQ models (every
+seed) and the uniform models (seed 0) are verified on the emulated core, profiled, and their
+measured flash checked against the budget. Writes results.json (rewritten after each model,
+so an interrupted run keeps what it measured; ``--table-only`` redoes the tables from it),
+table.md, accuracy_flash.svg and report.html into the output directory.
 """
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import sys
 import time
@@ -22,12 +36,12 @@ import numpy as np
 import torch
 
 from edgekit.mixedprec.costs import measure_costs
-from edgekit.mixedprec.flow import build_and_check, fine_tune, load_data, make_model, pretrain, sensitivity
+from edgekit.mixedprec.flow import build_and_check, fine_tune, load_data, make_model, pretrain
 from edgekit.mixedprec.report import accuracy_flash_svg
-from edgekit.nas.datasets import NasData
+from edgekit.qat import evaluate as float_accuracy
 from edgekit.qat import export_qonnx
-from edgekit.qat.hessian import hutchinson_traces, quant_layers
-from edgekit.qat.mixed_precision_alloc import allocate, random_assignment, uniform
+from edgekit.qat.hessian import hutchinson_traces, merge_traces, quant_layers, sensitivities
+from edgekit.qat.mixed_precision_alloc import allocate, distinct_random_assignments, feasible_assignments, uniform
 
 
 def main() -> int:
@@ -37,154 +51,320 @@ def main() -> int:
     ap.add_argument("--model", default="zoo:har-cnn")
     ap.add_argument("--board", default="mps2-an386")
     ap.add_argument("--kernels", default="reference")
-    ap.add_argument("--train-subset", type=int, default=0, help="training samples (0: all)")
     ap.add_argument("--pretrain-epochs", type=int, default=4)
+    ap.add_argument("--checkpoint", help="state dict of the 8-bit QAT starting point (skips pretraining; "
+                    "checkpoint-w8.pt of an earlier run)")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--seeds", type=int, default=5, help="random assignments per budget (5)")
-    ap.add_argument("--ft-seeds", type=int, default=3, help="fine-tuning seeds of the HAWQ and uniform models; "
-                    "each random assignment is fine-tuned with seed 0 (3)")
-    ap.add_argument("--random-ft-seeds", type=int, default=1, help="fine-tuning seeds of each random assignment "
-                    "(1: seed 0; --ft-seeds gives every arm the same fine-tuning)")
-    ap.add_argument("--probes", type=int, default=32)
+    ap.add_argument("--seeds", type=int, default=5, help="distinct random assignments per budget (5)")
+    ap.add_argument("--ft-seeds", type=int, default=3, help="fine-tuning seeds of every model of every arm (3)")
+    ap.add_argument("--first-ft-seed", type=int, default=0, help="seeds first..first+ft-seeds-1 (0; to split "
+                    "the seeds over processes, then --merge)")
+    ap.add_argument("--merge", nargs="+", metavar="DIR", help="with --table-only: add the runs of these output "
+                    "directories (same checkpoint, traces and plan; other fine-tuning seeds) to this one's")
+    ap.add_argument("--probes", type=int, default=32, help="Rademacher probes per trace estimate (32)")
+    ap.add_argument("--probe-sets", type=int, default=2, help="independent trace estimates, pooled (2)")
+    ap.add_argument("--calibration", type=int, default=512, help="training samples per trace estimate (512)")
     ap.add_argument("--budgets", default="0.3,0.5,0.7", help="flash budgets as fractions between the all-2-bit "
                     "and the all-8-bit model's predicted flash")
-    ap.add_argument("--table-only", action="store_true", help="rewrite table.md and the plot from results.json")
+    ap.add_argument("--skip-zero-shot", action="store_true", help="leave out the before-fine-tuning measurements")
+    ap.add_argument("--table-only", action="store_true", help="rewrite the tables and the plot from results.json")
+    ap.add_argument("--zero-shot-only", action="store_true", help="add the before-fine-tuning measurements "
+                    "(zero_shot.json) to an earlier run's output, then rewrite the tables")
     args = ap.parse_args()
     out = Path(args.output)
-    if args.table_only:
-        write_table(json.loads((out / "results.json").read_text()), out)
+    if args.table_only or args.zero_shot_only:
+        results = json.loads((out / "results.json").read_text())
+        for other in args.merge or []:
+            more = json.loads((Path(other) / "results.json").read_text())
+            if more["plan"] != results["plan"] or more["omega"] != results["omega"]:
+                print(f"error: {other}: not the same checkpoint, traces and plan as {out}; cannot merge", file=sys.stderr)
+                return 2
+            have = {(r["kind"], r["budget"], r["assignment"], r["seed"]) for r in results["runs"]}
+            results["runs"] += [r for r in more["runs"] if (r["kind"], r["budget"], r["assignment"], r["seed"]) not in have]
+        if args.merge:
+            (out / "results.json").write_text(json.dumps(results, indent=1))
+        if args.zero_shot_only:
+            torch.set_num_threads(1)
+            data = load_data(results["dataset_name"])
+            model = make_model(results["model"], data)
+            # the cost table again (deterministic: the same calibrated random weights), for the band
+            costs = measure_costs(model, torch.as_tensor(data.x_train[:1]), "cortex-m4", results["board"],
+                                  out / "costs", kernels=results["kernels"])
+            model.load_state_dict(torch.load(results["checkpoint"] or out / "checkpoint-w8.pt", weights_only=True))
+            zero_shot(model.eval(), data, np.array(results["omega"]), costs, out)
+        write_tables(results, out)
         return 0
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     torch.set_num_threads(1)  # a shared 2-core machine
 
-    full = load_data(args.dataset)
-    n_train = args.train_subset if 0 < args.train_subset < len(full.x_train) else len(full.x_train)
-    idx = np.sort(np.random.default_rng(0).permutation(len(full.x_train))[:n_train])
-    data = NasData(full.name, full.x_train[idx], full.y_train[idx], full.x_val, full.y_val, full.x_test,
-                   full.y_test, full.class_names, full.description + f"; {len(idx)} training windows")
+    data = load_data(args.dataset)
     model = make_model(args.model, data)
     example = torch.as_tensor(data.x_train[:1])
     target = "cortex-m4"
     costs = measure_costs(model, example, target, args.board, out / "costs", kernels=args.kernels)
     t_cost = time.monotonic() - t0
-    pretrain(model, data, args.pretrain_epochs, 0)
-    t_pre = time.monotonic() - t0 - t_cost
-
-    # Hessian traces, twice with independent probes: their agreement is the estimate's stability
     t = time.monotonic()
-    traces, omega = sensitivity(model, data, costs, args.probes, 512, seed=0)
-    t_sens = time.monotonic() - t
+    if args.checkpoint:
+        model.load_state_dict(torch.load(args.checkpoint, weights_only=True))
+    else:
+        pretrain(model, data, args.pretrain_epochs, 0)
+        torch.save(model.state_dict(), out / "checkpoint-w8.pt")
+    model.eval()
+    t_pre = time.monotonic() - t
+
+    # Hessian traces: independent estimates (own probes, own calibration samples), pooled
+    t = time.monotonic()
     layers = quant_layers(model, example)
-    sel = np.random.default_rng(0).permutation(len(data.x_train))[:512]
-    traces_b = hutchinson_traces(model, torch.as_tensor(data.x_train[sel]), torch.as_tensor(data.y_train[sel]),
-                                 probes=args.probes, seed=1, layers=layers)
-    stability = [{"layer": a.name, "params": a.n_params, "trace_seed0": a.trace_mean, "stderr_seed0": a.trace_stderr,
-                  "trace_seed1": b.trace_mean, "stderr_seed1": b.trace_stderr} for a, b in zip(traces, traces_b)]
+    estimates = []
+    for s in range(args.probe_sets):
+        sel = np.random.default_rng(s).permutation(len(data.x_train))[:args.calibration]
+        estimates.append(hutchinson_traces(model, torch.as_tensor(data.x_train[sel]), torch.as_tensor(data.y_train[sel]),
+                                           probes=args.probes, seed=s, layers=layers))
+    pooled = merge_traces(*estimates)
+    omega = sensitivities(layers, pooled, costs.bit_choices)
+    omega_each = [sensitivities(layers, e, costs.bit_choices) for e in estimates]
+    t_sens = time.monotonic() - t
+    stability = [{"layer": p.name, "params": p.n_params, "trace": p.trace_mean, "stderr": p.trace_stderr,
+                  "sets": [[e[i].trace_mean, e[i].trace_stderr] for e in estimates]} for i, p in enumerate(pooled)]
 
     lo = costs.base["flash"] + costs.per_layer["flash"].min(axis=1).sum()
     hi = costs.base["flash"] + costs.per_layer["flash"].max(axis=1).sum()
     budgets = [round(lo + f * (hi - lo)) for f in map(float, args.budgets.split(","))]
-    results = {"dataset_name": args.dataset, "dataset": data.description, "model": args.model, "board": args.board, "kernels": args.kernels,
-               "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "probes": args.probes,
-               "ft_seeds": args.ft_seeds, "random_ft_seeds": args.random_ft_seeds,
-               "stability": stability, "omega": omega.tolist(), "layers": costs.layers,
-               "flash_range": [lo, hi], "budgets": budgets, "runs": [],
-               "seconds": {"cost_table": t_cost, "pretrain": t_pre, "sensitivity": t_sens}}
+    band = 0.25 * (hi - lo)  # random draws share the budget's band of flash, not any smaller model
+    plan = []
+    for budget in budgets:
+        hawq = allocate(omega, costs, {"flash": budget})
+        pool = feasible_assignments(omega, costs, {"flash": budget}, {"flash": budget - band})
+        rnd = distinct_random_assignments(omega, costs, {"flash": budget}, args.seeds, np.random.default_rng(budget),
+                                          {"flash": budget - band})
+        plan.append({"budget": budget, "hawq": hawq, "random": rnd, "band_size": len(pool),
+                     "hawq_in_band": any(a.choice == hawq.choice for a in pool),
+                     "hawq_from_each_set": [[allocate(o, costs, {"flash": budget}).bits[n] for n in costs.layers]
+                                            for o in omega_each]})
+    t = time.monotonic()
+    if not args.skip_zero_shot:
+        zero_shot(model, data, omega, costs, out)
+    t_zero = time.monotonic() - t
+    results = {"dataset_name": args.dataset, "dataset": data.description, "model": args.model, "board": args.board,
+               "kernels": args.kernels, "epochs": args.epochs, "pretrain_epochs": 0 if args.checkpoint else
+               args.pretrain_epochs, "checkpoint": args.checkpoint, "probes": args.probes,
+               "probe_sets": args.probe_sets, "calibration": args.calibration, "ft_seeds": args.ft_seeds,
+               "checkpoint_test_accuracy": float_accuracy(model, data.x_test, data.y_test),
+               "stability": stability, "omega": omega.tolist(), "layers": costs.layers, "bit_choices":
+               list(costs.bit_choices), "flash_range": [lo, hi], "budgets": budgets,
+               "plan": [{"budget": p["budget"], "hawq": [p["hawq"].bits[n] for n in costs.layers],
+                         "hawq_sensitivity": p["hawq"].sensitivity, "band_size": p["band_size"],
+                         "hawq_in_band": p["hawq_in_band"], "hawq_from_each_set": p["hawq_from_each_set"],
+                         "random": [[a.bits[n] for n in costs.layers] for a in p["random"]],
+                         "random_sensitivity": [a.sensitivity for a in p["random"]]} for p in plan],
+               "runs": [], "seconds": {"cost_table": t_cost, "pretrain": t_pre, "sensitivity": t_sens, "zero_shot": t_zero}}
+    done: dict[tuple, dict] = {}  # (bits, fine-tuning seed) -> measurements
 
     def evaluate(kind, alloc, budget, seed, verify_it, tag=None):
         t1 = time.monotonic()
         bits = [alloc.bits[n] for n in costs.layers]
-        tuned = fine_tune(model, bits, data, args.epochs, seed)
-        d = out / "models" / f"{kind}-{budget}-{seed if tag is None else f'a{tag}'}"
-        d.mkdir(parents=True, exist_ok=True)
-        onnx = export_qonnx(tuned, example, d / "model.onnx")
-        if verify_it:
-            m = build_and_check(onnx, target, args.board, d, data, args.kernels, say=lambda *_: None)
+        key = (tuple(bits), seed)
+        if key in done and (done[key].get("bit_exact") is not None or not verify_it):
+            m, reused = done[key], True
         else:
-            from edgekit.api import build
-            from edgekit.nas.finalize import integer_accuracy
+            tuned = fine_tune(model, bits, data, args.epochs, seed)
+            d = out / "models" / f"{'-'.join(map(str, bits))}-s{seed}"
+            d.mkdir(parents=True, exist_ok=True)
+            onnx = export_qonnx(tuned, example, d / "model.onnx")
+            if verify_it:
+                m = build_and_check(onnx, target, args.board, d, data, args.kernels, say=lambda *_: None)
+            else:
+                from edgekit.api import build
+                from edgekit.nas.finalize import integer_accuracy
 
-            res = build(onnx, target, args.board, d / "build", kernels=args.kernels)
-            m = {"flash_bytes": res.manifest.memory["flash_bytes"], "ram_bytes": res.manifest.memory["ram_bytes"],
-                 "int_test_accuracy": integer_accuracy(d / "build", data.x_test, data.y_test)}
-        row = {"kind": kind, "budget": budget, "seed": seed, "assignment": tag, "bits": alloc.bits, "sensitivity": alloc.sensitivity,
-               "predicted_flash": alloc.predicted["flash"], "seconds": time.monotonic() - t1,
-               **{k: m.get(k) for k in ("flash_bytes", "ram_bytes", "int_test_accuracy", "bit_exact",
-                                        "instructions", "latency_ms")}}
+                res = build(onnx, target, args.board, d / "build", kernels=args.kernels)
+                m = {"flash_bytes": res.manifest.memory["flash_bytes"], "ram_bytes": res.manifest.memory["ram_bytes"],
+                     "int_test_accuracy": integer_accuracy(d / "build", data.x_test, data.y_test)}
+            m = {k: m.get(k) for k in ("flash_bytes", "ram_bytes", "int_test_accuracy", "bit_exact", "instructions",
+                                       "latency_ms")}
+            done[key], reused = m, False
+        row = {"kind": kind, "budget": budget, "seed": seed, "assignment": tag, "bits": bits,
+               "sensitivity": alloc.sensitivity, "predicted_flash": alloc.predicted["flash"], "reused": reused,
+               "seconds": time.monotonic() - t1, **m}
         if budget is not None:
             row["within_budget"] = m["flash_bytes"] <= budget
         results["runs"].append(row)
         (out / "results.json").write_text(json.dumps(results, indent=1))
         print(f"{kind:>8} budget {budget} seed {seed}: {' '.join(map(str, bits))} flash {m['flash_bytes']} "
-              f"acc {m['int_test_accuracy']:.4f} ({row['seconds']:.0f} s)", flush=True)
+              f"acc {m['int_test_accuracy']:.4f} ({row['seconds']:.0f} s{', reused' if reused else ''})", flush=True)
 
-    for b in (8, 4, 2):
-        for fs in range(args.ft_seeds):
-            evaluate(f"uniform{b}", uniform(omega, costs, b), None, fs, fs == 0)
-    for budget in budgets:
-        for fs in range(args.ft_seeds):
-            evaluate("hawq", allocate(omega, costs, {"flash": budget}), budget, fs, True)
-        rng = np.random.default_rng(budget)
-        floor = budget - 0.25 * (hi - lo)  # same band of flash as the budget, not any smaller model
-        for s in range(args.seeds):
-            a = random_assignment(omega, costs, {"flash": budget}, rng)
-            while a.predicted["flash"] < floor:
-                a = random_assignment(omega, costs, {"flash": budget}, rng)
-            for fs in range(args.random_ft_seeds):
-                evaluate("random", a, budget, fs, False, tag=s)
+    # seed-major: a run stopped early still compares every arm over the same seeds
+    for fs in range(args.first_ft_seed, args.first_ft_seed + args.ft_seeds):
+        for b in (8, 4, 2):
+            evaluate(f"uniform{b}", uniform(omega, costs, b), None, fs, fs == args.first_ft_seed)
+        for p in plan:
+            evaluate("hawq", p["hawq"], p["budget"], fs, True)
+            for s, a in enumerate(p["random"]):
+                evaluate("random", a, p["budget"], fs, False, tag=s)
     results["seconds"]["total"] = time.monotonic() - t0
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    write_table(results, out)
+    write_tables(results, out)
     return 0
 
 
-def write_table(results: dict, out: Path) -> None:
-    runs = results["runs"]
-    lines = ["| model | flash budget (B) | bits per layer | measured flash (B) | test accuracy |", "|---|---|---|---|---|"]
-    pts = []
+def zero_shot(model, data, omega: np.ndarray, costs, out: Path, samples: int = 2048) -> list[dict]:
+    """Every assignment applied to the checkpoint without fine-tuning: the training loss's
+    increase (what HAWQ's sensitivity approximates: 1/2 sum Tr(H_l)/n_l ||Q(W_l) - W_l||^2
+    to second order) on ``samples`` training samples not used for the traces' first
+    estimate, and the test accuracy (brevitas). Written to zero_shot.json."""
+    import copy
+    import itertools
 
-    def stats(rows):
-        acc = np.array([r["int_test_accuracy"] for r in rows])
-        return acc.mean(), (acc.std(ddof=1) if len(acc) > 1 else 0.0), len(acc)
+    from edgekit.qat.mixed_precision_alloc import apply_bits
 
+    bit_choices = list(costs.bit_choices)
+    sel = np.random.default_rng(1000).permutation(len(data.x_train))[:samples]
+    x, y = torch.as_tensor(data.x_train[sel]), torch.as_tensor(data.y_train[sel])
+    example = x[:1]
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def loss_of(m) -> float:
+        with torch.no_grad():
+            return float(loss_fn(m(x), y))
+
+    base = loss_of(model)
+    rows = []
+    for choice in itertools.product(range(len(bit_choices)), repeat=omega.shape[0]):
+        m = copy.deepcopy(model)
+        bits = [bit_choices[j] for j in choice]
+        apply_bits(m, bits, example)
+        m.eval()
+        rows.append({"bits": bits, "sensitivity": float(sum(omega[i, j] for i, j in enumerate(choice))),
+                     "predicted_flash": costs.total("flash", list(choice)),
+                     "loss_increase": loss_of(m) - base, "test_accuracy": float_accuracy(m, data.x_test, data.y_test)})
+    (out / "zero_shot.json").write_text(json.dumps({"base_loss": base, "samples": samples, "rows": rows}, indent=1))
+    return rows
+
+
+def _stats(rows: list[dict]) -> tuple[float, float, int]:
+    acc = np.array([r["int_test_accuracy"] for r in rows])
+    return float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else 0.0, len(acc)
+
+
+def _bits(bits) -> str:
+    return " ".join(map(str, bits.values() if isinstance(bits, dict) else bits))
+
+
+def write_tables(results: dict, out: Path) -> None:
+    """table.md (accuracy table, HAWQ against the baselines, trace stability), the plot and
+    report.html, from results.json."""
+    from scipy.stats import spearmanr
+
+    # only fine-tuning seeds every arm finished (an interrupted run's last seed is left out)
+    planned = 3 + sum(1 + len(p["random"]) for p in results["plan"])
+    seeds = sorted(s for s in {r["seed"] for r in results["runs"]}
+                   if sum(r["seed"] == s for r in results["runs"]) >= planned)
+    partial = sorted({r["seed"] for r in results["runs"]} - set(seeds))
+    runs = [r for r in results["runs"] if r["seed"] in seeds]
+    n_seeds = len(seeds)
+    lines = [f"{results['model']} on {results['dataset']}; {results['epochs']} fine-tuning epochs, "
+             f"fine-tuning seeds {', '.join(map(str, seeds))} for every model; 8-bit checkpoint "
+             f"{results['checkpoint_test_accuracy']:.4f} (brevitas, before fine-tuning)"
+             + (f"; seed(s) {', '.join(map(str, partial))} left out: not finished for every arm" if partial else ""), "",
+             "| model | flash budget (B) | bits per layer | measured flash (B) | test accuracy (mean +- std) |",
+             "|---|---|---|---|---|"]
+    pts, uniform_rows = [], {}
     for b in (8, 4, 2):
         rows = [r for r in runs if r["kind"] == f"uniform{b}"]
         if rows:
-            m, sd, n = stats(rows)
-            lines.append(f"| uniform {b}-bit (x{n} fine-tuning seeds) | - | {' '.join(str(v) for v in rows[0]['bits'].values())} "
-                         f"| {rows[0]['flash_bytes']:,} | {m:.4f} +- {sd:.4f} |")
+            m, sd, n = _stats(rows)
+            uniform_rows[b] = (rows[0]["flash_bytes"], m, sd)
+            lines.append(f"| uniform {b}-bit (x{n} runs) | - | {_bits(rows[0]['bits'])} | {rows[0]['flash_bytes']:,} | "
+                         f"{m:.4f} +- {sd:.4f} |")
             pts.append({"flash": rows[0]["flash_bytes"], "accuracy": m, "accuracy_std": sd, "label": f"uniform{b}",
                         "series": "uniform 8/4/2-bit"})
-    for b in results["budgets"]:
+    verdicts = ["", "| budget (B) | HAWQ - random mean | +- (std. error) | HAWQ above random mean | "
+                "HAWQ >= uniform of equal or larger flash | assignments in the band | HAWQ bits from each trace "
+                "estimate alone |", "|---|---|---|---|---|---|---|"]
+    per_assignment = []  # (sensitivity, mean accuracy) of every assignment evaluated at a budget
+    for p in results["plan"]:
+        b = p["budget"]
         h = [r for r in runs if r["kind"] == "hawq" and r["budget"] == b]
         rnd = [r for r in runs if r["kind"] == "random" and r["budget"] == b]
-        if h:
-            m, sd, n = stats(h)
-            lines.append(f"| HAWQ (x{n} fine-tuning seeds) | {b:,} | {' '.join(str(v) for v in h[0]['bits'].values())} | "
-                         f"{h[0]['flash_bytes']:,} | {m:.4f} +- {sd:.4f} |")
-            pts.append({"flash": h[0]["flash_bytes"], "accuracy": m, "accuracy_std": sd, "label": "HAWQ",
-                        "series": "HAWQ (ILP)"})
+        if not h:
+            continue
+        hm, hsd, hn = _stats(h)
+        lines.append(f"| HAWQ (x{hn} runs) | {b:,} | {_bits(h[0]['bits'])} | {h[0]['flash_bytes']:,} | "
+                     f"{hm:.4f} +- {hsd:.4f} |")
+        pts.append({"flash": h[0]["flash_bytes"], "accuracy": hm, "accuracy_std": hsd, "label": "HAWQ",
+                    "series": "HAWQ (ILP)"})
+        per_assignment.append((h[0]["sensitivity"], hm))
         if rnd:
-            m, sd, n = stats(rnd)
+            rm, rsd, rn = _stats(rnd)
             fl = np.array([r["flash_bytes"] for r in rnd])
-            first = [r for r in rnd if r["seed"] == 0]
-            runs_per = f"x{len(first)} assignments" + (f" x {n // len(first)} fine-tuning seeds" if len(first) < n else "")
-            lines.append(f"| random ({runs_per}) | {b:,} | " + ", ".join(
-                " ".join(str(v) for v in r["bits"].values()) for r in first) + f" | {fl.mean():,.0f} (max {fl.max():,}) | "
-                f"{m:.4f} +- {sd:.4f} |")
-            pts.append({"flash": float(fl.mean()), "accuracy": m, "accuracy_std": sd, "label": "random",
+            draws = sorted({r["assignment"] for r in rnd})
+            means = []
+            for a in draws:
+                ra = [r for r in rnd if r["assignment"] == a]
+                means.append(_stats(ra)[0])
+                per_assignment.append((ra[0]["sensitivity"], means[-1]))
+            names = ", ".join(_bits(next(r for r in rnd if r["assignment"] == a)["bits"]) for a in draws)
+            lines.append(f"| random ({len(draws)} assignments x {rn // len(draws)} runs) | {b:,} | {names} | "
+                         f"{fl.mean():,.0f} (max {fl.max():,}) | {rm:.4f} +- {rsd:.4f} (assignments' means "
+                         f"{min(means):.4f}-{max(means):.4f}) |")
+            pts.append({"flash": float(fl.mean()), "accuracy": rm, "accuracy_std": rsd, "label": "random",
                         "series": "random assignments (mean +- std)"})
-    lines += ["", "| layer | params | Tr(H) seed 0 | +- | Tr(H) seed 1 | +- |", "|---|---|---|---|---|---|"]
+            se = float(np.sqrt(hsd ** 2 / hn + rsd ** 2 / rn))
+            larger = [(f, m) for f, m, _ in uniform_rows.values() if f >= h[0]["flash_bytes"]]
+            vs_uniform = all(hm >= m - 1e-9 for _, m in larger) if larger else None  # equal means, float sums
+            verdicts.append(f"| {b:,} | {hm - rm:+.4f} | {se:.4f} | {'yes' if hm > rm else 'no'} | "
+                            f"{'-' if vs_uniform is None else 'yes' if vs_uniform else 'no'} | {p['band_size']} | "
+                            + "; ".join(_bits(x) for x in p["hawq_from_each_set"]) + " |")
+    lines += verdicts
+    if len(per_assignment) >= 3:
+        rho, pval = spearmanr([s for s, _ in per_assignment], [a for _, a in per_assignment])
+        lines += ["", f"Spearman rank correlation of predicted sensitivity (sum of Omega) and mean accuracy over the "
+                  f"{len(per_assignment)} budgeted assignments: {rho:+.2f} (p = {pval:.2g}; negative = sensitivity "
+                  "predicts accuracy)"]
+    zs_path = out / "zero_shot.json"
+    if zs_path.exists():
+        zs = json.loads(zs_path.read_text())["rows"]
+        by_bits = {tuple(r["bits"]): r for r in zs}
+        rho_l, _ = spearmanr([r["sensitivity"] for r in zs], [r["loss_increase"] for r in zs])
+        rho_a, _ = spearmanr([r["sensitivity"] for r in zs], [r["test_accuracy"] for r in zs])
+        lines += ["", f"Before fine-tuning (every one of the {len(zs)} assignments applied to the checkpoint): Spearman "
+                  f"correlation of the sensitivity with the training loss's increase {rho_l:+.2f}, with test accuracy "
+                  f"{rho_a:+.2f}.", "",
+                  "| budget (B) | HAWQ: loss increase, rank in the band | HAWQ: test accuracy | band: best, mean test "
+                  "accuracy | random draws: mean test accuracy |", "|---|---|---|---|---|"]
+        lo, hi = results["flash_range"]
+        for p in results["plan"]:
+            h = by_bits[tuple(p["hawq"])]
+            band = [by_bits[tuple(r["bits"])] for r in runs if r["kind"] == "random" and r["budget"] == p["budget"]]
+            # the band: the assignments the random draws came from (predicted flash within it)
+            pool = [r for r in zs if p["budget"] - 0.25 * (hi - lo) <= r["predicted_flash"] <= p["budget"]]
+            rank = 1 + sum(r["loss_increase"] < h["loss_increase"] for r in pool)
+            lines.append(f"| {p['budget']:,} | {h['loss_increase']:.4f}, {rank} of {len(pool)} | "
+                         f"{h['test_accuracy']:.4f} | {max(r['test_accuracy'] for r in pool):.4f}, "
+                         f"{np.mean([r['test_accuracy'] for r in pool]):.4f} | "
+                         f"{np.mean([r['test_accuracy'] for r in band]) if band else float('nan'):.4f} |")
+    sets = len(results["stability"][0]["sets"]) if results["stability"] else 0
+    lines += ["", "| layer | params | Tr(H) pooled | +- | " + " | ".join(f"Tr(H) estimate {i + 1} | +-" for i in range(sets))
+              + " |", "|---|---|---|---|" + "---|---|" * sets]
     for s in results["stability"]:
-        lines.append(f"| {s['layer']} | {s['params']} | {s['trace_seed0']:.4g} | {s['stderr_seed0']:.2g} | "
-                     f"{s['trace_seed1']:.4g} | {s['stderr_seed1']:.2g} |")
-    lines.append("")
-    lines.append("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items()))
+        lines.append(f"| {s['layer']} | {s['params']} | {s['trace']:.4g} | {s['stderr']:.2g} | "
+                     + " | ".join(f"{t:.4g} | {e:.2g}" for t, e in s["sets"]) + " |")
+    hawq_runs = [r for r in runs if r["kind"] == "hawq"]
+    checked = [r for r in runs if r.get("bit_exact") is not None]
+    lines += ["", f"verified on {results['board']}: {sum(bool(r['bit_exact']) for r in checked)} of {len(checked)} "
+              f"models bit-exact; HAWQ models within their flash budget as measured: "
+              f"{sum(bool(r['within_budget']) for r in hawq_runs)} of {len(hawq_runs)}",
+              "seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items())]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     name = results.get("dataset_name") or results["dataset"].split(" ")[0]
-    accuracy_flash_svg(pts, out / "accuracy_flash.svg", f"{results['model']} on {name}: test accuracy after "
-                       f"{results['epochs']} fine-tuning epochs")
+    svg = accuracy_flash_svg(pts, out / "accuracy_flash.svg", f"{results['model']} on {name}: integer test accuracy "
+                             f"after {results['epochs']} fine-tuning epochs ({n_seeds} seed{'s' if n_seeds != 1 else ''})")
+    (out / "report.html").write_text(
+        "<!doctype html><meta charset='utf-8'><title>mixed precision experiment</title>"
+        f"<h1>{html.escape(results['model'])} on {html.escape(name)}</h1>"
+        f"{svg.read_text()[svg.read_text().find('<svg'):]}"
+        f"<pre>{html.escape(chr(10).join(lines))}</pre>\n")
     print("\n".join(lines))
 
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from edgekit.qat.hessian import (hutchinson_traces, perturbation, quant_layers, quantized_weight, sensitivities,
-                                 set_weight_bits)
-from edgekit.qat.mixed_precision_alloc import CostTable, InfeasibleBudget, allocate, pareto_sweep, random_assignment
+from edgekit.qat.hessian import (LayerTrace, hutchinson_traces, merge_traces, perturbation, quant_layers,
+                                 quantized_weight, sensitivities, set_weight_bits)
+from edgekit.qat.mixed_precision_alloc import (CostTable, InfeasibleBudget, allocate, distinct_random_assignments,
+                                               feasible_assignments, pareto_sweep, random_assignment)
 
 
 class _TwoBlockLinear(nn.Module):
@@ -179,6 +180,38 @@ def test_pareto_sweep_is_monotone_and_random_assignments_meet_the_budget():
     budget = 1000 + costs.per_layer["flash"].mean(axis=1).sum()
     for _ in range(5):
         assert random_assignment(omega, costs, {"flash": budget}, rng).predicted["flash"] <= budget
+
+
+def test_feasible_assignments_are_the_brute_force_band_and_random_draws_are_distinct():
+    rng = np.random.default_rng(5)
+    costs = _table(rng)
+    omega = np.sort(rng.random((4, 3)), axis=1)
+    budget = 1000 + costs.per_layer["flash"].mean(axis=1).sum()
+    floor = budget - 300
+    expected = {c for c in itertools.product(range(3), repeat=4)
+                if floor <= costs.total("flash", list(c)) <= budget}
+    pool = feasible_assignments(omega, costs, {"flash": budget}, {"flash": floor})
+    assert {tuple(a.choice) for a in pool} == expected and len(expected) > 5
+    assert [a.sensitivity for a in pool] == sorted(a.sensitivity for a in pool)
+    assert pool[0].sensitivity == pytest.approx(allocate(omega, costs, {"flash": budget}).sensitivity) or \
+        allocate(omega, costs, {"flash": budget}).predicted["flash"] < floor
+    picks = distinct_random_assignments(omega, costs, {"flash": budget}, 5, np.random.default_rng(0), {"flash": floor})
+    assert len({tuple(a.choice) for a in picks}) == 5 and all(tuple(a.choice) in expected for a in picks)
+    every = distinct_random_assignments(omega, costs, {"flash": budget}, 999, np.random.default_rng(0), {"flash": floor})
+    assert len(every) == len(expected)  # fewer than asked exist: all of them, once each
+    with pytest.raises(InfeasibleBudget):
+        distinct_random_assignments(omega, costs, {"flash": 10}, 5, np.random.default_rng(0))
+
+
+def test_merge_traces_pools_the_probes_of_independent_estimates():
+    a = [LayerTrace("l", 10, 2.0, 0.0, [1.0, 3.0]), LayerTrace("m", 4, 1.0, 0.0, [1.0, 1.0])]
+    b = [LayerTrace("l", 10, 6.0, 0.0, [5.0, 7.0]), LayerTrace("m", 4, 3.0, 0.0, [3.0, 3.0])]
+    l, m = merge_traces(a, b)
+    assert (l.name, l.n_params, l.trace_mean, len(l.samples)) == ("l", 10, 4.0, 4)
+    assert l.trace_stderr == pytest.approx(np.std([1, 3, 5, 7], ddof=1) / 2)
+    assert m.trace_mean == 2.0
+    with pytest.raises(ValueError):
+        merge_traces(a, b[::-1])
 
 
 def _run_cli(args, capsys):

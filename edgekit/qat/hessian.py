@@ -154,6 +154,20 @@ def hutchinson_traces(model: nn.Module, x: torch.Tensor, y: torch.Tensor, probes
     return out
 
 
+def merge_traces(*estimates: list[LayerTrace]) -> list[LayerTrace]:
+    """Pool independent estimates of the same layers' traces (other probes, other calibration
+    samples): the mean and standard error over all their probes."""
+    out = []
+    for same_layer in zip(*estimates):
+        s = np.concatenate([t.samples for t in same_layer])
+        first = same_layer[0]
+        if any(t.name != first.name for t in same_layer):
+            raise ValueError("trace estimates of different layers cannot be pooled")
+        out.append(LayerTrace(first.name, first.n_params, float(s.mean()), float(s.std(ddof=1) / math.sqrt(len(s))),
+                              [float(v) for v in s]))
+    return out
+
+
 def perturbation(module: nn.Module, bits: int) -> float:
     """||Q_b(W) - W||^2 for the layer's float weights."""
     with torch.no_grad():

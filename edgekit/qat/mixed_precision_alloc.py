@@ -249,6 +249,40 @@ def random_assignment(omega: np.ndarray, costs: CostTable, budgets: dict, rng: n
     raise InfeasibleBudget("no random assignment within the budgets was drawn")
 
 
+def feasible_assignments(omega: np.ndarray, costs: CostTable, budgets: dict, min_total: dict | None = None,
+                         limit: int = 200_000) -> list[Allocation]:
+    """Every weight-width assignment that meets ``budgets`` and whose predicted totals are at
+    least ``min_total`` (a band of flash below the budget, say), by enumeration, ordered by
+    sensitivity. The population random baselines draw from, and what tells how many
+    assignments a budget leaves to choose between."""
+    import itertools
+
+    n_l, n_b = omega.shape
+    if n_b ** n_l > limit:
+        raise ValueError(f"{n_b ** n_l:,} assignments are too many to enumerate (limit {limit:,})")
+    budgets = {k: v for k, v in budgets.items() if v is not None and k in costs.per_layer}
+    floors = {k: v for k, v in (min_total or {}).items() if v is not None and k in costs.per_layer}
+    found = []
+    for choice in itertools.product(range(n_b), repeat=n_l):
+        choice = list(choice)
+        if all(costs.total(r, choice) <= v for r, v in budgets.items()) and \
+                all(costs.total(r, choice) >= v for r, v in floors.items()):
+            found.append(_allocation(omega, costs, choice, budgets))
+    return sorted(found, key=lambda a: (a.sensitivity, a.choice))
+
+
+def distinct_random_assignments(omega: np.ndarray, costs: CostTable, budgets: dict, count: int,
+                                rng: np.random.Generator, min_total: dict | None = None) -> list[Allocation]:
+    """``count`` different assignments drawn uniformly without replacement from
+    :func:`feasible_assignments` (all of them when fewer exist), so a random baseline is not
+    a few assignments repeated."""
+    pool = feasible_assignments(omega, costs, budgets, min_total)
+    if not pool:
+        raise InfeasibleBudget("no assignment meets the budgets within the band asked for")
+    picks = rng.permutation(len(pool))[:count]
+    return [pool[i] for i in picks]
+
+
 def pareto_sweep(omega: np.ndarray, costs: CostTable, resource: str, budgets: dict | None = None,
                  steps: int = 8, omega_act: np.ndarray | None = None) -> list[Allocation]:
     """ILP solutions for ``steps`` budgets on ``resource`` from the smallest to the largest
