@@ -10,8 +10,6 @@ fork (one tensor read by two layers) takes the same path.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import brevitas.nn as qnn
 import pytest
@@ -22,7 +20,6 @@ from torch import nn
 
 from edgekit.api import build, verify
 from edgekit.bench import peers_dir
-from edgekit.errors import TargetError
 from edgekit.qat import export_qonnx
 from helpers.brevitas_models import qid
 from helpers.calibration import calibrate
@@ -79,23 +76,20 @@ class ForkConcat(nn.Module):
         return self.out(self.c(self.q(y)))
 
 
-def test_fork_builds_and_csim_is_exact(tmp_path):
+@pytest.mark.parametrize("io_type", ["io_parallel", "io_stream"])
+def test_fork_builds_and_csim_is_exact(io_type, tmp_path):
     torch.manual_seed(0)
     model = calibrate(ForkConcat(), (8,), passes=8, batch=32, spread=1.5)
     onnx = export_qonnx(model, torch.zeros(1, 8), tmp_path / "fork.onnx")
     out = tmp_path / "b"
-    assert build(onnx, "fpga", "pynq-z2", out).manifest.layout["inputs"] == "codes"
+    m = build(onnx, "fpga", "pynq-z2", out, io_type=io_type).manifest
+    assert m.layout["inputs"] == "codes" and m.hls["io_type"] == io_type
+    if io_type == "io_stream":  # hls4ml's stream flow copies the forked stream for its two readers
+        assert "clone_stream" in (out / "hls" / "firmware" / "edgekit_model.cpp").read_text()
     rep = verify(out, count=64, seed=2)
     csim = next(s for s in rep.stages if s.stage.startswith("hls4ml"))
     assert csim.must_be_exact and csim.elements == 64 * 3 and csim.mismatches == 0, rep.table()
     assert rep.ok, rep.table()
-    # io_stream is not generated for graphs built from the integer IR: one clear error line
-    proc = subprocess.run([sys.executable, "-m", "edgekit", "build", str(onnx), "--board", "pynq-z2",
-                           "--io-type", "io_stream", "-o", str(tmp_path / "s")], capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "io_parallel" in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr and not (tmp_path / "s").exists()
-    with pytest.raises(TargetError, match="io_parallel"):
-        build(onnx, "fpga", "pynq-z2", tmp_path / "t", io_type="io_stream")
 
 
 class BinaryHidden(nn.Module):
@@ -125,7 +119,9 @@ def test_binary_weights_and_activations_csim_is_exact(tmp_path):
     out = tmp_path / "b"
     m = build(onnx, "fpga", "pynq-z2", out).manifest
     assert sum("thresholds_t" in types for types in m.hls_types.values()) == 1, m.hls_types
-    assert all(lp["weight"] == "fixed<2,2>" for lp in m.precision["layers"]), m.precision  # codes -1/+1
+    # hls4ml's XNOR types: +-x on the 8-bit input, XNOR-popcount on the binary activation
+    assert [(lp["weight"], lp["product"].split(" ")[0]) for lp in m.precision["layers"]] == \
+        [("xnor<1>", "weight_binary"), ("xnor<1>", "both_binary")], m.precision
     rep = verify(out, count=64, seed=4)
     csim = next(s for s in rep.stages if s.stage.startswith("hls4ml"))
     assert csim.must_be_exact and csim.elements == 64 * 4 and csim.mismatches == 0, rep.table()

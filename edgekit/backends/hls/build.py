@@ -190,7 +190,7 @@ def build_fpga(model: str | Path, board: str | None, out_dir: str | Path, backen
         layout = integer_path.layout(graph)
     else:
         if qonnx_refusal is not None:
-            raise qonnx_refusal
+            raise integer_path.not_taken(graph, qonnx_refusal)
         plan = plan_precisions(graph)
         hls_onnx = prepare_for_hls4ml(cleaned)
         layout = hls_layout(cleaned, hls_onnx)

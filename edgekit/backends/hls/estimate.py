@@ -46,6 +46,11 @@ BRAM_MIN_DEPTH = 32  # shallower weight ROMs (reuse factor < 32) are built from 
 
 def _width(p) -> int | None:
     t = FixedType.from_hls4ml(p)
+    if t is None:
+        from hls4ml.model.types import XnorPrecisionType
+
+        if isinstance(p, XnorPrecisionType):  # hls4ml's binary type: one bit
+            return 1
     return t.width if t is not None else None
 
 
@@ -66,6 +71,8 @@ def layer_estimates(hls_model, board: FpgaBoard, io_type: str) -> list[dict]:
                     "positions": positions, "input_bits": x_bits, "weight_bits": w_bits, "accum_bits": acc_bits,
                     "result_bits": _width(layer.get_output_variable().type.precision),
                     "weights": int(weights.size), "nonzero_weights": int(np.count_nonzero(weights))}
+        if w_bits == 1:  # XNOR weights: bit 0 stands for -1, every weight is a product
+            geometry["nonzero_weights"] = int(weights.size)
         rows.append(layer_cost(geometry, int(layer.get_attr("reuse_factor", 1)), board, io_type))
     return rows
 
@@ -84,7 +91,8 @@ def layer_cost(geometry: dict, rf: int, board: FpgaBoard, io_type: str) -> dict:
     dsp_per = math.ceil(a / board.dsp.a_bits) * math.ceil(b / board.dsp.b_bits) if on_dsp else 0
     dsp = mults * dsp_per
     lut_mult = 0 if on_dsp else math.ceil(mults * LUT_PER_MULT_BIT2 * (x_bits or 16) * (w_bits or 16))
-    lut_add = mults * (acc_bits or 32)
+    # XNOR products (1-bit data and weights) feed a popcount: about one LUT per bit counted
+    lut_add = mults * (1 if x_bits == 1 and w_bits == 1 else (acc_bits or 32))
     ff = mults * ((x_bits or 16) + (w_bits or 16)) + n_out * ((acc_bits or 32) + (out_bits or 16))
     bram18 = 0
     if rf > 1:  # weights in a ROM of depth R and width n_weights / R x w bits
