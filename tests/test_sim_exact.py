@@ -366,6 +366,81 @@ def test_thresholds_passed_matches_counting(channels, count):
     np.testing.assert_array_equal(counts_by_table(xs, small, -128, 127), want)
 
 
+def count_reference(x, thresholds):
+    """#{j : x[..., c] >= T[c, j]} with Python integers, one element at a time."""
+    x = np.asarray(x, np.int64)
+    rows = np.broadcast_to(thresholds, (x.shape[-1], thresholds.shape[1])).tolist()
+    flat = x.reshape(-1, x.shape[-1]).tolist()
+    return np.array([[sum(int(v) >= int(t) for t in rows[c]) for c, v in enumerate(row)] for row in flat],
+                    np.int64).reshape(x.shape)
+
+
+def threshold_graph(shape, thresholds, x_bits, out_min=0, step=1):
+    x_t = tensor("x", shape, bits=x_bits)
+    graph, node = one_node_graph("threshold", {"out_min": out_min, "step": step, "function": "test"}, x_t,
+                                 tensor("y", shape, bits=8), {"t": thresholds})
+    return graph, node
+
+
+@pytest.mark.parametrize("count", [1, 7, 32, 33, 255])
+@pytest.mark.parametrize("as_float32", [False, True])
+def test_threshold_paths_match_counting(count, as_float32):
+    """Every counting path (comparisons up to COMPARE_LIMIT thresholds, table or binary search
+    beyond), fed int64 or float32 codes, equals counting with Python integers."""
+    from edgekit.ops.threshold import COMPARE_LIMIT, Threshold
+
+    rng = np.random.default_rng(count)
+    channels = 6
+    thresholds = rng.integers(-3000, 3000, (channels, count))
+    thresholds[:, ::4] = thresholds[:, :1]  # repeats
+    x = rng.integers(-3500, 3500, (9, 2, channels))
+    x[0, 0] = thresholds[:, 0]  # on a threshold: counts it
+    x[0, 1] = thresholds[:, 0] - 1
+    graph, node = threshold_graph((2, channels), thresholds, 16, out_min=-1, step=2)
+    op = Threshold()
+    plan = op.prepare_node(node, graph)
+    assert plan.method == ("compare" if count <= COMPARE_LIMIT else "table")
+    got = op.simulate(node, [x.astype(np.float32) if as_float32 else x, thresholds], graph, plan)[0]
+    np.testing.assert_array_equal(got, -1 + 2 * count_reference(x, thresholds))
+    # without a plan (a caller outside the simulator), the same
+    np.testing.assert_array_equal(op.simulate(node, [x, thresholds], graph)[0], got)
+
+
+def test_threshold_comparison_in_float32_at_and_beyond_its_bound():
+    """Float32 comparisons are exact for any float32 codes once each threshold is rounded up to the
+    next float32; int64 codes go to float32 only when the declared range is within 2^24."""
+    from edgekit.ops.threshold import Threshold, float32_at_or_above
+
+    big = 1 << 24
+    thresholds = np.array([[big - 1, big, big + 1, big + 3, -big - 1]])  # 2^24 + 1 is no float32
+    rounded = float32_at_or_above(thresholds)
+    np.testing.assert_array_equal(rounded.astype(np.int64), [[big - 1, big, big + 2, big + 4, -big]])
+    x = np.array([[big - 1], [big], [big + 2], [big + 4], [-big], [-big - 2]], np.int64)
+    want = count_reference(x, thresholds)
+    # float32 codes (every value here is a float32): exact through the rounded-up thresholds
+    op = Threshold()
+    graph, node = threshold_graph((1,), thresholds, 32)
+    plan = op.prepare_node(node, graph)
+    np.testing.assert_array_equal(op.simulate(node, [x.astype(np.float32), thresholds], graph, plan)[0], want)
+    # rounding to nearest instead would count 2^24 as passing 2^24 + 1
+    assert (x.astype(np.float32) >= thresholds.astype(np.float32)).sum() != want.sum()
+    # int64 codes with a declared range at 2^24: converted to float32, exact
+    at_bound = tensor("x", (1,), bits=32)
+    at_bound.qmin, at_bound.qmax = -big, big
+    graph.tensors["x"] = at_bound
+    plan = op.prepare_node(node, graph)
+    assert plan.float32_input_exact
+    np.testing.assert_array_equal(op.simulate(node, [x[:5], thresholds], graph, plan)[0], want[:5])
+    # one beyond: 2^24 + 1 is no float32, so the codes are compared as int64
+    beyond = np.array([[big + 1], [big + 3], [-big - 1]], np.int64)
+    at_bound.qmin, at_bound.qmax = -big - 1, big + 3
+    plan = op.prepare_node(node, graph)
+    assert not plan.float32_input_exact
+    np.testing.assert_array_equal(op.simulate(node, [beyond, thresholds], graph, plan)[0],
+                                  count_reference(beyond, thresholds))
+    assert (beyond.astype(np.float32) >= rounded).sum() != count_reference(beyond, thresholds).sum()
+
+
 def test_mul_dbl_equals_the_gemmlowp_composition():
     """TFLite's double rounding with fewer passes equals rdbp(srdhm(wrap32(x << left), M), right)."""
     from edgekit.ir.contract import INT32_MAX, INT32_MIN, mul_dbl, rdbp, srdhm, tflite_requant

@@ -73,11 +73,12 @@ def simulate(graph: Graph, codes: np.ndarray, keep_all: bool = False,
 
     for op in {node.op: node.name for node in graph.nodes}.items():
         get_op(*op).prepare_simulation()
+    prepared = prepare_nodes(graph)
     controller = thread_controller()
 
     def run(i: int) -> dict[str, np.ndarray]:
         with controller.limit(limits=1, user_api="openmp"):  # this thread's OpenMP teams only
-            return simulate_block(graph, codes[starts[i]:starts[i] + step], keep_all, timings[i])
+            return simulate_block(graph, codes[starts[i]:starts[i] + step], keep_all, timings[i], prepared)
 
     with controller.limit(limits=1, user_api="blas"):  # OpenBLAS's count is process-wide
         workers = min(len(starts), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
@@ -105,8 +106,14 @@ def readers(graph: Graph) -> dict[str, int]:
     return count
 
 
+def prepare_nodes(graph: Graph) -> dict[str, object]:
+    """Each node's batch-independent data (``Op.prepare_node``), worked out once for all blocks."""
+    return {node.name: get_op(node.op, node.name).prepare_node(node, graph) for node in graph.nodes}
+
+
 def simulate_block(graph: Graph, codes: np.ndarray, keep_all: bool = False,
-                   seconds: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+                   seconds: dict[str, float] | None = None,
+                   prepared: dict[str, object] | None = None) -> dict[str, np.ndarray]:
     """One block of the batch through every node (see :func:`simulate`).
 
     Activations are int64 arrays, or float32 arrays of exact integer codes where a kernel
@@ -116,6 +123,8 @@ def simulate_block(graph: Graph, codes: np.ndarray, keep_all: bool = False,
     for name, arr in graph.constants.items():
         values[name] = arr
     remaining = dict(readers(graph))
+    if prepared is None:
+        prepared = prepare_nodes(graph)
     for node in graph.nodes:
         start = time.perf_counter()
         op = get_op(node.op, node.name)
@@ -123,7 +132,9 @@ def simulate_block(graph: Graph, codes: np.ndarray, keep_all: bool = False,
             for i in node.inputs:
                 if values[i].dtype == np.float32:
                     values[i] = values[i].astype(np.int64)
-        outs = op.simulate(node, [values[i] for i in node.inputs], graph)
+        inputs = [values[i] for i in node.inputs]
+        plan = prepared.get(node.name)
+        outs = op.simulate(node, inputs, graph) if plan is None else op.simulate(node, inputs, graph, plan)
         for name, arr in zip(node.outputs, outs):
             t = graph.tensors[name]
             if not (isinstance(arr, np.ndarray) and arr.dtype == np.float32):
