@@ -295,6 +295,10 @@ def test_pools_match_reference(kernel, stride, pad):
     graph, node = one_node_graph("maxpool", {"kernel": list(kernel), "stride": list(stride), "pad": list(pad)}, x_t, y_t, {})
     want = ref_pool(x, kernel, stride, pad, np.max, np.iinfo(np.int64).min)
     np.testing.assert_array_equal(MaxPool().simulate(node, [x], graph)[0], want)
+    # float32 codes (a convolution's output): the same maxima, padding included, still float32
+    got = MaxPool().simulate(node, [x.astype(np.float32)], graph)[0]
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
     attrs = {"kernel": list(kernel), "stride": list(stride), "pad": list(pad), "num": 1, "den": kernel[0] * kernel[1],
              "mode": "ROUND", "requant": None, "zero_point": 4, "lo": -128, "hi": 127}
     graph, node = one_node_graph("avgpool", attrs, x_t, y_t, {})
@@ -474,66 +478,78 @@ def test_mul_dbl_equals_the_gemmlowp_composition():
 
 # --- PyTorch's direct convolution where float32 is exact (ops/_direct_conv.py) --------------
 
-def conv_at_bound_graph(bias_over: int, depthwise: bool):
-    """A 3x3 conv on 16-bit activations whose bound (bias included) is 2^24 - 1 + ``bias_over``;
-    sample 0 (all inputs -2^15, positive weights, a negative bias) reaches it at the interior
-    pixels, with an odd sum (float32 rounding would show above 2^24)."""
-    x_t = tensor("x", (6, 5, 4), bits=16)
+# (input H, W, kernel, padding, output H, W): a 2D layer and a 1D one (H = 1, as har-cnn's)
+BOUND_SHAPES = {"2d": (6, 5, (3, 3), (1, 1, 1, 1)), "1d": (1, 9, (1, 3), (0, 1, 0, 1))}
+
+
+def conv_at_bound_graph(bias_over: int, depthwise: bool, shape: str = "2d"):
+    """A 3x3 (or 1x3, 1D) conv on 16-bit activations whose bound (bias included) is
+    2^24 - 1 + ``bias_over``; sample 0 (all inputs -2^15, positive weights, a negative bias)
+    reaches it at the interior pixels, with an odd sum (float32 rounding would show above 2^24)."""
+    ih, iw, kernel, pad = BOUND_SHAPES[shape]
+    x_t = tensor("x", (ih, iw, 4), bits=16)
     x_abs = -x_t.qmin
     if depthwise:
-        w = np.full((3, 3, 4), 7, np.int64)
-        per_out = np.abs(w).reshape(9, 4).sum(axis=0)
+        w = np.full((*kernel, 4), 7, np.int64)
+        per_out = np.abs(w).reshape(-1, 4).sum(axis=0)
         oc = 4
     else:
-        w = np.full((3, 3, 3, 4), 5, np.int64)
+        w = np.full((3, *kernel, 4), 5, np.int64)
         w[1] = 3
         per_out = np.abs(w).reshape(3, -1).sum(axis=1)
         oc = 3
     b = -(FLOAT32_EXACT_BELOW - 1 + bias_over - per_out * x_abs).astype(np.int64)
-    attrs = {"kernel": [3, 3], "stride": [1, 1], "dilation": [1, 1], "pad": [1, 1, 1, 1], "depthwise": depthwise,
+    attrs = {"kernel": list(kernel), "stride": [1, 1], "dilation": [1, 1], "pad": list(pad), "depthwise": depthwise,
              "depth_multiplier": 1, "requant": None}
-    graph, node = one_node_graph("conv2d", attrs, x_t, tensor("y", (6, 5, oc), bits=32), {"w": w, "b": b})
-    x = np.random.default_rng(4).integers(x_t.qmin, x_t.qmax + 1, (16, 6, 5, 4))
+    graph, node = one_node_graph("conv2d", attrs, x_t, tensor("y", (ih, iw, oc), bits=32), {"w": w, "b": b})
+    x = np.random.default_rng(4).integers(x_t.qmin, x_t.qmax + 1, (16, ih, iw, 4))
     x[0] = x_t.qmin
     return graph, node, x, w, b
 
 
+def ref_conv_at_bound(graph, node, x, w, b):
+    a = node.attrs
+    return ref_conv(x, w, b, 0, a["kernel"], (1, 1), (1, 1), a["pad"], a["depthwise"], 1, x.shape[1:3])
+
+
+@pytest.mark.parametrize("shape", list(BOUND_SHAPES))
 @pytest.mark.parametrize("depthwise", [False, True], ids=["conv", "depthwise"])
-def test_direct_conv_right_below_the_float32_bound_is_exact(depthwise, monkeypatch):
+def test_direct_conv_right_below_the_float32_bound_is_exact(depthwise, shape, monkeypatch):
     import edgekit.ops.conv2d as conv2d
 
-    graph, node, x, w, b = conv_at_bound_graph(0, depthwise)
+    graph, node, x, w, b = conv_at_bound_graph(0, depthwise, shape)
     a = conv2d.Conv2dAttrs(**node.attrs)
     plan = plan_gemm(w.reshape(-1, w.shape[-1]).T if depthwise else w.reshape(w.shape[0], -1), b, -(1 << 15), (1 << 15) - 1)
     assert plan.bound == FLOAT32_EXACT_BELOW - 1 and plan.float_sums and plan.dtype is np.float32
     used = []
     real = conv2d.float32_conv
     monkeypatch.setattr(conv2d, "float32_conv", lambda *args: used.append(real(*args)) or used[-1])
-    want = ref_conv(x, w, b, 0, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), depthwise, 1, (6, 5))
+    want = ref_conv_at_bound(graph, node, x, w, b)
     assert np.abs(want).max() == FLOAT32_EXACT_BELOW - 1  # sample 0 reaches the bound
     got = Conv2d().simulate(node, [x, w, b], graph)[0]
     assert used and used[0] is not None and used[0].dtype == np.float32  # PyTorch computed it
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("shape", list(BOUND_SHAPES))
 @pytest.mark.parametrize("depthwise", [False, True], ids=["conv", "depthwise"])
-def test_direct_conv_is_not_used_above_the_float32_bound(depthwise, monkeypatch):
+def test_direct_conv_is_not_used_above_the_float32_bound(depthwise, shape, monkeypatch):
     import torch
 
     import edgekit.ops.conv2d as conv2d
 
-    graph, node, x, w, b = conv_at_bound_graph(2, depthwise)
+    graph, node, x, w, b = conv_at_bound_graph(2, depthwise, shape)
     used = []
     real = conv2d.float32_conv
     monkeypatch.setattr(conv2d, "float32_conv", lambda *args: used.append(real(*args)) or used[-1])
-    want = ref_conv(x, w, b, 0, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), depthwise, 1, (6, 5))
+    want = ref_conv_at_bound(graph, node, x, w, b)
     np.testing.assert_array_equal(Conv2d().simulate(node, [x, w, b], graph)[0], want)
     assert not used
     # PyTorch's float32 convolution would round there: the bound is what keeps the sums exact
     xt = torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2)
     wt = torch.from_numpy((w.transpose(2, 0, 1)[:, None] if depthwise else w.transpose(0, 3, 1, 2)).astype(np.float32).copy())
-    naive = torch.nn.functional.conv2d(xt, wt, torch.from_numpy(b.astype(np.float32)), padding=1,
-                                       groups=4 if depthwise else 1).permute(0, 2, 3, 1).numpy()
+    naive = torch.nn.functional.conv2d(xt, wt, torch.from_numpy(b.astype(np.float32)),
+                                       padding=node.attrs["pad"][:2], groups=4 if depthwise else 1).permute(0, 2, 3, 1).numpy()
     assert not np.array_equal(naive.astype(np.int64), want)
 
 

@@ -104,8 +104,7 @@ def conv_accumulators(x, w, b, zp, x_range, a: Conv2dAttrs, out_hw) -> np.ndarra
     [kh*kw*ic, oc] (in float32 pieces, float64 or int64 as the plan says)."""
     oc, k = w.shape[0], w[0].size
     plan = plan_gemm(w.reshape(oc, k), b, *x_range)
-    # 1D convolutions (H = 1) copy little into im2col and run faster as one GEMM (har-cnn)
-    if plan.float_sums and plan.dtype is np.float32 and x.shape[1] > 1:
+    if plan.float_sums and plan.dtype is np.float32:
         acc = float32_conv(x, zp, w.transpose(0, 3, 1, 2), b, a.pad, a.stride, a.dilation, 1, out_hw)
         if acc is not None:
             return acc
@@ -124,7 +123,7 @@ def depthwise_accumulators(x, w, b, zp, x_range, a: Conv2dAttrs, out_hw) -> np.n
     kh, kw = a.kernel
     oc = w.shape[-1]
     plan = plan_gemm(w.reshape(kh * kw, oc).T, b, *x_range)
-    if plan.bound < FLOAT32_EXACT_BELOW and x.shape[1] > 1:
+    if plan.bound < FLOAT32_EXACT_BELOW:
         acc = float32_conv(x, zp, w.transpose(2, 0, 1)[:, None], b, a.pad, a.stride, a.dilation, x.shape[-1],
                            out_hw)
         if acc is not None:

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..ir.contract import Requant, apply_requant, div_round
 from ..ir.operators import HlsLayer, Op, register
-from ._windows import padded, windows
+from ._windows import padded, taps
 
 
 @dataclass
@@ -62,13 +62,21 @@ class MaxPool(Op):
     hls_layers = tuple(HlsLayer(c, "pass-through") for c in ("Pooling1D", "Pooling2D", "GlobalPooling1D",
                                                               "GlobalPooling2D"))
 
+    float32_inputs = True  # a maximum of exact integer codes is one of them
+
     def simulate(self, node, inputs, graph):
         a = self.attrs(node)
         oh, ow, _ = graph.tensors[node.outputs[0]].shape
-        xp = padded(inputs[0], a.pad, 0, np.int64, fill=np.iinfo(np.int64).min)  # padding never wins
-        y = windows(xp, a.kernel, a.stride, (1, 1), (oh, ow)).max(axis=(3, 4))
+        x = inputs[0] if inputs[0].dtype == np.float32 else np.asarray(inputs[0], np.int64)
+        if any(a.pad):
+            lowest = -np.inf if x.dtype == np.float32 else np.iinfo(np.int64).min  # padding never wins
+            x = padded(x, a.pad, 0, x.dtype, fill=lowest)
+        slices = taps(x, a.kernel, a.stride, (oh, ow))
+        y = next(slices).copy()
+        for tap in slices:
+            np.maximum(y, tap, out=y)
         if a.lo is not None:  # fused activation (TFLite): clamp
-            y = np.clip(y, a.lo, a.hi)
+            np.clip(y, a.lo, a.hi, out=y)
         return [y]
 
     def c_context(self, node, graph):
@@ -93,8 +101,14 @@ class AvgPool(Op):
         a = self.attrs(node)
         zp = 0 if a.raw_sum else graph.tensors[node.inputs[0]].zero_point
         oh, ow, _ = graph.tensors[node.outputs[0]].shape
-        xp = padded(inputs[0], a.pad, zp, np.int64)
-        total = windows(xp, a.kernel, a.stride, (1, 1), (oh, ow)).sum(axis=(3, 4))
+        if any(a.pad) or zp:
+            x = padded(inputs[0], a.pad, zp, np.int64)
+        else:
+            x = np.asarray(inputs[0], np.int64)
+        slices = taps(x, a.kernel, a.stride, (oh, ow))
+        total = next(slices).copy()
+        for tap in slices:
+            total += tap
         if a.requant is not None:
             return [apply_requant(total, a.requant)]
         den = a.den
