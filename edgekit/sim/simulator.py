@@ -34,6 +34,9 @@ def quantize_input(graph: Graph, x: np.ndarray) -> np.ndarray:
 # memory on every operation, and the im2col patches of a convolution stay bounded at any
 # batch size. Samples are independent, so blocking changes no result.
 BLOCK_BYTES = 2 << 20
+# A batch is split among the cores in shares of at least this many samples (smaller ones cost
+# more in thread hand-offs than a core saves).
+MIN_SHARE = 32
 
 
 def thread_controller():
@@ -67,7 +70,9 @@ def simulate(graph: Graph, codes: np.ndarray, keep_all: bool = False,
     summed over the blocks (blocks run on as many threads as the process has cores: numpy
     and BLAS release the GIL, and each block is independent of the others)."""
     codes = np.asarray(codes, dtype=np.int64)
-    step = samples_per_block(graph)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    # a small model's batch fits one block; split it so that every core gets a share
+    step = min(samples_per_block(graph), max(MIN_SHARE, -(-len(codes) // cores)))
     starts = range(0, len(codes), step) if len(codes) else [0]
     timings = [None if seconds is None else {} for _ in starts]
 
@@ -81,7 +86,7 @@ def simulate(graph: Graph, codes: np.ndarray, keep_all: bool = False,
             return simulate_block(graph, codes[starts[i]:starts[i] + step], keep_all, timings[i], prepared)
 
     with controller.limit(limits=1, user_api="blas"):  # OpenBLAS's count is process-wide
-        workers = min(len(starts), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        workers = min(len(starts), cores)
         if workers > 1:
             with ThreadPoolExecutor(workers, thread_name_prefix="edgekit-sim") as pool:
                 blocks = list(pool.map(run, range(len(starts))))
