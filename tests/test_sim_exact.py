@@ -308,6 +308,25 @@ def test_pools_match_reference(kernel, stride, pad):
     np.testing.assert_array_equal(AvgPool().simulate(node, [x], graph)[0], want)
 
 
+@pytest.mark.parametrize("zp", [0, 5])
+def test_global_average_pool_matches_reference(zp):
+    """Global pooling sums the map in one reduction; int64 and float32 codes give the reference's sums."""
+    rng = np.random.default_rng(12)
+    x_t = tensor("x", (6, 5, 4), signed=False, zp=zp)
+    y_t = tensor("y", (1, 1, 4), signed=False, zp=zp)
+    attrs = {"kernel": [6, 5], "stride": [1, 1], "pad": [0, 0, 0, 0], "num": 1, "den": 30, "mode": "ROUND",
+             "requant": None, "zero_point": zp, "lo": 0, "hi": 255}
+    graph, node = one_node_graph("avgpool", attrs, x_t, y_t, {})
+    x = rng.integers(0, 256, (7, 6, 5, 4))
+    x[0] = 255  # the largest sum
+    sums = ref_pool(x - zp, (6, 5), (1, 1), (0, 0, 0, 0), np.sum, 0)
+    want = np.clip(np.array([int(q) for q in ref_div_rne(sums.ravel(), 30)]).reshape(sums.shape) + zp, 0, 255)
+    for codes in (x, x.astype(np.float32)):
+        got = AvgPool().simulate(node, [codes], graph)[0]
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, want)
+
+
 def ref_div_rne(nums, den):
     for n in nums.tolist():
         q, r = divmod(n, den)

@@ -97,18 +97,25 @@ class AvgPool(Op):
     attributes = AvgPoolAttrs
     template = "avgpool.c.j2"
 
+    float32_inputs = True  # summed in int64 (global pooling converts as it sums: no int64 copy of the map)
+
     def simulate(self, node, inputs, graph):
         a = self.attrs(node)
         zp = 0 if a.raw_sum else graph.tensors[node.inputs[0]].zero_point
         oh, ow, _ = graph.tensors[node.outputs[0]].shape
-        if any(a.pad) or zp:
-            x = padded(inputs[0], a.pad, zp, np.int64)
+        x = inputs[0]
+        n, ih, iw, c = x.shape
+        if (oh, ow) == (1, 1) and not any(a.pad) and tuple(a.kernel) == (ih, iw):
+            # global pooling: one reduction over the map, every tap inside it
+            total = x.reshape(n, 1, ih * iw, c).sum(axis=2, keepdims=True, dtype=np.int64)
+            if zp:
+                total -= zp * ih * iw
         else:
-            x = np.asarray(inputs[0], np.int64)
-        slices = taps(x, a.kernel, a.stride, (oh, ow))
-        total = next(slices).copy()
-        for tap in slices:
-            total += tap
+            x = padded(x, a.pad, zp, np.int64) if any(a.pad) or zp else np.asarray(x, np.int64)
+            slices = taps(x, a.kernel, a.stride, (oh, ow))
+            total = next(slices).copy()
+            for tap in slices:
+                total += tap
         if a.requant is not None:
             return [apply_requant(total, a.requant)]
         den = a.den
