@@ -314,6 +314,10 @@ def test_pools_match_reference(kernel, stride, pad):
     graph, node = one_node_graph("maxpool", {"kernel": list(kernel), "stride": list(stride), "pad": list(pad)}, x_t, y_t, {})
     want = ref_pool(x, kernel, stride, pad, np.max, np.iinfo(np.int64).min)
     np.testing.assert_array_equal(MaxPool().simulate(node, [x], graph)[0], want)
+    # float32 codes (a convolution's output): the same maxima, padding included, still float32
+    got = MaxPool().simulate(node, [x.astype(np.float32)], graph)[0]
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
     attrs = {"kernel": list(kernel), "stride": list(stride), "pad": list(pad), "num": 1, "den": kernel[0] * kernel[1],
              "mode": "ROUND", "requant": None, "zero_point": 4, "lo": -128, "hi": 127}
     graph, node = one_node_graph("avgpool", attrs, x_t, y_t, {})
@@ -321,6 +325,25 @@ def test_pools_match_reference(kernel, stride, pad):
     den = kernel[0] * kernel[1]
     want = np.clip(np.array([int(q) for q in ref_div_rne(sums.ravel(), den)]).reshape(sums.shape) + 4, -128, 127)
     np.testing.assert_array_equal(AvgPool().simulate(node, [x], graph)[0], want)
+
+
+@pytest.mark.parametrize("zp", [0, 5])
+def test_global_average_pool_matches_reference(zp):
+    """Global pooling sums the map in one reduction; int64 and float32 codes give the reference's sums."""
+    rng = np.random.default_rng(12)
+    x_t = tensor("x", (6, 5, 4), signed=False, zp=zp)
+    y_t = tensor("y", (1, 1, 4), signed=False, zp=zp)
+    attrs = {"kernel": [6, 5], "stride": [1, 1], "pad": [0, 0, 0, 0], "num": 1, "den": 30, "mode": "ROUND",
+             "requant": None, "zero_point": zp, "lo": 0, "hi": 255}
+    graph, node = one_node_graph("avgpool", attrs, x_t, y_t, {})
+    x = rng.integers(0, 256, (7, 6, 5, 4))
+    x[0] = 255  # the largest sum
+    sums = ref_pool(x - zp, (6, 5), (1, 1), (0, 0, 0, 0), np.sum, 0)
+    want = np.clip(np.array([int(q) for q in ref_div_rne(sums.ravel(), 30)]).reshape(sums.shape) + zp, 0, 255)
+    for codes in (x, x.astype(np.float32)):
+        got = AvgPool().simulate(node, [codes], graph)[0]
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, want)
 
 
 def ref_div_rne(nums, den):
@@ -385,6 +408,81 @@ def test_thresholds_passed_matches_counting(channels, count):
     np.testing.assert_array_equal(counts_by_table(xs, small, -128, 127), want)
 
 
+def count_reference(x, thresholds):
+    """#{j : x[..., c] >= T[c, j]} with Python integers, one element at a time."""
+    x = np.asarray(x, np.int64)
+    rows = np.broadcast_to(thresholds, (x.shape[-1], thresholds.shape[1])).tolist()
+    flat = x.reshape(-1, x.shape[-1]).tolist()
+    return np.array([[sum(int(v) >= int(t) for t in rows[c]) for c, v in enumerate(row)] for row in flat],
+                    np.int64).reshape(x.shape)
+
+
+def threshold_graph(shape, thresholds, x_bits, out_min=0, step=1):
+    x_t = tensor("x", shape, bits=x_bits)
+    graph, node = one_node_graph("threshold", {"out_min": out_min, "step": step, "function": "test"}, x_t,
+                                 tensor("y", shape, bits=8), {"t": thresholds})
+    return graph, node
+
+
+@pytest.mark.parametrize("count", [1, 7, 32, 33, 255])
+@pytest.mark.parametrize("as_float32", [False, True])
+def test_threshold_paths_match_counting(count, as_float32):
+    """Every counting path (comparisons up to COMPARE_LIMIT thresholds, table or binary search
+    beyond), fed int64 or float32 codes, equals counting with Python integers."""
+    from edgekit.ops.threshold import COMPARE_LIMIT, Threshold
+
+    rng = np.random.default_rng(count)
+    channels = 6
+    thresholds = rng.integers(-3000, 3000, (channels, count))
+    thresholds[:, ::4] = thresholds[:, :1]  # repeats
+    x = rng.integers(-3500, 3500, (9, 2, channels))
+    x[0, 0] = thresholds[:, 0]  # on a threshold: counts it
+    x[0, 1] = thresholds[:, 0] - 1
+    graph, node = threshold_graph((2, channels), thresholds, 16, out_min=-1, step=2)
+    op = Threshold()
+    plan = op.prepare_node(node, graph)
+    assert plan.method == ("compare" if count <= COMPARE_LIMIT else "table")
+    got = op.simulate(node, [x.astype(np.float32) if as_float32 else x, thresholds], graph, plan)[0]
+    np.testing.assert_array_equal(got, -1 + 2 * count_reference(x, thresholds))
+    # without a plan (a caller outside the simulator), the same
+    np.testing.assert_array_equal(op.simulate(node, [x, thresholds], graph)[0], got)
+
+
+def test_threshold_comparison_in_float32_at_and_beyond_its_bound():
+    """Float32 comparisons are exact for any float32 codes once each threshold is rounded up to the
+    next float32; int64 codes go to float32 only when the declared range is within 2^24."""
+    from edgekit.ops.threshold import Threshold, float32_at_or_above
+
+    big = 1 << 24
+    thresholds = np.array([[big - 1, big, big + 1, big + 3, -big - 1]])  # 2^24 + 1 is no float32
+    rounded = float32_at_or_above(thresholds)
+    np.testing.assert_array_equal(rounded.astype(np.int64), [[big - 1, big, big + 2, big + 4, -big]])
+    x = np.array([[big - 1], [big], [big + 2], [big + 4], [-big], [-big - 2]], np.int64)
+    want = count_reference(x, thresholds)
+    # float32 codes (every value here is a float32): exact through the rounded-up thresholds
+    op = Threshold()
+    graph, node = threshold_graph((1,), thresholds, 32)
+    plan = op.prepare_node(node, graph)
+    np.testing.assert_array_equal(op.simulate(node, [x.astype(np.float32), thresholds], graph, plan)[0], want)
+    # rounding to nearest instead would count 2^24 as passing 2^24 + 1
+    assert (x.astype(np.float32) >= thresholds.astype(np.float32)).sum() != want.sum()
+    # int64 codes with a declared range at 2^24: converted to float32, exact
+    at_bound = tensor("x", (1,), bits=32)
+    at_bound.qmin, at_bound.qmax = -big, big
+    graph.tensors["x"] = at_bound
+    plan = op.prepare_node(node, graph)
+    assert plan.float32_input_exact
+    np.testing.assert_array_equal(op.simulate(node, [x[:5], thresholds], graph, plan)[0], want[:5])
+    # one beyond: 2^24 + 1 is no float32, so the codes are compared as int64
+    beyond = np.array([[big + 1], [big + 3], [-big - 1]], np.int64)
+    at_bound.qmin, at_bound.qmax = -big - 1, big + 3
+    plan = op.prepare_node(node, graph)
+    assert not plan.float32_input_exact
+    np.testing.assert_array_equal(op.simulate(node, [beyond, thresholds], graph, plan)[0],
+                                  count_reference(beyond, thresholds))
+    assert (beyond.astype(np.float32) >= rounded).sum() != count_reference(beyond, thresholds).sum()
+
+
 def test_mul_dbl_equals_the_gemmlowp_composition():
     """TFLite's double rounding with fewer passes equals rdbp(srdhm(wrap32(x << left), M), right)."""
     from edgekit.ir.contract import INT32_MAX, INT32_MIN, mul_dbl, rdbp, srdhm, tflite_requant
@@ -418,66 +516,78 @@ def test_mul_dbl_equals_the_gemmlowp_composition():
 
 # --- PyTorch's direct convolution where float32 is exact (ops/_direct_conv.py) --------------
 
-def conv_at_bound_graph(bias_over: int, depthwise: bool):
-    """A 3x3 conv on 16-bit activations whose bound (bias included) is 2^24 - 1 + ``bias_over``;
-    sample 0 (all inputs -2^15, positive weights, a negative bias) reaches it at the interior
-    pixels, with an odd sum (float32 rounding would show above 2^24)."""
-    x_t = tensor("x", (6, 5, 4), bits=16)
+# (input H, W, kernel, padding, output H, W): a 2D layer and a 1D one (H = 1, as har-cnn's)
+BOUND_SHAPES = {"2d": (6, 5, (3, 3), (1, 1, 1, 1)), "1d": (1, 9, (1, 3), (0, 1, 0, 1))}
+
+
+def conv_at_bound_graph(bias_over: int, depthwise: bool, shape: str = "2d"):
+    """A 3x3 (or 1x3, 1D) conv on 16-bit activations whose bound (bias included) is
+    2^24 - 1 + ``bias_over``; sample 0 (all inputs -2^15, positive weights, a negative bias)
+    reaches it at the interior pixels, with an odd sum (float32 rounding would show above 2^24)."""
+    ih, iw, kernel, pad = BOUND_SHAPES[shape]
+    x_t = tensor("x", (ih, iw, 4), bits=16)
     x_abs = -x_t.qmin
     if depthwise:
-        w = np.full((3, 3, 4), 7, np.int64)
-        per_out = np.abs(w).reshape(9, 4).sum(axis=0)
+        w = np.full((*kernel, 4), 7, np.int64)
+        per_out = np.abs(w).reshape(-1, 4).sum(axis=0)
         oc = 4
     else:
-        w = np.full((3, 3, 3, 4), 5, np.int64)
+        w = np.full((3, *kernel, 4), 5, np.int64)
         w[1] = 3
         per_out = np.abs(w).reshape(3, -1).sum(axis=1)
         oc = 3
     b = -(FLOAT32_EXACT_BELOW - 1 + bias_over - per_out * x_abs).astype(np.int64)
-    attrs = {"kernel": [3, 3], "stride": [1, 1], "dilation": [1, 1], "pad": [1, 1, 1, 1], "depthwise": depthwise,
+    attrs = {"kernel": list(kernel), "stride": [1, 1], "dilation": [1, 1], "pad": list(pad), "depthwise": depthwise,
              "depth_multiplier": 1, "requant": None}
-    graph, node = one_node_graph("conv2d", attrs, x_t, tensor("y", (6, 5, oc), bits=32), {"w": w, "b": b})
-    x = np.random.default_rng(4).integers(x_t.qmin, x_t.qmax + 1, (16, 6, 5, 4))
+    graph, node = one_node_graph("conv2d", attrs, x_t, tensor("y", (ih, iw, oc), bits=32), {"w": w, "b": b})
+    x = np.random.default_rng(4).integers(x_t.qmin, x_t.qmax + 1, (16, ih, iw, 4))
     x[0] = x_t.qmin
     return graph, node, x, w, b
 
 
+def ref_conv_at_bound(graph, node, x, w, b):
+    a = node.attrs
+    return ref_conv(x, w, b, 0, a["kernel"], (1, 1), (1, 1), a["pad"], a["depthwise"], 1, x.shape[1:3])
+
+
+@pytest.mark.parametrize("shape", list(BOUND_SHAPES))
 @pytest.mark.parametrize("depthwise", [False, True], ids=["conv", "depthwise"])
-def test_direct_conv_right_below_the_float32_bound_is_exact(depthwise, monkeypatch):
+def test_direct_conv_right_below_the_float32_bound_is_exact(depthwise, shape, monkeypatch):
     import edgekit.ops.conv2d as conv2d
 
-    graph, node, x, w, b = conv_at_bound_graph(0, depthwise)
+    graph, node, x, w, b = conv_at_bound_graph(0, depthwise, shape)
     a = conv2d.Conv2dAttrs(**node.attrs)
     plan = plan_gemm(w.reshape(-1, w.shape[-1]).T if depthwise else w.reshape(w.shape[0], -1), b, -(1 << 15), (1 << 15) - 1)
     assert plan.bound == FLOAT32_EXACT_BELOW - 1 and plan.float_sums and plan.dtype is np.float32
     used = []
     real = conv2d.float32_conv
     monkeypatch.setattr(conv2d, "float32_conv", lambda *args: used.append(real(*args)) or used[-1])
-    want = ref_conv(x, w, b, 0, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), depthwise, 1, (6, 5))
+    want = ref_conv_at_bound(graph, node, x, w, b)
     assert np.abs(want).max() == FLOAT32_EXACT_BELOW - 1  # sample 0 reaches the bound
     got = Conv2d().simulate(node, [x, w, b], graph)[0]
     assert used and used[0] is not None and used[0].dtype == np.float32  # PyTorch computed it
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("shape", list(BOUND_SHAPES))
 @pytest.mark.parametrize("depthwise", [False, True], ids=["conv", "depthwise"])
-def test_direct_conv_is_not_used_above_the_float32_bound(depthwise, monkeypatch):
+def test_direct_conv_is_not_used_above_the_float32_bound(depthwise, shape, monkeypatch):
     import torch
 
     import edgekit.ops.conv2d as conv2d
 
-    graph, node, x, w, b = conv_at_bound_graph(2, depthwise)
+    graph, node, x, w, b = conv_at_bound_graph(2, depthwise, shape)
     used = []
     real = conv2d.float32_conv
     monkeypatch.setattr(conv2d, "float32_conv", lambda *args: used.append(real(*args)) or used[-1])
-    want = ref_conv(x, w, b, 0, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), depthwise, 1, (6, 5))
+    want = ref_conv_at_bound(graph, node, x, w, b)
     np.testing.assert_array_equal(Conv2d().simulate(node, [x, w, b], graph)[0], want)
     assert not used
     # PyTorch's float32 convolution would round there: the bound is what keeps the sums exact
     xt = torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2)
     wt = torch.from_numpy((w.transpose(2, 0, 1)[:, None] if depthwise else w.transpose(0, 3, 1, 2)).astype(np.float32).copy())
-    naive = torch.nn.functional.conv2d(xt, wt, torch.from_numpy(b.astype(np.float32)), padding=1,
-                                       groups=4 if depthwise else 1).permute(0, 2, 3, 1).numpy()
+    naive = torch.nn.functional.conv2d(xt, wt, torch.from_numpy(b.astype(np.float32)),
+                                       padding=node.attrs["pad"][:2], groups=4 if depthwise else 1).permute(0, 2, 3, 1).numpy()
     assert not np.array_equal(naive.astype(np.int64), want)
 
 

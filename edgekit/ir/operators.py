@@ -77,7 +77,15 @@ class Op:
         return []
 
     def simulate(self, node, inputs: list[np.ndarray], graph) -> list[np.ndarray]:
+        """The node's outputs for a batch of inputs. An op whose :meth:`prepare_node` returns
+        something takes it as a fourth argument (``None``: work it out here)."""
         raise NotImplementedError
+
+    def prepare_node(self, node, graph):
+        """What :meth:`simulate` needs for this node that does not depend on the batch (weights
+        laid out for the GEMM, sorted thresholds): the simulator asks once per graph, not once
+        per block. None: nothing."""
+        return None
 
     def prepare_simulation(self) -> None:
         """Load what :meth:`simulate` needs before the simulator limits the thread pools (a

@@ -71,6 +71,24 @@ def float32_pieces(w: np.ndarray, x_abs_max: int) -> tuple[tuple[int, int], ...]
     return tuple(pieces)
 
 
+@dataclass(frozen=True)
+class GemmWeights:
+    """A layer's weights laid out once per graph (``Op.prepare_node``): the plan, the weights
+    [K, out] in the plan's dtype for ``x @ w_t``, and, where PyTorch's float32 convolution may
+    compute the layer (``float32_conv``), its float32 weights (out, in / groups, kh, kw)."""
+
+    plan: GemmPlan
+    w_t: np.ndarray
+    torch_weights: np.ndarray | None = None
+
+
+def gemm_weights(weights: np.ndarray, bias: np.ndarray, x_lo: int, x_hi: int) -> GemmWeights:
+    """:func:`plan_gemm` for ``weights`` [out, K], with the weights transposed into its dtype."""
+    w = np.asarray(weights).reshape(weights.shape[0], -1)
+    plan = plan_gemm(w, bias, x_lo, x_hi)
+    return GemmWeights(plan, np.ascontiguousarray(w.T, plan.dtype))
+
+
 def exact_matmul(x: np.ndarray, w_t: np.ndarray, plan: GemmPlan) -> np.ndarray:
     """``x @ w_t`` exactly, for ``x`` [M, K] and ``w_t`` [K, out] already in ``plan.dtype``: in
     ``plan.dtype`` when ``plan.float_sums`` (exact integers in floats), else int64."""

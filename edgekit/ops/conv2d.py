@@ -12,8 +12,8 @@ import numpy as np
 from ..ir.contract import Requant
 from ..ir.operators import HlsLayer, Op, register
 from ._direct_conv import float32_conv
-from ._gemm import (FLOAT32_EXACT_BELOW, FLOAT64_EXACT_BELOW, add_requantized, exact_matmul, float_requant,
-                    plan_gemm, requantized)
+from ._gemm import (FLOAT32_EXACT_BELOW, FLOAT64_EXACT_BELOW, GemmWeights, GemmPlan, add_requantized,
+                    exact_matmul, float_requant, gemm_weights, plan_gemm, requantized)
 from ._windows import padded, windows
 
 
@@ -97,43 +97,62 @@ def pointwise_inplace(node, graph) -> bool:
             and not a.residual and y.shape[2] * y.itemsize <= INPLACE_RING_LIMIT)
 
 
-def conv_accumulators(x, w, b, zp, x_range, a: Conv2dAttrs, out_hw) -> np.ndarray:
+def conv_weights(w, b, x_range) -> GemmWeights:
+    """A regular convolution's weights (oc, kh, kw, ic) as [kh*kw*ic, oc] for the im2col GEMM,
+    and as PyTorch's (oc, ic, kh, kw) float32 where the plan allows float32 sums."""
+    prepared = gemm_weights(w.reshape(w.shape[0], -1), b, *x_range)
+    plan = prepared.plan
+    if plan.float_sums and plan.dtype is np.float32:
+        torch_weights = np.ascontiguousarray(w.transpose(0, 3, 1, 2), np.float32)
+        return GemmWeights(plan, prepared.w_t, torch_weights)
+    return prepared
+
+
+def depthwise_weights(w, b, x_range, mult: int) -> GemmWeights:
+    """A depthwise convolution's weights (kh, kw, ic * mult): ``w_t`` as (kh, kw, ic, mult) for the
+    batched product, in float32, float64 or int64 as the bound allows (a sum float32 holds only
+    in pieces has no batched form here: float64 holds it whole); PyTorch's (oc, 1, kh, kw)."""
+    kh, kw, oc = w.shape
+    bound = plan_gemm(w.reshape(kh * kw, oc).T, b, *x_range).bound
+    dtype = np.float32 if bound < FLOAT32_EXACT_BELOW else np.float64 if bound < FLOAT64_EXACT_BELOW else np.int64
+    torch_weights = np.ascontiguousarray(w.transpose(2, 0, 1)[:, None], np.float32) if dtype is np.float32 else None
+    return GemmWeights(GemmPlan(dtype, ((0, kh * kw),), bound), w.astype(dtype).reshape(kh, kw, oc // mult, mult),
+                       torch_weights)
+
+
+def conv_accumulators(x, w, b, zp, x_range, a: Conv2dAttrs, out_hw, prepared: GemmWeights | None = None) -> np.ndarray:
     """b + sum over taps of (x - zp) * w, (N, oh, ow, oc). Exact integers, in float32 when the
     plan's bound allows (see _gemm.requantized): PyTorch's direct convolution (``_direct_conv``),
     else one GEMM of the im2col patches [N*oh*ow, kh*kw*ic] with the weights (oc, kh, kw, ic) as
     [kh*kw*ic, oc] (in float32 pieces, float64 or int64 as the plan says)."""
     oc, k = w.shape[0], w[0].size
-    plan = plan_gemm(w.reshape(oc, k), b, *x_range)
-    # 1D convolutions (H = 1) copy little into im2col and run faster as one GEMM (har-cnn)
-    if plan.float_sums and plan.dtype is np.float32 and x.shape[1] > 1:
-        acc = float32_conv(x, zp, w.transpose(0, 3, 1, 2), b, a.pad, a.stride, a.dilation, 1, out_hw)
+    prepared = prepared or conv_weights(w, b, x_range)
+    plan = prepared.plan
+    if prepared.torch_weights is not None:
+        acc = float32_conv(x, zp, prepared.torch_weights, b, a.pad, a.stride, a.dilation, 1, out_hw)
         if acc is not None:
             return acc
-    w_t = np.ascontiguousarray(w.reshape(oc, k).T, plan.dtype)
     view = windows(padded(x, a.pad, zp, plan.dtype), a.kernel, a.stride, a.dilation, out_hw)
     patches = view.reshape(-1, k)  # the one copy: im2col (the simulator bounds the batch it is given)
-    acc = exact_matmul(patches, w_t, plan)
+    acc = exact_matmul(patches, prepared.w_t, plan)
     acc += b.astype(acc.dtype)
     return acc.reshape(x.shape[0], *out_hw, oc)
 
 
-def depthwise_accumulators(x, w, b, zp, x_range, a: Conv2dAttrs, out_hw) -> np.ndarray:
+def depthwise_accumulators(x, w, b, zp, x_range, a: Conv2dAttrs, out_hw,
+                           prepared: GemmWeights | None = None) -> np.ndarray:
     """Depthwise: output channel o = c * mult + m sums b[o] + (x[..., c] - zp) * w[ky, kx, o] over
     the taps; weights are (kh, kw, ic * mult). PyTorch's grouped convolution where float32 is
     exact, else one batched product (einsum) over the strided windows."""
-    kh, kw = a.kernel
     oc = w.shape[-1]
-    plan = plan_gemm(w.reshape(kh * kw, oc).T, b, *x_range)
-    if plan.bound < FLOAT32_EXACT_BELOW and x.shape[1] > 1:
-        acc = float32_conv(x, zp, w.transpose(2, 0, 1)[:, None], b, a.pad, a.stride, a.dilation, x.shape[-1],
-                           out_hw)
+    prepared = prepared or depthwise_weights(w, b, x_range, a.depth_multiplier)
+    if prepared.torch_weights is not None:
+        acc = float32_conv(x, zp, prepared.torch_weights, b, a.pad, a.stride, a.dilation, x.shape[-1], out_hw)
         if acc is not None:
             return acc
-    # a sum that float32 holds only in pieces has no batched form here: float64 holds it whole
-    dtype = np.float32 if plan.bound < FLOAT32_EXACT_BELOW else np.float64 if plan.bound < FLOAT64_EXACT_BELOW else np.int64
+    dtype = prepared.plan.dtype
     view = windows(padded(x, a.pad, zp, dtype), a.kernel, a.stride, a.dilation, out_hw)
-    wd = w.astype(dtype).reshape(kh, kw, x.shape[-1], a.depth_multiplier)
-    acc = np.einsum("nyxijc,ijcm->nyxcm", view, wd)
+    acc = np.einsum("nyxijc,ijcm->nyxcm", view, prepared.w_t)
     acc = acc.reshape(acc.shape[:3] + (oc,))
     acc += b.astype(dtype)
     return acc
@@ -157,7 +176,14 @@ class Conv2d(Op):
         HlsLayer("ZeroPadding1D", "pass-through"), HlsLayer("ZeroPadding2D", "pass-through"),
     )
 
-    def simulate(self, node, inputs, graph):
+    def prepare_node(self, node, graph) -> GemmWeights:
+        a = self.attrs(node)
+        xt = graph.tensors[node.inputs[0]]
+        w, b = graph.constants[node.inputs[1]], graph.constants[node.inputs[2]]
+        x_range = (xt.qmin - xt.zero_point, xt.qmax - xt.zero_point)
+        return depthwise_weights(w, b, x_range, a.depth_multiplier) if a.depthwise else conv_weights(w, b, x_range)
+
+    def simulate(self, node, inputs, graph, prepared: GemmWeights | None = None):
         x, w, b = inputs[:3]
         a = self.attrs(node)
         xt = graph.tensors[node.inputs[0]]
@@ -165,7 +191,7 @@ class Conv2d(Op):
         out_hw = tuple(graph.tensors[node.outputs[0]].shape[:2])
         accumulators = depthwise_accumulators if a.depthwise else conv_accumulators
         rq = a.requant
-        acc = accumulators(x, w, b, zp, (xt.qmin - zp, xt.qmax - zp), a, out_hw)
+        acc = accumulators(x, w, b, zp, (xt.qmin - zp, xt.qmax - zp), a, out_hw, prepared)
         if not a.residual:
             return [requantized(acc, None, rq, keep_float=True)]
         # fused residual add (ir/passes.py): same arithmetic as ops/add.py

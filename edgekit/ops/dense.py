@@ -12,7 +12,7 @@ import numpy as np
 
 from ..ir.contract import Requant
 from ..ir.operators import HlsLayer, Op, register
-from ._gemm import exact_matmul, plan_gemm, requantized
+from ._gemm import GemmWeights, exact_matmul, gemm_weights, requantized
 
 
 @dataclass
@@ -34,12 +34,19 @@ class Dense(Op):
     float32_inputs = True
     hls_layers = (HlsLayer("Dense", "compute", _hls_geometry),)
 
-    def simulate(self, node, inputs, graph):
-        x, w, b = inputs
+    def prepare_node(self, node, graph) -> GemmWeights:
         xt = graph.tensors[node.inputs[0]]
-        plan = plan_gemm(w, b, xt.qmin, xt.qmax)  # raw codes: the zero point is in the bias
-        w_t = np.ascontiguousarray(w.T, plan.dtype)
-        acc = exact_matmul(x.reshape(x.shape[0], -1).astype(plan.dtype), w_t, plan)
+        # raw codes: the zero point is in the bias
+        return gemm_weights(graph.constants[node.inputs[1]], graph.constants[node.inputs[2]], xt.qmin, xt.qmax)
+
+    def simulate(self, node, inputs, graph, prepared: GemmWeights | None = None):
+        x, w, b = inputs
+        if prepared is None:
+            xt = graph.tensors[node.inputs[0]]
+            prepared = gemm_weights(w, b, xt.qmin, xt.qmax)
+        plan = prepared.plan
+        x = x.reshape(x.shape[0], -1)
+        acc = exact_matmul(x if x.dtype == plan.dtype else x.astype(plan.dtype), prepared.w_t, plan)
         return [requantized(acc, b, self.attrs(node).requant, keep_float=True)]
 
     def c_context(self, node, graph):

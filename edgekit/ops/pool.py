@@ -7,7 +7,7 @@ import numpy as np
 
 from ..ir.contract import Requant, apply_requant, div_round
 from ..ir.operators import HlsLayer, Op, register
-from ._windows import padded, windows
+from ._windows import padded, taps
 
 
 @dataclass
@@ -62,13 +62,21 @@ class MaxPool(Op):
     hls_layers = tuple(HlsLayer(c, "pass-through") for c in ("Pooling1D", "Pooling2D", "GlobalPooling1D",
                                                               "GlobalPooling2D"))
 
+    float32_inputs = True  # a maximum of exact integer codes is one of them
+
     def simulate(self, node, inputs, graph):
         a = self.attrs(node)
         oh, ow, _ = graph.tensors[node.outputs[0]].shape
-        xp = padded(inputs[0], a.pad, 0, np.int64, fill=np.iinfo(np.int64).min)  # padding never wins
-        y = windows(xp, a.kernel, a.stride, (1, 1), (oh, ow)).max(axis=(3, 4))
+        x = inputs[0] if inputs[0].dtype == np.float32 else np.asarray(inputs[0], np.int64)
+        if any(a.pad):
+            lowest = -np.inf if x.dtype == np.float32 else np.iinfo(np.int64).min  # padding never wins
+            x = padded(x, a.pad, 0, x.dtype, fill=lowest)
+        slices = taps(x, a.kernel, a.stride, (oh, ow))
+        y = next(slices).copy()
+        for tap in slices:
+            np.maximum(y, tap, out=y)
         if a.lo is not None:  # fused activation (TFLite): clamp
-            y = np.clip(y, a.lo, a.hi)
+            np.clip(y, a.lo, a.hi, out=y)
         return [y]
 
     def c_context(self, node, graph):
@@ -89,12 +97,25 @@ class AvgPool(Op):
     attributes = AvgPoolAttrs
     template = "avgpool.c.j2"
 
+    float32_inputs = True  # summed in int64 (global pooling converts as it sums: no int64 copy of the map)
+
     def simulate(self, node, inputs, graph):
         a = self.attrs(node)
         zp = 0 if a.raw_sum else graph.tensors[node.inputs[0]].zero_point
         oh, ow, _ = graph.tensors[node.outputs[0]].shape
-        xp = padded(inputs[0], a.pad, zp, np.int64)
-        total = windows(xp, a.kernel, a.stride, (1, 1), (oh, ow)).sum(axis=(3, 4))
+        x = inputs[0]
+        n, ih, iw, c = x.shape
+        if (oh, ow) == (1, 1) and not any(a.pad) and tuple(a.kernel) == (ih, iw):
+            # global pooling: one reduction over the map, every tap inside it
+            total = x.reshape(n, 1, ih * iw, c).sum(axis=2, keepdims=True, dtype=np.int64)
+            if zp:
+                total -= zp * ih * iw
+        else:
+            x = padded(x, a.pad, zp, np.int64) if any(a.pad) or zp else np.asarray(x, np.int64)
+            slices = taps(x, a.kernel, a.stride, (oh, ow))
+            total = next(slices).copy()
+            for tap in slices:
+                total += tap
         if a.requant is not None:
             return [apply_requant(total, a.requant)]
         den = a.den

@@ -10,6 +10,7 @@ class Reshape(Op):
     alias = True
     hls_layers = (HlsLayer("Reshape", "pass-through"), HlsLayer("Flatten", "pass-through"),
                   HlsLayer("Transpose", "pass-through"))  # layout only: hls4ml's channels-last moves
+    float32_inputs = True  # the same codes in a new shape
 
     def simulate(self, node, inputs, graph):
         shape = graph.tensors[node.outputs[0]].shape
