@@ -17,7 +17,7 @@ from edgekit.errors import EdgekitError
 from edgekit.nas import cost
 from edgekit.resources import resource_dir
 
-VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dwk", "dwk_int8", "dense", "dense_int8", "mve_gemm",
+VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dw3_wide", "dwk", "dwk_int8", "dense", "dense_int8", "mve_gemm",
             "mve_dense", "mve_dw", "dense_xnor", "dense_binary", "conv_xnor"}
 
 
@@ -130,7 +130,8 @@ def test_selection_by_core_and_the_reasons_for_the_reference(graphs):
         dsp = [s.kind for s in kinds[("dsp",), optimize]]
         assert dsp[:3] == ["conv2d_gemm_int8", "dw3_int8", "conv2d_gemm_int8"] and dsp[-2:] == ["dense_int8", "dense_int8"]
     dsp = [s.kind for s in kinds[("dsp",), "speed"]]
-    assert dsp[:3] == ["conv2d_gemm", "dw3", "conv2d_gemm"] and dsp[-2:] == ["dense", "dense"]
+    # the depthwise 3x3 layer (depth multiplier 1, TFLite double rounding): dw3_int8's loop on int16 records
+    assert dsp[:3] == ["conv2d_gemm", "dw3_wide", "conv2d_gemm"] and dsp[-2:] == ["dense", "dense"]
     assert [s.kind for s in kinds[("dsp",), "balanced"]] == [reg.select(n, graph, plan, ("dsp",), "optimized").kind
                                                             for n in graph.nodes if n.op in ("conv2d", "dense")]
     node = graph.nodes[0]
@@ -257,10 +258,12 @@ def test_dw3_int8_row_macs_compute_each_output_from_the_bias(n, stride, pairs):
         assert acc[f"a{k}"] == want, (k, acc[f"a{k}"], want)
 
 
-def test_balanced_can_widen_dwk_int8_but_never_dw3_int8(graphs, monkeypatch):
+def test_balanced_can_widen_dwk_int8_and_dw3_int8(graphs, monkeypatch):
     """dwk_int8 saves instructions with int16 words (one LDRD instead of LDR + 2 SXTB16 per executed tap
-    and quad), so a whole balanced allowance widens it to dwk; dw3_int8 is about as fast as dw3's int16
-    records (instructions_saved_by_int16 = 0), so it keeps its int8 records."""
+    and quad), so a whole balanced allowance widens it to dwk; dw3_int8's assembly loop with the SMMLAR
+    epilogue saves 2 x 3 instructions per channel step with dw3_wide's int16 records (one LDM per kernel
+    row), so it is widened to dw3_wide; without that loop (instructions_saved_by_int16 = 0: dw3's int16
+    records are about as fast) it keeps its int8 records."""
     from types import SimpleNamespace
 
     from edgekit.backends.cortexm.codegen import _select_kernels
@@ -277,6 +280,34 @@ def test_balanced_can_widen_dwk_int8_but_never_dw3_int8(graphs, monkeypatch):
                 assert reg.get(s.kind).instructions_saved_by_int16(s) > 0
                 assert balanced[name].kind == "dwk" and "balanced:" in balanced[name].describe()
             if s.kind == "dw3_int8":
-                assert reg.get(s.kind).instructions_saved_by_int16(s) == 0 and balanced[name].kind == "dw3_int8"
+                saved = reg.get(s.kind).instructions_saved_by_int16(s)
+                assert saved >= 0 and (saved > 0) == ("asm" in s.ctx and "smmlar" in " ".join(
+                    next(iter(s.ctx["asm"].values()))))
+                assert balanced[name].kind == ("dw3_wide" if saved else "dw3_int8")
+                seen.add(f"dw3_int8 saves {bool(saved)}")
             seen.add(s.kind)
-    assert {"dwk_int8", "dw3_int8"} <= seen
+    assert {"dwk_int8", "dw3_int8", "dw3_int8 saves True"} <= seen
+
+
+def test_dw3_wide_records_hold_the_doubled_sxtb16_pairs():
+    """dw3_wide's record of a channel holds per kernel row the int16 pairs dw3_int8 widens from its int8 word
+    (SXTB16, SXTB16 ROR #8), doubled, and the doubled bias after row 0's; its channel loop loads them with
+    one LDM per row and never widens or doubles in registers."""
+    import numpy as np
+
+    from edgekit.backends.cortexm.kernels.common import byte_words
+    from edgekit.backends.cortexm.kernels.dw3_int8 import block_asm, row_word
+
+    rng = np.random.default_rng(7)
+    for stride in (1, 2):
+        w = [int(v) for v in rng.integers(-128, 128, 3)]
+        word = int(byte_words(*row_word(*w, stride)))
+        pairs = {"P": _sxtb16(word, False), "Q": _sxtb16(word, True)}
+        want = {"P": (2 * w[0], 2 * w[1]), "Q": (2 * w[1], 2 * w[2]) if stride == 1 else (2 * w[2], 0)}
+        assert {k: (2 * a, 2 * b) for k, (a, b) in pairs.items()} == want
+        lines = block_asm(4, stride, 3, 0, 12, 36, 8, 1, "ssat", 8, None, None, form="smmlar", wide=True)
+        assert lines[1] == "ldmia %[r]!, {%[P], %[Q], %[a0]}"
+        assert sum(line == "ldmia %[r]!, {%[P], %[Q]}" for line in lines) == 2
+        assert not any(line.startswith(("sxtb16", "lsl", "ldr %[Q]")) for line in lines)
+        int8 = block_asm(4, stride, 3, 0, 12, 36, 8, 1, "ssat", 8, None, None, form="smmlar")
+        assert len(int8) - len(lines) == 2 * 3  # LDR + 2 SXTB16 per row against one LDM
