@@ -17,7 +17,7 @@ from edgekit.errors import EdgekitError
 from edgekit.nas import cost
 from edgekit.resources import resource_dir
 
-VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dwk", "dwk_int8", "dense", "dense_int8", "mve_gemm",
+VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dw3_wide", "dwk", "dwk_int8", "dense", "dense_int8", "mve_gemm",
             "mve_dense", "mve_dw", "mve_dwc", "dense_xnor", "dense_binary", "conv_xnor", "mve_dense_xnor",
             "mve_conv_xnor"}
 
@@ -133,7 +133,8 @@ def test_selection_by_core_and_the_reasons_for_the_reference(graphs):
         dsp = [s.kind for s in kinds[("dsp",), optimize]]
         assert dsp[:3] == ["conv2d_gemm_int8", "dw3_int8", "conv2d_gemm_int8"] and dsp[-2:] == ["dense_int8", "dense_int8"]
     dsp = [s.kind for s in kinds[("dsp",), "speed"]]
-    assert dsp[:3] == ["conv2d_gemm", "dw3", "conv2d_gemm"] and dsp[-2:] == ["dense", "dense"]
+    # the depthwise 3x3 layer (depth multiplier 1, TFLite double rounding): dw3_int8's loop on int16 records
+    assert dsp[:3] == ["conv2d_gemm", "dw3_wide", "conv2d_gemm"] and dsp[-2:] == ["dense", "dense"]
     assert [s.kind for s in kinds[("dsp",), "balanced"]] == [reg.select(n, graph, plan, ("dsp",), "optimized").kind
                                                             for n in graph.nodes if n.op in ("conv2d", "dense")]
     node = graph.nodes[0]
@@ -168,9 +169,9 @@ def test_int8_weight_variants_store_one_byte_per_weight(graphs, int16_name, int8
 
     from edgekit.backends.cortexm.kernels.common import pair_words
 
-    def sxtb16(words, ror):
+    def sxtb16(words, ror, scale=1):
         b = [(np.asarray(words, np.int64) >> (8 * ((k + ror) % 4))) & 0xFF for k in (0, 2)]
-        lo, hi = [np.where(x >= 128, x - 256, x) for x in b]
+        lo, hi = [scale * np.where(x >= 128, x - 256, x) for x in b]
         return pair_words(lo, hi)
 
     reg = kernel_registry.registry()
@@ -191,10 +192,14 @@ def test_int8_weight_variants_store_one_byte_per_weight(graphs, int16_name, int8
                 rec = (len(w8) // pairs) - 2 - kwords
                 assert rec in (0, 6) and len(w16) == pairs * (2 + 2 * kwords + rec)
                 a16, a8 = w16.reshape(pairs, -1), w8.reshape(pairs, -1)
-                assert np.array_equal(a16[:, :2], a8[:, :2]) and np.array_equal(a16[:, 2 + 2 * kwords:],
-                                                                                 a8[:, 2 + kwords:])
+                # int16 weights and biases are stored doubled where the SMMLAR epilogue reads the accumulator
+                # (ek_dsp_rq2d: no LSL per output)
+                f = 2 if s16.ctx["acc_doubled"] else 1
+                assert s16.ctx["acc_doubled"] == bool(s16.ctx.get("smmlar"))
+                assert np.array_equal(a16[:, :2], f * a8[:, :2]) and np.array_equal(a16[:, 2 + 2 * kwords:],
+                                                                                     a8[:, 2 + kwords:])
                 words = a8[:, 2:2 + kwords]
-                widened = np.stack([sxtb16(words, 0), sxtb16(words, 1)], axis=2).reshape(pairs, -1)
+                widened = np.stack([sxtb16(words, 0, f), sxtb16(words, 1, f)], axis=2).reshape(pairs, -1)
                 assert np.array_equal(widened, a16[:, 2:2 + 2 * kwords])
                 assert v8.flash_bytes(s8, node, graph) == s8.weight_bytes - w.nbytes - graph.constants[
                     node.inputs[2]].nbytes
@@ -260,10 +265,12 @@ def test_dw3_int8_row_macs_compute_each_output_from_the_bias(n, stride, pairs):
         assert acc[f"a{k}"] == want, (k, acc[f"a{k}"], want)
 
 
-def test_balanced_can_widen_dwk_int8_but_never_dw3_int8(graphs, monkeypatch):
+def test_balanced_can_widen_dwk_int8_and_dw3_int8(graphs, monkeypatch):
     """dwk_int8 saves instructions with int16 words (one LDRD instead of LDR + 2 SXTB16 per executed tap
-    and quad), so a whole balanced allowance widens it to dwk; dw3_int8 is about as fast as dw3's int16
-    records (instructions_saved_by_int16 = 0), so it keeps its int8 records."""
+    and quad), so a whole balanced allowance widens it to dwk; dw3_int8's assembly loop with the SMMLAR
+    epilogue saves 2 x 3 instructions per channel step with dw3_wide's int16 records (one LDM per kernel
+    row), so it is widened to dw3_wide; without that loop (instructions_saved_by_int16 = 0: dw3's int16
+    records are about as fast) it keeps its int8 records."""
     from types import SimpleNamespace
 
     from edgekit.backends.cortexm.codegen import _select_kernels
@@ -280,6 +287,34 @@ def test_balanced_can_widen_dwk_int8_but_never_dw3_int8(graphs, monkeypatch):
                 assert reg.get(s.kind).instructions_saved_by_int16(s) > 0
                 assert balanced[name].kind == "dwk" and "balanced:" in balanced[name].describe()
             if s.kind == "dw3_int8":
-                assert reg.get(s.kind).instructions_saved_by_int16(s) == 0 and balanced[name].kind == "dw3_int8"
+                saved = reg.get(s.kind).instructions_saved_by_int16(s)
+                assert saved >= 0 and (saved > 0) == ("asm" in s.ctx and "smmlar" in " ".join(
+                    next(iter(s.ctx["asm"].values()))))
+                assert balanced[name].kind == ("dw3_wide" if saved else "dw3_int8")
+                seen.add(f"dw3_int8 saves {bool(saved)}")
             seen.add(s.kind)
-    assert {"dwk_int8", "dw3_int8"} <= seen
+    assert {"dwk_int8", "dw3_int8", "dw3_int8 saves True"} <= seen
+
+
+def test_dw3_wide_records_hold_the_doubled_sxtb16_pairs():
+    """dw3_wide's record of a channel holds per kernel row the int16 pairs dw3_int8 widens from its int8 word
+    (SXTB16, SXTB16 ROR #8), doubled, and the doubled bias after row 0's; its channel loop loads them with
+    one LDM per row and never widens or doubles in registers."""
+    import numpy as np
+
+    from edgekit.backends.cortexm.kernels.common import byte_words
+    from edgekit.backends.cortexm.kernels.dw3_int8 import block_asm, row_word
+
+    rng = np.random.default_rng(7)
+    for stride in (1, 2):
+        w = [int(v) for v in rng.integers(-128, 128, 3)]
+        word = int(byte_words(*row_word(*w, stride)))
+        pairs = {"P": _sxtb16(word, False), "Q": _sxtb16(word, True)}
+        want = {"P": (2 * w[0], 2 * w[1]), "Q": (2 * w[1], 2 * w[2]) if stride == 1 else (2 * w[2], 0)}
+        assert {k: (2 * a, 2 * b) for k, (a, b) in pairs.items()} == want
+        lines = block_asm(4, stride, 3, 0, 12, 36, 8, 1, "ssat", 8, None, None, form="smmlar", wide=True)
+        assert lines[1] == "ldmia %[r]!, {%[P], %[Q], %[a0]}"
+        assert sum(line == "ldmia %[r]!, {%[P], %[Q]}" for line in lines) == 2
+        assert not any(line.startswith(("sxtb16", "lsl", "ldr %[Q]")) for line in lines)
+        int8 = block_asm(4, stride, 3, 0, 12, 36, 8, 1, "ssat", 8, None, None, form="smmlar")
+        assert len(int8) - len(lines) == 2 * 3  # LDR + 2 SXTB16 per row against one LDM

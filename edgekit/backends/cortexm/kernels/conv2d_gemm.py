@@ -86,6 +86,11 @@ class ConvGemm(KernelVariant):
         rq = node.attrs.get("requant")
         # the SMMLAR epilogue (ek_dsp_rq2: one instruction fewer per output) where the accumulators allow it
         rqc = smmlar_ctx(requant_ctx(rq, oc_pad), rq, accumulator_bounds(bias, flat, x.dtype, x.zero_point), oc_pad)
+        # int16 weights: doubled in flash where they stay int16, so the accumulator is the doubled one the SMMLAR
+        # epilogue needs and its LSL goes (one instruction per output; ek_dsp_rq2d)
+        doubled = bool(rqc.get("smmlar")) and not self.int8_weights and (not w.size or int(np.abs(w).max()) < 2**14)
+        if doubled:
+            wp, bias = 2 * wp, 2 * bias
         pairs = self.channel_pair_words(wp)
         b2 = np.array(bias.tolist() + [0] * (oc_pad - oc), np.int64).reshape(-1, 2)
         parts = [b2, pairs]
@@ -96,7 +101,7 @@ class ConvGemm(KernelVariant):
             "g": g, "runs": runs, "run_len": run_len, "words_per_run": words_per_run, "kwords": kwords,
             "oc_pad": oc_pad, "npix": g["oh"] * g["ow"], "ext": extend_insn(x.dtype),
             "offset_word": offset_word(x.zero_point), "tap_mode": ic % 4 == 0, "unroll": unroll(kwords),
-            "pixels": GEMM_PIXELS, "int8_weights": self.int8_weights,
+            "pixels": GEMM_PIXELS, "int8_weights": self.int8_weights, "acc_doubled": doubled,
             "w_words": stream.tolist(), "uses_bias": False,
             "scratch_bytes": 4 * GEMM_PIXELS * kwords,
             "tail_bytes": GEMM_PIXELS * oc * graph.tensors[node.outputs[0]].itemsize

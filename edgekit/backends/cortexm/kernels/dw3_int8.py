@@ -11,7 +11,7 @@ import numpy as np
 from ....ops.conv2d import conv_geometry
 from .base import Selection
 from .common import (Int8WeightsRefusal, byte_words, doubled_constants, doubled_rq, extend_insn,  # noqa: F401
-                     offset_word, requant_ctx, residual_ctx)
+                     offset_word, pair_words, requant_ctx, residual_ctx)
 from .dw3 import Dw3, ring_width
 
 #: at most this many outputs of one channel per step of the assembly loop (13 registers: P, Q, X, five
@@ -74,7 +74,7 @@ def row_macs(n: int, stride: int, base: int, first: bool, pairs: bool = True) ->
 
 def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int, out_size: int,
               sat: str, bits: int, lo: int | None, hi: int | None, form: str = "smlal",
-              shift: int | None = None) -> list[str]:
+              shift: int | None = None, wide: bool = False) -> list[str]:
     """The channel loop of a block of ``n`` outputs for ring rotation ``rot`` (kernel row ky in ring
     slot (ky + rot) mod kh): per channel, LDM of row 0's weight word and the bias, per kernel row 2
     SXTB16, the ring loads and MACs, LDM of the requantization constants, n epilogues. The loop ends
@@ -84,15 +84,20 @@ def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int,
     :func:`doubled_rq` (M, 2 Ahi, e) on a doubled accumulator: "smmlar" where the ring holds 2 (x - zp)
     and the record 2 * bias (stride 1: one input element per output to double), "smmlar_lsl" where
     each accumulator is doubled by LSL (strides that bring in more input per output);
-    ``shift``: every channel's e, folded into SSAT/USAT's shift."""
+    ``shift``: every channel's e, folded into SSAT/USAT's shift. ``wide``: the record holds each kernel
+    row's two int16 pairs (dw3_wide), loaded by one LDM per row instead of LDR + 2 SXTB16."""
     st = "strb" if out_size == 1 else "strh"
     # LDRD reaches 1020 bytes (imm8 x 4): the last ring row's last word must be within it
     pairs = 2 * (kh - 1) * wp + 4 * ((n - 1) * stride // 2 + 1) <= 1020
-    lines = ["1:", "ldmia %[r]!, {%[Q], %[a0]}"]
+    lines = ["1:", "ldmia %[r]!, {%[P], %[Q], %[a0]}" if wide else "ldmia %[r]!, {%[Q], %[a0]}"]
     for ky in range(kh):
-        if ky:
-            lines.append("ldr %[Q], [%[r]], #4")
-        lines += ["sxtb16 %[P], %[Q]", "sxtb16 %[Q], %[Q], ror #8"]
+        if wide:
+            if ky:
+                lines.append("ldmia %[r]!, {%[P], %[Q]}")
+        else:
+            if ky:
+                lines.append("ldr %[Q], [%[r]], #4")
+            lines += ["sxtb16 %[P], %[Q]", "sxtb16 %[Q], %[Q], ror #8"]
         lines += row_macs(n, stride, 2 * ((ky + rot) % kh) * wp, ky == 0, pairs)
     lines = step_ring_pointer(lines, 2 * cs)
     lines.append("ldmia %[r]!, {%[P], %[Q], %[X]}")
@@ -138,13 +143,13 @@ def step_ring_pointer(lines: list[str], step: int) -> list[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def step_instructions(n: int, stride: int) -> int:
+def step_instructions(n: int, stride: int, wide: bool = False) -> int:
     """Instructions of one channel step of n outputs (kh = 3, a narrow ring): what the row plan minimises."""
-    return len(block_asm(n, stride, 3, 0, 8, 24, 8, 1, "ssat", 8, None, None)) - 1
+    return len(block_asm(n, stride, 3, 0, 8, 24, 8, 1, "ssat", 8, None, None, wide=wide)) - 1
 
 
 @functools.lru_cache(maxsize=None)
-def blocks(ow: int, stride: int) -> tuple[tuple[int, int, int], ...]:
+def blocks(ow: int, stride: int, wide: bool = False) -> tuple[tuple[int, int, int], ...]:
     """(first column, columns, outputs per step) of a row: the steps of 1..MAX_BLOCK outputs with the
     fewest instructions in all (dynamic programming over step_instructions). With stride 1 only the
     last step may be odd, so that every step's ring loads but the last start on a word boundary and
@@ -156,7 +161,7 @@ def blocks(ow: int, stride: int) -> tuple[tuple[int, int, int], ...]:
             cost, seq = best[w - n]
             if stride == 1 and any(k % 2 for k in seq):  # an odd step so far: it must stay the last
                 continue
-            cands.append((cost + step_instructions(n, stride), len(seq) + 1, seq + (n,)))
+            cands.append((cost + step_instructions(n, stride, wide), len(seq) + 1, seq + (n,)))
         cost, _, seq = min(cands)
         best.append((cost, seq))
     seq = sorted(best[ow][1], key=lambda n: (n % 2 if stride == 1 else 0, -n))  # even steps first
@@ -177,7 +182,7 @@ def wpad_of(g: dict) -> int:
 
 class Dw3Int8(Int8WeightsRefusal, Dw3):
     name = "dw3_int8"
-    # above dw3: under size and balanced the int8 records go first; under speed only dw3 is offered
+    # above dw3: under size and balanced the int8 records go first; under speed dw3_wide, else dw3
     priority = 31
     modes = frozenset({"size", "balanced"})
     template = "ops_dsp/dw3_int8.c.j2"
@@ -185,6 +190,8 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
                                "colsteps", "rows", "const")}
     cost_reduced = {"dw3_int8": ("outputs_kh", "tr4", "tr1")}
     cost_work = {"dw3_int8": (("outputs_kh", 3),)}
+    #: the record holds int16 pairs of doubled weights (dw3_wide) instead of int8 weight words
+    wide = False
 
     def select(self, node, graph, plan) -> Selection:
         g = conv_geometry(node, graph)
@@ -202,22 +209,32 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
         use_asm = (a["depth_multiplier"] == 1 and not a.get("residual") and rqc.get("fast")
                    and y.dtype in ("int8", "uint8", "int16", "uint16") and 2 * cs + 16 < 4096
                    and MAX_BLOCK * g["oc"] * y.itemsize < 4096)
-        # there, the ring holds 2 (x - zp) and the records 2 * bias, for the shorter SMMLAR epilogue
-        # (doubled_constants) when every channel's accumulator bound allows it
+        # there, the accumulator is doubled for the shorter SMMLAR epilogue (doubled_constants) when every
+        # channel's accumulator bound allows it: the ring holds 2 (x - zp) and the records 2 * bias, or
+        # (wide) the records hold doubled int16 weights and bias
         zp = x.zero_point
         info_x = np.iinfo(x.dtype)
         x_abs = max(zp - int(info_x.min), int(info_x.max) - zp)
         bounds = np.abs(bias) + np.abs(w).sum(axis=(0, 1)) * x_abs
         dbl = doubled_constants(rq, bounds) if use_asm else None
         # doubling in the ring costs half an instruction per input element (a second SXTAB16 per word),
-        # LSL one per output: the ring for stride 1 x 1 only
-        in_ring = bool(dbl) and g["sh"] * g["sw"] == 1
-        # one record per output channel: row 0's weight word, the bias, rows 1.. kh-1's words, then
-        # (M, Ahi, e - 1) when the one-SMLAL epilogue applies
+        # LSL one per output: the ring for stride 1 x 1 only; wide records double the weights instead (free)
+        in_ring = bool(dbl) and g["sh"] * g["sw"] == 1 and not self.wide
+        in_weights = bool(dbl) and self.wide
+        # one record per output channel: row 0's weights, the bias, rows 1.. kh-1's, then (M, Ahi, e - 1) when
+        # the one-SMLAL epilogue applies, or (M, 2 Ahi, e) for SMMLAR
         recs = []
         for c in range(oc):
-            words = [int(byte_words(*row_word(*(int(v) for v in w[ky, :, c]), g["sw"]))) for ky in range(kh)]
-            rec = [words[0], int(bias[c]) * (2 if in_ring else 1)] + words[1:]
+            if self.wide:
+                rows = []
+                for ky in range(kh):
+                    w0, w1, w2 = (2 * int(v) for v in w[ky, :, c])
+                    second = (w1, w2) if g["sw"] == 1 else (w2, 0)
+                    rows.append([int(pair_words(w0, w1)), int(pair_words(*second))])
+                rec = rows[0] + [int(bias[c]) * 2] + [v for r in rows[1:] for v in r]
+            else:
+                words = [int(byte_words(*row_word(*(int(v) for v in w[ky, :, c]), g["sw"]))) for ky in range(kh)]
+                rec = [words[0], int(bias[c]) * (2 if in_ring else 1)] + words[1:]
             if dbl:
                 rec += list(dbl[c])
             elif rqc.get("fast"):
@@ -225,15 +242,17 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
             recs.append(rec)
         wpad = wpad_of(g)
         rots = sorted({(oy * g["sh"]) % kh for oy in range(g["oh"])})
+        plan_blocks = blocks(g["ow"], g["sw"], self.wide)
+        weights_desc = ("int16 pairs of doubled weights (one LDM per kernel row)" if self.wide
+                        else "int8 weights (SXTB16)")
         ctx = {"g": g, "mult": a["depth_multiplier"], "wp": wpad, "rec_words": [v for r in recs for v in r],
-               "rw": len(recs[0]), "rots": rots, "blocks": blocks(g["ow"], g["sw"]),
+               "rw": len(recs[0]), "rots": rots, "blocks": plan_blocks, "wide": self.wide,
                "ext": extend_insn(x.dtype), "offset_word": offset_word(2 * zp if in_ring else zp), "zp": x.zero_point,
                "scratch_bytes": 2 * kh * g["ic"] * wpad, "uses_bias": False, "doubled": in_ring,
                "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16 "
                           f"{'2 (x - zp)' if in_ring else '(x - zp)'}{', SMMLAR requantization' if dbl else ''}, "
-                          "int8 weights "
-                          "(SXTB16), one record per channel, "
-                          f"{'/'.join(str(n) for _, _, n in blocks(g['ow'], g['sw']))} outputs per channel and step"}
+                          f"{weights_desc}, one record per channel, "
+                          f"{'/'.join(str(n) for _, _, n in plan_blocks)} outputs per channel and step"}
         ctx.update(rqc)
         ctx.update(residual_ctx(node, graph))
         if use_asm:
@@ -244,14 +263,24 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
                 sat = "ssat" if info.min < 0 else "usat"
                 shifts = {e for _, _, e in dbl} if dbl else set()
                 shift = shifts.pop() if len(shifts) == 1 else None  # one for all channels: SSAT's own shift
+                form = "smlal" if not dbl else "smmlar" if (in_ring or in_weights) else "smmlar_lsl"
                 ctx["asm"] = {
                     (rot, n): block_asm(n, g["sw"], kh, rot, wpad, cs, g["oc"], y.itemsize, sat, 8 * y.itemsize,
-                                        lo, hi, form="smlal" if not dbl else "smmlar" if in_ring else "smmlar_lsl",
-                                        shift=shift)
+                                        lo, hi, form=form, shift=shift, wide=self.wide)
                     for rot in rots for _, _, n in ctx["blocks"]}
                 ctx["asm_regs"] = {"P": REG_P, "Q": REG_Q, "X": REG_X, "a0": REG_A0}
                 ctx["rec_words"][-1] |= LAST_CHANNEL
+                # per channel and step, what int16 records (dw3_wide) would save: LDR + 2 SXTB16 per kernel row
+                # against one LDM, the LSL of each doubled accumulator, and the ring's doubling (a second
+                # SXTAB16 per word of two input elements); what --optimize balanced spends flash on
+                steps = g["oh"] * sum(cols // n for _, cols, n in plan_blocks) * oc
+                lsl = g["oh"] * g["ow"] * oc if form == "smmlar_lsl" else 0
+                ring_words = (min(g["ih"], (g["oh"] - 1) * g["sh"] + kh) * g["iw"] * g["ic"]) // 2 if in_ring else 0
+                ctx["saved_by_int16"] = 2 * kh * steps + lsl + ring_words if dbl else 0
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * len(ctx["rec_words"]))
+
+    def instructions_saved_by_int16(self, sel) -> int:
+        return 0 if self.wide else sel.ctx.get("saved_by_int16", 0)
 
     def flash_bytes(self, sel, node, graph) -> int:
         # the records replace the layer's weights and bias in flash (the reference copy is compiled out)
@@ -263,12 +292,39 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
         _, f = super().cost_features(info)
         oh, ow, oc = info["out"]
         kh, _ = info["kernel"]
-        steps = sum(cols // n for _, cols, n in blocks(ow, info["stride"][1]))
+        steps = sum(cols // n for _, cols, n in blocks(ow, info["stride"][1], self.wide))
         for k in ("pairs_kh", "pairs", "odd_kh", "odd"):
             del f[k]
         f.update({"outputs_kh": oh * ow * oc * kh, "outputs": oh * ow * oc, "steps_kh": oh * steps * oc * kh,
                   "steps": oh * steps * oc, "colsteps": oh * steps})
-        return "dw3_int8", f
+        return self.name, f
 
 
-VARIANTS = (Dw3Int8(),)
+class Dw3Wide(Dw3Int8):
+    """dw3_int8's assembly channel loop on int16 records (``--optimize speed``, or balanced within its flash
+    allowance): per kernel row the pairs (2 w0, 2 w1), (2 w1, 2 w2) (stride 2: (2 w2, 0)) that dw3_int8 widens
+    from an int8 word by SXTB16, loaded by one LDM; the doubled weights and bias give the SMMLAR epilogue its
+    doubled accumulator without doubling the ring (stride 1) or an LSL per output (stride 2). One 40-byte
+    record per channel (3 x 3) against dw3's 40 bytes per channel and ring rotation."""
+
+    name = "dw3_wide"
+    # above dw3 and dw3_int8: offered under speed only (balanced reaches it through its flash allowance)
+    priority = 32
+    modes = frozenset({"speed"})
+    cost_kinds = {"dw3_wide": Dw3Int8.cost_kinds["dw3_int8"]}
+    cost_reduced = {"dw3_wide": Dw3Int8.cost_reduced["dw3_int8"]}
+    cost_work = {"dw3_wide": Dw3Int8.cost_work["dw3_int8"]}
+    wide = True
+
+    def refusal(self, node, graph, plan) -> str | None:
+        why = super().refusal(node, graph, plan)
+        if why:
+            return why
+        # only the assembly loop with the SMMLAR epilogue reads the doubled int16 records
+        sel = Dw3Int8.select(self, node, graph, plan)
+        if "asm" not in sel.ctx or not any("smmlar" in line for line in next(iter(sel.ctx["asm"].values()))):
+            return "no assembly channel loop with the SMMLAR epilogue for this layer (dw3's int16 records instead)"
+        return None
+
+
+VARIANTS = (Dw3Int8(), Dw3Wide())
