@@ -176,10 +176,10 @@ def qonnx_output_codes(graph: Graph, y: np.ndarray) -> np.ndarray:
 
 def quantize_on_host(graph: Graph, x: np.ndarray) -> np.ndarray:
     """The input quantizer's codes of float samples, in the layout the quantizer sees."""
-    from .ir.contract import quantize
+    from .ir.contract import input_quantizer
 
     iq = graph.input_quant
-    return quantize(apply_pre_ops(iq, x), iq.scale, iq.zero_point, iq.qmin, iq.qmax)
+    return input_quantizer(iq.rounding)(apply_pre_ops(iq, x), iq.scale, iq.zero_point, iq.qmin, iq.qmax)
 
 
 def run_qonnx(model_path: Path, x: np.ndarray) -> np.ndarray:

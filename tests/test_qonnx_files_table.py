@@ -18,7 +18,7 @@ def _script():
     return module
 
 
-def test_refused_files_get_their_reason_in_the_table(tmp_path):
+def test_refused_files_get_their_reason_and_finn_1w1a_verifies(tmp_path):
     pytest.importorskip("brevitas_examples")
     script = _script()
     names = ["float PyTorch export", "bnn_pynq TFC_1W1A"]
@@ -29,10 +29,13 @@ def test_refused_files_get_their_reason_in_the_table(tmp_path):
     assert set(results) == set(names)
     float_row, tfc_row = (results[n]["cortex-m4"] for n in names)
     assert float_row["status"] == "refused" and "this is a float model" in float_row["reason"]
-    # FINN's TFC_1W1A quantizes its (x * 2 - 1) input with a BipolarQuant: refused, naming the node
-    assert tfc_row["status"] == "refused" and "BipolarQuant on the float input" in tfc_row["reason"]
+    # FINN's TFC_1W1A quantizes its (x * 2 - 1) input with a BipolarQuant: the host-side sign quantizer,
+    # and every stage exact (it was refused before)
+    assert tfc_row["status"] == "verified", tfc_row
+    assert all(s["mismatches"] == 0 and s["must_be_exact"] for s in tfc_row["stages"]), tfc_row["stages"]
+    assert [s["stage"] for s in tfc_row["stages"]][:2] == ["simulator", "qonnx (float32)"]
     text = page.read_text()
-    assert "| float PyTorch export |" in text and "refused: " in text and "not run" in text
+    assert "| float PyTorch export |" in text and "refused: " in text and "verified: " in text
 
 
 def test_the_page_lists_every_file_the_script_tries(tmp_path):
@@ -40,3 +43,17 @@ def test_the_page_lists_every_file_the_script_tries(tmp_path):
     catalogue = _script().files(tmp_path)  # names only: nothing is made
     missing = [name for name in catalogue if f"| {name} |" not in page]
     assert not missing, f"docs/qonnx-files.md lacks {missing}: rerun examples/qonnx_files.py --write"
+
+
+def test_bipolar_input_quantizer_is_qonnx_bipolarquant():
+    """The host-side quantizer of a BipolarQuant on the float input gives qonnx's codes, including
+    at -0.0, +0.0, tiny and huge values, infinities and NaN."""
+    import numpy as np
+    from qonnx.custom_op.general.bipolar_quant import binary_quant
+
+    from edgekit.ir.contract import input_quantizer
+
+    x = np.array([-0.0, 0.0, 1e-45, -1e-45, 3.5, -3.5, 1e38, -1e38, np.inf, -np.inf, np.nan], np.float32)
+    want = binary_quant(x, np.float32(0.5)) / np.float32(0.5)
+    got = input_quantizer("bipolar")(x, 0.5, 0, -1, 1)
+    np.testing.assert_array_equal(got, want.astype(np.int64))

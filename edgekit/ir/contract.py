@@ -98,6 +98,17 @@ def quantize(x: np.ndarray, scale, zero_point, qmin: int, qmax: int) -> np.ndarr
     return round_half_even(y).astype(np.int64)
 
 
+def quantize_bipolar(x: np.ndarray, scale=None, zero_point=None, qmin=None, qmax=None) -> np.ndarray:
+    """Real values to -1/+1 as QONNX ``BipolarQuant`` does it: +1 where ``x >= 0`` (in float32; -0.0
+    included), else -1 (NaN too). The scale only scales the result, so the codes ignore it."""
+    return np.where(np.asarray(x, dtype=np.float32) >= 0, 1, -1).astype(np.int64)
+
+
+def input_quantizer(rounding: str):
+    """The host-side input quantizer of an ``InputQuant.rounding``: (x, scale, zero_point, qmin, qmax) -> codes."""
+    return {"qonnx": quantize, "tflite": quantize_tflite, "bipolar": quantize_bipolar}[rounding]
+
+
 def quantize_tflite(x: np.ndarray, scale, zero_point, qmin: int, qmax: int) -> np.ndarray:
     """Real values to integer codes as TFLite's QUANTIZE (``AffineQuantize``) does it.
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..ir.contract import quantize, quantize_tflite
+from ..ir.contract import input_quantizer
 from ..ir.graph import Graph, apply_pre_ops
 from ..ir.operators import get_op
 
@@ -23,8 +23,7 @@ def quantize_input(graph: Graph, x: np.ndarray) -> np.ndarray:
     """Float samples in the model's input layout -> input codes (the host-side input quantizer)."""
     iq = graph.input_quant
     x = apply_pre_ops(iq, x)
-    quant = quantize_tflite if iq.rounding == "tflite" else quantize
-    q = quant(x, iq.scale, iq.zero_point, iq.qmin, iq.qmax)
+    q = input_quantizer(iq.rounding)(x, iq.scale, iq.zero_point, iq.qmin, iq.qmax)
     t = graph.tensors[graph.inputs[0]]
     return q.reshape((q.shape[0],) + tuple(t.shape))
 

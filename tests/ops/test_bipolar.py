@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.errors import UnsupportedOpError
 from edgekit.frontends.qonnx import import_qonnx
 from edgekit.frontends.qonnx_writer import GraphBuilder
 
@@ -102,10 +101,24 @@ def test_binary_codes_and_storage(tmp_path):
     assert (out.qmin, out.qmax, out.scale) == (-1, 1, [0.5])
 
 
-def test_bipolar_on_the_float_input_is_refused(tmp_path):
-    b = GraphBuilder(24).sign().dense(W1, 1.0)
-    with pytest.raises(UnsupportedOpError, match=r"BipolarQuant on the float input"):
-        import_qonnx(b.save(tmp_path / "m.onnx"))
+def test_bipolar_on_the_float_input_is_the_host_side_sign(tmp_path):
+    """FINN's 1W1A networks quantize the float input with a BipolarQuant: the input quantizer is the
+    sign (contract.quantize_bipolar), and the model computes what qonnx computes."""
+    from edgekit.sim import quantize_input, simulate
+    from edgekit.stages import qonnx_output_codes, run_qonnx
+
+    path = GraphBuilder(24).sign().dense(W1, 1.0).save(tmp_path / "m.onnx")
+    graph, _ = import_qonnx(path)
+    iq = graph.input_quant
+    assert (iq.rounding, iq.qmin, iq.qmax, iq.zero_point) == ("bipolar", -1, 1, 0)
+    x = np.random.default_rng(5).normal(size=(64, 24)).astype(np.float32)
+    x[0], x[1], x[2, :3] = 0.0, -0.0, [np.inf, -np.inf, np.nan]
+    codes = quantize_input(graph, x)
+    assert set(np.unique(codes).tolist()) == {-1, 1}
+    np.testing.assert_array_equal(codes.reshape(64, -1), np.where(x >= 0, 1, -1))
+    got = simulate(graph, codes)[graph.outputs[0]].reshape(64, -1)
+    want = qonnx_output_codes(graph, run_qonnx(path, np.nan_to_num(x[3:], nan=-1.0)))
+    np.testing.assert_array_equal(got[3:], want)
 
 
 def test_signed_one_bit_quant_is_bipolar(tmp_path):

@@ -58,7 +58,7 @@ def wanted(graph: Graph) -> bool:
         return True
     iq = graph.input_quant
     float_pre = [op for op, _ in (iq.pre_ops or []) if op not in ("reshape", "to_channels_last", "transpose")]
-    return bool(float_pre or iq.annotation or graph.meta.get("output_post_ops"))
+    return bool(float_pre or iq.annotation or iq.rounding == "bipolar" or graph.meta.get("output_post_ops"))
 
 
 def not_taken(graph: Graph, refusal: UnsupportedOpError) -> UnsupportedOpError:
