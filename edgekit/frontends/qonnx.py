@@ -187,6 +187,20 @@ class Lowerer:
         raise ModelError(f"{describe(node)}: input '{node.input[idx]}' is "
                          "a quantized constant where an activation was expected")
 
+    def quantize_float_input(self, node, src: FloatInput, out: Tensor, rounding: str = "qonnx") -> None:
+        """Make ``node`` (a quantizer of the float input ``src``) the host-side input quantizer whose
+        codes are the IR input ``out``; ``rounding`` as in InputQuant."""
+        if self.input_quant is not None:
+            raise UnsupportedOpError(f"{describe(node)}: the float input is quantized twice")
+        pre_ops = list(src.pre_ops)
+        onnx_shape = self.onnx_shape(node.output[0])
+        if len(onnx_shape) in (2, 3):  # channels-first feature map -> channels-last codes
+            pre_ops.append(("to_channels_last", list(onnx_shape)))
+        self.input_quant = InputQuant(self.float_input_shape, out.scale[0], out.zero_point, out.qmin, out.qmax,
+                                      out.bits, out.signed, pre_ops, rounding=rounding)
+        self.ir_input = self.add_tensor(out)
+        self.env[node.output[0]] = IntValue(out.name)
+
     def add_tensor(self, t: Tensor) -> str:
         self.tensors[t.name] = t
         return t.name
@@ -305,15 +319,7 @@ def lower_quant(lw: Lowerer, node) -> None:
     out = Tensor(node.output[0], lw.shape(node.output[0]), dtype, bits, signed, [s], z, qmin, qmax)
 
     if isinstance(src, FloatInput):  # the input quantizer: runs on the host
-        if lw.input_quant is not None:
-            raise UnsupportedOpError(f"{describe(node)}: the float input is quantized twice")
-        pre_ops = list(src.pre_ops)
-        onnx_shape = lw.onnx_shape(node.output[0])
-        if len(onnx_shape) in (2, 3):  # channels-first feature map -> channels-last codes
-            pre_ops.append(("to_channels_last", list(onnx_shape)))
-        lw.input_quant = InputQuant(lw.float_input_shape, s, z, qmin, qmax, bits, signed, pre_ops)
-        lw.ir_input = lw.add_tensor(out)
-        lw.env[node.output[0]] = IntValue(out.name)
+        lw.quantize_float_input(node, src, out)
         return
 
     v = lw.value(node)

@@ -17,8 +17,8 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import contract
-from ...ir.graph import InputQuant, Tensor
-from ..qonnx_lowering import THRESHOLD_CHAIN, FloatConst, FloatInput, IntValue, QuantConst, describe, lowering
+from ...ir.graph import Tensor
+from ..qonnx_lowering import THRESHOLD_CHAIN, FloatConst, FloatInput, QuantConst, describe, lowering
 from .batchnorm import fold_affine
 from .elementwise import affine_of
 from .threshold import emit_thresholds
@@ -40,7 +40,10 @@ def lower_bipolar_quant(lw, node) -> None:
     if scale.size != 1:
         raise UnsupportedOpError(f"{describe(node)}: per-channel activation scales are not supported")
     if isinstance(src, FloatInput):  # the input quantizer (FINN's 1W1A networks): the sign, on the host
-        lower_input_quant(lw, node, src, float(scale.ravel()[0]))
+        # (contract.quantize_bipolar); code 0 never occurs, so the first layer takes any kernel
+        out = Tensor(node.output[0], lw.shape(node.output[0]), "int8", BIPOLAR_STORAGE_BITS, True,
+                     [float(scale.ravel()[0])], 0, -1, 1)
+        lw.quantize_float_input(node, src, out, rounding="bipolar")
         return
     v = lw.value(node)
     t = lw.tensors[v.tensor]
@@ -62,18 +65,3 @@ def lower_bipolar_quant(lw, node) -> None:
     if v.tensor in lw.feature_perm:
         lw.feature_perm[out.name] = lw.feature_perm[v.tensor]
 
-
-def lower_input_quant(lw, node, src: FloatInput, scale: float) -> None:
-    """A BipolarQuant of the float input: the host computes the codes -1/+1
-    (contract.quantize_bipolar); code 0 never occurs, so the first layer takes any kernel."""
-    if lw.input_quant is not None:
-        raise UnsupportedOpError(f"{describe(node)}: the float input is quantized twice")
-    pre_ops = list(src.pre_ops)
-    onnx_shape = lw.onnx_shape(node.output[0])
-    if len(onnx_shape) in (2, 3):  # channels-first feature map -> channels-last codes
-        pre_ops.append(("to_channels_last", list(onnx_shape)))
-    out = Tensor(node.output[0], lw.shape(node.output[0]), "int8", BIPOLAR_STORAGE_BITS, True, [scale], 0, -1, 1)
-    lw.input_quant = InputQuant(lw.float_input_shape, scale, 0, -1, 1, BIPOLAR_STORAGE_BITS, True, pre_ops,
-                                rounding="bipolar")
-    lw.ir_input = lw.add_tensor(out)
-    lw.env[node.output[0]] = IntValue(out.name)
