@@ -71,6 +71,18 @@ def weight_kind(w: np.ndarray) -> str | None:
     return None
 
 
+def xnor_conv_refusal(node) -> str | None:
+    """Why an XNOR convolution (DSP or Helium) cannot take ``node``, or None."""
+    a = node.attrs
+    if any(a["pad"]):
+        return "padding (a padded tap is 0, not -1 or +1)"
+    if list(a["dilation"]) != [1, 1]:
+        return "dilation"
+    if a.get("residual"):
+        return "fused residual add"
+    return None
+
+
 def bipolar_tensor(graph, name: str) -> bool:
     """Whether every value of tensor ``name`` is -1 or +1 by construction: the output of a sign
     requantization, of a single bipolar threshold, or a max-pool/reshape of such a tensor."""
@@ -204,14 +216,7 @@ class ConvXnor(KernelVariant):
         return weight_kind(graph.constants[node.inputs[1]]) == "binary" and bipolar_tensor(graph, node.inputs[0])
 
     def refusal(self, node, graph, plan) -> str | None:
-        a = node.attrs
-        if any(a["pad"]):
-            return "padding (a padded tap is 0, not -1 or +1)"
-        if list(a["dilation"]) != [1, 1]:
-            return "dilation"
-        if a.get("residual"):
-            return "fused residual add"
-        return None
+        return xnor_conv_refusal(node)
 
     def select(self, node, graph, plan) -> Selection:
         w = graph.constants[node.inputs[1]]                   # (oc, kh, kw, ic)

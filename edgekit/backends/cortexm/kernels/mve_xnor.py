@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from .base import KernelVariant, Selection
-from .binary import WORD, bipolar_tensor, bit_planes, dsp_order, sign_output, sign_thresholds, weight_kind, words_ctx
+from .binary import (WORD, bipolar_tensor, bit_planes, dsp_order, sign_output, sign_thresholds, weight_kind,
+                     words_ctx, xnor_conv_refusal)
 
 #: words per carry-save block (4 Helium vectors), per vector
 BLOCK, VECTOR = 16, 4
@@ -72,14 +73,7 @@ class ConvXnorMve(_MveXnor):
         return not node.attrs.get("depthwise")
 
     def refusal(self, node, graph, plan) -> str | None:
-        a = node.attrs
-        if any(a["pad"]):
-            return "padding (a padded tap is 0, not -1 or +1)"
-        if list(a["dilation"]) != [1, 1]:
-            return "dilation"
-        if a.get("residual"):
-            return "fused residual add"
-        return None
+        return xnor_conv_refusal(node)
 
     def select(self, node, graph, plan) -> Selection:
         w = graph.constants[node.inputs[1]]                   # (oc, kh, kw, ic)
