@@ -86,6 +86,17 @@ def ring_layout(r: dict, lane: dict, kw: int, lanes_along_x: bool) -> dict:
             "w_offsets": offsets, "w_masks": masks}
 
 
+def info_geometry(info: dict) -> dict:
+    """The layer geometry the Helium depthwise layouts take, from a cost model's layer ``info``."""
+    ih, iw, ic = info["in"]
+    oh, ow, oc = info["out"]
+    kh, kw = info["kernel"]
+    sh, sw = info["stride"]
+    dh, dw = info.get("dilation", (1, 1))
+    return {"ih": ih, "iw": iw, "ic": ic, "oh": oh, "ow": ow, "oc": oc, "kh": kh, "kw": kw, "sh": sh, "sw": sw,
+            "dh": dh, "dw": dw, "pad_t": info["pad"][0], "pad_l": info["pad"][1]}
+
+
 class MveDepthwise(KernelVariant):
     name = "mve_dw"
     ops = ("conv2d",)
@@ -167,13 +178,8 @@ class MveDepthwise(KernelVariant):
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
         """Blocks of four outputs and their taps, lines, and the copies into the ring (lines, vectors)."""
-        ih, iw, ic = info["in"]
-        oh, ow, oc = info["out"]
-        kh, kw = info["kernel"]
-        sh, sw = info["stride"]
-        dh, dw = info.get("dilation", (1, 1))
-        g = {"ih": ih, "iw": iw, "ic": ic, "oh": oh, "ow": ow, "oc": oc, "kh": kh, "kw": kw, "sh": sh, "sw": sw,
-             "dh": dh, "dw": dw, "pad_t": info["pad"][0], "pad_l": info["pad"][1]}
+        g = info_geometry(info)
+        kw, oc = g["kw"], g["oc"]
         ax = axes(g)
         r, lane = ax["R"], ax["L"]
         lay = ring_layout(r, lane, kw, lane["name"] == "x")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from ....ops.conv2d import conv_geometry
 from .common import in_place
-from .mve_dw import BYTES, LANES, MveDepthwise
+from .mve_dw import BYTES, LANES, MveDepthwise, info_geometry
 from .registry import STACK_SCRATCH_LIMIT, arena_gap
 
 CHUNK = 8   # channels moved into planes at once (int16 lanes of a VLDRB.S16)
@@ -105,13 +105,8 @@ class MveDepthwiseChannels(MveDepthwise):
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
         """Windows (one VMLADAV each), their blocks of four, rows, the copies into the planes and the fills."""
-        ih, iw, ic = info["in"]
-        oh, ow, oc = info["out"]
-        kh, kw = info["kernel"]
-        sh, sw = info["stride"]
-        dh, dw = info.get("dilation", (1, 1))
-        g = {"ih": ih, "iw": iw, "ic": ic, "oh": oh, "ow": ow, "oc": oc, "kh": kh, "kw": kw, "sh": sh, "sw": sw,
-             "dh": dh, "dw": dw, "pad_t": info["pad"][0], "pad_l": info["pad"][1]}
+        g = info_geometry(info)
+        ih, kh, oh, oc = g["ih"], g["kh"], g["oh"], g["oc"]
         lay = plane_layout(g)
         chunks = -(-oc // CHUNK)
         windows = oc * oh * lay["blocks"]
