@@ -36,7 +36,7 @@ class GlobalAvgPoolDsp(KernelVariant):
     template = "ops_dsp/gap.c.j2"
     cost_kinds = {"gap_dsp": ("word_taps", "passes", "tail_taps", "chunks", "outputs", "const")}
     cost_reduced = {"gap_dsp": ("word_taps", "outputs")}
-    cost_work = {"gap_dsp": (("outputs", 1),)}
+    cost_work = {"gap_dsp": (("word_taps", CHANNELS), ("tail_taps", 1), ("outputs", 1))}
 
     def applies(self, node, graph) -> bool:
         return is_global(node, graph)
