@@ -19,19 +19,21 @@ from edgekit.resources import resource_dir
 
 VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dw3_wide", "dwk", "dwk_int8", "dense", "dense_int8", "mve_gemm",
             "mve_dense", "mve_dw", "mve_dwc", "dense_xnor", "dense_binary", "conv_xnor", "mve_dense_xnor",
-            "mve_conv_xnor"}
+            "mve_conv_xnor", "gap_dsp"}
 
 
 def _graph(chain: str, seed: int, tmp_path):
-    """An IR graph (after the default passes) and its memory plan, from a test_kernels_dsp chain."""
+    """An IR graph (after the default passes) and its memory plan, from a test_kernels_dsp chain (or
+    test_kernels_edges' global average pool, chain "gap")."""
     from test_kernels_dsp import CHAINS
+    from test_kernels_edges import gap_model
 
     from edgekit.frontends.tflite.importer import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.ir.planner import plan_memory
 
     path = tmp_path / f"{chain}{seed}.tflite"
-    path.write_bytes(CHAINS[chain](seed))
+    path.write_bytes(gap_model(seed, 5, 4, 22) if chain == "gap" else CHAINS[chain](seed))
     graph, _ = import_tflite(path)
     run_default_passes(graph)
     return graph, plan_memory(graph)
@@ -41,7 +43,7 @@ def _graph(chain: str, seed: int, tmp_path):
 def graphs(tmp_path_factory):
     d = tmp_path_factory.mktemp("kernels")
     # a: conv, depthwise 3x3, 1x1, dense; b: dilation, depth multipliers, a fused residual; d: other depthwise
-    return [_graph(c, s, d) for c, s in (("a", 0), ("b", 2), ("d", 6))]
+    return [_graph(c, s, d) for c, s in (("a", 0), ("b", 2), ("d", 6), ("gap", 0))]
 
 
 def test_every_variant_module_is_discovered_once():
@@ -105,7 +107,8 @@ def test_each_variant_takes_the_nodes_it_claims(graphs):
                     continue
                 s = v.select(node, graph, plan)
                 assert isinstance(s, Selection) and s.kind == v.name and s.optimized and s.template == v.template
-                assert s.weight_bytes > 0 and v.flash_bytes(s, node, graph) >= 0
+                # a layer without weights (pooling) stores none
+                assert (s.weight_bytes > 0 or len(node.inputs) == 1) and v.flash_bytes(s, node, graph) >= 0
                 manifest = {"memory_plan": plan.to_json(), "kernel_variants": {node.name: v.name}}
                 info = next(i for i in cost.layer_info(graph, manifest) if i["name"] == node.name)
                 kind, f = cost.features(info)
