@@ -101,12 +101,13 @@ def doubled_constants(rq, acc_bounds) -> list[tuple[int, int, int]] | None:
     return out
 
 
-def doubled_rq(acc, m: int, k2: int, e: int) -> np.ndarray:
+def doubled_rq(acc, m: int, k2: int, e: int, signed_round: bool = True) -> np.ndarray:
     """What the SMMLAR epilogue computes for int32 accumulators ``acc`` (before doubling), with
     (M, 2 Ahi, e) from :func:`doubled_constants`: SMMLAR(2 acc, M, 2 Ahi + (acc >> 31)) >> e
-    (tests/test_kernels_dsp.py compares it with the contract's double rounding)."""
+    (tests/test_kernels_dsp.py compares it with the contract's double rounding); ``signed_round``
+    False: without the term (acc >> 31), as dw3_int8 emits it under a clamp floor at or above the zero point."""
     acc = np.asarray(acc, dtype=np.int64)
-    ra = np.int64(k2) + (acc >> 31)
+    ra = np.int64(k2) + ((acc >> 31) if signed_round else 0)
     return ((ra * 2**32 + 2 * acc * np.int64(m) + 2**31) >> 32) >> e
 
 

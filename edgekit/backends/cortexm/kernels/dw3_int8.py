@@ -74,7 +74,7 @@ def row_macs(n: int, stride: int, base: int, first: bool, pairs: bool = True) ->
 
 def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int, out_size: int,
               sat: str, bits: int, lo: int | None, hi: int | None, form: str = "smlal",
-              shift: int | None = None, wide: bool = False) -> list[str]:
+              shift: int | None = None, wide: bool = False, signed_round: bool = True) -> list[str]:
     """The channel loop of a block of ``n`` outputs for ring rotation ``rot`` (kernel row ky in ring
     slot (ky + rot) mod kh): per channel, LDM of row 0's weight word and the bias, per kernel row 2
     SXTB16, the ring loads and MACs, LDM of the requantization constants, n epilogues. The loop ends
@@ -104,16 +104,18 @@ def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int,
     for k in list(range(1, n)) + [0]:
         a = f"%[a{k}]"
         if form != "smlal":
-            lines.append("add %[t1], %[Q], " + a + ", asr #31")
+            if signed_round:
+                lines.append("add %[t1], %[Q], " + a + ", asr #31")
             if form == "smmlar_lsl":
                 lines.append(f"lsl {a}, {a}, #1")
-            lines.append("smmlar %[t1], " + a + ", %[P], %[t1]")
+            lines.append("smmlar %[t1], " + a + ", %[P], " + ("%[t1]" if signed_round else "%[Q]"))
             lines += [f"{sat} %[t1], #{bits}, %[t1], asr #{shift}"] if shift else \
                 ["asr %[t1], %[t1], %[X]", f"{sat} %[t1], #{bits}, %[t1]"]
         else:
-            lines += ["and %[t0], " + a + ", #0x80000000", "orr %[t0], %[t0], #0x40000000",
-                      "add %[t1], %[Q], " + a + ", asr #31", "smlal %[t0], %[t1], " + a + ", %[P]",
-                      "asr %[t1], %[t1], %[X]", f"{sat} %[t1], #{bits}, %[t1]"]
+            lines += (["and %[t0], " + a + ", #0x80000000", "orr %[t0], %[t0], #0x40000000",
+                       "add %[t1], %[Q], " + a + ", asr #31"] if signed_round else
+                      ["mov %[t0], #0x40000000", "mov %[t1], %[Q]"])
+            lines += ["smlal %[t0], %[t1], " + a + ", %[P]", "asr %[t1], %[t1], %[X]", f"{sat} %[t1], #{bits}, %[t1]"]
         if lo is not None:
             lines += [f"cmp %[t1], #{lo}", "it lt", f"movlt %[t1], #{lo}"]
         if hi is not None:
@@ -121,6 +123,15 @@ def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int,
         lines.append(f"{st} %[t1], [%[o], #{k * oc * out_size}]" if k else f"{st} %[t1], [%[o]], #{out_size}")
     lines += [f"tst %[X], #{LAST_CHANNEL}", "beq 1b"]
     return lines
+
+
+def sign_term_needed(rq) -> bool:
+    """Whether the requantization of a negative accumulator needs its own rounding term (the ``ADD ..., ASR #31``
+    of the epilogue). Without it the epilogue computes floor((acc M + A) / 2^(31 + e)) for every accumulator
+    (contract.fast_double_rounding's form for acc >= 0): for acc < 0, acc M <= -2^30 cancels A's 2^30, so
+    the code stays at or below the zero point, as TFLite's is. Where the clamp's floor is at or above the
+    zero point (a fused ReLU or ReLU6) both become that floor, so only layers without one need the term."""
+    return rq.lo < rq.zero_point
 
 
 def step_ring_pointer(lines: list[str], step: int) -> list[str]:
@@ -266,7 +277,8 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
                 form = "smlal" if not dbl else "smmlar" if (in_ring or in_weights) else "smmlar_lsl"
                 ctx["asm"] = {
                     (rot, n): block_asm(n, g["sw"], kh, rot, wpad, cs, g["oc"], y.itemsize, sat, 8 * y.itemsize,
-                                        lo, hi, form=form, shift=shift, wide=self.wide)
+                                        lo, hi, form=form, shift=shift, wide=self.wide,
+                                        signed_round=sign_term_needed(rq))
                     for rot in rots for _, _, n in ctx["blocks"]}
                 ctx["asm_regs"] = {"P": REG_P, "Q": REG_Q, "X": REG_X, "a0": REG_A0}
                 ctx["rec_words"][-1] |= LAST_CHANNEL
