@@ -24,6 +24,17 @@ def mask(bits: int) -> int:
     return top * 0x01010101
 
 
+def low_mask(bits: int, s: int) -> int:
+    """The bits below set s's top in every byte (0x0F0F0F0F; 0x3F3F3F3F, 0x0F0F0F0F, 0x03030303): with the
+    lower sets in offset binary, SXTB16 of ``word & low_mask`` is a non-negative sum of scaled offset codes."""
+    return (0xFF >> (s * bits)) * 0x01010101
+
+
+def offset_of(bits: int) -> int:
+    """What offset binary adds to a code of the lower sets (dense_packed)."""
+    return 2 ** (bits - 1)
+
+
 def scale_log2(bits: int) -> int:
     """log2 of the factor by which the unpacked weights exceed the true ones."""
     return 8 - bits
@@ -33,17 +44,19 @@ def sets_per_word(bits: int) -> int:
     return 8 // bits
 
 
-def set_words(sets: np.ndarray, bits: int) -> np.ndarray:
+def set_words(sets: np.ndarray, bits: int, offset: bool = False) -> np.ndarray:
     """int32 words from ``sets`` (..., 8 // bits, 4): set s, byte k -> the word's byte k, bits
-    [8 - (s + 1) bits, 8 - s bits), as two's complement codes of ``bits`` bits."""
+    [8 - (s + 1) bits, 8 - s bits), as two's complement codes of ``bits`` bits; with ``offset`` the sets
+    below the top one as offset binary (code + 2^(bits - 1), 0 .. 2^bits - 1: :func:`low_mask`)."""
     sets = np.asarray(sets, np.int64)
     n = sets_per_word(bits)
     assert sets.shape[-2:] == (n, 4), sets.shape
     field = (1 << bits) - 1
     w = np.zeros(sets.shape[:-2], np.int64)
     for s in range(n):
+        codes = sets[..., s, :] + (offset_of(bits) if offset and s else 0)
         for k in range(4):
-            w |= (sets[..., s, k] & field) << (8 * k + 8 - (s + 1) * bits)
+            w |= (codes[..., k] & field) << (8 * k + 8 - (s + 1) * bits)
     return np.where(w >= 2**31, w - 2**32, w).astype(np.int64)
 
 
