@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from edgekit.backends.cortexm.kernels import registry as kernel_registry
-from edgekit.backends.cortexm.kernels.packing_dsp import (mask, scale_log2, scaled_bound_refusal, set_words,
-                                                          sets_per_word, unpack_set)
+from edgekit.backends.cortexm.kernels.packing_dsp import (low_mask, mask, offset_of, scale_log2, scaled_bound_refusal,
+                                                          set_words, sets_per_word, unpack_set)
 from helpers.codes import input_codes
 from test_kernels_dsp import CHAINS
 
@@ -45,6 +45,47 @@ def test_each_set_unpacks_to_the_scaled_weights(bits):
             even, odd = unpack_set(word, s, bits)
             assert even == (k * want[s][0], k * want[s][2]) and odd == (k * want[s][1], k * want[s][3])
     assert mask(4) == 0xF0F0F0F0 and mask(2) == 0xC0C0C0C0
+
+
+def _sxtb16(word: int, ror: bool) -> tuple[int, int]:
+    w = word & 0xFFFFFFFF
+    if ror:
+        w = ((w >> 8) | (w << 24)) & 0xFFFFFFFF
+    return tuple((lambda b: b - 256 if b >= 128 else b)((w >> (16 * h)) & 0xFF) for h in range(2))
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_dense_rows_follow_from_the_sums_of_the_offset_sets(bits):
+    """dense_packed's arithmetic in Python: per k-quad, the top set's SXTB16 pair and each lower set's pair of
+    the word AND low_mask(s), SMLAD with the input word's extensions, summed modulo 2^32; the rows from the
+    sums' differences and the offset times the inputs' sum equal the true dot products."""
+    rng = np.random.default_rng(7 + bits)
+    n = sets_per_word(bits)
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    for trial in range(40):
+        quads = int(rng.integers(1, 30))
+        rows = rng.integers(lo, hi + 1, size=(n, 4 * quads))           # the word's rows (sets)
+        if trial == 0:
+            rows[:] = lo
+        x = rng.integers(-128, 128, size=4 * quads) if trial % 2 else rng.integers(0, 256, size=4 * quads)
+        words = set_words(rows.reshape(n, quads, 4).transpose(1, 0, 2), bits, offset=True)   # (quads,)
+        sums = [0] * n
+        for q, word in enumerate(words.tolist()):
+            xa, xb = (x[4 * q], x[4 * q + 2]), (x[4 * q + 1], x[4 * q + 3])
+            for s in range(n):
+                t = word if s == 0 else word & low_mask(bits, s)
+                (e0, e2), (e1, e3) = _sxtb16(t, False), _sxtb16(t, True)
+                sums[s] = (sums[s] + xa[0] * e0 + xa[1] * e2 + xb[0] * e1 + xb[1] * e3) % 2**32
+        signed = lambda v: v - 2**32 if v >= 2**31 else v  # noqa: E731
+        off_sum = offset_of(bits) * int(x.sum())
+        got = []
+        for s in range(n):
+            if s == n - 1:
+                got.append(signed((sums[s] - off_sum) % 2**32))
+            else:
+                d = signed((sums[s] - sums[s + 1]) % 2**32) >> (8 - (s + 1) * bits)
+                got.append(d - (off_sum if s else 0))
+        assert got == (rows @ x).tolist()
 
 
 def test_the_scaled_accumulator_must_fit_int32():
