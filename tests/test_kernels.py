@@ -20,6 +20,7 @@ from edgekit.resources import resource_dir
 VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dw3_wide", "dwk", "dwk_int8", "dense", "dense_int8", "mve_gemm",
             "mve_dense", "mve_dw", "mve_dwc", "dense_xnor", "dense_binary", "conv_xnor", "mve_dense_xnor",
             "mve_conv_xnor", "gap_dsp"}
+VARIANTS |= {"conv2d_gemm_packed", "dense_packed"}  # packed 4- and 2-bit weights (tests/test_kernels_packed.py)
 
 
 def _graph(chain: str, seed: int, tmp_path):
