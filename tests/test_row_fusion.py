@@ -1,7 +1,7 @@
 """Row fusion (ir/planner.py, issue 16): a convolution's output kept in a ring of rows while the next
 convolution consumes it step by step. The schedule keeps every row a step reads, the consumer writes
 over the producer's input only where the producer is done with it, and the fused C is bit-exact with
-the reference and the DSP kernels (Helium builds plan without the fusion: no row ranges there)."""
+the reference, the DSP and the Helium kernels."""
 from __future__ import annotations
 
 import numpy as np
@@ -129,7 +129,7 @@ def test_fused_blocks_bit_exact(seed, kernels, tmp_path):
         assert any(variants[f["producer"]] == "conv2d_gemm_int8" for f in plan["fused"]), variants
 
 
-def test_fusion_makes_the_arena_smaller_and_helium_plans_without_it(tmp_path):
+def test_fusion_makes_the_arena_smaller(tmp_path):
     from edgekit.frontends.tflite.importer import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.ir.planner import check_plan, plan_memory
@@ -141,11 +141,24 @@ def test_fusion_makes_the_arena_smaller_and_helium_plans_without_it(tmp_path):
     fused, plain = plan_memory(graph), plan_memory(graph, fuse=False)
     check_plan(fused)
     assert fused.fused and not plain.fused and fused.arena_bytes < plain.arena_bytes
-    # the M55's GEMM kernel has no row ranges: the build plans again without those fusions
+
+
+@pytest.mark.parametrize("seed", [1, 4, 5, 9])
+def test_helium_gemm_runs_fused_bit_exact(seed, tmp_path):
+    """The M55's GEMM (ops_mve/gemm.c.j2) computes pixel ranges over rings of rows too: the build keeps
+    the fusions, both layers of each on the Helium kernel, and the firmware equals the simulator."""
+    path = tmp_path / "m.tflite"
+    path.write_bytes(_block_model(seed))
     res = build(path, "cortex-m55", "mps3-an547", tmp_path / "h")
-    assert not res.manifest.memory_plan["fused"]
-    rep = verify(tmp_path / "h", count=8, seed=1)
-    assert rep.ok, rep.table()
+    plan = res.manifest.memory_plan
+    assert plan["fused"], plan["strategy"]
+    variants = res.manifest.kernel_variants
+    assert all(variants[f[k]] == "mve_gemm" for f in plan["fused"] for k in ("producer", "consumer")), variants
+    assert "p_begin" in (tmp_path / "h" / "src" / "model.c").read_text()
+    rep = verify(tmp_path / "h", count=16, seed=seed)
+    stages = {s.stage.split(" ")[0]: s for s in rep.stages}
+    for stage in ("host", "firmware"):
+        assert stages[stage].elements > 0 and stages[stage].mismatches == 0, rep.table()
 
 
 @pytest.mark.parametrize("seed", [1, 5])
