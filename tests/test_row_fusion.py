@@ -247,14 +247,15 @@ def test_pinned_overlap_is_used_on_some_shapes():
     assert pinned >= 2
 
 
-@pytest.mark.parametrize("seed", [1, 5])
-def test_fused_host_build_under_asan_ubsan(seed, tmp_path):
-    """The fused layers' ring addressing and in-place overwrite under the sanitisers (reference kernels, as
-    the host build compiles them), outputs equal to the simulator's."""
+@pytest.mark.parametrize("model,seed", [("block", 1), ("block", 5), ("mobile", 0), ("mobile", 1)])
+def test_fused_host_build_under_asan_ubsan(model, seed, tmp_path):
+    """The fused layers' ring addressing and in-place overwrite (a residual block's add, a depthwise output
+    pinned over its producer's input) under the sanitisers (reference kernels, as the host build compiles
+    them), outputs equal to the simulator's."""
     from test_generated_c_safety import _sanitized_copy
 
     path = tmp_path / "m.tflite"
-    path.write_bytes(_block_model(seed))
+    path.write_bytes((_block_model if model == "block" else _mobile_model)(seed))
     res = build(path, "cortex-m4", "mps2-an386", tmp_path / "b")
     assert res.manifest.memory_plan["fused"]
     rep = verify(_sanitized_copy(tmp_path / "b", tmp_path / "asan"), count=16, seed=2, stages=("host",))
