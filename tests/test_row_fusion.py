@@ -1,7 +1,7 @@
 """Row fusion (ir/planner.py, issue 16): a convolution's output kept in a ring of rows while the next
 convolution consumes it step by step. The schedule keeps every row a step reads, the consumer writes
 over the producer's input only where the producer is done with it, and the fused C is bit-exact with
-the reference and the DSP kernels (Helium builds plan without the fusion: no row ranges there)."""
+the reference, the DSP and the Helium kernels."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,13 +36,17 @@ def test_block_matches_the_gemm_kernels():
     assert FUSE_BLOCK == GEMM_PIXELS
 
 
-def test_ring_keeps_every_row_a_step_reads(rng):
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_ring_keeps_every_row_a_step_reads(rng, depthwise):
     """Replay the schedule: A writes its pixels block by block into ring slot p % L; before each of B's
-    steps, every A row inside B's windows must still be in its slot (not yet overwritten)."""
+    steps, every A row inside B's windows must still be in its slot (not yet overwritten). A depthwise B
+    steps by whole rows."""
     for _ in range(400):
         ga, gb = _geometry(rng)
+        if depthwise:
+            gb.update(depthwise=True, ic=ga["oc"], oc=ga["oc"])
         step, a_end, ring = fusion_schedule(ga, gb)
-        assert ring % ga["ow"] == 0 and step % FUSE_BLOCK == 0
+        assert ring % ga["ow"] == 0 and step % (gb["ow"] if depthwise else FUSE_BLOCK) == 0
         npa, npb = ga["oh"] * ga["ow"], gb["oh"] * gb["ow"]
         assert len(a_end) == -(-npb // step) and a_end == sorted(a_end) and a_end[-1] <= npa
         slots = np.full(ring, -1)
@@ -61,13 +65,17 @@ def test_ring_keeps_every_row_a_step_reads(rng):
                         assert list(row) == list(range(iy * ga["ow"], (iy + 1) * ga["ow"])), (ga, gb, s, iy)
 
 
-def test_overwrite_proof_agrees_with_a_replay(rng):
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_overwrite_proof_agrees_with_a_replay(rng, depthwise):
     """B's output over A's input (a residual block): the proof accepts exactly the schedules whose
     replay never lets A read an input byte B has already written."""
     accepted = 0
     for _ in range(400):
         ga, gb = _geometry(rng)
-        gb.update(oh=ga["ih"], ow=ga["iw"], oc=ga["ic"])  # B's output has A's input's shape
+        if depthwise:  # a depthwise B's output starts at A's input's offset, whatever its shape
+            gb.update(depthwise=True, ic=ga["oc"], oc=ga["oc"])
+        else:
+            gb.update(oh=ga["ih"], ow=ga["iw"], oc=ga["ic"])  # B's output has A's input's shape
         step, a_end, _ = fusion_schedule(ga, gb)
         npa, npb = ga["oh"] * ga["ow"], gb["oh"] * gb["ow"]
         written = 0  # bytes of A's input B has overwritten
@@ -129,7 +137,7 @@ def test_fused_blocks_bit_exact(seed, kernels, tmp_path):
         assert any(variants[f["producer"]] == "conv2d_gemm_int8" for f in plan["fused"]), variants
 
 
-def test_fusion_makes_the_arena_smaller_and_helium_plans_without_it(tmp_path):
+def test_fusion_makes_the_arena_smaller(tmp_path):
     from edgekit.frontends.tflite.importer import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.ir.planner import check_plan, plan_memory
@@ -141,21 +149,113 @@ def test_fusion_makes_the_arena_smaller_and_helium_plans_without_it(tmp_path):
     fused, plain = plan_memory(graph), plan_memory(graph, fuse=False)
     check_plan(fused)
     assert fused.fused and not plain.fused and fused.arena_bytes < plain.arena_bytes
-    # the M55's GEMM kernel has no row ranges: the build plans again without those fusions
+
+
+@pytest.mark.parametrize("seed", [1, 4, 5, 9])
+def test_helium_gemm_runs_fused_bit_exact(seed, tmp_path):
+    """The M55's GEMM (ops_mve/gemm.c.j2) computes pixel ranges over rings of rows too: the build keeps
+    the fusions, both layers of each on the Helium kernel, and the firmware equals the simulator."""
+    path = tmp_path / "m.tflite"
+    path.write_bytes(_block_model(seed))
     res = build(path, "cortex-m55", "mps3-an547", tmp_path / "h")
-    assert not res.manifest.memory_plan["fused"]
-    rep = verify(tmp_path / "h", count=8, seed=1)
-    assert rep.ok, rep.table()
+    plan = res.manifest.memory_plan
+    assert plan["fused"], plan["strategy"]
+    variants = res.manifest.kernel_variants
+    assert all(variants[f[k]] == "mve_gemm" for f in plan["fused"] for k in ("producer", "consumer")), variants
+    assert "p_begin" in (tmp_path / "h" / "src" / "model.c").read_text()
+    rep = verify(tmp_path / "h", count=16, seed=seed)
+    stages = {s.stage.split(" ")[0]: s for s in rep.stages}
+    for stage in ("host", "firmware"):
+        assert stages[stage].elements > 0 and stages[stage].mismatches == 0, rep.table()
 
 
-@pytest.mark.parametrize("seed", [1, 5])
-def test_fused_host_build_under_asan_ubsan(seed, tmp_path):
-    """The fused layers' ring addressing and in-place overwrite under the sanitisers (reference kernels, as
-    the host build compiles them), outputs equal to the simulator's."""
+def _mobile_model(seed: int) -> bytes:
+    """MobileNet's first layers, random sizes: [conv A -> depthwise B] -> pointwise, where A is a 3x3 conv
+    on the input (stride 1 or 2) or a pointwise conv after one; B 3x3 of stride 1 or 2, 'same' or 'valid'."""
+    rng = np.random.default_rng(seed)
+    A = tflite.ActivationFunctionType
+    h, w = int(rng.integers(12, 25)), int(rng.integers(10, 23))
+    b = TfliteBuilder()
+    x = b.act((1, h, w, 3), 0.02, int(rng.integers(-60, 60)))
+    y, shape, scale = x, (h, w, 3), 0.02
+    if seed % 2:  # pointwise A after a first conv
+        y, shape, scale, _ = conv_layer(b, rng, y, shape, scale, int(rng.choice([4, 8])), 3, act=A.RELU6,
+                                        x_rms=45.0, zp_range=30)
+        ka, sa = 1, 1
+    else:  # A is the first conv
+        ka, sa = 3, int(rng.choice([1, 2]))
+    y, shape, scale, _ = conv_layer(b, rng, y, shape, scale, int(rng.choice([4, 8, 16])), ka, sa, act=A.RELU6,
+                                    x_rms=40.0, zp_range=30)
+    y, shape, scale, _ = conv_layer(b, rng, y, shape, scale, 0, 3, int(rng.choice([1, 2])),
+                                    padding=str(rng.choice(["SAME", "VALID"])), act=A.RELU6, depthwise=True,
+                                    x_rms=30.0, zp_range=30)
+    out, _, _, _ = conv_layer(b, rng, y, shape, scale, 4, 1, act=A.NONE, x_rms=30.0, zp_range=30)
+    return b.build([x], [out])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3, 6, 8, 9])  # 0, 1, 8: the depthwise output over A's input
+@pytest.mark.parametrize("kernels", ["reference", "optimized"])
+def test_fused_depthwise_consumers_bit_exact(seed, kernels, tmp_path):
+    """conv -> depthwise pairs run band by band, the depthwise output over the conv's input where the
+    replayed schedule allows (a pinned placement): host and firmware equal the simulator, the arena is
+    smaller than unfused, and the optimized build runs both layers on DSP kernels."""
+    from edgekit.frontends.tflite.importer import import_tflite
+    from edgekit.ir.passes import run_default_passes
+    from edgekit.ir.planner import plan_memory
+
+    path = tmp_path / "m.tflite"
+    path.write_bytes(_mobile_model(seed))
+    res = build(path, "cortex-m4", "mps2-an386", tmp_path / "b", kernels=kernels)
+    plan = res.manifest.memory_plan
+    graph, _ = import_tflite(path)
+    run_default_passes(graph)
+    assert res.manifest.arena_bytes < plan_memory(graph, fuse=False).arena_bytes
+    (f,) = plan["fused"]
+    nodes = {n.name: n for n in graph.nodes}
+    assert nodes[f["consumer"]].attrs["depthwise"] and f["step"] % graph.tensors[nodes[f["consumer"]].outputs[0]].shape[1] == 0
+    if f["over_input"]:
+        y = nodes[f["consumer"]].outputs[0]
+        assert plan["pinned"].get(y) and plan["tensors"][y]["offset"] == plan["tensors"][plan["pinned"][y]]["offset"]
+    rep = verify(tmp_path / "b", count=16, seed=seed)
+    stages = {s.stage.split(" ")[0]: s for s in rep.stages}
+    for stage in ("host", "firmware"):
+        assert stages[stage].elements > 0 and stages[stage].mismatches == 0, rep.table()
+    if kernels == "optimized":
+        variants = res.manifest.kernel_variants
+        assert variants[f["producer"]].startswith("conv2d_gemm") and variants[f["consumer"]].startswith("dw3"), variants
+        assert not res.manifest.kernel_fallbacks
+
+
+def test_pinned_overlap_is_used_on_some_shapes():
+    """The generator above reaches the case the fusion exists for: B's output over A's input."""
+    from edgekit.frontends.tflite.importer import import_tflite
+    from edgekit.ir.passes import run_default_passes
+    from edgekit.ir.planner import check_plan, plan_memory
+    import tempfile
+    from pathlib import Path
+
+    pinned = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in (0, 1, 3, 6, 8, 9):
+            path = Path(tmp) / f"m{seed}.tflite"
+            path.write_bytes(_mobile_model(seed))
+            graph, _ = import_tflite(path)
+            run_default_passes(graph)
+            plan = plan_memory(graph)
+            check_plan(plan)
+            pinned += bool(plan.pinned)
+    assert pinned >= 2
+
+
+@pytest.mark.parametrize("model,seed", [("block", 1), ("block", 5), ("mobile", 0), ("mobile", 1)])
+def test_fused_host_build_under_asan_ubsan(model, seed, tmp_path):
+    """The fused layers' ring addressing and in-place overwrite (a residual block's add, a depthwise output
+    pinned over its producer's input) under the sanitisers (reference kernels, as the host build compiles
+    them), outputs equal to the simulator's."""
     from test_generated_c_safety import _sanitized_copy
 
     path = tmp_path / "m.tflite"
-    path.write_bytes(_block_model(seed))
+    path.write_bytes((_block_model if model == "block" else _mobile_model)(seed))
     res = build(path, "cortex-m4", "mps2-an386", tmp_path / "b")
     assert res.manifest.memory_plan["fused"]
     rep = verify(_sanitized_copy(tmp_path / "b", tmp_path / "asan"), count=16, seed=2, stages=("host",))

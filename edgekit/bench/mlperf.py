@@ -30,7 +30,10 @@ The fourth MLPerf Tiny model, visual wake words (MobileNetV1 0.25), has no recor
 figures. It is measured too: the reference ``vww_96_int8.tflite`` when it lies in the peers
 folder or is passed with ``--vww-model``, otherwise a stand-in of the same architecture made
 with TensorFlow (vww_keras.py, the ``keras`` extra). Its goldens are TFLite Micro's outputs,
-computed in the same run (the ``tflite-ref`` extra); it has no peer ratios.
+computed in the same run (the ``tflite-ref`` extra); it has no peer instruction or flash ratios.
+Its peak RAM is set against TFLM's arena for the same file measured in the run (tflm_arena.py:
+TFLM's RecordingMicroAllocator in the tflite-micro package on x86-64; every model's row carries
+that figure too, so the output states how it compares with the recorded Cortex-M arenas).
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from ..backends.cortexm.memory import io_buffer_bytes
 from ..manifest import Manifest
 from ..progress import track
 from .suites import peers_dir, suite
+from .tflm_arena import SOURCE as TFLM_ARENA_SOURCE, tflm_arena
 
 #: short name -> (results.json key, file stem in ../shared/peers/mlperf_tiny)
 MODELS = {
@@ -169,6 +173,9 @@ def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: 
                  if tf and "text_breakdown" in tf else None)
     tflm_flash = sum(tf.get(k, 0) for k in TFLM_FLASH_SECTIONS) if tf else None
     params = int8_parameter_bytes(graph)
+    # TFLM's arena for this file measured now (bench/tflm_arena.py): the RAM peer where none is recorded
+    x86 = tflm_arena(tflite)
+    arena_peer = tf["arena_used_bytes"] if tf else x86 and x86["total"]
 
     def ratio(a, b):
         return round(a / b, 3) if b else None
@@ -181,8 +188,10 @@ def measure(tflite: Path, work: Path, kernels: str, peer: dict, golden, target: 
         "instr_ratio": ratio(instr, tf and tf["invoke_instructions"]), "instr_per_mac": round(instr / m.macs, 3),
         "est_cycles": prof["total"]["est_cycles"],
         "io_buffers": m.io_buffers, "arena_bytes": m.arena_bytes, "io_bytes": io, "inference_stack_bytes": stack,
-        "peak_ram_bytes": peak, "tflm_arena_bytes": tf["arena_used_bytes"] if tf else None,
-        "ram_ratio": ratio(peak, tf and tf["arena_used_bytes"]),
+        "peak_ram_bytes": peak, "tflm_arena_bytes": arena_peer or None,
+        "tflm_arena_source": "recorded (results.json)" if tf else TFLM_ARENA_SOURCE if x86 else None,
+        "tflm_x86_arena_bytes": x86 and x86["total"], "tflm_x86_arena_head_bytes": x86 and x86["head"],
+        "ram_ratio": ratio(peak, arena_peer),
         "model_code_bytes": fl["code"], "runtime_bytes": fl["runtime"], "code_flash_bytes": fl["total"] - fl["weights"],
         "tflm_library_code_bytes": tflm_code, "code_ratio": ratio(fl["total"] - fl["weights"], tflm_code),
         "weight_bytes": fl["weights"], "flash_bytes": fl["total"],
@@ -306,7 +315,8 @@ def run_mlperf(models: list[str] | None = None, kernel_sets=KERNEL_SETS, out: Pa
                     notes.append(f"vww: not measured ({e})")
                     continue
                 notes.append(f"vww: {origin}; goldens from the TFLite Micro interpreter in this run; no recorded "
-                             "TFLM + CMSIS-NN figures, so no ratios")
+                             "TFLM + CMSIS-NN figures, so no instruction or flash ratios; peak RAM against TFLM's "
+                             "arena measured in this run")
             else:
                 path, golden = folder / f"{stem}.tflite", _golden(folder, stem)
             for k in kernel_sets:
@@ -339,6 +349,7 @@ def format_rows(rows: list[dict]) -> str:
             parts = [f"{k} {_goal_value(g['value'])} / {_goal_value(g['limit'])} {'met' if g['met'] else 'NOT met'}"
                      for k, g in r["goals"].items()]
             lines.append(f"  {r['model']} ({r['optimize']}): " + "; ".join(parts))
+    lines.extend(_arena_notes(rows))
     lines.append("instructions per MAC by layer kind (share of the instructions):")
     for r in rows:
         total = r["instructions"] or 1
@@ -364,6 +375,25 @@ def format_rows(rows: list[dict]) -> str:
 
 def _goal_value(v) -> str:
     return f"{v:,}" if isinstance(v, int) else f"{v:.3f}"
+
+
+def _arena_notes(rows: list[dict]) -> list[str]:
+    """Where a TFLM arena was measured in this run (no recorded figure): its parts, peak RAM against
+    its activation part alone (a lower bound of TFLM's arena on any core), and how the x86 figure
+    compares with the recorded Cortex-M arenas of the other models."""
+    calib = [r["tflm_x86_arena_bytes"] / r["tflm_arena_bytes"] for r in rows
+             if r["tflm_arena_source"] == "recorded (results.json)" and r["tflm_x86_arena_bytes"]]
+    out = []
+    for r in rows:
+        if r["tflm_arena_source"] != TFLM_ARENA_SOURCE or r["kernels"] != "optimized":
+            continue
+        head = r["tflm_x86_arena_head_bytes"]
+        out.append(f"  {r['model']}: TFLM arena {r['tflm_arena_bytes']:,} B measured in this run ({TFLM_ARENA_SOURCE}), "
+                   f"of which {head:,} B planned activations and scratch; peak RAM {r['peak_ram_bytes'] / head:.3f}x "
+                   f"that part alone"
+                   + (f"; on the recorded models the x86 figure is {min(calib):.2f}-{max(calib):.2f}x the Cortex-M "
+                      "arena" if calib else ""))
+    return out
 
 
 @suite("mlperf-tiny")

@@ -17,7 +17,7 @@ from ...ir.operators import get_op
 from ...targets import Board, resolve
 from . import toolchain as tc
 from ...progress import step
-from .codegen import fusion_refusals, generate_c
+from .codegen import fusion_refusals, generate_c, scratch_requests
 from .kernels.base import DEFAULT_OPTIMIZE, OPTIMIZE
 from .firmware import compile_firmware
 from .memory import breakdown, fit_report, peak_ram, raise_if_over
@@ -88,10 +88,16 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
     run_default_passes(graph)
     plan = plan_memory(graph, io_buffers)
     excluded: set[str] = set()
-    while refused := fusion_refusals(graph, plan, kernels=kernels, features=core.features, board=brd,
-                                     optimize=optimize) - excluded:
-        excluded |= refused  # their kernels have no row ranges: plan without those fusions
-        plan = plan_memory(graph, io_buffers, exclude=excluded)
+    reserved: dict[str, int] = {}
+    choice = dict(kernels=kernels, features=core.features, board=brd, optimize=optimize)
+    for _ in range(8):  # each round only adds exclusions or reservations; a few rounds settle it
+        if refused := fusion_refusals(graph, plan, **choice) - excluded:
+            excluded |= refused  # their kernels have no row ranges: plan without those fusions
+        elif more := {n: b for n, b in scratch_requests(graph, plan, **choice).items() if reserved.get(n, 0) < b}:
+            reserved.update(more)  # scratch that fits no gap nor the stack: keep arena bytes for it
+        else:
+            break
+        plan = plan_memory(graph, io_buffers, exclude=excluded, scratch=reserved)
     check_plan(plan)
 
     with staged_build_dir(out_dir) as tmp:

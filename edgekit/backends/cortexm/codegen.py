@@ -261,6 +261,22 @@ def fusion_refusals(graph: Graph, plan: MemoryPlan, *, kernels: str = "reference
     return {n for n in names if sel[n].optimized and not reg.get(sel[n].kind).row_ranges}
 
 
+def scratch_requests(graph: Graph, plan: MemoryPlan, *, kernels: str = "reference", features=(), board=None,
+                     optimize: str = DEFAULT_OPTIMIZE) -> dict[str, int]:
+    """node name -> scratch bytes of the layers whose optimized kernel falls back to the reference only
+    because its scratch fits neither a free arena gap nor the stack: the build plans again with those
+    bytes reserved in the arena (``plan_memory(scratch=...)``)."""
+    reg = kernel_registry.registry()
+    sel = _select_kernels(graph, plan, kernels, features, board, optimize)
+    out = {}
+    for node in graph.nodes:
+        if not sel[node.name].optimized and (sel[node.name].reason or "").startswith("scratch of"):
+            need = reg.select(node, graph, plan, features, kernels, optimize).ctx.get("scratch_bytes", 0)
+            if need:
+                out[node.name] = need
+    return out
+
+
 def _place_scratch(s: Selection, plan: MemoryPlan, index: int, board) -> Selection:
     """``s`` with its scratch buffer in a free arena gap or on the stack; the reference kernel
     when it fits neither."""

@@ -40,7 +40,13 @@ def _buffers(manifest: Manifest) -> list[dict]:
 def memory_timeline(manifest: Manifest) -> list[int]:
     """Arena bytes live during each layer (producer .. last consumer, inclusive)."""
     bufs = _buffers(manifest)
-    return [sum(b["size"] for b in bufs if b["first"] <= i <= b["last"]) for i in range(len(manifest.layers))]
+    tensors = manifest.memory_plan["tensors"]
+    # a row fusion's output pinned over its producer's input (ir/planner.py) shares those bytes
+    pins = [(tensors[t], tensors[u]) for t, u in manifest.memory_plan.get("pinned", {}).items()
+            if t in tensors and u in tensors]
+    return [sum(b["size"] for b in bufs if b["first"] <= i <= b["last"])
+            - sum(min(p["size"], q["size"]) for p, q in pins if p["first"] <= i <= p["last"] and q["first"] <= i <= q["last"])
+            for i in range(len(manifest.layers))]
 
 
 def report_json(manifest: Manifest) -> dict:

@@ -25,6 +25,7 @@ class Dw3(KernelVariant):
     features = frozenset({"dsp"})
     priority = 30
     template = "ops_dsp/dw3.c.j2"
+    row_ranges = True  # whole output rows per call, the input a ring of rows (dw_ring.j2; ir/planner.py)
     cost_kinds = {"dw3": ("tr4", "tr1", "rows_loaded", "ring", "pairs_kh", "pairs", "odd_kh", "odd", "colsteps",
                           "rows", "const")}
     cost_reduced = {"dw3": ("pairs_kh", "tr4", "tr1")}

@@ -159,6 +159,7 @@ class _MveGemm(KernelVariant):
 class MveGemm(_MveGemm):
     name = "mve_gemm"
     ops = ("conv2d",)
+    row_ranges = True  # pixel by pixel: any range of output pixels, rings of rows in and out (ir/planner.py)
     cost_kinds = {"mve_gemm": ("pixels", "rows_full", "rows_full_vec", "rows_pad", "rows_pad_vec", "taps_edge",
                                "taps_edge_vec", "passes", "vsteps", "outputs", "const")}
     cost_reduced = {"mve_gemm": ("pixels", "vsteps", "passes", "outputs")}

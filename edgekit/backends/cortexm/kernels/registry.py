@@ -116,6 +116,9 @@ def arena_gap(plan, node_index: int, size: int) -> int | None:
     there), or None. Kernels put their scratch buffers there instead of on the stack."""
     if size <= 0:
         return None
+    reserved = getattr(plan, "scratch", {}).get(node_index)  # the planner kept bytes for this node's scratch
+    if reserved and reserved[1] >= size:
+        return reserved[0]
     busy = sorted((p.offset, p.offset + p.size) for p in plan.placements.values()
                   if p.buffer == "arena" and p.first <= node_index <= p.last)
     pos = 0
