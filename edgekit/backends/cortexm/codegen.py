@@ -15,6 +15,7 @@ from ...ir.operators import get_op
 from ...resources import resource_dir
 from .kernels import registry as kernel_registry
 from .kernels.base import DEFAULT_OPTIMIZE, Selection
+from .sharing import share_identical_layers
 
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t"}
 
@@ -160,7 +161,8 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         calls[node.name] = (fn, args)
         call = f"{fn}({', '.join(args)})"
         layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}", "dsp_code": dsp_code,
-                       "kernel": sel.describe() if op.packs_weights else "", "name": node.name})
+                       "kernel": sel.describe() if op.packs_weights else "", "name": node.name, "fn": fn,
+                       "params": ctx["params"]})
     for k, f in enumerate(plan.fused):
         for layer in layers:
             if layer["name"] == f.producer:
@@ -168,6 +170,8 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
                 layer["comment"] = f"{layer['comment']} row-fused with {f.consumer}"
             elif layer["name"] == f.consumer:
                 layer["call"] = None  # runs inside the producer's loop
+
+    shared = share_identical_layers(layers, {c["sym"]: c["ctype"] for c in constants})
 
     in_t, out_t = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     iq = graph.input_quant
@@ -198,11 +202,22 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         **common))
     shutil.copyfile(resource_dir("templates") / "cortexm" / "ek_contract.h", out_dir / "ek_contract.h")
     return {"macs": total_macs, "weight_bytes": const_bytes, "arena_bytes": plan.arena_bytes,
-            "kernels": {n.name: selections[n.name].describe() for n in graph.nodes
+            "kernels": {n.name: selections[n.name].describe() + _sharing_note(n.name, shared) for n in graph.nodes
                         if get_op(n.op, n.name).packs_weights},
             "kernel_variants": {n.name: selections[n.name].kind for n in graph.nodes},
-            "kernel_fallbacks": kernel_fallbacks(graph, selections),
+            "kernel_fallbacks": kernel_fallbacks(graph, selections), "shared_code": shared,
+            "shared_wrappers": sorted({layer["fn"] for layer in layers
+                                       if any(layer["name"] in m for m in shared.values())}),
             "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized)}
+
+
+def _sharing_note(layer: str, shared: dict[str, list[str]]) -> str:
+    """`` (code shared with ...)`` for a layer whose function runs shared code (sharing.py), else ""."""
+    for name, members in shared.items():
+        if layer in members:
+            others = [m for m in members if m != layer]
+            return f" (code shared with {', '.join(others)}: {name})"
+    return ""
 
 
 def _fused_call(k: int, f, graph: Graph, calls: dict) -> str:
