@@ -72,7 +72,7 @@ def _overlaps(plan: MemoryPlan, a: str, b: str) -> bool:
 
 
 def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = "reference",
-               features=(), board=None, optimize: str = DEFAULT_OPTIMIZE) -> dict:
+               features=(), board=None, optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None) -> dict:
     """Write the C sources into ``out_dir``; returns figures for the build report.
 
     ``kernels="optimized"`` with a core whose ``features`` include "dsp" gives the layers that
@@ -80,14 +80,15 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
     under ``#if EK_USE_DSP`` with the reference kernel in the ``#else`` branch (host build,
     other cores). ``board`` bounds the flash of their int16 weights and their stack scratch.
     ``optimize`` (size, balanced, speed) decides between the variants that keep weights at int8
-    and those that widen them to int16 (docs/kernels.md).
+    and those that widen them to int16 (docs/kernels.md); ``widen_allowance`` bounds the extra flash
+    bytes balanced may spend on int16 weights (None: ``BALANCED_EXTRA_FLASH`` of the parameters).
     """
     env = environment()
     symbols = {name: "ek_" + _symbol(name) for name in graph.constants}
     # 2- and 4-bit weights of dense/conv layers are packed in flash and unpacked in the kernel.
     wbits = {n.inputs[1]: packed_bits(graph.tensors[n.inputs[1]].bits) for n in graph.nodes
              if get_op(n.op, n.name).packs_weights}
-    selections = _select_kernels(graph, plan, kernels, features, board, optimize)
+    selections = _select_kernels(graph, plan, kernels, features, board, optimize, widen_allowance)
     dsp_only = set()  # weights that only optimized kernels consume (they carry their own layout); biases are shared
     unused = set()  # weights that only portable kernels consume: no reference kernel reads them anywhere
     for name in graph.constants:
@@ -208,7 +209,9 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
             "kernel_fallbacks": kernel_fallbacks(graph, selections), "shared_code": shared,
             "shared_wrappers": sorted({layer["fn"] for layer in layers
                                        if any(layer["name"] in m for m in shared.values())}),
-            "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized)}
+            "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized),
+            "balanced_widened_bytes": sum(s.ctx.get("balanced_extra", 0) for s in selections.values()
+                                          if s.optimized)}
 
 
 def _sharing_note(layer: str, shared: dict[str, list[str]]) -> str:
@@ -267,11 +270,11 @@ def kernel_fallbacks(graph: Graph, selections: dict) -> list[dict]:
 
 
 def fusion_refusals(graph: Graph, plan: MemoryPlan, *, kernels: str = "reference", features=(), board=None,
-                    optimize: str = DEFAULT_OPTIMIZE) -> set[str]:
+                    optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None) -> set[str]:
     """The row-fused nodes of ``plan`` whose selected kernel cannot compute a range of output pixels
     over rings of rows (``KernelVariant.row_ranges``): the build plans again without their fusions."""
     reg = kernel_registry.registry()
-    sel = _select_kernels(graph, plan, kernels, features, board, optimize)
+    sel = _select_kernels(graph, plan, kernels, features, board, optimize, widen_allowance)
     names = {n for f in plan.fused for n in (f.producer, f.consumer)}
     return {n for n in names if sel[n].optimized and not reg.get(sel[n].kind).row_ranges}
 
@@ -290,12 +293,16 @@ def _place_scratch(s: Selection, plan: MemoryPlan, index: int, board) -> Selecti
     return s
 
 
-def _widen_within_allowance(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str, board) -> None:
+def _widen_within_allowance(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str, board,
+                            allowance: int | None = None) -> None:
     """--optimize balanced: give int16 weights to the int8-weight layers that save the most
-    instructions per extra flash byte, while the extra bytes stay within
-    ``BALANCED_EXTRA_FLASH`` of the model's int8 parameter bytes."""
+    instructions per extra flash byte, while the extra bytes stay within ``allowance``: at most
+    ``BALANCED_EXTRA_FLASH`` of the model's int8 parameter bytes, less where the firmware would
+    miss the default flash goal (kernels/registry.py flash_goal_bytes; build.py measures it). Each
+    layer's summary says what it got and why."""
     reg = kernel_registry.registry()
-    allowance = int(kernel_registry.BALANCED_EXTRA_FLASH * sum(a.nbytes for a in graph.constants.values()))
+    cap = int(kernel_registry.BALANCED_EXTRA_FLASH * sum(a.nbytes for a in graph.constants.values()))
+    allowance = cap if allowance is None else min(cap, allowance)
     candidates = []
     for i, node in enumerate(graph.nodes):
         s = sel[node.name]
@@ -311,8 +318,14 @@ def _widen_within_allowance(graph: Graph, plan: MemoryPlan, sel: dict, features,
     for _, name, wide, extra in sorted(candidates, key=lambda c: (c[0], c[1])):
         if used + extra <= allowance:
             wide.ctx["summary"] = f"{wide.ctx.get('summary', '')} (balanced: {extra} B of flash for speed)"
+            wide.ctx["balanced_extra"] = extra
             sel[name] = wide
             used += extra
+        else:
+            s = sel[name]
+            limit = (f"the default flash goal ({kernel_registry.flash_goal_bytes(graph)} B) leaves {allowance - used} B"
+                     if allowance < cap else f"{allowance - used} B left of the balanced allowance ({cap} B)")
+            s.ctx["summary"] = f"{s.ctx.get('summary', '')} (balanced: int8 weights: int16 needs {extra} B more; {limit})"
 
 
 def _narrow_cheapest_first(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str, board, budget: int,
@@ -346,7 +359,7 @@ def _narrow_cheapest_first(graph: Graph, plan: MemoryPlan, sel: dict, features, 
 
 
 def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, board,
-                    optimize: str = DEFAULT_OPTIMIZE) -> dict:
+                    optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None) -> dict:
     """node name -> kernels.base.Selection; optimized kernels only where their weights fit the
     board's flash budget and their scratch fits the arena's free bytes or the stack. A layer
     whose int16 weights (``--optimize speed``) do not fit gets the int8-weight variant first."""
@@ -355,7 +368,7 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
     for i, node in enumerate(graph.nodes):
         sel[node.name] = _place_scratch(reg.select(node, graph, plan, features, kernels, optimize), plan, i, board)
     if optimize == "balanced":
-        _widen_within_allowance(graph, plan, sel, features, kernels, board)
+        _widen_within_allowance(graph, plan, sel, features, kernels, board, widen_allowance)
     if board is not None:
         # the region that holds the weights: flash, or RAM for boards loaded into RAM
         region = board.ram if getattr(board, "load", "flash") == "ram" else board.flash
