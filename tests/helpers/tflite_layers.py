@@ -13,12 +13,12 @@ from edgekit.frontends.tflite.writer import tflite
 
 
 def conv_layer(b, rng, x, x_shape, x_scale, oc, k, stride=1, padding="SAME", act=0, depthwise=False, mult=1,
-               per_channel=True, dilation=1, x_rms=35.0, zp_range=20):
+               per_channel=True, dilation=1, x_rms=35.0, zp_range=20, zp=None):
     """Adds a CONV_2D / DEPTHWISE_CONV_2D (``k`` an int or (kh, kw)); returns (out index, out shape
     (h, w, c), out scale, out zero point).
 
     ``act`` is a TFLite ActivationFunctionType, or a function that draws one (called after the
-    output zero point is drawn from ``rng``, in [-zp_range, zp_range))."""
+    output zero point is drawn from ``rng``, in [-zp_range, zp_range), unless ``zp`` gives it)."""
     h, w, c = x_shape
     kh, kw = (k, k) if isinstance(k, int) else k
     if depthwise:
@@ -37,7 +37,8 @@ def conv_layer(b, rng, x, x_shape, x_scale, oc, k, stride=1, padding="SAME", act
     else:
         oh, ow = (h - ekh) // stride + 1, (w - ekw) // stride + 1
     out_scale = float(x_scale * w_scale.mean() * np.sqrt(fan_in) * x_rms * 73 / 35)
-    zp = int(rng.integers(-zp_range, zp_range))
+    drawn = int(rng.integers(-zp_range, zp_range))
+    zp = drawn if zp is None else zp
     y = b.act((1, oh, ow, oc), out_scale, zp)
     fields = dict(Padding=getattr(tflite.Padding, padding), StrideW=stride, StrideH=stride,
                   FusedActivationFunction=act() if callable(act) else act,

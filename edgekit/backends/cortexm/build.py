@@ -18,6 +18,7 @@ from ...targets import Board, resolve
 from . import toolchain as tc
 from ...progress import step
 from .codegen import fusion_refusals, generate_c, scratch_requests
+from .kernels import registry as kernel_registry
 from .kernels.base import DEFAULT_OPTIMIZE, OPTIMIZE
 from .firmware import compile_firmware
 from .memory import breakdown, fit_report, peak_ram, raise_if_over
@@ -52,6 +53,64 @@ def _check_fit(elf: Path, board: Board) -> dict:
     report = fit_report(elf, board)
     raise_if_over(report, board)
     return report
+
+
+def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codegen: dict, elf: Path,
+                                attempts: int = 3) -> tuple[dict, Path]:
+    """--optimize balanced: when the firmware with int16 weights misses the default flash goal
+    (kernels/registry.py flash_goal_bytes), compile the int8-weight layout aside; if that meets the
+    goal, widen only within the bytes it leaves (cut by any excess, a few times, else none), so
+    balanced never exceeds the goal where int8 weights meet it. If int8 weights everywhere miss the
+    goal too, the int16 weights stay: narrowing would cost instructions without meeting the goal.
+    Allowances that would give a row-fused layer a kernel without row ranges are not tried."""
+    goal = kernel_registry.flash_goal_bytes(graph)
+
+    def flash_of(elf_path: Path) -> int:
+        return breakdown(elf_path, tc.section_sizes(elf_path))["flash"]["total"]
+
+    def fusable(allowance: int) -> bool:
+        return not fusion_refusals(graph, plan, kernels="optimized", features=core.features, board=brd,
+                                   optimize="balanced", widen_allowance=allowance)
+
+    if codegen["balanced_widened_bytes"] == 0 or flash_of(elf) <= goal or not fusable(0):
+        return codegen, elf
+    probe = tmp / "flash-goal-probe"  # the tries compile here; the build keeps the one it takes
+    shutil.copytree(tmp / "firmware", probe / "firmware")
+
+    def compile_with(allowance: int):
+        shutil.rmtree(probe / "src", ignore_errors=True)
+        (probe / "src").mkdir()
+        cg = generate_c(graph, plan, probe / "src", kernels="optimized", features=core.features, board=brd,
+                        optimize="balanced", widen_allowance=allowance)
+        out = compile_firmware(probe, core, brd, probe / "firmware" / "link.ld")
+        return cg, out, flash_of(out) - goal
+
+    def take(cg: dict) -> tuple[dict, Path]:
+        for name in ("src", "obj"):
+            shutil.rmtree(tmp / name, ignore_errors=True)
+            shutil.move(str(probe / name), str(tmp / name))
+        for f in probe.glob("firmware*"):
+            if f.is_file():
+                shutil.move(str(f), str(tmp / f.name))
+        shutil.rmtree(probe)
+        return cg, tmp / elf.name
+
+    try:
+        narrow, _, excess = compile_with(0)
+        if excess > 0:  # unreachable with int8 weights: keep balanced's int16 weights
+            shutil.rmtree(probe)
+            return codegen, elf
+        allowance = -excess
+        for _ in range(attempts):
+            if allowance <= 0 or not fusable(allowance):
+                break
+            cg, _, excess = compile_with(allowance)
+            if excess <= 0:
+                return take(cg)
+            allowance = min(allowance - excess, cg["balanced_widened_bytes"] - excess)
+        return take(compile_with(0)[0])  # int8 weights: they meet the goal
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
 
 
 def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, kernels: str,
@@ -113,6 +172,8 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
         tc.render_linker_script(core, brd, tmp / "firmware" / "link.ld")
         with step(f"build: compiling the firmware for {brd.name}") as say:
             elf = compile_firmware(tmp, core, brd, tmp / "firmware" / "link.ld")
+            if kernels == "optimized" and optimize == "balanced":
+                codegen, elf = _balanced_within_flash_goal(graph, plan, tmp, core, brd, codegen, elf)
             say("build: compiling the host runner")
             tc.compile_host(tmp)
         sizes = tc.section_sizes(elf)
@@ -149,7 +210,8 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
             io_buffers=io_buffers,
             build_seconds=round(time.monotonic() - t0, 2),
         )
-        manifest.memory["inference_stack_static_bytes"] = inference_stack_bytes(tmp / "obj" / "model.su")
+        manifest.memory["inference_stack_static_bytes"] = inference_stack_bytes(tmp / "obj" / "model.su",
+                                                                                   codegen["shared_wrappers"])
         manifest.memory.update(peak_ram(manifest, {}), arena_bytes=plan.arena_bytes)  # verify measures the stack
         notes = _carry_over(out_dir, tmp, manifest, elf)
         manifest.save(tmp)

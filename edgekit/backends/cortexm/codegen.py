@@ -15,6 +15,7 @@ from ...ir.operators import get_op
 from ...resources import resource_dir
 from .kernels import registry as kernel_registry
 from .kernels.base import DEFAULT_OPTIMIZE, Selection
+from .sharing import share_identical_layers
 
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t"}
 
@@ -71,7 +72,7 @@ def _overlaps(plan: MemoryPlan, a: str, b: str) -> bool:
 
 
 def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = "reference",
-               features=(), board=None, optimize: str = DEFAULT_OPTIMIZE) -> dict:
+               features=(), board=None, optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None) -> dict:
     """Write the C sources into ``out_dir``; returns figures for the build report.
 
     ``kernels="optimized"`` with a core whose ``features`` include "dsp" gives the layers that
@@ -79,14 +80,15 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
     under ``#if EK_USE_DSP`` with the reference kernel in the ``#else`` branch (host build,
     other cores). ``board`` bounds the flash of their int16 weights and their stack scratch.
     ``optimize`` (size, balanced, speed) decides between the variants that keep weights at int8
-    and those that widen them to int16 (docs/kernels.md).
+    and those that widen them to int16 (docs/kernels.md); ``widen_allowance`` bounds the extra flash
+    bytes balanced may spend on int16 weights (None: ``BALANCED_EXTRA_FLASH`` of the parameters).
     """
     env = environment()
     symbols = {name: "ek_" + _symbol(name) for name in graph.constants}
     # 2- and 4-bit weights of dense/conv layers are packed in flash and unpacked in the kernel.
     wbits = {n.inputs[1]: packed_bits(graph.tensors[n.inputs[1]].bits) for n in graph.nodes
              if get_op(n.op, n.name).packs_weights}
-    selections = _select_kernels(graph, plan, kernels, features, board, optimize)
+    selections = _select_kernels(graph, plan, kernels, features, board, optimize, widen_allowance)
     dsp_only = set()  # weights that only optimized kernels consume (they carry their own layout); biases are shared
     unused = set()  # weights that only portable kernels consume: no reference kernel reads them anywhere
     for name in graph.constants:
@@ -160,7 +162,8 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         calls[node.name] = (fn, args)
         call = f"{fn}({', '.join(args)})"
         layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}", "dsp_code": dsp_code,
-                       "kernel": sel.describe() if op.packs_weights else "", "name": node.name})
+                       "kernel": sel.describe() if op.packs_weights else "", "name": node.name, "fn": fn,
+                       "params": ctx["params"]})
     for k, f in enumerate(plan.fused):
         for layer in layers:
             if layer["name"] == f.producer:
@@ -168,6 +171,8 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
                 layer["comment"] = f"{layer['comment']} row-fused with {f.consumer}"
             elif layer["name"] == f.consumer:
                 layer["call"] = None  # runs inside the producer's loop
+
+    shared = share_identical_layers(layers, {c["sym"]: c["ctype"] for c in constants})
 
     in_t, out_t = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     iq = graph.input_quant
@@ -198,11 +203,24 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         **common))
     shutil.copyfile(resource_dir("templates") / "cortexm" / "ek_contract.h", out_dir / "ek_contract.h")
     return {"macs": total_macs, "weight_bytes": const_bytes, "arena_bytes": plan.arena_bytes,
-            "kernels": {n.name: selections[n.name].describe() for n in graph.nodes
+            "kernels": {n.name: selections[n.name].describe() + _sharing_note(n.name, shared) for n in graph.nodes
                         if get_op(n.op, n.name).packs_weights},
             "kernel_variants": {n.name: selections[n.name].kind for n in graph.nodes},
-            "kernel_fallbacks": kernel_fallbacks(graph, selections),
-            "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized)}
+            "kernel_fallbacks": kernel_fallbacks(graph, selections), "shared_code": shared,
+            "shared_wrappers": sorted({layer["fn"] for layer in layers
+                                       if any(layer["name"] in m for m in shared.values())}),
+            "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized),
+            "balanced_widened_bytes": sum(s.ctx.get("balanced_extra", 0) for s in selections.values()
+                                          if s.optimized)}
+
+
+def _sharing_note(layer: str, shared: dict[str, list[str]]) -> str:
+    """`` (code shared with ...)`` for a layer whose function runs shared code (sharing.py), else ""."""
+    for name, members in shared.items():
+        if layer in members:
+            others = [m for m in members if m != layer]
+            return f" (code shared with {', '.join(others)}: {name})"
+    return ""
 
 
 def _fused_call(k: int, f, graph: Graph, calls: dict) -> str:
@@ -252,11 +270,11 @@ def kernel_fallbacks(graph: Graph, selections: dict) -> list[dict]:
 
 
 def fusion_refusals(graph: Graph, plan: MemoryPlan, *, kernels: str = "reference", features=(), board=None,
-                    optimize: str = DEFAULT_OPTIMIZE) -> set[str]:
+                    optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None) -> set[str]:
     """The row-fused nodes of ``plan`` whose selected kernel cannot compute a range of output pixels
     over rings of rows (``KernelVariant.row_ranges``): the build plans again without their fusions."""
     reg = kernel_registry.registry()
-    sel = _select_kernels(graph, plan, kernels, features, board, optimize)
+    sel = _select_kernels(graph, plan, kernels, features, board, optimize, widen_allowance)
     names = {n for f in plan.fused for n in (f.producer, f.consumer)}
     return {n for n in names if sel[n].optimized and not reg.get(sel[n].kind).row_ranges}
 
@@ -291,12 +309,16 @@ def _place_scratch(s: Selection, plan: MemoryPlan, index: int, board) -> Selecti
     return s
 
 
-def _widen_within_allowance(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str, board) -> None:
+def _widen_within_allowance(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str, board,
+                            allowance: int | None = None) -> None:
     """--optimize balanced: give int16 weights to the int8-weight layers that save the most
-    instructions per extra flash byte, while the extra bytes stay within
-    ``BALANCED_EXTRA_FLASH`` of the model's int8 parameter bytes."""
+    instructions per extra flash byte, while the extra bytes stay within ``allowance``: at most
+    ``BALANCED_EXTRA_FLASH`` of the model's int8 parameter bytes, less where the firmware would
+    miss the default flash goal (kernels/registry.py flash_goal_bytes; build.py measures it). Each
+    layer's summary says what it got and why."""
     reg = kernel_registry.registry()
-    allowance = int(kernel_registry.BALANCED_EXTRA_FLASH * sum(a.nbytes for a in graph.constants.values()))
+    cap = int(kernel_registry.BALANCED_EXTRA_FLASH * sum(a.nbytes for a in graph.constants.values()))
+    allowance = cap if allowance is None else min(cap, allowance)
     candidates = []
     for i, node in enumerate(graph.nodes):
         s = sel[node.name]
@@ -312,8 +334,14 @@ def _widen_within_allowance(graph: Graph, plan: MemoryPlan, sel: dict, features,
     for _, name, wide, extra in sorted(candidates, key=lambda c: (c[0], c[1])):
         if used + extra <= allowance:
             wide.ctx["summary"] = f"{wide.ctx.get('summary', '')} (balanced: {extra} B of flash for speed)"
+            wide.ctx["balanced_extra"] = extra
             sel[name] = wide
             used += extra
+        else:
+            s = sel[name]
+            limit = (f"the default flash goal ({kernel_registry.flash_goal_bytes(graph)} B) leaves {allowance - used} B"
+                     if allowance < cap else f"{allowance - used} B left of the balanced allowance ({cap} B)")
+            s.ctx["summary"] = f"{s.ctx.get('summary', '')} (balanced: int8 weights: int16 needs {extra} B more; {limit})"
 
 
 def _narrow_cheapest_first(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str, board, budget: int,
@@ -347,7 +375,7 @@ def _narrow_cheapest_first(graph: Graph, plan: MemoryPlan, sel: dict, features, 
 
 
 def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, board,
-                    optimize: str = DEFAULT_OPTIMIZE) -> dict:
+                    optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None) -> dict:
     """node name -> kernels.base.Selection; optimized kernels only where their weights fit the
     board's flash budget and their scratch fits the arena's free bytes or the stack. A layer
     whose int16 weights (``--optimize speed``) do not fit gets the int8-weight variant first."""
@@ -356,7 +384,7 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
     for i, node in enumerate(graph.nodes):
         sel[node.name] = _place_scratch(reg.select(node, graph, plan, features, kernels, optimize), plan, i, board)
     if optimize == "balanced":
-        _widen_within_allowance(graph, plan, sel, features, kernels, board)
+        _widen_within_allowance(graph, plan, sel, features, kernels, board, widen_allowance)
     if board is not None:
         # the region that holds the weights: flash, or RAM for boards loaded into RAM
         region = board.ram if getattr(board, "load", "flash") == "ram" else board.flash

@@ -1,12 +1,15 @@
 """Static stack analysis of the generated model from GCC's -fstack-usage output.
 
 ``ek_model_run`` calls each layer function in turn and layers call nothing (their
-helpers are static inline), so the deepest inference stack is ek_model_run's frame
-plus the largest layer frame. The firmware's painted-stack measurement checks it.
+helpers are static inline) but the function whose code they share (``ek_shared<K>``,
+sharing.py), so the deepest inference stack is at most ek_model_run's frame plus the
+largest layer frame, or plus the largest wrapper and shared frames. The firmware's painted-stack measurement checks it.
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+from .sharing import SHARED_PREFIX
 
 
 def frames(su_file: Path) -> dict[str, tuple[int, str]]:
@@ -19,13 +22,19 @@ def frames(su_file: Path) -> dict[str, tuple[int, str]]:
     return out
 
 
-def inference_stack_bytes(su_file: Path) -> int | None:
-    """Predicted stack depth of one ek_model_run call, or None if it cannot be bounded."""
+def inference_stack_bytes(su_file: Path, wrappers=()) -> int | None:
+    """Predicted stack depth of one ek_model_run call, or None if it cannot be bounded;
+    ``wrappers``: the layer functions that call an ek_shared<K> function."""
     if not su_file.is_file():
         return None
     f = frames(su_file)
     if "ek_model_run" not in f or any(q.startswith("dynamic") and not q.endswith("bounded")
                                       for name, (_, q) in f.items() if name.startswith("ek_")):
         return None
-    layers = [b for name, (b, _) in f.items() if name.startswith("ek_layer")]
-    return f["ek_model_run"][0] + max(layers, default=0)
+    wrappers = set(wrappers)
+    layers = [b for name, (b, _) in f.items() if name.startswith("ek_layer") and name not in wrappers]
+    # a layer that shares its code (sharing.py) calls one ek_shared<K>: at most the largest wrapper frame
+    # plus the largest shared frame
+    shared = [b for name, (b, _) in f.items() if name.startswith(SHARED_PREFIX)]
+    calls = max((b for name, (b, _) in f.items() if name in wrappers), default=0) + max(shared, default=0)
+    return f["ek_model_run"][0] + max(max(layers, default=0), calls if shared else 0)

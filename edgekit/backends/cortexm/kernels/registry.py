@@ -18,6 +18,11 @@ FLASH_MARGIN = 64 * 1024
 #: --optimize balanced: int16 weights may add at most this share of the model's int8 parameter
 #: bytes to the flash (issue 16's default flash goal: 1.05x the parameters plus the code)
 BALANCED_EXTRA_FLASH = 0.05
+#: issue 16's default flash goal: the whole firmware (.text + .rodata + .data) within this many times
+#: the model's int8 parameter bytes plus this many bytes for all code, tables and runtime. Balanced
+#: builds narrow their int16 weights until the firmware meets it (backends/cortexm/build.py).
+FLASH_GOAL_PARAMS = 1.05
+FLASH_GOAL_CODE = 24 * 1024
 #: Stack bytes an optimized kernel may take for its scratch buffers when no arena gap fits.
 STACK_SCRATCH_LIMIT = 8192
 #: How a missing core feature is named in the reason for the reference kernel.
@@ -129,3 +134,19 @@ def arena_gap(plan, node_index: int, size: int) -> int | None:
     if plan.arena_bytes - pos >= size:
         return pos
     return None
+
+
+def int8_parameter_bytes(graph) -> int:
+    """The model's parameters as TFLite stores them: int8 weights (one byte per weight of at most 8 bits)
+    and int32 biases of the layers with weights."""
+    from ....ir.operators import get_op
+
+    names = {t for n in graph.nodes if get_op(n.op, n.name).packs_weights for t in n.inputs[1:3]
+             if t in graph.constants}
+    return int(sum(graph.constants[t].size * (1 if graph.tensors[t].bits <= 8 else 4) for t in names))
+
+
+def flash_goal_bytes(graph) -> int:
+    """The default (balanced) whole-firmware flash goal of ``graph``: FLASH_GOAL_PARAMS x its int8
+    parameter bytes + FLASH_GOAL_CODE."""
+    return int(FLASH_GOAL_PARAMS * int8_parameter_bytes(graph)) + FLASH_GOAL_CODE
