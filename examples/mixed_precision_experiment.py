@@ -51,12 +51,14 @@ def main() -> int:
     ap.add_argument("--model", default="zoo:har-cnn")
     ap.add_argument("--board", default="mps2-an386")
     ap.add_argument("--kernels", default="reference")
-    ap.add_argument("--pretrain-epochs", type=int, default=4)
+    ap.add_argument("--pretrain-epochs", type=int, default=40)
     ap.add_argument("--checkpoint", help="state dict of the 8-bit QAT starting point (skips pretraining; "
                     "checkpoint-w8.pt of an earlier run)")
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--seeds", type=int, default=5, help="distinct random assignments per budget (5)")
-    ap.add_argument("--ft-seeds", type=int, default=3, help="fine-tuning seeds of every model of every arm (3)")
+    ap.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs of every model (1)")
+    ap.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate (Adam, cosine to 0; 3e-4)")
+    ap.add_argument("--seeds", type=int, default=10, help="distinct random assignments per budget (10; all of "
+                    "the band when it holds fewer)")
+    ap.add_argument("--ft-seeds", type=int, default=5, help="fine-tuning seeds of every model of every arm (5)")
     ap.add_argument("--first-ft-seed", type=int, default=0, help="seeds first..first+ft-seeds-1 (0; to split "
                     "the seeds over processes, then --merge)")
     ap.add_argument("--merge", nargs="+", metavar="DIR", help="with --table-only: add the runs of these output "
@@ -64,14 +66,25 @@ def main() -> int:
     ap.add_argument("--probes", type=int, default=32, help="Rademacher probes per trace estimate (32)")
     ap.add_argument("--probe-sets", type=int, default=2, help="independent trace estimates, pooled (2)")
     ap.add_argument("--calibration", type=int, default=512, help="training samples per trace estimate (512)")
-    ap.add_argument("--budgets", default="0.3,0.5,0.7", help="flash budgets as fractions between the all-2-bit "
-                    "and the all-8-bit model's predicted flash")
+    ap.add_argument("--budgets", default="0.4,0.7,1.0", help="flash budgets as fractions of the way between the "
+                    "--budget-range uniform models' predicted flash (0.4,0.7,1.0)")
+    ap.add_argument("--budget-range", default="2,4", help="the two uniform widths whose flash the --budgets "
+                    "fractions lie between (2,4: where the widths matter; 1.0 is the uniform 4-bit model's flash)")
+    ap.add_argument("--pilot", metavar="SCHEDULES", help="choose the fine-tuning schedule on the validation set: "
+                    "every arm fine-tuned with each EPOCHS:LR schedule (e.g. 2:1e-3,1:1e-4,1:3e-4) and each "
+                    "fine-tuning seed, scored on the validation set (brevitas, no builds); writes pilot.md")
     ap.add_argument("--skip-zero-shot", action="store_true", help="leave out the before-fine-tuning measurements")
     ap.add_argument("--table-only", action="store_true", help="rewrite the tables and the plot from results.json")
     ap.add_argument("--zero-shot-only", action="store_true", help="add the before-fine-tuning measurements "
                     "(zero_shot.json) to an earlier run's output, then rewrite the tables")
     args = ap.parse_args()
     out = Path(args.output)
+    try:
+        args.pilot_schedules = [(int(e), float(lr)) for e, lr in (s.split(":") for s in args.pilot.split(","))] \
+            if args.pilot else []
+    except ValueError:
+        print(f"error: --pilot {args.pilot}: give EPOCHS:LR schedules, e.g. 1:3e-4,2:1e-3", file=sys.stderr)
+        return 2
     if args.table_only or args.zero_shot_only:
         results = json.loads((out / "results.json").read_text())
         for other in args.merge or []:
@@ -130,7 +143,13 @@ def main() -> int:
 
     lo = costs.base["flash"] + costs.per_layer["flash"].min(axis=1).sum()
     hi = costs.base["flash"] + costs.per_layer["flash"].max(axis=1).sum()
-    budgets = [round(lo + f * (hi - lo)) for f in map(float, args.budgets.split(","))]
+    try:
+        r_lo, r_hi = (uniform(omega, costs, int(b)).predicted["flash"] for b in args.budget_range.split(","))
+    except ValueError:
+        print(f"error: --budget-range {args.budget_range}: give two of the widths "
+              f"{','.join(map(str, costs.bit_choices))}, e.g. 2,4", file=sys.stderr)
+        return 2
+    budgets = [round(r_lo + f * (r_hi - r_lo)) for f in map(float, args.budgets.split(","))]
     band = 0.25 * (hi - lo)  # random draws share the budget's band of flash, not any smaller model
     plan = []
     for budget in budgets:
@@ -142,12 +161,16 @@ def main() -> int:
                      "hawq_in_band": any(a.choice == hawq.choice for a in pool),
                      "hawq_from_each_set": [[allocate(o, costs, {"flash": budget}).bits[n] for n in costs.layers]
                                             for o in omega_each]})
+    if args.pilot:
+        pilot(model, data, omega, costs, plan, args, out)
+        return 0
     t = time.monotonic()
     if not args.skip_zero_shot:
         zero_shot(model, data, omega, costs, out)
     t_zero = time.monotonic() - t
     results = {"dataset_name": args.dataset, "dataset": data.description, "model": args.model, "board": args.board,
-               "kernels": args.kernels, "epochs": args.epochs, "pretrain_epochs": 0 if args.checkpoint else
+               "kernels": args.kernels, "epochs": args.epochs, "lr": args.lr, "budget_range": args.budget_range,
+               "budget_fractions": args.budgets, "pretrain_epochs": 0 if args.checkpoint else
                args.pretrain_epochs, "checkpoint": args.checkpoint, "probes": args.probes,
                "probe_sets": args.probe_sets, "calibration": args.calibration, "ft_seeds": args.ft_seeds,
                "checkpoint_test_accuracy": float_accuracy(model, data.x_test, data.y_test),
@@ -168,7 +191,7 @@ def main() -> int:
         if key in done and (done[key].get("bit_exact") is not None or not verify_it):
             m, reused = done[key], True
         else:
-            tuned = fine_tune(model, bits, data, args.epochs, seed)
+            tuned = fine_tune(model, bits, data, args.epochs, seed, lr=args.lr)
             d = out / "models" / f"{'-'.join(map(str, bits))}-s{seed}"
             d.mkdir(parents=True, exist_ok=True)
             onnx = export_qonnx(tuned, example, d / "model.onnx")
@@ -206,6 +229,51 @@ def main() -> int:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_tables(results, out)
     return 0
+
+
+def pilot(model, data, omega: np.ndarray, costs, plan: list[dict], args, out: Path) -> list[dict]:
+    """The schedule choice, on the validation set: every arm (uniform 8/4/2-bit, HAWQ and the
+    random draws at every budget) fine-tuned with each ``--pilot`` EPOCHS:LR schedule and each
+    fine-tuning seed, scored by the brevitas model (equal to the integer model with power-of-two
+    scales) on the validation set; 0:0 is the checkpoint with the widths applied, untrained.
+    Writes pilot.json and pilot.md. The test set is not touched."""
+    schedules = args.pilot_schedules
+    arms = [(f"uniform{b}", None, [b] * len(costs.layers)) for b in (8, 4, 2)]
+    for p in plan:
+        arms.append(("hawq", p["budget"], [p["hawq"].bits[n] for n in costs.layers]))
+        arms += [("random", p["budget"], [a.bits[n] for n in costs.layers]) for a in p["random"]]
+    seeds = range(args.first_ft_seed, args.first_ft_seed + args.ft_seeds)
+    acc: dict[tuple, float] = {}
+    for epochs, lr in [(0, 0.0)] + schedules:
+        for _, _, bits in arms:
+            for seed in seeds if epochs else seeds[:1]:
+                if (epochs, lr, tuple(bits), seed) not in acc:
+                    tuned = fine_tune(model, bits, data, epochs, seed, lr=lr)
+                    acc[(epochs, lr, tuple(bits), seed)] = float_accuracy(tuned, data.x_val, data.y_val)
+    lines = [f"Pilot on the validation set ({len(data.x_val)} samples; one is {1 / len(data.x_val):.4f}): mean "
+             f"accuracy over fine-tuning seeds {', '.join(map(str, seeds))}; random = mean over the band's draws", "",
+             "| schedule (epochs:lr) | uniform 8 | uniform 4 | uniform 2 | "
+             + " | ".join(f"HAWQ at {p['budget']:,} B | random at {p['budget']:,} B" for p in plan) + " |",
+             "|---|---|---|---|" + "---|---|" * len(plan)]
+    rows = []
+    for epochs, lr in [(0, 0.0)] + schedules:
+        def mean(bits):
+            return float(np.mean([acc[(epochs, lr, tuple(bits), s)] for s in (seeds if epochs else seeds[:1])]))
+        row = {"epochs": epochs, "lr": lr, **{k: mean(b) for k, _, b in arms[:3]}, "budgets": []}
+        for p in plan:
+            h = mean([p["hawq"].bits[n] for n in costs.layers])
+            r = float(np.mean([mean([a.bits[n] for n in costs.layers]) for a in p["random"]]))
+            row["budgets"].append({"budget": p["budget"], "hawq": h, "random_mean": r})
+        rows.append(row)
+        lines.append(f"| {'none (untrained)' if not epochs else f'{epochs}:{lr:g}'} | {row['uniform8']:.4f} | "
+                     f"{row['uniform4']:.4f} | {row['uniform2']:.4f} | "
+                     + " | ".join(f"{b['hawq']:.4f} | {b['random_mean']:.4f}" for b in row["budgets"]) + " |")
+    (out / "pilot.json").write_text(json.dumps({"seeds": list(seeds), "rows": rows,
+                                                "runs": [[*k[:2], list(k[2]), k[3], v] for k, v in acc.items()]},
+                                               indent=1))
+    (out / "pilot.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return rows
 
 
 def zero_shot(model, data, omega: np.ndarray, costs, out: Path, samples: int = 2048) -> list[dict]:
@@ -263,7 +331,8 @@ def write_tables(results: dict, out: Path) -> None:
     partial = sorted({r["seed"] for r in results["runs"]} - set(seeds))
     runs = [r for r in results["runs"] if r["seed"] in seeds]
     n_seeds = len(seeds)
-    lines = [f"{results['model']} on {results['dataset']}; {results['epochs']} fine-tuning epochs, "
+    lines = [f"{results['model']} on {results['dataset']}; {results['epochs']} fine-tuning epoch(s) at learning "
+             f"rate {results.get('lr', 1e-3):g}, "
              f"fine-tuning seeds {', '.join(map(str, seeds))} for every model; 8-bit checkpoint "
              f"{results['checkpoint_test_accuracy']:.4f} (brevitas, before fine-tuning)"
              + (f"; seed(s) {', '.join(map(str, partial))} left out: not finished for every arm" if partial else ""), "",
@@ -274,14 +343,15 @@ def write_tables(results: dict, out: Path) -> None:
         rows = [r for r in runs if r["kind"] == f"uniform{b}"]
         if rows:
             m, sd, n = _stats(rows)
-            uniform_rows[b] = (rows[0]["flash_bytes"], m, sd)
+            uniform_rows[b] = (rows[0]["flash_bytes"], m, sd, n)
             lines.append(f"| uniform {b}-bit (x{n} runs) | - | {_bits(rows[0]['bits'])} | {rows[0]['flash_bytes']:,} | "
                          f"{m:.4f} +- {sd:.4f} |")
             pts.append({"flash": rows[0]["flash_bytes"], "accuracy": m, "accuracy_std": sd, "label": f"uniform{b}",
                         "series": "uniform 8/4/2-bit"})
     verdicts = ["", "| budget (B) | HAWQ - random mean | +- (std. error) | HAWQ above random mean | "
-                "HAWQ >= uniform of equal or larger flash | assignments in the band | HAWQ bits from each trace "
-                "estimate alone |", "|---|---|---|---|---|---|---|"]
+                "HAWQ - next larger uniform | +- (std. error) | HAWQ >= every uniform of equal or larger flash | "
+                "assignments in the band | HAWQ bits from each trace estimate alone |",
+                "|---|---|---|---|---|---|---|---|---|"]
     per_assignment = []  # (sensitivity, mean accuracy) of every assignment evaluated at a budget
     for p in results["plan"]:
         b = p["budget"]
@@ -311,11 +381,16 @@ def write_tables(results: dict, out: Path) -> None:
             pts.append({"flash": float(fl.mean()), "accuracy": rm, "accuracy_std": rsd, "label": "random",
                         "series": "random assignments (mean +- std)"})
             se = float(np.sqrt(hsd ** 2 / hn + rsd ** 2 / rn))
-            larger = [(f, m) for f, m, _ in uniform_rows.values() if f >= h[0]["flash_bytes"]]
-            vs_uniform = all(hm >= m - 1e-9 for _, m in larger) if larger else None  # equal means, float sums
-            verdicts.append(f"| {b:,} | {hm - rm:+.4f} | {se:.4f} | {'yes' if hm > rm else 'no'} | "
-                            f"{'-' if vs_uniform is None else 'yes' if vs_uniform else 'no'} | {p['band_size']} | "
-                            + "; ".join(_bits(x) for x in p["hawq_from_each_set"]) + " |")
+            larger = sorted((f, m, sd, n, ub) for ub, (f, m, sd, n) in uniform_rows.items() if f >= h[0]["flash_bytes"])
+            behind = [f"uniform {ub}-bit {m:.4f}" for _, m, _, _, ub in larger if hm < m - 1e-9]  # float sums
+            if larger:
+                f, m, sd, n, ub = larger[0]
+                near = f"{hm - m:+.4f} (uniform {ub}-bit) | {np.sqrt(hsd ** 2 / hn + sd ** 2 / n):.4f}"
+            else:
+                near = "- | -"
+            verdicts.append(f"| {b:,} | {hm - rm:+.4f} | {se:.4f} | {'yes' if hm > rm else 'no'} | {near} | "
+                            f"{'-' if not larger else 'no (' + ', '.join(behind) + ')' if behind else 'yes'} | "
+                            f"{p['band_size']} | " + "; ".join(_bits(x) for x in p["hawq_from_each_set"]) + " |")
     lines += verdicts
     if len(per_assignment) >= 3:
         rho, pval = spearmanr([s for s, _ in per_assignment], [a for _, a in per_assignment])
@@ -359,7 +434,8 @@ def write_tables(results: dict, out: Path) -> None:
     (out / "table.md").write_text("\n".join(lines) + "\n")
     name = results.get("dataset_name") or results["dataset"].split(" ")[0]
     svg = accuracy_flash_svg(pts, out / "accuracy_flash.svg", f"{results['model']} on {name}: integer test accuracy "
-                             f"after {results['epochs']} fine-tuning epochs ({n_seeds} seed{'s' if n_seeds != 1 else ''})")
+                             f"after {results['epochs']} fine-tuning epoch{'s' if results['epochs'] != 1 else ''} "
+                             f"({n_seeds} seed{'s' if n_seeds != 1 else ''})")
     (out / "report.html").write_text(
         "<!doctype html><meta charset='utf-8'><title>mixed precision experiment</title>"
         f"<h1>{html.escape(results['model'])} on {html.escape(name)}</h1>"
