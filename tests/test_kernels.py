@@ -19,7 +19,7 @@ from edgekit.resources import resource_dir
 
 VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dw3_wide", "dwk", "dwk_int8", "dense", "dense_int8", "mve_gemm",
             "mve_dense", "mve_dw", "mve_dwc", "dense_xnor", "dense_binary", "conv_xnor", "mve_dense_xnor",
-            "mve_conv_xnor", "gap_dsp"}
+            "mve_conv_xnor", "gap_dsp", "conv2d_fewch", "conv2d_fewch_int8"}
 
 
 def _graph(chain: str, seed: int, tmp_path):
@@ -134,10 +134,11 @@ def test_selection_by_core_and_the_reasons_for_the_reference(graphs):
     # size and balanced keep the weights at int8; speed widens them to int16
     for optimize in ("size", "balanced"):
         dsp = [s.kind for s in kinds[("dsp",), optimize]]
-        assert dsp[:3] == ["conv2d_gemm_int8", "dw3_int8", "conv2d_gemm_int8"] and dsp[-2:] == ["dense_int8", "dense_int8"]
+        # chain a(0)'s first convolution has at most 4 input channels: the few-channel variant
+        assert dsp[:3] == ["conv2d_fewch_int8", "dw3_int8", "conv2d_gemm_int8"] and dsp[-2:] == ["dense_int8", "dense_int8"]
     dsp = [s.kind for s in kinds[("dsp",), "speed"]]
     # the depthwise 3x3 layer (depth multiplier 1, TFLite double rounding): dw3_int8's loop on int16 records
-    assert dsp[:3] == ["conv2d_gemm", "dw3_wide", "conv2d_gemm"] and dsp[-2:] == ["dense", "dense"]
+    assert dsp[:3] == ["conv2d_fewch", "dw3_wide", "conv2d_gemm"] and dsp[-2:] == ["dense", "dense"]
     assert [s.kind for s in kinds[("dsp",), "balanced"]] == [reg.select(n, graph, plan, ("dsp",), "optimized").kind
                                                             for n in graph.nodes if n.op in ("conv2d", "dense")]
     node = graph.nodes[0]
