@@ -19,21 +19,23 @@ from edgekit.resources import resource_dir
 
 VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dw3_wide", "dwk", "dwk_int8", "dense", "dense_int8", "mve_gemm",
             "mve_dense", "mve_dw", "mve_dwc", "dense_xnor", "dense_binary", "conv_xnor", "mve_dense_xnor",
-            "mve_conv_xnor", "gap_dsp", "conv2d_fewch", "conv2d_fewch_int8"}
+            "mve_conv_xnor", "gap_dsp", "conv2d_fewch", "conv2d_fewch_int8",
+            "conv1x1_add", "conv1x1_add_int8"}
 
 
 def _graph(chain: str, seed: int, tmp_path):
     """An IR graph (after the default passes) and its memory plan, from a test_kernels_dsp chain (or
-    test_kernels_edges' global average pool, chain "gap")."""
+    test_kernels_edges' global average pool, chain "gap", or its ResNet shortcut, chain "shortcut")."""
     from test_kernels_dsp import CHAINS
-    from test_kernels_edges import gap_model
+    from test_kernels_edges import gap_model, shortcut_chain
 
     from edgekit.frontends.tflite.importer import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.ir.planner import plan_memory
 
     path = tmp_path / f"{chain}{seed}.tflite"
-    path.write_bytes(gap_model(seed, 5, 4, 22) if chain == "gap" else CHAINS[chain](seed))
+    edges = {"gap": lambda: gap_model(seed, 5, 4, 22), "shortcut": lambda: shortcut_chain(seed, (6, 6, 8), 8, 2)}
+    path.write_bytes(edges[chain]() if chain in edges else CHAINS[chain](seed))
     graph, _ = import_tflite(path)
     run_default_passes(graph)
     return graph, plan_memory(graph)
@@ -43,7 +45,7 @@ def _graph(chain: str, seed: int, tmp_path):
 def graphs(tmp_path_factory):
     d = tmp_path_factory.mktemp("kernels")
     # a: conv, depthwise 3x3, 1x1, dense; b: dilation, depth multipliers, a fused residual; d: other depthwise
-    return [_graph(c, s, d) for c, s in (("a", 0), ("b", 2), ("d", 6), ("gap", 0))]
+    return [_graph(c, s, d) for c, s in (("a", 0), ("b", 2), ("d", 6), ("gap", 0), ("shortcut", 0))]
 
 
 def test_every_variant_module_is_discovered_once():

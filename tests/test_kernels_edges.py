@@ -1,6 +1,7 @@
 """The DSP variants for the layers the GEMM handles badly (issue 16): convolutions with 1-4 input channels
-(conv2d_fewch, conv2d_fewch_int8) and global average pooling (gap_dsp), bit-exact against the reference on
-random shapes on the emulated Cortex-M4 and M7.
+(conv2d_fewch, conv2d_fewch_int8), 1x1 convolutions with a fused residual add (conv1x1_add, conv1x1_add_int8:
+ResNet-8's shortcuts) and global average pooling (gap_dsp), bit-exact against the reference on random shapes
+on the emulated Cortex-M4 and M7.
 
 ``verify`` compares the firmware (optimized kernels) and the host build (reference kernels: EK_USE_DSP is 0
 there) with the simulator element by element; the manifest must show that the layer got the variant.
@@ -161,3 +162,73 @@ def test_few_channel_convolution_uint8_qonnx_bit_exact(target, tmp_path):
     path = export_qonnx(model, torch.zeros(1, 3, 9, 8), tmp_path / "m.onnx")
     variants, _ = _build_and_verify(path, target, tmp_path)
     assert list(variants.values()).count("conv2d_fewch_int8") + list(variants.values()).count("conv2d_fewch") == 2
+
+
+# ---------------------------------------------------------------------------------------
+# 1x1 convolutions with a fused residual add
+# ---------------------------------------------------------------------------------------
+def shortcut_chain(seed: int, shape, oc, stride, per_channel=True) -> bytes:
+    """A ResNet block's downsampling: x -> conv 3x3 / stride -> a; x -> conv 1x1 / stride (the layer under
+    test), + a (fused into the 1x1, random activation) -> conv 1x1 -> dense."""
+    rng = np.random.default_rng(seed)
+    ch = Chain(rng, shape, zp=int(rng.integers(-60, 60)))
+    ch.conv(shape[2], 3)
+    x = (ch.x, ch.shape, ch.scale, ch.zp)
+    ch.conv(oc, 3, stride=stride)
+    a = (ch.x, ch.scale, ch.zp)
+    ch.x, ch.shape, ch.scale, ch.zp = x
+    ch.conv(oc, 1, stride=stride, per_channel=per_channel).add_to(a)
+    return ch.conv(5, 1).dense(7).build()
+
+
+#: (seed, input shape, output channels, stride, per-channel): ResNet-8's 16 -> 32 at stride 2, 4 and 8 channels,
+#: odd output channels, more k-pairs than the full unroll takes (96 channels), stride 1, a per-tensor multiplier
+SHORTCUT_CASES = [(0, (8, 8, 16), 32, 2, True), (1, (7, 9, 4), 5, 2, True), (2, (6, 5, 8), 9, 1, True),
+                  (3, (5, 6, 96), 8, 2, True), (4, (9, 7, 12), 6, 2, False)]
+
+
+@pytest.mark.parametrize("target", sorted(BOARDS))
+@pytest.mark.parametrize("optimize", ["balanced", "speed"])
+@pytest.mark.parametrize("case", SHORTCUT_CASES, ids=lambda c: f"s{c[0]}")
+def test_shortcut_convolutions_with_fused_add_bit_exact(case, optimize, target, tmp_path):
+    seed, shape, oc, stride, per_channel = case
+    model = tmp_path / "shortcut.tflite"
+    model.write_bytes(shortcut_chain(seed, shape, oc, stride, per_channel))
+    variants, src = _build_and_verify(model, target, tmp_path, optimize, seed)
+    taken = [v for v in variants.values() if v.startswith("conv1x1_add")]
+    assert len(taken) == 1, variants
+    assert taken[0] == "conv1x1_add" or optimize == "balanced", variants
+    assert "ops_dsp/conv1x1_add.c.j2" in src
+
+
+@pytest.mark.parametrize("target", sorted(BOARDS))
+def test_shortcut_with_uint8_residual_qonnx_bit_exact(target, tmp_path):
+    """QONNX (power-of-two scales, single rounding): a 1x1 convolution over a ReLU's uint8 output plus that
+    output (the residual is uint8, its table indexed by the byte as it is)."""
+    import brevitas.nn as qnn
+    import torch
+    from torch import nn
+
+    from edgekit.qat import export_qonnx
+    from helpers.brevitas_models import A, qid
+
+    class ShortcutAdd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = qid()
+            self.c0 = qconv2d(3, 8, 3, padding=1)
+            self.r0 = qnn.QuantReLU(act_quant=U, return_quant_tensor=True)
+            self.c1 = qconv2d(8, 8, 1, stride=2)
+            self.q1 = qid()
+            self.pool = nn.MaxPool2d(1, stride=2)
+            self.out = qnn.QuantIdentity(act_quant=A, return_quant_tensor=False)
+
+        def forward(self, x):
+            a = self.r0(self.c0(self.inp(x)))
+            return self.out(self.q1(self.c1(a)).value + self.pool(a.value))
+
+    torch.manual_seed(7)
+    model = calibrate(ShortcutAdd(), (3, 10, 9))
+    path = export_qonnx(model, torch.zeros(1, 3, 10, 9), tmp_path / "m.onnx")
+    variants, _ = _build_and_verify(path, target, tmp_path)
+    assert "conv1x1_add_int8" in variants.values() or "conv1x1_add" in variants.values(), variants
