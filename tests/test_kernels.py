@@ -19,22 +19,24 @@ from edgekit.resources import resource_dir
 
 VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dw3_wide", "dwk", "dwk_int8", "dense", "dense_int8", "mve_gemm",
             "mve_dense", "mve_dw", "mve_dwc", "dense_xnor", "dense_binary", "conv_xnor", "mve_dense_xnor",
-            "mve_conv_xnor", "gap_dsp"}
+            "mve_conv_xnor", "gap_dsp", "conv2d_fewch", "conv2d_fewch_int8",
+            "conv1x1_add", "conv1x1_add_int8"}
 VARIANTS |= {"conv2d_gemm_packed", "dense_packed"}  # packed 4- and 2-bit weights (tests/test_kernels_packed.py)
 
 
 def _graph(chain: str, seed: int, tmp_path):
     """An IR graph (after the default passes) and its memory plan, from a test_kernels_dsp chain (or
-    test_kernels_edges' global average pool, chain "gap")."""
+    test_kernels_edges' global average pool, chain "gap", or its ResNet shortcut, chain "shortcut")."""
     from test_kernels_dsp import CHAINS
-    from test_kernels_edges import gap_model
+    from test_kernels_edges import gap_model, shortcut_chain
 
     from edgekit.frontends.tflite.importer import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.ir.planner import plan_memory
 
     path = tmp_path / f"{chain}{seed}.tflite"
-    path.write_bytes(gap_model(seed, 5, 4, 22) if chain == "gap" else CHAINS[chain](seed))
+    edges = {"gap": lambda: gap_model(seed, 5, 4, 22), "shortcut": lambda: shortcut_chain(seed, (6, 6, 8), 8, 2)}
+    path.write_bytes(edges[chain]() if chain in edges else CHAINS[chain](seed))
     graph, _ = import_tflite(path)
     run_default_passes(graph)
     return graph, plan_memory(graph)
@@ -44,7 +46,7 @@ def _graph(chain: str, seed: int, tmp_path):
 def graphs(tmp_path_factory):
     d = tmp_path_factory.mktemp("kernels")
     # a: conv, depthwise 3x3, 1x1, dense; b: dilation, depth multipliers, a fused residual; d: other depthwise
-    return [_graph(c, s, d) for c, s in (("a", 0), ("b", 2), ("d", 6), ("gap", 0))]
+    return [_graph(c, s, d) for c, s in (("a", 0), ("b", 2), ("d", 6), ("gap", 0), ("shortcut", 0))]
 
 
 def test_every_variant_module_is_discovered_once():
@@ -135,10 +137,11 @@ def test_selection_by_core_and_the_reasons_for_the_reference(graphs):
     # size and balanced keep the weights at int8; speed widens them to int16
     for optimize in ("size", "balanced"):
         dsp = [s.kind for s in kinds[("dsp",), optimize]]
-        assert dsp[:3] == ["conv2d_gemm_int8", "dw3_int8", "conv2d_gemm_int8"] and dsp[-2:] == ["dense_int8", "dense_int8"]
+        # chain a(0)'s first convolution has at most 4 input channels: the few-channel variant
+        assert dsp[:3] == ["conv2d_fewch_int8", "dw3_int8", "conv2d_gemm_int8"] and dsp[-2:] == ["dense_int8", "dense_int8"]
     dsp = [s.kind for s in kinds[("dsp",), "speed"]]
     # the depthwise 3x3 layer (depth multiplier 1, TFLite double rounding): dw3_int8's loop on int16 records
-    assert dsp[:3] == ["conv2d_gemm", "dw3_wide", "conv2d_gemm"] and dsp[-2:] == ["dense", "dense"]
+    assert dsp[:3] == ["conv2d_fewch", "dw3_wide", "conv2d_gemm"] and dsp[-2:] == ["dense", "dense"]
     assert [s.kind for s in kinds[("dsp",), "balanced"]] == [reg.select(n, graph, plan, ("dsp",), "optimized").kind
                                                             for n in graph.nodes if n.op in ("conv2d", "dense")]
     node = graph.nodes[0]

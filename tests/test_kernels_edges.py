@@ -1,5 +1,7 @@
-"""The DSP variants for the layers the GEMM handles badly (issue 16): global average pooling (gap_dsp),
-bit-exact against the reference on random shapes on the emulated Cortex-M4 and M7.
+"""The DSP variants for the layers the GEMM handles badly (issue 16): convolutions with 1-4 input channels
+(conv2d_fewch, conv2d_fewch_int8), 1x1 convolutions with a fused residual add (conv1x1_add, conv1x1_add_int8:
+ResNet-8's shortcuts) and global average pooling (gap_dsp), bit-exact against the reference on random shapes
+on the emulated Cortex-M4 and M7.
 
 ``verify`` compares the firmware (optimized kernels) and the host build (reference kernels: EK_USE_DSP is 0
 there) with the simulator element by element; the manifest must show that the layer got the variant.
@@ -14,7 +16,10 @@ import pytest
 
 from edgekit.frontends.qonnx_writer import GraphBuilder
 from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
+from helpers.brevitas_models import U, Seq, qconv2d
+from helpers.calibration import calibrate
 from helpers.tflite_layers import conv_layer
+from test_kernels_dsp import Chain
 
 BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500"}
 
@@ -37,7 +42,10 @@ def _build_and_verify(model: Path, target: str, tmp_path: Path, optimize: str = 
             assert s.elements > 0 and s.mismatches == 0, rep.table()
     assert rep.ok, rep.table()
     manifest = json.loads((out / "manifest.json").read_text())
-    return manifest["kernel_variants"], (out / "src" / "model.c").read_text()
+    variants = manifest["kernel_variants"]
+    fused = {n for f in manifest["memory_plan"].get("fused", []) for n in (f["producer"], f["consumer"])}
+    variants = {n: (f"{v} (row-fused)" if n in fused else v) for n, v in variants.items()}
+    return variants, (out / "src" / "model.c").read_text()
 
 
 # ---------------------------------------------------------------------------------------
@@ -88,3 +96,139 @@ def test_global_average_pool_uint8_qonnx_bit_exact(c, h, w, out_scale, target, t
     path = qonnx_gap_model(tmp_path / "gap.onnx", c, h, w, out_scale)
     variants, _ = _build_and_verify(path, target, tmp_path)
     assert "gap_dsp" in variants.values(), variants
+
+
+# ---------------------------------------------------------------------------------------
+# Convolutions with few input channels
+# ---------------------------------------------------------------------------------------
+def fewch_chain(seed: int, shape, oc, k, stride, padding, per_channel=True, residual=False) -> bytes:
+    """conv (the layer under test: ``shape[2]`` <= 4 input channels) -> conv 1x1 -> dense; with ``residual``
+    a 1x1 conv to 4 channels first, and the layer under test (4 -> 4) takes a fused residual add of it."""
+    rng = np.random.default_rng(seed)
+    ch = Chain(rng, shape, zp=int(rng.integers(-60, 60)))
+    if residual:
+        ch.conv(4, 1)
+        trunk = (ch.x, ch.scale, ch.zp)
+        ch.conv(4, k, stride=1, padding="SAME").add_to(trunk)
+    else:
+        ch.conv(oc, k, stride=stride, padding=padding, per_channel=per_channel)
+    return ch.conv(5, 1).dense(7).build()
+
+
+#: (seed, input shape, output channels, kernel, stride, padding, per-channel, fused residual): KWS's 10x4 over
+#: one channel at stride 2, RGB 3x3 at strides 1 and 2 (run tails of 1 byte), 2 channels (tails of 2 and 3 bytes:
+#: PKHBT/PKHTB), 4 channels (whole words), odd channel counts, VALID windows that leave columns unread, 1x1
+FEWCH_CASES = [(0, (21, 10, 1), 8, (10, 4), 2, "SAME", True, False),
+               (1, (12, 11, 3), 16, 3, 1, "SAME", True, False),
+               (2, (13, 12, 3), 7, 3, 2, "SAME", False, False),
+               (3, (9, 10, 2), 6, (3, 5), 2, "VALID", True, False),
+               (4, (8, 9, 2), 5, 3, 1, "SAME", True, False),
+               (5, (9, 8, 4), 9, 2, 1, "SAME", True, False),
+               (6, (7, 9, 1), 4, 1, 1, "SAME", True, False),   # row-fused with the next 1x1: the GEMM
+               (8, (7, 9, 1), 4, (1, 3), 2, "SAME", True, False),
+               (7, (8, 7, 3), 4, 3, 1, "SAME", True, True)]
+
+
+@pytest.mark.parametrize("target", sorted(BOARDS))
+@pytest.mark.parametrize("optimize", ["balanced", "speed"])
+@pytest.mark.parametrize("case", FEWCH_CASES, ids=lambda c: f"s{c[0]}")
+def test_few_channel_convolutions_bit_exact(case, optimize, target, tmp_path):
+    seed, shape, oc, k, stride, padding, per_channel, residual = case
+    model = tmp_path / "fewch.tflite"
+    model.write_bytes(fewch_chain(seed, shape, oc, k, stride, padding, per_channel, residual))
+    variants, src = _build_and_verify(model, target, tmp_path, optimize, seed)
+    # the first layer (or, with the residual, the one after the 1x1) has at most 4 input channels
+    first = variants["conv_2d_1" if residual else "conv_2d_0"]
+    if first.endswith("(row-fused)"):  # the planner runs it row by row with the next conv: the GEMM's ranges
+        assert first.startswith("conv2d_gemm"), variants
+        return
+    assert first == {"speed": "conv2d_fewch", "balanced": "conv2d_fewch_int8"}[optimize] or (
+        optimize == "balanced" and first == "conv2d_fewch"), variants  # balanced may widen a small layer
+    assert "ops_dsp/conv2d_fewch.c.j2" in src
+
+
+@pytest.mark.parametrize("target", sorted(BOARDS))
+def test_few_channel_convolution_uint8_qonnx_bit_exact(target, tmp_path):
+    """uint8 input after a ReLU (UXTAB16, zero point 0), QONNX single rounding (the reference requantization
+    in the epilogue), 4 input channels at stride 2."""
+    import torch
+
+    from edgekit.qat import export_qonnx
+
+    torch.manual_seed(5)
+    relu = lambda: __import__("brevitas.nn", fromlist=["QuantReLU"]).QuantReLU(act_quant=U, return_quant_tensor=True)  # noqa: E731
+    model = Seq(qconv2d(3, 6, 3, padding=1), relu(), qconv2d(6, 4, 1), relu(), qconv2d(4, 5, 3, stride=2, padding=1))
+    model = calibrate(model, (3, 9, 8))
+    path = export_qonnx(model, torch.zeros(1, 3, 9, 8), tmp_path / "m.onnx")
+    variants, _ = _build_and_verify(path, target, tmp_path)
+    assert list(variants.values()).count("conv2d_fewch_int8") + list(variants.values()).count("conv2d_fewch") == 2
+
+
+# ---------------------------------------------------------------------------------------
+# 1x1 convolutions with a fused residual add
+# ---------------------------------------------------------------------------------------
+def shortcut_chain(seed: int, shape, oc, stride, per_channel=True) -> bytes:
+    """A ResNet block's downsampling: x -> conv 3x3 / stride -> a; x -> conv 1x1 / stride (the layer under
+    test), + a (fused into the 1x1, random activation) -> conv 1x1 -> dense."""
+    rng = np.random.default_rng(seed)
+    ch = Chain(rng, shape, zp=int(rng.integers(-60, 60)))
+    ch.conv(shape[2], 3)
+    x = (ch.x, ch.shape, ch.scale, ch.zp)
+    ch.conv(oc, 3, stride=stride)
+    a = (ch.x, ch.scale, ch.zp)
+    ch.x, ch.shape, ch.scale, ch.zp = x
+    ch.conv(oc, 1, stride=stride, per_channel=per_channel).add_to(a)
+    return ch.conv(5, 1).dense(7).build()
+
+
+#: (seed, input shape, output channels, stride, per-channel): ResNet-8's 16 -> 32 at stride 2, 4 and 8 channels,
+#: odd output channels, more k-pairs than the full unroll takes (96 channels), stride 1, a per-tensor multiplier
+SHORTCUT_CASES = [(0, (8, 8, 16), 32, 2, True), (1, (7, 9, 4), 5, 2, True), (2, (6, 5, 8), 9, 1, True),
+                  (3, (5, 6, 96), 8, 2, True), (4, (9, 7, 12), 6, 2, False)]
+
+
+@pytest.mark.parametrize("target", sorted(BOARDS))
+@pytest.mark.parametrize("optimize", ["balanced", "speed"])
+@pytest.mark.parametrize("case", SHORTCUT_CASES, ids=lambda c: f"s{c[0]}")
+def test_shortcut_convolutions_with_fused_add_bit_exact(case, optimize, target, tmp_path):
+    seed, shape, oc, stride, per_channel = case
+    model = tmp_path / "shortcut.tflite"
+    model.write_bytes(shortcut_chain(seed, shape, oc, stride, per_channel))
+    variants, src = _build_and_verify(model, target, tmp_path, optimize, seed)
+    taken = [v for v in variants.values() if v.startswith("conv1x1_add")]
+    assert len(taken) == 1, variants
+    assert taken[0] == "conv1x1_add" or optimize == "balanced", variants
+    assert "ops_dsp/conv1x1_add.c.j2" in src
+
+
+@pytest.mark.parametrize("target", sorted(BOARDS))
+def test_shortcut_with_uint8_residual_qonnx_bit_exact(target, tmp_path):
+    """QONNX (power-of-two scales, single rounding): a 1x1 convolution over a ReLU's uint8 output plus that
+    output (the residual is uint8, its table indexed by the byte as it is)."""
+    import brevitas.nn as qnn
+    import torch
+    from torch import nn
+
+    from edgekit.qat import export_qonnx
+    from helpers.brevitas_models import A, qid
+
+    class ShortcutAdd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = qid()
+            self.c0 = qconv2d(3, 8, 3, padding=1)
+            self.r0 = qnn.QuantReLU(act_quant=U, return_quant_tensor=True)
+            self.c1 = qconv2d(8, 8, 1, stride=2)
+            self.q1 = qid()
+            self.pool = nn.MaxPool2d(1, stride=2)
+            self.out = qnn.QuantIdentity(act_quant=A, return_quant_tensor=False)
+
+        def forward(self, x):
+            a = self.r0(self.c0(self.inp(x)))
+            return self.out(self.q1(self.c1(a)).value + self.pool(a.value))
+
+    torch.manual_seed(7)
+    model = calibrate(ShortcutAdd(), (3, 10, 9))
+    path = export_qonnx(model, torch.zeros(1, 3, 10, 9), tmp_path / "m.onnx")
+    variants, _ = _build_and_verify(path, target, tmp_path)
+    assert "conv1x1_add_int8" in variants.values() or "conv1x1_add" in variants.values(), variants

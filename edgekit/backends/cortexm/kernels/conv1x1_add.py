@@ -1,0 +1,122 @@
+"""DSP 1x1 convolutions (any stride) with a fused residual add, ResNet-8's shortcuts
+(templates/cortexm/ops_dsp/conv1x1_add.c.j2, docs/kernels.md).
+
+With 16 or 32 input channels a shortcut output has 8 or 16 k-pairs of multiplies, and the fused add
+(TFLite's ADD: both operands rescaled, summed, requantized) cost more than them in the GEMM's epilogue: three
+one-multiply requantizations per output. Both operands of the sum are 8-bit codes, so their rescaled values
+are two tables of 256 int32 computed at build time with the contract's own arithmetic (``apply_requant``;
+the same integers the reference computes): per output, the conv's code and the residual's code index the
+tables, and one requantization of their sum remains, in the SMMLAR form on doubled table entries where the
+sum's bound allows (``doubled_constants``). The micro-kernel is the GEMM's 3 pixel x 2 channel step, fully
+unrolled over the k-pairs; the im2col of a 1x1 pixel is its channels' words, straight-line."""
+from __future__ import annotations
+
+import numpy as np
+
+from ....ir import contract
+from .common import Int8WeightsRefusal, requant_ctx, scalar_expr, smmlar_ctx
+from .conv2d_fewch import FULL_UNROLL
+from .conv2d_gemm import GEMM_CHANNELS, GEMM_PIXELS, ConvGemm
+from .conv2d_gemm_int8 import ConvGemmInt8
+
+#: table entries: every code of an 8-bit operand
+CODES = 256
+
+
+def operand_table(rq_in, code_lo: int, zp: int) -> np.ndarray:
+    """The add's rescaled operand for every 8-bit code from ``code_lo``: ``requant(code - zp)`` as the
+    reference computes it (ops/add.py's arithmetic through the contract)."""
+    codes = np.arange(code_lo, code_lo + CODES, dtype=np.int64)
+    return contract.apply_requant(codes - zp, rq_in).astype(np.int64)
+
+
+class Conv1x1Add(ConvGemm):
+    name = "conv1x1_add"
+    # above the few-channel variants (a 1x1 over 4 channels with an add is both): the add's tables go first
+    priority = 14
+    template = "ops_dsp/conv1x1_add.c.j2"
+    row_ranges = False
+    cost_kinds = {"conv1x1_add": ("pixels", "pixel_words", "mk_steps", "mk_blocks", "outputs", "blocks", "const")}
+    cost_reduced = {"conv1x1_add": ("mk_steps", "outputs")}
+    cost_work = {"conv1x1_add": (("mk_steps", GEMM_PIXELS * GEMM_CHANNELS * 2), ("outputs", 1))}
+
+    def applies(self, node, graph) -> bool:
+        a = node.attrs
+        return list(a["kernel"]) == [1, 1] and not any(a["pad"]) and bool(a.get("residual"))
+
+    def refusal(self, node, graph, plan) -> str | None:
+        if not self.applies(node, graph):
+            return "not a 1x1 convolution with a fused residual add"
+        why = super().refusal(node, graph, plan)
+        if why:
+            return why
+        x, r = graph.tensors[node.inputs[0]], graph.tensors[node.inputs[3]]
+        if x.shape[2] % 4:
+            return "input channels not a multiple of 4"
+        if r.dtype not in ("int8", "uint8") or graph.tensors[node.outputs[0]].dtype not in ("int8", "uint8"):
+            return "residual or output wider than 8 bits"
+        rq = node.attrs.get("requant")
+        if rq is None or not (-128 <= rq.lo and rq.hi <= 255):
+            return "convolution output wider than 8 bits"
+        if plan is not None and plan.fusion_of(node.name) is not None:
+            return "row-fused (the GEMM computes ranges of output pixels)"
+        return None
+
+    def select(self, node, graph, plan):
+        sel = super().select(node, graph, plan)
+        d = sel.ctx
+        res, rq = node.attrs["residual"], node.attrs["requant"]
+        rt = graph.tensors[node.inputs[3]]
+        y_lo = -128 if rq.lo < 0 else 0                   # the conv's codes, clamped to [rq.lo, rq.hi]
+        r_lo = -128 if rt.dtype == "int8" else 0
+        ta = operand_table(res["in_requant"][0], y_lo, rq.zero_point)
+        # by the residual code's byte (LDRB, no sign extension): codes 0..127, then -128..-1 for int8
+        tb = np.roll(operand_table(res["in_requant"][1], r_lo, rt.zero_point), r_lo)
+        bound = int(np.abs(ta).max() + np.abs(tb).max())  # |sum| for any two codes
+        out = res["requant"]
+        form = {}
+        if out is not None and len(out.multiplier) == 1:
+            form = smmlar_ctx(requant_ctx(out, 1), out, [bound], 1)
+        if form.get("smmlar"):
+            # doubled entries: the sum is the doubled accumulator ek_dsp_rq2d takes
+            ta, tb = 2 * ta, 2 * tb
+            d["sum_expr"] = (f"{form['clamp_pre']}ek_dsp_rq2d(s_, {form['fm'][0]}, {form['fahi'][0]}, "
+                             f"{form['fsh'][0]}){form['clamp_post']}")
+        elif out is not None:
+            d["sum_expr"] = scalar_expr(out, bound)        # one SMLAL, or None: the reference requantization
+            if d["sum_expr"]:
+                d["sum_expr"] = d["sum_expr"].format(x="s_")
+        d.update(ta=ta.tolist(), tb=tb.tolist(), y_lo=y_lo, r_lo=r_lo, sum_doubled=bool(form.get("smmlar")),
+                 full_unroll=d["kwords"] <= FULL_UNROLL, pixel_words=graph.tensors[node.inputs[0]].shape[2] // 4)
+        d["summary"] = d["summary"].replace("micro-kernel", "micro-kernel, fused add from two 256-entry tables")
+        sel.weight_bytes += 4 * 2 * CODES
+        return sel
+
+    def cost_features(self, info: dict) -> tuple[str, dict]:
+        ih, iw, ic = info["in"]
+        oh, ow, oc = info["out"]
+        blocks = -(-oh * ow // GEMM_PIXELS)
+        pairs = -(-oc // GEMM_CHANNELS)
+        return self.cost_kind, {"pixels": oh * ow, "pixel_words": oh * ow * (ic // 4),
+                                "mk_steps": blocks * pairs * (ic // 2), "mk_blocks": blocks * pairs,
+                                "outputs": oh * ow * oc, "blocks": blocks, "const": 1}
+
+    def cost_refinements(self, kind: str, info: dict) -> list[str]:
+        return [f"rq-{info.get('rq') or 'none'}"]
+
+
+class Conv1x1AddInt8(Int8WeightsRefusal, Conv1x1Add):
+    name = "conv1x1_add_int8"
+    priority = 13
+    modes = frozenset({"size", "balanced", "speed"})
+    int8_weights = True
+    weight_form = ConvGemmInt8.weight_form
+    cost_kinds = {"conv1x1_add_int8": Conv1x1Add.cost_kinds["conv1x1_add"]}
+    cost_reduced = {"conv1x1_add_int8": Conv1x1Add.cost_reduced["conv1x1_add"]}
+    cost_work = {"conv1x1_add_int8": Conv1x1Add.cost_work["conv1x1_add"]}
+    channel_pair_words = ConvGemmInt8.channel_pair_words
+    instructions_saved_by_int16 = ConvGemmInt8.instructions_saved_by_int16
+    flash_bytes = ConvGemmInt8.flash_bytes
+
+
+VARIANTS = (Conv1x1Add(), Conv1x1AddInt8())
