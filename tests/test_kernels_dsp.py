@@ -99,6 +99,44 @@ def test_smmlar_form_without_the_sign_term_under_a_relu_floor():
     assert differed  # unclamped, the term matters (ties of negative accumulators)
 
 
+def test_scaled_records_give_every_channel_one_shift():
+    """dw3_wide's records scaled per channel by 2^j_c (scaled_constants): SMMLA with (M, K_c) on 2^j_c acc, then
+    one arithmetic shift for all channels, equals TFLite's double rounding after a clamp floor at or above the
+    zero point, over the accumulator bound and on ties; refused without such a floor, with one shift already,
+    or where 2^j_c w leaves int16."""
+    from edgekit.backends.cortexm.kernels.dw3_int8 import doubled_constants, scaled_constants
+
+    rng = np.random.default_rng(62)
+    for trial in range(60):
+        n = 6
+        ms = [int(rng.integers(2**30, 2**31)) for _ in range(n)]
+        ss = [int(rng.integers(36, 41)) for _ in range(n)]
+        ss[0], ss[1] = 36, 40                      # shifts that differ
+        zp = int(rng.integers(-128, 100))
+        lo = zp + int(rng.integers(0, 3))
+        rq = contract.Requant(tuple(ms), tuple(ss), zp, lo, 127, False, "double")
+        w = rng.integers(-128, 128, (3, 3, n))
+        bias = rng.integers(-5000, 5000, n)
+        bounds = np.abs(bias) + np.abs(w).sum(axis=(0, 1)) * 255
+        dbl = doubled_constants(rq, bounds)
+        ks, shift = scaled_constants(rq, dbl, bounds, w, bias)
+        for c in range(n):
+            j = 2 + (shift - 1) - dbl[c][2]
+            accs = np.concatenate([rng.integers(-bounds[c], bounds[c] + 1, 3000), [-bounds[c], bounds[c], -1, 0, 1]])
+            ties = [(int(k) * 2**ss[c] - 2**30 - 2**(ss[c] - 1)) // ms[c] for k in rng.integers(-2**12, 2**12, 200)]
+            accs = np.concatenate([accs, [t + d for t in ties for d in (-1, 0, 1) if abs(t + d) <= bounds[c]]])
+            a = accs.astype(object) * 2**j                            # exact integers: SMMLA's 64-bit sum
+            got = np.array([((int(v) * ms[c] + ks[c] * 2**32) >> 32) >> shift for v in a])
+            want = contract.mul_dbl(accs, ms[c], ss[c]) + zp
+            assert np.array_equal(np.clip(got, lo, 127), np.clip(want, lo, 127)), (trial, c)
+        assert scaled_constants(contract.Requant(tuple(ms), tuple(ss), zp, zp - 1, 127, False, "double"), dbl,
+                                bounds, w, bias) is None                      # no floor: the sign term is needed
+        one = contract.Requant(tuple(ms), (38,) * n, zp, lo, 127, False, "double")
+        assert scaled_constants(one, doubled_constants(one, bounds), bounds, w, bias) is None
+        far = contract.Requant(tuple(ms), (36, 48) + (40,) * (n - 2), zp, lo, 127, False, "double")
+        assert scaled_constants(far, doubled_constants(far, bounds), bounds, w, bias) is None  # 2^14 w
+
+
 def test_run_pairs_cover_every_byte_once():
     for n in range(1, 40):
         pairs = run_pairs(n)

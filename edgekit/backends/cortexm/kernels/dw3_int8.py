@@ -85,7 +85,11 @@ def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int,
     and the record 2 * bias (stride 1: one input element per output to double), "smmlar_lsl" where
     each accumulator is doubled by LSL (strides that bring in more input per output);
     ``shift``: every channel's e, folded into SSAT/USAT's shift. ``wide``: the record holds each kernel
-    row's two int16 pairs (dw3_wide), loaded by one LDM per row instead of LDR + 2 SXTB16."""
+    row's two int16 pairs (dw3_wide), loaded by one LDM per row instead of LDR + 2 SXTB16. "smmla": dw3_wide's
+    records scaled per channel (:func:`scaled_constants`): SMMLA with (M, K) and SSAT by the common ``shift``.
+    ``signed_round`` False: the rounding term of a negative accumulator (s in :func:`doubled_rq`) is left out,
+    which :func:`sign_term_needed` allows where the clamp's floor is at or above the output zero point: one
+    instruction fewer per output."""
     st = "strb" if out_size == 1 else "strh"
     # LDRD reaches 1020 bytes (imm8 x 4): the last ring row's last word must be within it
     pairs = 2 * (kh - 1) * wp + 4 * ((n - 1) * stride // 2 + 1) <= 1020
@@ -103,7 +107,9 @@ def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int,
     lines.append("ldmia %[r]!, {%[P], %[Q], %[X]}")
     for k in list(range(1, n)) + [0]:
         a = f"%[a{k}]"
-        if form != "smlal":
+        if form == "smmla":
+            lines += ["smmla %[t1], " + a + ", %[P], %[Q]", f"{sat} %[t1], #{bits}, %[t1], asr #{shift}"]
+        elif form != "smlal":
             if signed_round:
                 lines.append("add %[t1], %[Q], " + a + ", asr #31")
             if form == "smmlar_lsl":
@@ -132,6 +138,33 @@ def sign_term_needed(rq) -> bool:
     the code stays at or below the zero point, as TFLite's is. Where the clamp's floor is at or above the
     zero point (a fused ReLU or ReLU6) both become that floor, so only layers without one need the term."""
     return rq.lo < rq.zero_point
+
+
+def scaled_constants(rq, dbl, bounds, weights: np.ndarray, bias: np.ndarray) -> tuple[list[int], int] | None:
+    """Per channel the power-of-two scale j_c of dw3_wide's int16 records that gives every channel one shift,
+    or None. Channel c's weights and bias are stored times 2^j_c, j_c = 2 + E - e_c (E the largest e of
+    doubled_constants), and SMMLA (no rounding) with (M, K_c), K_c = 2^(j_c - 1) (2 Ahi) + 2^(j_c - 2), gives
+    floor(2^j_c num / 2^32) for num = acc M + Ahi 2^32 + 2^30, so an arithmetic shift by E + 1, the same for
+    all channels, finishes: SSAT's own shift (num without the negative accumulator's term: only under a clamp
+    floor at or above the zero point, sign_term_needed). Needs 2^j_c w in int16, 2^j_c acc and K_c in int32
+    and |2^j_c num| < 2^63. Returns (the K_c, E + 1)."""
+    if not dbl or sign_term_needed(rq):
+        return None
+    es = [e for _, _, e in dbl]
+    if len(set(es)) == 1:
+        return None          # one shift already: the SMMLAR form folds it into SSAT
+    top = max(es)
+    ks = []
+    for c, (m, k2, e) in enumerate(dbl):
+        j = 2 + top - e
+        wmax = int(np.abs(weights[..., c]).max(initial=0)) << j
+        kc = (k2 << (j - 1)) + (1 << (j - 2))
+        num = int(bounds[c]) * m + abs(k2 // 2) * 2**32 + 2**31 + 2**30
+        if wmax > 2**15 - 1 or (int(bounds[c]) << j) >= 2**31 or abs(int(bias[c]) << j) >= 2**31 \
+                or not -(2**31) <= kc < 2**31 or (num << j) >= 2**63:
+            return None
+        ks.append(kc)
+    return ks, top + 1
 
 
 def step_ring_pointer(lines: list[str], step: int) -> list[str]:
@@ -232,6 +265,9 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
         # LSL one per output: the ring for stride 1 x 1 only; wide records double the weights instead (free)
         in_ring = bool(dbl) and g["sh"] * g["sw"] == 1 and not self.wide
         in_weights = bool(dbl) and self.wide
+        # wide records scaled per channel by a power of two so that every channel shifts alike (SSAT's shift)
+        scaled = scaled_constants(rq, dbl, bounds, w, bias) if in_weights else None
+        scale = [1 << (2 + scaled[1] - 1 - e) for _, _, e in dbl] if scaled else [2] * oc
         # one record per output channel: row 0's weights, the bias, rows 1.. kh-1's, then (M, Ahi, e - 1) when
         # the one-SMLAL epilogue applies, or (M, 2 Ahi, e) for SMMLAR
         recs = []
@@ -239,14 +275,16 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
             if self.wide:
                 rows = []
                 for ky in range(kh):
-                    w0, w1, w2 = (2 * int(v) for v in w[ky, :, c])
+                    w0, w1, w2 = (scale[c] * int(v) for v in w[ky, :, c])
                     second = (w1, w2) if g["sw"] == 1 else (w2, 0)
                     rows.append([int(pair_words(w0, w1)), int(pair_words(*second))])
-                rec = rows[0] + [int(bias[c]) * 2] + [v for r in rows[1:] for v in r]
+                rec = rows[0] + [int(bias[c]) * scale[c]] + [v for r in rows[1:] for v in r]
             else:
                 words = [int(byte_words(*row_word(*(int(v) for v in w[ky, :, c]), g["sw"]))) for ky in range(kh)]
                 rec = [words[0], int(bias[c]) * (2 if in_ring else 1)] + words[1:]
-            if dbl:
+            if scaled:
+                rec += [dbl[c][0], scaled[0][c], scaled[1]]
+            elif dbl:
                 rec += list(dbl[c])
             elif rqc.get("fast"):
                 rec += rqc["frec"][3 * c:3 * c + 3] if rqc["fast_pc"] else rqc["frec"][:3]
@@ -258,7 +296,7 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
                         else "int8 weights (SXTB16)")
         ctx = {"g": g, "mult": a["depth_multiplier"], "wp": wpad, "rec_words": [v for r in recs for v in r],
                "rw": len(recs[0]), "rots": rots, "blocks": plan_blocks, "wide": self.wide,
-               "ext": extend_insn(x.dtype), "offset_word": offset_word(2 * zp if in_ring else zp), "zp": x.zero_point,
+               "scaled": bool(scaled), "ext": extend_insn(x.dtype), "offset_word": offset_word(2 * zp if in_ring else zp), "zp": x.zero_point,
                "scratch_bytes": 2 * kh * g["ic"] * wpad, "uses_bias": False, "doubled": in_ring,
                "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16 "
                           f"{'2 (x - zp)' if in_ring else '(x - zp)'}{', SMMLAR requantization' if dbl else ''}, "
@@ -275,6 +313,8 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
                 shifts = {e for _, _, e in dbl} if dbl else set()
                 shift = shifts.pop() if len(shifts) == 1 else None  # one for all channels: SSAT's own shift
                 form = "smlal" if not dbl else "smmlar" if (in_ring or in_weights) else "smmlar_lsl"
+                if scaled:
+                    form, shift = "smmla", scaled[1]
                 ctx["asm"] = {
                     (rot, n): block_asm(n, g["sw"], kh, rot, wpad, cs, g["oc"], y.itemsize, sat, 8 * y.itemsize,
                                         lo, hi, form=form, shift=shift, wide=self.wide,
@@ -288,7 +328,9 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
                 steps = g["oh"] * sum(cols // n for _, cols, n in plan_blocks) * oc
                 lsl = g["oh"] * g["ow"] * oc if form == "smmlar_lsl" else 0
                 ring_words = (min(g["ih"], (g["oh"] - 1) * g["sh"] + kh) * g["iw"] * g["ic"]) // 2 if in_ring else 0
-                ctx["saved_by_int16"] = 2 * kh * steps + lsl + ring_words if dbl else 0
+                # and, where dw3_wide's records can be scaled to one shift for all channels, the ASR per output
+                one_shift = g["oh"] * g["ow"] * oc if scaled_constants(rq, dbl, bounds, w, bias) else 0
+                ctx["saved_by_int16"] = 2 * kh * steps + lsl + ring_words + one_shift if dbl else 0
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * len(ctx["rec_words"]))
 
     def instructions_saved_by_int16(self, sel) -> int:
@@ -334,8 +376,8 @@ class Dw3Wide(Dw3Int8):
             return why
         # only the assembly loop with the SMMLAR epilogue reads the doubled int16 records
         sel = Dw3Int8.select(self, node, graph, plan)
-        if "asm" not in sel.ctx or not any("smmlar" in line for line in next(iter(sel.ctx["asm"].values()))):
-            return "no assembly channel loop with the SMMLAR epilogue for this layer (dw3's int16 records instead)"
+        if "asm" not in sel.ctx or not any("smmla" in line for line in next(iter(sel.ctx["asm"].values()))):
+            return "no assembly channel loop with the SMMLA(R) epilogue for this layer (dw3's int16 records instead)"
         return None
 
 
