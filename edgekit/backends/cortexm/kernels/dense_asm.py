@@ -33,9 +33,10 @@ from .registry import STACK_SCRATCH_LIMIT, arena_gap
 XP, WP = "r0", "r1"
 #: the other registers the statement takes (r7 stays the frame pointer, sp is sp)
 POOL = ("r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10", "r11", "r12", "lr")
-#: full k-step groups per inner loop iteration at most (the rest unrolled): int8 pairs (size, balanced:
-#: code flash counts), int16 weights (speed: about 2 KB of code per layer buys 3 instructions per iteration)
-MAX_UNROLL = {True: 8, False: 16}
+#: k-step groups per inner loop iteration at most (the first iteration enters the body part-way): 4 for the
+#: int8 pairs (size, balanced: code flash counts; AD on the M4 277,070 instructions and 6.1 KB of code,
+#: against 270,926 and 8.3 KB with 8), 24 for int16 weights (speed: a 128-input row's k-steps unrolled)
+MAX_UNROLL = {True: 4, False: 24}
 #: largest |B| the pairs form recovers exactly from acc_h - acc_a = 256 B (mod 2^32)
 PAIR_BOUND = 2**23
 
@@ -81,11 +82,13 @@ def shape(pairs: bool, xsrc: str) -> Shape:
 
 @dataclass
 class Program:
-    """The generated statement: assembly lines, the stream's tokens per block of each segment, and
-    the instructions one inference executes in it."""
+    """The generated statement: assembly lines, the stream's tokens of one block, the passes over
+    the rows, and the instructions one inference executes in it."""
     lines: list[str] = field(default_factory=list)
-    # per segment: (first row, rows, blocks, tokens of one block)
-    segments: list[tuple[int, int, int, list[tuple]]] = field(default_factory=list)
+    rows: int = 0
+    #: (first row, blocks) of each pass
+    passes: list[tuple[int, int]] = field(default_factory=list)
+    tokens: list[tuple] = field(default_factory=list)
     instructions: int = 0
     #: the input pointer after the looped groups, in units of its type (int32 pairs or input bytes)
     xend: int = 0
@@ -211,109 +214,105 @@ def _clamp(e: _Emitter, t: str, e_shift: int | str, out_bits: int, signed: bool,
 def generate(pairs: bool, xsrc: str, ext: str, n_in: int, n_out: int, e_shift: int | None, out_bits: int,
              out_signed: bool, lo: int, hi: int, per_channel: bool = False) -> Program:
     """The statement for one layer (operands: %[m], %[k] the SMMLAR constants, %[o] the output
-    pointer, %[wend] the end of each segment's weights, %[xend] the input pointer after the looped groups).
-    ``per_channel``: each row's M and K (and its shift where ``e_shift`` is None) come from the stream."""
+    pointer, %[wend] the end of the pass's weights, %[xend] the input pointer after the looped groups).
+    ``per_channel``: each row's M and K (and its shift where ``e_shift`` is None) come from the stream.
+
+    One block program of ``rows`` rows runs in passes: the blocks from row 0, and where the rows do not
+    divide, first one block over the last ``rows`` rows (computing some rows twice, the same values)
+    instead of a second copy of the program for the last 1-3 rows."""
     sh = shape(pairs, xsrc)
     full, rest, xbytes = _groups(sh, n_in)
-    rows_per_block = sh.rows
+    rows = min(sh.rows, n_out)
+    units = -(-rows // 2) if pairs else rows
+    nacc = 2 * units if pairs else rows
+    accs = sh.acc[:nacc]
+    main, rem = divmod(n_out, rows)
+    passes = ([(n_out - rows, 1)] if rem else []) + [(0, main)]
     prog = Program()
     e = _Emitter()
-    segs = []
-    main, rem = divmod(n_out, rows_per_block)
-    if main:
-        segs.append((0, rows_per_block, main))
-    if rem:
-        segs.append((main * rows_per_block, rem, 1))
-    total = 0
-    osize = out_bits // 8
-    for si, (first, rows, blocks) in enumerate(segs):
-        units = -(-rows // 2) if pairs else rows
-        nacc = 2 * units if pairs else rows
-        accs = sh.acc[:nacc]
-        tokens: list[tuple] = [("init", a) for a in range(nacc)]
-        lab = f"{10 + 2 * si}"
-        if blocks > 1:
-            e.label(f"{lab}:")
+    tokens: list[tuple] = [("init", a) for a in range(nacc)]
+    e.label("10:")
+    e.op(f"ldmia {WP}!, {{{', '.join(accs)}}}")
+    per_block = e.count
+    n_full = len(full)
+    u = _unroll(n_full, MAX_UNROLL[pairs])
+    if n_full > u:
+        # a loop of u groups; the first iteration enters the body at the group that leaves a whole
+        # number of iterations (no second copy of the remaining groups)
+        iters = -(-n_full // u)
+        skip = iters * u - n_full
+        prog.xend = n_full * (len(sh.x) if xsrc == "buf" else 4)
+        if skip:
+            e.op("b 12f")
+        e.label("11:")
         e.count = 0
-        e.op(f"ldmia {WP}!, {{{', '.join(accs)}}}")
-        per_block = e.count
-        u = _unroll(len(full), MAX_UNROLL[pairs])
-        iters = len(full) // u if full else 0
-        tail_full = full[iters * u:]
-        if iters > 1:
-            prog.xend = iters * u * (len(sh.x) if xsrc == "buf" else 4)
-            e.label(f"{lab}1:")
-            e.count = 0
-            for g in full[:u]:
-                _group(e, sh, ext, g, False, n_in, units, tokens)
-            e.op(f"ldr {sh.w[0]}, %[xend]")
-            e.op(f"cmp {XP}, {sh.w[0]}")
-            e.op(f"bne {lab}1b")
-            per_block += e.count * iters
-            # the other iterations read the same code: their tokens follow the first's
-            for it in range(1, iters):
-                for g in full[it * u:(it + 1) * u]:
-                    for j in g:
-                        tokens.extend(("w", j, uu) for uu in range(units))
-        elif iters == 1:
-            e.count = 0
-            for g in full[:u]:
-                _group(e, sh, ext, g, False, n_in, units, tokens)
-            per_block += e.count
+        for i, g in enumerate(full[:u]):
+            if skip and i == skip:
+                e.label("12:")
+            _group(e, sh, ext, g, False, n_in, units, None)
+        e.op(f"ldr {sh.w[0]}, %[xend]")
+        e.op(f"cmp {XP}, {sh.w[0]}")
+        e.op(f"bne 11b")
+        body = e.count
+        per_block += (1 if skip else 0) + body * iters - (body - 3) * skip // u
+        for g in full:
+            _group(_Emitter(), sh, ext, g, False, n_in, units, tokens)
+    else:
         e.count = 0
-        for g in tail_full:
+        for g in full:
             _group(e, sh, ext, g, False, n_in, units, tokens)
-        if rest:
-            _group(e, sh, ext, rest, True, n_in, units, tokens)
-        # requantize and store: M, K, the output pointer in free registers
-        free = sh.x + sh.w
-        m, k, o, t = free[:4]
-        u2 = free[4] if pairs else None
-        ereg = free[5] if e_shift is None else None
-        names = {m: "m", k: "k", ereg: "e"}
-        if pairs and not per_channel:
-            e.op(f"ldr {m}, %[m]")
-            e.op(f"ldr {k}, %[k]")
-        elif not per_channel:   # in the stream: one LDM instead of two loads, 8 bytes per block of 4 rows
-            mk = sorted((m, k), key=POOL.index)
-            e.op(f"ldmia {WP}!, {{{', '.join(mk)}}}")
-            tokens.extend((names[reg], 0) for reg in mk)
-        e.op(f"ldr {o}, %[o]")
-        store = "strb" if osize == 1 else "strh"
-        for r in range(rows):
-            if per_channel:   # the row's constants
-                regs = sorted((m, k) if ereg is None else (m, k, ereg), key=POOL.index)
-                e.op(f"ldmia {WP}!, {{{', '.join(regs)}}}")
-                tokens.extend((names[reg], r) for reg in regs)
-            if pairs:
-                a_lo, a_hi = accs[2 * (r // 2)], accs[2 * (r // 2) + 1]
-                if r % 2 == 0:
-                    e.op(f"lsl {u2}, {a_lo}, #1")
-                    e.op(f"add {t}, {k}, {a_lo}, asr #31")
-                else:
-                    e.op(f"sub {u2}, {a_hi}, {a_lo}")
-                    e.op(f"asr {u2}, {u2}, #7")
-                    e.op(f"add {t}, {k}, {u2}, asr #31")
-                e.op(f"smmlar {t}, {u2}, {m}, {t}")
-            else:
-                a = accs[r]
-                e.op(f"add {t}, {k}, {a}, asr #31")
-                e.op(f"smmlar {t}, {a}, {m}, {t}")
-            _clamp(e, t, ereg if e_shift is None else e_shift, out_bits, out_signed, lo, hi)
-            # the first store moves the pointer to the next block: the others at negative offsets
-            e.op(f"{store} {t}, [{o}], #{rows * osize}" if r == 0 else f"{store} {t}, [{o}, #-{(rows - r) * osize}]")
-        e.op(f"str {o}, %[o]")
-        if xbytes:
-            e.op(f"sub {XP}, {XP}, #{xbytes}")
-        if blocks > 1:
-            e.op(f"ldr {t}, %[wend{si}]")
-            e.op(f"cmp {WP}, {t}")
-            e.op(f"bne {lab}b")
         per_block += e.count
-        total += per_block * blocks
-        prog.segments.append((first, rows, blocks, tokens))
+    e.count = 0
+    if rest:
+        _group(e, sh, ext, rest, True, n_in, units, tokens)
+    # requantize and store: M, K, the output pointer in free registers
+    free = sh.x + sh.w
+    m, k, o, t = free[:4]
+    u2 = free[4] if pairs else None
+    ereg = free[5] if e_shift is None else None
+    names = {m: "m", k: "k", ereg: "e"}
+    if pairs and not per_channel:
+        e.op(f"ldr {m}, %[m]")
+        e.op(f"ldr {k}, %[k]")
+    elif not per_channel:   # in the stream: one LDM instead of two loads, 8 bytes per block of 4 rows
+        mk = sorted((m, k), key=POOL.index)
+        e.op(f"ldmia {WP}!, {{{', '.join(mk)}}}")
+        tokens.extend((names[reg], 0) for reg in mk)
+    e.op(f"ldr {o}, %[o]")
+    osize = out_bits // 8
+    store = "strb" if osize == 1 else "strh"
+    for r in range(rows):
+        if per_channel:   # the row's constants
+            regs = sorted((m, k) if ereg is None else (m, k, ereg), key=POOL.index)
+            e.op(f"ldmia {WP}!, {{{', '.join(regs)}}}")
+            tokens.extend((names[reg], r) for reg in regs)
+        if pairs:
+            a_lo, a_hi = accs[2 * (r // 2)], accs[2 * (r // 2) + 1]
+            if r % 2 == 0:
+                e.op(f"lsl {u2}, {a_lo}, #1")
+                e.op(f"add {t}, {k}, {a_lo}, asr #31")
+            else:
+                e.op(f"sub {u2}, {a_hi}, {a_lo}")
+                e.op(f"asr {u2}, {u2}, #7")
+                e.op(f"add {t}, {k}, {u2}, asr #31")
+            e.op(f"smmlar {t}, {u2}, {m}, {t}")
+        else:
+            a = accs[r]
+            e.op(f"add {t}, {k}, {a}, asr #31")
+            e.op(f"smmlar {t}, {a}, {m}, {t}")
+        _clamp(e, t, ereg if e_shift is None else e_shift, out_bits, out_signed, lo, hi)
+        # the first store moves the pointer to the next block: the others at negative offsets
+        e.op(f"{store} {t}, [{o}], #{rows * osize}" if r == 0 else f"{store} {t}, [{o}, #-{(rows - r) * osize}]")
+    e.op(f"str {o}, %[o]")
+    if xbytes:
+        e.op(f"sub {XP}, {XP}, #{xbytes}")
+    e.op(f"ldr {t}, %[wend]")
+    e.op(f"cmp {WP}, {t}")
+    e.op("bne 10b")
+    per_block += e.count
     prog.lines = e.lines
-    prog.instructions = total
+    prog.rows, prog.passes, prog.tokens = rows, passes, tokens
+    prog.instructions = per_block * sum(b for _, b in passes)
     return prog
 
 
@@ -432,8 +431,8 @@ class DenseAsm(KernelVariant):
         ctx = {"n_in": n_in, "n_out": n_out, "xsrc": xsrc, "ext": ext, "kwords": words,
                "quads": n_in // 4, "tail": n_in % 4, "kp": kp, "asm": prog.lines, "w_words": stream,
                "wend": wend, "m": consts["m"][0], "k": consts["k"][0], "uses_bias": False, "instructions": instr,
-               "pairs": self.pairs, "xend": prog.xend, "instructions_int16": instr16,
-               "segments": [(f, r, b) for f, r, b, _ in prog.segments],
+               "pairs": self.pairs, "xend": prog.xend, "rows": prog.rows, "instructions_int16": instr16,
+               "passes": [(f, wend[2 * i], wend[2 * i + 1]) for i, (f, _) in enumerate(prog.passes)],
                "summary": f"{shape(self.pairs, xsrc).rows} rows per block, {form}, {src}, "
                           f"SMMLAR requantization"}
         if xsrc == "buf":
@@ -441,8 +440,8 @@ class DenseAsm(KernelVariant):
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * len(stream))
 
     def stream(self, prog: Program, kp, w: np.ndarray, bias: np.ndarray, consts: dict) -> tuple[list[int], list[int]]:
-        """The weight stream (int32 words in the order the statement reads them) and the word index
-        where each segment's weights end."""
+        """The weight stream (int32 words in the order the statement reads them) and the word indices
+        where each pass's weights begin and end."""
         out: list[int] = []
         ends = []
         pad = np.zeros(w.shape[1] + 1, np.int64)   # the last entry: a zero half (-1)
@@ -452,11 +451,10 @@ class DenseAsm(KernelVariant):
                 return pad
             return np.concatenate([w[r], [0]])
 
-        for first, rows, blocks, tokens in prog.segments:
-            # tokens of one block hold k-pair and row unit indices; the block's rows shift by its start
+        for first, blocks in prog.passes:
+            ends.append(len(out))
             for blk in range(blocks):
-                r0 = first + blk * rows
-                out.extend(self.block_words(tokens, r0, kp, row_w, bias, consts))
+                out.extend(self.block_words(prog.tokens, first + blk * prog.rows, kp, row_w, bias, consts))
             ends.append(len(out))
         return out, ends
 
