@@ -64,3 +64,42 @@ def test_balanced_narrows_int16_weights_to_meet_the_flash_goal(tmp_path, monkeyp
 def test_flash_goal_formula():
     """1.05 x (int8 weights + int32 biases of the layers with weights) + 24 KiB."""
     assert kernel_registry.FLASH_GOAL_PARAMS == 1.05 and kernel_registry.FLASH_GOAL_CODE == 24 * 1024
+
+
+def long_rows_chain(seed: int = 9) -> bytes:
+    """conv 3x3 over 16 channels (144 MACs per output) -> 1x1 over 40 channels -> 1x1 over 72 channels, odd
+    output channel counts: GEMM rows long enough for compact requantization records."""
+    rng = np.random.default_rng(seed)
+    b = TfliteBuilder()
+    x = inp = b.act((1, 7, 6, 16), 0.02, -9)
+    x, shape, scale, _ = conv_layer(b, rng, x, (7, 6, 16), 0.02, 40, 3, act=A.RELU, x_rms=45.0)
+    x, shape, scale, _ = conv_layer(b, rng, x, shape, scale, 72, 1, act=A.NONE, x_rms=30.0)
+    x, shape, scale, _ = conv_layer(b, rng, x, shape, scale, 13, 1, act=A.RELU6, x_rms=30.0)
+    return b.build([inp], [x])
+
+
+def test_compact_requantization_records_are_exact(tmp_path):
+    """int8-weight GEMM layers with at least COMPACT_RECORD_MIN_KWORDS k-pairs per pixel keep M and the shift
+    per channel (6 bytes, not 12) and look the rounding constant up by shift; the firmware stays exact."""
+    from edgekit.backends.cortexm.kernels.common import COMPACT_RECORD_MIN_KWORDS, compact_records, requant_ctx
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(long_rows_chain())
+    res = build(model, "cortex-m4", "mps2-an386", tmp_path / "b", optimize="size")
+    src = (tmp_path / "b" / "src" / "model.c").read_text()
+    graph = Graph.load(tmp_path / "b")
+    compact = [i for i, n in enumerate(graph.nodes) if f"ek_layer{i}_{n.name}_rqh[" in src]
+    assert compact == [0, 2]  # 144, 40 and 72 inputs per output: 72, 20 and 36 k-pairs
+    rep = verify(tmp_path / "b", count=8)
+    assert rep.ok and all(s.mismatches == 0 for s in rep.stages)
+    # the table reproduces every channel's (M, H, S): the constants the epilogue used before
+    for n in graph.nodes:
+        rqc = requant_ctx(n.attrs["requant"], graph.tensors[n.outputs[0]].shape[-1])
+        c = compact_records(rqc)
+        assert c is not None and [c["h"][s] for s in c["s"]] == list(rqc["fahi"]) and c["m"] == list(rqc["fm"])
+    assert COMPACT_RECORD_MIN_KWORDS == 32
+    # layer 2: 13 channels padded to 14: bias pairs, int8 weight words, then 3 words per pair and a table word per
+    # shift value (not 6 words per pair)
+    w2 = res.manifest.memory_breakdown["weight_symbols"]
+    size = next(s["bytes"] for s in w2 if s["symbol"] == f"ek_layer2_{graph.nodes[2].name}_w")
+    assert size == 4 * (7 * 2 + 7 * 36 + 7 * 3)

@@ -57,12 +57,13 @@ def _check_fit(elf: Path, board: Board) -> dict:
 
 def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codegen: dict, elf: Path,
                                 attempts: int = 3) -> tuple[dict, Path]:
-    """--optimize balanced: when the firmware with int16 weights misses the default flash goal
-    (kernels/registry.py flash_goal_bytes), compile the int8-weight layout aside; if that meets the
-    goal, widen only within the bytes it leaves (cut by any excess, a few times, else none), so
-    balanced never exceeds the goal where int8 weights meet it. If int8 weights everywhere miss the
-    goal too, the int16 weights stay: narrowing would cost instructions without meeting the goal.
-    Allowances that would give a row-fused layer a kernel without row ranges are not tried."""
+    """--optimize balanced: when the firmware misses the default flash goal (kernels/registry.py
+    flash_goal_bytes), compile aside the int8-weight layout with compact requantization records; if
+    that meets the goal, take the compact records and widen weights to int16 only within the bytes
+    left (cut by any excess, a few times, else none), so balanced never exceeds the goal where an
+    int8 layout meets it. If that layout misses the goal too, the first build stays: narrowing would
+    cost instructions without meeting the goal. Allowances that would give a row-fused layer a kernel
+    without row ranges are not tried."""
     goal = kernel_registry.flash_goal_bytes(graph)
 
     def flash_of(elf_path: Path) -> int:
@@ -72,7 +73,7 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
         return not fusion_refusals(graph, plan, kernels="optimized", features=core.features, board=brd,
                                    optimize="balanced", widen_allowance=allowance)
 
-    if codegen["balanced_widened_bytes"] == 0 or flash_of(elf) <= goal or not fusable(0):
+    if flash_of(elf) <= goal or not fusable(0):
         return codegen, elf
     probe = tmp / "flash-goal-probe"  # the tries compile here; the build keeps the one it takes
     shutil.copytree(tmp / "firmware", probe / "firmware")
@@ -81,7 +82,7 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
         shutil.rmtree(probe / "src", ignore_errors=True)
         (probe / "src").mkdir()
         cg = generate_c(graph, plan, probe / "src", kernels="optimized", features=core.features, board=brd,
-                        optimize="balanced", widen_allowance=allowance)
+                        optimize="balanced", widen_allowance=allowance, compact_records=True)
         out = compile_firmware(probe, core, brd, probe / "firmware" / "link.ld")
         return cg, out, flash_of(out) - goal
 
@@ -97,18 +98,19 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
 
     try:
         narrow, _, excess = compile_with(0)
-        if excess > 0:  # unreachable with int8 weights: keep balanced's int16 weights
-            shutil.rmtree(probe)
+        if excess > 0:  # unreachable with int8 weights: keep the first build
             return codegen, elf
-        allowance = -excess
+        allowance, tried = -excess, False
         for _ in range(attempts):
             if allowance <= 0 or not fusable(allowance):
                 break
             cg, _, excess = compile_with(allowance)
+            tried = True
             if excess <= 0:
                 return take(cg)
             allowance = min(allowance - excess, cg["balanced_widened_bytes"] - excess)
-        return take(compile_with(0)[0])  # int8 weights: they meet the goal
+        # int8 weights and compact records: they meet the goal (a later try replaced their sources)
+        return take(compile_with(0)[0] if tried else narrow)
     finally:
         shutil.rmtree(probe, ignore_errors=True)
 

@@ -72,7 +72,8 @@ def _overlaps(plan: MemoryPlan, a: str, b: str) -> bool:
 
 
 def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = "reference",
-               features=(), board=None, optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None) -> dict:
+               features=(), board=None, optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None,
+               compact_records: bool | None = None) -> dict:
     """Write the C sources into ``out_dir``; returns figures for the build report.
 
     ``kernels="optimized"`` with a core whose ``features`` include "dsp" gives the layers that
@@ -81,14 +82,15 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
     other cores). ``board`` bounds the flash of their int16 weights and their stack scratch.
     ``optimize`` (size, balanced, speed) decides between the variants that keep weights at int8
     and those that widen them to int16 (docs/kernels.md); ``widen_allowance`` bounds the extra flash
-    bytes balanced may spend on int16 weights (None: ``BALANCED_EXTRA_FLASH`` of the parameters).
+    bytes balanced may spend on int16 weights (None: ``BALANCED_EXTRA_FLASH`` of the parameters);
+    ``compact_records``: compact requantization records where a variant offers them (None: under size).
     """
     env = environment()
     symbols = {name: "ek_" + _symbol(name) for name in graph.constants}
     # 2- and 4-bit weights of dense/conv layers are packed in flash and unpacked in the kernel.
     wbits = {n.inputs[1]: packed_bits(graph.tensors[n.inputs[1]].bits) for n in graph.nodes
              if get_op(n.op, n.name).packs_weights}
-    selections = _select_kernels(graph, plan, kernels, features, board, optimize, widen_allowance)
+    selections = _select_kernels(graph, plan, kernels, features, board, optimize, widen_allowance, compact_records)
     dsp_only = set()  # weights that only optimized kernels consume (they carry their own layout); biases are shared
     unused = set()  # weights that only portable kernels consume: no reference kernel reads them anywhere
     for name in graph.constants:
@@ -375,7 +377,8 @@ def _narrow_cheapest_first(graph: Graph, plan: MemoryPlan, sel: dict, features, 
 
 
 def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, board,
-                    optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None) -> dict:
+                    optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None,
+                    compact_records: bool | None = None) -> dict:
     """node name -> kernels.base.Selection; optimized kernels only where their weights fit the
     board's flash budget and their scratch fits the arena's free bytes or the stack. A layer
     whose int16 weights (``--optimize speed``) do not fit gets the int8-weight variant first."""
@@ -414,4 +417,9 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
                     opt.sort()
                     continue
             sel[n] = Selection("reference", reason=why)
+    if optimize == "size" if compact_records is None else compact_records:
+        for s in sel.values():  # fewer flash bytes per channel for about half an instruction per output
+            compact = getattr(reg.get(s.kind), "compact_records", None) if s.optimized else None
+            if compact is not None:
+                compact(s)
     return sel

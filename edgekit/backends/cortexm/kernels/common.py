@@ -76,6 +76,28 @@ def requant_ctx(rq, channels_padded: int) -> dict:
             "frec": rec, "clamp_pre": pre, "clamp_post": post}
 
 
+#: a GEMM layer stores its per-channel requantization as (M, shift) with Ahi looked up by shift
+#: (compact_records) from this many k-pair words per output pixel on: about half an instruction per
+#: output more, under 1% of a layer this long, for 6 of 12 flash bytes per channel
+COMPACT_RECORD_MIN_KWORDS = 32
+
+
+def compact_records(rqc: dict) -> dict | None:
+    """The per-channel constants of the one-multiply epilogue (``requant_ctx``/``smmlar_ctx``: M, H, S
+    per channel, H = Ahi or 2 Ahi) as M per channel, S per channel as int16 halves, and a table
+    ``H[S]``, where H depends on the shift only (H = (1 + 2 zp) << (S - 1): fast_double_rounding's
+    Ahi = (1 + 2 zp) 2^(e - 2)); None where it does not. Flash: 6 bytes per channel and a word per
+    shift value instead of 12 bytes per channel."""
+    if not (rqc.get("fast") and rqc.get("fast_pc")):
+        return None
+    table: dict[int, int] = {}
+    for h, sh in zip(rqc["fahi"], rqc["fsh"]):
+        if not 0 < sh < 64 or table.setdefault(sh, h) != h:
+            return None
+    return {"m": list(rqc["fm"]), "s": list(rqc["fsh"]),
+            "h": [table.get(k, 0) for k in range(max(table) + 1)]}
+
+
 def doubled_constants(rq, acc_bounds) -> list[tuple[int, int, int]] | None:
     """Per channel (M, 2 Ahi, e) of the SMMLAR epilogue, for accumulators of absolute value at most
     ``acc_bounds[c]``; None where it does not apply.

@@ -6,8 +6,8 @@ import numpy as np
 
 from ....ops.conv2d import conv_geometry
 from .base import KernelVariant, Selection
-from .common import (accumulator_bounds, extend_insn, offset_word, pair_words, requant_ctx, residual_ctx, run_pairs,
-                     smmlar_ctx, valid_taps, wider_residual_in_place)
+from .common import (COMPACT_RECORD_MIN_KWORDS, accumulator_bounds, compact_records, extend_insn, offset_word,
+                     pair_words, requant_ctx, residual_ctx, run_pairs, smmlar_ctx, valid_taps, wider_residual_in_place)
 
 #: im2col block: pixels per block (the 3x2 micro-kernel: 3 pixels x 2 output channels).
 GEMM_PIXELS = 3
@@ -102,7 +102,7 @@ class ConvGemm(KernelVariant):
             "oc_pad": oc_pad, "npix": g["oh"] * g["ow"], "ext": extend_insn(x.dtype),
             "offset_word": offset_word(x.zero_point), "tap_mode": ic % 4 == 0, "unroll": unroll(kwords),
             "pixels": GEMM_PIXELS, "int8_weights": self.int8_weights, "acc_doubled": doubled,
-            "w_words": stream.tolist(), "uses_bias": False,
+            "w_words": stream.tolist(), "uses_bias": False, "rq_table": None,
             "scratch_bytes": 4 * GEMM_PIXELS * kwords,
             "tail_bytes": GEMM_PIXELS * oc * graph.tensors[node.outputs[0]].itemsize
             if (g["oh"] * g["ow"]) % GEMM_PIXELS else 0,
@@ -113,6 +113,24 @@ class ConvGemm(KernelVariant):
         if node.attrs.get("residual"):
             ctx["summary"] += ", fused residual add"
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * stream.size)
+
+    def compact_records(self, sel: Selection) -> bool:
+        """Switch ``sel`` (int8 weights, rows of at least COMPACT_RECORD_MIN_KWORDS k-pairs) to compact
+        requantization records: per channel pair (M, M, both shifts as int16 halves) instead of 6 words, and
+        a table of Ahi by shift (common.compact_records). About half an instruction per output more, so
+        --optimize size takes them always and balanced only to meet the default flash goal."""
+        d = sel.ctx
+        c = compact_records(d) if self.int8_weights and d["kwords"] >= COMPACT_RECORD_MIN_KWORDS else None
+        if c is None or d.get("rq_table"):
+            return False
+        npairs = d["oc_pad"] // 2
+        rows = np.array(d["w_words"], np.int64).reshape(npairs, -1)[:, :-6]   # biases and weights of each pair
+        s2 = np.array(c["s"], np.int64).reshape(-1, 2)
+        stream = np.concatenate([rows, np.array(c["m"], np.int64).reshape(-1, 2), s2[:, :1] | (s2[:, 1:] << 16)],
+                                axis=1).reshape(-1)
+        d.update(w_words=stream.tolist(), rq_table=c["h"], summary=d["summary"] + ", compact requantization records")
+        sel.weight_bytes = 4 * (stream.size + len(c["h"]))
+        return True
 
     def channel_pair_words(self, wp: np.ndarray) -> np.ndarray:
         """(oc_pad // 2, words) int32 weight words per output channel pair, from the weights of
