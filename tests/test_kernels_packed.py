@@ -261,3 +261,25 @@ def test_packed_model_c_compiles_with_any_optimization_and_a_frame_pointer(bits,
         assert proc.returncode == 0, (flags, proc.stderr[-2000:])
         dis = subprocess.run([tc._binutil("objdump"), "-d", str(tmp_path / "m.o")], capture_output=True, text=True)
         assert ("and.w" in dis.stdout and "sxtb16" in dis.stdout) == (flags != ["-O0"]), flags
+
+
+@pytest.mark.parametrize("seed,bits", [(1, 4), (4, 2)])
+def test_row_fused_blocks_with_packed_weights_bit_exact(seed, bits, tmp_path, monkeypatch):
+    """The packed GEMM computes ranges of output pixels over rings of rows (row fusion, ir/planner.py) as
+    conv2d_gemm does: test_row_fusion's residual blocks and stride-2 consumers, weights rounded to 4 / 2 bits."""
+    from edgekit.api import build, verify
+    from edgekit.frontends.tflite import importer
+    from test_row_fusion import _block_model
+
+    monkeypatch.setattr(importer, "import_tflite", _narrowing_import(bits))
+    path = tmp_path / "m.tflite"
+    path.write_bytes(_block_model(seed))
+    res = build(path, "cortex-m4", "mps2-an386", tmp_path / "b", optimize="size")
+    plan = res.manifest.memory_plan
+    assert plan["fused"], plan["strategy"]
+    variants = res.manifest.kernel_variants
+    assert any(variants[f["producer"]] == "conv2d_gemm_packed" for f in plan["fused"]), variants
+    rep = verify(tmp_path / "b", count=16, seed=seed, stages=("host", "qemu"))
+    for s in rep.stages:
+        if s.stage.startswith(("host", "firmware")):
+            assert s.elements > 0 and s.mismatches == 0, rep.table()
