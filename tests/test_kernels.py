@@ -20,7 +20,7 @@ from edgekit.resources import resource_dir
 VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dw3_wide", "dwk", "dwk_int8", "dense", "dense_int8", "mve_gemm",
             "mve_dense", "mve_dw", "mve_dwc", "dense_xnor", "dense_binary", "conv_xnor", "mve_dense_xnor",
             "mve_conv_xnor"}
-VARIANTS |= {"conv2d_gemm_packed", "dense_packed"}  # packed 4- and 2-bit weights (tests/test_kernels_packed.py)
+VARIANTS |= {"conv2d_gemm_packed", "dense_packed", "mve_gemm_packed", "mve_dense_packed"}  # packed 4- and 2-bit weights (tests/test_kernels_packed.py)
 
 
 def _graph(chain: str, seed: int, tmp_path):
@@ -58,7 +58,8 @@ def test_every_variant_module_is_discovered_once():
     # ones), then Helium before DSP
     assert {v.name for v in reg.by_priority()[:2]} == {"mve_dense_xnor", "mve_conv_xnor"}
     assert {v.name for v in reg.by_priority()[2:5]} == {"dense_xnor", "dense_binary", "conv_xnor"}
-    assert {v.name for v in reg.by_priority()[5:9]} == {"mve_dwc", "mve_dw", "mve_gemm", "mve_dense"}
+    assert {v.name for v in reg.by_priority()[5:11]} == {"mve_dwc", "mve_dw", "mve_gemm", "mve_dense", "mve_gemm_packed",
+                                                         "mve_dense_packed"}
     assert "reference" not in [v.name for v in reg.by_priority()]
 
 

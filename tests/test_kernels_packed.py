@@ -23,7 +23,7 @@ from edgekit.backends.cortexm.kernels.packing_dsp import (low_mask, mask, offset
 from helpers.codes import input_codes
 from test_kernels_dsp import CHAINS
 
-PACKED = ("conv2d_gemm_packed", "dense_packed")
+PACKED = ("conv2d_gemm_packed", "dense_packed", "mve_gemm_packed", "mve_dense_packed")
 
 
 # ---------------------------------------------------------------------------------------
@@ -96,10 +96,14 @@ def test_the_scaled_accumulator_must_fit_int32():
 
 def test_packed_variants_are_registered_for_size_and_balanced():
     reg = kernel_registry.registry()
-    for name in PACKED:
+    for name in PACKED[:2]:
         v = reg.get(name)
         assert v.modes == frozenset({"size", "balanced"}) and v.features == frozenset({"dsp"})
         assert v.priority > reg.get(name.replace("_packed", "_int8")).priority
+    for name in PACKED[2:]:   # Helium: above the int8 Helium GEMM on the M55
+        v = reg.get(name)
+        assert v.modes == frozenset({"size", "balanced"}) and v.features == frozenset({"dsp", "mve"})
+        assert v.priority > reg.get(name.replace("_packed", "")).priority
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,7 +142,7 @@ def _check_packed(out, graph, rep, bits):
         k = kernels[n.name]
         if bits == 2 and k.startswith("optimized dense_binary"):   # ternary weights: the add/subtract kernel
             continue
-        assert k.startswith(("optimized conv2d_gemm_packed", "optimized dense_packed")), (n.name, k)
+        assert k.startswith(tuple(f"optimized {v}" for v in PACKED)), (n.name, k)
         assert f"{bits}-bit weights packed" in k, (n.name, k)
     for s in rep.stages:
         if s.stage.startswith(("host", "firmware")):
@@ -148,8 +152,9 @@ def _check_packed(out, graph, rep, bits):
 
 TFLITE_CASES = [("a", 0, 4, "cortex-m4", "size"), ("a", 1, 2, "cortex-m4", "size"), ("b", 2, 4, "cortex-m4", "size"),
                 ("b", 3, 2, "cortex-m4", "balanced"), ("d", 6, 4, "cortex-m4", "balanced"),
-                ("a", 5, 4, "cortex-m7", "size"), ("b", 4, 2, "cortex-m33", "size")]
-BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m33": "mps2-an505"}
+                ("a", 5, 4, "cortex-m7", "size"), ("b", 4, 2, "cortex-m33", "size"), ("a", 0, 4, "cortex-m55", "size"),
+                ("a", 1, 2, "cortex-m55", "size"), ("b", 2, 4, "cortex-m55", "balanced"), ("b", 3, 2, "cortex-m55", "size")]
+BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m33": "mps2-an505", "cortex-m55": "mps3-an547"}
 
 
 @pytest.mark.parametrize("chain,seed,bits,target,optimize", TFLITE_CASES)
@@ -169,7 +174,10 @@ def test_tflite_chains_with_packed_weights_bit_exact(chain, seed, bits, target, 
     rep = verify(out, codes=codes, stages=("host", "qemu"))
     _check_packed(out, graph, rep, bits)
     src = (out / "src" / "model.c").read_text()
-    assert f"and %[t], %[t], #0x{mask(bits):08X}" in src      # the conv micro-kernel's unpacking
+    if target == "cortex-m55":   # Helium: the lower rows of a weight vector by VAND
+        assert "vandq_s8(w0, vdupq_n_s8(" in src and "mve_gemm_packed" in src
+    else:                        # the DSP GEMM micro-kernel's unpacking
+        assert f"and %[t], %[t], #0x{mask(bits):08X}" in src
 
 
 # ---------------------------------------------------------------------------------------
@@ -214,8 +222,10 @@ def _brevitas(bits: int, narrow: bool, seed: int):
     return seq, (c0, h, w)
 
 
-@pytest.mark.parametrize("bits,narrow,seed", [(4, True, 0), (4, False, 1), (2, False, 2), (2, True, 3)])
-def test_brevitas_models_with_packed_weights_bit_exact(bits, narrow, seed, tmp_path):
+@pytest.mark.parametrize("bits,narrow,seed,target", [(4, True, 0, "cortex-m4"), (4, False, 1, "cortex-m4"),
+                                                     (2, False, 2, "cortex-m4"), (2, True, 3, "cortex-m4"),
+                                                     (4, False, 4, "cortex-m55"), (2, False, 5, "cortex-m55")])
+def test_brevitas_models_with_packed_weights_bit_exact(bits, narrow, seed, target, tmp_path):
     import torch
 
     from edgekit.api import build, verify
@@ -228,7 +238,7 @@ def test_brevitas_models_with_packed_weights_bit_exact(bits, narrow, seed, tmp_p
     model = calibrate(model, shape)
     onnx_path = export_qonnx(model, torch.zeros(1, *shape), tmp_path / "m.onnx")
     out = tmp_path / "b"
-    build(onnx_path, "cortex-m4", "mps2-an386", out, optimize="size")
+    build(onnx_path, target, BOARDS[target], out, optimize="size")
     graph = Graph.load(out)
     assert any(n.attrs.get("residual") for n in graph.nodes), "the residual add did not fuse"
     assert any(graph.tensors[n.inputs[0]].dtype == "uint8" for n in graph.nodes if n.op == "conv2d")
