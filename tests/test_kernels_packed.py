@@ -293,3 +293,37 @@ def test_row_fused_blocks_with_packed_weights_bit_exact(seed, bits, tmp_path, mo
     for s in rep.stages:
         if s.stage.startswith(("host", "firmware")):
             assert s.elements > 0 and s.mismatches == 0, rep.table()
+
+
+@pytest.mark.parametrize("bits,target", [(4, "cortex-m4"), (2, "cortex-m4"), (4, "cortex-m55")])
+def test_packed_weights_take_a_fraction_of_the_int8_flash_for_a_few_more_instructions(bits, target, tmp_path,
+                                                                                    monkeypatch):
+    """chain a0 with its conv and dense weights rounded to ``bits``: built with the packed variants and with them
+    withdrawn (int8 weights: conv2d_gemm_int8 / dense_int8, mve_gemm / mve_dense), the layers' weight streams
+    (their ``ek_layer*_w`` symbols in the map) shrink to about bits / 8, the firmware's instructions grow by less
+    than a fifth."""
+    from edgekit.api import build
+    from edgekit.backends.cortexm.profile import profile
+    from edgekit.frontends.tflite import importer
+
+    monkeypatch.setattr(importer, "import_tflite", _narrowing_import(bits))
+    model = tmp_path / "a0.tflite"
+    model.write_bytes(CHAINS["a"](0))
+    reg = kernel_registry.registry()
+    got = {}
+    for packed in (True, False):
+        if not packed:
+            for name in PACKED:
+                monkeypatch.setattr(reg.get(name), "modes", frozenset())
+        res = build(model, target, BOARDS[target], tmp_path / str(packed), optimize="size")
+        variants = res.manifest.kernel_variants
+        layers = [n for n, v in variants.items() if "gemm" in v or "dense" in v]
+        assert layers and all((variants[n] in PACKED) == packed for n in layers), variants
+        syms = {s["symbol"]: s["bytes"] for s in res.manifest.memory_breakdown["weight_symbols"]}
+        streams = sum(b for s, b in syms.items() if s.startswith("ek_layer") and s.endswith("_w"))
+        n = profile(res.out_dir, count=1, write=False).to_json()["total"]["instructions"]
+        got[packed] = (streams, n)
+    (w_packed, n_packed), (w_int8, n_int8) = got[True], got[False]
+    # the streams hold biases and requantization constants besides the weights: a little above bits / 8
+    assert w_packed < w_int8 * (bits / 8 + 0.2), got
+    assert n_packed < 1.2 * n_int8, got
