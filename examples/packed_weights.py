@@ -1,9 +1,11 @@
 """Flash and instructions of the packed 4-/2-bit DSP kernels against the int8-weight ones (docs/kernels.md,
 "Packed 4- and 2-bit weights").
 
-Builds each model twice for a Cortex-M4 board with ``--optimize size``: as edgekit picks (layers with 4- or
-2-bit weights get ``conv2d_gemm_packed`` / ``dense_packed``), and with those two variants withdrawn (the same
-layers get ``conv2d_gemm_int8`` / ``dense_int8``: the weights stored as int8 bytes). Each build is verified
+Builds each model twice for a board (default mps2-an386, a Cortex-M4; mps3-an547 for the Helium kernels of
+the M55) with ``--optimize size``: as edgekit picks (layers with 4- or 2-bit weights get ``conv2d_gemm_packed``
+/ ``dense_packed``, on the M55 ``mve_gemm_packed`` / ``mve_dense_packed``), and with the packed variants
+withdrawn (the same layers get ``conv2d_gemm_int8`` / ``dense_int8`` or ``mve_gemm`` / ``mve_dense``: the
+weights stored as int8 bytes). Each build is verified
 (host and QEMU against the simulator) and profiled on the emulated core.
 
 Models: the zoo's DS-CNN, ResNet-8 and FC autoencoder with the ``w4a8-pow2`` and ``w2a8-pow2`` presets
@@ -19,7 +21,7 @@ import json
 import tempfile
 from pathlib import Path
 
-PACKED = ("conv2d_gemm_packed", "dense_packed")
+PACKED = ("conv2d_gemm_packed", "dense_packed", "mve_gemm_packed", "mve_dense_packed")
 ZOO_MODELS = ("ds-cnn", "resnet8", "fc-autoencoder")
 PRESETS = ("w4a8-pow2", "w2a8-pow2")
 QONNX_FILES = ("TFC_2W2A.onnx", "kwsmlp_w3a3.onnx", "unsw_nb15-mlp-w2a2.onnx")
@@ -43,7 +45,7 @@ def _measure(onnx_path: Path, out: Path, board: str, packed: bool) -> dict:
     rep = verify(out, count=8, stages=("host", "qemu"))
     prof = profile(out, count=1, write=False).to_json()
     m = res.manifest
-    variants = sorted({v for v in m.kernel_variants.values() if v in PACKED or v.endswith("_int8")})
+    variants = sorted({v for v in m.kernel_variants.values() if "gemm" in v or "dense" in v})
     return {"instructions": prof["total"]["instructions"], "flash_bytes": m.memory["flash_bytes"],
             "weights_flash_bytes": m.memory_breakdown["flash"]["weights"], "macs": m.macs,
             "bit_exact": rep.ok and all(s.mismatches == 0 for s in rep.stages), "variants": variants}

@@ -22,7 +22,7 @@ VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "
             "mve_dense", "mve_dw", "mve_dwc", "dense_xnor", "dense_binary", "conv_xnor", "mve_dense_xnor",
             "mve_conv_xnor", "gap_dsp", "conv2d_fewch", "conv2d_fewch_int8",
             "conv1x1_add", "conv1x1_add_int8"}
-VARIANTS |= {"conv2d_gemm_packed", "dense_packed"}  # packed 4- and 2-bit weights (tests/test_kernels_packed.py)
+VARIANTS |= {"conv2d_gemm_packed", "dense_packed", "mve_gemm_packed", "mve_dense_packed"}  # packed 4- and 2-bit weights (tests/test_kernels_packed.py)
 
 
 def _graph(chain: str, seed: int, tmp_path):
@@ -63,7 +63,8 @@ def test_every_variant_module_is_discovered_once():
     # ones), then Helium before DSP
     assert {v.name for v in reg.by_priority()[:2]} == {"mve_dense_xnor", "mve_conv_xnor"}
     assert {v.name for v in reg.by_priority()[2:5]} == {"dense_xnor", "dense_binary", "conv_xnor"}
-    assert {v.name for v in reg.by_priority()[5:9]} == {"mve_dwc", "mve_dw", "mve_gemm", "mve_dense"}
+    assert {v.name for v in reg.by_priority()[5:11]} == {"mve_dwc", "mve_dw", "mve_gemm", "mve_dense", "mve_gemm_packed",
+                                                         "mve_dense_packed"}
     assert "reference" not in [v.name for v in reg.by_priority()]
 
 

@@ -23,7 +23,7 @@ from edgekit.backends.cortexm.kernels.packing_dsp import (low_mask, mask, offset
 from helpers.codes import input_codes
 from test_kernels_dsp import CHAINS
 
-PACKED = ("conv2d_gemm_packed", "dense_packed")
+PACKED = ("conv2d_gemm_packed", "dense_packed", "mve_gemm_packed", "mve_dense_packed")
 
 
 # ---------------------------------------------------------------------------------------
@@ -96,10 +96,14 @@ def test_the_scaled_accumulator_must_fit_int32():
 
 def test_packed_variants_are_registered_for_size_and_balanced():
     reg = kernel_registry.registry()
-    for name in PACKED:
+    for name in PACKED[:2]:
         v = reg.get(name)
         assert v.modes == frozenset({"size", "balanced"}) and v.features == frozenset({"dsp"})
         assert v.priority > reg.get(name.replace("_packed", "_int8")).priority
+    for name in PACKED[2:]:   # Helium: above the int8 Helium GEMM on the M55
+        v = reg.get(name)
+        assert v.modes == frozenset({"size", "balanced"}) and v.features == frozenset({"dsp", "mve"})
+        assert v.priority > reg.get(name.replace("_packed", "")).priority
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,7 +142,7 @@ def _check_packed(out, graph, rep, bits):
         k = kernels[n.name]
         if bits == 2 and k.startswith("optimized dense_binary"):   # ternary weights: the add/subtract kernel
             continue
-        assert k.startswith(("optimized conv2d_gemm_packed", "optimized dense_packed")), (n.name, k)
+        assert k.startswith(tuple(f"optimized {v}" for v in PACKED)), (n.name, k)
         assert f"{bits}-bit weights packed" in k, (n.name, k)
     for s in rep.stages:
         if s.stage.startswith(("host", "firmware")):
@@ -148,8 +152,9 @@ def _check_packed(out, graph, rep, bits):
 
 TFLITE_CASES = [("a", 0, 4, "cortex-m4", "size"), ("a", 1, 2, "cortex-m4", "size"), ("b", 2, 4, "cortex-m4", "size"),
                 ("b", 3, 2, "cortex-m4", "balanced"), ("d", 6, 4, "cortex-m4", "balanced"),
-                ("a", 5, 4, "cortex-m7", "size"), ("b", 4, 2, "cortex-m33", "size")]
-BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m33": "mps2-an505"}
+                ("a", 5, 4, "cortex-m7", "size"), ("b", 4, 2, "cortex-m33", "size"), ("a", 0, 4, "cortex-m55", "size"),
+                ("a", 1, 2, "cortex-m55", "size"), ("b", 2, 4, "cortex-m55", "balanced"), ("b", 3, 2, "cortex-m55", "size")]
+BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m33": "mps2-an505", "cortex-m55": "mps3-an547"}
 
 
 @pytest.mark.parametrize("chain,seed,bits,target,optimize", TFLITE_CASES)
@@ -169,7 +174,10 @@ def test_tflite_chains_with_packed_weights_bit_exact(chain, seed, bits, target, 
     rep = verify(out, codes=codes, stages=("host", "qemu"))
     _check_packed(out, graph, rep, bits)
     src = (out / "src" / "model.c").read_text()
-    assert f"and %[t], %[t], #0x{mask(bits):08X}" in src      # the conv micro-kernel's unpacking
+    if target == "cortex-m55":   # Helium: the lower rows of a weight vector by VAND
+        assert "vandq_s8(w0, vdupq_n_s8(" in src and "mve_gemm_packed" in src
+    else:                        # the DSP GEMM micro-kernel's unpacking
+        assert f"and %[t], %[t], #0x{mask(bits):08X}" in src
 
 
 # ---------------------------------------------------------------------------------------
@@ -214,8 +222,10 @@ def _brevitas(bits: int, narrow: bool, seed: int):
     return seq, (c0, h, w)
 
 
-@pytest.mark.parametrize("bits,narrow,seed", [(4, True, 0), (4, False, 1), (2, False, 2), (2, True, 3)])
-def test_brevitas_models_with_packed_weights_bit_exact(bits, narrow, seed, tmp_path):
+@pytest.mark.parametrize("bits,narrow,seed,target", [(4, True, 0, "cortex-m4"), (4, False, 1, "cortex-m4"),
+                                                     (2, False, 2, "cortex-m4"), (2, True, 3, "cortex-m4"),
+                                                     (4, False, 4, "cortex-m55"), (2, False, 5, "cortex-m55")])
+def test_brevitas_models_with_packed_weights_bit_exact(bits, narrow, seed, target, tmp_path):
     import torch
 
     from edgekit.api import build, verify
@@ -228,7 +238,7 @@ def test_brevitas_models_with_packed_weights_bit_exact(bits, narrow, seed, tmp_p
     model = calibrate(model, shape)
     onnx_path = export_qonnx(model, torch.zeros(1, *shape), tmp_path / "m.onnx")
     out = tmp_path / "b"
-    build(onnx_path, "cortex-m4", "mps2-an386", out, optimize="size")
+    build(onnx_path, target, BOARDS[target], out, optimize="size")
     graph = Graph.load(out)
     assert any(n.attrs.get("residual") for n in graph.nodes), "the residual add did not fuse"
     assert any(graph.tensors[n.inputs[0]].dtype == "uint8" for n in graph.nodes if n.op == "conv2d")
@@ -261,3 +271,59 @@ def test_packed_model_c_compiles_with_any_optimization_and_a_frame_pointer(bits,
         assert proc.returncode == 0, (flags, proc.stderr[-2000:])
         dis = subprocess.run([tc._binutil("objdump"), "-d", str(tmp_path / "m.o")], capture_output=True, text=True)
         assert ("and.w" in dis.stdout and "sxtb16" in dis.stdout) == (flags != ["-O0"]), flags
+
+
+@pytest.mark.parametrize("seed,bits", [(1, 4), (4, 2)])
+def test_row_fused_blocks_with_packed_weights_bit_exact(seed, bits, tmp_path, monkeypatch):
+    """The packed GEMM computes ranges of output pixels over rings of rows (row fusion, ir/planner.py) as
+    conv2d_gemm does: test_row_fusion's residual blocks and stride-2 consumers, weights rounded to 4 / 2 bits."""
+    from edgekit.api import build, verify
+    from edgekit.frontends.tflite import importer
+    from test_row_fusion import _block_model
+
+    monkeypatch.setattr(importer, "import_tflite", _narrowing_import(bits))
+    path = tmp_path / "m.tflite"
+    path.write_bytes(_block_model(seed))
+    res = build(path, "cortex-m4", "mps2-an386", tmp_path / "b", optimize="size")
+    plan = res.manifest.memory_plan
+    assert plan["fused"], plan["strategy"]
+    variants = res.manifest.kernel_variants
+    assert any(variants[f["producer"]] == "conv2d_gemm_packed" for f in plan["fused"]), variants
+    rep = verify(tmp_path / "b", count=16, seed=seed, stages=("host", "qemu"))
+    for s in rep.stages:
+        if s.stage.startswith(("host", "firmware")):
+            assert s.elements > 0 and s.mismatches == 0, rep.table()
+
+
+@pytest.mark.parametrize("bits,target", [(4, "cortex-m4"), (2, "cortex-m4"), (4, "cortex-m55")])
+def test_packed_weights_take_a_fraction_of_the_int8_flash_for_a_few_more_instructions(bits, target, tmp_path,
+                                                                                    monkeypatch):
+    """chain a0 with its conv and dense weights rounded to ``bits``: built with the packed variants and with them
+    withdrawn (int8 weights: conv2d_gemm_int8 / dense_int8, mve_gemm / mve_dense), the layers' weight streams
+    (their ``ek_layer*_w`` symbols in the map) shrink to about bits / 8, the firmware's instructions grow by less
+    than a fifth."""
+    from edgekit.api import build
+    from edgekit.backends.cortexm.profile import profile
+    from edgekit.frontends.tflite import importer
+
+    monkeypatch.setattr(importer, "import_tflite", _narrowing_import(bits))
+    model = tmp_path / "a0.tflite"
+    model.write_bytes(CHAINS["a"](0))
+    reg = kernel_registry.registry()
+    got = {}
+    for packed in (True, False):
+        if not packed:
+            for name in PACKED:
+                monkeypatch.setattr(reg.get(name), "modes", frozenset())
+        res = build(model, target, BOARDS[target], tmp_path / str(packed), optimize="size")
+        variants = res.manifest.kernel_variants
+        layers = [n for n, v in variants.items() if "gemm" in v or "dense" in v]
+        assert layers and all((variants[n] in PACKED) == packed for n in layers), variants
+        syms = {s["symbol"]: s["bytes"] for s in res.manifest.memory_breakdown["weight_symbols"]}
+        streams = sum(b for s, b in syms.items() if s.startswith("ek_layer") and s.endswith("_w"))
+        n = profile(res.out_dir, count=1, write=False).to_json()["total"]["instructions"]
+        got[packed] = (streams, n)
+    (w_packed, n_packed), (w_int8, n_int8) = got[True], got[False]
+    # the streams hold biases and requantization constants besides the weights: a little above bits / 8
+    assert w_packed < w_int8 * (bits / 8 + 0.2), got
+    assert n_packed < 1.2 * n_int8, got

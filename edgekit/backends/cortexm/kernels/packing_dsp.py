@@ -44,19 +44,27 @@ def sets_per_word(bits: int) -> int:
     return 8 // bits
 
 
-def set_words(sets: np.ndarray, bits: int, offset: bool = False) -> np.ndarray:
-    """int32 words from ``sets`` (..., 8 // bits, 4): set s, byte k -> the word's byte k, bits
-    [8 - (s + 1) bits, 8 - s bits), as two's complement codes of ``bits`` bits; with ``offset`` the sets
-    below the top one as offset binary (code + 2^(bits - 1), 0 .. 2^bits - 1: :func:`low_mask`)."""
-    sets = np.asarray(sets, np.int64)
+def set_bytes(codes: np.ndarray, bits: int, offset: bool = False) -> np.ndarray:
+    """Bytes (0..255) from ``codes`` (..., 8 // bits): code s in bits [8 - (s + 1) bits, 8 - s bits), as two's
+    complement codes of ``bits`` bits; with ``offset`` the codes below the top one as offset binary
+    (code + 2^(bits - 1), 0 .. 2^bits - 1: :func:`low_mask`)."""
+    codes = np.asarray(codes, np.int64)
     n = sets_per_word(bits)
-    assert sets.shape[-2:] == (n, 4), sets.shape
+    assert codes.shape[-1] == n, codes.shape
     field = (1 << bits) - 1
-    w = np.zeros(sets.shape[:-2], np.int64)
+    b = np.zeros(codes.shape[:-1], np.int64)
     for s in range(n):
-        codes = sets[..., s, :] + (offset_of(bits) if offset and s else 0)
-        for k in range(4):
-            w |= (codes[..., k] & field) << (8 * k + 8 - (s + 1) * bits)
+        c = codes[..., s] + (offset_of(bits) if offset and s else 0)
+        b |= (c & field) << (8 - (s + 1) * bits)
+    return b
+
+
+def set_words(sets: np.ndarray, bits: int, offset: bool = False) -> np.ndarray:
+    """int32 words from ``sets`` (..., 8 // bits, 4): byte k of a word holds the sets' codes k (:func:`set_bytes`)."""
+    sets = np.asarray(sets, np.int64)
+    assert sets.shape[-2:] == (sets_per_word(bits), 4), sets.shape
+    b = set_bytes(np.swapaxes(sets, -1, -2), bits, offset)               # (..., 4)
+    w = sum(b[..., k] << (8 * k) for k in range(4))
     return np.where(w >= 2**31, w - 2**32, w).astype(np.int64)
 
 
