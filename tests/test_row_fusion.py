@@ -226,6 +226,32 @@ def test_fused_depthwise_consumers_bit_exact(seed, kernels, tmp_path):
         assert not res.manifest.kernel_fallbacks
 
 
+@pytest.mark.parametrize("seed", [0, 1, 3, 6, 8, 9])
+def test_fused_depthwise_consumers_on_helium(seed, tmp_path):
+    """On the M55 the Helium depthwise kernel computes whole rows per call when its lines are rows (square
+    and tall maps): the pair stays fused on mve_gemm + mve_dw, else the build plans without it; either way
+    the firmware equals the simulator."""
+    from edgekit.backends.cortexm.kernels.mve_dw import axes
+    from edgekit.ir.graph import Graph
+    from edgekit.ops.conv2d import conv_geometry
+
+    path = tmp_path / "m.tflite"
+    path.write_bytes(_mobile_model(seed))
+    res = build(path, "cortex-m55", "mps3-an547", tmp_path / "h")
+    graph = Graph.load(tmp_path / "h")
+    variants = res.manifest.kernel_variants
+    dw = next(n for n in graph.nodes if n.op == "conv2d" and n.attrs["depthwise"])
+    rows = variants[dw.name] == "mve_dw" and axes(conv_geometry(dw, graph))["R"]["name"] == "y"
+    fused = {f["consumer"]: f for f in res.manifest.memory_plan["fused"]}
+    assert (dw.name in fused) == (seed in (0, 1, 6, 9)), fused  # 3 and 8: lines along x, planned unfused
+    if dw.name in fused:
+        assert rows and variants[fused[dw.name]["producer"]] == "mve_gemm", variants
+    rep = verify(tmp_path / "h", count=16, seed=seed)
+    stages = {s.stage.split(" ")[0]: s for s in rep.stages}
+    for stage in ("host", "firmware"):
+        assert stages[stage].elements > 0 and stages[stage].mismatches == 0, rep.table()
+
+
 def test_pinned_overlap_is_used_on_some_shapes():
     """The generator above reaches the case the fusion exists for: B's output over A's input."""
     from edgekit.frontends.tflite.importer import import_tflite

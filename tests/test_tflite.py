@@ -668,7 +668,7 @@ def test_mlperf_bench_measures_a_model_without_peer_figures(tmp_path):
     assert row["instr_per_mac"] < 2.0  # the optimized kernels; TFLM + CMSIS-NN runs 2.2 to 3.2 per MAC
     table = format_rows(rows)
     assert "vww" in table and " - " in table and "given with --vww-model" in notes[0]
-    assert "measured in this run" in table
+    assert "RecordingMicroAllocator" in table and "this run" in table
     # per layer kind (issue 16): every profiled layer in exactly one kind; flash and constants without a peer
     kinds = row["kinds"]
     assert {"depthwise 3x3", "pointwise 1x1", "conv 3x3 (3 input channels)", "dense"} <= set(kinds), kinds

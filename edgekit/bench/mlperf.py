@@ -388,7 +388,7 @@ def _arena_notes(rows: list[dict]) -> list[str]:
         if r["tflm_arena_source"] != TFLM_ARENA_SOURCE or r["kernels"] != "optimized":
             continue
         head = r["tflm_x86_arena_head_bytes"]
-        out.append(f"  {r['model']}: TFLM arena {r['tflm_arena_bytes']:,} B measured in this run ({TFLM_ARENA_SOURCE}), "
+        out.append(f"  {r['model']}: TFLM arena {r['tflm_arena_bytes']:,} B ({TFLM_ARENA_SOURCE}), "
                    f"of which {head:,} B planned activations and scratch; peak RAM {r['peak_ram_bytes'] / head:.3f}x "
                    f"that part alone"
                    + (f"; on the recorded models the x86 figure is {min(calib):.2f}-{max(calib):.2f}x the Cortex-M "

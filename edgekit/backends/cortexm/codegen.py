@@ -274,11 +274,12 @@ def kernel_fallbacks(graph: Graph, selections: dict) -> list[dict]:
 def fusion_refusals(graph: Graph, plan: MemoryPlan, *, kernels: str = "reference", features=(), board=None,
                     optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None) -> set[str]:
     """The row-fused nodes of ``plan`` whose selected kernel cannot compute a range of output pixels
-    over rings of rows (``KernelVariant.row_ranges``): the build plans again without their fusions."""
+    over rings of rows (``KernelVariant.row_ranges``, or the selection's ``ctx["row_ranges"]`` where the
+    geometry decides): the build plans again without their fusions."""
     reg = kernel_registry.registry()
     sel = _select_kernels(graph, plan, kernels, features, board, optimize, widen_allowance)
     names = {n for f in plan.fused for n in (f.producer, f.consumer)}
-    return {n for n in names if sel[n].optimized and not reg.get(sel[n].kind).row_ranges}
+    return {n for n in names if sel[n].optimized and not sel[n].ctx.get("row_ranges", reg.get(sel[n].kind).row_ranges)}
 
 
 def scratch_requests(graph: Graph, plan: MemoryPlan, *, kernels: str = "reference", features=(), board=None,

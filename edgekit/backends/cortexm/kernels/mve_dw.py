@@ -103,6 +103,7 @@ class MveDepthwise(KernelVariant):
     features = frozenset({"dsp", "mve"})
     priority = 42  # above the DSP depthwise kernels (and their int16 records) on a Helium core
     template = "ops_mve/dw.c.j2"
+    row_ranges = True  # when its lines are rows (Selection.ctx["row_ranges"]): whole rows per call, a ring of rows in
     cost_kinds = {"mve_dw": ("blocks", "vmladav", "lines", "copies", "copy_vec", "fills", "channels", "const")}
     cost_reduced = {"mve_dw": ("blocks", "lines", "copy_vec")}
     cost_work = {"mve_dw": (("blocks", LANES),)}
@@ -164,6 +165,7 @@ class MveDepthwise(KernelVariant):
                "any_left": any(left), "right": "all" if all(right) else "some" if any(right) else "none",
                "gather16": 7 * lane["step_in"] < 2**16 and 7 * lay["S"] < 2**16, "uses_bias": False,
                "zp_y": rq.zero_point, "lo": rq.lo, "hi": rq.hi, "scratch_bytes": lay["buf"],
+               "row_ranges": r["name"] == "y",
                "summary": f"lines along {lane['name']} interleaved in a ring of {lay['S']}, one VMLADAV.S8 per "
                           f"output ({lay['nvec']} vector(s) of 16 lanes), int8 weights, vectorised requantization"}
         # int8 weights and the sums' int32 starts (they replace the layer's weights and bias), the
