@@ -17,8 +17,8 @@ from edgekit.errors import EdgekitError
 from edgekit.nas import cost
 from edgekit.resources import resource_dir
 
-VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "dw3", "dw3_int8", "dw3_wide", "dwk", "dwk_int8", "dense", "dense_int8", "dense_asm",
-            "dense_asm_int8", "mve_gemm",
+VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "conv2d_gemm_int8_shared", "dw3", "dw3_int8", "dw3_wide", "dwk",
+            "dwk_int8", "dense", "dense_int8", "dense_asm", "dense_asm_int8", "mve_gemm",
             "mve_dense", "mve_dw", "mve_dwc", "dense_xnor", "dense_binary", "conv_xnor", "mve_dense_xnor",
             "mve_conv_xnor", "gap_dsp", "conv2d_fewch", "conv2d_fewch_int8",
             "conv1x1_add", "conv1x1_add_int8"}
@@ -30,7 +30,9 @@ def _graph(chain: str, seed: int, tmp_path):
     test_kernels_edges' global average pool, chain "gap", or its ResNet shortcut, chain "shortcut")."""
     from test_kernels_dsp import CHAINS
     from test_kernels_edges import gap_model, shortcut_chain
+    from test_kernels_gemm_shared import chain_shared
 
+    CHAINS = {**CHAINS, "s": chain_shared}
     from edgekit.frontends.tflite.importer import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.ir.planner import plan_memory
@@ -46,8 +48,9 @@ def _graph(chain: str, seed: int, tmp_path):
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):
     d = tmp_path_factory.mktemp("kernels")
-    # a: conv, depthwise 3x3, 1x1, dense; b: dilation, depth multipliers, a fused residual; d: other depthwise
-    return [_graph(c, s, d) for c, s in (("a", 0), ("b", 2), ("d", 6), ("gap", 0), ("shortcut", 0))]
+    # a: conv, depthwise 3x3, 1x1, dense; b: dilation, depth multipliers, a fused residual; d: other depthwise;
+    # s: GEMM layers whose blocks share the widened weights
+    return [_graph(c, s, d) for c, s in (("a", 0), ("b", 2), ("d", 6), ("gap", 0), ("shortcut", 0), ("s", 0))]
 
 
 def test_every_variant_module_is_discovered_once():

@@ -7,7 +7,21 @@ from __future__ import annotations
 import numpy as np
 
 from .common import Int8WeightsRefusal, byte_words
-from .conv2d_gemm import ConvGemm
+from .common import run_pairs
+from .conv2d_gemm import GEMM_PIXELS, ConvGemm, runs_of, unroll
+
+#: blocks of GEMM_PIXELS pixels that share one widening of a channel pair's int8 weights: the first block's
+#: pass stores the widened weights beside its pixels, the others load them with one LDRD (11 + 8 + 8
+#: instructions per k-pair for three blocks instead of 3 x 10)
+SHARED_BLOCKS = (3, 2)
+#: words per k-pair in each block's im2col array when blocks share the weights: 3 pixels, 2 weight words
+SHARED_COL_STRIDE = 5
+#: k-pair steps per loop iteration of the shared-weight passes (the one of less work, padding included)
+SHARED_UNROLLS = (8, 4)
+#: the shared form is taken where its estimate is below this share of conv2d_gemm_int8's (shared_blocks)
+SHARED_GAIN = 0.98
+#: im2col bytes the shared layout may take (in a free arena gap, else on the stack: RAM it may add)
+SHARED_COL_BYTES = 2048
 
 
 class ConvGemmInt8(Int8WeightsRefusal, ConvGemm):
@@ -40,4 +54,123 @@ class ConvGemmInt8(Int8WeightsRefusal, ConvGemm):
                    - graph.constants[node.inputs[2]].nbytes)
 
 
-VARIANTS = (ConvGemmInt8(),)
+
+def shared_blocks(kwords: int, npix: int) -> int:
+    """How many blocks of pixels share each widening of the weights: the most of SHARED_BLOCKS whose im2col
+    arrays take at most SHARED_COL_BYTES and whose passes are estimated to execute fewer instructions than
+    conv2d_gemm_int8's (1: none). A function of the shape alone, as the latency model needs."""
+    for nb in SHARED_BLOCKS:
+        if npix > GEMM_PIXELS * (nb - 1) and 4 * SHARED_COL_STRIDE * shared_steps(kwords)[1] * nb <= SHARED_COL_BYTES \
+                and shared_estimate(kwords, nb) < SHARED_GAIN * plain_estimate(kwords, nb):
+            return nb
+    return 1
+
+
+def plain_estimate(kwords: int, nb: int) -> int:
+    """conv2d_gemm_int8's instructions for nb blocks of one channel pair: 10 per k-pair step, 3 per loop iteration,
+    about 50 for the C epilogue of six outputs and the loop around it."""
+    return nb * (10 * kwords + 3 * -(-(kwords - 1) // unroll(kwords)) + 50)
+
+
+def shared_estimate(kwords: int, nb: int) -> int:
+    """The shared passes' instructions for the same: 11 per padded step of block 0, 8 of the others, 3 per loop
+    iteration, about 60 per pass for its setup and its requantization in assembly."""
+    u, kpad = shared_steps(kwords)
+    return (11 + 8 * (nb - 1)) * kpad + nb * (3 * (kpad // u) + 60)
+
+
+def shared_steps(kwords: int) -> tuple[int, int]:
+    """(steps per loop iteration, k-pairs padded to whole iterations) of the shared-weight passes: the
+    fewest instructions (about 9 per k-pair step and 3 per iteration)."""
+    return min(((u, -(-kwords // u) * u) for u in SHARED_UNROLLS), key=lambda t: (9 * t[1] + 3 * (t[1] // t[0]), t[0]))
+
+
+def asm_requant(d: dict, node, graph) -> dict | None:
+    """The requantization the shared-weight passes do in their own assembly (templates/cortexm/ops_dsp/
+    conv2d_gemm.c.j2 rq_asm: SMMLAR records (M, 2 Ahi, e), int8 outputs, even channel count, no fused residual
+    add): the saturating instruction and the clamp bounds inside the int8 range (None: none); None where the
+    C epilogue (epilogue.j2) is needed."""
+    if not (d.get("fast") and d.get("smmlar")) or d.get("acc_doubled") or node.attrs.get("residual"):
+        return None
+    # int8 outputs: what TFLite's double rounding comes with (uint8 outputs come from QONNX's single rounding)
+    if graph.tensors[node.outputs[0]].dtype != "int8" or d["g"]["oc"] % 2:
+        return None
+    rq = node.attrs["requant"]
+    if not -128 <= rq.lo <= rq.hi <= 127:
+        return None
+    return {"sat": "ssat", "lo": rq.lo if rq.lo > -128 else None, "hi": rq.hi if rq.hi < 127 else None}
+
+
+class ConvGemmInt8Shared(ConvGemmInt8):
+    """conv2d_gemm_int8 with blocks of pixels sharing each widening of a channel pair's weights: block 0's pass
+    (LDM, LDR, two SXTB16, STRD, six SMLAD per k-pair) stores the widened pair beside its pixels in col, the
+    passes of the step's other blocks load it with their pixels (LDM, LDRD, six SMLAD); each pass requantizes
+    and stores its six outputs in its own assembly. K is padded with zero weights to whole loop iterations."""
+    name = "conv2d_gemm_int8_shared"
+    # before conv2d_gemm_int8 (which takes what this one refuses), after the int16 conv2d_gemm under speed
+    priority = 9.5
+    cost_kinds = {"gemm_int8_shared": ("im2col_words", "zero_words", "runs", "runs_valid", "tap_iters", "tail_runs",
+                                       "partial_elems", "steps", "w_steps", "iters", "passes", "outputs", "blocks",
+                                       "const")}
+    cost_reduced = {"gemm_int8_shared": ("im2col_words", "steps", "passes")}
+    # MACs per step: 3 pixels x 2 channels x a k-pair
+    cost_work = {"gemm_int8_shared": (("steps", 12), ("outputs", 1))}
+
+    def refusal(self, node, graph, plan) -> str | None:
+        why = super().refusal(node, graph, plan)
+        if why:
+            return why
+        d = ConvGemmInt8.select(self, node, graph, plan).ctx
+        if not asm_requant(d, node, graph):
+            return ("a requantization its assembly does not do (it does the SMMLAR form, int8 outputs, an even "
+                    "channel count, no fused add)")
+        if shared_blocks(d["kwords"], d["npix"]) < 2:
+            return (f"K of {d['kwords']} k-pairs: no gain estimated, or two blocks' im2col over {SHARED_COL_BYTES} B "
+                    "(shared_blocks)")
+        return None
+
+    def select(self, node, graph, plan):
+        sel = super().select(node, graph, plan)
+        d = sel.ctx
+        kw = d["kwords"]
+        nb = shared_blocks(kw, d["npix"])
+        unroll_, kpad = shared_steps(kw)
+        pairs = d["oc_pad"] // 2
+        stream = np.array(d["w_words"], np.int64).reshape(pairs, -1)
+        # the records of both channels after each pair's weights, per-tensor ones too (the assembly reads them there)
+        rec = stream[:, 2 + kw:] if d["fast_pc"] else np.tile(np.array(d["frec"][:3] * 2, np.int64), (pairs, 1))
+        stream = np.concatenate([stream[:, :2 + kw], np.zeros((pairs, kpad - kw), np.int64), rec], axis=1).reshape(-1)
+        d.update(nblocks=nb, asm_rq=asm_requant(d, node, graph), col_stride=SHARED_COL_STRIDE, kpad=kpad,
+                 unroll=unroll_, w_words=stream.tolist(), scratch_bytes=4 * SHARED_COL_STRIDE * kpad * nb,
+                 summary=d["summary"] + f", weights widened once per {nb} blocks")
+        sel.weight_bytes = 4 * stream.size
+        return sel
+
+    def instructions_saved_by_int16(self, sel) -> int:
+        # per k-pair of a group of nb blocks and channel pair: the first block's LDR, two SXTB16 and STRD, against
+        # the int16 kernel's LDRD (the other blocks' LDRD is the int16 kernel's)
+        d = sel.ctx
+        groups = -(-(-(-d["npix"] // d["pixels"])) // d["nblocks"])
+        return 3 * groups * (d["oc_pad"] // 2) * d["kwords"]
+
+    def cost_features(self, info: dict) -> tuple[str, dict]:
+        """conv2d_gemm's im2col counts, and the shared passes' steps (all blocks), block 0's extra steps, loop
+        iterations and passes (each with its requantization of six outputs)."""
+        _, f = ConvGemm.cost_features(self, info)
+        ih, iw, ic = info["in"]
+        oh, ow, oc = info["out"]
+        kh, kw = info["kernel"]
+        runs, run_len = runs_of(kh, kw, ic, info.get("dilation", (1, 1))[1])
+        kwords = len(runs) * len(run_pairs(run_len))
+        unroll_, kpad = shared_steps(kwords)
+        blocks = -(-(oh * ow) // GEMM_PIXELS)
+        groups = -(-blocks // max(2, shared_blocks(kwords, oh * ow)))
+        passes = blocks * -(-oc // 2)
+        out = {k: f[k] for k in ("im2col_words", "zero_words", "runs", "runs_valid", "tap_iters", "tail_runs",
+                                 "partial_elems", "outputs", "blocks", "const")}
+        out.update(steps=passes * kpad, w_steps=groups * -(-oc // 2) * kpad, iters=passes * (kpad // unroll_),
+                   passes=passes)
+        return "gemm_int8_shared", out
+
+
+VARIANTS = (ConvGemmInt8(), ConvGemmInt8Shared())
