@@ -24,8 +24,9 @@ class ConvGemmPacked(KernelVariant):
     name = "conv2d_gemm_packed"
     ops = ("conv2d",)
     features = frozenset({"dsp"})
-    # above the int8-weight GEMM: a layer whose weights are 4 or 2 bits keeps them packed in flash
-    priority = 11
+    # above every int8-weight variant (GEMM, few-channel, 1x1 + add): a layer whose weights are 4 or 2 bits
+    # keeps them packed in flash under size and balanced
+    priority = 15
     template = "ops_dsp/conv2d_gemm_packed.c.j2"
     row_ranges = True
     # under --optimize speed the int16-weight GEMM takes the layer (or, short of flash, this one again)

@@ -32,8 +32,8 @@ class DensePacked(KernelVariant):
     name = "dense_packed"
     ops = ("dense",)
     features = frozenset({"dsp"})
-    # above the int8-weight dense: a layer whose weights are 4 or 2 bits keeps them packed in flash
-    priority = 11
+    # above every int8-weight dense variant (dense_int8, dense_asm_int8): 4- or 2-bit weights stay packed
+    priority = 15
     template = "ops_dsp/dense_packed.c.j2"
     modes = frozenset({"size", "balanced"})
     cost_kinds = {"dense_packed": ("loops", "rem", "tail", "blocks", "outputs", "const")}
