@@ -6,8 +6,8 @@ rounding, signed and narrow ranges, uint8 inputs after ReLUs, odd channel counts
 the packing, a fused residual add), and the random TFLite chains of test_kernels_dsp.py with their
 convolution and dense weights rounded to 4 or 2 bits at import (TFLite's double rounding: the
 one-multiply and SMMLAR epilogues, nonzero input zero points, fused residual adds). Each is built for the
-emulated Cortex-M4 (and M7, M33), and ``verify`` compares the firmware (packed kernels) and the host build
-(reference kernels) with the simulator element by element.
+emulated Cortex-M4 (and M7, M33; the M55 for the Helium forms, mve_gemm_packed.py), and ``verify`` compares
+the firmware (packed kernels) and the host build (reference kernels) with the simulator element by element.
 """
 from __future__ import annotations
 

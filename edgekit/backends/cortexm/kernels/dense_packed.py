@@ -76,7 +76,8 @@ class DensePacked(KernelVariant):
         # per block and k-quad, the 4 rows' weights w[r][4q..4q+3] as sets: row r is set r % sets of word
         # r // sets (4-bit: rows 0-1 then 2-3; 2-bit: all four in one word)
         body = blocks[:, :, :QUAD * quads].reshape(rows_pad // ROWS, ROWS, quads, QUAD).transpose(0, 2, 1, 3)
-        words = set_words(body.reshape(rows_pad // ROWS, quads, ROWS // sets, sets, QUAD), bits, offset=True).reshape(-1)
+        sets_of = body.reshape(rows_pad // ROWS, quads, ROWS // sets, sets, QUAD)
+        words = set_words(sets_of, bits, offset=True).reshape(-1)
         # the last n_in % 4 inputs: per block, per input, the 4 rows' codes, packed as the reference packs them
         tail_codes = blocks[:, :, QUAD * quads:].transpose(0, 2, 1).reshape(-1)
         tail_bytes = pack(tail_codes, bits) if tail_codes.size else np.zeros(0, np.uint8)

@@ -1,12 +1,19 @@
-"""What the packed-weight DSP kernels (``conv2d_gemm_packed``, ``dense_packed``) share: the layout of
-4- and 2-bit weights in a 32-bit word and the few instructions that unpack it for SMLAD.
+"""What the packed-weight kernels (``conv2d_gemm_packed``, ``dense_packed``; Helium: ``mve_gemm_packed``,
+``mve_dense_packed``) share: the layout of 4- and 2-bit weights in a byte and the few instructions that
+unpack it.
 
-A word holds 8 / bits *sets* of four weights; set s sits in bits [8 - (s + 1) * bits, 8 - s * bits) of
-each byte (set 0 in the top bits). ``(word << s * bits) & MASK`` leaves set s alone at the top of each
-byte, that is 2^(8 - bits) times the weight as a signed byte, and SXTB16 / SXTB16 ROR #8 widen bytes 0/2
-and 1/3 to the int16 halves SMLAD multiplies. The products are ``SCALE = 2^(8 - bits)`` times the
-true ones: the kernels accumulate the scaled sum and shift it back exactly (an arithmetic shift of a
-multiple of SCALE), so the accumulator bound times SCALE must fit in int32 (:func:`scaled_bound_refusal`).
+A byte holds 8 / bits *sets*; set s sits in bits [8 - (s + 1) * bits, 8 - s * bits) (set 0 in the top
+bits), and a 32-bit word holds four such bytes. Two ways to read them:
+
+* the GEMM (``conv2d_gemm_packed``: a set is a k-pair step): ``(word << s * bits) & MASK`` leaves set s
+  alone at the top of each byte, that is 2^(8 - bits) times the weight as a signed byte, and SXTB16 /
+  SXTB16 ROR #8 widen bytes 0/2 and 1/3 to the int16 halves SMLAD multiplies. The products are ``SCALE =
+  2^(8 - bits)`` times the true ones: the kernel accumulates the scaled sum and shifts it back exactly (an
+  arithmetic shift of a multiple of SCALE), so the accumulator bound times SCALE must fit in int32
+  (:func:`scaled_bound_refusal`);
+* the dense kernels (a set is a row): the lower sets in offset binary (``set_bytes(offset=True)``), so the
+  byte itself and the byte AND :func:`low_mask` are exact sums of scaled codes, and the rows follow from
+  the sums of their products (kernels/dense_packed.py).
 """
 from __future__ import annotations
 
