@@ -287,3 +287,28 @@ def test_fused_host_build_under_asan_ubsan(model, seed, tmp_path):
     assert res.manifest.memory_plan["fused"]
     rep = verify(_sanitized_copy(tmp_path / "b", tmp_path / "asan"), count=16, seed=2, stages=("host",))
     assert rep.ok and rep.stages[-1].mismatches == 0, rep.table()
+
+
+def test_zoo_mobilenet_first_layers_run_in_bands(tmp_path):
+    """MobileNetV1 0.25 at 96x96x3 (the VWW architecture, edgekit.qat.zoo): the first conv -> depthwise and
+    pointwise -> depthwise pairs fuse, each depthwise output pinned over its producer's input, and the arena
+    falls from 55,296 B (the 48x48x8 map beside the 48x48x16 one) to 29,952 B, the lower bound of the fused
+    plan: the 96x96x3 input, with the first depthwise output over it, and the first conv's ring of 6 rows."""
+    import torch
+
+    from edgekit.frontends.qonnx import import_qonnx
+    from edgekit.ir.passes import run_default_passes
+    from edgekit.ir.planner import check_plan, plan_memory
+    from edgekit.qat import export_qonnx
+    from edgekit.qat.zoo import ZOO, calibrate
+
+    torch.manual_seed(0)
+    model = calibrate(ZOO["mobilenetv1-0.25"]())
+    graph, _ = import_qonnx(export_qonnx(model, torch.zeros(1, *model.input_shape), tmp_path / "m.onnx"))
+    run_default_passes(graph)
+    plain, fused = plan_memory(graph, fuse=False), plan_memory(graph)
+    check_plan(fused)
+    assert plain.arena_bytes == 48 * 48 * (8 + 16) == 55_296
+    assert [(f.producer, f.consumer, f.over_input, f.ring_rows) for f in fused.fused] == [
+        ("Conv_0", "Conv_1", True, 6), ("Conv_2", "Conv_3", True, 9)]
+    assert fused.arena_bytes == fused.lower_bound == 96 * 96 * 3 + 6 * 48 * 8 == 29_952
