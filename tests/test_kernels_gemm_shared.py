@@ -158,3 +158,32 @@ def test_row_fused_producer_bit_exact(seed, tmp_path):
     rep = verify(out, codes=input_codes(np.random.default_rng(seed), t.shape, 24, t.zero_point, 10),
                  stages=("host", "qemu"))
     _check(out, rep, {n.name for n in graph.nodes if n.op in ("conv2d", "dense")}, weights="int8")
+
+
+def test_size_keeps_the_shared_layers_full_records(tmp_path):
+    """--optimize size gives conv2d_gemm's layers of at least COMPACT_RECORD_MIN_KWORDS k-pairs compact
+    requantization records; the shared variant's assembly reads full records, so its layers keep them (the
+    VWW stand-in failed to compile: an unused Ahi table, and a stream the passes would misread)."""
+    from edgekit.api import build
+    from edgekit.backends.cortexm.kernels.common import COMPACT_RECORD_MIN_KWORDS
+
+    rng = np.random.default_rng(3)
+    ch = Chain(rng, (6, 7, 64), zp=-5)
+    ch.conv(32, 1)                                   # K = 32 k-pairs
+    ch.conv(16, 1, per_channel=True)
+    model = tmp_path / "k.tflite"
+    model.write_bytes(ch.dense(5).build())
+    graph, plan = _graph(model.read_bytes(), tmp_path)
+    shared = kernel_registry.registry().get(SHARED)
+    node = graph.nodes[0]
+    assert shared.refusal(node, graph, plan) is None
+    assert shared.select(node, graph, plan).ctx["kwords"] >= COMPACT_RECORD_MIN_KWORDS
+    out = tmp_path / "b"
+    build(model, "cortex-m4", "mps2-an386", out, optimize="size")
+    layers = json.loads((out / "manifest.json").read_text())["layers"]
+    assert SHARED in layers[0]["kernel"] and "compact" not in layers[0]["kernel"], layers[0]["kernel"]
+    from edgekit.api import verify
+
+    t = graph.tensors[graph.inputs[0]]
+    rep = verify(out, codes=input_codes(np.random.default_rng(0), t.shape, 8, t.zero_point, 10), stages=("host", "qemu"))
+    assert rep.ok, rep.table()

@@ -146,6 +146,12 @@ class ConvGemmInt8Shared(ConvGemmInt8):
         sel.weight_bytes = 4 * stream.size
         return sel
 
+    def compact_records(self, sel) -> bool:
+        """Never: the passes' assembly reads each channel pair's full records after its weights
+        (rq_asm), so conv2d_gemm's compact layout would not be read (size and the flash goal keep
+        this variant's 6-word records)."""
+        return False
+
     def instructions_saved_by_int16(self, sel) -> int:
         # per k-pair of a group of nb blocks and channel pair: the first block's LDR, two SXTB16 and STRD, against
         # the int16 kernel's LDRD (the other blocks' LDRD is the int16 kernel's)
