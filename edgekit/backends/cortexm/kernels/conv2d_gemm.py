@@ -17,9 +17,34 @@ GEMM_CHANNELS = 2
 GEMM_UNROLL = 4
 
 
-def unroll(kwords: int) -> int:
-    """k-pair steps per iteration of the micro-kernel's loop: twice as many for long K."""
+#: int16 weights (--optimize speed): K of at most this many k-pairs runs as straight-line steps, without a loop
+FULL_UNROLL_KWORDS = 33
+
+
+def unroll(kwords: int, full: bool = False) -> int:
+    """k-pair steps per iteration of the micro-kernel's loop: twice as many for long K; with ``full`` (the int16
+    variant) all the steps after the first where K is at most FULL_UNROLL_KWORDS (one iteration: no loop)."""
+    if full and 2 < kwords <= FULL_UNROLL_KWORDS:
+        return kwords - 1
     return 2 * GEMM_UNROLL if kwords > 6 * GEMM_UNROLL else GEMM_UNROLL
+
+
+def asm_requant(d: dict, node, graph, records_in_stream: bool = True) -> dict | None:
+    """The requantization the GEMM's assembly does itself after the accumulation (templates/cortexm/ops_dsp/
+    conv2d_gemm.c.j2 rq_asm): SMMLAR records (M, 2 Ahi, e) (per channel in the weight stream unless
+    ``records_in_stream`` is False: the caller puts them there), int8 outputs, an even channel count, no fused
+    residual add. The saturation and the clamp bounds inside the int8 range (None: none); None where the C
+    epilogue (epilogue.j2) is needed."""
+    if not (d.get("fast") and d.get("smmlar")) or (records_in_stream and not d.get("fast_pc")) \
+            or node.attrs.get("residual"):
+        return None
+    # int8 outputs: what TFLite's double rounding comes with (uint8 outputs come from QONNX's single rounding)
+    if graph.tensors[node.outputs[0]].dtype != "int8" or d["g"]["oc"] % 2:
+        return None
+    rq = node.attrs["requant"]
+    if not -128 <= rq.lo <= rq.hi <= 127:
+        return None
+    return {"sat": "ssat", "lo": rq.lo if rq.lo > -128 else None, "hi": rq.hi if rq.hi < 127 else None}
 
 
 def runs_of(kh: int, kw: int, ic: int, dil_w: int) -> tuple[list[tuple[int, int]], int]:
@@ -41,9 +66,11 @@ class ConvGemm(KernelVariant):
                            "partial_elems", "mk_loops4", "mk_loops8", "mk_rem", "mk_blocks", "outputs",
                            "plain_outputs", "blocks", "const")}
     cost_reduced = {"gemm": ("im2col_words", "mk_loops4", "mk_loops8", "outputs")}
-    # MACs per micro-kernel loop iteration: pixels x channels x k-pairs x 2
+    # MACs per micro-kernel loop iteration: pixels x channels x k-pairs x 2 (a single step: one k-pair; short K with
+    # int16 weights runs single steps only)
     cost_work = {"gemm": (("mk_loops8", GEMM_PIXELS * GEMM_CHANNELS * 2 * 2 * GEMM_UNROLL),
-                          ("mk_loops4", GEMM_PIXELS * GEMM_CHANNELS * 2 * GEMM_UNROLL), ("outputs", 1))}
+                          ("mk_loops4", GEMM_PIXELS * GEMM_CHANNELS * 2 * GEMM_UNROLL),
+                          ("mk_rem", GEMM_PIXELS * GEMM_CHANNELS * 2), ("outputs", 1))}
     # weights widened to int16 in flash (2 bytes per weight): only when the build asks for speed
     modes = frozenset({"speed"})
     int8_weights = False
@@ -100,7 +127,8 @@ class ConvGemm(KernelVariant):
         ctx = {
             "g": g, "runs": runs, "run_len": run_len, "words_per_run": words_per_run, "kwords": kwords,
             "oc_pad": oc_pad, "npix": g["oh"] * g["ow"], "ext": extend_insn(x.dtype),
-            "offset_word": offset_word(x.zero_point), "tap_mode": ic % 4 == 0, "unroll": unroll(kwords),
+            "offset_word": offset_word(x.zero_point), "tap_mode": ic % 4 == 0,
+            "unroll": unroll(kwords, full=not self.int8_weights),
             "pixels": GEMM_PIXELS, "int8_weights": self.int8_weights, "acc_doubled": doubled,
             "w_words": stream.tolist(), "uses_bias": False, "rq_table": None,
             "scratch_bytes": 4 * GEMM_PIXELS * kwords,
@@ -109,6 +137,7 @@ class ConvGemm(KernelVariant):
             "summary": f"im2col {kwords} int16 pairs/pixel, {self.weight_form}, {GEMM_PIXELS}x2 SMLAD micro-kernel",
         }
         ctx.update(rqc)
+        ctx["asm_rq"] = asm_requant(ctx, node, graph)
         ctx.update(residual_ctx(node, graph))
         if node.attrs.get("residual"):
             ctx["summary"] += ", fused residual add"
@@ -158,15 +187,17 @@ class ConvGemm(KernelVariant):
         full_cols = sum(1 for ox in range(ow) if ox * sw - pl >= 0 and ox * sw - pl + kw <= iw)
         tap_mode = ic % 4 == 0                             # whole words per tap, zero words for outside taps
         zero = (npix * kh - vrows * ow) * run_words + (vrows * (ow * kw - vcols) * (ic // 2) if tap_mode else 0)
-        u = unroll(kwords)
-        loops = blocks * ocp * (kwords // u)
+        u = unroll(kwords, full=not self.int8_weights)
+        # int16 weights and short K: every step after the first straight-line, counted as single steps (no loop)
+        straight = not self.int8_weights and 2 < kwords <= FULL_UNROLL_KWORDS
+        loops = 0 if straight else blocks * ocp * (kwords // u)
         return self.cost_kind, {
             "im2col_words": npix * kwords, "zero_words": zero, "runs": npix * kh, "runs_valid": vrows * ow,
             "tap_iters": vrows * ow * kw if tap_mode else 0,
             "tail_runs": vrows * ow if run_len % 4 else 0, "partial_elems": vrows * (ow - full_cols) * kw * ic,
             "mk_loops4": loops if u == GEMM_UNROLL else 0,
             "mk_loops8": loops if u == 2 * GEMM_UNROLL else 0,
-            "mk_rem": blocks * ocp * (kwords % u),
+            "mk_rem": blocks * ocp * (kwords - 1 if straight else kwords % u),
             "mk_blocks": blocks * ocp, "outputs": npix * oc,
             "plain_outputs": npix * oc if info.get("rq") in (None, "none") else 0, "blocks": blocks, "const": 1}
 

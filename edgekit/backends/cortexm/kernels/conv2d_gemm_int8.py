@@ -8,7 +8,7 @@ import numpy as np
 
 from .common import Int8WeightsRefusal, byte_words
 from .common import run_pairs
-from .conv2d_gemm import GEMM_PIXELS, ConvGemm, runs_of, unroll
+from .conv2d_gemm import GEMM_PIXELS, ConvGemm, asm_requant, runs_of, unroll
 
 #: blocks of GEMM_PIXELS pixels that share one widening of a channel pair's int8 weights: the first block's
 #: pass stores the widened weights beside its pixels, the others load them with one LDRD (11 + 8 + 8
@@ -85,22 +85,6 @@ def shared_steps(kwords: int) -> tuple[int, int]:
     return min(((u, -(-kwords // u) * u) for u in SHARED_UNROLLS), key=lambda t: (9 * t[1] + 3 * (t[1] // t[0]), t[0]))
 
 
-def asm_requant(d: dict, node, graph) -> dict | None:
-    """The requantization the shared-weight passes do in their own assembly (templates/cortexm/ops_dsp/
-    conv2d_gemm.c.j2 rq_asm: SMMLAR records (M, 2 Ahi, e), int8 outputs, even channel count, no fused residual
-    add): the saturating instruction and the clamp bounds inside the int8 range (None: none); None where the
-    C epilogue (epilogue.j2) is needed."""
-    if not (d.get("fast") and d.get("smmlar")) or d.get("acc_doubled") or node.attrs.get("residual"):
-        return None
-    # int8 outputs: what TFLite's double rounding comes with (uint8 outputs come from QONNX's single rounding)
-    if graph.tensors[node.outputs[0]].dtype != "int8" or d["g"]["oc"] % 2:
-        return None
-    rq = node.attrs["requant"]
-    if not -128 <= rq.lo <= rq.hi <= 127:
-        return None
-    return {"sat": "ssat", "lo": rq.lo if rq.lo > -128 else None, "hi": rq.hi if rq.hi < 127 else None}
-
-
 class ConvGemmInt8Shared(ConvGemmInt8):
     """conv2d_gemm_int8 with blocks of pixels sharing each widening of a channel pair's weights: block 0's pass
     (LDM, LDR, two SXTB16, STRD, six SMLAD per k-pair) stores the widened pair beside its pixels in col, the
@@ -121,7 +105,7 @@ class ConvGemmInt8Shared(ConvGemmInt8):
         if why:
             return why
         d = ConvGemmInt8.select(self, node, graph, plan).ctx
-        if not asm_requant(d, node, graph):
+        if not asm_requant(d, node, graph, records_in_stream=False):
             return ("a requantization its assembly does not do (it does the SMMLAR form, int8 outputs, an even "
                     "channel count, no fused add)")
         if shared_blocks(d["kwords"], d["npix"]) < 2:
@@ -140,7 +124,7 @@ class ConvGemmInt8Shared(ConvGemmInt8):
         # the records of both channels after each pair's weights, per-tensor ones too (the assembly reads them there)
         rec = stream[:, 2 + kw:] if d["fast_pc"] else np.tile(np.array(d["frec"][:3] * 2, np.int64), (pairs, 1))
         stream = np.concatenate([stream[:, :2 + kw], np.zeros((pairs, kpad - kw), np.int64), rec], axis=1).reshape(-1)
-        d.update(nblocks=nb, asm_rq=asm_requant(d, node, graph), col_stride=SHARED_COL_STRIDE, kpad=kpad,
+        d.update(nblocks=nb, asm_rq=asm_requant(d, node, graph, records_in_stream=False), col_stride=SHARED_COL_STRIDE, kpad=kpad,
                  unroll=unroll_, w_words=stream.tolist(), scratch_bytes=4 * SHARED_COL_STRIDE * kpad * nb,
                  summary=d["summary"] + f", weights widened once per {nb} blocks")
         sel.weight_bytes = 4 * stream.size
