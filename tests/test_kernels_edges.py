@@ -289,3 +289,12 @@ def test_edge_variants_on_the_cortex_m33(tmp_path):
     model.write_bytes(edges_model(4))
     variants, _ = _build_and_verify(model, "cortex-m33", tmp_path, "speed", 4, board="mps2-an505")
     assert {"gap_dsp", "conv2d_fewch", "conv1x1_add"} <= set(variants.values()), variants
+
+
+def test_size_keeps_the_gemm_for_shortcuts_without_tables(tmp_path):
+    """--optimize size: no 2 KB operand tables; the shortcut keeps the GEMM's int8 layout and epilogue."""
+    model = tmp_path / "shortcut.tflite"
+    model.write_bytes(shortcut_chain(0, (8, 8, 16), 32, 2))
+    variants, src = _build_and_verify(model, "cortex-m4", tmp_path, "size")
+    assert not any(v.startswith("conv1x1_add") for v in variants.values()), variants
+    assert "_ta[256]" not in src
