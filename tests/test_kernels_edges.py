@@ -24,12 +24,13 @@ from test_kernels_dsp import Chain
 BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500"}
 
 
-def _build_and_verify(model: Path, target: str, tmp_path: Path, optimize: str = "balanced", seed: int = 0):
+def _build_and_verify(model: Path, target: str, tmp_path: Path, optimize: str = "balanced", seed: int = 0,
+                      board: str | None = None):
     from edgekit.api import build, verify
     from edgekit.ir.graph import Graph
 
     out = tmp_path / "b"
-    build(model, target, BOARDS[target], out, optimize=optimize)
+    build(model, target, board or BOARDS[target], out, optimize=optimize)
     graph = Graph.load(out)
     t = graph.tensors[graph.inputs[0]]
     # the whole code range, extremes included (the 16-bit lane sums' bounds)
@@ -232,3 +233,68 @@ def test_shortcut_with_uint8_residual_qonnx_bit_exact(target, tmp_path):
     path = export_qonnx(model, torch.zeros(1, 3, 10, 9), tmp_path / "m.onnx")
     variants, _ = _build_and_verify(path, target, tmp_path)
     assert "conv1x1_add_int8" in variants.values() or "conv1x1_add" in variants.values(), variants
+
+
+# ---------------------------------------------------------------------------------------
+# Every optimization level and a frame pointer; the Cortex-M33
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("optimize", ["balanced", "speed"])
+def test_edge_variants_compile_with_any_optimization_and_a_frame_pointer(optimize, tmp_path):
+    """All three variants in one model.c (a few-channel first conv, a shortcut with its add, a global average
+    pool), compiled as test_kernels_dsp compiles the GEMM's: the micro-kernel's 13 registers leave r7 to a frame
+    pointer, -O0 gets the reference kernels."""
+    import subprocess
+
+    from edgekit.api import build
+    from edgekit.backends.cortexm import toolchain as tc
+    from edgekit.targets import get_core
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(edges_model(3))
+    out = tmp_path / "b"
+    build(model, "cortex-m4", "mps2-an386", out, optimize=optimize)
+    variants = set(json.loads((out / "manifest.json").read_text())["kernel_variants"].values())
+    assert {"gap_dsp"} < variants and variants & {"conv2d_fewch", "conv2d_fewch_int8"} \
+        and variants & {"conv1x1_add", "conv1x1_add_int8"}, variants
+    core = get_core("cortex-m4")
+    for flags in (["-O0"], ["-Og"], ["-Os"], ["-O3"], ["-O2", "-fno-omit-frame-pointer"]):
+        cmd = [tc.arm_gcc(), *core.cflags, *flags, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
+               "-ffreestanding", f"-I{out / 'src'}", "-c", str(out / "src" / "model.c"), "-o", str(tmp_path / "m.o")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (flags, proc.stderr[-2000:])
+        dis = subprocess.run([tc._binutil("objdump"), "-d", str(tmp_path / "m.o")], capture_output=True, text=True)
+        assert ("sxtab16" in dis.stdout) == (flags != ["-O0"]), flags
+
+
+def edges_model(seed: int) -> bytes:
+    """RGB 3x3 stride 2 (few channels) -> 3x3 stride 2 and a 1x1 stride 2 shortcut with the add -> global
+    average pool."""
+    rng = np.random.default_rng(seed)
+    ch = Chain(rng, (16, 14, 3), zp=int(rng.integers(-60, 60)))
+    ch.conv(8, 3, stride=2)
+    x = (ch.x, ch.shape, ch.scale, ch.zp)
+    ch.conv(16, 3, stride=2)
+    a = (ch.x, ch.scale, ch.zp)
+    ch.x, ch.shape, ch.scale, ch.zp = x
+    ch.conv(16, 1, stride=2).add_to(a)
+    h, w, c = ch.shape
+    pooled = ch.b.act((1, 1, 1, c), ch.scale, ch.zp)
+    ch.b.op("AVERAGE_POOL_2D", [ch.x], [pooled], "Pool2DOptions", Padding=tflite.Padding.VALID, StrideW=w,
+            StrideH=h, FilterWidth=w, FilterHeight=h, FusedActivationFunction=tflite.ActivationFunctionType.NONE)
+    return ch.b.build([ch.inp], [pooled])
+
+
+def test_edge_variants_on_the_cortex_m33(tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(edges_model(4))
+    variants, _ = _build_and_verify(model, "cortex-m33", tmp_path, "speed", 4, board="mps2-an505")
+    assert {"gap_dsp", "conv2d_fewch", "conv1x1_add"} <= set(variants.values()), variants
+
+
+def test_size_keeps_the_gemm_for_shortcuts_without_tables(tmp_path):
+    """--optimize size: no 2 KB operand tables; the shortcut keeps the GEMM's int8 layout and epilogue."""
+    model = tmp_path / "shortcut.tflite"
+    model.write_bytes(shortcut_chain(0, (8, 8, 16), 32, 2))
+    variants, src = _build_and_verify(model, "cortex-m4", tmp_path, "size")
+    assert not any(v.startswith("conv1x1_add") for v in variants.values()), variants
+    assert "_ta[256]" not in src
