@@ -20,6 +20,9 @@ MAX_BLOCK = 5
 #: registers of the assembly loop that LDM lists name (ascending): the unpacked weight pair P, the
 #: weight word / second pair Q, the third requantization constant X, the bias / accumulator A0
 REG_P, REG_Q, REG_X, REG_A0 = "r4", "r5", "r6", "r8"
+#: instructions dw3_int8_ram spends per channel widening its int8 records into the arena (measured on the M4:
+#: VWW's 6x6x128 layers)
+UNPACK_PER_CHANNEL = 64
 #: a bit of the last channel's e - 1 word that ends the channel loop (ASR by a register uses its low byte)
 LAST_CHANNEL = 0x100
 
@@ -296,7 +299,7 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
                         else "int8 weights (SXTB16)")
         ctx = {"g": g, "mult": a["depth_multiplier"], "wp": wpad, "rec_words": [v for r in recs for v in r],
                "rw": len(recs[0]), "rots": rots, "blocks": plan_blocks, "wide": self.wide,
-               "scaled": bool(scaled), "ext": extend_insn(x.dtype), "offset_word": offset_word(2 * zp if in_ring else zp), "zp": x.zero_point,
+               "scaled": bool(scaled), "scale_log2": [v.bit_length() - 1 for v in scale], "ext": extend_insn(x.dtype), "offset_word": offset_word(2 * zp if in_ring else zp), "zp": x.zero_point,
                "scratch_bytes": 2 * kh * g["ic"] * wpad, "uses_bias": False, "doubled": in_ring,
                "summary": f"kh x 3 stride {g['sw']}: input rows transposed to int16 "
                           f"{'2 (x - zp)' if in_ring else '(x - zp)'}{', SMMLAR requantization' if dbl else ''}, "
@@ -381,4 +384,66 @@ class Dw3Wide(Dw3Int8):
         return None
 
 
-VARIANTS = (Dw3Int8(), Dw3Wide())
+class Dw3Int8Ram(Dw3Wide):
+    """dw3_wide's channel loop with int8 weights in flash (``--optimize size|balanced``): the layer first widens
+    its int8 records into dw3_wide's int16 records in free arena bytes beside the ring (about 50 instructions per
+    channel), so flash keeps one 28-byte record per channel (dw3_int8's size) and the loop reads one LDM per kernel
+    row, with one shift for every channel where scaled_constants allows. Only where the ring and the 40-byte
+    records per channel fit an arena gap while the layer runs: it never adds RAM (else dw3_int8)."""
+
+    name = "dw3_int8_ram"
+    # above dw3_int8 (31) under size and balanced
+    priority = 33
+    modes = frozenset({"size", "balanced"})
+    cost_kinds = {"dw3_int8_ram": Dw3Int8.cost_kinds["dw3_int8"]}
+    cost_reduced = {"dw3_int8_ram": Dw3Int8.cost_reduced["dw3_int8"]}
+    cost_work = {"dw3_int8_ram": Dw3Int8.cost_work["dw3_int8"]}
+
+    def refusal(self, node, graph, plan) -> str | None:
+        why = super().refusal(node, graph, plan)
+        if why:
+            return why
+        # widening costs about UNPACK_PER_CHANNEL instructions per channel once; dw3_int8's loop would spend
+        # saved_by_int16 more (its weight unpacking per step, the ASR or LSL per output, the ring's doubling)
+        saved = Dw3Int8().select(node, graph, plan).ctx.get("saved_by_int16", 0)
+        cost = UNPACK_PER_CHANNEL * conv_geometry(node, graph)["oc"]
+        if saved <= cost:
+            return f"widening the records ({cost} instructions) would save only {saved} in the loop (dw3_int8 instead)"
+        from .registry import arena_gap
+        need = Dw3Int8.select(self, node, graph, plan).ctx["scratch_bytes"] + self.table_bytes(node, graph)
+        if plan is None or arena_gap(plan, [n.name for n in graph.nodes].index(node.name), need) is None:
+            return f"no free arena gap of {need} B for the ring and the widened records (dw3_int8 instead)"
+        return None
+
+    @staticmethod
+    def table_bytes(node, graph) -> int:
+        """RAM of the widened records: dw3_wide's (2 kh + 4) words per channel."""
+        return 4 * (2 * conv_geometry(node, graph)["kh"] + 4) * conv_geometry(node, graph)["oc"]
+
+    def select(self, node, graph, plan) -> Selection:
+        sel = Dw3Int8.select(self, node, graph, plan)
+        ctx = sel.ctx
+        g = ctx["g"]
+        kh, oc, rw = g["kh"], g["oc"], ctx["rw"]
+        w = graph.constants[node.inputs[1]].astype(np.int64)
+        # per channel in flash: each kernel row's bytes (w0, w1, w2, 0), then the record's bias (scaled), M, K and
+        # its shift word with log2 of the channel's weight scale in bits 16-23 (the loop reads the low byte)
+        flash = []
+        for c in range(oc):
+            rec = ctx["rec_words"][c * rw:(c + 1) * rw]
+            rows = [int(byte_words(*(int(v) for v in w[ky, :, c]), 0)) for ky in range(kh)]
+            flash += rows + [rec[2], rec[-3], rec[-2], rec[-1] | (ctx["scale_log2"][c] << 16)]
+        ram = self.table_bytes(node, graph)
+        ctx.update({"unpack": {"words": flash, "fw": kh + 4, "ring_bytes": ctx["scratch_bytes"]},
+                    "scratch_bytes": ctx["scratch_bytes"] + ram,
+                    "summary": ctx["summary"].replace("int16 pairs of doubled weights (one LDM per kernel row)",
+                                                      f"int8 weights widened into {ram} B of int16 records in the "
+                                                      "arena at the layer's start (one LDM per kernel row)")})
+        return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * len(flash))
+
+    def instructions_saved_by_int16(self, sel) -> int:
+        # dw3_wide's records in flash run the same loop without the widening at the layer's start
+        return UNPACK_PER_CHANNEL * sel.ctx["g"]["oc"]
+
+
+VARIANTS = (Dw3Int8(), Dw3Wide(), Dw3Int8Ram())
