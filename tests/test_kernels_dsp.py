@@ -578,24 +578,13 @@ def test_other_dsp_cores(chain_a0, target, board, tmp_path):
 #: Executed instructions of one inference of chain_a(0) with optimized kernels on mps2-an386 (GCC 12.2.1,
 #: QEMU 7.2; the input is irrelevant: no kernel branches on data), with int16 weights (--optimize speed) and
 #: int8 weights (balanced, the default). Update with `edgekit profile` when the kernels or the compiler change.
-#: (w16-dw: the depthwise ring zeroes only what its fill never writes and fills two column pairs per step,
-#: packing before extending: 46650 -> 46253, 52918 -> 52586, 49103 -> 48706)
-#: (p16-ram: the first conv and the depthwise run row-fused, band by band: arena 960 -> 720 B for +4.4%
-#: instructions, the ring refilled per band: 46253 -> 48289, 52586 -> 54499, 48706 -> 50742)
-#: The first convolution (3 input channels) runs conv2d_fewch(_int8): its padded-row window and straight-line
-#: im2col took 46650 -> 43264 (speed), 52918 -> 49359 (size), 49103 -> 45745 (balanced).
-#: (merged, row fusion keeps the first conv on conv2d_gemm, which has pixel ranges: 47089, size 53327, balanced 49570)
-#: (issue 16: the two dense layers on dense_asm / dense_asm_int8, one generated assembly statement per layer:
-#: 46650 -> 46258 under speed, 52918 -> 51856 under size, 49103 -> 48041 under balanced)
-#: (all of the above together: 46697 under speed, 52265 under size, 48508 under balanced)
-#: (g16-gemm: the GEMM requantizes and stores its outputs in its own assembly (rq_asm) and runs short K
-#: with int16 weights without a loop: 46650 -> 46011, 52918 -> 52470, 49103 -> 48856 alone)
-#: (all of the above together: 46091 under speed, 51653 under size, 47902 under balanced)
-#: size 52586 -> 51757: the depthwise layer widens its int8 records into an arena gap (dw3_int8_ram)
-#: (all of the above together: 46091 under speed, 51653 under size, 47902 under balanced; with row fusion no arena gap
-#: holds dw3_int8_ram's widened records, so the depthwise layer keeps dw3_int8)
-EXPECTED_INSTRUCTIONS = 46091
-EXPECTED_INSTRUCTIONS_INT8 = {"size": 51653, "balanced": 47902}
+#: History (speed / size / balanced): 46650 / 52918 / 49103 at the start of round 6; then the depthwise ring
+#: fills two column pairs per step (w16-dw), the first conv and the depthwise run row-fused band by band (p16-ram:
+#: arena 960 -> 720 B, which keeps the first conv on conv2d_gemm: conv2d_fewch has no pixel ranges, and leaves
+#: dw3_int8_ram no arena gap), the GEMM requantizes in its own assembly (g16-gemm), and the dense layers run
+#: dense_asm / dense_asm_int8 (a16-dense). Re-measured on the merged tree: 46242 / 51742 / 47991.
+EXPECTED_INSTRUCTIONS = 46242
+EXPECTED_INSTRUCTIONS_INT8 = {"size": 51742, "balanced": 47991}
 #: Flash bytes of chain_a(0)'s weights (manifest memory_breakdown: model constants) on mps2-an386 with int16
 #: and with int8 weights in the GEMM, dense and depthwise layers (dw3_int8: one 28-byte record per channel;
 #: dw3_wide under speed: one 40-byte record of int16 pairs per channel instead of dw3's three 40-byte ones);

@@ -33,10 +33,13 @@ from .registry import STACK_SCRATCH_LIMIT, arena_gap
 XP, WP = "r0", "r1"
 #: the other registers the statement takes (r7 stays the frame pointer, sp is sp)
 POOL = ("r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10", "r11", "r12", "lr")
-#: k-step groups per inner loop iteration at most (the first iteration enters the body part-way): 4 for the
-#: int8 pairs (size, balanced: code flash counts; AD on the M4 277,070 instructions and 6.1 KB of code,
-#: against 270,926 and 8.3 KB with 8), 24 for int16 weights (speed: a 128-input row's k-steps unrolled)
-MAX_UNROLL = {True: 4, False: 24}
+#: k-step groups per inner loop iteration at most (the first iteration enters the body part-way): 3, where
+#: code flash counts (AD on the M4 with the int8 pairs: 277,070 instructions and 6.1 KB of code with 4,
+#: 270,926 and 8.3 KB with 8), and 24 for int16 weights over many row blocks (speed: a 128-input row's
+#: k-steps unrolled, about 1.3 KB of code per layer)
+MAX_UNROLL, MAX_UNROLL_WIDE = 3, 24
+#: row blocks from which the int16 weights' k-steps unroll to MAX_UNROLL_WIDE
+WIDE_BLOCKS = 16
 #: largest |B| the pairs form recovers exactly from acc_h - acc_a = 256 B (mod 2^32)
 PAIR_BOUND = 2**23
 
@@ -235,7 +238,8 @@ def generate(pairs: bool, xsrc: str, ext: str, n_in: int, n_out: int, e_shift: i
     e.op(f"ldmia {WP}!, {{{', '.join(accs)}}}")
     per_block = e.count
     n_full = len(full)
-    u = _unroll(n_full, MAX_UNROLL[pairs])
+    many = not pairs and sum(b for _, b in passes) >= WIDE_BLOCKS
+    u = _unroll(n_full, MAX_UNROLL_WIDE if many else MAX_UNROLL)
     if n_full > u:
         # a loop of u groups; the first iteration enters the body at the group that leaves a whole
         # number of iterations (no second copy of the remaining groups)
@@ -328,10 +332,11 @@ def const_word(tok: tuple, r0: int, consts: dict) -> int:
 
 
 def widen_instructions(n_in: int) -> int:
-    """Instructions of the widening loop (template): 4 per input word, 2 per loop iteration of 4
-    words, the remaining words unrolled; the partial last word in C (counted as 8)."""
+    """Instructions of the widening loop (template): 4 per input word, 2 per loop iteration of 2
+    words, the remaining word unrolled; the partial last word in C (counted as 8)."""
     words = n_in // 4
-    return 4 * words + 2 * (words // 4) + (8 if n_in % 4 else 0)
+    iters = words // 2
+    return 4 * words + (2 * iters if iters > 1 else 0) + (8 if n_in % 4 else 0)
 
 
 class DenseAsm(KernelVariant):
