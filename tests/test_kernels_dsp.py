@@ -472,13 +472,15 @@ def test_other_dsp_cores(chain_a0, target, board, tmp_path):
 #: QEMU 7.2; the input is irrelevant: no kernel branches on data), with int16 weights (--optimize speed) and
 #: int8 weights (balanced, the default). Update with `edgekit profile` when the kernels or the compiler change.
 EXPECTED_INSTRUCTIONS = 46650
-EXPECTED_INSTRUCTIONS_INT8 = {"size": 52918, "balanced": 49103}
+#: balanced spends what the default flash goal (1.05 x the int8 parameters + 24 KiB, measured on the firmware)
+#: leaves on int16 weights: this small model takes them everywhere, as speed does (49103 with the former 5%
+#: allowance alone)
+EXPECTED_INSTRUCTIONS_INT8 = {"size": 52918, "balanced": 46650}
 #: Flash bytes of chain_a(0)'s weights (manifest memory_breakdown: model constants) on mps2-an386 with int16
 #: and with int8 weights in the GEMM, dense and depthwise layers (dw3_int8: one 28-byte record per channel;
 #: dw3_wide under speed: one 40-byte record of int16 pairs per channel instead of dw3's three 40-byte ones);
-#: balanced gives its allowance (within 5% of the int8 parameters) to the layer that gains most per byte, the
-#: depthwise one (dw3_wide: 12 B more per channel for 6 instructions fewer per channel step)
-EXPECTED_WEIGHT_FLASH = {"speed": 6652, "size": 3572, "balanced": 3700}
+#: balanced: within the default flash goal, the speed layout (3700 with the former 5% allowance alone: dw3_wide)
+EXPECTED_WEIGHT_FLASH = {"speed": 6652, "size": 3572, "balanced": 6652}
 
 
 def test_exact_instruction_count(chain_a0, tmp_path):
