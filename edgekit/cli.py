@@ -168,9 +168,10 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--kernels", choices=["optimized", "reference"], help="optimized (default): DSP-extension "
                    "kernels where the core has them and a layer fits (docs/kernels.md); reference: the portable "
                    "reference kernels everywhere. Both compute the same integers")
-    b.add_argument("--optimize", choices=["size", "balanced", "speed"], help="with optimized kernels: size and "
-                   "balanced (default) keep conv and dense weights at int8 in flash; speed widens them to int16 "
-                   "where the board's flash allows (fewer instructions, about 2x their flash)")
+    b.add_argument("--optimize", choices=["size", "balanced", "speed"], help="with optimized kernels: size keeps "
+                   "conv and dense weights at int8 in flash; balanced (default) widens the layers that gain most to "
+                   "int16 within the default flash goal (1.05 x the int8 parameters + 24 KiB, docs/kernels.md); "
+                   "speed widens them where the board's flash allows (fewer instructions, about 2x their flash)")
     b.add_argument("--input-bits", type=int, metavar="N", help="for a QONNX model whose first layer reads the float "
                    "input (QKeras-style): the input quantizer's bits; with --calibration")
     b.add_argument("--calibration", metavar="X.npy", help="with --input-bits: float samples in the model's input "

@@ -72,7 +72,7 @@ def test_arrays_become_parameters_and_comments_do_not_matter():
     layers = [{"name": f"c{i}", "fn": f"ek_layer{i}_c{i}", "params": "const int8_t *restrict in, int8_t *restrict out",
                "code": text(i, k, f"layer {i}"), "dsp_code": None} for i, k in ((0, 3), (1, 3), (2, 4))]
     shared = share_identical_layers(layers, {f"ek_bias{i}": "int32_t" for i in range(3)})
-    assert shared == {"ek_shared0": ["c0", "c1"]}
+    assert shared == {"ek_shared0": ("all", ["c0", "c1"])}
     assert "EK_LAYER void ek_shared0(const int8_t *restrict in, int8_t *restrict out, const int32_t *restrict ek_c0, " \
            "const int32_t *restrict ek_c1)" in layers[0]["code"]
     assert "ek_shared0(in, out, ek_layer1_c1_w, ek_bias1);" in layers[1]["code"]

@@ -57,13 +57,18 @@ def _check_fit(elf: Path, board: Board) -> dict:
 
 def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codegen: dict, elf: Path,
                                 attempts: int = 3) -> tuple[dict, Path]:
-    """--optimize balanced: when the firmware misses the default flash goal (kernels/registry.py
-    flash_goal_bytes), compile aside the int8-weight layout with compact requantization records; if
-    that meets the goal, take the compact records and widen weights to int16 only within the bytes
-    left (cut by any excess, a few times, else none), so balanced never exceeds the goal where an
-    int8 layout meets it. If that layout misses the goal too, the first build stays: narrowing would
-    cost instructions without meeting the goal. Allowances that would give a row-fused layer a kernel
-    without row ranges are not tried."""
+    """--optimize balanced against the default flash goal (kernels/registry.py flash_goal_bytes),
+    measured on the linked firmware:
+
+    * within the goal: spend what it leaves on int16 weights (the allowance grows by the measured
+      slack while a layer left at int8 fits in it; a try over the goal is cut by its excess);
+    * over it: compile aside the int8-weight layout with compact requantization records; if that
+      meets the goal, take it and widen only within the bytes it leaves (cut by any excess, a few
+      times, else none), so balanced never exceeds the goal where an int8 layout meets it. If it
+      misses the goal too, the first build stays: narrowing would cost instructions without
+      meeting the goal.
+
+    Allowances that would give a row-fused layer a kernel without row ranges are not tried."""
     goal = kernel_registry.flash_goal_bytes(graph)
 
     def flash_of(elf_path: Path) -> int:
@@ -73,16 +78,15 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
         return not fusion_refusals(graph, plan, kernels="optimized", features=core.features, board=brd,
                                    optimize="balanced", widen_allowance=allowance)
 
-    if flash_of(elf) <= goal or not fusable(0):
-        return codegen, elf
     probe = tmp / "flash-goal-probe"  # the tries compile here; the build keeps the one it takes
-    shutil.copytree(tmp / "firmware", probe / "firmware")
 
-    def compile_with(allowance: int):
+    def compile_with(allowance: int, compact: bool):
+        if not (probe / "firmware").is_dir():
+            shutil.copytree(tmp / "firmware", probe / "firmware")
         shutil.rmtree(probe / "src", ignore_errors=True)
         (probe / "src").mkdir()
         cg = generate_c(graph, plan, probe / "src", kernels="optimized", features=core.features, board=brd,
-                        optimize="balanced", widen_allowance=allowance, compact_records=True)
+                        optimize="balanced", widen_allowance=allowance, compact_records=compact)
         out = compile_firmware(probe, core, brd, probe / "firmware" / "link.ld")
         return cg, out, flash_of(out) - goal
 
@@ -97,20 +101,37 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
         return cg, tmp / elf.name
 
     try:
-        narrow, _, excess = compile_with(0)
+        excess = flash_of(elf) - goal
+        if excess <= 0:  # within the goal: widen into what it leaves
+            best = (codegen, elf)
+            allowance = codegen["balanced_widened_bytes"] - excess
+            for _ in range(attempts):
+                left = best[0]["balanced_smallest_left"]
+                if left is None or allowance - best[0]["balanced_widened_bytes"] < left or not fusable(allowance):
+                    break
+                cg, _, excess = compile_with(allowance, False)
+                if excess <= 0:
+                    best = take(cg)
+                    allowance = cg["balanced_widened_bytes"] - excess
+                else:
+                    allowance = min(allowance, cg["balanced_widened_bytes"]) - excess
+            return best
+        if not fusable(0):
+            return codegen, elf
+        narrow, _, excess = compile_with(0, True)
         if excess > 0:  # unreachable with int8 weights: keep the first build
             return codegen, elf
         allowance, tried = -excess, False
         for _ in range(attempts):
             if allowance <= 0 or not fusable(allowance):
                 break
-            cg, _, excess = compile_with(allowance)
+            cg, _, excess = compile_with(allowance, True)
             tried = True
             if excess <= 0:
                 return take(cg)
             allowance = min(allowance - excess, cg["balanced_widened_bytes"] - excess)
         # int8 weights and compact records: they meet the goal (a later try replaced their sources)
-        return take(compile_with(0)[0] if tried else narrow)
+        return take(compile_with(0, True)[0] if tried else narrow)
     finally:
         shutil.rmtree(probe, ignore_errors=True)
 

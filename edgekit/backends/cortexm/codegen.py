@@ -210,16 +210,19 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
             "kernel_variants": {n.name: selections[n.name].kind for n in graph.nodes},
             "kernel_fallbacks": kernel_fallbacks(graph, selections), "shared_code": shared,
             "shared_wrappers": sorted({layer["fn"] for layer in layers
-                                       if any(layer["name"] in m for m in shared.values())}),
+                                       if any(layer["name"] in m for _, m in shared.values())}),
             "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized),
             "balanced_widened_bytes": sum(s.ctx.get("balanced_extra", 0) for s in selections.values()
-                                          if s.optimized)}
+                                          if s.optimized),
+            "balanced_smallest_left": min((s.ctx["balanced_needs"] for s in selections.values()
+                                           if s.optimized and "balanced_needs" in s.ctx), default=None)}
 
 
-def _sharing_note(layer: str, shared: dict[str, list[str]]) -> str:
-    """`` (code shared with ...)`` for a layer whose function runs shared code (sharing.py), else ""."""
-    for name, members in shared.items():
-        if layer in members:
+def _sharing_note(layer: str, shared: dict[str, tuple[str, list[str]]]) -> str:
+    """`` (code shared with ...)`` for a layer whose function on the build's core runs shared code
+    (sharing.py: its optimized code, or its only code), else ""."""
+    for name, (branch, members) in shared.items():
+        if branch != "ref" and layer in members:
             others = [m for m in members if m != layer]
             return f" (code shared with {', '.join(others)}: {name})"
     return ""
@@ -315,13 +318,13 @@ def _place_scratch(s: Selection, plan: MemoryPlan, index: int, board) -> Selecti
 def _widen_within_allowance(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str, board,
                             allowance: int | None = None) -> None:
     """--optimize balanced: give int16 weights to the int8-weight layers that save the most
-    instructions per extra flash byte, while the extra bytes stay within ``allowance``: at most
-    ``BALANCED_EXTRA_FLASH`` of the model's int8 parameter bytes, less where the firmware would
-    miss the default flash goal (kernels/registry.py flash_goal_bytes; build.py measures it). Each
+    instructions per extra flash byte, while the extra bytes stay within ``allowance``: what the
+    default flash goal leaves (kernels/registry.py flash_goal_bytes; build.py measures the firmware
+    and sets it), by default ``BALANCED_EXTRA_FLASH`` of the model's int8 parameter bytes. Each
     layer's summary says what it got and why."""
     reg = kernel_registry.registry()
     cap = int(kernel_registry.BALANCED_EXTRA_FLASH * sum(a.nbytes for a in graph.constants.values()))
-    allowance = cap if allowance is None else min(cap, allowance)
+    allowance = cap if allowance is None else allowance
     candidates = []
     for i, node in enumerate(graph.nodes):
         s = sel[node.name]
@@ -343,8 +346,9 @@ def _widen_within_allowance(graph: Graph, plan: MemoryPlan, sel: dict, features,
         else:
             s = sel[name]
             limit = (f"the default flash goal ({kernel_registry.flash_goal_bytes(graph)} B) leaves {allowance - used} B"
-                     if allowance < cap else f"{allowance - used} B left of the balanced allowance ({cap} B)")
+                     if allowance != cap else f"{allowance - used} B left of the balanced allowance ({cap} B)")
             s.ctx["summary"] = f"{s.ctx.get('summary', '')} (balanced: int8 weights: int16 needs {extra} B more; {limit})"
+            s.ctx["balanced_needs"] = extra
 
 
 def _narrow_cheapest_first(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str, board, budget: int,

@@ -101,10 +101,11 @@ class _Unit:
             f"\nEK_LAYER void {self.fn}({self.params})\n{{\n    {name}({args}); /* shared code */\n}}\n")
 
 
-def share_identical_layers(layers: list[dict], global_types: dict[str, str]) -> dict[str, list[str]]:
+def share_identical_layers(layers: list[dict], global_types: dict[str, str]) -> dict[str, tuple[str, list[str]]]:
     """Rewrite ``layers`` (codegen's dicts: ``fn``, ``params``, ``code``, ``dsp_code``) in place so
     that layers with identical code share one function; ``global_types``: the model constants' C
-    symbols and element types. Returns shared function name -> the layers (names) it serves."""
+    symbols and element types. Returns shared function name -> (its branch: "dsp" under EK_USE_DSP,
+    "ref" in its #else, "all" everywhere; the layers (names) it serves)."""
     branches = []  # (layer, field, condition)
     for layer in layers:
         if layer.get("dsp_code"):
@@ -117,12 +118,12 @@ def share_identical_layers(layers: list[dict], global_types: dict[str, str]) -> 
         if unit.key is not None:
             groups.setdefault((cond, layer["params"]) + unit.key, []).append((layer, field, unit))
     shared = {}
-    for members in groups.values():
+    for key, members in groups.items():
         if len(members) < 2:
             continue
         name = f"{SHARED_PREFIX}{len(shared)}"
         layer_names = list(dict.fromkeys(m[0]["name"] for m in members))
-        shared[name] = layer_names
+        shared[name] = (key[0], layer_names)
         first = True
         for layer, field, unit in members:
             text = unit.wrapper(name)
