@@ -41,7 +41,8 @@ from edgekit.mixedprec.report import accuracy_flash_svg
 from edgekit.qat import evaluate as float_accuracy
 from edgekit.qat import export_qonnx
 from edgekit.qat.hessian import hutchinson_traces, merge_traces, quant_layers, sensitivities
-from edgekit.qat.mixed_precision_alloc import allocate, distinct_random_assignments, feasible_assignments, uniform
+from edgekit.qat.mixed_precision_alloc import (BIT_CHOICES, allocate, distinct_random_assignments,
+                                               feasible_assignments, uniform)
 
 
 def main() -> int:
@@ -84,6 +85,15 @@ def main() -> int:
             if args.pilot else []
     except ValueError:
         print(f"error: --pilot {args.pilot}: give EPOCHS:LR schedules, e.g. 1:3e-4,2:1e-3", file=sys.stderr)
+        return 2
+    try:
+        widths = [int(b) for b in args.budget_range.split(",")]
+        if len(widths) != 2 or not set(widths) <= set(BIT_CHOICES):
+            raise ValueError
+        args.budget_range = widths
+    except ValueError:
+        print(f"error: --budget-range {args.budget_range}: give two of the widths "
+              f"{','.join(map(str, BIT_CHOICES))}, e.g. 2,4", file=sys.stderr)
         return 2
     if args.table_only or args.zero_shot_only:
         results = json.loads((out / "results.json").read_text())
@@ -143,12 +153,7 @@ def main() -> int:
 
     lo = costs.base["flash"] + costs.per_layer["flash"].min(axis=1).sum()
     hi = costs.base["flash"] + costs.per_layer["flash"].max(axis=1).sum()
-    try:
-        r_lo, r_hi = (uniform(omega, costs, int(b)).predicted["flash"] for b in args.budget_range.split(","))
-    except ValueError:
-        print(f"error: --budget-range {args.budget_range}: give two of the widths "
-              f"{','.join(map(str, costs.bit_choices))}, e.g. 2,4", file=sys.stderr)
-        return 2
+    r_lo, r_hi = (uniform(omega, costs, b).predicted["flash"] for b in args.budget_range)
     budgets = [round(r_lo + f * (r_hi - r_lo)) for f in map(float, args.budgets.split(","))]
     band = 0.25 * (hi - lo)  # random draws share the budget's band of flash, not any smaller model
     plan = []
