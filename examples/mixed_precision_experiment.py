@@ -2,19 +2,24 @@
 assignments, all fine-tuned the same way from the same 8-bit QAT checkpoint.
 
     PYTHONPATH=. nice -n 5 python examples/mixed_precision_experiment.py -o mp_experiment \
-        [--dataset har] [--model zoo:har-cnn] [--epochs 2] [--ft-seeds 3] [--seeds 5] [--checkpoint FILE]
+        [--dataset har] [--model zoo:har-cnn] [--epochs 1] [--lr 3e-4] [--ft-seeds 5] [--seeds 10] \
+        [--budget-range 2,4] [--budgets 0.4,0.7,1.0] [--checkpoint FILE] [--pilot 2:1e-3,1:3e-4]
 
-Protocol (fixed before looking at any accuracy):
+Protocol (fixed before looking at any test accuracy; docs/mixed-precision.md):
 * one 8-bit QAT checkpoint (``--pretrain-epochs``, seed 0, or ``--checkpoint``);
 * Hessian traces from ``--probe-sets`` independent estimates (each ``--probes`` Rademacher
   probes on its own ``--calibration`` random training samples), pooled for the allocation;
   the report gives each estimate and whether the ILP picks the same widths from each alone;
+* flash budgets at ``--budgets`` fractions of the way between the ``--budget-range`` uniform
+  models' flash;
 * every arm -- uniform 8/4/2-bit, the HAWQ assignment at each budget, ``--seeds`` random
   assignments per budget (distinct, drawn uniformly from every assignment whose predicted
-  flash lies within the budget and a quarter of the flash range below it) -- is fine-tuned
-  ``--epochs`` epochs with each of the same ``--ft-seeds`` seeds. Training is deterministic,
-  so an (assignment, seed) pair met twice (a random draw equal to HAWQ's assignment) is run
-  once and its result reused.
+  flash lies within the budget and a quarter of the all-2-to-all-8-bit flash range below it)
+  -- is fine-tuned ``--epochs`` epochs at ``--lr`` with each of the same ``--ft-seeds`` seeds.
+  Training is deterministic, so an (assignment, seed) pair met twice (a random draw equal to
+  HAWQ's assignment) is run once and its result reused.
+* ``--pilot EPOCHS:LR,...`` instead scores every arm under each schedule on the validation set
+  (no builds, test set untouched): how the schedule was chosen.
 
 Every model is built for the board (reference kernels: packed 4/2-bit weights in flash); its
 test accuracy is that of the integer model (bit-exact with the firmware). HAWQ models (every
