@@ -2,19 +2,24 @@
 assignments, all fine-tuned the same way from the same 8-bit QAT checkpoint.
 
     PYTHONPATH=. nice -n 5 python examples/mixed_precision_experiment.py -o mp_experiment \
-        [--dataset har] [--model zoo:har-cnn] [--epochs 2] [--ft-seeds 3] [--seeds 5] [--checkpoint FILE]
+        [--dataset har] [--model zoo:har-cnn] [--epochs 1] [--lr 3e-4] [--ft-seeds 5] [--seeds 10] \
+        [--budget-range 2,4] [--budgets 0.4,0.7,1.0] [--checkpoint FILE] [--pilot 2:1e-3,1:3e-4]
 
-Protocol (fixed before looking at any accuracy):
+Protocol (fixed before looking at any test accuracy; docs/mixed-precision.md):
 * one 8-bit QAT checkpoint (``--pretrain-epochs``, seed 0, or ``--checkpoint``);
 * Hessian traces from ``--probe-sets`` independent estimates (each ``--probes`` Rademacher
   probes on its own ``--calibration`` random training samples), pooled for the allocation;
   the report gives each estimate and whether the ILP picks the same widths from each alone;
+* flash budgets at ``--budgets`` fractions of the way between the ``--budget-range`` uniform
+  models' flash;
 * every arm -- uniform 8/4/2-bit, the HAWQ assignment at each budget, ``--seeds`` random
   assignments per budget (distinct, drawn uniformly from every assignment whose predicted
-  flash lies within the budget and a quarter of the flash range below it) -- is fine-tuned
-  ``--epochs`` epochs with each of the same ``--ft-seeds`` seeds. Training is deterministic,
-  so an (assignment, seed) pair met twice (a random draw equal to HAWQ's assignment) is run
-  once and its result reused.
+  flash lies within the budget and a quarter of the all-2-to-all-8-bit flash range below it)
+  -- is fine-tuned ``--epochs`` epochs at ``--lr`` with each of the same ``--ft-seeds`` seeds.
+  Training is deterministic, so an (assignment, seed) pair met twice (a random draw equal to
+  HAWQ's assignment) is run once and its result reused.
+* ``--pilot EPOCHS:LR,...`` instead scores every arm under each schedule on the validation set
+  (no builds, test set untouched): how the schedule was chosen.
 
 Every model is built for the board (reference kernels: packed 4/2-bit weights in flash); its
 test accuracy is that of the integer model (bit-exact with the firmware). HAWQ models (every
@@ -41,7 +46,8 @@ from edgekit.mixedprec.report import accuracy_flash_svg
 from edgekit.qat import evaluate as float_accuracy
 from edgekit.qat import export_qonnx
 from edgekit.qat.hessian import hutchinson_traces, merge_traces, quant_layers, sensitivities
-from edgekit.qat.mixed_precision_alloc import allocate, distinct_random_assignments, feasible_assignments, uniform
+from edgekit.qat.mixed_precision_alloc import (BIT_CHOICES, allocate, distinct_random_assignments,
+                                               feasible_assignments, uniform)
 
 
 def main() -> int:
@@ -84,6 +90,15 @@ def main() -> int:
             if args.pilot else []
     except ValueError:
         print(f"error: --pilot {args.pilot}: give EPOCHS:LR schedules, e.g. 1:3e-4,2:1e-3", file=sys.stderr)
+        return 2
+    try:
+        widths = [int(b) for b in args.budget_range.split(",")]
+        if len(widths) != 2 or not set(widths) <= set(BIT_CHOICES):
+            raise ValueError
+        args.budget_range = widths
+    except ValueError:
+        print(f"error: --budget-range {args.budget_range}: give two of the widths "
+              f"{','.join(map(str, BIT_CHOICES))}, e.g. 2,4", file=sys.stderr)
         return 2
     if args.table_only or args.zero_shot_only:
         results = json.loads((out / "results.json").read_text())
@@ -143,12 +158,7 @@ def main() -> int:
 
     lo = costs.base["flash"] + costs.per_layer["flash"].min(axis=1).sum()
     hi = costs.base["flash"] + costs.per_layer["flash"].max(axis=1).sum()
-    try:
-        r_lo, r_hi = (uniform(omega, costs, int(b)).predicted["flash"] for b in args.budget_range.split(","))
-    except ValueError:
-        print(f"error: --budget-range {args.budget_range}: give two of the widths "
-              f"{','.join(map(str, costs.bit_choices))}, e.g. 2,4", file=sys.stderr)
-        return 2
+    r_lo, r_hi = (uniform(omega, costs, b).predicted["flash"] for b in args.budget_range)
     budgets = [round(r_lo + f * (r_hi - r_lo)) for f in map(float, args.budgets.split(","))]
     band = 0.25 * (hi - lo)  # random draws share the budget's band of flash, not any smaller model
     plan = []
