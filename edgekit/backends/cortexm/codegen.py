@@ -331,6 +331,9 @@ def _widen_within_allowance(graph: Graph, plan: MemoryPlan, sel: dict, features,
         saved = reg.get(s.kind).instructions_saved_by_int16(s) if s.optimized else 0
         if saved <= 0:
             continue
+        if len(node.inputs) > 1 and node.inputs[1] in graph.constants and graph.tensors[node.inputs[1]].bits < 8:
+            # weights quantized below 8 bits stay packed: the user chose them for their flash (mixed precision)
+            continue
         wide = _place_scratch(reg.select(node, graph, plan, features, kernels, "speed"), plan, i, board)
         if not wide.optimized or wide.kind == s.kind:
             continue

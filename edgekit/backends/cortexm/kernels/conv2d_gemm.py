@@ -157,7 +157,9 @@ class ConvGemm(KernelVariant):
         s2 = np.array(c["s"], np.int64).reshape(-1, 2)
         stream = np.concatenate([rows, np.array(c["m"], np.int64).reshape(-1, 2), s2[:, :1] | (s2[:, 1:] << 16)],
                                 axis=1).reshape(-1)
-        d.update(w_words=stream.tolist(), rq_table=c["h"], summary=d["summary"] + ", compact requantization records")
+        # the in-assembly requantization (asm_rq) reads the full records: compact ones take the C epilogue
+        d.update(w_words=stream.tolist(), rq_table=c["h"], asm_rq=None,
+                 summary=d["summary"] + ", compact requantization records")
         sel.weight_bytes = 4 * (stream.size + len(c["h"]))
         return True
 
