@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .base import KernelVariant, Selection
-from .common import accumulator_bounds, clamp_parts, doubled_constants, in_place, pair_words
+from .common import accumulator_bounds, doubled_constants, in_place, pair_words
 from .registry import STACK_SCRATCH_LIMIT, arena_gap
 
 #: the two pointers: the input (or its widened pairs) and the weight stream
@@ -381,7 +381,9 @@ class DenseAsm(KernelVariant):
 
     def refusal(self, node, graph, plan) -> str | None:
         x = graph.tensors[node.inputs[0]]
-        if x.dtype not in ("int8", "uint8"):
+        if x.dtype != "int8":
+            # TFLite's double rounding, the only requantization taken here, comes with int8 inputs; uint8
+            # ones (QONNX, after a ReLU) keep the dense / dense_int8 kernels
             return f"{x.dtype} input"
         w = graph.constants[node.inputs[1]]
         if w.shape[1] < 4:
@@ -411,7 +413,6 @@ class DenseAsm(KernelVariant):
         return "fly", None
 
     def select(self, node, graph, plan) -> Selection:
-        x = graph.tensors[node.inputs[0]]
         w = graph.constants[node.inputs[1]].astype(np.int64)
         bias = graph.constants[node.inputs[2]].astype(np.int64)
         n_out, n_in = w.shape
@@ -420,7 +421,7 @@ class DenseAsm(KernelVariant):
         xsrc, _ = self.xsource(node, graph, plan)
         if xsrc == "fly" and plan is not None and in_place(plan, node.inputs[0], node.outputs[0]):
             xsrc = "buf"
-        ext = "sxtb16" if x.dtype == "int8" else "uxtb16"
+        ext = "sxtb16"   # int8 input (refusal)
         prog = generate(self.pairs, xsrc, ext, n_in, n_out, e_shift, bits, signed, rq.lo, rq.hi, per_channel)
         kp = kpairs(n_in)
         stream, wend = self.stream(prog, kp, w, bias, consts)
@@ -438,7 +439,7 @@ class DenseAsm(KernelVariant):
                "wend": wend, "m": consts["m"][0], "k": consts["k"][0], "uses_bias": False, "instructions": instr,
                "pairs": self.pairs, "xend": prog.xend, "rows": prog.rows, "instructions_int16": instr16,
                "passes": [(f, wend[2 * i], wend[2 * i + 1]) for i, (f, _) in enumerate(prog.passes)],
-               "summary": f"{shape(self.pairs, xsrc).rows} rows per block, {form}, {src}, "
+               "summary": f"{prog.rows} rows per block, {form}, {src}, "
                           f"SMMLAR requantization"}
         if xsrc == "buf":
             ctx["scratch_bytes"] = 4 * words
