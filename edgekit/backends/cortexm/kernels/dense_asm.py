@@ -443,6 +443,9 @@ class DenseAsm(KernelVariant):
                           f"SMMLAR requantization"}
         if xsrc == "buf":
             ctx["scratch_bytes"] = 4 * words
+        elif self.stack_buffer:   # no silent degradation: the input is read per block for lack of RAM
+            why = f"input read per block: its int16 pairs ({4 * words} B) fit neither a free arena gap nor the stack budget"
+            ctx["fallback"], ctx["summary"] = why, f"{ctx['summary']} ({why})"
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * len(stream))
 
     def stream(self, prog: Program, kp, w: np.ndarray, bias: np.ndarray, consts: dict) -> tuple[list[int], list[int]]:
