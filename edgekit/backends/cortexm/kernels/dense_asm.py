@@ -49,8 +49,7 @@ def kpairs(n_in: int) -> list[tuple[int, int]]:
     out = []
     for q in range(-(-n_in // 4)):
         b = 4 * q
-        lo = [(b, b + 2), (b + 1, b + 3)]
-        for p in lo:
+        for p in ((b, b + 2), (b + 1, b + 3)):
             pair = tuple(i if i < n_in else -1 for i in p)
             if pair != (-1, -1):
                 out.append(pair)
@@ -73,6 +72,8 @@ class Shape:
 
 
 def shape(pairs: bool, xsrc: str) -> Shape:
+    """How the 11 registers besides the two pointers are shared out (the epilogue reuses the input
+    and weight registers for M, K, the output pointer and its temporaries)."""
     pool = list(POOL)
     if xsrc == "buf":   # 4 accumulators, 3 pairs of the input per LDM, 4 weight words per LDM
         acc, x, w = pool[:4], pool[4:7], pool[7:]
