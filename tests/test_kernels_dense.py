@@ -154,3 +154,28 @@ def test_generated_program_counts_and_stream_layout():
         assert np.array_equal(got, w[:4])
         s16 = dense_asm.generate(False, xsrc, "sxtb16", n_in, n_out, 6, 8, True, -128, 127)
         assert s16.instructions < prog.instructions
+
+
+def test_speed_says_when_the_input_is_read_per_block_for_lack_of_ram(tmp_path, monkeypatch):
+    """No silent degradation: under speed a layer whose widened input fits neither a free arena gap nor the
+    stack budget reads its input per block, and the build's fallbacks name it and why."""
+    from edgekit.backends.cortexm.codegen import kernel_fallbacks
+    from edgekit.frontends.tflite.importer import import_tflite
+    from edgekit.ir.passes import run_default_passes
+    from edgekit.ir.planner import plan_memory
+
+    model = tmp_path / "fc.tflite"
+    model.write_bytes(fc_chain(5, (40, 8, 6)))
+    graph, _ = import_tflite(model)
+    run_default_passes(graph)
+    plan = plan_memory(graph)
+    reg = kernel_registry.registry()
+    sel = {n.name: reg.select(n, graph, plan, ("dsp",), "optimized", "speed") for n in graph.nodes}
+    assert all(s.kind == "dense_asm" and "fallback" not in s.ctx for s in sel.values())
+    monkeypatch.setattr(dense_asm, "arena_gap", lambda plan, index, size: None)
+    monkeypatch.setattr(dense_asm, "STACK_SCRATCH_LIMIT", 0)
+    sel = {n.name: reg.select(n, graph, plan, ("dsp",), "optimized", "speed") for n in graph.nodes}
+    assert all(s.ctx["xsrc"] == "fly" for s in sel.values())
+    listed = kernel_fallbacks(graph, sel)
+    assert [f["layer"] for f in listed] == [n.name for n in graph.nodes if n.op == "dense"]
+    assert all("stack budget" in f["reason"] for f in listed)

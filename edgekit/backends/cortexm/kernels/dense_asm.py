@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .base import KernelVariant, Selection
-from .common import accumulator_bounds, clamp_parts, doubled_constants, in_place, pair_words
+from .common import accumulator_bounds, doubled_constants, in_place, pair_words
 from .registry import STACK_SCRATCH_LIMIT, arena_gap
 
 #: the two pointers: the input (or its widened pairs) and the weight stream
@@ -49,8 +49,7 @@ def kpairs(n_in: int) -> list[tuple[int, int]]:
     out = []
     for q in range(-(-n_in // 4)):
         b = 4 * q
-        lo = [(b, b + 2), (b + 1, b + 3)]
-        for p in lo:
+        for p in ((b, b + 2), (b + 1, b + 3)):
             pair = tuple(i if i < n_in else -1 for i in p)
             if pair != (-1, -1):
                 out.append(pair)
@@ -73,6 +72,8 @@ class Shape:
 
 
 def shape(pairs: bool, xsrc: str) -> Shape:
+    """How the 11 registers besides the two pointers are shared out (the epilogue reuses the input
+    and weight registers for M, K, the output pointer and its temporaries)."""
     pool = list(POOL)
     if xsrc == "buf":   # 4 accumulators, 3 pairs of the input per LDM, 4 weight words per LDM
         acc, x, w = pool[:4], pool[4:7], pool[7:]
@@ -381,7 +382,9 @@ class DenseAsm(KernelVariant):
 
     def refusal(self, node, graph, plan) -> str | None:
         x = graph.tensors[node.inputs[0]]
-        if x.dtype not in ("int8", "uint8"):
+        if x.dtype != "int8":
+            # TFLite's double rounding, the only requantization taken here, comes with int8 inputs; uint8
+            # ones (QONNX, after a ReLU) keep the dense / dense_int8 kernels
             return f"{x.dtype} input"
         w = graph.constants[node.inputs[1]]
         if w.shape[1] < 4:
@@ -411,7 +414,6 @@ class DenseAsm(KernelVariant):
         return "fly", None
 
     def select(self, node, graph, plan) -> Selection:
-        x = graph.tensors[node.inputs[0]]
         w = graph.constants[node.inputs[1]].astype(np.int64)
         bias = graph.constants[node.inputs[2]].astype(np.int64)
         n_out, n_in = w.shape
@@ -420,7 +422,7 @@ class DenseAsm(KernelVariant):
         xsrc, _ = self.xsource(node, graph, plan)
         if xsrc == "fly" and plan is not None and in_place(plan, node.inputs[0], node.outputs[0]):
             xsrc = "buf"
-        ext = "sxtb16" if x.dtype == "int8" else "uxtb16"
+        ext = "sxtb16"   # int8 input (refusal)
         prog = generate(self.pairs, xsrc, ext, n_in, n_out, e_shift, bits, signed, rq.lo, rq.hi, per_channel)
         kp = kpairs(n_in)
         stream, wend = self.stream(prog, kp, w, bias, consts)
@@ -438,10 +440,13 @@ class DenseAsm(KernelVariant):
                "wend": wend, "m": consts["m"][0], "k": consts["k"][0], "uses_bias": False, "instructions": instr,
                "pairs": self.pairs, "xend": prog.xend, "rows": prog.rows, "instructions_int16": instr16,
                "passes": [(f, wend[2 * i], wend[2 * i + 1]) for i, (f, _) in enumerate(prog.passes)],
-               "summary": f"{shape(self.pairs, xsrc).rows} rows per block, {form}, {src}, "
+               "summary": f"{prog.rows} rows per block, {form}, {src}, "
                           f"SMMLAR requantization"}
         if xsrc == "buf":
             ctx["scratch_bytes"] = 4 * words
+        elif self.stack_buffer:   # no silent degradation: the input is read per block for lack of RAM
+            why = f"input read per block: its int16 pairs ({4 * words} B) fit neither a free arena gap nor the stack budget"
+            ctx["fallback"], ctx["summary"] = why, f"{ctx['summary']} ({why})"
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * len(stream))
 
     def stream(self, prog: Program, kp, w: np.ndarray, bias: np.ndarray, consts: dict) -> tuple[list[int], list[int]]:
