@@ -297,4 +297,4 @@ def test_size_keeps_the_gemm_for_shortcuts_without_tables(tmp_path):
     model.write_bytes(shortcut_chain(0, (8, 8, 16), 32, 2))
     variants, src = _build_and_verify(model, "cortex-m4", tmp_path, "size")
     assert not any(v.startswith("conv1x1_add") for v in variants.values()), variants
-    assert "_ta[256]" not in src
+    assert "_ta[256]" not in src and "_tb[256]" not in src

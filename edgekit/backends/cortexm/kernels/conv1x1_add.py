@@ -23,6 +23,17 @@ from .conv2d_gemm_int8 import ConvGemmInt8
 CODES = 256
 
 
+def narrow_table(t: np.ndarray) -> tuple[str, int, list[int]]:
+    """(C type, shift k, entries >> k) of a table: int16 entries where every entry is a multiple of 2^k and
+    the quotients fit (a rescale by exactly 2^L, e.g. TFLite's ratio 1/2: one LDRSH and the ADD's shifted
+    operand instead of an LDR, half the flash), else int32 as they are."""
+    nz = np.abs(t[t != 0])
+    k = min(((int(v) & -int(v)).bit_length() - 1 for v in nz), default=0)
+    if nz.size == 0 or int(nz.max()) >> k < 2**15:
+        return "int16_t", k, (t >> k).tolist()
+    return "int32_t", 0, t.tolist()
+
+
 def operand_table(rq_in, code_lo: int, zp: int) -> np.ndarray:
     """The add's rescaled operand for every 8-bit code from ``code_lo``: ``requant(code - zp)`` as the
     reference computes it (ops/add.py's arithmetic through the contract)."""
@@ -86,10 +97,12 @@ class Conv1x1Add(ConvGemm):
             d["sum_expr"] = scalar_expr(out, bound)        # one SMLAL, or None: the reference requantization
             if d["sum_expr"]:
                 d["sum_expr"] = d["sum_expr"].format(x="s_")
-        d.update(ta=ta.tolist(), tb=tb.tolist(), y_lo=y_lo, r_lo=r_lo, sum_doubled=bool(form.get("smmlar")),
+        (ta_t, ta_k, ta), (tb_t, tb_k, tb) = narrow_table(ta), narrow_table(tb)
+        d.update(ta=ta, tb=tb, ta_t=ta_t, ta_k=ta_k, tb_t=tb_t, tb_k=tb_k, y_lo=y_lo, r_lo=r_lo,
+                 sum_doubled=bool(form.get("smmlar")),
                  full_unroll=d["kwords"] <= FULL_UNROLL, pixel_words=graph.tensors[node.inputs[0]].shape[2] // 4)
         d["summary"] = d["summary"].replace("micro-kernel", "micro-kernel, fused add from two 256-entry tables")
-        sel.weight_bytes += 4 * 2 * CODES
+        sel.weight_bytes += CODES * sum(2 if t == "int16_t" else 4 for t in (ta_t, tb_t))
         return sel
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
