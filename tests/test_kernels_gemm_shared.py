@@ -187,3 +187,28 @@ def test_size_keeps_the_shared_layers_full_records(tmp_path):
     t = graph.tensors[graph.inputs[0]]
     rep = verify(out, codes=input_codes(np.random.default_rng(0), t.shape, 8, t.zero_point, 10), stages=("host", "qemu"))
     assert rep.ok, rep.table()
+
+
+def test_fused_add_reads_its_rescaled_residual_from_a_table(tmp_path):
+    """A fused residual add of 8-bit codes whose rescaling is the one-multiply form (or the reference one): the 256
+    rescaled values as a table (kernels/conv2d_gemm.py residual_table), each the contract's requantization of
+    the code minus the zero point; epilogue.j2 adds the table's entry instead of computing it."""
+    from test_kernels_dsp import chain_b
+
+    from edgekit.ir import contract
+
+    reg = kernel_registry.registry()
+    seen = 0
+    for seed in (2, 3):
+        graph, plan = _graph(chain_b(seed), tmp_path)
+        for node in graph.nodes:
+            if node.op != "conv2d" or not node.attrs.get("residual"):
+                continue
+            for name in ("conv2d_gemm", "conv2d_gemm_int8"):
+                d = reg.get(name).select(node, graph, plan).ctx
+                r = graph.tensors[node.inputs[3]]
+                codes = np.arange(-128, 128) if r.dtype == "int8" else np.arange(0, 256)
+                want = contract.apply_requant(codes - r.zero_point, node.attrs["residual"]["in_requant"][1])
+                assert d["res_table"] == [int(v) for v in want] and d["res_table_offset"] == -int(codes[0])
+                seen += 1
+    assert seen >= 2
