@@ -69,10 +69,13 @@ def test_in_arena_costs_less_where_the_input_is_large(tmp_path):
     peak_caller = caller.memory["arena_bytes"] + caller.memory["io_buffer_bytes"]
     assert arena.memory["io_buffer_bytes"] == 0 and caller.memory["io_buffer_bytes"] == 3 * 16 * 16 + 4 * 6 * 6
     assert peak_arena < peak_caller, (peak_arena, peak_caller)
-    # the input's bytes hold a later tensor: some arena buffer overlaps them after the input is dead
+    # the input's bytes hold a later tensor: some arena buffer overlaps them after the input is dead, or the
+    # row-fused depthwise output pinned over it (written behind the conv's reads, ir/planner.py)
     plan = arena.memory_plan["tensors"]
-    x = plan[Graph.load(tmp_path / "a").inputs[0]]
-    later = [p for p in plan.values() if p["first"] > x["last"]
+    name = Graph.load(tmp_path / "a").inputs[0]
+    x = plan[name]
+    pinned = arena.memory_plan.get("pinned", {})
+    later = [t for t, p in plan.items() if (p["first"] > x["last"] or pinned.get(t) == name)
              and p["offset"] < x["offset"] + x["size"] and x["offset"] < p["offset"] + p["size"]]
     assert later
 
@@ -165,6 +168,9 @@ def test_planner_never_overlaps_the_input_while_it_is_read(tmp_path):
                     assert any(plan.placements.get(t) is x for t in op.inplace_inputs(node, graph)), (seed, name)
                 continue
             overlap = p.offset < x.offset + x.size and x.offset < p.offset + p.size
-            assert not overlap or p.first > x.last, (seed, name)
+            # a row-fused depthwise output pinned over the input (ir/planner.py RowFusion.over_input): its
+            # schedule was replayed to prove every byte is written after its last read (tests/test_row_fusion.py)
+            pinned = plan.pinned.get(p.tensor) == graph.inputs[0] and p.offset == x.offset
+            assert not overlap or p.first > x.last or pinned, (seed, name)
         checked += 1
     assert checked >= 30, checked

@@ -209,8 +209,8 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
                         if get_op(n.op, n.name).packs_weights},
             "kernel_variants": {n.name: selections[n.name].kind for n in graph.nodes},
             "kernel_fallbacks": kernel_fallbacks(graph, selections), "shared_code": shared,
-            "shared_wrappers": sorted({layer["fn"] for layer in layers
-                                       if any(layer["name"] in m for _, m in shared.values())}),
+            "shared_wrappers": {layer["fn"]: sorted(k for k, (_, m) in shared.items() if layer["name"] in m)
+                                for layer in layers if any(layer["name"] in m for _, m in shared.values())},
             "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized),
             "balanced_widened_bytes": sum(s.ctx.get("balanced_extra", 0) for s in selections.values()
                                           if s.optimized),

@@ -2,8 +2,8 @@
 
 ``ek_model_run`` calls each layer function in turn and layers call nothing (their
 helpers are static inline) but the function whose code they share (``ek_shared<K>``,
-sharing.py), so the deepest inference stack is at most ek_model_run's frame plus the
-largest layer frame, or plus the largest wrapper and shared frames. The firmware's painted-stack measurement checks it.
+sharing.py), so the deepest inference stack is ek_model_run's frame plus the largest layer
+frame, a sharing layer's frame counting the frame of the shared function it calls. The firmware's painted-stack measurement checks it.
 """
 from __future__ import annotations
 
@@ -22,19 +22,17 @@ def frames(su_file: Path) -> dict[str, tuple[int, str]]:
     return out
 
 
-def inference_stack_bytes(su_file: Path, wrappers=()) -> int | None:
+def inference_stack_bytes(su_file: Path, wrappers: dict | None = None) -> int | None:
     """Predicted stack depth of one ek_model_run call, or None if it cannot be bounded;
-    ``wrappers``: the layer functions that call an ek_shared<K> function."""
+    ``wrappers``: layer function -> the ek_shared<K> functions it may call (codegen's shared_wrappers)."""
     if not su_file.is_file():
         return None
     f = frames(su_file)
     if "ek_model_run" not in f or any(q.startswith("dynamic") and not q.endswith("bounded")
                                       for name, (_, q) in f.items() if name.startswith("ek_")):
         return None
-    wrappers = set(wrappers)
+    wrappers = wrappers or {}
     layers = [b for name, (b, _) in f.items() if name.startswith("ek_layer") and name not in wrappers]
-    # a layer that shares its code (sharing.py) calls one ek_shared<K>: at most the largest wrapper frame
-    # plus the largest shared frame
-    shared = [b for name, (b, _) in f.items() if name.startswith(SHARED_PREFIX)]
-    calls = max((b for name, (b, _) in f.items() if name in wrappers), default=0) + max(shared, default=0)
-    return f["ek_model_run"][0] + max(max(layers, default=0), calls if shared else 0)
+    # a layer that shares its code (sharing.py) adds the frame of the ek_shared<K> it calls to its own
+    calls = [f[w][0] + max((f[k][0] for k in ks if k in f), default=0) for w, ks in wrappers.items() if w in f]
+    return f["ek_model_run"][0] + max(layers + calls, default=0)
