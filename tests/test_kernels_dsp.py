@@ -27,6 +27,7 @@ from helpers.calibration import calibrate
 from helpers.codes import input_codes
 from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
 from helpers.tflite_layers import conv_layer, fc_layer, flatten
+from helpers.compile_levels import disassembly_at_every_level
 
 BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500"}
 
@@ -540,11 +541,8 @@ def test_optimized_model_c_compiles_with_any_optimization_and_a_frame_pointer(ch
     """The inline assembly needs 13 registers: it must leave r7 to a frame pointer; -O0 gets the
     reference kernels (EK_USE_DSP needs __OPTIMIZE__). c4: the wide depthwise rings (ADDW steps).
     a0 with int8 (balanced) and int16 (speed) weights."""
-    import subprocess
 
     from edgekit.api import build
-    from edgekit.backends.cortexm import toolchain as tc
-    from edgekit.targets import get_core
 
     model = chain_a0
     if chain == "c4":
@@ -552,14 +550,8 @@ def test_optimized_model_c_compiles_with_any_optimization_and_a_frame_pointer(ch
         model.write_bytes(chain_c(4))
     out = tmp_path / "b"
     build(model, "cortex-m4", "mps2-an386", out, optimize=optimize)
-    core = get_core("cortex-m4")
-    for flags in (["-O0"], ["-Og"], ["-Os"], ["-O3"], ["-O2", "-fno-omit-frame-pointer"]):
-        cmd = [tc.arm_gcc(), *core.cflags, *flags, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
-               "-ffreestanding", f"-I{out / 'src'}", "-c", str(out / "src" / "model.c"), "-o", str(tmp_path / "m.o")]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, (flags, proc.stderr[-2000:])
-        dis = subprocess.run([tc._binutil("objdump"), "-d", str(tmp_path / "m.o")], capture_output=True, text=True)
-        assert ("smlad" in dis.stdout) == (flags != ["-O0"]), flags
+    for flags, dis in disassembly_at_every_level(out, tmp_path).items():
+        assert ("smlad" in dis) == (flags != ("-O0",)), flags
 
 
 @pytest.mark.parametrize("target,board", [("cortex-m33", "mps2-an505"), ("cortex-m55", "mps3-an547")])

@@ -19,6 +19,7 @@ from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
 from helpers.brevitas_models import U, Seq, qconv2d
 from helpers.calibration import calibrate
 from helpers.tflite_layers import conv_layer
+from helpers.compile_levels import disassembly_at_every_level
 from test_kernels_dsp import Chain
 
 BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500"}
@@ -243,11 +244,8 @@ def test_edge_variants_compile_with_any_optimization_and_a_frame_pointer(optimiz
     """All three variants in one model.c (a few-channel first conv, a shortcut with its add, a global average
     pool), compiled as test_kernels_dsp compiles the GEMM's: the micro-kernel's 13 registers leave r7 to a frame
     pointer, -O0 gets the reference kernels."""
-    import subprocess
 
     from edgekit.api import build
-    from edgekit.backends.cortexm import toolchain as tc
-    from edgekit.targets import get_core
 
     model = tmp_path / "m.tflite"
     model.write_bytes(edges_model(3))
@@ -256,14 +254,8 @@ def test_edge_variants_compile_with_any_optimization_and_a_frame_pointer(optimiz
     variants = set(json.loads((out / "manifest.json").read_text())["kernel_variants"].values())
     assert {"gap_dsp"} < variants and variants & {"conv2d_fewch", "conv2d_fewch_int8"} \
         and variants & {"conv1x1_add", "conv1x1_add_int8"}, variants
-    core = get_core("cortex-m4")
-    for flags in (["-O0"], ["-Og"], ["-Os"], ["-O3"], ["-O2", "-fno-omit-frame-pointer"]):
-        cmd = [tc.arm_gcc(), *core.cflags, *flags, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
-               "-ffreestanding", f"-I{out / 'src'}", "-c", str(out / "src" / "model.c"), "-o", str(tmp_path / "m.o")]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, (flags, proc.stderr[-2000:])
-        dis = subprocess.run([tc._binutil("objdump"), "-d", str(tmp_path / "m.o")], capture_output=True, text=True)
-        assert ("sxtab16" in dis.stdout) == (flags != ["-O0"]), flags
+    for flags, dis in disassembly_at_every_level(out, tmp_path).items():
+        assert ("sxtab16" in dis) == (flags != ("-O0",)), flags
 
 
 def edges_model(seed: int) -> bytes:

@@ -8,7 +8,6 @@ with a frame pointer."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from edgekit.backends.cortexm.kernels import conv2d_gemm_int8 as g8
 from edgekit.backends.cortexm.kernels import registry as kernel_registry
 from helpers.codes import input_codes
+from helpers.compile_levels import disassembly_at_every_level
 from test_kernels_dsp import BOARDS, Chain, _check
 
 SHARED = "conv2d_gemm_int8_shared"
@@ -113,22 +113,14 @@ def test_compiles_with_any_optimization_and_a_frame_pointer(tmp_path):
     """The passes need 13 registers (r8-r12 fixed for the LDM): r7 stays free for a frame pointer; -O0 gets the
     reference kernels."""
     from edgekit.api import build
-    from edgekit.backends.cortexm import toolchain as tc
-    from edgekit.targets import get_core
 
     model = tmp_path / "s.tflite"
     model.write_bytes(chain_shared(1))
     out = tmp_path / "b"
     build(model, "cortex-m4", "mps2-an386", out, optimize="size")
     assert SHARED in json.loads((out / "manifest.json").read_text())["kernel_variants"].values()
-    core = get_core("cortex-m4")
-    for flags in (["-O0"], ["-Og"], ["-Os"], ["-O3"], ["-O2", "-fno-omit-frame-pointer"]):
-        cmd = [tc.arm_gcc(), *core.cflags, *flags, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
-               "-ffreestanding", f"-I{out / 'src'}", "-c", str(out / "src" / "model.c"), "-o", str(tmp_path / "m.o")]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, (flags, proc.stderr[-2000:])
-        dis = subprocess.run([tc._binutil("objdump"), "-d", str(tmp_path / "m.o")], capture_output=True, text=True)
-        assert ("strd" in dis.stdout and "smmlar" in dis.stdout) == (flags != ["-O0"]), flags
+    for flags, dis in disassembly_at_every_level(out, tmp_path).items():
+        assert ("strd" in dis and "smmlar" in dis) == (flags != ("-O0",)), flags
 
 
 def chain_fused(seed: int) -> bytes:

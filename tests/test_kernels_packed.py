@@ -12,7 +12,6 @@ the firmware (packed kernels) and the host build (reference kernels) with the si
 from __future__ import annotations
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from edgekit.backends.cortexm.kernels import registry as kernel_registry
 from edgekit.backends.cortexm.kernels.packing_dsp import (low_mask, mask, offset_of, scale_log2, scaled_bound_refusal,
                                                           set_words, sets_per_word, unpack_set)
 from helpers.codes import input_codes
+from helpers.compile_levels import disassembly_at_every_level
 from test_kernels_dsp import CHAINS
 
 PACKED = ("conv2d_gemm_packed", "dense_packed", "mve_gemm_packed", "mve_dense_packed")
@@ -254,23 +254,15 @@ def test_packed_model_c_compiles_with_any_optimization_and_a_frame_pointer(bits,
     """13 registers in the packed micro-kernels too: r7 stays free for a frame pointer; -O0 gets the
     reference kernels."""
     from edgekit.api import build
-    from edgekit.backends.cortexm import toolchain as tc
     from edgekit.frontends.tflite import importer
-    from edgekit.targets import get_core
 
     monkeypatch.setattr(importer, "import_tflite", _narrowing_import(bits))
     model = tmp_path / "a0.tflite"
     model.write_bytes(CHAINS["a"](0))
     out = tmp_path / "b"
     build(model, "cortex-m4", "mps2-an386", out, optimize="size")
-    core = get_core("cortex-m4")
-    for flags in (["-O0"], ["-Og"], ["-Os"], ["-O3"], ["-O2", "-fno-omit-frame-pointer"]):
-        cmd = [tc.arm_gcc(), *core.cflags, *flags, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
-               "-ffreestanding", f"-I{out / 'src'}", "-c", str(out / "src" / "model.c"), "-o", str(tmp_path / "m.o")]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, (flags, proc.stderr[-2000:])
-        dis = subprocess.run([tc._binutil("objdump"), "-d", str(tmp_path / "m.o")], capture_output=True, text=True)
-        assert ("and.w" in dis.stdout and "sxtb16" in dis.stdout) == (flags != ["-O0"]), flags
+    for flags, dis in disassembly_at_every_level(out, tmp_path).items():
+        assert ("and.w" in dis and "sxtb16" in dis) == (flags != ("-O0",)), flags
 
 
 @pytest.mark.parametrize("seed,bits", [(1, 4), (4, 2)])
