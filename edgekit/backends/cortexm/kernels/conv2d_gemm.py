@@ -56,6 +56,29 @@ def runs_of(kh: int, kw: int, ic: int, dil_w: int) -> tuple[list[tuple[int, int]
     return [(ky, kx) for ky in range(kh) for kx in range(kw)], ic
 
 
+def im2col_features(info: dict) -> tuple[dict, int]:
+    """The GEMM's im2col trip counts for a conv layer (layer_info ``info``): words widened, zero words of
+    outside taps, kernel-row runs (valid ones), taps copied whole, byte tails and elements of partial runs;
+    and K in k-pairs. Every kernel that fills conv2d_gemm's im2col buffer shares them."""
+    ih, iw, ic = info["in"]
+    oh, ow, _ = info["out"]
+    kh, kw = info["kernel"]
+    sh, sw = info["stride"]
+    pt, pl = info["pad"][0], info["pad"][1]
+    runs, run_len = runs_of(kh, kw, ic, info.get("dilation", (1, 1))[1])
+    run_words = len(run_pairs(run_len))
+    kwords = len(runs) * run_words
+    npix = oh * ow
+    vrows = valid_taps(oh, ih, kh, sh, pt)
+    vcols = valid_taps(ow, iw, kw, sw, pl)             # taps inside the input, summed over ox
+    full_cols = sum(1 for ox in range(ow) if ox * sw - pl >= 0 and ox * sw - pl + kw <= iw)
+    tap_mode = ic % 4 == 0                             # whole words per tap, zero words for outside taps
+    zero = (npix * kh - vrows * ow) * run_words + (vrows * (ow * kw - vcols) * (ic // 2) if tap_mode else 0)
+    return {"im2col_words": npix * kwords, "zero_words": zero, "runs": npix * kh, "runs_valid": vrows * ow,
+            "tap_iters": vrows * ow * kw if tap_mode else 0, "tail_runs": vrows * ow if run_len % 4 else 0,
+            "partial_elems": vrows * (ow - full_cols) * kw * ic}, kwords
+
+
 class ConvGemm(KernelVariant):
     name = "conv2d_gemm"
     ops = ("conv2d",)
@@ -176,31 +199,17 @@ class ConvGemm(KernelVariant):
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
         """Loop trip counts of the im2col copies and of the micro-kernel."""
-        ih, iw, ic = info["in"]
-        oh, ow, oc = info["out"]
-        kh, kw = info["kernel"]
-        sh, sw = info["stride"]
-        pt, pl = info["pad"][0], info["pad"][1]
-        runs, run_len = runs_of(kh, kw, ic, info.get("dilation", (1, 1))[1])
-        run_words = len(run_pairs(run_len))
-        kwords = len(runs) * run_words
-        npix = oh * ow
+        f, kwords = im2col_features(info)
+        oc = info["out"][2]
+        npix = info["out"][0] * info["out"][1]
         blocks = -(-npix // GEMM_PIXELS)
         ocp = -(-oc // GEMM_CHANNELS)
-        vrows = valid_taps(oh, ih, kh, sh, pt)
-        vcols = valid_taps(ow, iw, kw, sw, pl)             # taps inside the input, summed over ox
-        full_cols = sum(1 for ox in range(ow) if ox * sw - pl >= 0 and ox * sw - pl + kw <= iw)
-        tap_mode = ic % 4 == 0                             # whole words per tap, zero words for outside taps
-        zero = (npix * kh - vrows * ow) * run_words + (vrows * (ow * kw - vcols) * (ic // 2) if tap_mode else 0)
         u = unroll(kwords, full=not self.int8_weights)
         # int16 weights and short K: every step after the first straight-line, counted as single steps (no loop)
         straight = not self.int8_weights and 2 < kwords <= FULL_UNROLL_KWORDS
         loops = 0 if straight else blocks * ocp * (kwords // u)
         return self.cost_kind, {
-            "im2col_words": npix * kwords, "zero_words": zero, "runs": npix * kh, "runs_valid": vrows * ow,
-            "tap_iters": vrows * ow * kw if tap_mode else 0,
-            "tail_runs": vrows * ow if run_len % 4 else 0, "partial_elems": vrows * (ow - full_cols) * kw * ic,
-            "mk_loops4": loops if u == GEMM_UNROLL else 0,
+            **f, "mk_loops4": loops if u == GEMM_UNROLL else 0,
             "mk_loops8": loops if u == 2 * GEMM_UNROLL else 0,
             "mk_rem": blocks * ocp * (kwords - 1 if straight else kwords % u),
             "mk_blocks": blocks * ocp, "outputs": npix * oc,

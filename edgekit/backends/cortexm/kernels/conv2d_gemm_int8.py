@@ -7,8 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .common import Int8WeightsRefusal, byte_words
-from .common import run_pairs
-from .conv2d_gemm import GEMM_PIXELS, ConvGemm, asm_requant, runs_of, unroll
+from .conv2d_gemm import GEMM_PIXELS, ConvGemm, asm_requant, im2col_features, unroll
 
 #: blocks of GEMM_PIXELS pixels that share one widening of a channel pair's int8 weights: the first block's
 #: pass stores the widened weights beside its pixels, the others load them with one LDRD (11 + 8 + 8
@@ -146,19 +145,13 @@ class ConvGemmInt8Shared(ConvGemmInt8):
     def cost_features(self, info: dict) -> tuple[str, dict]:
         """conv2d_gemm's im2col counts, and the shared passes' steps (all blocks), block 0's extra steps, loop
         iterations and passes (each with its requantization of six outputs)."""
-        _, f = ConvGemm.cost_features(self, info)
-        ih, iw, ic = info["in"]
+        out, kwords = im2col_features(info)
         oh, ow, oc = info["out"]
-        kh, kw = info["kernel"]
-        runs, run_len = runs_of(kh, kw, ic, info.get("dilation", (1, 1))[1])
-        kwords = len(runs) * len(run_pairs(run_len))
         unroll_, kpad = shared_steps(kwords)
         blocks = -(-(oh * ow) // GEMM_PIXELS)
         groups = -(-blocks // max(2, shared_blocks(kwords, oh * ow)))
         passes = blocks * -(-oc // 2)
-        out = {k: f[k] for k in ("im2col_words", "zero_words", "runs", "runs_valid", "tap_iters", "tail_runs",
-                                 "partial_elems", "outputs", "blocks", "const")}
-        out.update(steps=passes * kpad, w_steps=groups * -(-oc // 2) * kpad, iters=passes * (kpad // unroll_),
+        out.update(outputs=oh * ow * oc, blocks=blocks, const=1, steps=passes * kpad, w_steps=groups * -(-oc // 2) * kpad, iters=passes * (kpad // unroll_),
                    passes=passes)
         return "gemm_int8_shared", out
 

@@ -9,8 +9,8 @@ import numpy as np
 from ....ops.conv2d import conv_geometry
 from .base import KernelVariant, Selection
 from .common import (accumulator_bounds, extend_insn, offset_word, requant_ctx, residual_ctx, run_pairs, smmlar_ctx,
-                     valid_taps, wider_residual_in_place)
-from .conv2d_gemm import runs_of
+                     wider_residual_in_place)
+from .conv2d_gemm import im2col_features, runs_of
 from .packing_dsp import (BITS, mask, packed_reference_bytes, range_refusal, scale_log2, scaled_bound_refusal,
                           set_words, sets_per_word, weight_bits)
 
@@ -131,29 +131,15 @@ class ConvGemmPacked(KernelVariant):
         return blocks * (d["oc_pad"] // 2) * (d["nwords"] * per_word + 2 * d["pixels"])
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
-        """Loop trip counts of the im2col copies and of the micro-kernel (per weight word)."""
-        ih, iw, ic = info["in"]
-        oh, ow, oc = info["out"]
-        kh, kw = info["kernel"]
-        sh, sw = info["stride"]
-        pt, pl = info["pad"][0], info["pad"][1]
-        runs, run_len = runs_of(kh, kw, ic, info.get("dilation", (1, 1))[1])
-        run_words = len(run_pairs(run_len))
-        kwords = len(runs) * run_words
+        """Loop trip counts of the im2col copies (conv2d_gemm's) and of the micro-kernel (per weight word)."""
+        f, kwords = im2col_features(info)
+        oc = info["out"][2]
+        npix = info["out"][0] * info["out"][1]
         nwords = -(-kwords // sets_per_word(info.get("wbits", 4)))
-        npix = oh * ow
         blocks = -(-npix // PIXELS)
         ocp = -(-oc // 2)
-        vrows = valid_taps(oh, ih, kh, sh, pt)
-        vcols = valid_taps(ow, iw, kw, sw, pl)
-        full_cols = sum(1 for ox in range(ow) if ox * sw - pl >= 0 and ox * sw - pl + kw <= iw)
-        tap_mode = ic % 4 == 0
-        zero = (npix * kh - vrows * ow) * run_words + (vrows * (ow * kw - vcols) * (ic // 2) if tap_mode else 0)
         return next(iter(self.cost_kinds)), {
-            "im2col_words": npix * kwords, "zero_words": zero, "runs": npix * kh, "runs_valid": vrows * ow,
-            "tap_iters": vrows * ow * kw if tap_mode else 0,
-            "tail_runs": vrows * ow if run_len % 4 else 0, "partial_elems": vrows * (ow - full_cols) * kw * ic,
-            "mk_words": blocks * ocp * nwords, "mk_blocks": blocks * ocp, "outputs": npix * oc,
+            **f, "mk_words": blocks * ocp * nwords, "mk_blocks": blocks * ocp, "outputs": npix * oc,
             "plain_outputs": npix * oc if info.get("rq") in (None, "none") else 0, "blocks": blocks, "const": 1}
 
     def cost_refinements(self, kind: str, info: dict) -> list[str]:
