@@ -46,6 +46,7 @@ class Manifest:
     fit: dict | None = None
     board_description: dict | None = None
     kernels: str | None = None
+    optimize: str | None = None  # --optimize (size, balanced, speed) of an optimized-kernel build; None: reference
     layers: list | None = None  # the per-layer report rows
     kernel_variants: dict | None = None  # node name -> the kernel variant codegen chose (backends/cortexm/kernels)
     kernel_fallbacks: list | None = None  # layers on a slower kernel than theirs: layer, kernel, reason

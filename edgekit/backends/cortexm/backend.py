@@ -31,6 +31,9 @@ class CortexmBackend(Backend):
 
         if options.hls_backend is not None or options.io_type is not None or options.reuse_factor is not None:
             raise TargetError("--backend, --io-type and --reuse-factor apply to --target fpga only")
+        if options.kernels == "reference" and options.optimize is not None:  # it would be silently ignored
+            raise TargetError(f"--optimize {options.optimize} chooses among the optimized kernels; with --kernels "
+                              "reference it has no effect: drop one of the two options")
         return build_cortexm(model, target, board, out_dir, options.kernels or "optimized",
                              options.optimize or DEFAULT_OPTIMIZE, options.io_buffers or DEFAULT_IO,
                              fixed_input=options.fixed_input)
@@ -42,6 +45,7 @@ class CortexmBackend(Backend):
         return (f"built {result.out_dir} for {m.target} on {m.board}: {len(m.layers)} layers, {m.macs} MACs, "
                 f"flash {m.memory['flash_bytes']} B, RAM {m.memory['ram_bytes']} B (arena {m.arena_bytes} B, "
                 f"stack {m.memory['stack_bytes']} B) in {m.build_seconds} s; {n_opt} layer(s) with optimized kernels"
+                + (f" (--optimize {m.optimize})" if m.optimize else "")
                 + (f"; {describe_peak_ram(m.memory)}" if "peak_ram_bytes" in m.memory else "")
                 + (f"; {fallbacks}" if fallbacks else "")
                 + "".join(f"\n{note}" for note in result.notes))

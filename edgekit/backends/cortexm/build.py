@@ -29,7 +29,7 @@ from .stack import inference_stack_bytes
 KERNELS = ("optimized", "reference")
 
 
-def _layer_report(graph, plan, kernels: dict | None = None) -> list[dict]:
+def _layer_report(graph, plan, kernels: dict | None = None, choices: dict | None = None) -> list[dict]:
     rows = []
     for node in graph.nodes:
         op = get_op(node.op, node.name)
@@ -45,6 +45,8 @@ def _layer_report(graph, plan, kernels: dict | None = None) -> list[dict]:
         })
         if kernels and node.name in kernels:
             rows[-1]["kernel"] = kernels[node.name]
+        if choices and node.name in choices:  # what --optimize decided for its weights (codegen.optimize_choice)
+            rows[-1]["optimize_choice"] = choices[node.name]
     return rows
 
 
@@ -226,7 +228,8 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
             fit=fit,
             board_description=brd.to_json(),
             kernels=kernels,
-            layers=_layer_report(graph, plan, codegen["kernels"]),
+            optimize=optimize if kernels == "optimized" else None,
+            layers=_layer_report(graph, plan, codegen["kernels"], codegen["kernel_choices"]),
             kernel_variants=codegen["kernel_variants"],
             kernel_fallbacks=codegen["kernel_fallbacks"],
             memory_plan=plan.to_json(),

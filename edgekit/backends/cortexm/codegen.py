@@ -208,6 +208,7 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
             "kernels": {n.name: selections[n.name].describe() + _sharing_note(n.name, shared) for n in graph.nodes
                         if get_op(n.op, n.name).packs_weights},
             "kernel_variants": {n.name: selections[n.name].kind for n in graph.nodes},
+            "kernel_choices": {n.name: note for n in graph.nodes if (note := optimize_choice(selections[n.name]))},
             "kernel_fallbacks": kernel_fallbacks(graph, selections), "shared_code": shared,
             "shared_wrappers": {layer["fn"]: sorted(k for k, (_, m) in shared.items() if layer["name"] in m)
                                 for layer in layers if any(layer["name"] in m for _, m in shared.values())},
@@ -254,6 +255,21 @@ def _fused_call(k: int, f, graph: Graph, calls: dict) -> str:
         f"{ind * 2}}}",
         f"{ind}}}",
     ])
+
+
+def optimize_choice(s: Selection) -> str | None:
+    """What ``--optimize`` decided for one layer's weights, in a few words (the report's kernel
+    column): narrowed to int8 for the board's flash, widened to int16 by balanced, or kept at int8
+    by balanced for the flash goal; None where the objective alone decided."""
+    if not s.optimized:
+        return None
+    if "fallback" in s.ctx:
+        return s.ctx["fallback"]
+    if "balanced_extra" in s.ctx:
+        return f"int16 weights: +{s.ctx['balanced_extra']} B of flash for speed"
+    if "balanced_needs" in s.ctx:
+        return f"int8 weights: int16 (+{s.ctx['balanced_needs']} B) would exceed the default flash goal"
+    return None
 
 
 def kernel_fallbacks(graph: Graph, selections: dict) -> list[dict]:

@@ -51,10 +51,18 @@ def memory_timeline(manifest: Manifest) -> list[int]:
 
 def report_json(manifest: Manifest) -> dict:
     timeline = memory_timeline(manifest)
-    layers = [dict(layer, arena_live_bytes=live) for layer, live in zip(manifest.layers, timeline)]
+    flash, _ = _layer_flash(manifest)
+    variants = manifest.kernel_variants or {}
+    layers = [dict(layer, arena_live_bytes=live, flash_bytes=f,
+                   **({"kernel_variant": variants[layer["name"]]} if layer["name"] in variants else {}))
+              for layer, live, f in zip(manifest.layers, timeline, flash)]
     mem = manifest.memory
     return {
-        "target": manifest.target, "board": manifest.board, "macs": manifest.macs,
+        "target": manifest.target, "board": manifest.board, "kernels": manifest.kernels,
+        # --optimize of an optimized-kernel build (builds before the key: absent); each layer's own
+        # decision is its optimize_choice, its cost in flash its flash_bytes
+        **({"optimize": manifest.optimize} if manifest.optimize else {}),
+        "macs": manifest.macs,
         "weight_bytes": manifest.weight_bytes, "arena_bytes": manifest.arena_bytes,
         "arena_lower_bound": manifest.memory_plan.get("lower_bound"),
         "planner": manifest.memory_plan.get("strategy"),
@@ -74,6 +82,14 @@ def _shape(s) -> str:
     return "x".join(map(str, s)) or "1"
 
 
+def _kernel_cell(layer: dict) -> str:
+    """The text table's kernel column: the variant, and what --optimize decided for the layer's weights
+    when more than the objective alone did (the full description is report.json's ``kernel``)."""
+    variant = layer.get("kernel_variant", "")
+    choice = layer.get("optimize_choice")
+    return f"{variant} ({choice})" if choice else variant
+
+
 def report_text(manifest: Manifest) -> str:
     rep = report_json(manifest)
     layers = rep["layers"]
@@ -86,8 +102,10 @@ def report_text(manifest: Manifest) -> str:
     w_in = width("input", (_shape(L["input_shape"]) for L in layers), 14)
     w_out = width("output", (_shape(L["output_shape"]) for L in layers), 14)
     head = (f"{'#':>3}  {'layer':<{w_name}}{'op':<{w_op}}{'input':<{w_in}}{'output':<{w_out}}{'MACs':>10}"
-            f"{'weights B':>11}{'out B':>8}  {'buffer':<8}{'offset':>8}{'arena live':>12}")
-    lines = [f"edgekit build for {rep['target']} on {rep['board']}: {rep['macs']} MACs, weights {rep['weight_bytes']} B, "
+            f"{'weights B':>11}{'flash B':>9}{'out B':>8}  {'buffer':<8}{'offset':>8}{'arena live':>12}  kernel")
+    kernels = f"{rep['kernels'] or 'optimized'} kernels" + (f", --optimize {rep['optimize']}" if rep.get("optimize") else "")
+    lines = [f"edgekit build for {rep['target']} on {rep['board']} ({kernels}): {rep['macs']} MACs, "
+             f"weights {rep['weight_bytes']} B, "
              f"arena {rep['arena_bytes']} B (lower bound {rep['arena_lower_bound']} B, {rep['planner']}), "
              f"flash {rep['flash_bytes']} B, RAM {rep['ram_bytes']} B"
              + (f"; {describe_peak_ram(dict(manifest.memory, arena_bytes=rep['arena_bytes']))}"
@@ -96,7 +114,8 @@ def report_text(manifest: Manifest) -> str:
         off = "" if layer["arena_offset"] is None else str(layer["arena_offset"])
         lines.append(f"{i:>3}  {layer['name']:<{w_name}}{_kind(layer):<{w_op}}{_shape(layer['input_shape']):<{w_in}}"
                      f"{_shape(layer['output_shape']):<{w_out}}{layer['macs']:>10}{layer['weight_bytes']:>11}"
-                     f"{layer['output_bytes']:>8}  {layer['buffer'] or 'alias':<8}{off:>8}{layer['arena_live_bytes']:>12}")
+                     f"{layer['flash_bytes']:>9}{layer['output_bytes']:>8}  {layer['buffer'] or 'alias':<8}{off:>8}"
+                     f"{layer['arena_live_bytes']:>12}  {_kernel_cell(layer)}".rstrip())
     if rep["in_place_layers"]:
         lines.append(f"in place: {', '.join(rep['in_place_layers'])}")
     if rep["row_fused"]:  # the producer's output exists only as a ring of rows (ir/planner.py)
@@ -235,8 +254,7 @@ def report_page(manifest: Manifest, build_dir: Path) -> str:
                                  color=pages.PALETTE[1]),
         "capacity": pages.capacity_chart("capacity", _capacity_rows(manifest)),
     }
-    layers = [dict(layer, flash_bytes=flash) for layer, flash in zip(rep["layers"], flash_per_layer)]
-    return pages.render("cortexm.html.j2", rep=rep, build_dir=build_dir, layers=layers, buffers=buffers,
+    return pages.render("cortexm.html.j2", rep=rep, build_dir=build_dir, layers=rep["layers"], buffers=buffers,
                         plots=plots, instructions=instructions, fit=manifest.fit or {},
                         breakdown=manifest.memory_breakdown or {},
                         verify=pages.verify_section(build_dir), validation=pages.validation_section(build_dir))
