@@ -228,8 +228,9 @@ def make_parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="run a benchmark suite (not a test): " + ", ".join(sorted(SUITES)),
                         description="Benchmarks against recorded peer data in ../shared/peers. zoo: build and verify "
                         "the model zoo on the emulated board and compare peak RAM with TFLM's arena. mlperf-tiny: the three MLPerf Tiny "
-                        "int8 models with reference and optimized kernels: bit-exactness against the TFLite Micro "
-                        "goldens, instructions per inference, peak RAM and code flash against TFLM + CMSIS-NN. sim: the integer "
+                        "int8 models (and visual wake words) with reference and optimized kernels: bit-exactness against the TFLite "
+                        "Micro goldens, instructions per inference and per MAC by layer kind, peak RAM, code and whole-firmware "
+                        "flash against TFLM + CMSIS-NN, model constants against the int8 parameter bytes. sim: the integer "
                         "simulator's time at --batch against qonnx's execution (TFLite Micro's for .tflite), and where it goes. "
                         "binary: 1-bit (XNOR-popcount) dense and conv layers against int8 ones, instructions per MAC.")
     bn.add_argument("suite", choices=sorted(SUITES))
@@ -243,6 +244,8 @@ def make_parser() -> argparse.ArgumentParser:
                     "vww_96_int8.tflite in the peers folder, else a stand-in made with TensorFlow)")
     bn.add_argument("--optimize", choices=["size", "balanced", "speed"], help="mlperf-tiny: edgekit build --optimize "
                     "for the optimized kernels (balanced)")
+    bn.add_argument("--io-buffers", choices=["arena", "caller"], help="mlperf-tiny: edgekit build --io-buffers "
+                    "(arena); peak RAM counts the caller's input and output buffers with caller (docs/c-api.md)")
     bn.add_argument("--json", action="store_true", help="print JSON")
     bn.set_defaults(func=_cmd_bench)
 

@@ -58,3 +58,23 @@ def test_bench_json_is_the_only_stdout(tmp_path, capfd, monkeypatch):
     assert rc == 0
     assert json.loads(out) == {"rows": [], "notes": ["vww: stand-in"]}
     assert "Saved artifact" in err and "fully_quantize" in err
+
+
+def test_bench_passes_io_buffers_to_the_builds(capfd, monkeypatch):
+    """``edgekit bench mlperf-tiny --io-buffers caller`` measures builds with the caller's input and output
+    buffers (the cost docs/c-api.md compares), not silently the default."""
+    from edgekit.bench import mlperf
+    from edgekit.cli import main
+
+    seen = {}
+
+    def run(models=None, notes=None, **kw):
+        seen.update(kw, models=models)
+        return []
+
+    monkeypatch.setattr(mlperf, "run_mlperf", run)
+    assert main(["bench", "mlperf-tiny", "--models", "ad", "--io-buffers", "caller", "--json"]) == 0
+    assert seen["io_buffers"] == "caller" and seen["models"] == ["ad"]
+    assert main(["bench", "mlperf-tiny", "--models", "ad", "--json"]) == 0
+    assert seen["io_buffers"] is None  # edgekit build's default, the input and output in the arena
+    capfd.readouterr()

@@ -401,7 +401,8 @@ def main(args) -> int:
     models = args.models.split(",") if getattr(args, "models", None) else None
     notes: list[str] = []
     rows = run_mlperf(models, vww_model=getattr(args, "vww_model", None), notes=notes,
-                      board=getattr(args, "board", None) or "mps2-an386", optimize=getattr(args, "optimize", None))
+                      board=getattr(args, "board", None) or "mps2-an386", optimize=getattr(args, "optimize", None),
+                      io_buffers=getattr(args, "io_buffers", None))
     if args.json:
         print(json.dumps({"rows": rows, "notes": notes}, indent=1))
     else:
