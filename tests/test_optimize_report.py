@@ -1,12 +1,15 @@
-"""--optimize as the user sees it (issue 16: "the choice per layer shown in the report"): the manifest
-records the objective, the build line, the text report, report.json and report.html name it, and each
-layer shows its kernel variant, its constants' flash and what the objective decided for its weights."""
+"""The build choices as the user sees them. --optimize (issue 16: "the choice per layer shown in the
+report"): the manifest records the objective, the build line, the text report, report.json and report.html
+name it, and each layer shows its kernel variant, its constants' flash and what the objective decided for
+its weights. --io-buffers ("report what each choice costs"): the page says what one inference needs in RAM
+and where the input and output are, as the build line and the text report do."""
 from __future__ import annotations
 
-import html
 import json
 import subprocess
 import sys
+
+from markupsafe import escape  # Jinja's own escaping, as the page's
 
 from edgekit.api import build, report
 from edgekit.backends.cortexm.kernels import registry as kernel_registry
@@ -73,7 +76,7 @@ def test_each_layer_shows_what_optimize_chose(tmp_path, monkeypatch):
     for n in widened:  # int16 weights cost flash against the size build's int8 ones
         assert by_name[n]["flash_bytes"] > sizes[n]["flash_bytes"]
     page = (tmp_path / "mid" / "report.html").read_text()
-    assert "(--optimize balanced)" in page and html.escape(choices[kept[0]]) in page
+    assert "(--optimize balanced)" in page and str(escape(choices[kept[0]])) in page
 
 
 def test_reference_kernels_refuse_an_optimize_objective(tmp_path):
@@ -88,3 +91,17 @@ def test_reference_kernels_refuse_an_optimize_objective(tmp_path):
     ref = build(model, None, "mps2-an386", tmp_path / "ref", kernels="reference")
     assert ref.manifest.optimize is None and "--optimize" not in build_summary(ref)
     assert "(reference kernels)" in report(tmp_path / "ref").text().splitlines()[0]
+
+
+def test_the_page_says_what_each_io_choice_costs(tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(pointwise_chain())
+    for io in ("arena", "caller"):
+        res = build(model, None, "mps2-an386", tmp_path / io, io_buffers=io)
+        peak = f"peak RAM of an inference {res.manifest.memory['peak_ram_bytes']:,} B"
+        assert peak in build_summary(res) and peak in report(tmp_path / io).text().splitlines()[0]
+        page = (tmp_path / io / "report.html").read_text()
+        assert peak in page
+        where = ("input and output inside the arena" if io == "arena"
+                 else f"the caller's input and output {res.manifest.memory['io_buffer_bytes']:,} B")
+        assert str(escape(where)) in page, where

@@ -254,7 +254,9 @@ def report_page(manifest: Manifest, build_dir: Path) -> str:
                                  color=pages.PALETTE[1]),
         "capacity": pages.capacity_chart("capacity", _capacity_rows(manifest)),
     }
-    return pages.render("cortexm.html.j2", rep=rep, build_dir=build_dir, layers=rep["layers"], buffers=buffers,
+    # what one inference needs in RAM, and where the input and output live (--io-buffers): as the text report says
+    peak = describe_peak_ram(dict(manifest.memory, arena_bytes=rep["arena_bytes"])) if "peak_ram_bytes" in rep else None
+    return pages.render("cortexm.html.j2", rep=rep, build_dir=build_dir, layers=rep["layers"], buffers=buffers, peak=peak,
                         plots=plots, instructions=instructions, fit=manifest.fit or {},
                         breakdown=manifest.memory_breakdown or {},
                         verify=pages.verify_section(build_dir), validation=pages.validation_section(build_dir))

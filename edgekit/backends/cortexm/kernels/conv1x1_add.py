@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from ....ir import contract
-from .common import Int8WeightsRefusal, requant_ctx, scalar_expr, smmlar_ctx
+from .common import requant_ctx, scalar_expr, smmlar_ctx
 from .conv2d_fewch import FULL_UNROLL
 from .conv2d_gemm import GEMM_CHANNELS, GEMM_PIXELS, ConvGemm
-from .conv2d_gemm_int8 import ConvGemmInt8
+from .conv2d_gemm_int8 import GemmInt8Layout
 
 #: table entries: every code of an 8-bit operand
 CODES = 256
@@ -118,20 +118,15 @@ class Conv1x1Add(ConvGemm):
         return [f"rq-{info.get('rq') or 'none'}"]
 
 
-class Conv1x1AddInt8(Int8WeightsRefusal, Conv1x1Add):
+class Conv1x1AddInt8(GemmInt8Layout, Conv1x1Add):
     name = "conv1x1_add_int8"
     priority = 13
     # not under size: the tables are 2 KB of flash per layer (ResNet-8: 127 k instructions fewer for 4 KB under
     # balanced); --optimize size keeps the GEMM's int8 layout and epilogue
     modes = frozenset({"balanced", "speed"})
-    int8_weights = True
-    weight_form = ConvGemmInt8.weight_form
     cost_kinds = {"conv1x1_add_int8": Conv1x1Add.cost_kinds["conv1x1_add"]}
     cost_reduced = {"conv1x1_add_int8": Conv1x1Add.cost_reduced["conv1x1_add"]}
     cost_work = {"conv1x1_add_int8": Conv1x1Add.cost_work["conv1x1_add"]}
-    channel_pair_words = ConvGemmInt8.channel_pair_words
-    instructions_saved_by_int16 = ConvGemmInt8.instructions_saved_by_int16
-    flash_bytes = ConvGemmInt8.flash_bytes
 
 
 VARIANTS = (Conv1x1Add(), Conv1x1AddInt8())

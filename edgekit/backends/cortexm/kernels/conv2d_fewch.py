@@ -12,9 +12,9 @@ the GEMM's 3 pixel x 2 channel SMLAD step with the same weight stream (int16 pai
 from __future__ import annotations
 
 from ....ops.conv2d import conv_geometry
-from .common import Int8WeightsRefusal, in_place, run_pairs
+from .common import in_place, run_pairs
 from .conv2d_gemm import GEMM_CHANNELS, GEMM_PIXELS, ConvGemm
-from .conv2d_gemm_int8 import ConvGemmInt8
+from .conv2d_gemm_int8 import GemmInt8Layout
 
 #: the most input channels the variant takes (a pixel's run of kw * ic bytes stays short)
 MAX_CHANNELS = 4
@@ -89,18 +89,12 @@ class ConvFewChannels(ConvGemm):
         return [f"ic{info['in'][2]}", f"rq-{info.get('rq') or 'none'}"]
 
 
-class ConvFewChannelsInt8(Int8WeightsRefusal, ConvFewChannels):
+class ConvFewChannelsInt8(GemmInt8Layout, ConvFewChannels):
     name = "conv2d_fewch_int8"
     priority = 11
-    modes = frozenset({"size", "balanced", "speed"})
-    int8_weights = True
-    weight_form = ConvGemmInt8.weight_form
     cost_kinds = {"fewch_int8": ConvFewChannels.cost_kinds["fewch"]}
     cost_reduced = {"fewch_int8": ConvFewChannels.cost_reduced["fewch"]}
     cost_work = {"fewch_int8": ConvFewChannels.cost_work["fewch"]}
-    channel_pair_words = ConvGemmInt8.channel_pair_words
-    instructions_saved_by_int16 = ConvGemmInt8.instructions_saved_by_int16
-    flash_bytes = ConvGemmInt8.flash_bytes
 
 
 VARIANTS = (ConvFewChannels(), ConvFewChannelsInt8())

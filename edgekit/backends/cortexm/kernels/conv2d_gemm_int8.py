@@ -23,16 +23,15 @@ SHARED_GAIN = 0.98
 SHARED_COL_BYTES = 2048
 
 
-class ConvGemmInt8(Int8WeightsRefusal, ConvGemm):
-    name = "conv2d_gemm_int8"
-    # below conv2d_gemm: under --optimize speed the int16 layout goes first, where the flash allows
-    priority = 9
+class GemmInt8Layout(Int8WeightsRefusal):
+    """Mixed in before a variant built on conv2d_gemm's weight stream (the GEMM, the few-channel first
+    convolutions, the 1x1 shortcuts with a fused add) to keep its weights at int8 in flash: the stream's
+    words of both channels' int8 bytes (channel_pair_words), what int16 weights would save, and the flash
+    it adds over the layer's own int8 weights. One layout for the three, so they stay alike."""
+
     modes = frozenset({"size", "balanced", "speed"})
     int8_weights = True
     weight_form = "int8 weights (SXTB16)"
-    cost_kinds = {"gemm_int8": ConvGemm.cost_kinds["gemm"]}
-    cost_reduced = {"gemm_int8": ConvGemm.cost_reduced["gemm"]}
-    cost_work = {"gemm_int8": ConvGemm.cost_work["gemm"]}
 
     def channel_pair_words(self, wp: np.ndarray) -> np.ndarray:
         """Per k-pair j one word of bytes (c: w[a], c+1: w[a], c: w[b], c+1: w[b]), (a, b) the
@@ -51,6 +50,15 @@ class ConvGemmInt8(Int8WeightsRefusal, ConvGemm):
         # compiled out): only the padding and the requantization constants are extra
         return max(0, sel.weight_bytes - graph.constants[node.inputs[1]].nbytes
                    - graph.constants[node.inputs[2]].nbytes)
+
+
+class ConvGemmInt8(GemmInt8Layout, ConvGemm):
+    name = "conv2d_gemm_int8"
+    # below conv2d_gemm: under --optimize speed the int16 layout goes first, where the flash allows
+    priority = 9
+    cost_kinds = {"gemm_int8": ConvGemm.cost_kinds["gemm"]}
+    cost_reduced = {"gemm_int8": ConvGemm.cost_reduced["gemm"]}
+    cost_work = {"gemm_int8": ConvGemm.cost_work["gemm"]}
 
 
 
