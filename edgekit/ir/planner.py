@@ -20,7 +20,11 @@
    overlap while both live, as the replayed schedule allows), which is what lets the first
    layers of a MobileNet run band by band in little more than their input's bytes.
    A fusion is kept only when it makes the arena smaller.
-4. Placement: several greedy orders (largest first, earliest first, longest-lived
+4. Kernel scratch (``plan_memory(scratch=...)``): bytes a kernel needs while its node runs, where no
+   free gap holds them and the stack should not; with ``scratch_over_input`` pinned at the node's first
+   input when that input dies there (the kernel reads each input byte before it writes over it), so the
+   arena holds the larger of the two rather than both.
+5. Placement: several greedy orders (largest first, earliest first, longest-lived
    first) and, for up to ``EXACT_LIMIT`` buffers, every order; the first arrangement
    that reaches the lower bound (the largest sum of simultaneously live buffers) is
    optimal and ends the search.
