@@ -256,3 +256,24 @@ def test_ad_speed_peak_ram_within_six_tenths_of_the_tflm_arena(tmp_path):
     assert "over its own bytes" not in res.manifest.layers[0]["kernel"]
     assert res.manifest.memory["inference_stack_static_bytes"] >= 1280
 
+
+
+def test_speed_weighs_the_arena_growth_against_the_stack(tmp_path, monkeypatch):
+    """The build plans the pairs over the dying input only where the arena grows by no more than the pairs would
+    add to the inference's stack: here it grows by 40 B for 80 B of stack, so they go over the input; told that
+    the stack would cost nothing (another layer's larger stack scratch), the build keeps them on the stack."""
+    from edgekit.api import build
+    from edgekit.backends.cortexm import build as cortexm_build
+
+    model = tmp_path / "fc.tflite"
+    model.write_bytes(fc_chain(5, (40, 8, 6)))
+    res = build(model, "cortex-m4", "mps2-an386", tmp_path / "a", optimize="speed")
+    first = res.manifest.layers[0]
+    assert "over its own bytes (80 B" in first["kernel"] and res.manifest.arena_bytes == 80 + 8
+    requests = cortexm_build.scratch_over_input_requests
+    monkeypatch.setattr(cortexm_build, "scratch_over_input_requests",
+                        lambda *a, **k: {n: (need, 0) for n, (need, _) in requests(*a, **k).items()})
+    res = build(model, "cortex-m4", "mps2-an386", tmp_path / "b", optimize="speed")
+    assert "over its own bytes" not in res.manifest.layers[0]["kernel"] and res.manifest.arena_bytes == 40 + 8
+    assert not res.manifest.memory_plan["pinned"]
+    assert res.manifest.memory["inference_stack_static_bytes"] >= 80

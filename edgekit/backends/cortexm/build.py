@@ -172,7 +172,7 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
     excluded: set[str] = set()
     reserved: dict[str, int] = {}
     over_input: set[str] = set()  # reserved scratch that may start at the node's dying input (pinned over it)
-    weighed: set[str] = set()
+    weighed: set[tuple[str, tuple[int, int]]] = set()
     choice = dict(kernels=kernels, features=core.features, board=brd, optimize=optimize)
     for _ in range(8):  # each round only adds exclusions or reservations; a few rounds settle it
         if refused := fusion_refusals(graph, plan, **choice) - excluded:
@@ -180,11 +180,11 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
         elif more := {n: b for n, b in scratch_requests(graph, plan, **choice).items() if reserved.get(n, 0) < b}:
             reserved.update(more)  # scratch that fits no gap nor the stack: keep arena bytes for it
         elif wide := {n: r for n, r in scratch_over_input_requests(graph, plan, **choice).items()
-                      if n not in weighed}:
-            weighed |= set(wide)
+                      if (n, r) not in weighed}:
+            weighed |= set(wide.items())  # weighed again only if its stack cost changes (another one moved)
             # scratch over a dying input (a dense layer's widened input): in the arena where it grows the arena
-            # by no more than it would add to the stack (codegen.scratch_over_input_requests)
-            for name, (need, stack_cost) in sorted(wide.items()):
+            # by no more than it would add to the stack (codegen.scratch_over_input_requests); the largest first
+            for name, (need, stack_cost) in sorted(wide.items(), key=lambda kv: (-kv[1][0], kv[0])):
                 trial = plan_memory(graph, io_buffers, exclude=excluded, scratch={**reserved, name: need},
                                     scratch_over_input=over_input | {name})
                 if trial.arena_bytes - plan.arena_bytes <= stack_cost:
