@@ -17,7 +17,7 @@ from ...ir.operators import get_op
 from ...targets import Board, resolve
 from . import toolchain as tc
 from ...progress import step
-from .codegen import fusion_refusals, generate_c, scratch_requests
+from .codegen import fusion_refusals, generate_c, scratch_over_input_requests, scratch_requests
 from .kernels import registry as kernel_registry
 from .kernels.base import DEFAULT_OPTIMIZE, OPTIMIZE
 from .firmware import compile_firmware
@@ -173,15 +173,30 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
     plan = plan_memory(graph, io_buffers)
     excluded: set[str] = set()
     reserved: dict[str, int] = {}
+    over_input: set[str] = set()  # reserved scratch that may start at the node's dying input (pinned over it)
+    weighed: set[tuple[str, tuple[int, int]]] = set()
     choice = dict(kernels=kernels, features=core.features, board=brd, optimize=optimize)
     for _ in range(8):  # each round only adds exclusions or reservations; a few rounds settle it
         if refused := fusion_refusals(graph, plan, **choice) - excluded:
             excluded |= refused  # their kernels have no row ranges: plan without those fusions
         elif more := {n: b for n, b in scratch_requests(graph, plan, **choice).items() if reserved.get(n, 0) < b}:
             reserved.update(more)  # scratch that fits no gap nor the stack: keep arena bytes for it
+        elif wide := {n: r for n, r in scratch_over_input_requests(graph, plan, **choice).items()
+                      if (n, r) not in weighed}:
+            weighed |= set(wide.items())  # weighed again only if its stack cost changes (another one moved)
+            # scratch over a dying input (a dense layer's widened input): in the arena where it grows the arena
+            # by no more than it would add to the stack (codegen.scratch_over_input_requests); the largest first
+            for name, (need, stack_cost) in sorted(wide.items(), key=lambda kv: (-kv[1][0], kv[0])):
+                trial = plan_memory(graph, io_buffers, exclude=excluded, scratch={**reserved, name: need},
+                                    scratch_over_input=over_input | {name})
+                if trial.arena_bytes - plan.arena_bytes <= stack_cost:
+                    reserved[name] = need
+                    over_input.add(name)
+                    plan = trial
+            continue
         else:
             break
-        plan = plan_memory(graph, io_buffers, exclude=excluded, scratch=reserved)
+        plan = plan_memory(graph, io_buffers, exclude=excluded, scratch=reserved, scratch_over_input=over_input)
     check_plan(plan)
 
     with staged_build_dir(out_dir) as tmp:

@@ -130,8 +130,11 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         # restrict only on a parameter whose bytes overlap no other parameter's: two restrict
         # parameters at the same address (an in-place layer, or one tensor passed twice) are UB
         operands = acts + [y]
+        sel = selections[node.name]
         ptrs = ["*" if any(_overlaps(plan, t, u) for j, u in enumerate(operands) if j != i) else "*restrict "
                 for i, t in enumerate(operands)]
+        if sel.optimized and sel.ctx.get("scratch_in_place"):
+            ptrs[0] = "*"  # the kernel's scratch goes over its input's bytes (ir/planner.py scratch_over_input)
         in_names = ["in"] + [f"in{k}" for k in range(1, len(acts))]
         params = [f"const {C_TYPES[graph.tensors[t].dtype]} {ptr}{n}" for t, ptr, n in zip(acts, ptrs, in_names)]
         params.append(f"{C_TYPES[graph.tensors[y].dtype]} {ptrs[-1]}out")
@@ -152,7 +155,6 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
             "inplace": aliased, "rows": rows,
         }
         code = env.get_template(f"ops/{op.template}").render(**ctx)
-        sel = selections[node.name]
         dsp_code = None
         if sel.optimized:
             d = dict(sel.ctx)
@@ -275,8 +277,12 @@ def optimize_choice(s: Selection) -> str | None:
 def kernel_fallbacks(graph: Graph, selections: dict) -> list[dict]:
     """The layers that run a slower kernel than the one written for them, and why (no silent
     degradation, issue 16): an optimized variant claimed the layer on this core but refused it, or its
-    scratch fit neither the arena nor the stack, or the board's flash narrowed its weights to int8.
-    Nodes no variant claims, ``--kernels reference`` and cores without the features are not fallbacks."""
+    scratch fit neither the arena nor the stack, or the board's flash narrowed its weights to int8, or a
+    faster variant refused it with a ``kernels.base.Fallback`` (a packed 4-/2-bit variant, for any reason;
+    dense_asm_int8's accumulator bound; the registry's ``ctx["fallback"]``), or the speed dense kernel reads
+    its input per block for lack of stack. Nodes no variant claims, ``--kernels reference``, cores without the
+    features and variants that only ever use free RAM (dw3_int8_ram, mve_dwc: without a free gap the layer
+    keeps its lean kernel) are not fallbacks."""
     out = []
     for n in graph.nodes:
         s = selections[n.name]
@@ -314,6 +320,24 @@ def scratch_requests(graph: Graph, plan: MemoryPlan, *, kernels: str = "referenc
             need = reg.select(node, graph, plan, features, kernels, optimize).ctx.get("scratch_bytes", 0)
             if need:
                 out[node.name] = need
+    return out
+
+
+def scratch_over_input_requests(graph: Graph, plan: MemoryPlan, *, kernels: str = "reference", features=(),
+                                board=None, optimize: str = DEFAULT_OPTIMIZE) -> dict[str, tuple[int, int]]:
+    """node name -> (scratch bytes, the stack bytes they add to the inference's stack otherwise) of the layers
+    whose kernel could write its scratch over its dying input in the arena (``ctx["scratch_over_input"]``: the
+    speed dense kernel's widened input) instead of on the stack, or instead of reading its input per block for
+    lack of stack. The build plans each with it and keeps it where the arena grows by no more than the stack
+    would (what a layer's scratch adds to the stack: its bytes beyond the largest other stack scratch)."""
+    sel = _select_kernels(graph, plan, kernels, features, board, optimize)
+    on_stack = {n: s.ctx.get("scratch_bytes", 0) for n, s in sel.items() if s.optimized and s.scratch is None}
+    out = {}
+    for n, s in sel.items():
+        need = s.ctx.get("scratch_over_input", 0) if s.optimized else 0
+        if need:
+            others = max((b for m, b in on_stack.items() if m != n), default=0)
+            out[n] = (need, max(0, need - others))
     return out
 
 
