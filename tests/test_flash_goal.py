@@ -1,7 +1,8 @@
 """--optimize balanced and the default flash goal (issue 16: the whole firmware within 1.05 x the int8
 parameter bytes + 24 KiB): balanced widens weights to int16 only as far as the measured firmware stays
-within the goal when int8 weights meet it, says per layer why a layer kept int8 weights, and keeps its
-int16 weights when even int8 weights everywhere would miss the goal."""
+within the goal when int8 weights meet it, says per layer why a layer kept int8 weights, takes the leanest
+layouts (dw3_compact) where int8 weights with compact records miss it, and keeps its int16 weights when even
+those would miss the goal."""
 from __future__ import annotations
 
 import numpy as np
@@ -56,7 +57,14 @@ def test_balanced_narrows_int16_weights_to_meet_the_flash_goal(tmp_path, monkeyp
     rep = verify(tmp_path / "mid", count=4)
     assert rep.ok and all(s.mismatches == 0 for s in rep.stages)
 
-    goal_at(_flash(int8) - 1)  # unreachable with int8 weights too: balanced keeps its int16 weights
+    goal_at(_flash(int8) - 1)  # missed by int8 weights and compact records: the leanest layouts (dw3_compact)
+    lean = build(model, "cortex-m4", "mps2-an386", tmp_path / "lean", optimize="balanced")
+    assert _flash(lean) <= _flash(int8) - 1
+    assert {lean.manifest.kernel_variants[n] for n in ("depthwise_conv_2d_1", "depthwise_conv_2d_3")} == {"dw3_compact"}
+    rep = verify(tmp_path / "lean", count=4)
+    assert rep.ok and all(s.mismatches == 0 for s in rep.stages)
+
+    goal_at(int(kernel_registry.FLASH_GOAL_PARAMS * params))  # unreachable (no bytes for code): int16 weights stay
     over = build(model, "cortex-m4", "mps2-an386", tmp_path / "over", optimize="balanced")
     assert _flash(over) == _flash(wide)
 
