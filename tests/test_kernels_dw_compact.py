@@ -63,7 +63,7 @@ def test_dw3_compact_bit_exact_on_random_shapes(seed, target, board, forced, tmp
     assert in_arena < 2 or any(sum(n in line for n in dw) >= in_arena for line in notes), notes
 
 def test_dw3_compact_flash_per_channel(forced, tmp_path):
-    """9 weights, the bias, M and a shift byte per channel, and 15 words of geometry and ring offset per layer."""
+    """9 weights, the bias, M and a shift byte per channel, and 9 words of geometry (int16 halves) and ring offset per layer."""
     from edgekit.frontends.tflite.importer import import_tflite
     from edgekit.ir.passes import run_default_passes
     from edgekit.ir.planner import plan_memory
@@ -76,7 +76,7 @@ def test_dw3_compact_flash_per_channel(forced, tmp_path):
     for node in graph.nodes:
         if node.op == "conv2d" and node.attrs["depthwise"] and forced.refusal(node, graph, plan) is None:
             c = graph.tensors[node.outputs[0]].shape[-1]
-            assert forced.select(node, graph, plan).weight_bytes == 18 * c + 4 * 15
+            assert forced.select(node, graph, plan).weight_bytes == 18 * c + 4 * 9
 
 
 def test_dw3_compact_refuses_what_it_does_not_compute(forced, tmp_path):

@@ -10,11 +10,22 @@ import numpy as np
 
 from ....ops.conv2d import conv_geometry, depthwise_inplace_rows
 from .base import KernelVariant, Selection
-from .common import Int8WeightsRefusal, accumulator_bounds, doubled_constants, offset_word, requant_ctx
+from .common import Int8WeightsRefusal, accumulator_bounds, doubled_constants, requant_ctx
 
-#: the geometry words of a layer (``_dims``), in the order the C body reads them
-DIMS = ("ih", "iw", "c", "oh", "ow", "sh", "sw", "pad_t", "pad_l", "wp", "offset_word", "lo", "hi", "k1")
-#: the word after DIMS: the arena offset of the ring (the layer's scratch)
+#: the geometry of a layer, as int16 halves of words in this order (the low half first), in its record
+DIMS = ("ih", "iw", "c", "oh", "ow", "sh", "sw", "pad_t", "pad_l", "wp", "lo", "hi", "k1", "neg_2zp", "ring_in",
+        "spare")
+#: words of a record before the per-channel arrays: DIMS in halves, then the arena offset of the ring
+HEAD_WORDS = len(DIMS) // 2 + 1
+
+
+def half_words(values) -> list[int]:
+    """Pairs of int16 values as int32 words (the first value in the low half)."""
+    out = []
+    for lo, hi in zip(values[0::2], values[1::2]):
+        w = (int(lo) & 0xFFFF) | ((int(hi) & 0xFFFF) << 16)
+        out.append(w - (1 << 32) if w >= 1 << 31 else w)
+    return out
 
 
 def compact_dw_constants(rqc: dict, zp_out: int) -> tuple[list[int], list[int]] | None:
@@ -66,6 +77,8 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
     # offered under no objective: the default flash goal's policy (codegen._compact_for_flash_goal) switches
     # layers to it, fewest instructions lost per flash byte saved first
     modes = frozenset()
+    # as a row-fused consumer: whole output rows per call, its input a ring of rows (ir/planner.py)
+    row_ranges = True
     cost_kinds = {"dw3_compact": ("taps", "outputs", "pixels", "rows", "const")}
     cost_reduced = {"dw3_compact": ("taps", "outputs")}
     cost_work = {"dw3_compact": (("taps", 4),)}
@@ -84,10 +97,13 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
             return f"{x.dtype} input or {y.dtype} output (it reads and writes int8)"
         if a["depth_multiplier"] != 1 or a.get("residual") or g["dh"] != 1 or g["dw"] != 1:
             return "depth multiplier, fused add or dilation"
+        if max(g["ih"], g["iw"], g["oc"]) * 2 + 4 > 2**15 - 1:
+            return "dimensions beyond its int16 geometry record"
         if g["oc"] % 4:
             return f"{g['oc']} channels (four per step)"
-        if plan is not None and plan.fusion_of(node.name) is not None:
-            return "row-fused with its neighbour (no row ranges: it would cost the fusion's RAM)"
+        fusion = plan.fusion_of(node.name) if plan is not None else None
+        if fusion is not None and fusion.producer == node.name:
+            return "row-fused as the producer (it computes rows of an input ring, not into an output ring)"
         if (g["kh"], g["kw"]) != (3, 3) or g["sw"] not in (1, 2) or g["pad_t"] > 2:
             return "a kernel other than 3 x 3 with horizontal stride 1 or 2"
         # in place: each input row is in the ring before an output row overwrites it
@@ -111,19 +127,20 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
         if len(m) == 1:
             m, sh = m * oc, sh * oc
         wp = ring_columns(g)
-        dims = {"wp": wp, "ih": g["ih"], "iw": g["iw"], "c": oc, "oh": g["oh"], "ow": g["ow"], "sh": g["sh"], "sw": g["sw"],
+        fusion = plan.fusion_of(node.name) if plan is not None else None
+        dims = {"ring_in": fusion.ring_rows if fusion is not None else 0, "spare": 0, "wp": wp, "ih": g["ih"], "iw": g["iw"], "c": oc, "oh": g["oh"], "ow": g["ow"], "sh": g["sh"], "sw": g["sw"],
                 "pad_t": g["pad_t"], "pad_l": g["pad_l"],
-                "offset_word": offset_word(2 * x.zero_point), "lo": rq.lo, "hi": rq.hi, "k1": 1 + 2 * rq.zero_point}
+                "lo": rq.lo, "hi": rq.hi, "k1": 1 + 2 * rq.zero_point, "neg_2zp": -2 * x.zero_point}
         # after the geometry and the ring's offset (the template adds it): the biases, the multipliers, then as
         # bytes packed into words the weights (per channel its 9, row by row) and the shift bytes
         wbytes = np.concatenate([w.reshape(9, oc).T.reshape(-1), np.array(sh)]).astype(np.int8).view(np.uint8)
         words = wbytes.reshape(-1, 4).astype(np.int64) @ np.array([1, 1 << 8, 1 << 16, 1 << 24], np.int64)
         tail = [int(v) for v in bias] + [int(v) for v in m] + [int(v) - (1 << 32) if v >= 1 << 31 else int(v) for v in words]
-        ctx = {"g": g, "dims": [int(dims[k]) for k in DIMS], "dim_names": DIMS, "tail": tail,
+        ctx = {"g": g, "dims": half_words([dims[k] for k in DIMS]), "dim_names": DIMS, "tail": tail,
                "uses_bias": False, "scratch_bytes": 2 * 3 * wp * oc,
                "summary": f"3x3 stride {g['sh']}x{g['sw']}: input rows transposed to int16 2 (x - zp), int8 weights, "
                           "M and a shift byte per channel, two outputs per channel and step, shape-generic code"}
-        nbytes = 4 * (len(DIMS) + 1 + len(tail))
+        nbytes = 4 * (HEAD_WORDS + len(tail))
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=nbytes)
 
     def flash_bytes(self, sel, node, graph) -> int:
