@@ -73,7 +73,7 @@ def _overlaps(plan: MemoryPlan, a: str, b: str) -> bool:
 
 def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = "reference",
                features=(), board=None, optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None,
-               compact_records: bool | None = None) -> dict:
+               compact_records: bool | None = None, lean: bool = False) -> dict:
     """Write the C sources into ``out_dir``; returns figures for the build report.
 
     ``kernels="optimized"`` with a core whose ``features`` include "dsp" gives the layers that
@@ -83,14 +83,17 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
     ``optimize`` (size, balanced, speed) decides between the variants that keep weights at int8
     and those that widen them to int16 (docs/kernels.md); ``widen_allowance`` bounds the extra flash
     bytes balanced may spend on int16 weights (None: ``BALANCED_EXTRA_FLASH`` of the parameters);
-    ``compact_records``: compact requantization records where a variant offers them (None: under size).
+    ``compact_records``: compact requantization records where a variant offers them (None: under size);
+    ``lean`` (balanced, for the default flash goal when compact records alone miss it): the layouts with the
+    fewest flash bytes, shape-generic depthwise code included (:func:`_compact_for_flash_goal`).
     """
     env = environment()
     symbols = {name: "ek_" + _symbol(name) for name in graph.constants}
     # 2- and 4-bit weights of dense/conv layers are packed in flash and unpacked in the kernel.
     wbits = {n.inputs[1]: packed_bits(graph.tensors[n.inputs[1]].bits) for n in graph.nodes
              if get_op(n.op, n.name).packs_weights}
-    selections = _select_kernels(graph, plan, kernels, features, board, optimize, widen_allowance, compact_records)
+    selections = _select_kernels(graph, plan, kernels, features, board, optimize, widen_allowance, compact_records,
+                                 lean)
     dsp_only = set()  # weights that only optimized kernels consume (they carry their own layout); biases are shared
     unused = set()  # weights that only portable kernels consume: no reference kernel reads them anywhere
     for name in graph.constants:
@@ -426,7 +429,7 @@ def _narrow_cheapest_first(graph: Graph, plan: MemoryPlan, sel: dict, features, 
 
 def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, board,
                     optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None,
-                    compact_records: bool | None = None) -> dict:
+                    compact_records: bool | None = None, lean: bool = False) -> dict:
     """node name -> kernels.base.Selection; optimized kernels only where their weights fit the
     board's flash budget and their scratch fits the arena's free bytes or the stack. A layer
     whose int16 weights (``--optimize speed``) do not fit gets the int8-weight variant first."""
@@ -470,4 +473,59 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
             compact = getattr(reg.get(s.kind), "compact_records", None) if s.optimized else None
             if compact is not None:
                 compact(s)
+    if lean and optimize == "balanced":
+        _compact_for_flash_goal(graph, plan, sel, features, kernels)
     return sel
+
+
+#: the variant the default flash goal switches depthwise layers to (kernels/dw3_compact.py)
+COMPACT_DW = "dw3_compact"
+#: the int8 GEMM the default flash goal gives layers of conv2d_gemm_int8_shared (whose records stay at 12 bytes
+#: per channel and whose code is specialised per layer) and whose compact records it takes for rows of any length
+COMPACT_GEMM = "conv2d_gemm_int8"
+COMPACT_GEMM_FROM = "conv2d_gemm_int8_shared"
+
+
+def _compact_for_flash_goal(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str) -> None:
+    """--optimize balanced narrowed for the default flash goal (build.py, where int8 weights and compact records
+    alone miss it): the int8 GEMM layers take compact requantization records whatever their row length (and
+    conv2d_gemm_int8_shared's layers the plain int8 GEMM, whose records can be compact); depthwise layers whose records take
+    more flash than dw3_compact's 18 bytes per 3 x 3 channel (and their own code, where dw3_compact's is shared)
+    switch to it. Each switched layer's summary says so."""
+    reg = kernel_registry.registry()
+    gemm = reg.get(COMPACT_GEMM)
+    if kernels == "optimized" and gemm is not None and gemm.features <= set(features):
+        for i, node in enumerate(graph.nodes):
+            s = sel[node.name]
+            if not s.optimized or s.kind not in (COMPACT_GEMM, COMPACT_GEMM_FROM):
+                continue
+            alt = s
+            if s.kind != COMPACT_GEMM:  # the shared-widening form: the plain int8 GEMM, where it takes the layer
+                if gemm.refusal(node, graph, plan):
+                    continue
+                alt = _place_scratch(gemm.select(node, graph, plan), plan, i, None)
+                if not alt.optimized:
+                    continue
+            if not alt.ctx.get("rq_table") and gemm.compact_records(alt, min_kwords=1):
+                if alt is not s:
+                    alt.ctx["summary"] += f" (balanced: instead of {s.kind}, for the default flash goal)"
+                sel[node.name] = alt
+    compact = reg.get(COMPACT_DW)
+    if compact is None or not compact.features <= set(features) or kernels != "optimized":
+        return
+    for i, node in enumerate(graph.nodes):
+        s = sel[node.name]
+        if not s.optimized or s.kind == COMPACT_DW or not s.kind.startswith("dw3") or not compact.claims(node):
+            continue
+        if compact.refusal(node, graph, plan) is not None:
+            continue
+        alt = _place_scratch(compact.select(node, graph, plan), plan, i, None)
+        if alt.scratch is None:
+            continue  # its ring of input rows found no free arena bytes (on the stack it would add to peak RAM)
+        before = reg.get(s.kind).flash_bytes(s, node, graph)
+        after = compact.flash_bytes(alt, node, graph)
+        if after >= before:
+            continue
+        alt.ctx["summary"] += f" (balanced: {before - after} B of flash fewer than {s.kind}'s, for the default flash goal)"
+        alt.ctx["replaced"] = s.kind
+        sel[node.name] = alt
