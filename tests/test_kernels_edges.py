@@ -142,7 +142,9 @@ def test_few_channel_convolutions_bit_exact(case, optimize, target, tmp_path):
     # the first layer (or, with the residual, the one after the 1x1) has at most 4 input channels
     first = variants["conv_2d_1" if residual else "conv_2d_0"]
     # row-fused with the next conv (the planner runs it block by block): this kernel over pixel ranges too
-    assert first.endswith(" (row-fused)") or seed != 6, variants  # case 6 covers the ring of output rows
+    # case 6 covers the ring of output rows; under speed the dense layer's widened input over its own dying
+    # bytes makes the unfused plan smaller, so the planner keeps the layers whole there
+    assert first.endswith(" (row-fused)") or seed != 6 or optimize == "speed", variants
     first = first.removesuffix(" (row-fused)")
     assert first == {"speed": "conv2d_fewch", "balanced": "conv2d_fewch_int8"}[optimize] or (
         optimize == "balanced" and first == "conv2d_fewch"), variants  # balanced may widen a small layer
