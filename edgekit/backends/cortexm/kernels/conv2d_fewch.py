@@ -20,6 +20,10 @@ from .conv2d_gemm_int8 import ConvGemmInt8
 MAX_CHANNELS = 4
 #: k-pairs up to which the micro-kernel's steps are emitted without a loop
 FULL_UNROLL = 40
+#: int8 weights: the most RAM the weight stream widened to int16 pairs may take (once per call, so the micro-kernel
+#: reads one LDRD per k-pair step instead of LDR + two SXTB16): VWW's first conv 608 B, ResNet-8's 1,216 B; KWS's
+#: 10x4 over 64 channels (6 KB) keeps the SXTB16s rather than the RAM
+WIDEN_MAX_BYTES = 2048
 
 
 def window_geometry(g: dict) -> dict:
@@ -66,8 +70,21 @@ class ConvFewChannels(ConvGemm):
         d["run_words"] = d["run_len"] // 4
         d["col_bytes"] = 4 * GEMM_PIXELS * d["kwords"]
         d["scratch_bytes"] = d["col_bytes"] + g["kh"] * win["pitch"]
+        d["widen"] = None
+        if self.int8_weights:
+            npairs = d["oc_pad"] // 2
+            tail = len(d["w_words"]) // npairs - 2 - d["kwords"]     # the requantization record words of a pair
+            words = npairs * (2 + 2 * d["kwords"] + tail)
+            if 4 * words <= WIDEN_MAX_BYTES:
+                d["widen"] = {"words": words, "tail": tail}
+                d["scratch_bytes"] += 4 * words
+                d["summary"] += ", widened to int16 pairs in RAM per call"
         d["summary"] = d["summary"].replace("im2col", f"padded {g['kh']}-row window, im2col", 1)
         return sel
+
+    def compact_records(self, sel) -> bool:
+        # the template reads the full (M, Ahi, e) records of the stream (and widens the stream around them)
+        return False
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
         """Pixels (straight-line im2col), window rows and words, micro-kernel steps and blocks, outputs."""
@@ -99,8 +116,13 @@ class ConvFewChannelsInt8(Int8WeightsRefusal, ConvFewChannels):
     cost_reduced = {"fewch_int8": ConvFewChannels.cost_reduced["fewch"]}
     cost_work = {"fewch_int8": ConvFewChannels.cost_work["fewch"]}
     channel_pair_words = ConvGemmInt8.channel_pair_words
-    instructions_saved_by_int16 = ConvGemmInt8.instructions_saved_by_int16
     flash_bytes = ConvGemmInt8.flash_bytes
+
+    def instructions_saved_by_int16(self, sel) -> int:
+        d = sel.ctx
+        if d["widen"]:  # the micro-kernels are the same: int16 weights save the widening (about 4 per word, a call)
+            return 4 * d["widen"]["words"]
+        return ConvGemmInt8.instructions_saved_by_int16(self, sel)
 
 
 VARIANTS = (ConvFewChannels(), ConvFewChannelsInt8())
