@@ -76,7 +76,11 @@ class ConvFewChannels(ConvGemm):
             tail = len(d["w_words"]) // npairs - 2 - d["kwords"]     # the requantization record words of a pair
             words = npairs * (2 + 2 * d["kwords"] + tail)
             if 4 * words <= WIDEN_MAX_BYTES:
-                d["widen"] = {"words": words, "tail": tail}
+                # doubled while widened where the SMMLAR epilogue takes the doubled accumulator (as the int16
+                # variant's weights are doubled in flash, conv2d_gemm.py): one LSL fewer per output
+                double = bool(d.get("smmlar"))
+                d["widen"] = {"words": words, "tail": tail, "double": double}
+                d["acc_doubled"] = double
                 d["scratch_bytes"] += 4 * words
                 d["summary"] += ", widened to int16 pairs in RAM per call"
         d["summary"] = d["summary"].replace("im2col", f"padded {g['kh']}-row window, im2col", 1)
