@@ -8,7 +8,9 @@ zero point in the border columns and in rows outside the map), so every pixel's 
 straight-line code of whole-word loads, with no test per run; run tails of 1-3 bytes are one word load
 too (the bytes past the run meet zero weights, or are repacked by PKHBT/PKHTB). The micro-kernel is
 the GEMM's 3 pixel x 2 channel SMLAD step with the same weight stream (int16 pairs, or int8 words under
-``size``/``balanced``), fully unrolled over the few k-pairs of such a layer."""
+``size``/``balanced``), fully unrolled over the few k-pairs of such a layer; int8 words are widened to int16 pairs in
+RAM once per call where that is small (WIDEN_MAX_BYTES), so the steps are the int16 kernel's. Row-fused (ir/planner.py),
+the kernel computes ranges of output pixels into a ring of rows, over a ring of input rows."""
 from __future__ import annotations
 
 from ....ops.conv2d import conv_geometry
