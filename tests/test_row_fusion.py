@@ -118,7 +118,9 @@ def _block_model(seed: int) -> bytes:
     return b.build([x], [out])
 
 
-@pytest.mark.parametrize("seed", [1, 4, 5, 9])  # residual blocks (1, 9: a 3-row ring), a stride-2 consumer (4, 5)
+# residual blocks (1, 9: a 3-row ring), a stride-2 consumer (4, 5), a consumer over 4 channels (2: conv2d_fewch over a
+# ring of input rows)
+@pytest.mark.parametrize("seed", [1, 2, 4, 5, 9])
 @pytest.mark.parametrize("kernels", ["reference", "optimized"])
 def test_fused_blocks_bit_exact(seed, kernels, tmp_path):
     path = tmp_path / "m.tflite"
@@ -136,6 +138,9 @@ def test_fused_blocks_bit_exact(seed, kernels, tmp_path):
         assert stages[stage].elements > 0 and stages[stage].mismatches == 0, rep.table()
     if kernels == "optimized":
         variants = res.manifest.kernel_variants
+        if seed == 2:
+            assert all(variants[f[k]] == "conv2d_fewch_int8" for f in plan["fused"] for k in ("producer", "consumer")), \
+                variants
         assert any(variants[f["producer"]] in ("conv2d_gemm_int8", "conv2d_gemm_int8_shared", "conv2d_fewch_int8")
                    for f in plan["fused"]), variants
 

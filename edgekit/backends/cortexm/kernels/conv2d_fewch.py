@@ -8,7 +8,9 @@ zero point in the border columns and in rows outside the map), so every pixel's 
 straight-line code of whole-word loads, with no test per run; run tails of 1-3 bytes are one word load
 too (the bytes past the run meet zero weights, or are repacked by PKHBT/PKHTB). The micro-kernel is
 the GEMM's 3 pixel x 2 channel SMLAD step with the same weight stream (int16 pairs, or int8 words under
-``size``/``balanced``), fully unrolled over the few k-pairs of such a layer."""
+``size``/``balanced``), fully unrolled over the few k-pairs of such a layer; int8 words are widened to int16 pairs in
+RAM once per call where that is small (WIDEN_MAX_BYTES), so the steps are the int16 kernel's. Row-fused (ir/planner.py),
+the kernel computes ranges of output pixels into a ring of rows, over a ring of input rows."""
 from __future__ import annotations
 
 from ....ops.conv2d import conv_geometry
@@ -20,6 +22,10 @@ from .conv2d_gemm_int8 import GemmInt8Layout
 MAX_CHANNELS = 4
 #: k-pairs up to which the micro-kernel's steps are emitted without a loop
 FULL_UNROLL = 40
+#: int8 weights: the most RAM the weight stream widened to int16 pairs may take (once per call, so the micro-kernel
+#: reads one LDRD per k-pair step instead of LDR + two SXTB16): VWW's first conv 608 B, ResNet-8's 1,216 B; KWS's
+#: 10x4 over 64 channels (6 KB) keeps the SXTB16s rather than the RAM
+WIDEN_MAX_BYTES = 2048
 
 
 def window_geometry(g: dict) -> dict:
@@ -66,8 +72,29 @@ class ConvFewChannels(ConvGemm):
         d["run_words"] = d["run_len"] // 4
         d["col_bytes"] = 4 * GEMM_PIXELS * d["kwords"]
         d["scratch_bytes"] = d["col_bytes"] + g["kh"] * win["pitch"]
+        d["widen"] = None
+        fusion = plan.fusion_of(node.name) if plan is not None else None
+        # calls per inference: one per step of a row fusion (the producer skips the steps it has nothing to add)
+        d["calls"] = 1 if fusion is None else len(set(fusion.a_end)) if fusion.producer == node.name \
+            else len(fusion.a_end)
+        if self.int8_weights:
+            npairs = d["oc_pad"] // 2
+            tail = len(d["w_words"]) // npairs - 2 - d["kwords"]     # the requantization record words of a pair
+            words = npairs * (2 + 2 * d["kwords"] + tail)
+            if 4 * words <= WIDEN_MAX_BYTES:
+                # doubled while widened where the SMMLAR epilogue takes the doubled accumulator (as the int16
+                # variant's weights are doubled in flash, conv2d_gemm.py): one LSL fewer per output
+                double = bool(d.get("smmlar"))
+                d["widen"] = {"words": words, "tail": tail, "double": double}
+                d["acc_doubled"] = double
+                d["scratch_bytes"] += 4 * words
+                d["summary"] += ", widened to int16 pairs in RAM per call"
         d["summary"] = d["summary"].replace("im2col", f"padded {g['kh']}-row window, im2col", 1)
         return sel
+
+    def compact_records(self, sel) -> bool:
+        # the template reads the full (M, Ahi, e) records of the stream (and widens the stream around them)
+        return False
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
         """Pixels (straight-line im2col), window rows and words, micro-kernel steps and blocks, outputs."""
@@ -95,6 +122,12 @@ class ConvFewChannelsInt8(GemmInt8Layout, ConvFewChannels):
     cost_kinds = {"fewch_int8": ConvFewChannels.cost_kinds["fewch"]}
     cost_reduced = {"fewch_int8": ConvFewChannels.cost_reduced["fewch"]}
     cost_work = {"fewch_int8": ConvFewChannels.cost_work["fewch"]}
+
+    def instructions_saved_by_int16(self, sel) -> int:
+        d = sel.ctx
+        if d["widen"]:  # the micro-kernels are the same: int16 weights save the widening (measured ~6 per word) per call
+            return 6 * d["widen"]["words"] * d["calls"]
+        return GemmInt8Layout.instructions_saved_by_int16(self, sel)
 
 
 VARIANTS = (ConvFewChannels(), ConvFewChannelsInt8())
