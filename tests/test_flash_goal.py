@@ -6,6 +6,7 @@ those would miss the goal."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edgekit.api import build, verify
 from edgekit.backends.cortexm.kernels import registry as kernel_registry
@@ -142,4 +143,24 @@ def test_balanced_mobilenet_meets_the_flash_goal_with_lean_layouts(tmp_path):
     assert len(compact) >= 4, res.manifest.kernel_variants
     assert all("for the default flash goal" in L["kernel"] for L in res.manifest.layers if L["name"] in compact)
     rep = verify(tmp_path / "b", count=4)
+    assert rep.ok and all(s.mismatches == 0 for s in rep.stages)
+
+
+@pytest.mark.parametrize("chain,seed", [("a", 0), ("e", 11), ("b", 2)])
+def test_lean_helium_requantization_tables_bit_exact(chain, seed, tmp_path, monkeypatch):
+    """On the M55 the lean layouts store the Helium GEMM's shift rows (left shifts, right shifts, the mask of
+    the lanes that round) as int8 beside M per channel (mve_gemm.compact_vector_requant): a goal one byte
+    below the first build's firmware takes them, with the same instructions, bit-exact."""
+    from test_kernels_dsp import CHAINS
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(CHAINS[chain](seed))
+    first = build(model, "cortex-m55", "mps3-an547", tmp_path / "first", optimize="balanced")
+    params = kernel_registry.int8_parameter_bytes(Graph.load(tmp_path / "first"))
+    monkeypatch.setattr(kernel_registry, "FLASH_GOAL_CODE",
+                        _flash(first) - 1 - int(kernel_registry.FLASH_GOAL_PARAMS * params))
+    lean = build(model, "cortex-m55", "mps3-an547", tmp_path / "lean", optimize="balanced")
+    assert _flash(lean) < _flash(first)
+    assert any("compact requantization tables" in L.get("kernel", "") for L in lean.manifest.layers)
+    rep = verify(tmp_path / "lean", count=4)
     assert rep.ok and all(s.mismatches == 0 for s in rep.stages)

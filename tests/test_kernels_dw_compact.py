@@ -94,3 +94,15 @@ def test_dw3_compact_refuses_what_it_does_not_compute(forced, tmp_path):
     plan = plan_memory(graph)
     why = [forced.refusal(n, graph, plan) for n in graph.nodes if n.op == "conv2d" and n.attrs["depthwise"]]
     assert "6 channels" in why[0] and "3 x 3" in why[1]
+
+
+def test_dw3_compact_compiles_at_every_optimization_level(forced, tmp_path):
+    """Its generic C (intrinsics, a record read through int16 halves) compiles warning-free at -Og, -Os, -O3 and
+    with a frame pointer."""
+    from helpers.compile_levels import disassembly_at_every_level
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(dw_chain(1))
+    build(model, "cortex-m4", "mps2-an386", tmp_path / "b", optimize="balanced")
+    dis = disassembly_at_every_level(tmp_path / "b", tmp_path)
+    assert "sxtab16" in dis[("-Os",)] and "smlad" in dis[("-O3",)]

@@ -510,6 +510,11 @@ def _compact_for_flash_goal(graph: Graph, plan: MemoryPlan, sel: dict, features,
                 if alt is not s:
                     alt.ctx["summary"] += f" (balanced: instead of {s.kind}, for the default flash goal)"
                 sel[node.name] = alt
+    if kernels == "optimized":  # the Helium GEMM's shift rows as bytes (mve_gemm.compact_vector_requant)
+        from .kernels.mve_gemm import compact_vector_requant
+        for s in sel.values():
+            if s.optimized and s.ctx.get("vrq"):
+                compact_vector_requant(s)
     compact = reg.get(COMPACT_DW)
     if compact is None or not compact.features <= set(features) or kernels != "optimized":
         return

@@ -79,9 +79,9 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
     modes = frozenset()
     # as a row-fused consumer: whole output rows per call, its input a ring of rows (ir/planner.py)
     row_ranges = True
-    cost_kinds = {"dw3_compact": ("taps", "outputs", "pixels", "rows", "const")}
-    cost_reduced = {"dw3_compact": ("taps", "outputs")}
-    cost_work = {"dw3_compact": (("taps", 4),)}
+    cost_kinds = {"dw3_compact": ("ring", "fill", "steps", "chunks", "outputs", "const")}
+    cost_reduced = {"dw3_compact": ("steps", "outputs")}
+    cost_work = {"dw3_compact": (("outputs", 9),)}
 
     def claims(self, node) -> bool:
         return node.attrs["depthwise"]
@@ -149,16 +149,18 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
                    - graph.constants[node.inputs[2]].nbytes)
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
-        """Trip counts of the tap loop (per step of four channels), of the outputs, the pixels and rows."""
+        """Trip counts of the ring's zeroing and fill (four channels of a pixel per step), of the two-output
+        steps per channel and output row, of the chunks of up to 16 outputs (the per-channel set-up) and of the
+        outputs (the epilogue)."""
         ih, iw, ic = info["in"]
         oh, ow, oc = info["out"]
-        kh, kw = info["kernel"]
         sh, sw = info["stride"]
         pt, pl = info["pad"][0], info["pad"][1]
-        rows_in = [sum(1 for k in range(kh) if 0 <= oy * sh - pt + k < ih) for oy in range(oh)]
-        cols_in = [sum(1 for k in range(kw) if 0 <= ox * sw - pl + k < iw) for ox in range(ow)]
-        taps = sum(rows_in) * sum(cols_in)
-        return self.name, {"taps": taps * (oc // 4), "outputs": oh * ow * oc, "pixels": oh * ow, "rows": oh,
+        wp = ring_columns({"pad_l": pl, "iw": iw, "ow": ow, "sw": sw})
+        last = (oh - 1) * sh + 2 - pt
+        rows_loaded = max(0, min(ih - 1, last) + 1)
+        return self.name, {"ring": oc * 3 * wp // 2, "fill": rows_loaded * iw * (oc // 4),
+                           "steps": oh * -(-ow // 2) * oc, "chunks": oh * oc * -(-ow // 16), "outputs": oh * ow * oc,
                            "const": 1}
 
 

@@ -84,8 +84,23 @@ def vector_requant(node, graph, ocp: int) -> dict | None:
     if rounds == "some":
         rows.append([-1 if r else 0 for r in right])
     table = [row[g * ROWS + j] for g in range(ocp // ROWS) for row in rows for j in range(ROWS)]
+    # the compact form (compact_vector_requant): M per channel as int32, the other rows (all within int8) as bytes
+    btable = [row[g * ROWS + j] for g in range(ocp // ROWS) for row in rows[1:] for j in range(ROWS)]
     return {"table": table, "rows": len(rows), "left": bool(any(left)), "rounds": rounds,
-            "zp_y": rq.zero_point, "lo": rq.lo, "hi": rq.hi}
+            "zp_y": rq.zero_point, "lo": rq.lo, "hi": rq.hi, "compact": False, "mtable": list(mult), "btable": btable}
+
+
+def compact_vector_requant(sel) -> bool:
+    """Switch a selection's vectorised epilogue to its compact tables (the default flash goal's lean layouts,
+    codegen._compact_for_flash_goal): M per channel as int32 and the shift rows as int8, read by VLDRB.S32
+    instead of VLDRW (one load per row either way): 4 + (rows - 1) bytes per channel instead of 4 x rows."""
+    q = sel.ctx.get("vrq")
+    if not q or q["compact"] or q["rows"] < 2 or not all(-128 <= v <= 127 for v in q["btable"]):
+        return False
+    q["compact"] = True
+    sel.weight_bytes -= 4 * len(q["table"]) - 4 * len(q["mtable"]) - len(q["btable"])
+    sel.ctx["summary"] += ", compact requantization tables"
+    return True
 
 
 class _MveGemm(KernelVariant):
