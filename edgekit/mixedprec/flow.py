@@ -196,9 +196,10 @@ def act_sensitivity(model, data, costs, probes: int, calibration: int, seed: int
 
 
 def fine_tune(checkpoint, bits: list[int], data, epochs: int, seed: int, lr: float = 1e-3,
-              act_bits: list[int] | None = None):
+              act_bits: list[int] | None = None, distill: tuple[float, float] | None = None):
     """A copy of the checkpoint with ``bits`` per layer (and ``act_bits`` per activation
-    quantizer), QAT-fine-tuned for ``epochs``."""
+    quantizer), QAT-fine-tuned for ``epochs``; with ``distill = (alpha, temperature)`` by
+    knowledge distillation from the checkpoint itself (``qat.train.distillation_loss``)."""
     import torch
 
     from ..qat import train
@@ -209,7 +210,8 @@ def fine_tune(checkpoint, bits: list[int], data, epochs: int, seed: int, lr: flo
     if act_bits:
         apply_act_bits(model, act_bits, torch.as_tensor(data.x_train[:1]))
     if epochs > 0:
-        train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, progress=False)
+        kd = {"teacher": checkpoint, "distill_alpha": distill[0], "temperature": distill[1]} if distill else {}
+        train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, progress=False, **kd)
     return model.eval()
 
 
