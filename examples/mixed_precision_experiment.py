@@ -60,6 +60,8 @@ def main() -> int:
     ap.add_argument("--board", default="mps2-an386")
     ap.add_argument("--kernels", default="reference")
     ap.add_argument("--pretrain-epochs", type=int, default=40)
+    ap.add_argument("--preset", default="int8-pow2", help="quantizer preset of the zoo model (int8-pow2; "
+                    "int8-pow2-pc: one power-of-two weight scale per output channel)")
     ap.add_argument("--checkpoint", help="state dict of the 8-bit QAT starting point (skips pretraining; "
                     "checkpoint-w8.pt of an earlier run)")
     ap.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs of every model (1)")
@@ -134,7 +136,7 @@ def main() -> int:
         if args.zero_shot_only:
             torch.set_num_threads(1)
             data = load_data(results["dataset_name"])
-            model = make_model(results["model"], data)
+            model = make_model(results["model"], data, preset=results.get("preset", "int8-pow2"))
             # the cost table again (deterministic: the same calibrated random weights), for the band
             costs = measure_costs(model, torch.as_tensor(data.x_train[:1]), "cortex-m4", results["board"],
                                   out / "costs", kernels=results["kernels"])
@@ -147,7 +149,7 @@ def main() -> int:
     torch.set_num_threads(1)  # a shared 2-core machine
 
     data = load_data(args.dataset)
-    model = make_model(args.model, data)
+    model = make_model(args.model, data, preset=args.preset)
     example = torch.as_tensor(data.x_train[:1])
     target = "cortex-m4"
     costs = measure_costs(model, example, target, args.board, out / "costs", kernels=args.kernels)
@@ -200,7 +202,7 @@ def main() -> int:
         zero_shot(model, data, omega, costs, out)
     t_zero = time.monotonic() - t
     results = {"dataset_name": args.dataset, "dataset": data.description, "model": args.model, "board": args.board,
-               "kernels": args.kernels, "epochs": args.epochs, "lr": args.lr,
+               "kernels": args.kernels, "preset": args.preset, "epochs": args.epochs, "lr": args.lr,
                "distill": list(args.kd) if args.distill else None, "budget_range": args.budget_range,
                "budget_fractions": args.budgets, "pretrain_epochs": 0 if args.checkpoint else
                args.pretrain_epochs, "checkpoint": args.checkpoint, "probes": args.probes,

@@ -59,8 +59,9 @@ def load_data(name: str, train_subset: int | None = None, seed: int = 0):
                    f"scikit-learn digits (8x8): train {len(tr)}, validation {len(va)}, test {len(te)}")
 
 
-def make_model(name: str, data, seed: int = 0):
-    """A zoo model sized for the data set's windows and classes, activations calibrated."""
+def make_model(name: str, data, seed: int = 0, preset: str = "int8-pow2"):
+    """A zoo model sized for the data set's windows and classes, activations calibrated;
+    ``preset`` names its quantizers (``qat.presets``)."""
     import torch
 
     from ..nas.train import calibrate_activations
@@ -71,7 +72,7 @@ def make_model(name: str, data, seed: int = 0):
         raise EdgekitError(f"unknown zoo model '{name}'; available: {', '.join('zoo:' + k for k in ZOO)}")
     cls = ZOO[key]
     params = inspect.signature(cls).parameters
-    kw = {"preset": "int8-pow2"}
+    kw = {"preset": preset}
     if "n_classes" in params:
         kw["n_classes"] = data.n_classes
     if "n_in" in params:
