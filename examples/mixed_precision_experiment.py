@@ -75,7 +75,8 @@ def main() -> int:
     ap.add_argument("--first-ft-seed", type=int, default=0, help="seeds first..first+ft-seeds-1 (0; to split "
                     "the seeds over processes, then --merge)")
     ap.add_argument("--merge", nargs="+", metavar="DIR", help="with --table-only: add the runs of these output "
-                    "directories (same checkpoint, traces and plan; other fine-tuning seeds) to this one's")
+                    "directories (same checkpoint, traces and schedule; other fine-tuning seeds or other budgets) to "
+                    "this one's; into a new -o directory when it has no results.json yet")
     ap.add_argument("--probes", type=int, default=32, help="Rademacher probes per trace estimate (32)")
     ap.add_argument("--probe-sets", type=int, default=2, help="independent trace estimates, pooled (2)")
     ap.add_argument("--calibration", type=int, default=512, help="training samples per trace estimate (512)")
@@ -123,12 +124,24 @@ def main() -> int:
               f"{','.join(map(str, BIT_CHOICES))}, e.g. 2,4", file=sys.stderr)
         return 2
     if args.table_only or args.zero_shot_only:
-        results = json.loads((out / "results.json").read_text())
-        for other in args.merge or []:
-            more = json.loads((Path(other) / "results.json").read_text())
-            if more["plan"] != results["plan"] or more["omega"] != results["omega"]:
-                print(f"error: {other}: not the same checkpoint, traces and plan as {out}; cannot merge", file=sys.stderr)
+        merge = [Path(m) for m in args.merge or []]
+        if not (out / "results.json").exists() and merge:  # a new directory for the merged runs
+            out.mkdir(parents=True, exist_ok=True)
+            results = json.loads((merge.pop(0) / "results.json").read_text())
+            results["seconds"] = {}
+        else:
+            results = json.loads((out / "results.json").read_text())
+        for other in merge:
+            more = json.loads((other / "results.json").read_text())
+            if more["omega"] != results["omega"] or more.get("checkpoint") != results.get("checkpoint") or \
+                    (more["epochs"], more.get("lr"), more.get("distill")) != \
+                    (results["epochs"], results.get("lr"), results.get("distill")):
+                print(f"error: {other}: not the same checkpoint, traces and fine-tuning schedule as {out}; cannot "
+                      "merge", file=sys.stderr)
                 return 2
+            # other fine-tuning seeds of the same plan, or other budgets (another --budget-range)
+            results["plan"] += [p for p in more["plan"] if p["budget"] not in {q["budget"] for q in results["plan"]}]
+            results["budgets"] = [p["budget"] for p in results["plan"]]
             have = {(r["kind"], r["budget"], r["assignment"], r["seed"]) for r in results["runs"]}
             results["runs"] += [r for r in more["runs"] if (r["kind"], r["budget"], r["assignment"], r["seed"]) not in have]
         if args.merge:
