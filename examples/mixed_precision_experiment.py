@@ -61,7 +61,8 @@ def main() -> int:
     ap.add_argument("--kernels", default="reference")
     ap.add_argument("--pretrain-epochs", type=int, default=40)
     ap.add_argument("--preset", default="int8-pow2", help="quantizer preset of the zoo model (int8-pow2; "
-                    "int8-pow2-pc: one power-of-two weight scale per output channel)")
+                    "int8-pow2-pc: one power-of-two weight scale per output channel; its cost table, measured on "
+                    "random weights with equal channel scales, misses the per-channel records' flash)")
     ap.add_argument("--checkpoint", help="state dict of the 8-bit QAT starting point (skips pretraining; "
                     "checkpoint-w8.pt of an earlier run)")
     ap.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs of every model (1)")
