@@ -3,7 +3,8 @@ assignments, all fine-tuned the same way from the same 8-bit QAT checkpoint.
 
     PYTHONPATH=. nice -n 5 python examples/mixed_precision_experiment.py -o mp_experiment \
         [--dataset har] [--model zoo:har-cnn] [--epochs 1] [--lr 3e-4] [--ft-seeds 5] [--seeds 10] \
-        [--budget-range 2,4] [--budgets 0.4,0.7,1.0] [--checkpoint FILE] [--pilot 2:1e-3,1:3e-4]
+        [--budget-range 2,4] [--budgets 0.4,0.7,1.0] [--checkpoint FILE] [--distill 0.9:4] \
+        [--pilot 2:1e-3,1:3e-4,3:1e-3:kd]
 
 Protocol (fixed before looking at any test accuracy; docs/mixed-precision.md):
 * one 8-bit QAT checkpoint (``--pretrain-epochs``, seed 0, or ``--checkpoint``);
@@ -15,10 +16,11 @@ Protocol (fixed before looking at any test accuracy; docs/mixed-precision.md):
 * every arm -- uniform 8/4/2-bit, the HAWQ assignment at each budget, ``--seeds`` random
   assignments per budget (distinct, drawn uniformly from every assignment whose predicted
   flash lies within the budget and a quarter of the all-2-to-all-8-bit flash range below it)
-  -- is fine-tuned ``--epochs`` epochs at ``--lr`` with each of the same ``--ft-seeds`` seeds.
+  -- is fine-tuned ``--epochs`` epochs at ``--lr`` with each of the same ``--ft-seeds`` seeds
+  (with ``--distill ALPHA:T`` by knowledge distillation from the 8-bit checkpoint, every arm alike).
   Training is deterministic, so an (assignment, seed) pair met twice (a random draw equal to
   HAWQ's assignment) is run once and its result reused.
-* ``--pilot EPOCHS:LR,...`` instead scores every arm under each schedule on the validation set
+* ``--pilot EPOCHS:LR[:kd],...`` instead scores every arm under each schedule on the validation set
   (no builds, test set untouched): how the schedule was chosen.
 
 Every model is built for the board (reference kernels: packed 4/2-bit weights in flash); its
@@ -58,17 +60,24 @@ def main() -> int:
     ap.add_argument("--board", default="mps2-an386")
     ap.add_argument("--kernels", default="reference")
     ap.add_argument("--pretrain-epochs", type=int, default=40)
+    ap.add_argument("--preset", default="int8-pow2", help="quantizer preset of the zoo model (int8-pow2; "
+                    "int8-pow2-pc: one power-of-two weight scale per output channel; its cost table, measured on "
+                    "random weights with equal channel scales, misses the per-channel records' flash)")
     ap.add_argument("--checkpoint", help="state dict of the 8-bit QAT starting point (skips pretraining; "
                     "checkpoint-w8.pt of an earlier run)")
     ap.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs of every model (1)")
     ap.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate (Adam, cosine to 0; 3e-4)")
+    ap.add_argument("--distill", metavar="ALPHA:T", help="fine-tune every arm by knowledge distillation from the "
+                    "8-bit checkpoint: loss = ALPHA * T^2 * KL(teacher || student at temperature T) + (1 - ALPHA) * "
+                    "cross-entropy (qat.train.distillation_loss); the pilot's ':kd' schedules use it too (0.9:4)")
     ap.add_argument("--seeds", type=int, default=10, help="distinct random assignments per budget (10; all of "
                     "the band when it holds fewer)")
     ap.add_argument("--ft-seeds", type=int, default=5, help="fine-tuning seeds of every model of every arm (5)")
     ap.add_argument("--first-ft-seed", type=int, default=0, help="seeds first..first+ft-seeds-1 (0; to split "
                     "the seeds over processes, then --merge)")
     ap.add_argument("--merge", nargs="+", metavar="DIR", help="with --table-only: add the runs of these output "
-                    "directories (same checkpoint, traces and plan; other fine-tuning seeds) to this one's")
+                    "directories (same checkpoint, traces and schedule; other fine-tuning seeds or other budgets) to "
+                    "this one's; into a new -o directory when it has no results.json yet")
     ap.add_argument("--probes", type=int, default=32, help="Rademacher probes per trace estimate (32)")
     ap.add_argument("--probe-sets", type=int, default=2, help="independent trace estimates, pooled (2)")
     ap.add_argument("--calibration", type=int, default=512, help="training samples per trace estimate (512)")
@@ -77,7 +86,8 @@ def main() -> int:
     ap.add_argument("--budget-range", default="2,4", help="the two uniform widths whose flash the --budgets "
                     "fractions lie between (2,4: where the widths matter; 1.0 is the uniform 4-bit model's flash)")
     ap.add_argument("--pilot", metavar="SCHEDULES", help="choose the fine-tuning schedule on the validation set: "
-                    "every arm fine-tuned with each EPOCHS:LR schedule (e.g. 2:1e-3,1:1e-4,1:3e-4) and each "
+                    "every arm fine-tuned with each EPOCHS:LR[:kd] schedule (e.g. 2:1e-3,1:3e-4,3:1e-3:kd; "
+                    "':kd' distils from the checkpoint with --distill's ALPHA:T) and each "
                     "fine-tuning seed, scored on the validation set (brevitas, no builds); writes pilot.md")
     ap.add_argument("--skip-zero-shot", action="store_true", help="leave out the before-fine-tuning measurements")
     ap.add_argument("--table-only", action="store_true", help="rewrite the tables and the plot from results.json")
@@ -86,10 +96,24 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.output)
     try:
-        args.pilot_schedules = [(int(e), float(lr)) for e, lr in (s.split(":") for s in args.pilot.split(","))] \
-            if args.pilot else []
+        alpha, temp = (float(v) for v in (args.distill or "0.9:4").split(":"))
+        if not 0 <= alpha <= 1 or temp <= 0:
+            raise ValueError
+        args.kd = (alpha, temp)
     except ValueError:
-        print(f"error: --pilot {args.pilot}: give EPOCHS:LR schedules, e.g. 1:3e-4,2:1e-3", file=sys.stderr)
+        print(f"error: --distill {args.distill}: give ALPHA:T with 0 <= ALPHA <= 1 and T > 0, e.g. 0.9:4",
+              file=sys.stderr)
+        return 2
+    try:
+        args.pilot_schedules = []
+        for sched in args.pilot.split(",") if args.pilot else []:
+            e, lr, *kd = sched.split(":")
+            if kd not in ([], ["kd"]):
+                raise ValueError
+            args.pilot_schedules.append((int(e), float(lr), bool(kd)))
+    except ValueError:
+        print(f"error: --pilot {args.pilot}: give EPOCHS:LR[:kd] schedules, e.g. 1:3e-4,2:1e-3,3:1e-3:kd",
+              file=sys.stderr)
         return 2
     try:
         widths = [int(b) for b in args.budget_range.split(",")]
@@ -101,12 +125,24 @@ def main() -> int:
               f"{','.join(map(str, BIT_CHOICES))}, e.g. 2,4", file=sys.stderr)
         return 2
     if args.table_only or args.zero_shot_only:
-        results = json.loads((out / "results.json").read_text())
-        for other in args.merge or []:
-            more = json.loads((Path(other) / "results.json").read_text())
-            if more["plan"] != results["plan"] or more["omega"] != results["omega"]:
-                print(f"error: {other}: not the same checkpoint, traces and plan as {out}; cannot merge", file=sys.stderr)
+        merge = [Path(m) for m in args.merge or []]
+        if not (out / "results.json").exists() and merge:  # a new directory for the merged runs
+            out.mkdir(parents=True, exist_ok=True)
+            results = json.loads((merge.pop(0) / "results.json").read_text())
+            results["seconds"] = {}
+        else:
+            results = json.loads((out / "results.json").read_text())
+        for other in merge:
+            more = json.loads((other / "results.json").read_text())
+            if more["omega"] != results["omega"] or more.get("checkpoint") != results.get("checkpoint") or \
+                    (more["epochs"], more.get("lr"), more.get("distill")) != \
+                    (results["epochs"], results.get("lr"), results.get("distill")):
+                print(f"error: {other}: not the same checkpoint, traces and fine-tuning schedule as {out}; cannot "
+                      "merge", file=sys.stderr)
                 return 2
+            # other fine-tuning seeds of the same plan, or other budgets (another --budget-range)
+            results["plan"] += [p for p in more["plan"] if p["budget"] not in {q["budget"] for q in results["plan"]}]
+            results["budgets"] = [p["budget"] for p in results["plan"]]
             have = {(r["kind"], r["budget"], r["assignment"], r["seed"]) for r in results["runs"]}
             results["runs"] += [r for r in more["runs"] if (r["kind"], r["budget"], r["assignment"], r["seed"]) not in have]
         if args.merge:
@@ -114,7 +150,7 @@ def main() -> int:
         if args.zero_shot_only:
             torch.set_num_threads(1)
             data = load_data(results["dataset_name"])
-            model = make_model(results["model"], data)
+            model = make_model(results["model"], data, preset=results.get("preset", "int8-pow2"))
             # the cost table again (deterministic: the same calibrated random weights), for the band
             costs = measure_costs(model, torch.as_tensor(data.x_train[:1]), "cortex-m4", results["board"],
                                   out / "costs", kernels=results["kernels"])
@@ -127,7 +163,7 @@ def main() -> int:
     torch.set_num_threads(1)  # a shared 2-core machine
 
     data = load_data(args.dataset)
-    model = make_model(args.model, data)
+    model = make_model(args.model, data, preset=args.preset)
     example = torch.as_tensor(data.x_train[:1])
     target = "cortex-m4"
     costs = measure_costs(model, example, target, args.board, out / "costs", kernels=args.kernels)
@@ -180,7 +216,8 @@ def main() -> int:
         zero_shot(model, data, omega, costs, out)
     t_zero = time.monotonic() - t
     results = {"dataset_name": args.dataset, "dataset": data.description, "model": args.model, "board": args.board,
-               "kernels": args.kernels, "epochs": args.epochs, "lr": args.lr, "budget_range": args.budget_range,
+               "kernels": args.kernels, "preset": args.preset, "epochs": args.epochs, "lr": args.lr,
+               "distill": list(args.kd) if args.distill else None, "budget_range": args.budget_range,
                "budget_fractions": args.budgets, "pretrain_epochs": 0 if args.checkpoint else
                args.pretrain_epochs, "checkpoint": args.checkpoint, "probes": args.probes,
                "probe_sets": args.probe_sets, "calibration": args.calibration, "ft_seeds": args.ft_seeds,
@@ -202,7 +239,8 @@ def main() -> int:
         if key in done and (done[key].get("bit_exact") is not None or not verify_it):
             m, reused = done[key], True
         else:
-            tuned = fine_tune(model, bits, data, args.epochs, seed, lr=args.lr)
+            tuned = fine_tune(model, bits, data, args.epochs, seed, lr=args.lr,
+                              distill=args.kd if args.distill else None)
             d = out / "models" / f"{'-'.join(map(str, bits))}-s{seed}"
             d.mkdir(parents=True, exist_ok=True)
             onnx = export_qonnx(tuned, example, d / "model.onnx")
@@ -256,34 +294,36 @@ def pilot(model, data, omega: np.ndarray, costs, plan: list[dict], args, out: Pa
     seeds = range(args.first_ft_seed, args.first_ft_seed + args.ft_seeds)
     acc: dict[tuple, float] = {}
     t0 = time.monotonic()
-    for epochs, lr in [(0, 0.0)] + schedules:
+    for epochs, lr, kd in [(0, 0.0, False)] + schedules:
         for _, _, bits in arms:
             for seed in seeds if epochs else seeds[:1]:
-                if (epochs, lr, tuple(bits), seed) not in acc:
-                    tuned = fine_tune(model, bits, data, epochs, seed, lr=lr)
-                    acc[(epochs, lr, tuple(bits), seed)] = float_accuracy(tuned, data.x_val, data.y_val)
+                if (epochs, lr, kd, tuple(bits), seed) not in acc:
+                    tuned = fine_tune(model, bits, data, epochs, seed, lr=lr, distill=args.kd if kd else None)
+                    acc[(epochs, lr, kd, tuple(bits), seed)] = float_accuracy(tuned, data.x_val, data.y_val)
     lines = [f"Pilot on the validation set ({len(data.x_val)} samples; one is {1 / len(data.x_val):.4f}): mean "
              f"accuracy over fine-tuning seeds {', '.join(map(str, seeds))}; random = mean over the band's draws", "",
              "| schedule (epochs:lr) | uniform 8 | uniform 4 | uniform 2 | "
              + " | ".join(f"HAWQ at {p['budget']:,} B | random at {p['budget']:,} B" for p in plan) + " |",
              "|---|---|---|---|" + "---|---|" * len(plan)]
     rows = []
-    for epochs, lr in [(0, 0.0)] + schedules:
+    for epochs, lr, kd in [(0, 0.0, False)] + schedules:
         def mean(bits):
-            return float(np.mean([acc[(epochs, lr, tuple(bits), s)] for s in (seeds if epochs else seeds[:1])]))
-        row = {"epochs": epochs, "lr": lr, **{k: mean(b) for k, _, b in arms[:3]}, "budgets": []}
+            return float(np.mean([acc[(epochs, lr, kd, tuple(bits), s)] for s in (seeds if epochs else seeds[:1])]))
+        row = {"epochs": epochs, "lr": lr, "distill": list(args.kd) if kd else None,
+               **{k: mean(b) for k, _, b in arms[:3]}, "budgets": []}
         for p in plan:
             h = mean([p["hawq"].bits[n] for n in costs.layers])
             r = float(np.mean([mean([a.bits[n] for n in costs.layers]) for a in p["random"]]))
             row["budgets"].append({"budget": p["budget"], "hawq": h, "random_mean": r})
         rows.append(row)
-        lines.append(f"| {'none (untrained)' if not epochs else f'{epochs}:{lr:g}'} | {row['uniform8']:.4f} | "
+        name = f"{epochs}:{lr:g}" + (f" + KD {args.kd[0]:g}:{args.kd[1]:g}" if kd else "")
+        lines.append(f"| {'none (untrained)' if not epochs else name} | {row['uniform8']:.4f} | "
                      f"{row['uniform4']:.4f} | {row['uniform2']:.4f} | "
                      + " | ".join(f"{b['hawq']:.4f} | {b['random_mean']:.4f}" for b in row["budgets"]) + " |")
     seconds["pilot_fine_tuning"] = time.monotonic() - t0
     lines += ["", "seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())]
     (out / "pilot.json").write_text(json.dumps({"seeds": list(seeds), "rows": rows, "seconds": seconds,
-                                                "runs": [[*k[:2], list(k[2]), k[3], v] for k, v in acc.items()]},
+                                                "runs": [[*k[:3], list(k[3]), k[4], v] for k, v in acc.items()]},
                                                indent=1))
     (out / "pilot.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -346,7 +386,9 @@ def write_tables(results: dict, out: Path) -> None:
     runs = [r for r in results["runs"] if r["seed"] in seeds]
     n_seeds = len(seeds)
     lines = [f"{results['model']} on {results['dataset']}; {results['epochs']} fine-tuning epoch(s) at learning "
-             f"rate {results.get('lr', 1e-3):g}, "
+             f"rate {results.get('lr', 1e-3):g}"
+             + (f" by distillation from the checkpoint (alpha {results['distill'][0]:g}, T {results['distill'][1]:g})"
+                if results.get("distill") else "") + ", "
              f"fine-tuning seeds {', '.join(map(str, seeds))} for every model; 8-bit checkpoint "
              f"{results['checkpoint_test_accuracy']:.4f} (brevitas, before fine-tuning)"
              + (f"; seed(s) {', '.join(map(str, partial))} left out: not finished for every arm" if partial else ""), "",

@@ -14,7 +14,7 @@ from edgekit.qat import QuantMLP, evaluate, export_qonnx, train
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["int8-pow2", "int8-float"])
+@pytest.mark.parametrize("preset", ["int8-pow2", "int8-pow2-pc", "int8-float"])
 def test_har_qat_to_verified_firmware(preset, tmp_path):
     data = load_har()
     model = QuantMLP(data.x_train.shape[1:], (32,), len(data.class_names), preset)
@@ -35,7 +35,7 @@ def test_har_qat_to_verified_firmware(preset, tmp_path):
     by_stage = {s["stage"]: s for s in rep["stages"]}
     assert by_stage["host C"]["mismatches"] == 0
     assert by_stage["firmware (mps2-an386)"]["mismatches"] == 0
-    if preset == "int8-pow2":
+    if preset.startswith("int8-pow2"):  # power-of-two scales, per tensor or per channel: qonnx exact too
         assert by_stage["qonnx (float32)"]["must_be_exact"] and by_stage["qonnx (float32)"]["mismatches"] == 0
     else:
         assert by_stage["qonnx (float32)"]["max_lsb"] <= 1

@@ -239,6 +239,7 @@ def test_cli_infeasible_flash_budget_is_one_error_line(tmp_path, capsys):
     (["--max-bops", "1000000", "--act-bits", "4,2"], "error: --act-bits must include 8"),
     (["--max-bops", "1000000", "--act-bits", "8,x"], "error: --act-bits: expected comma-separated widths"),
     (["--max-bops", "1000000", "--act-bits", "8,3"], "error: --act-bits takes 8, 4 and/or 2"),
+    (["--max-flash", "6KB", "--threads", "0"], "error: --threads 0: give 1 or more torch threads"),
 ])
 def test_cli_bad_budget_options_are_one_error_line(args, message, tmp_path, capsys):
     rc, cap = _run_cli(["mixed-precision", "--model", "zoo:har-cnn", "--dataset", "har", "--board", "mps2-an386",
@@ -346,3 +347,41 @@ def test_activation_trace_matches_the_exact_hessian_and_4_bits_cost_more():
     assert t.n_params == 48 and exact > 0
     assert abs(t.trace_mean - exact) <= 4 * t.trace_stderr + 1e-9
     assert omega.shape == (1, 2) and omega[0, 1] > omega[0, 0] > 0
+
+
+def test_distillation_loss_is_the_weighted_kl_and_cross_entropy():
+    from edgekit.qat.train import distillation_loss
+
+    student = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+    teacher = torch.tensor([[1.0, 1.0, -2.0], [0.0, 3.0, 0.0]])
+    target = torch.tensor([0, 1])
+    ce = nn.functional.cross_entropy(student, target)
+    assert torch.isclose(distillation_loss(student, teacher, target, alpha=0.0), ce)
+    assert float(distillation_loss(teacher, teacher, target, alpha=1.0)) == pytest.approx(0.0, abs=1e-7)
+    t = 4.0
+    p_t = torch.softmax(teacher / t, 1)
+    kl = (p_t * (torch.log(p_t) - torch.log_softmax(student / t, 1))).sum(1).mean()
+    want = 0.7 * t * t * kl + 0.3 * ce
+    assert torch.isclose(distillation_loss(student, teacher, target, alpha=0.7, temperature=t), want)
+
+
+def test_training_with_a_teacher_moves_the_student_to_the_teachers_outputs():
+    from edgekit.qat.train import train
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 256).astype(np.int64)  # labels unrelated to the teacher: alpha 1 must ignore them
+    torch.manual_seed(1)
+    teacher, student = nn.Linear(6, 3), nn.Linear(6, 3)
+
+    def gap():
+        with torch.no_grad():
+            xt = torch.as_tensor(x)
+            return float(nn.functional.kl_div(torch.log_softmax(student(xt), 1), torch.log_softmax(teacher(xt), 1),
+                                              reduction="batchmean", log_target=True))
+
+    before = gap()
+    teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    train(student, x, y, epochs=20, lr=1e-2, progress=False, teacher=teacher, distill_alpha=1.0, temperature=1.0)
+    assert gap() < 0.1 * before
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_state.items())  # the teacher is not trained

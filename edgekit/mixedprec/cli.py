@@ -18,10 +18,11 @@ def cmd_mixed_precision(args) -> int:
         raise EdgekitError("--train-subset must be at least 1")
     if args.probes < 2:
         raise EdgekitError("--probes must be at least 2 (the trace's spread needs two probes)")
-    if args.threads:
-        import torch
+    if args.threads < 1:
+        raise EdgekitError(f"--threads {args.threads}: give 1 or more torch threads")
+    import torch
 
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     def parsed(option, text, parse):
         try:
             return parse(text) if text else None
@@ -93,7 +94,8 @@ def add_parser(sub) -> None:
     p.add_argument("--probes", type=int, default=16, help="Rademacher probes per Hessian trace (16)")
     p.add_argument("--calibration", type=int, default=512, help="training samples for the Hessian traces (512)")
     p.add_argument("--train-subset", type=int, help="train on this many random training samples (default: all)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 is fastest on a busy machine)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: the zoo models' layers are too small "
+                   "for torch's intra-op threads to pay, and on a busy machine they stall)")
     p.add_argument("--seed", type=int, default=0, help="seed (0)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("-o", "--output", required=True, help="output directory")

@@ -59,8 +59,9 @@ def load_data(name: str, train_subset: int | None = None, seed: int = 0):
                    f"scikit-learn digits (8x8): train {len(tr)}, validation {len(va)}, test {len(te)}")
 
 
-def make_model(name: str, data, seed: int = 0):
-    """A zoo model sized for the data set's windows and classes, activations calibrated."""
+def make_model(name: str, data, seed: int = 0, preset: str = "int8-pow2"):
+    """A zoo model sized for the data set's windows and classes, activations calibrated;
+    ``preset`` names its quantizers (``qat.presets``)."""
     import torch
 
     from ..nas.train import calibrate_activations
@@ -71,7 +72,7 @@ def make_model(name: str, data, seed: int = 0):
         raise EdgekitError(f"unknown zoo model '{name}'; available: {', '.join('zoo:' + k for k in ZOO)}")
     cls = ZOO[key]
     params = inspect.signature(cls).parameters
-    kw = {"preset": "int8-pow2"}
+    kw = {"preset": preset}
     if "n_classes" in params:
         kw["n_classes"] = data.n_classes
     if "n_in" in params:
@@ -196,9 +197,10 @@ def act_sensitivity(model, data, costs, probes: int, calibration: int, seed: int
 
 
 def fine_tune(checkpoint, bits: list[int], data, epochs: int, seed: int, lr: float = 1e-3,
-              act_bits: list[int] | None = None):
+              act_bits: list[int] | None = None, distill: tuple[float, float] | None = None):
     """A copy of the checkpoint with ``bits`` per layer (and ``act_bits`` per activation
-    quantizer), QAT-fine-tuned for ``epochs``."""
+    quantizer), QAT-fine-tuned for ``epochs``; with ``distill = (alpha, temperature)`` by
+    knowledge distillation from the checkpoint itself (``qat.train.distillation_loss``)."""
     import torch
 
     from ..qat import train
@@ -209,7 +211,8 @@ def fine_tune(checkpoint, bits: list[int], data, epochs: int, seed: int, lr: flo
     if act_bits:
         apply_act_bits(model, act_bits, torch.as_tensor(data.x_train[:1]))
     if epochs > 0:
-        train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, progress=False)
+        kd = {"teacher": checkpoint, "distill_alpha": distill[0], "temperature": distill[1]} if distill else {}
+        train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, progress=False, **kd)
     return model.eval()
 
 

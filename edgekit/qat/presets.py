@@ -5,6 +5,8 @@
   qonnx, simulator, C, firmware - is bit-exact.
 * ``w4a8-pow2`` / ``w2a8-pow2``: 4- or 2-bit weights (packed in flash), 8-bit
   activations, power-of-two scales; also exact.
+* ``int8-pow2-pc``: ``int8-pow2`` with one power-of-two weight scale per output channel
+  (the per-channel requantization of the integer contract); also exact.
 * ``int8-float``: 8-bit with learned float scales (TFLite-style). Simulator, C and
   firmware agree exactly; qonnx (float32) may differ by an LSB now and then.
 """
@@ -21,6 +23,8 @@ from brevitas.quant import (
     Uint8ActPerTensorFixedPoint,
     Uint8ActPerTensorFloat,
 )
+
+from brevitas.quant.fixed_point import Int8WeightPerChannelFixedPoint
 
 from ..errors import EdgekitError
 
@@ -50,6 +54,9 @@ PRESETS = {
         QuantPreset("w2a8-pow2", Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, 2, Int32Bias,
                     Uint8ActPerTensorFixedPoint, Int8ActPerTensorFixedPoint, True,
                     "2-bit (ternary, narrow range) weights, 8-bit activations, power-of-two scales: bit-exact"),
+        QuantPreset("int8-pow2-pc", Int8ActPerTensorFixedPoint, Int8WeightPerChannelFixedPoint, 8, Int32Bias,
+                    Uint8ActPerTensorFixedPoint, Int8ActPerTensorFixedPoint, True,
+                    "8-bit, power-of-two scales, one weight scale per output channel: bit-exact end to end"),
         QuantPreset("int8-float", Int8ActPerTensorFloat, Int8WeightPerTensorFloat, 8, Int32Bias,
                     Uint8ActPerTensorFloat, Int8ActPerTensorFloat, False,
                     "8-bit, float scales: integer stages exact, qonnx within an LSB"),
