@@ -18,7 +18,7 @@ from edgekit.nas import cost
 from edgekit.resources import resource_dir
 
 VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "conv2d_gemm_int8_shared", "dw3", "dw3_int8", "dw3_wide",
-            "dw3_int8_ram", "dwk", "dwk_int8", "dense", "dense_int8", "dense_asm", "dense_asm_int8", "mve_gemm",
+            "dw3_int8_ram", "dw3_compact", "dwk", "dwk_int8", "dense", "dense_int8", "dense_asm", "dense_asm_int8", "mve_gemm",
             "mve_dense", "mve_dw", "mve_dwc", "dense_xnor", "dense_binary", "conv_xnor", "mve_dense_xnor",
             "mve_conv_xnor", "gap_dsp", "conv2d_fewch", "conv2d_fewch_int8",
             "conv1x1_add", "conv1x1_add_int8"}
@@ -144,15 +144,15 @@ def test_selection_by_core_and_the_reasons_for_the_reference(graphs):
     # size and balanced keep the weights at int8; speed widens them to int16
     for optimize in ("size", "balanced"):
         dsp = [s.kind for s in kinds[("dsp",), optimize]]
-        # chain a(0)'s first convolution (3 input channels) runs row-fused with the depthwise after it, so it
-        # takes the GEMM, which has pixel ranges (conv2d_fewch has none); the depthwise layer: int8 records,
-        # widened into the arena where a gap holds them (dw3_int8_ram); dense layers with TFLite's double
-        # rounding: the generated assembly loop (dense_asm_int8)
-        assert dsp[0] == dsp[2] == "conv2d_gemm_int8" and dsp[1] in ("dw3_int8", "dw3_int8_ram")
+        # chain a(0)'s first convolution (3 input channels) runs row-fused with the depthwise after it, on the
+        # few-channel kernel over pixel ranges; the depthwise layer: int8 records, widened into the arena where a
+        # gap holds them (dw3_int8_ram); dense layers with TFLite's double rounding: the generated assembly loop
+        # (dense_asm_int8)
+        assert dsp[0] == "conv2d_fewch_int8" and dsp[2] == "conv2d_gemm_int8" and dsp[1] in ("dw3_int8", "dw3_int8_ram")
         assert dsp[-2:] == ["dense_asm_int8"] * 2
     dsp = [s.kind for s in kinds[("dsp",), "speed"]]
     # the depthwise 3x3 layer (depth multiplier 1, TFLite double rounding): dw3_int8's loop on int16 records
-    assert dsp[:3] == ["conv2d_gemm", "dw3_wide", "conv2d_gemm"] and dsp[-2:] == ["dense_asm", "dense_asm"]
+    assert dsp[:3] == ["conv2d_fewch", "dw3_wide", "conv2d_gemm"] and dsp[-2:] == ["dense_asm", "dense_asm"]
     assert [s.kind for s in kinds[("dsp",), "balanced"]] == [reg.select(n, graph, plan, ("dsp",), "optimized").kind
                                                             for n in graph.nodes if n.op in ("conv2d", "dense")]
     node = graph.nodes[0]

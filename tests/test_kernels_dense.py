@@ -9,11 +9,13 @@ the simulator element by element; the refusals that send a layer to the older de
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgekit.backends.cortexm.kernels import dense_asm
+from edgekit.bench import peers_dir
 from edgekit.backends.cortexm.kernels import registry as kernel_registry
 from edgekit.frontends.tflite.writer import TfliteBuilder, tflite
 from helpers.codes import input_codes
@@ -179,3 +181,99 @@ def test_speed_says_when_the_input_is_read_per_block_for_lack_of_ram(tmp_path, m
     listed = kernel_fallbacks(graph, sel)
     assert [f["layer"] for f in listed] == [n.name for n in graph.nodes if n.op == "dense"]
     assert all("stack budget" in f["reason"] for f in listed)
+
+
+#: input lengths of every remainder modulo 4 and 1, 2, 5 and 50 input words (no widening loop, one
+#: straight pair of words, a loop of 2 words and an odd one, a long loop)
+IN_PLACE_SIZES = (203, 42, 9, 23, 5, 6)
+
+
+def test_speed_widens_the_input_in_place_bit_exact(tmp_path, monkeypatch):
+    """--optimize speed: a dense layer whose int16 input pairs find no free arena gap writes them over its own
+    dying input, from the last input word down, in arena bytes the planner pinned at the input's offset
+    (ir/planner.py scratch_over_input) instead of on the stack. Forced on every layer here (no other gap, and
+    the arena growth always accepted), over inputs of every remainder modulo 4: bit-exact on the M4."""
+    from edgekit.api import build, verify
+    from edgekit.backends.cortexm import build as cortexm_build
+    from edgekit.ir.graph import Graph
+
+    reserved_only = lambda plan, index, size: (plan.scratch[index][0]  # noqa: E731
+                                               if plan.scratch.get(index, (0, 0))[1] >= size else None)
+    monkeypatch.setattr(dense_asm, "arena_gap", reserved_only)
+    requests = cortexm_build.scratch_over_input_requests
+    monkeypatch.setattr(cortexm_build, "scratch_over_input_requests",
+                        lambda *a, **k: {n: (need, 1 << 20) for n, (need, _) in requests(*a, **k).items()})
+    model = tmp_path / "fc.tflite"
+    model.write_bytes(fc_chain(7, IN_PLACE_SIZES))
+    out = tmp_path / "b"
+    res = build(model, "cortex-m4", "mps2-an386", out, optimize="speed")
+    layers = [r for r in res.manifest.layers if r["op"] == "dense"]
+    assert len(layers) == len(IN_PLACE_SIZES) - 1
+    assert all("pairs over its own bytes" in r["kernel"] for r in layers), [r["kernel"] for r in layers]
+    plan = res.manifest.memory_plan
+    assert set(plan["pinned"]) == {f"{r['name']}:scratch" for r in layers}
+    src = (out / "src" / "model.c").read_text()
+    assert src.count("strd r3, r2, [r1, #-8]!") >= len(layers) and "strd r3, r2, [r1], #8" not in src
+    graph = Graph.load(out)
+    t = graph.tensors[graph.inputs[0]]
+    rep = verify(out, codes=input_codes(np.random.default_rng(5), t.shape, 40, t.zero_point, 10),
+                 stages=("host", "qemu"))
+    assert rep.ok, rep.table()
+    assert all(s.elements > 0 and s.mismatches == 0 for s in rep.stages if s.stage.startswith("firmware")), \
+        rep.table()
+
+
+PEERS = (peers_dir() or Path(__file__).resolve().parents[1].parent / "shared" / "peers") / "mlperf_tiny"
+
+
+def test_ad_speed_peak_ram_within_six_tenths_of_the_tflm_arena(tmp_path):
+    """MLPerf Tiny's AD under --optimize speed: the first dense layer's 640 int8 inputs widen into 1,280 B of
+    int16 pairs over their own bytes (arena 1,280 + its 128 B output), not on the stack (768 B arena + 1,280 B
+    of stack before), so an inference needs at most 0.6x TFLM's 2,580 B arena; the firmware stays exact."""
+    from edgekit.api import build, verify
+
+    model = PEERS / "ad01_int8.tflite"
+    if not model.is_file():
+        pytest.skip(f"MLPerf Tiny's ad01_int8.tflite not found in {PEERS}")
+    results = json.loads((PEERS / "results.json").read_text())
+    tflm_arena = results["anomaly_detection_fc_autoencoder"]["tflm_cmsis_nn_m4"]["arena_used_bytes"]
+    out = tmp_path / "ad"
+    res = build(model, "cortex-m4", "mps2-an386", out, optimize="speed")
+    plan = res.manifest.memory_plan
+    first = res.manifest.layers[0]
+    assert res.manifest.arena_bytes == 1280 + 128 and plan["scratch"]["0"] == [0, 1280]
+    assert plan["pinned"][f"{first['name']}:scratch"] == res.manifest.input["tensor"]
+    assert "over its own bytes (1280 B" in first["kernel"]
+    assert res.manifest.memory["inference_stack_static_bytes"] < 128    # no widened input on the stack
+    peak = res.manifest.memory["peak_ram_bytes"]
+    assert tflm_arena == 2580 and peak <= 0.6 * tflm_arena, peak
+    golden = np.load(PEERS / "ad01_int8_golden.npz")
+    rep = verify(out, codes=golden["inputs"][:3].reshape(3, -1).astype(np.int64), stages=("host", "qemu"))
+    assert rep.ok, rep.table()
+    # caller-owned input (const): the pairs cannot go over it; they go on the stack as before
+    res = build(model, "cortex-m4", "mps2-an386", tmp_path / "caller", optimize="speed", io_buffers="caller")
+    assert f"{first['name']}:scratch" not in res.manifest.memory_plan["pinned"]
+    assert "over its own bytes" not in res.manifest.layers[0]["kernel"]
+    assert res.manifest.memory["inference_stack_static_bytes"] >= 1280
+
+
+
+def test_speed_weighs_the_arena_growth_against_the_stack(tmp_path, monkeypatch):
+    """The build plans the pairs over the dying input only where the arena grows by no more than the pairs would
+    add to the inference's stack: here it grows by 40 B for 80 B of stack, so they go over the input; told that
+    the stack would cost nothing (another layer's larger stack scratch), the build keeps them on the stack."""
+    from edgekit.api import build
+    from edgekit.backends.cortexm import build as cortexm_build
+
+    model = tmp_path / "fc.tflite"
+    model.write_bytes(fc_chain(5, (40, 8, 6)))
+    res = build(model, "cortex-m4", "mps2-an386", tmp_path / "a", optimize="speed")
+    first = res.manifest.layers[0]
+    assert "over its own bytes (80 B" in first["kernel"] and res.manifest.arena_bytes == 80 + 8
+    requests = cortexm_build.scratch_over_input_requests
+    monkeypatch.setattr(cortexm_build, "scratch_over_input_requests",
+                        lambda *a, **k: {n: (need, 0) for n, (need, _) in requests(*a, **k).items()})
+    res = build(model, "cortex-m4", "mps2-an386", tmp_path / "b", optimize="speed")
+    assert "over its own bytes" not in res.manifest.layers[0]["kernel"] and res.manifest.arena_bytes == 40 + 8
+    assert not res.manifest.memory_plan["pinned"]
+    assert res.manifest.memory["inference_stack_static_bytes"] >= 80

@@ -126,7 +126,7 @@ FEWCH_CASES = [(0, (21, 10, 1), 8, (10, 4), 2, "SAME", True, False),
                (3, (9, 10, 2), 6, (3, 5), 2, "VALID", True, False),
                (4, (8, 9, 2), 5, 3, 1, "SAME", True, False),
                (5, (9, 8, 4), 9, 2, 1, "SAME", True, False),
-               (6, (7, 9, 1), 4, 1, 1, "SAME", True, False),   # row-fused with the next 1x1: the GEMM
+               (6, (7, 9, 1), 4, 1, 1, "SAME", True, False),   # row-fused with the next 1x1 (a ring of rows)
                (8, (7, 9, 1), 4, (1, 3), 2, "SAME", True, False),
                (7, (8, 7, 3), 4, 3, 1, "SAME", True, True)]
 
@@ -141,9 +141,11 @@ def test_few_channel_convolutions_bit_exact(case, optimize, target, tmp_path):
     variants, src = _build_and_verify(model, target, tmp_path, optimize, seed)
     # the first layer (or, with the residual, the one after the 1x1) has at most 4 input channels
     first = variants["conv_2d_1" if residual else "conv_2d_0"]
-    if first.endswith("(row-fused)"):  # the planner runs it row by row with the next conv: the GEMM's ranges
-        assert first.startswith("conv2d_gemm"), variants
-        return
+    # row-fused with the next conv (the planner runs it block by block): this kernel over pixel ranges too
+    # case 6 covers the ring of output rows; under speed the dense layer's widened input over its own dying
+    # bytes makes the unfused plan smaller, so the planner keeps the layers whole there
+    assert first.endswith(" (row-fused)") or seed != 6 or optimize == "speed", variants
+    first = first.removesuffix(" (row-fused)")
     assert first == {"speed": "conv2d_fewch", "balanced": "conv2d_fewch_int8"}[optimize] or (
         optimize == "balanced" and first == "conv2d_fewch"), variants  # balanced may widen a small layer
     assert "ops_dsp/conv2d_fewch.c.j2" in src

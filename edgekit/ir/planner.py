@@ -20,7 +20,11 @@
    overlap while both live, as the replayed schedule allows), which is what lets the first
    layers of a MobileNet run band by band in little more than their input's bytes.
    A fusion is kept only when it makes the arena smaller.
-4. Placement: several greedy orders (largest first, earliest first, longest-lived
+4. Kernel scratch (``plan_memory(scratch=...)``): bytes a kernel needs while its node runs, where no
+   free gap holds them and the stack should not; with ``scratch_over_input`` pinned at the node's first
+   input when that input dies there (the kernel reads each input byte before it writes over it), so the
+   arena holds the larger of the two rather than both.
+5. Placement: several greedy orders (largest first, earliest first, longest-lived
    first) and, for up to ``EXACT_LIMIT`` buffers, every order; the first arrangement
    that reaches the lower bound (the largest sum of simultaneously live buffers) is
    optimal and ends the search.
@@ -156,33 +160,50 @@ def _buffers(graph: Graph, io: str, fused=()):
 
 
 def plan_memory(graph: Graph, io: str = DEFAULT_IO, *, fuse: bool = True, exclude=(),
-                scratch: dict | None = None) -> MemoryPlan:
+                scratch: dict | None = None, scratch_over_input=()) -> MemoryPlan:
     """The arena layout of ``graph``; ``io`` says where the model input and output live (IO_MODES).
     ``fuse``: row-fuse convolution pairs where that makes the arena smaller (module docstring, 3.),
     except pairs that involve a node named in ``exclude`` (e.g. one whose kernel has no row ranges).
     ``scratch``: node name -> bytes to reserve in the arena while that node runs (a kernel's scratch
-    buffer that found no free gap and is too large for the stack; ``MemoryPlan.scratch``)."""
+    buffer that found no free gap and is too large for the stack; ``MemoryPlan.scratch``).
+    ``scratch_over_input``: the nodes of ``scratch`` whose kernel may write its scratch over its first
+    input, starting at the input's offset (the kernel reads each input byte before it writes there, e.g.
+    a dense layer widening its int8 input in place, from the top down): the scratch is pinned there when
+    that input dies at the node and lives in the arena (``scratch_in_place``)."""
     if io not in IO_MODES:
         raise ValueError(f"io '{io}': choose one of {', '.join(IO_MODES)}")
     scratch = scratch or {}
-    base = _plan(graph, io, [], scratch)
+    over = frozenset(scratch_over_input) & set(scratch)
+    base = _plan(graph, io, [], scratch, over=over)
     fusions = [f for f in row_fusions(graph, io) if f.producer not in exclude and f.consumer not in exclude] \
         if fuse else []
-    best = _plan(graph, io, fusions, scratch) if fusions else base
+    best = _plan(graph, io, fusions, scratch, over=over) if fusions else base
     if best.arena_bytes >= base.arena_bytes:
         fusions, best = [], base
     # each fusion costs instructions (ring addressing, steps): drop those the arena does not need
     for f in list(fusions):
         trial = [g for g in fusions if g is not f]
-        plan = _plan(graph, io, trial, scratch)
+        plan = _plan(graph, io, trial, scratch, over=over)
         if plan.arena_bytes <= best.arena_bytes:
             fusions, best = trial, plan
     if best.arena_bytes > best.lower_bound:  # the greedy orders missed the bound: search further
-        best = _plan(graph, io, fusions, scratch, RANDOM_ORDERS)
+        best = _plan(graph, io, fusions, scratch, RANDOM_ORDERS, over=over)
     return best
 
 
-def _plan(graph: Graph, io: str, fusions: list[RowFusion], scratch: dict, shuffles: int = 0) -> MemoryPlan:
+def scratch_in_place(plan: MemoryPlan, graph: Graph, node_index: int) -> bool:
+    """Whether node ``node_index``'s reserved scratch starts at its first input's offset (pinned over the
+    input that dies there: ``plan_memory(scratch_over_input=...)``)."""
+    reserved = plan.scratch.get(node_index)
+    if not reserved:
+        return False
+    x = plan.placements.get(graph.nodes[node_index].inputs[0])
+    return x is not None and x.buffer == "arena" and x.offset == reserved[0] \
+        and plan.pinned.get(f"{graph.nodes[node_index].name}:scratch") == x.tensor
+
+
+def _plan(graph: Graph, io: str, fusions: list[RowFusion], scratch: dict, shuffles: int = 0,
+          over: frozenset = frozenset()) -> MemoryPlan:
     owner, inplace = _buffers(graph, io, fusions)
     in_owner, out_owner = owner(graph.inputs[0]), owner(graph.outputs[0])
     if in_owner == out_owner and io == "caller":
@@ -225,6 +246,9 @@ def _plan(graph: Graph, io: str, fusions: list[RowFusion], scratch: dict, shuffl
         p = Placement(f"{name}:scratch", -1, nbytes, index[name], index[name], "arena")
         placements[p.tensor] = p
         arena.append(p)
+        x = owner(graph.nodes[index[name]].inputs[0])
+        if name in over and x in placements and placements[x].last == index[name]:
+            pins[p.tensor] = x  # over its input, which nothing reads after this node
 
     pins = {t: u for t, u in pins.items() if t in placements and u in placements
             and placements[t].buffer == placements[u].buffer == "arena"}

@@ -17,7 +17,7 @@ from ...ir.operators import get_op
 from ...targets import Board, resolve
 from . import toolchain as tc
 from ...progress import step
-from .codegen import fusion_refusals, generate_c, scratch_requests
+from .codegen import fusion_refusals, generate_c, scratch_over_input_requests, scratch_requests
 from .kernels import registry as kernel_registry
 from .kernels.base import DEFAULT_OPTIMIZE, OPTIMIZE
 from .firmware import compile_firmware
@@ -64,11 +64,12 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
 
     * within the goal: spend what it leaves on int16 weights (the allowance grows by the measured
       slack while a layer left at int8 fits in it; a try over the goal is cut by its excess);
-    * over it: compile aside the int8-weight layout with compact requantization records; if that
-      meets the goal, take it and widen only within the bytes it leaves (cut by any excess, a few
-      times, else none), so balanced never exceeds the goal where an int8 layout meets it. If it
-      misses the goal too, the first build stays: narrowing would cost instructions without
-      meeting the goal.
+    * over it: compile aside the int8-weight layout with compact requantization records, and where
+      that misses the goal too the leanest layouts (``lean``: compact records on every int8 GEMM,
+      depthwise layers on dw3_compact's 18 bytes per channel and one shared body); if that meets the
+      goal, take it and widen only within the bytes it leaves (cut by any excess, a few times, else
+      none), so balanced never exceeds the goal where an int8 layout meets it. If it misses the goal
+      too, the first build stays: narrowing would cost instructions without meeting the goal.
 
     Allowances that would give a row-fused layer a kernel without row ranges are not tried."""
     goal = kernel_registry.flash_goal_bytes(graph)
@@ -82,13 +83,15 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
 
     probe = tmp / "flash-goal-probe"  # the tries compile here; the build keeps the one it takes
 
+    lean = False  # the layouts with the fewest flash bytes (codegen._compact_for_flash_goal)
+
     def compile_with(allowance: int, compact: bool):
         if not (probe / "firmware").is_dir():
             shutil.copytree(tmp / "firmware", probe / "firmware")
         shutil.rmtree(probe / "src", ignore_errors=True)
         (probe / "src").mkdir()
         cg = generate_c(graph, plan, probe / "src", kernels="optimized", features=core.features, board=brd,
-                        optimize="balanced", widen_allowance=allowance, compact_records=compact)
+                        optimize="balanced", widen_allowance=allowance, compact_records=compact, lean=lean)
         out = compile_firmware(probe, core, brd, probe / "firmware" / "link.ld")
         return cg, out, flash_of(out) - goal
 
@@ -121,7 +124,10 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
         if not fusable(0):
             return codegen, elf
         narrow, _, excess = compile_with(0, True)
-        if excess > 0:  # unreachable with int8 weights: keep the first build
+        if excess > 0:  # int8 weights and compact records miss it: the leanest layouts and shared code
+            lean = True
+            narrow, _, excess = compile_with(0, True)
+        if excess > 0:  # unreachable even so: keep the first build
             return codegen, elf
         allowance, tried = -excess, False
         for _ in range(attempts):
@@ -173,15 +179,30 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
     plan = plan_memory(graph, io_buffers)
     excluded: set[str] = set()
     reserved: dict[str, int] = {}
+    over_input: set[str] = set()  # reserved scratch that may start at the node's dying input (pinned over it)
+    weighed: set[tuple[str, tuple[int, int]]] = set()
     choice = dict(kernels=kernels, features=core.features, board=brd, optimize=optimize)
     for _ in range(8):  # each round only adds exclusions or reservations; a few rounds settle it
         if refused := fusion_refusals(graph, plan, **choice) - excluded:
             excluded |= refused  # their kernels have no row ranges: plan without those fusions
         elif more := {n: b for n, b in scratch_requests(graph, plan, **choice).items() if reserved.get(n, 0) < b}:
             reserved.update(more)  # scratch that fits no gap nor the stack: keep arena bytes for it
+        elif wide := {n: r for n, r in scratch_over_input_requests(graph, plan, **choice).items()
+                      if (n, r) not in weighed}:
+            weighed |= set(wide.items())  # weighed again only if its stack cost changes (another one moved)
+            # scratch over a dying input (a dense layer's widened input): in the arena where it grows the arena
+            # by no more than it would add to the stack (codegen.scratch_over_input_requests); the largest first
+            for name, (need, stack_cost) in sorted(wide.items(), key=lambda kv: (-kv[1][0], kv[0])):
+                trial = plan_memory(graph, io_buffers, exclude=excluded, scratch={**reserved, name: need},
+                                    scratch_over_input=over_input | {name})
+                if trial.arena_bytes - plan.arena_bytes <= stack_cost:
+                    reserved[name] = need
+                    over_input.add(name)
+                    plan = trial
+            continue
         else:
             break
-        plan = plan_memory(graph, io_buffers, exclude=excluded, scratch=reserved)
+        plan = plan_memory(graph, io_buffers, exclude=excluded, scratch=reserved, scratch_over_input=over_input)
     check_plan(plan)
 
     with staged_build_dir(out_dir) as tmp:

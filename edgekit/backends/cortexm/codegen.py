@@ -73,7 +73,7 @@ def _overlaps(plan: MemoryPlan, a: str, b: str) -> bool:
 
 def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = "reference",
                features=(), board=None, optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None,
-               compact_records: bool | None = None) -> dict:
+               compact_records: bool | None = None, lean: bool = False) -> dict:
     """Write the C sources into ``out_dir``; returns figures for the build report.
 
     ``kernels="optimized"`` with a core whose ``features`` include "dsp" gives the layers that
@@ -83,14 +83,17 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
     ``optimize`` (size, balanced, speed) decides between the variants that keep weights at int8
     and those that widen them to int16 (docs/kernels.md); ``widen_allowance`` bounds the extra flash
     bytes balanced may spend on int16 weights (None: ``BALANCED_EXTRA_FLASH`` of the parameters);
-    ``compact_records``: compact requantization records where a variant offers them (None: under size).
+    ``compact_records``: compact requantization records where a variant offers them (None: under size);
+    ``lean`` (balanced, for the default flash goal when compact records alone miss it): the layouts with the
+    fewest flash bytes, shape-generic depthwise code included (:func:`_compact_for_flash_goal`).
     """
     env = environment()
     symbols = {name: "ek_" + _symbol(name) for name in graph.constants}
     # 2- and 4-bit weights of dense/conv layers are packed in flash and unpacked in the kernel.
     wbits = {n.inputs[1]: packed_bits(graph.tensors[n.inputs[1]].bits) for n in graph.nodes
              if get_op(n.op, n.name).packs_weights}
-    selections = _select_kernels(graph, plan, kernels, features, board, optimize, widen_allowance, compact_records)
+    selections = _select_kernels(graph, plan, kernels, features, board, optimize, widen_allowance, compact_records,
+                                 lean)
     dsp_only = set()  # weights that only optimized kernels consume (they carry their own layout); biases are shared
     unused = set()  # weights that only portable kernels consume: no reference kernel reads them anywhere
     for name in graph.constants:
@@ -130,8 +133,11 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         # restrict only on a parameter whose bytes overlap no other parameter's: two restrict
         # parameters at the same address (an in-place layer, or one tensor passed twice) are UB
         operands = acts + [y]
+        sel = selections[node.name]
         ptrs = ["*" if any(_overlaps(plan, t, u) for j, u in enumerate(operands) if j != i) else "*restrict "
                 for i, t in enumerate(operands)]
+        if sel.optimized and sel.ctx.get("scratch_in_place"):
+            ptrs[0] = "*"  # the kernel's scratch goes over its input's bytes (ir/planner.py scratch_over_input)
         in_names = ["in"] + [f"in{k}" for k in range(1, len(acts))]
         params = [f"const {C_TYPES[graph.tensors[t].dtype]} {ptr}{n}" for t, ptr, n in zip(acts, ptrs, in_names)]
         params.append(f"{C_TYPES[graph.tensors[y].dtype]} {ptrs[-1]}out")
@@ -152,7 +158,6 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
             "inplace": aliased, "rows": rows,
         }
         code = env.get_template(f"ops/{op.template}").render(**ctx)
-        sel = selections[node.name]
         dsp_code = None
         if sel.optimized:
             d = dict(sel.ctx)
@@ -275,8 +280,12 @@ def optimize_choice(s: Selection) -> str | None:
 def kernel_fallbacks(graph: Graph, selections: dict) -> list[dict]:
     """The layers that run a slower kernel than the one written for them, and why (no silent
     degradation, issue 16): an optimized variant claimed the layer on this core but refused it, or its
-    scratch fit neither the arena nor the stack, or the board's flash narrowed its weights to int8.
-    Nodes no variant claims, ``--kernels reference`` and cores without the features are not fallbacks."""
+    scratch fit neither the arena nor the stack, or the board's flash narrowed its weights to int8, or a
+    faster variant refused it with a ``kernels.base.Fallback`` (a packed 4-/2-bit variant, for any reason;
+    dense_asm_int8's accumulator bound; the registry's ``ctx["fallback"]``), or the speed dense kernel reads
+    its input per block for lack of stack. Nodes no variant claims, ``--kernels reference``, cores without the
+    features and variants that only ever use free RAM (dw3_int8_ram, mve_dwc: without a free gap the layer
+    keeps its lean kernel) are not fallbacks."""
     out = []
     for n in graph.nodes:
         s = selections[n.name]
@@ -314,6 +323,24 @@ def scratch_requests(graph: Graph, plan: MemoryPlan, *, kernels: str = "referenc
             need = reg.select(node, graph, plan, features, kernels, optimize).ctx.get("scratch_bytes", 0)
             if need:
                 out[node.name] = need
+    return out
+
+
+def scratch_over_input_requests(graph: Graph, plan: MemoryPlan, *, kernels: str = "reference", features=(),
+                                board=None, optimize: str = DEFAULT_OPTIMIZE) -> dict[str, tuple[int, int]]:
+    """node name -> (scratch bytes, the stack bytes they add to the inference's stack otherwise) of the layers
+    whose kernel could write its scratch over its dying input in the arena (``ctx["scratch_over_input"]``: the
+    speed dense kernel's widened input) instead of on the stack, or instead of reading its input per block for
+    lack of stack. The build plans each with it and keeps it where the arena grows by no more than the stack
+    would (what a layer's scratch adds to the stack: its bytes beyond the largest other stack scratch)."""
+    sel = _select_kernels(graph, plan, kernels, features, board, optimize)
+    on_stack = {n: s.ctx.get("scratch_bytes", 0) for n, s in sel.items() if s.optimized and s.scratch is None}
+    out = {}
+    for n, s in sel.items():
+        need = s.ctx.get("scratch_over_input", 0) if s.optimized else 0
+        if need:
+            others = max((b for m, b in on_stack.items() if m != n), default=0)
+            out[n] = (need, max(0, need - others))
     return out
 
 
@@ -402,7 +429,7 @@ def _narrow_cheapest_first(graph: Graph, plan: MemoryPlan, sel: dict, features, 
 
 def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, board,
                     optimize: str = DEFAULT_OPTIMIZE, widen_allowance: int | None = None,
-                    compact_records: bool | None = None) -> dict:
+                    compact_records: bool | None = None, lean: bool = False) -> dict:
     """node name -> kernels.base.Selection; optimized kernels only where their weights fit the
     board's flash budget and their scratch fits the arena's free bytes or the stack. A layer
     whose int16 weights (``--optimize speed``) do not fit gets the int8-weight variant first."""
@@ -446,4 +473,59 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
             compact = getattr(reg.get(s.kind), "compact_records", None) if s.optimized else None
             if compact is not None:
                 compact(s)
+    if lean and optimize == "balanced":
+        _compact_for_flash_goal(graph, plan, sel, features, kernels)
     return sel
+
+
+#: the variant the default flash goal switches depthwise layers to (kernels/dw3_compact.py)
+COMPACT_DW = "dw3_compact"
+#: the int8 GEMM the default flash goal gives layers of conv2d_gemm_int8_shared (whose records stay at 12 bytes
+#: per channel and whose code is specialised per layer) and whose compact records it takes for rows of any length
+COMPACT_GEMM = "conv2d_gemm_int8"
+COMPACT_GEMM_FROM = "conv2d_gemm_int8_shared"
+
+
+def _compact_for_flash_goal(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str) -> None:
+    """--optimize balanced narrowed for the default flash goal (build.py, where int8 weights and compact records
+    alone miss it): the int8 GEMM layers take compact requantization records whatever their row length (and
+    conv2d_gemm_int8_shared's layers the plain int8 GEMM, whose records can be compact); depthwise layers whose records take
+    more flash than dw3_compact's 18 bytes per 3 x 3 channel (and their own code, where dw3_compact's is shared)
+    switch to it. Each switched layer's summary says so."""
+    reg = kernel_registry.registry()
+    gemm = reg.get(COMPACT_GEMM)
+    if kernels == "optimized" and gemm is not None and gemm.features <= set(features):
+        for i, node in enumerate(graph.nodes):
+            s = sel[node.name]
+            if not s.optimized or s.kind not in (COMPACT_GEMM, COMPACT_GEMM_FROM):
+                continue
+            alt = s
+            if s.kind != COMPACT_GEMM:  # the shared-widening form: the plain int8 GEMM, where it takes the layer
+                if gemm.refusal(node, graph, plan):
+                    continue
+                alt = _place_scratch(gemm.select(node, graph, plan), plan, i, None)
+                if not alt.optimized:
+                    continue
+            if not alt.ctx.get("rq_table") and gemm.compact_records(alt, min_kwords=1):
+                if alt is not s:
+                    alt.ctx["summary"] += f" (balanced: instead of {s.kind}, for the default flash goal)"
+                sel[node.name] = alt
+    compact = reg.get(COMPACT_DW)
+    if compact is None or not compact.features <= set(features) or kernels != "optimized":
+        return
+    for i, node in enumerate(graph.nodes):
+        s = sel[node.name]
+        if not s.optimized or s.kind == COMPACT_DW or not s.kind.startswith("dw3") or not compact.claims(node):
+            continue
+        if compact.refusal(node, graph, plan) is not None:
+            continue
+        alt = _place_scratch(compact.select(node, graph, plan), plan, i, None)
+        if alt.scratch is None:
+            continue  # its ring of input rows found no free arena bytes (on the stack it would add to peak RAM)
+        before = reg.get(s.kind).flash_bytes(s, node, graph)
+        after = compact.flash_bytes(alt, node, graph)
+        if after >= before:
+            continue
+        alt.ctx["summary"] += f" (balanced: {before - after} B of flash fewer than {s.kind}'s, for the default flash goal)"
+        alt.ctx["replaced"] = s.kind
+        sel[node.name] = alt

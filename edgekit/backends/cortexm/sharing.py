@@ -20,6 +20,9 @@ from __future__ import annotations
 import re
 
 SHARED_PREFIX = "ek_shared"
+#: a layer whose code carries this comment shares one body with layers whose parameters differ from its own only
+#: in ``restrict`` (an in-place layer and others: shape-generic code such as dw3_compact's); the body takes none
+SHARE_UNRESTRICTED = "/* ek: shares without restrict"
 _COMMENT = re.compile(r"/\*.*?\*/", re.S)
 
 
@@ -57,6 +60,8 @@ class _Unit:
 
     def __init__(self, text: str, fn: str, params: str, global_types: dict[str, str]):
         self.fn, self.params, self.text = fn, params, text
+        self.loose = SHARE_UNRESTRICTED in text
+        self.group_params = params.replace("*restrict ", "*") if self.loose else params
         self.arrays, body = _array_defs(text, fn)
         self.body = body
         signature = f"EK_LAYER void {fn}({params})"
@@ -77,7 +82,7 @@ class _Unit:
         norm = _COMMENT.sub("", body)
         for i, r in sorted(enumerate(refs), key=lambda ir: -len(ir[1])):
             norm = re.sub(rf"\b{re.escape(r)}\b", f"@R{i}", norm)
-        norm = norm.replace(fn, "@FN")
+        norm = norm.replace(signature, f"EK_LAYER void {fn}({self.group_params})").replace(fn, "@FN")
         self.key = (norm, tuple(self.types))
 
     def shared_definition(self, name: str, members: list[str]) -> str:
@@ -88,7 +93,7 @@ class _Unit:
             body = re.sub(rf"\b{re.escape(r)}\b", args[i], body)
         extra = ", ".join(f"const {t} *restrict {a}" for t, a in zip(self.types, args))
         body = body.replace(f"EK_LAYER void {self.fn}({self.params})",
-                            f"EK_LAYER void {name}({self.params}, {extra})")
+                            f"EK_LAYER void {name}({self.group_params}, {extra})")
         body = body.replace(self.fn, name)
         note = (f"/* {name}: the code of layers {', '.join(members)}, identical but for their constant arrays "
                 "(passed as ek_c0...; backends/cortexm/sharing.py) */\n")
@@ -116,7 +121,7 @@ def share_identical_layers(layers: list[dict], global_types: dict[str, str]) -> 
     for layer, field, cond in branches:
         unit = _Unit(layer[field], layer["fn"], layer["params"], global_types)
         if unit.key is not None:
-            groups.setdefault((cond, layer["params"]) + unit.key, []).append((layer, field, unit))
+            groups.setdefault((cond, unit.group_params) + unit.key, []).append((layer, field, unit))
     shared = {}
     for key, members in groups.items():
         if len(members) < 2:

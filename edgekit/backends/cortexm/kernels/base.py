@@ -10,6 +10,15 @@ OPTIMIZE = ("size", "balanced", "speed")
 DEFAULT_OPTIMIZE = "balanced"
 
 
+class Fallback(str):
+    """A refusal that sends a layer the variant is written for to a slower kernel: for lack of flash, stack or
+    RAM, or because an accumulator bound or the shape keeps the faster form from it (issue 16: no silent
+    degradation). When a lower variant takes the layer, the registry records the first such refusal in the
+    selection's ``ctx["fallback"]``, and the build lists it (codegen.kernel_fallbacks: the build line,
+    ``edgekit report``, the manifest). A plain ``str`` refusal says the layer is of another kind, or that
+    the variant would not be faster there."""
+
+
 @dataclass
 class Selection:
     """The kernel chosen for one node."""
@@ -61,6 +70,9 @@ class KernelVariant:
     row_ranges: bool = False
     #: the ``--optimize`` objectives (OPTIMIZE) under which the variant is offered
     modes: frozenset[str] = frozenset({"size", "balanced", "speed"})
+    #: every refusal of a layer the variant applies to is a :class:`Fallback` (packed 4-/2-bit weights: a layer
+    #: they refuse loses its packing, whatever the reason)
+    refusals_are_fallbacks: bool = False
     #: kind -> feature names (the columns of the linear model)
     cost_kinds: dict[str, tuple[str, ...]] = {}
     #: kind -> the features kept when a kind has too few calibration layers for all of them
@@ -79,7 +91,8 @@ class KernelVariant:
         return True
 
     def refusal(self, node, graph, plan) -> str | None:
-        """Why this variant cannot take ``node`` (None: it can)."""
+        """Why this variant cannot take ``node`` (None: it can); a :class:`Fallback` where the layer then
+        runs a slower kernel for lack of memory, an accumulator bound or its shape."""
         return None
 
     def select(self, node, graph, plan) -> Selection:

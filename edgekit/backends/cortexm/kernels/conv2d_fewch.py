@@ -37,7 +37,9 @@ class ConvFewChannels(ConvGemm):
     # above the GEMM: under --optimize speed the int16 layout goes first, where the flash allows
     priority = 12
     template = "ops_dsp/conv2d_fewch.c.j2"
-    row_ranges = False
+    # any range of output pixels starting at a block (a multiple of GEMM_PIXELS), rings of rows in and out: a
+    # first layer row-fused into the depthwise after it (ir/planner.py) keeps this kernel
+    row_ranges = True
     cost_kinds = {"fewch": ("pixels", "win_rows", "win_words", "copy_words", "mk_steps", "mk_blocks", "outputs",
                             "blocks", "const")}
     cost_reduced = {"fewch": ("pixels", "mk_steps", "outputs")}
@@ -50,8 +52,6 @@ class ConvFewChannels(ConvGemm):
         why = super().refusal(node, graph, plan)
         if why:
             return why
-        if plan is not None and plan.fusion_of(node.name) is not None:
-            return "row-fused (the GEMM computes ranges of output pixels)"
         if plan is not None and in_place(plan, node.inputs[0], node.outputs[0]):
             return "in place over its input"
         return None

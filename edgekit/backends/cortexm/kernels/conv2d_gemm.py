@@ -169,13 +169,14 @@ class ConvGemm(KernelVariant):
         return Selection(self.name, self.template, ctx=ctx,
                          weight_bytes=4 * (stream.size + len(ctx.get("res_table", ()))))
 
-    def compact_records(self, sel: Selection) -> bool:
-        """Switch ``sel`` (int8 weights, rows of at least COMPACT_RECORD_MIN_KWORDS k-pairs) to compact
+    def compact_records(self, sel: Selection, min_kwords: int = COMPACT_RECORD_MIN_KWORDS) -> bool:
+        """Switch ``sel`` (int8 weights, rows of at least ``min_kwords`` k-pairs) to compact
         requantization records: per channel pair (M, M, both shifts as int16 halves) instead of 6 words, and
         a table of Ahi by shift (common.compact_records). About half an instruction per output more, so
-        --optimize size takes them always and balanced only to meet the default flash goal."""
+        --optimize size takes them always and balanced only to meet the default flash goal (there for
+        rows of any length: codegen._compact_for_flash_goal)."""
         d = sel.ctx
-        c = compact_records(d) if self.int8_weights and d["kwords"] >= COMPACT_RECORD_MIN_KWORDS else None
+        c = compact_records(d) if self.int8_weights and d["kwords"] >= min_kwords else None
         if c is None or d.get("rq_table"):
             return False
         npairs = d["oc_pad"] // 2

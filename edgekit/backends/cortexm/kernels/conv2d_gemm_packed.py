@@ -31,6 +31,8 @@ class ConvGemmPacked(KernelVariant):
     row_ranges = True
     # under --optimize speed the int16-weight GEMM takes the layer (or, short of flash, this one again)
     modes = frozenset({"size", "balanced"})
+    # a layer with 4- or 2-bit weights that this variant refuses loses its packing: listed as a fallback
+    refusals_are_fallbacks = True
     cost_kinds = {"gemm_packed": ("im2col_words", "zero_words", "runs", "runs_valid", "tap_iters", "tail_runs",
                                   "partial_elems", "mk_words", "mk_blocks", "outputs", "plain_outputs", "blocks",
                                   "const")}

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .base import KernelVariant, Selection
+from .base import Fallback, KernelVariant, Selection
 from .common import accumulator_bounds, doubled_constants, in_place, pair_words
+from ....ir.planner import scratch_in_place
 from .registry import STACK_SCRATCH_LIMIT, arena_gap
 
 #: the two pointers: the input (or its widened pairs) and the weight stream
@@ -321,6 +322,14 @@ def generate(pairs: bool, xsrc: str, ext: str, n_in: int, n_out: int, e_shift: i
     return prog
 
 
+def widenable_in_place(plan, graph, index: int) -> bool:
+    """Whether node ``index``'s first input could be widened in place: an arena tensor (not the caller's
+    const input) that no later node reads (ir/planner.py ``scratch_over_input``)."""
+    x = plan.placements.get(graph.nodes[index].inputs[0])
+    return x is not None and x.buffer == "arena" and x.last == index and graph.nodes[index].outputs[0] not in \
+        {t for t, p in plan.placements.items() if p is x}
+
+
 #: the stream's requantization tokens: SMMLAR's M and K, the shift
 CONSTS = ("m", "k", "e")
 
@@ -419,9 +428,13 @@ class DenseAsm(KernelVariant):
         n_out, n_in = w.shape
         (consts, per_channel, e_shift, bits, signed), _ = self._rq(node, graph)
         rq = node.attrs["requant"]
-        xsrc, _ = self.xsource(node, graph, plan)
+        xsrc, off = self.xsource(node, graph, plan)
         if xsrc == "fly" and plan is not None and in_place(plan, node.inputs[0], node.outputs[0]):
             xsrc = "buf"
+        index = next(i for i, n in enumerate(graph.nodes) if n.name == node.name)
+        # the pairs written over the int8 input they come from, from the top down (the planner pinned the
+        # scratch at the input's offset: the input dies here)
+        over_input = xsrc == "buf" and off is not None and plan is not None and scratch_in_place(plan, graph, index)
         ext = "sxtb16"   # int8 input (refusal)
         prog = generate(self.pairs, xsrc, ext, n_in, n_out, e_shift, bits, signed, rq.lo, rq.hi, per_channel)
         kp = kpairs(n_in)
@@ -435,6 +448,8 @@ class DenseAsm(KernelVariant):
         form = "int8 weights, two rows per int16 half (SMLAD, SXTB16, SMLAD)" if self.pairs \
             else "int16 weights (doubled)"
         src = "input widened once into int16 pairs" if xsrc == "buf" else "input widened per block (SXTB16)"
+        if over_input:
+            src += f" over its own bytes ({4 * words} B of arena from the input's offset)"
         ctx = {"n_in": n_in, "n_out": n_out, "xsrc": xsrc, "ext": ext, "kwords": words,
                "quads": n_in // 4, "tail": n_in % 4, "kp": kp, "asm": prog.lines, "w_words": stream,
                "wend": wend, "m": consts["m"][0], "k": consts["k"][0], "uses_bias": False, "instructions": instr,
@@ -442,6 +457,13 @@ class DenseAsm(KernelVariant):
                "passes": [(f, wend[2 * i], wend[2 * i + 1]) for i, (f, _) in enumerate(prog.passes)],
                "summary": f"{prog.rows} rows per block, {form}, {src}, "
                           f"SMMLAR requantization"}
+        if over_input:
+            ctx["scratch_in_place"] = True
+        elif self.stack_buffer and plan is not None and (xsrc == "fly" or off is None) \
+                and widenable_in_place(plan, graph, index):
+            # on the stack, or read per block for lack of it: the build may plan these bytes in the arena over
+            # the dying input instead (backends/cortexm/build.py), where that costs less RAM than the stack
+            ctx["scratch_over_input"] = 4 * words
         if xsrc == "buf":
             ctx["scratch_bytes"] = 4 * words
         elif self.stack_buffer:   # no silent degradation: the input is read per block for lack of RAM
@@ -513,11 +535,12 @@ class DensePairs(DenseAsm):
         n_out = w.shape[0]
         hi_rows = w[1::2]
         lo_rows = w[0:n_out - n_out % 2:2]
+        # either sends the layer to dense_int8, slower: listed as a fallback
         if np.any((hi_rows == -128) & (lo_rows < 0)):
-            return "a weight of -128 over a negative one (int16 half out of range)"
+            return Fallback("a weight of -128 over a negative one (int16 half out of range)")
         b = accumulator_bounds(bias[1::2], hi_rows, x.dtype, 0)
         if b.size and int(b.max()) >= PAIR_BOUND:
-            return f"accumulator bound {int(b.max())} of 2^23 or more (rows in pairs)"
+            return Fallback(f"accumulator bound {int(b.max())} of 2^23 or more (rows in pairs)")
         return None
 
     def block_words(self, tokens, r0, kp, row_w, bias, consts) -> list[int]:

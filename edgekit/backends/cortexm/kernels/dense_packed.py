@@ -36,6 +36,8 @@ class DensePacked(KernelVariant):
     priority = 15
     template = "ops_dsp/dense_packed.c.j2"
     modes = frozenset({"size", "balanced"})
+    # a layer with 4- or 2-bit weights that this variant refuses loses its packing: listed as a fallback
+    refusals_are_fallbacks = True
     cost_kinds = {"dense_packed": ("loops", "rem", "tail", "blocks", "outputs", "const")}
     cost_reduced = {"dense_packed": ("loops", "outputs")}
     cost_work = {"dense_packed": (("loops", ROWS * QUAD * UNROLL), ("outputs", 1))}

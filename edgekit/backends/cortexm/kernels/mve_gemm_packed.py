@@ -26,6 +26,8 @@ class _Packed:
     template = "ops_mve/gemm_packed.c.j2"
     modes = frozenset({"size", "balanced"})
     row_ranges = False
+    # a layer with 4- or 2-bit weights that this variant refuses loses its packing: listed as a fallback
+    refusals_are_fallbacks = True
 
     def applies(self, node, graph) -> bool:
         return weight_bits(node, graph) in BITS

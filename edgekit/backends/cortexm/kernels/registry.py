@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 
 from ....errors import EdgekitError
-from .base import DEFAULT_OPTIMIZE, KernelVariant, Selection
+from .base import DEFAULT_OPTIMIZE, Fallback, KernelVariant, Selection
 
 #: int16 weights may take at most this share of the board's flash (else the reference kernel),
 #: and must leave the model's int8 weights plus this margin (code, runtime) free.
@@ -81,12 +81,19 @@ class Registry:
             missing = sorted(claiming[-1].features - have)
             return Selection(REFERENCE, reason="core without " + " and ".join(FEATURE_NAMES.get(f, f)
                                                                               for f in missing))
-        reason = ""
+        reason, lost = "", None
         for v in runnable:
             why = v.refusal(node, graph, plan)
             if why is None:
-                return v.select(node, graph, plan)
+                sel = v.select(node, graph, plan)
+                if lost and sel.optimized and not sel.ctx.get("fallback"):
+                    # no silent degradation: a faster variant written for the layer refused it (base.Fallback)
+                    sel.ctx["fallback"] = lost
+                    sel.ctx["summary"] = f"{sel.ctx.get('summary', '')} ({lost})".lstrip()
+                return sel
             reason = why
+            if lost is None and (v.refusals_are_fallbacks or isinstance(why, Fallback)):
+                lost = f"not {v.name}: {why}"
         return Selection(REFERENCE, reason=reason)
 
 

@@ -1,0 +1,165 @@
+"""DSP depthwise kh x kw with the fewest flash bytes (what ``--optimize balanced`` takes to meet the default
+flash goal): per channel the int8 weights (the model's (kh, kw, channels) layout), the int32 bias, the
+multiplier M and one shift byte, 9 + 4 + 4 + 1 = 18 bytes for a 3 x 3 channel, and one shape-generic C body
+that every layer using it shares (sharing.py): the geometry is a per-layer array of words, not constants
+in the code. Four neighbouring channels per step, one word of input and of weights per tap widened by
+SXTAB16 / SXTB16 (templates/cortexm/ops_dsp/dw3_compact.c.j2, docs/kernels.md)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ....ops.conv2d import conv_geometry, depthwise_inplace_rows
+from .base import KernelVariant, Selection
+from .common import Int8WeightsRefusal, accumulator_bounds, doubled_constants, requant_ctx
+
+#: the geometry of a layer, as int16 halves of words in this order (the low half first), in its record
+DIMS = ("ih", "iw", "c", "oh", "ow", "sh", "sw", "pad_t", "pad_l", "wp", "lo", "hi", "k1", "neg_2zp", "ring_in",
+        "spare")
+#: words of a record before the per-channel arrays: DIMS in halves, then the arena offset of the ring
+HEAD_WORDS = len(DIMS) // 2 + 1
+
+
+def half_words(values) -> list[int]:
+    """Pairs of int16 values as int32 words (the first value in the low half)."""
+    out = []
+    for lo, hi in zip(values[0::2], values[1::2]):
+        w = (int(lo) & 0xFFFF) | ((int(hi) & 0xFFFF) << 16)
+        out.append(w - (1 << 32) if w >= 1 << 31 else w)
+    return out
+
+
+def compact_dw_constants(rqc: dict, zp_out: int) -> tuple[list[int], list[int]] | None:
+    """Per channel (M, s = e - 1) of ek_dsp_rq; the kernel recomputes the rest of doubled_constants' SMMLAR
+    constants from the shift byte: K = 2 Ahi = (1 + 2 zp) << s (contract.fast_double_rounding's Ahi is
+    (1 + 2 zp) << (e - 2)) and the shift s + 1. None where the records say otherwise."""
+    if not rqc.get("fast"):
+        return None
+    for ahi, sh in zip(rqc["fahi"], rqc["fsh"]):
+        if not 1 <= sh <= 31 or ahi != (1 + 2 * zp_out) * (1 << (sh - 1)):
+            return None
+    return list(rqc["fm"]), list(rqc["fsh"])
+
+
+def _accumulator_bounds(node, graph):
+    x = graph.tensors[node.inputs[0]]
+    w = graph.constants[node.inputs[1]]
+    return accumulator_bounds(graph.constants[node.inputs[2]], w.reshape(-1, w.shape[-1]).T, x.dtype, x.zero_point)
+
+
+def _overlap(plan, a: str, b: str) -> bool:
+    pa, pb = plan.placements.get(a), plan.placements.get(b)
+    if pa is None or pb is None or pa.buffer != pb.buffer:
+        return False
+    return pa.buffer != "arena" or (pa.offset < pb.offset + pb.size and pb.offset < pa.offset + pa.size)
+
+
+def _in_place(node, graph, plan) -> bool:
+    """Whether the output is exactly over the input, row for row (ops/conv2d.py depthwise_inplace_rows)."""
+    pa, pb = plan.placements.get(node.inputs[0]), plan.placements.get(node.outputs[0])
+    return (pa is not None and pb is not None and pa.buffer == pb.buffer == "arena" and pa.offset == pb.offset
+            and depthwise_inplace_rows(node, graph) > 0)
+
+
+def ring_columns(g: dict) -> int:
+    """int16 columns of a ring slot: the padded input row, and the words the last two-output step reads
+    (an odd last output computes one more, not stored); even, for word loads."""
+    odd = g["ow"] % 2  # the last step's second output is not stored, but its words are read
+    need = max(g["pad_l"] + g["iw"], g["ow"] + 2 + odd if g["sw"] == 1 else 2 * g["ow"] + 2 + 2 * odd)
+    return need + need % 2
+
+
+class Dw3Compact(Int8WeightsRefusal, KernelVariant):
+    name = "dw3_compact"
+    ops = ("conv2d",)
+    features = frozenset({"dsp"})
+    priority = 1
+    template = "ops_dsp/dw3_compact.c.j2"
+    # offered under no objective: the default flash goal's policy (codegen._compact_for_flash_goal) switches
+    # layers to it, fewest instructions lost per flash byte saved first
+    modes = frozenset()
+    # as a row-fused consumer: whole output rows per call, its input a ring of rows (ir/planner.py)
+    row_ranges = True
+    cost_kinds = {"dw3_compact": ("taps", "outputs", "pixels", "rows", "const")}
+    cost_reduced = {"dw3_compact": ("taps", "outputs")}
+    cost_work = {"dw3_compact": (("taps", 4),)}
+
+    def claims(self, node) -> bool:
+        return node.attrs["depthwise"]
+
+    def refusal(self, node, graph, plan) -> str | None:
+        why = super().refusal(node, graph, plan)
+        if why:
+            return why
+        x, y = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
+        a = node.attrs
+        g = conv_geometry(node, graph)
+        if x.dtype != "int8" or y.dtype != "int8":
+            return f"{x.dtype} input or {y.dtype} output (it reads and writes int8)"
+        if a["depth_multiplier"] != 1 or a.get("residual") or g["dh"] != 1 or g["dw"] != 1:
+            return "depth multiplier, fused add or dilation"
+        if max(g["ih"], g["iw"], g["oc"]) * 2 + 4 > 2**15 - 1:
+            return "dimensions beyond its int16 geometry record"
+        if g["oc"] % 4:
+            return f"{g['oc']} channels (four per step)"
+        fusion = plan.fusion_of(node.name) if plan is not None else None
+        if fusion is not None and fusion.producer == node.name:
+            return "row-fused as the producer (it computes rows of an input ring, not into an output ring)"
+        if (g["kh"], g["kw"]) != (3, 3) or g["sw"] not in (1, 2) or g["pad_t"] > 2:
+            return "a kernel other than 3 x 3 with horizontal stride 1 or 2"
+        # in place: each input row is in the ring before an output row overwrites it
+        if plan is not None and _overlap(plan, node.inputs[0], node.outputs[0]) and not _in_place(node, graph, plan):
+            return "output over part of its input"
+        rq = a.get("requant")
+        if rq is None or compact_dw_constants(requant_ctx(rq, g["oc"]), rq.zero_point) is None:
+            return "a requantization other than TFLite's double rounding in its one-multiply form"
+        if doubled_constants(rq, _accumulator_bounds(node, graph)) is None:
+            return "accumulators too wide to double (the SMMLAR epilogue)"
+        return None
+
+    def select(self, node, graph, plan) -> Selection:
+        g = conv_geometry(node, graph)
+        x = graph.tensors[node.inputs[0]]
+        rq = node.attrs["requant"]
+        oc = g["oc"]
+        w = graph.constants[node.inputs[1]]                               # (kh, kw, oc)
+        bias = graph.constants[node.inputs[2]]
+        m, sh = compact_dw_constants(requant_ctx(rq, oc), rq.zero_point)
+        if len(m) == 1:
+            m, sh = m * oc, sh * oc
+        wp = ring_columns(g)
+        fusion = plan.fusion_of(node.name) if plan is not None else None
+        dims = {"ring_in": fusion.ring_rows if fusion is not None else 0, "spare": 0, "wp": wp, "ih": g["ih"], "iw": g["iw"], "c": oc, "oh": g["oh"], "ow": g["ow"], "sh": g["sh"], "sw": g["sw"],
+                "pad_t": g["pad_t"], "pad_l": g["pad_l"],
+                "lo": rq.lo, "hi": rq.hi, "k1": 1 + 2 * rq.zero_point, "neg_2zp": -2 * x.zero_point}
+        # after the geometry and the ring's offset (the template adds it): the biases, the multipliers, then as
+        # bytes packed into words the weights (per channel its 9, row by row) and the shift bytes
+        wbytes = np.concatenate([w.reshape(9, oc).T.reshape(-1), np.array(sh)]).astype(np.int8).view(np.uint8)
+        words = wbytes.reshape(-1, 4).astype(np.int64) @ np.array([1, 1 << 8, 1 << 16, 1 << 24], np.int64)
+        tail = [int(v) for v in bias] + [int(v) for v in m] + [int(v) - (1 << 32) if v >= 1 << 31 else int(v) for v in words]
+        ctx = {"g": g, "dims": half_words([dims[k] for k in DIMS]), "dim_names": DIMS, "tail": tail,
+               "uses_bias": False, "scratch_bytes": 2 * 3 * wp * oc,
+               "summary": f"3x3 stride {g['sh']}x{g['sw']}: input rows transposed to int16 2 (x - zp), int8 weights, "
+                          "M and a shift byte per channel, two outputs per channel and step, shape-generic code"}
+        nbytes = 4 * (HEAD_WORDS + len(tail))
+        return Selection(self.name, self.template, ctx=ctx, weight_bytes=nbytes)
+
+    def flash_bytes(self, sel, node, graph) -> int:
+        # the arrays replace the layer's weights and bias in flash (the reference copy is compiled out)
+        return max(0, sel.weight_bytes - graph.constants[node.inputs[1]].nbytes
+                   - graph.constants[node.inputs[2]].nbytes)
+
+    def cost_features(self, info: dict) -> tuple[str, dict]:
+        """Trip counts of the tap loop (per step of four channels), of the outputs, the pixels and rows."""
+        ih, iw, ic = info["in"]
+        oh, ow, oc = info["out"]
+        kh, kw = info["kernel"]
+        sh, sw = info["stride"]
+        pt, pl = info["pad"][0], info["pad"][1]
+        rows_in = [sum(1 for k in range(kh) if 0 <= oy * sh - pt + k < ih) for oy in range(oh)]
+        cols_in = [sum(1 for k in range(kw) if 0 <= ox * sw - pl + k < iw) for ox in range(ow)]
+        taps = sum(rows_in) * sum(cols_in)
+        return self.name, {"taps": taps * (oc // 4), "outputs": oh * ow * oc, "pixels": oh * ow, "rows": oh,
+                           "const": 1}
+
+
+VARIANTS = (Dw3Compact(),)
