@@ -72,8 +72,9 @@ def build(model: str | Path, target: str | None, board: str | None, out_dir: str
     Cortex-M targets (a core, e.g. ``cortex-m4``): ``kernels="optimized"`` (default) uses the
     DSP-extension kernels (docs/kernels.md) for the layers that fit them on cores that have it;
     ``"reference"`` keeps the portable reference kernels everywhere. Both compute the same integers.
-    ``optimize``: "size", "balanced" (default: both keep weights at int8 in flash) or "speed"
-    (int16 weights where the board's flash allows). ``io_buffers``: "arena" (default: the model's
+    ``optimize``: "size" (weights kept at int8 in flash), "balanced" (default: int8, widened to int16
+    only for the layers that gain most within the default flash goal) or "speed" (int16 weights where
+    the board's flash allows); with ``kernels="reference"`` it must stay None. ``io_buffers``: "arena" (default: the model's
     input and output inside its arena, ``ek_model_input()``/``ek_model_output()``) or "caller"
     (``ek_model_run(input, output)`` on the caller's buffers); docs/c-api.md.
 

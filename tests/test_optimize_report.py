@@ -1,8 +1,8 @@
 """The build choices as the user sees them. --optimize (issue 16: "the choice per layer shown in the
 report"): the manifest records the objective, the build line, the text report, report.json and report.html
 name it, and each layer shows its kernel variant, its constants' flash and what the objective decided for
-its weights. --io-buffers ("report what each choice costs"): the page says what one inference needs in RAM
-and where the input and output are, as the build line and the text report do."""
+its weights. --io-buffers ("report what each choice costs"): the page and the exported project's README say
+what one inference needs in RAM and where the input and output are, as the build line and the text report do."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,7 @@ import sys
 from markupsafe import escape  # Jinja's own escaping, as the page's
 
 from edgekit.api import build, report
+from edgekit.backends.cortexm.export import export
 from edgekit.backends.cortexm.kernels import registry as kernel_registry
 from edgekit.build import build_summary
 from edgekit.ir.graph import Graph
@@ -105,3 +106,10 @@ def test_the_page_says_what_each_io_choice_costs(tmp_path):
         where = ("input and output inside the arena" if io == "arena"
                  else f"the caller's input and output {res.manifest.memory['io_buffer_bytes']:,} B")
         assert str(escape(where)) in page, where
+        # the exported project's README says it too, with the caller's buffers' bytes
+        readme = (export(tmp_path / io, tmp_path / f"{io}-project") / "README.md").read_text()
+        mem = res.manifest.memory
+        io_part = f", your input and output buffers' {mem['io_buffer_bytes']:,}" if io == "caller" else ""
+        stack = mem["peak_ram_bytes"] - res.manifest.arena_bytes - mem["io_buffer_bytes"]
+        assert (f"One inference needs {mem['peak_ram_bytes']:,} bytes of RAM on mps2-an386: the arena's "
+                f"{res.manifest.arena_bytes:,}{io_part} and {stack:,} of stack") in readme, readme

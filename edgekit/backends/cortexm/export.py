@@ -114,7 +114,7 @@ README = """\
 Exported by edgekit {version} from a build for {target} on {board}. Plain C99: no heap, no
 floating point in inference, {arena} bytes of static RAM (activation arena{arena_note}), weights
 const (in flash). Integer contract: docs/integer-contract.md in edgekit.
-
+{ram_note}
 ```c
 #include "model.h"
 {usage}
@@ -147,14 +147,24 @@ const ek_output_t *out = ek_model_output();   /* EK_OUTPUT_COUNT codes */""",
     "caller": ("""ek_input_t  in[EK_INPUT_COUNT];   /* quantized codes: EK_INPUT_SCALE / EK_INPUT_ZERO_POINT */
 ek_output_t out[EK_OUTPUT_COUNT];
 ek_model_run(in, out);""",
-               "; your input and output buffers come on top",
+               "; your input and output buffers, {io_bytes} bytes, come on top",
                "\nThe input and output are your buffers (the build's `--io-buffers caller`); the input is only read.\n"),
 }
 
 
 def _usage(manifest) -> dict:
     usage, arena_note, note = USAGE[manifest.io_buffers or "caller"]
-    return {"usage": usage, "arena_note": arena_note, "usage_note": note}
+    mem = manifest.memory or {}
+    # what the --io-buffers choice costs, as the build measured it (builds before peak RAM have none)
+    ram_note = ""
+    if "peak_ram_bytes" in mem:
+        io = mem.get("io_buffer_bytes", 0)
+        stack = mem["peak_ram_bytes"] - manifest.arena_bytes - io
+        ram_note = (f"\nOne inference needs {mem['peak_ram_bytes']:,} bytes of RAM on {manifest.board}: the arena's "
+                    f"{manifest.arena_bytes:,}" + (f", your input and output buffers' {io:,}" if io else "")
+                    + f" and {stack:,} of stack ({mem['peak_ram_stack']}).\n")
+    return {"usage": usage, "arena_note": arena_note.format(io_bytes=f"{mem.get('io_buffer_bytes', 0):,}"),
+            "usage_note": note, "ram_note": ram_note}
 
 
 def export(build_dir: str | Path, dest: str | Path) -> Path:

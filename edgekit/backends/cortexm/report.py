@@ -114,7 +114,7 @@ def report_text(manifest: Manifest) -> str:
         off = "" if layer["arena_offset"] is None else str(layer["arena_offset"])
         lines.append(f"{i:>3}  {layer['name']:<{w_name}}{_kind(layer):<{w_op}}{_shape(layer['input_shape']):<{w_in}}"
                      f"{_shape(layer['output_shape']):<{w_out}}{layer['macs']:>10}{layer['weight_bytes']:>11}"
-                     f"{layer['flash_bytes']:>9}{layer['output_bytes']:>8}  {layer['buffer'] or 'alias':<8}{off:>8}"
+                     f"{layer['flash_bytes'] if manifest.memory_breakdown else '':>9}{layer['output_bytes']:>8}  {layer['buffer'] or 'alias':<8}{off:>8}"
                      f"{layer['arena_live_bytes']:>12}  {_kernel_cell(layer)}".rstrip())
     if rep["in_place_layers"]:
         lines.append(f"in place: {', '.join(rep['in_place_layers'])}")
