@@ -360,11 +360,12 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
                    - graph.constants[node.inputs[2]].nbytes)
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
-        """Loop trip counts of the row transposition into the ring and of the channel steps (blocks)."""
+        """Loop trip counts of the row transposition into the ring and of the channel steps (blocks; int16 records
+        as where they take the SMMLA epilogue, which the MLPerf Tiny layers do: steps of up to six outputs)."""
         _, f = super().cost_features(info)
         oh, ow, oc = info["out"]
         kh, _ = info["kernel"]
-        steps = sum(cols // n for _, cols, n in blocks(ow, info["stride"][1], self.wide))
+        steps = sum(cols // n for _, cols, n in blocks(ow, info["stride"][1], self.wide, self.wide))
         for k in ("pairs_kh", "pairs", "odd_kh", "odd"):
             del f[k]
         f.update({"outputs_kh": oh * ow * oc * kh, "outputs": oh * ow * oc, "steps_kh": oh * steps * oc * kh,
