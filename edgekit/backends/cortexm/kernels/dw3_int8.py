@@ -1,7 +1,8 @@
 """DSP depthwise kh x 3 with int8 weights in flash (``--optimize size|balanced``): dw3's int16 ring of
 input rows, but one record per channel (not one per ring rotation) holding each kernel row's three
-weights in one word, widened in registers by SXTB16 / SXTB16 ROR #8; four neighbouring outputs of a
-channel per step (templates/cortexm/ops_dsp/dw3_int8.c.j2, docs/kernels.md)."""
+weights in one word, widened in registers by SXTB16 / SXTB16 ROR #8; up to five neighbouring outputs of a
+channel per step, six with the SMMLA epilogue of scaled int16 records (templates/cortexm/ops_dsp/dw3_int8.c.j2,
+docs/kernels.md)."""
 from __future__ import annotations
 
 import functools
