@@ -243,7 +243,7 @@ def _sxtb16(word: int, ror: bool) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
 @pytest.mark.parametrize("pairs", [True, False])
 def test_dw3_int8_row_macs_compute_each_output_from_the_bias(n, stride, pairs):
     """The MACs dw3_int8 emits for a block of n outputs, interpreted over random ring rows and int8
@@ -265,7 +265,7 @@ def test_dw3_int8_row_macs_compute_each_output_from_the_bias(n, stride, pairs):
     for ky in range(kh):
         word = int(byte_words(*row_word(*(int(v) for v in w[ky]), stride)))
         regs = {"P": _sxtb16(word, False), "Q": _sxtb16(word, True)}
-        for line in row_macs(n, stride, 0, ky == 0, pairs):
+        for line in row_macs(n, stride, 0, ky == 0, pairs, "X" if n > 5 else "t1"):  # six outputs: X is the 2nd word
             op, args = line.split(" ", 1)
             names = [a.strip(" %[]") for a in args.replace("[%[tp], #", "").replace("]", "").split(",")]
             if op in ("ldr", "ldrd"):  # one ring word, or two (LDRD)

@@ -378,6 +378,47 @@ def test_random_tflite_chains_bit_exact(chain, seed, optimize, target, tmp_path)
         assert any("in place" in k for k in kernels), kernels  # the 5x5 SAME layer overwrites its input
 
 
+def chain_six(seed: int) -> bytes:
+    """Depthwise 3x3 under a fused ReLU / ReLU6 (dw3_wide's scaled records, the SMMLA epilogue: steps of up to six
+    outputs) over rows of 6 to 14 pixels, stride 1 then stride 2, odd and even channel counts."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(6, 10)), int(rng.integers(6, 15))
+    A = tflite.ActivationFunctionType
+    ch = Chain(rng, (h, w, int(rng.choice([2, 3]))), zp=int(rng.integers(-60, 60)))
+    ch.conv(int(rng.choice([5, 8, 12])), 3, act=A.RELU)
+    ch.conv(0, 3, depthwise=True, act=A.RELU6).conv(0, 3, stride=2, depthwise=True, act=A.RELU)
+    return ch.conv(int(rng.choice([3, 5])), 1).dense(int(rng.choice([5, 7]))).build()
+
+
+@pytest.mark.parametrize("seed", [21, 23, 28])  # rows of 13, 12, 13 pixels (stride 2: 7, 6, 7)
+def test_six_output_depthwise_steps_bit_exact(seed, tmp_path):
+    """dw3_wide's steps of six outputs (X holds the second ring word, each accumulator is requantized in place):
+    equal to the reference on the M4, and chosen where they save instructions (kernels/dw3_int8.py: blocks)."""
+    from edgekit.api import build, verify
+    from edgekit.backends.cortexm.kernels import dw3_int8 as mod
+    from edgekit.ir.graph import Graph
+
+    assert mod.step_instructions(6, 1, True, True) < 6 / 4 * mod.step_instructions(4, 1, True, True)
+    assert [n for _, _, n in mod.blocks(12, 1, True, True)] == [6]
+    assert max(n for _, _, n in mod.blocks(12, 1, True, False)) <= mod.MAX_BLOCK
+    model = tmp_path / "six.tflite"
+    model.write_bytes(chain_six(seed))
+    out = tmp_path / "b"
+    build(model, "cortex-m4", "mps2-an386", out, optimize="speed")
+    graph = Graph.load(out)
+    t = graph.tensors[graph.inputs[0]]
+    rep = verify(out, codes=input_codes(np.random.default_rng(seed), t.shape, 40, t.zero_point, 10),
+                 stages=("host", "qemu"))
+    _check(out, rep, {n.name for n in graph.nodes if n.op in ("conv2d", "dense")})
+    kernels = {r["name"]: r.get("kernel", "") for r in json.loads((out / "manifest.json").read_text())["layers"]}
+    dws = [n.name for n in graph.nodes if n.attrs.get("depthwise")]
+    assert all(kernels[n].startswith("optimized dw3_wide") for n in dws), kernels
+    assert any(" 6 outputs" in kernels[n] or "/6" in kernels[n] or "6/" in kernels[n] for n in dws), kernels
+    if seed == 23:  # the six-output assembly also leaves r7 to a frame pointer, at every optimization level
+        for flags, dis in disassembly_at_every_level(out, tmp_path).items():
+            assert ("smmla" in dis) == (flags != ("-O0",)), flags
+
+
 # ---------------------------------------------------------------------------------------
 # Brevitas models: uint8 inputs, QONNX single rounding, per-channel weight scales
 # ---------------------------------------------------------------------------------------
@@ -580,8 +621,11 @@ def test_other_dsp_cores(chain_a0, target, board, tmp_path):
 #: everywhere, as speed does (v16-flash). Re-measured on the merged tree. Round 7: the row-fused first conv runs
 #: conv2d_fewch over pixel ranges (f17-first): 46242 / 51742 / 46242 -> 44522 / 50329 / 44522; conv2d_fewch_int8 widens
 #: its weight stream to int16 pairs in RAM once per call, doubled for the SMMLAR epilogue: size 50329 -> 48319.
-EXPECTED_INSTRUCTIONS = 44522
-EXPECTED_INSTRUCTIONS_INT8 = {"size": 48319, "balanced": 44522}
+#: everywhere, as speed does (v16-flash). Re-measured on the merged tree. x17-dw: the ring's odd first and last
+#: data columns are written without a zero-point word (dw_ring.j2): 46242 / 51742 / 46242 -> 46149 / 51696 / 46149;
+#: both merged: 44429 / 48273 / 44429.
+EXPECTED_INSTRUCTIONS = 44429
+EXPECTED_INSTRUCTIONS_INT8 = {"size": 48273, "balanced": 44429}
 #: Flash bytes of chain_a(0)'s weights (manifest memory_breakdown: model constants) on mps2-an386 with int16
 #: and with int8 weights in the GEMM, dense and depthwise layers (dw3_int8: one 28-byte record per channel;
 #: dw3_wide under speed: one 40-byte record of int16 pairs per channel instead of dw3's three 40-byte ones;

@@ -1,7 +1,8 @@
 """DSP depthwise kh x 3 with int8 weights in flash (``--optimize size|balanced``): dw3's int16 ring of
 input rows, but one record per channel (not one per ring rotation) holding each kernel row's three
-weights in one word, widened in registers by SXTB16 / SXTB16 ROR #8; four neighbouring outputs of a
-channel per step (templates/cortexm/ops_dsp/dw3_int8.c.j2, docs/kernels.md)."""
+weights in one word, widened in registers by SXTB16 / SXTB16 ROR #8; up to five neighbouring outputs of a
+channel per step, six with the SMMLA epilogue of scaled int16 records (templates/cortexm/ops_dsp/dw3_int8.c.j2,
+docs/kernels.md)."""
 from __future__ import annotations
 
 import functools
@@ -17,12 +18,15 @@ from .dw3 import Dw3, ring_width
 #: at most this many outputs of one channel per step of the assembly loop (13 registers: P, Q, X, five
 #: accumulators, two ring words, the record, ring and output pointers)
 MAX_BLOCK = 5
+#: with the SMMLA epilogue (scaled records: X is read only by the loop's end test) one more: X holds the second
+#: ring word and each accumulator is requantized in place, so six accumulators fit the 13 registers
+MAX_BLOCK_SMMLA = 6
 #: registers of the assembly loop that LDM lists name (ascending): the unpacked weight pair P, the
 #: weight word / second pair Q, the third requantization constant X, the bias / accumulator A0
 REG_P, REG_Q, REG_X, REG_A0 = "r4", "r5", "r6", "r8"
 #: instructions dw3_int8_ram spends per channel widening its int8 records into the arena (measured on the M4:
-#: VWW's 6x6x128 layers)
-UNPACK_PER_CHANNEL = 64
+#: VWW's 6x6x128 layers; per kernel row SXTB16 (ROR #8), three SMULxB by the channel's scale and two PKHBT)
+UNPACK_PER_CHANNEL = 42
 #: a bit of the last channel's e - 1 word that ends the channel loop (ASR by a register uses its low byte)
 LAST_CHANNEL = 0x100
 
@@ -33,7 +37,7 @@ def row_word(w0: int, w1: int, w2: int, stride: int) -> tuple[int, int, int, int
     return (w0, w1, w1, w2) if stride == 1 else (w0, w2, w1, 0)
 
 
-def row_macs(n: int, stride: int, base: int, first: bool, pairs: bool = True) -> list[str]:
+def row_macs(n: int, stride: int, base: int, first: bool, pairs: bool = True, t1: str = "t1") -> list[str]:
     """Assembly of one kernel row for a block of ``n`` outputs of one channel: the ring words at byte
     offset ``base`` from ``tp`` and the MACs with the row's pairs P = (w0, w1), Q (row_word).
 
@@ -42,7 +46,8 @@ def row_macs(n: int, stride: int, base: int, first: bool, pairs: bool = True) ->
     (LDRD into t0, t1; a last odd one by LDR), or with ``pairs`` False (offsets beyond LDRD's 1020) one
     at a time. In the first row processed every accumulator starts from
     the bias in a0, so there the words go in descending order and a0's own MAC comes last in each
-    word's group: every other accumulator reads a0 before a0 changes.
+    word's group: every other accumulator reads a0 before a0 changes. ``t1``: the operand that holds the second
+    word (X in a six-output step).
     """
     w2insn = "smlabt" if stride == 1 else "smlabb"
     groups: dict[int, list[tuple[int, str, str]]] = {}
@@ -63,11 +68,11 @@ def row_macs(n: int, stride: int, base: int, first: bool, pairs: bool = True) ->
     lines = []
     for pair in loads:
         if len(pair) == 2:
-            lines.append(f"ldrd %[t0], %[t1], [%[tp], #{base + 4 * pair[0]}]")
+            lines.append(f"ldrd %[t0], %[{t1}], [%[tp], #{base + 4 * pair[0]}]")
         else:
             lines.append(f"ldr %[t0], [%[tp], #{base + 4 * pair[0]}]")
         for m in (sorted(pair, reverse=first)):
-            t = "t0" if m == pair[0] else "t1"
+            t = "t0" if m == pair[0] else t1
             for k, insn, reg in sorted(groups[m], key=lambda u: u[0] == 0):
                 addend = f"a{k}" if (k in started or not first) else "a0"
                 started.add(k)
@@ -94,6 +99,10 @@ def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int,
     which :func:`sign_term_needed` allows where the clamp's floor is at or above the output zero point: one
     instruction fewer per output."""
     st = "strb" if out_size == 1 else "strh"
+    # more outputs than MAX_BLOCK (the SMMLA form only): X is the second ring word, each accumulator its own result
+    t1 = "X" if n > MAX_BLOCK else "t1"
+    if n > MAX_BLOCK and form != "smmla":
+        raise ValueError(f"{n} outputs per step need the SMMLA epilogue")
     # LDRD reaches 1020 bytes (imm8 x 4): the last ring row's last word must be within it
     pairs = 2 * (kh - 1) * wp + 4 * ((n - 1) * stride // 2 + 1) <= 1020
     lines = ["1:", "ldmia %[r]!, {%[P], %[Q], %[a0]}" if wide else "ldmia %[r]!, {%[Q], %[a0]}"]
@@ -105,13 +114,14 @@ def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int,
             if ky:
                 lines.append("ldr %[Q], [%[r]], #4")
             lines += ["sxtb16 %[P], %[Q]", "sxtb16 %[Q], %[Q], ror #8"]
-        lines += row_macs(n, stride, 2 * ((ky + rot) % kh) * wp, ky == 0, pairs)
+        lines += row_macs(n, stride, 2 * ((ky + rot) % kh) * wp, ky == 0, pairs, t1)
     lines = step_ring_pointer(lines, 2 * cs)
     lines.append("ldmia %[r]!, {%[P], %[Q], %[X]}")
     for k in list(range(1, n)) + [0]:
         a = f"%[a{k}]"
+        res = a if n > MAX_BLOCK else "%[t1]"
         if form == "smmla":
-            lines += ["smmla %[t1], " + a + ", %[P], %[Q]", f"{sat} %[t1], #{bits}, %[t1], asr #{shift}"]
+            lines += [f"smmla {res}, {a}, %[P], %[Q]", f"{sat} {res}, #{bits}, {res}, asr #{shift}"]
         elif form != "smlal":
             if signed_round:
                 lines.append("add %[t1], %[Q], " + a + ", asr #31")
@@ -126,10 +136,10 @@ def block_asm(n: int, stride: int, kh: int, rot: int, wp: int, cs: int, oc: int,
                       ["mov %[t0], #0x40000000", "mov %[t1], %[Q]"])
             lines += ["smlal %[t0], %[t1], " + a + ", %[P]", "asr %[t1], %[t1], %[X]", f"{sat} %[t1], #{bits}, %[t1]"]
         if lo is not None:
-            lines += [f"cmp %[t1], #{lo}", "it lt", f"movlt %[t1], #{lo}"]
+            lines += [f"cmp {res}, #{lo}", "it lt", f"movlt {res}, #{lo}"]
         if hi is not None:
-            lines += [f"cmp %[t1], #{hi}", "it gt", f"movgt %[t1], #{hi}"]
-        lines.append(f"{st} %[t1], [%[o], #{k * oc * out_size}]" if k else f"{st} %[t1], [%[o]], #{out_size}")
+            lines += [f"cmp {res}, #{hi}", "it gt", f"movgt {res}, #{hi}"]
+        lines.append(f"{st} {res}, [%[o], #{k * oc * out_size}]" if k else f"{st} {res}, [%[o]], #{out_size}")
     lines += [f"tst %[X], #{LAST_CHANNEL}", "beq 1b"]
     return lines
 
@@ -190,25 +200,29 @@ def step_ring_pointer(lines: list[str], step: int) -> list[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def step_instructions(n: int, stride: int, wide: bool = False) -> int:
-    """Instructions of one channel step of n outputs (kh = 3, a narrow ring): what the row plan minimises."""
+def step_instructions(n: int, stride: int, wide: bool = False, smmla: bool = False) -> int:
+    """Instructions of one channel step of n outputs (kh = 3, a narrow ring): what the row plan minimises;
+    ``smmla``: the SMMLA epilogue of scaled records (one shift for all channels)."""
+    if smmla:
+        return len(block_asm(n, stride, 3, 0, 8, 24, 8, 1, "ssat", 8, None, None, form="smmla", shift=9,
+                             wide=wide, signed_round=False)) - 1
     return len(block_asm(n, stride, 3, 0, 8, 24, 8, 1, "ssat", 8, None, None, wide=wide)) - 1
 
 
 @functools.lru_cache(maxsize=None)
-def blocks(ow: int, stride: int, wide: bool = False) -> tuple[tuple[int, int, int], ...]:
-    """(first column, columns, outputs per step) of a row: the steps of 1..MAX_BLOCK outputs with the
-    fewest instructions in all (dynamic programming over step_instructions). With stride 1 only the
-    last step may be odd, so that every step's ring loads but the last start on a word boundary and
-    no step reads past the ring row."""
+def blocks(ow: int, stride: int, wide: bool = False, smmla: bool = False) -> tuple[tuple[int, int, int], ...]:
+    """(first column, columns, outputs per step) of a row: the steps of 1..MAX_BLOCK outputs (MAX_BLOCK_SMMLA
+    with the SMMLA epilogue, ``smmla``) with the fewest instructions in all (dynamic programming over
+    step_instructions). With stride 1 only the last step may be odd, so that every step's ring loads but the
+    last start on a word boundary and no step reads past the ring row."""
     best: list[tuple[int, tuple[int, ...]]] = [(0, ())]
     for w in range(1, ow + 1):
         cands = []
-        for n in range(1, min(MAX_BLOCK, w) + 1):
+        for n in range(1, min(MAX_BLOCK_SMMLA if smmla else MAX_BLOCK, w) + 1):
             cost, seq = best[w - n]
             if stride == 1 and any(k % 2 for k in seq):  # an odd step so far: it must stay the last
                 continue
-            cands.append((cost + step_instructions(n, stride, wide), len(seq) + 1, seq + (n,)))
+            cands.append((cost + step_instructions(n, stride, wide, smmla), len(seq) + 1, seq + (n,)))
         cost, _, seq = min(cands)
         best.append((cost, seq))
     seq = sorted(best[ow][1], key=lambda n: (n % 2 if stride == 1 else 0, -n))  # even steps first
@@ -294,7 +308,12 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
             recs.append(rec)
         wpad = wpad_of(g)
         rots = sorted({(oy * g["sh"]) % kh for oy in range(g["oh"])})
-        plan_blocks = blocks(g["ow"], g["sw"], self.wide)
+        info = np.iinfo(y.dtype) if use_asm else None
+        lo = rq.lo if use_asm and rq.lo > info.min else None     # bounds tighter than the storage type (a fused ReLU)
+        hi = rq.hi if use_asm and rq.hi < info.max else None
+        use_asm = use_asm and all(v is None or -255 <= v <= 255 for v in (lo, hi))
+        # the SMMLA epilogue (scaled records) frees X for the MACs: steps of up to MAX_BLOCK_SMMLA outputs
+        plan_blocks = blocks(g["ow"], g["sw"], self.wide, bool(use_asm and scaled))
         weights_desc = ("int16 pairs of doubled weights (one LDM per kernel row)" if self.wide
                         else "int8 weights (SXTB16)")
         ctx = {"g": g, "mult": a["depth_multiplier"], "wp": wpad, "rec_words": [v for r in recs for v in r],
@@ -308,32 +327,29 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
         ctx.update(rqc)
         ctx.update(residual_ctx(node, graph))
         if use_asm:
-            info = np.iinfo(y.dtype)
-            lo = rq.lo if rq.lo > info.min else None     # bounds tighter than the storage type (a fused ReLU)
-            hi = rq.hi if rq.hi < info.max else None
-            if all(v is None or -255 <= v <= 255 for v in (lo, hi)):
-                sat = "ssat" if info.min < 0 else "usat"
-                shifts = {e for _, _, e in dbl} if dbl else set()
-                shift = shifts.pop() if len(shifts) == 1 else None  # one for all channels: SSAT's own shift
-                form = "smlal" if not dbl else "smmlar" if (in_ring or in_weights) else "smmlar_lsl"
-                if scaled:
-                    form, shift = "smmla", scaled[1]
-                ctx["asm"] = {
-                    (rot, n): block_asm(n, g["sw"], kh, rot, wpad, cs, g["oc"], y.itemsize, sat, 8 * y.itemsize,
-                                        lo, hi, form=form, shift=shift, wide=self.wide,
-                                        signed_round=sign_term_needed(rq))
-                    for rot in rots for _, _, n in ctx["blocks"]}
-                ctx["asm_regs"] = {"P": REG_P, "Q": REG_Q, "X": REG_X, "a0": REG_A0}
-                ctx["rec_words"][-1] |= LAST_CHANNEL
-                # per channel and step, what int16 records (dw3_wide) would save: LDR + 2 SXTB16 per kernel row
-                # against one LDM, the LSL of each doubled accumulator, and the ring's doubling (a second
-                # SXTAB16 per word of two input elements); what --optimize balanced spends flash on
-                steps = g["oh"] * sum(cols // n for _, cols, n in plan_blocks) * oc
-                lsl = g["oh"] * g["ow"] * oc if form == "smmlar_lsl" else 0
-                ring_words = (min(g["ih"], (g["oh"] - 1) * g["sh"] + kh) * g["iw"] * g["ic"]) // 2 if in_ring else 0
-                # and, where dw3_wide's records can be scaled to one shift for all channels, the ASR per output
-                one_shift = g["oh"] * g["ow"] * oc if scaled_constants(rq, dbl, bounds, w, bias) else 0
-                ctx["saved_by_int16"] = 2 * kh * steps + lsl + ring_words + one_shift if dbl else 0
+            sat = "ssat" if info.min < 0 else "usat"
+            shifts = {e for _, _, e in dbl} if dbl else set()
+            shift = shifts.pop() if len(shifts) == 1 else None  # one for all channels: SSAT's own shift
+            form = "smlal" if not dbl else "smmlar" if (in_ring or in_weights) else "smmlar_lsl"
+            if scaled:
+                form, shift = "smmla", scaled[1]
+            ctx["asm"] = {
+                (rot, n): block_asm(n, g["sw"], kh, rot, wpad, cs, g["oc"], y.itemsize, sat, 8 * y.itemsize,
+                                    lo, hi, form=form, shift=shift, wide=self.wide,
+                                    signed_round=sign_term_needed(rq))
+                for rot in rots for _, _, n in ctx["blocks"]}
+            ctx["asm_regs"] = {"P": REG_P, "Q": REG_Q, "X": REG_X, "a0": REG_A0}
+            ctx["asm_t1_max"] = MAX_BLOCK
+            ctx["rec_words"][-1] |= LAST_CHANNEL
+            # per channel and step, what int16 records (dw3_wide) would save: LDR + 2 SXTB16 per kernel row
+            # against one LDM, the LSL of each doubled accumulator, and the ring's doubling (a second
+            # SXTAB16 per word of two input elements); what --optimize balanced spends flash on
+            steps = g["oh"] * sum(cols // n for _, cols, n in plan_blocks) * oc
+            lsl = g["oh"] * g["ow"] * oc if form == "smmlar_lsl" else 0
+            ring_words = (min(g["ih"], (g["oh"] - 1) * g["sh"] + kh) * g["iw"] * g["ic"]) // 2 if in_ring else 0
+            # and, where dw3_wide's records can be scaled to one shift for all channels, the ASR per output
+            one_shift = g["oh"] * g["ow"] * oc if scaled_constants(rq, dbl, bounds, w, bias) else 0
+            ctx["saved_by_int16"] = 2 * kh * steps + lsl + ring_words + one_shift if dbl else 0
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * len(ctx["rec_words"]))
 
     def instructions_saved_by_int16(self, sel) -> int:
@@ -345,11 +361,12 @@ class Dw3Int8(Int8WeightsRefusal, Dw3):
                    - graph.constants[node.inputs[2]].nbytes)
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
-        """Loop trip counts of the row transposition into the ring and of the channel steps (blocks)."""
+        """Loop trip counts of the row transposition into the ring and of the channel steps (blocks; int16 records
+        as where they take the SMMLA epilogue, which the MLPerf Tiny layers do: steps of up to six outputs)."""
         _, f = super().cost_features(info)
         oh, ow, oc = info["out"]
         kh, _ = info["kernel"]
-        steps = sum(cols // n for _, cols, n in blocks(ow, info["stride"][1], self.wide))
+        steps = sum(cols // n for _, cols, n in blocks(ow, info["stride"][1], self.wide, self.wide))
         for k in ("pairs_kh", "pairs", "odd_kh", "odd"):
             del f[k]
         f.update({"outputs_kh": oh * ow * oc * kh, "outputs": oh * ow * oc, "steps_kh": oh * steps * oc * kh,
@@ -386,7 +403,7 @@ class Dw3Wide(Dw3Int8):
 
 class Dw3Int8Ram(Dw3Wide):
     """dw3_wide's channel loop with int8 weights in flash (``--optimize size|balanced``): the layer first widens
-    its int8 records into dw3_wide's int16 records in free arena bytes beside the ring (about 50 instructions per
+    its int8 records into dw3_wide's int16 records in free arena bytes beside the ring (about 42 instructions per
     channel), so flash keeps one 28-byte record per channel (dw3_int8's size) and the loop reads one LDM per kernel
     row, with one shift for every channel where scaled_constants allows. Only where the ring and the 40-byte
     records per channel fit an arena gap while the layer runs: it never adds RAM (else dw3_int8)."""
