@@ -621,7 +621,7 @@ def test_other_dsp_cores(chain_a0, target, board, tmp_path):
 #: everywhere, as speed does (v16-flash). Re-measured on the merged tree. Round 7: the row-fused first conv runs
 #: conv2d_fewch over pixel ranges (f17-first): 46242 / 51742 / 46242 -> 44522 / 50329 / 44522; conv2d_fewch_int8 widens
 #: its weight stream to int16 pairs in RAM once per call, doubled for the SMMLAR epilogue: size 50329 -> 48319.
-#: everywhere, as speed does (v16-flash). Re-measured on the merged tree. x17-dw: the ring's odd first and last
+#: x17-dw: the ring's odd first and last
 #: data columns are written without a zero-point word (dw_ring.j2): 46242 / 51742 / 46242 -> 46149 / 51696 / 46149;
 #: both merged: 44429 / 48273 / 44429.
 EXPECTED_INSTRUCTIONS = 44429
