@@ -121,6 +121,23 @@ def asm_residual(node, graph) -> dict | None:
             "lo": ro.lo if ro.lo > -128 else None, "hi": ro.hi if ro.hi < 127 else None}
 
 
+#: ek_im2col3's estimated instructions: per block (call, position, checks), per kernel row, per input word (3
+#: pixels); and the pixel-by-pixel copy's: per pixel and row, per tap (whole words per tap), per word
+IM2COL3_BLOCK, IM2COL3_ROW, IM2COL3_WORD = 40, 12, 12
+IM2COL1_ROW, IM2COL1_TAP, IM2COL1_WORD = 6, 9, 5
+#: taken where its estimate is below this share of the pixel-by-pixel copy's
+IM2COL3_GAIN = 0.9
+
+
+def im2col3_pays(kh: int, kw: int, ic: int) -> bool:
+    """Whether a block's im2col at once (ek_im2col3) is estimated to execute fewer instructions than three pixels'
+    copies (short runs: the call costs more than it saves). A function of the shape alone."""
+    words = kw * ic // 4
+    taps = kw if ic % 4 == 0 else 0
+    one = 3 * kh * (IM2COL1_ROW + IM2COL1_TAP * taps + IM2COL1_WORD * words)
+    return IM2COL3_BLOCK + kh * (IM2COL3_ROW + IM2COL3_WORD * words) < IM2COL3_GAIN * one
+
+
 def runs_of(kh: int, kw: int, ic: int, dil_w: int) -> tuple[list[tuple[int, int]], int]:
     """The runs of contiguous input bytes im2col copies per pixel, as (ky, kx of the run's
     first tap), and their length: a kernel row when there is no horizontal dilation, else one tap."""
@@ -225,6 +242,10 @@ class ConvGemm(KernelVariant):
             "g": g, "runs": runs, "run_len": run_len, "words_per_run": words_per_run, "kwords": kwords,
             "oc_pad": oc_pad, "npix": g["oh"] * g["ow"], "ext": extend_insn(x.dtype),
             "offset_word": offset_word(x.zero_point), "tap_mode": ic % 4 == 0,
+            # the 3 pixels' im2col at once (ek_im2col3) where a block lies inside the input: whole words per run,
+            # the geometry in int16 (its table), runs long enough to pay for the call
+            "im2col3": g["dw"] == 1 and run_len % 4 == 0 and GEMM_PIXELS == 3
+            and max(g["oh"] * g["ow"], g["ih"] * g["iw"], g["ic"]) < 2**15 and im2col3_pays(kh, kw, ic),
             "unroll": unroll(kwords, full=not self.int8_weights),
             "pixels": GEMM_PIXELS, "int8_weights": self.int8_weights, "acc_doubled": doubled,
             "w_words": stream.tolist(), "uses_bias": False, "rq_table": None,
