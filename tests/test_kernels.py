@@ -21,7 +21,7 @@ VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "conv2d_gemm_int8_sh
             "dw3_int8_ram", "dw3_compact", "dwk", "dwk_int8", "dense", "dense_int8", "dense_asm", "dense_asm_int8", "mve_gemm",
             "mve_dense", "mve_dw", "mve_dwc", "dense_xnor", "dense_binary", "conv_xnor", "mve_dense_xnor",
             "mve_conv_xnor", "gap_dsp", "conv2d_fewch", "conv2d_fewch_int8",
-            "conv1x1_add", "conv1x1_add_int8"}
+            "conv1x1_add", "conv1x1_add_int8", "conv2d_gemm_straight"}
 VARIANTS |= {"conv2d_gemm_packed", "dense_packed", "mve_gemm_packed", "mve_dense_packed"}  # packed 4- and 2-bit weights (tests/test_kernels_packed.py)
 
 
@@ -208,7 +208,7 @@ def test_int8_weight_variants_store_one_byte_per_weight(graphs, int16_name, int8
                 # per channel pair: 2 biases, one word per k-pair (int8) or two (int16), 6 requant words or none
                 kwords, pairs = s8.ctx["kwords"], s8.ctx["oc_pad"] // 2
                 rec = (len(w8) // pairs) - 2 - kwords
-                assert rec in (0, 6) and len(w16) == pairs * (2 + 2 * kwords + rec)
+                assert rec in (0, 6, 8) and len(w16) == pairs * (2 + 2 * kwords + rec)
                 a16, a8 = w16.reshape(pairs, -1), w8.reshape(pairs, -1)
                 # int16 weights and biases are stored doubled where the SMMLAR epilogue reads the accumulator
                 # (ek_dsp_rq2d: no LSL per output)

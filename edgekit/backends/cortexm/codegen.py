@@ -468,6 +468,10 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
                     opt.sort()
                     continue
             sel[n] = Selection("reference", reason=why)
+    if optimize == "speed":  # more code for fewer instructions, within a share of the board's flash
+        for v in sorted({reg.get(s.kind) for s in sel.values() if s.optimized}, key=lambda v: v.name):
+            if hasattr(v, "speed_pass"):
+                v.speed_pass([s for s in sel.values() if s.kind == v.name], board)
     if optimize == "size" if compact_records is None else compact_records:
         for s in sel.values():  # fewer flash bytes per channel for about half an instruction per output
             compact = getattr(reg.get(s.kind), "compact_records", None) if s.optimized else None

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from ....ir import contract
+from ....ops._gemm import add_requantized
 from ....ops.conv2d import conv_geometry
 from .base import KernelVariant, Selection
-from .common import (COMPACT_RECORD_MIN_KWORDS, accumulator_bounds, compact_records, extend_insn, offset_word,
-                     pair_words, requant_ctx, residual_ctx, run_pairs, smmlar_ctx, valid_taps, wider_residual_in_place)
+from .common import (COMPACT_RECORD_MIN_KWORDS, accumulator_bounds, compact_records, doubled_constants, doubled_rq,
+                     extend_insn, offset_word, pair_words, requant_ctx, residual_ctx, run_pairs, smmlar_ctx, valid_taps, wider_residual_in_place)
 
 #: im2col block: pixels per block (the 3x2 micro-kernel: 3 pixels x 2 output channels).
 GEMM_PIXELS = 3
@@ -22,6 +23,38 @@ GEMM_UNROLL = 4
 FULL_UNROLL_KWORDS = 33
 
 
+#: --optimize speed (codegen's speed pass: conv2d_gemm_straight): the int16 GEMM's steps all straight-line up to
+#: this many k-pairs, else in loops of SPEED_UNROLL steps: 3 loop instructions per 8 steps (64) go
+SPEED_FULL_UNROLL_KWORDS = 97
+SPEED_UNROLL = 48
+#: the straight-line steps may add at most this share of the board's flash in code (STEP_CODE_BYTES per step:
+#: LDM, LDRD and six SMLAD)
+SPEED_CODE_SHARE = 0.05
+STEP_CODE_BYTES = 32
+#: the code budget where the board is not known
+SPEED_CODE_DEFAULT = 64 * 1024
+
+
+def speed_unroll(kwords: int) -> int:
+    """conv2d_gemm_straight's steps per loop iteration (the template runs one iteration, or none, as straight code)."""
+    if kwords <= FULL_UNROLL_KWORDS:
+        return unroll(kwords, full=True)
+    return kwords - 1 if kwords <= SPEED_FULL_UNROLL_KWORDS else SPEED_UNROLL
+
+
+def code_steps(kwords: int, u: int) -> int:
+    """k-pair steps the micro-kernel's code holds after the first (conv2d_gemm.c.j2): the single ones and one
+    loop body."""
+    n = kwords - 1
+    return n % u + (u if n // u else 0)
+
+
+def loop_iterations(kwords: int, u: int) -> int:
+    """Iterations of the micro-kernel's loop per call (none where it runs one: straight code)."""
+    n = kwords - 1
+    return n // u if n // u > 1 else 0
+
+
 def unroll(kwords: int, full: bool = False) -> int:
     """k-pair steps per iteration of the micro-kernel's loop: twice as many for long K; with ``full`` (the int16
     variant) all the steps after the first where K is at most FULL_UNROLL_KWORDS (one iteration: no loop)."""
@@ -30,14 +63,14 @@ def unroll(kwords: int, full: bool = False) -> int:
     return 2 * GEMM_UNROLL if kwords > 6 * GEMM_UNROLL else GEMM_UNROLL
 
 
-def asm_requant(d: dict, node, graph, records_in_stream: bool = True) -> dict | None:
+def asm_requant(d: dict, node, graph, records_in_stream: bool = True, residual_ok: bool = False) -> dict | None:
     """The requantization the GEMM's assembly does itself after the accumulation (templates/cortexm/ops_dsp/
     conv2d_gemm.c.j2 rq_asm): SMMLAR records (M, 2 Ahi, e) (per channel in the weight stream unless
     ``records_in_stream`` is False: the caller puts them there), int8 outputs, an even channel count, no fused
-    residual add. The saturation and the clamp bounds inside the int8 range (None: none); None where the C
-    epilogue (epilogue.j2) is needed."""
+    residual add unless ``residual_ok`` (the caller adds asm_residual's part). The saturation and the clamp
+    bounds inside the int8 range (None: none); None where the C epilogue (epilogue.j2) is needed."""
     if not (d.get("fast") and d.get("smmlar")) or (records_in_stream and not d.get("fast_pc")) \
-            or node.attrs.get("residual"):
+            or (node.attrs.get("residual") and not residual_ok):
         return None
     # int8 outputs: what TFLite's double rounding comes with (uint8 outputs come from QONNX's single rounding)
     if graph.tensors[node.outputs[0]].dtype != "int8" or d["g"]["oc"] % 2:
@@ -46,6 +79,63 @@ def asm_requant(d: dict, node, graph, records_in_stream: bool = True) -> dict | 
     if not -128 <= rq.lo <= rq.hi <= 127:
         return None
     return {"sat": "ssat", "lo": rq.lo if rq.lo > -128 else None, "hi": rq.hi if rq.hi < 127 else None}
+
+
+def asm_residual(node, graph) -> dict | None:
+    """The fused residual add inside the GEMM's assembly (conv2d_gemm.c.j2 rq_asm, after the conv's own
+    requantization to its int8 code y): 2 s = (y << shift) + table[r] (the add's rescaled residual operand per
+    code r, doubled, minus the conv's zero point rescaled), then the add's output requantization in the SMMLAR
+    form (M, K, e) with SSAT's shift and the clamp. Applies where the add rescales y - zp_y by a shift alone, the
+    residual is 8-bit and the output int8; taken only when it equals the add's arithmetic (ops/_gemm.py
+    add_requantized) for every pair of codes (y, r). None where it does not apply."""
+    res = node.attrs.get("residual")
+    if not res or len(node.inputs) < 4 or res.get("requant") is None:
+        return None
+    rt = graph.tensors[node.inputs[3]]
+    rq, ro = node.attrs["requant"], res["requant"]
+    if rt.itemsize != 1 or graph.tensors[node.outputs[0]].dtype != "int8" or not -128 <= ro.lo <= ro.hi <= 127 \
+            or not -128 <= rq.lo <= rq.hi <= 127:
+        return None
+    ra, rb = res["in_requant"]
+    ys = np.arange(rq.lo, rq.hi + 1, dtype=np.int64)
+    rs = np.arange(rt.qmin, rt.qmax + 1, dtype=np.int64)
+    a_vals = contract.apply_requant(ys - rq.zero_point, ra)
+    k = next((k for k in range(30) if np.array_equal(a_vals, (ys - rq.zero_point) << k)), None)
+    if k is None:
+        return None
+    b_vals = contract.apply_requant(rs - rt.zero_point, rb)
+    table = 2 * (b_vals - (rq.zero_point << k))
+    dbl = doubled_constants(ro, [int(np.abs(a_vals).max() + np.abs(b_vals).max())])
+    if dbl is None or np.abs(table).max() >= 2**31:
+        return None
+    m, k2, e = dbl[0]
+    if not 1 <= e <= 31:
+        return None
+    got = np.clip(doubled_rq(((ys[:, None] << (k + 1)) + table[None, :]) // 2, m, k2, e), ro.lo, ro.hi)
+    want = add_requantized(ys[:, None], rq.zero_point, (rq.lo, rq.hi), rs[None, :], rt.zero_point,
+                           (rt.qmin, rt.qmax), ra, rb, ro)
+    if not np.array_equal(got, want):
+        return None
+    return {"shift": k + 1, "m": int(m), "k": int(k2), "e": int(e), "table": [int(v) for v in table],
+            "offset": -int(rt.qmin), "load": "ldrsb" if rt.dtype == "int8" else "ldrb",
+            "lo": ro.lo if ro.lo > -128 else None, "hi": ro.hi if ro.hi < 127 else None}
+
+
+#: ek_im2col3's estimated instructions: per block (call, position, checks), per kernel row, per input word (3
+#: pixels); and the pixel-by-pixel copy's: per pixel and row, per tap (whole words per tap), per word
+IM2COL3_BLOCK, IM2COL3_ROW, IM2COL3_WORD = 40, 12, 12
+IM2COL1_ROW, IM2COL1_TAP, IM2COL1_WORD = 6, 9, 5
+#: taken where its estimate is below this share of the pixel-by-pixel copy's
+IM2COL3_GAIN = 0.9
+
+
+def im2col3_pays(kh: int, kw: int, ic: int) -> bool:
+    """Whether a block's im2col at once (ek_im2col3) is estimated to execute fewer instructions than three pixels'
+    copies (short runs: the call costs more than it saves). A function of the shape alone."""
+    words = kw * ic // 4
+    taps = kw if ic % 4 == 0 else 0
+    one = 3 * kh * (IM2COL1_ROW + IM2COL1_TAP * taps + IM2COL1_WORD * words)
+    return IM2COL3_BLOCK + kh * (IM2COL3_ROW + IM2COL3_WORD * words) < IM2COL3_GAIN * one
 
 
 def runs_of(kh: int, kw: int, ic: int, dil_w: int) -> tuple[list[tuple[int, int]], int]:
@@ -152,6 +242,10 @@ class ConvGemm(KernelVariant):
             "g": g, "runs": runs, "run_len": run_len, "words_per_run": words_per_run, "kwords": kwords,
             "oc_pad": oc_pad, "npix": g["oh"] * g["ow"], "ext": extend_insn(x.dtype),
             "offset_word": offset_word(x.zero_point), "tap_mode": ic % 4 == 0,
+            # the 3 pixels' im2col at once (ek_im2col3) where a block lies inside the input: whole words per run,
+            # the geometry in int16 (its table), runs long enough to pay for the call
+            "im2col3": g["dw"] == 1 and run_len % 4 == 0 and GEMM_PIXELS == 3
+            and max(g["oh"] * g["ow"], g["ih"] * g["iw"], g["ic"]) < 2**15 and im2col3_pays(kh, kw, ic),
             "unroll": unroll(kwords, full=not self.int8_weights),
             "pixels": GEMM_PIXELS, "int8_weights": self.int8_weights, "acc_doubled": doubled,
             "w_words": stream.tolist(), "uses_bias": False, "rq_table": None,
@@ -162,12 +256,26 @@ class ConvGemm(KernelVariant):
         }
         ctx.update(rqc)
         ctx["asm_rq"] = asm_requant(ctx, node, graph)
+        # the fused add in the assembly: this template's (subclasses with their own templates keep the C epilogue)
+        res_asm = asm_residual(node, graph) if node.attrs.get("residual") and self.template == ConvGemm.template \
+            else None
+        if res_asm and rqc.get("fast_pc"):
+            ctx["asm_rq"] = asm_requant(ctx, node, graph, residual_ok=True)
+            if ctx["asm_rq"]:
+                # the add's M and K after each channel pair's records (read with them), the residual's table
+                ctx["asm_rq"]["res"] = res_asm
+                stream = np.concatenate([stream.reshape(oc_pad // 2, -1),
+                                         np.tile(np.array([res_asm["m"], res_asm["k"]], np.int64), (oc_pad // 2, 1))],
+                                        axis=1).reshape(-1)
+                ctx["w_words"] = stream.tolist()
         ctx.update(residual_ctx(node, graph))
         ctx.update(residual_table(node, graph, ctx))
         if node.attrs.get("residual"):
-            ctx["summary"] += ", fused residual add"
-        return Selection(self.name, self.template, ctx=ctx,
-                         weight_bytes=4 * (stream.size + len(ctx.get("res_table", ()))))
+            ctx["summary"] += ", fused residual add" + (" in the assembly" if ctx["asm_rq"] and ctx["asm_rq"].get("res")
+                                                         else "")
+        # one table of the residual's 256 codes: the assembly's (asm_rq res) or the C epilogue's
+        table = ctx["asm_rq"]["res"]["table"] if ctx["asm_rq"] and ctx["asm_rq"].get("res") else ctx.get("res_table", ())
+        return Selection(self.name, self.template, ctx=ctx, weight_bytes=4 * (stream.size + len(table)))
 
     def compact_records(self, sel: Selection, min_kwords: int = COMPACT_RECORD_MIN_KWORDS) -> bool:
         """Switch ``sel`` (int8 weights, rows of at least ``min_kwords`` k-pairs) to compact
@@ -180,15 +288,40 @@ class ConvGemm(KernelVariant):
         if c is None or d.get("rq_table"):
             return False
         npairs = d["oc_pad"] // 2
-        rows = np.array(d["w_words"], np.int64).reshape(npairs, -1)[:, :-6]   # biases and weights of each pair
+        rec = 8 if d.get("asm_rq") and d["asm_rq"].get("res") else 6          # the records (and the add's M, K)
+        rows = np.array(d["w_words"], np.int64).reshape(npairs, -1)[:, :-rec]  # biases and weights of each pair
         s2 = np.array(c["s"], np.int64).reshape(-1, 2)
         stream = np.concatenate([rows, np.array(c["m"], np.int64).reshape(-1, 2), s2[:, :1] | (s2[:, 1:] << 16)],
                                 axis=1).reshape(-1)
         # the in-assembly requantization (asm_rq) reads the full records: compact ones take the C epilogue
         d.update(w_words=stream.tolist(), rq_table=c["h"], asm_rq=None,
-                 summary=d["summary"] + ", compact requantization records")
+                 summary=d["summary"].replace(" add in the assembly", " add") + ", compact requantization records")
         sel.weight_bytes = 4 * (stream.size + len(c["h"]))
         return True
+
+    @classmethod
+    def speed_pass(cls, selections: list, board) -> None:
+        """--optimize speed (codegen): the conv2d_gemm layers' micro-kernels as straight-line code
+        (conv2d_gemm_straight), those that save the most loop instructions per byte of code first, while the
+        added code stays within SPEED_CODE_SHARE of the board's flash."""
+        flash = getattr(getattr(board, "flash", None), "length", None)
+        budget = int(SPEED_CODE_SHARE * flash) if flash else SPEED_CODE_DEFAULT
+        gains = []
+        for sel in selections:
+            d = sel.ctx
+            if sel.kind != ConvGemm.name or d.get("nblocks", 1) > 1:
+                continue
+            kw, u = d["kwords"], speed_unroll(d["kwords"])
+            extra = STEP_CODE_BYTES * (code_steps(kw, u) - code_steps(kw, d["unroll"]))
+            calls = -(-d["npix"] // d["pixels"]) * (d["oc_pad"] // 2)
+            saved = 3 * calls * (loop_iterations(kw, d["unroll"]) - loop_iterations(kw, u))
+            if saved > 0 and extra > 0:
+                gains.append((-saved / extra, id(sel), sel, u, extra))
+        for _, _, sel, u, extra in sorted(gains, key=lambda g: (g[0], g[1])):
+            if extra <= budget:
+                budget -= extra
+                sel.kind = ConvGemmStraight.name
+                sel.ctx.update(unroll=u, summary=sel.ctx["summary"] + ", straight-line steps (speed)")
 
     def channel_pair_words(self, wp: np.ndarray) -> np.ndarray:
         """(oc_pad // 2, words) int32 weight words per output channel pair, from the weights of
@@ -226,7 +359,28 @@ class ConvGemm(KernelVariant):
         return ["ic4" if ic % 4 == 0 else f"ic{ic % 4}", f"rq-{info.get('rq') or 'none'}"]
 
 
-VARIANTS = (ConvGemm(),)
+class ConvGemmStraight(ConvGemm):
+    """conv2d_gemm under --optimize speed with its k-pair steps as straight-line code (speed_unroll: no loop up to
+    SPEED_FULL_UNROLL_KWORDS k-pairs, else loops of SPEED_UNROLL steps): the loop's three instructions per eight
+    steps go for STEP_CODE_BYTES of code per step. Never selected itself: codegen's speed pass
+    (ConvGemm.speed_pass) turns conv2d_gemm layers into it within a share of the board's flash. Its latency-model
+    features are conv2d_gemm's, its steps counted as single steps (a 48-step iteration as six of eight)."""
+    name = "conv2d_gemm_straight"
+    modes = frozenset()
+    cost_kinds = {"gemm_straight": ConvGemm.cost_kinds["gemm"]}
+    cost_reduced = {"gemm_straight": ConvGemm.cost_reduced["gemm"]}
+    cost_work = {"gemm_straight": ConvGemm.cost_work["gemm"]}
+
+    def cost_features(self, info: dict) -> tuple[str, dict]:
+        kind, f = ConvGemm.cost_features(self, info)
+        kwords = im2col_features(info)[1]
+        loops = loop_iterations(kwords, speed_unroll(kwords))
+        calls = f["mk_blocks"]
+        return kind, {**f, "mk_loops4": 0, "mk_loops8": 0, "mk_rem": calls * (kwords - 1 - loops * SPEED_UNROLL),
+                      **({"mk_loops8": calls * loops * SPEED_UNROLL // (2 * GEMM_UNROLL)} if loops else {})}
+
+
+VARIANTS = (ConvGemm(), ConvGemmStraight())
 
 
 def residual_table(node, graph, ctx: dict) -> dict:
