@@ -510,6 +510,9 @@ def _compact_for_flash_goal(graph: Graph, plan: MemoryPlan, sel: dict, features,
                 alt = _place_scratch(gemm.select(node, graph, plan), plan, i, None)
                 if not alt.optimized:
                     continue
+            # the specialised im2col of 3 pixels at once costs a call and a geometry table per layer: code the
+            # lean layouts leave out (each pixel's im2col instead)
+            alt.ctx["im2col3"] = False
             if not alt.ctx.get("rq_table") and gemm.compact_records(alt, min_kwords=1):
                 if alt is not s:
                     alt.ctx["summary"] += f" (balanced: instead of {s.kind}, for the default flash goal)"
