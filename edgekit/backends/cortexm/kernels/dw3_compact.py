@@ -18,7 +18,8 @@ DIMS = ("ih", "iw", "c", "oh", "ow", "sh", "sw", "pad_t", "pad_l", "wp", "lo", "
 #: words of a record before the per-channel arrays: DIMS in halves, then the arena offset of the ring
 HEAD_WORDS = len(DIMS) // 2 + 1
 #: outputs of one channel row accumulated before their requantization (EK_DWC_CHUNK in the template): 24 covers
-#: the VWW stand-in's widest dw3_compact rows in one chunk, so the per-channel set-up runs once per row
+#: the VWW stand-in's widest dw3_compact rows in one chunk; the chunk loop runs outside the channel loop, so a
+#: channel's visit (its set-up) is once per chunk of a row
 CHUNK = 24
 
 
