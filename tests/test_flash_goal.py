@@ -138,7 +138,7 @@ def test_balanced_mobilenet_meets_the_flash_goal_with_lean_layouts(tmp_path):
     graph = Graph.load(tmp_path / "b")
     goal = kernel_registry.flash_goal_bytes(graph)
     assert goal == 86055 and _flash(res) <= goal, (_flash(res), goal)
-    assert _flash(res) == 85947  # measured (arm-none-eabi-gcc of this machine): the firmware's bytes are deterministic
+    assert _flash(res) == 85943  # measured (arm-none-eabi-gcc of this machine): the firmware's bytes are deterministic
     compact = [n for n, k in res.manifest.kernel_variants.items() if k == "dw3_compact"]
     assert len(compact) >= 4, res.manifest.kernel_variants
     assert all("for the default flash goal" in L["kernel"] for L in res.manifest.layers if L["name"] in compact)
