@@ -62,6 +62,28 @@ def test_dw3_compact_bit_exact_on_random_shapes(seed, target, board, forced, tmp
     in_arena = len(dw) - src.count("no free arena gap: the ring on the stack")
     assert in_arena < 2 or any(sum(n in line for n in dw) >= in_arena for line in notes), notes
 
+def test_dw3_compact_rows_wider_than_a_chunk(forced, tmp_path):
+    """Rows of more than CHUNK (24) outputs take several chunks per output row (the chunk loop outside the
+    channel loop): stride 1 over 61 columns (24 + 24 + 13), stride 2 SAME to 31 (24 + 7, an odd tail), stride 1
+    VALID to 29; bit-exact on the board."""
+    from edgekit.backends.cortexm.kernels.dw3_compact import CHUNK
+
+    rng = np.random.default_rng(21)
+    ch = Chain(rng, (5, 61, 3), zp=-17)
+    ch.conv(8, 3)
+    ch.conv(0, 3, depthwise=True, act=A.RELU6)
+    ch.conv(0, 3, stride=2, depthwise=True)
+    ch.conv(0, 3, padding="VALID", depthwise=True)
+    model = tmp_path / "w.tflite"
+    model.write_bytes(ch.dense(3).build())
+    res = build(model, "cortex-m4", "mps2-an386", tmp_path / "b", optimize="balanced")
+    dw = [L for L in res.manifest.layers if L["op"] == "conv2d" and "depthwise" in L["name"]]
+    assert len(dw) == 3 and all(res.manifest.kernel_variants[L["name"]] == "dw3_compact" for L in dw)
+    assert 61 > 2 * CHUNK and 31 > CHUNK
+    rep = verify(tmp_path / "b", count=4)
+    assert rep.ok and all(s.mismatches == 0 for s in rep.stages), rep.table()
+
+
 def test_dw3_compact_flash_per_channel(forced, tmp_path):
     """9 weights, the bias, M and a shift byte per channel, and 9 words of geometry (int16 halves) and ring offset per layer."""
     from edgekit.frontends.tflite.importer import import_tflite

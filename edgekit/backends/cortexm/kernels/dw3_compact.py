@@ -17,6 +17,10 @@ DIMS = ("ih", "iw", "c", "oh", "ow", "sh", "sw", "pad_t", "pad_l", "wp", "lo", "
         "spare")
 #: words of a record before the per-channel arrays: DIMS in halves, then the arena offset of the ring
 HEAD_WORDS = len(DIMS) // 2 + 1
+#: outputs of one channel row accumulated before their requantization (EK_DWC_CHUNK in the template): 24 covers
+#: the VWW stand-in's widest dw3_compact rows in one chunk; the chunk loop runs outside the channel loop, so a
+#: channel's visit (its set-up) is once per chunk of a row
+CHUNK = 24
 
 
 def half_words(values) -> list[int]:
@@ -136,7 +140,7 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
         wbytes = np.concatenate([w.reshape(9, oc).T.reshape(-1), np.array(sh)]).astype(np.int8).view(np.uint8)
         words = wbytes.reshape(-1, 4).astype(np.int64) @ np.array([1, 1 << 8, 1 << 16, 1 << 24], np.int64)
         tail = [int(v) for v in bias] + [int(v) for v in m] + [int(v) - (1 << 32) if v >= 1 << 31 else int(v) for v in words]
-        ctx = {"g": g, "dims": half_words([dims[k] for k in DIMS]), "dim_names": DIMS, "tail": tail,
+        ctx = {"g": g, "chunk": CHUNK, "dims": half_words([dims[k] for k in DIMS]), "dim_names": DIMS, "tail": tail,
                "uses_bias": False, "scratch_bytes": 2 * 3 * wp * oc,
                "summary": f"3x3 stride {g['sh']}x{g['sw']}: input rows transposed to int16 2 (x - zp), int8 weights, "
                           "M and a shift byte per channel, two outputs per channel and step, shape-generic code"}
@@ -149,8 +153,8 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
                    - graph.constants[node.inputs[2]].nbytes)
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
-        """Trip counts of the ring's zeroing and fill (four channels of a pixel per step), of the two-output
-        steps per channel and output row, of the chunks of up to 16 outputs (the per-channel set-up) and of the
+        """Trip counts of the ring's zeroing (4 words per step) and fill (four channels of a pixel per step), of the two-output
+        steps per channel and output row, of the chunks of up to CHUNK outputs (the per-channel set-up) and of the
         outputs (the epilogue)."""
         ih, iw, ic = info["in"]
         oh, ow, oc = info["out"]
@@ -159,8 +163,8 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
         wp = ring_columns({"pad_l": pl, "iw": iw, "ow": ow, "sw": sw})
         last = (oh - 1) * sh + 2 - pt
         rows_loaded = max(0, min(ih - 1, last) + 1)
-        return self.name, {"ring": oc * 3 * wp // 2, "fill": rows_loaded * iw * (oc // 4),
-                           "steps": oh * -(-ow // 2) * oc, "chunks": oh * oc * -(-ow // 16), "outputs": oh * ow * oc,
+        return self.name, {"ring": oc * 3 * wp // 8, "fill": rows_loaded * iw * (oc // 4),
+                           "steps": oh * -(-ow // 2) * oc, "chunks": oh * oc * -(-ow // CHUNK), "outputs": oh * ow * oc,
                            "const": 1}
 
 
