@@ -129,13 +129,25 @@ IM2COL1_ROW, IM2COL1_TAP, IM2COL1_WORD = 6, 9, 5
 IM2COL3_GAIN = 0.9
 
 
-def im2col3_pays(kh: int, kw: int, ic: int) -> bool:
+def im2col3_share(oh: int, ow: int, iw: int, kw: int, sw: int, pad_l: int) -> float:
+    """The share of a layer's 3-pixel blocks that ek_im2col3 takes (dsp_common.c.j2): whole blocks in one output
+    row with every tap inside the input columns; it refuses the others (after its call) to the pixel-by-pixel copy."""
+    npix = oh * ow
+    blocks = range(0, npix, 3)
+    taken = sum(1 for p0 in blocks if p0 + 3 <= npix and p0 % ow + 3 <= ow and (p0 % ow) * sw - pad_l >= 0
+                and (p0 % ow) * sw - pad_l + 2 * sw + kw <= iw)
+    return taken / len(blocks)
+
+
+def im2col3_pays(kh: int, kw: int, ic: int, share: float = 1.0) -> bool:
     """Whether a block's im2col at once (ek_im2col3) is estimated to execute fewer instructions than three pixels'
-    copies (short runs: the call costs more than it saves). A function of the shape alone."""
+    copies (short runs: the call costs more than it saves), where it takes ``share`` of the blocks
+    (im2col3_share; each refused block pays the call and the three copies). A function of the shape alone."""
     words = kw * ic // 4
     taps = kw if ic % 4 == 0 else 0
     one = 3 * kh * (IM2COL1_ROW + IM2COL1_TAP * taps + IM2COL1_WORD * words)
-    return IM2COL3_BLOCK + kh * (IM2COL3_ROW + IM2COL3_WORD * words) < IM2COL3_GAIN * one
+    at_once = IM2COL3_BLOCK + share * kh * (IM2COL3_ROW + IM2COL3_WORD * words) + (1 - share) * one
+    return at_once < IM2COL3_GAIN * one
 
 
 def runs_of(kh: int, kw: int, ic: int, dil_w: int) -> tuple[list[tuple[int, int]], int]:
@@ -245,7 +257,8 @@ class ConvGemm(KernelVariant):
             # the 3 pixels' im2col at once (ek_im2col3) where a block lies inside the input: whole words per run,
             # the geometry in int16 (its table), runs long enough to pay for the call
             "im2col3": g["dw"] == 1 and run_len % 4 == 0 and GEMM_PIXELS == 3
-            and max(g["oh"] * g["ow"], g["ih"] * g["iw"], g["ic"]) < 2**15 and im2col3_pays(kh, kw, ic),
+            and max(g["oh"] * g["ow"], g["ih"] * g["iw"], g["ic"]) < 2**15 and im2col3_pays(kh, kw, ic, im2col3_share(g["oh"], g["ow"], g["iw"], kw, g["sw"],
+                                                           g["pad_l"])),
             "unroll": unroll(kwords, full=not self.int8_weights),
             "pixels": GEMM_PIXELS, "int8_weights": self.int8_weights, "acc_doubled": doubled,
             "w_words": stream.tolist(), "uses_bias": False, "rq_table": None,

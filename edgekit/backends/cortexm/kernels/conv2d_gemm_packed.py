@@ -10,7 +10,7 @@ from ....ops.conv2d import conv_geometry
 from .base import KernelVariant, Selection
 from .common import (accumulator_bounds, extend_insn, offset_word, requant_ctx, residual_ctx, run_pairs, smmlar_ctx,
                      wider_residual_in_place)
-from .conv2d_gemm import im2col3_pays, im2col_features, runs_of
+from .conv2d_gemm import im2col3_pays, im2col3_share, im2col_features, runs_of
 from .packing_dsp import (BITS, mask, packed_reference_bytes, range_refusal, scale_log2, scaled_bound_refusal,
                           set_words, sets_per_word, weight_bits)
 
@@ -107,7 +107,8 @@ class ConvGemmPacked(KernelVariant):
             "offset_word": offset_word(x.zero_point), "tap_mode": ic % 4 == 0, "per_loop": per_loop,
             # conv2d_gemm's im2col of 3 pixels at once where it pays (ek_im2col3, conv2d_gemm.im2col3_pays)
             "im2col3": g["dw"] == 1 and run_len % 4 == 0 and PIXELS == 3
-            and max(g["oh"] * g["ow"], g["ih"] * g["iw"], g["ic"]) < 2**15 and im2col3_pays(kh, kw, ic),
+            and max(g["oh"] * g["ow"], g["ih"] * g["iw"], g["ic"]) < 2**15 and im2col3_pays(kh, kw, ic, im2col3_share(g["oh"], g["ow"], g["iw"], kw, g["sw"],
+                                                           g["pad_l"])),
             "pixels": PIXELS, "acc_doubled": doubled, "acc_shift": scale - 1 if doubled else scale,
             "w_words": stream.tolist(), "uses_bias": False,
             "scratch_bytes": 4 * PIXELS * kpad,
