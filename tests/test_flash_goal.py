@@ -163,3 +163,18 @@ def test_lean_helium_requantization_tables_bit_exact(chain, seed, tmp_path, monk
     assert any("compact requantization tables" in L.get("kernel", "") for L in lean.manifest.layers)
     rep = verify(tmp_path / "lean", count=4)
     assert rep.ok and all(s.mismatches == 0 for s in rep.stages)
+
+
+def test_size_takes_the_lean_layouts_where_int8_misses_the_flash_goal(tmp_path):
+    """--optimize size on the MobileNet-like model: int8 weights with compact records miss the default flash goal,
+    so size compiles the lean layouts aside and keeps them (smaller): never larger than balanced, bit-exact."""
+    model = tmp_path / "m.tflite"
+    model.write_bytes(mobilenet_like())
+    res = build(model, "cortex-m4", "mps2-an386", tmp_path / "s", optimize="size")
+    goal = kernel_registry.flash_goal_bytes(Graph.load(tmp_path / "s"))
+    assert _flash(res) <= goal, (_flash(res), goal)
+    compact = [n for n, k in res.manifest.kernel_variants.items() if k == "dw3_compact"]
+    assert len(compact) >= 4, res.manifest.kernel_variants
+    assert all("size:" in L["kernel"] for L in res.manifest.layers if L["name"] in compact)
+    rep = verify(tmp_path / "s", count=4)
+    assert rep.ok and all(s.mismatches == 0 for s in rep.stages)

@@ -144,6 +144,36 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
         shutil.rmtree(probe, ignore_errors=True)
 
 
+def _size_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codegen: dict, elf: Path) -> tuple[dict, Path]:
+    """--optimize size: int8 weights with compact records everywhere; where that still misses the default flash
+    goal, the lean layouts balanced takes to meet it (dw3_compact, compact records on every int8 GEMM), compiled
+    aside and kept if the firmware is smaller, so size is never larger than balanced."""
+    def flash_of(elf_path: Path) -> int:
+        return breakdown(elf_path, tc.section_sizes(elf_path))["flash"]["total"]
+
+    flash = flash_of(elf)
+    if flash <= kernel_registry.flash_goal_bytes(graph):
+        return codegen, elf
+    probe = tmp / "flash-goal-probe"
+    try:
+        shutil.copytree(tmp / "firmware", probe / "firmware")
+        (probe / "src").mkdir()
+        cg = generate_c(graph, plan, probe / "src", kernels="optimized", features=core.features, board=brd,
+                        optimize="size", lean=True)
+        out = compile_firmware(probe, core, brd, probe / "firmware" / "link.ld")
+        if flash_of(out) >= flash:
+            return codegen, elf
+        for name in ("src", "obj"):
+            shutil.rmtree(tmp / name, ignore_errors=True)
+            shutil.move(str(probe / name), str(tmp / name))
+        for f in probe.glob("firmware*"):
+            if f.is_file():
+                shutil.move(str(f), str(tmp / f.name))
+        return cg, tmp / elf.name
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
 def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, kernels: str,
                   optimize: str = DEFAULT_OPTIMIZE, io_buffers: str = DEFAULT_IO, fixed_input=None) -> BuildResult:
     """Compile a QONNX model (or an int8 ``.tflite`` model) for a Cortex-M core and board into ``out_dir``.
@@ -220,6 +250,8 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
             elf = compile_firmware(tmp, core, brd, tmp / "firmware" / "link.ld")
             if kernels == "optimized" and optimize == "balanced":
                 codegen, elf = _balanced_within_flash_goal(graph, plan, tmp, core, brd, codegen, elf)
+            elif kernels == "optimized" and optimize == "size":
+                codegen, elf = _size_within_flash_goal(graph, plan, tmp, core, brd, codegen, elf)
             say("build: compiling the host runner")
             tc.compile_host(tmp)
         sizes = tc.section_sizes(elf)

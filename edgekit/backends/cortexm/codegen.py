@@ -477,8 +477,8 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
             compact = getattr(reg.get(s.kind), "compact_records", None) if s.optimized else None
             if compact is not None:
                 compact(s)
-    if lean and optimize == "balanced":
-        _compact_for_flash_goal(graph, plan, sel, features, kernels)
+    if lean and optimize in ("balanced", "size"):
+        _compact_for_flash_goal(graph, plan, sel, features, kernels, optimize)
     return sel
 
 
@@ -490,8 +490,9 @@ COMPACT_GEMM = "conv2d_gemm_int8"
 COMPACT_GEMM_FROM = "conv2d_gemm_int8_shared"
 
 
-def _compact_for_flash_goal(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str) -> None:
-    """--optimize balanced narrowed for the default flash goal (build.py, where int8 weights and compact records
+def _compact_for_flash_goal(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str,
+                            optimize: str = "balanced") -> None:
+    """--optimize balanced (or size) narrowed for the default flash goal (build.py, where int8 weights and compact records
     alone miss it): the int8 GEMM layers take compact requantization records whatever their row length (and
     conv2d_gemm_int8_shared's layers the plain int8 GEMM, whose records can be compact); depthwise layers whose records take
     more flash than dw3_compact's 18 bytes per 3 x 3 channel (and their own code, where dw3_compact's is shared)
@@ -515,7 +516,7 @@ def _compact_for_flash_goal(graph: Graph, plan: MemoryPlan, sel: dict, features,
             alt.ctx["im2col3"] = False
             if not alt.ctx.get("rq_table") and gemm.compact_records(alt, min_kwords=1):
                 if alt is not s:
-                    alt.ctx["summary"] += f" (balanced: instead of {s.kind}, for the default flash goal)"
+                    alt.ctx["summary"] += f" ({optimize}: instead of {s.kind}, for the default flash goal)"
                 sel[node.name] = alt
     if kernels == "optimized":  # the Helium GEMM's shift rows as bytes (mve_gemm.compact_vector_requant)
         from .kernels.mve_gemm import compact_vector_requant
@@ -538,6 +539,6 @@ def _compact_for_flash_goal(graph: Graph, plan: MemoryPlan, sel: dict, features,
         after = compact.flash_bytes(alt, node, graph)
         if after >= before:
             continue
-        alt.ctx["summary"] += f" (balanced: {before - after} B of flash fewer than {s.kind}'s, for the default flash goal)"
+        alt.ctx["summary"] += f" ({optimize}: {before - after} B of flash fewer than {s.kind}'s, for the default flash goal)"
         alt.ctx["replaced"] = s.kind
         sel[node.name] = alt
