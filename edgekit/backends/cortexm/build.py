@@ -290,7 +290,8 @@ def build_cortexm(model: Path, target: str, board: str | None, out_dir: Path, ke
             build_seconds=round(time.monotonic() - t0, 2),
         )
         manifest.memory["inference_stack_static_bytes"] = inference_stack_bytes(tmp / "obj" / "model.su",
-                                                                                   codegen["shared_wrappers"])
+                                                                                   codegen["shared_wrappers"],
+                                                                                   codegen["layer_helpers"])
         manifest.memory.update(peak_ram(manifest, {}), arena_bytes=plan.arena_bytes)  # verify measures the stack
         notes = _carry_over(out_dir, tmp, manifest, elf)
         manifest.save(tmp)

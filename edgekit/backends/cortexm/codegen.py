@@ -168,9 +168,13 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         args = [_pointer(graph, plan, t, False) for t in acts] + [_pointer(graph, plan, y, True)]
         calls[node.name] = (fn, args)
         call = f"{fn}({', '.join(args)})"
+        # noinline helpers the layer's code calls (the stack analysis adds their frames): the GEMM's im2col of
+        # 3 pixels at once (conv2d_gemm*.c.j2 calls it where d.im2col3 and one block per step)
+        helpers = [f"ek_im2col3_{sel.ctx['ext']}"] if sel.optimized and sel.ctx.get("im2col3") \
+            and sel.ctx.get("nblocks", 1) == 1 and sel.ctx.get("ext") else []
         layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}", "dsp_code": dsp_code,
                        "kernel": sel.describe() if op.packs_weights else "", "name": node.name, "fn": fn,
-                       "params": ctx["params"]})
+                       "params": ctx["params"], "helpers": helpers})
     for k, f in enumerate(plan.fused):
         for layer in layers:
             if layer["name"] == f.producer:
@@ -215,6 +219,7 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
             "kernel_variants": {n.name: selections[n.name].kind for n in graph.nodes},
             "kernel_choices": {n.name: note for n in graph.nodes if (note := optimize_choice(selections[n.name]))},
             "kernel_fallbacks": kernel_fallbacks(graph, selections), "shared_code": shared,
+            "layer_helpers": {layer["fn"]: layer["helpers"] for layer in layers if layer["helpers"]},
             "shared_wrappers": {layer["fn"]: sorted(k for k, (_, m) in shared.items() if layer["name"] in m)
                                 for layer in layers if any(layer["name"] in m for _, m in shared.values())},
             "optimized_weight_bytes": sum(s.weight_bytes for s in selections.values() if s.optimized),
