@@ -57,6 +57,34 @@ def _check_fit(elf: Path, board: Board) -> dict:
     return report
 
 
+def _firmware_flash(elf: Path) -> int:
+    """Whole flash of a linked firmware (vectors, .text, .rodata, .data), as the flash goal counts it."""
+    return breakdown(elf, tc.section_sizes(elf))["flash"]["total"]
+
+
+def _compile_aside(graph, plan, tmp: Path, probe: Path, core, brd: Board, **generate) -> tuple[dict, Path]:
+    """Generate and compile the model into ``probe`` (a try beside the build in ``tmp``) with generate_c's
+    ``generate`` options; returns codegen's result and the firmware ELF."""
+    if not (probe / "firmware").is_dir():
+        shutil.copytree(tmp / "firmware", probe / "firmware")
+    shutil.rmtree(probe / "src", ignore_errors=True)
+    (probe / "src").mkdir()
+    cg = generate_c(graph, plan, probe / "src", kernels="optimized", features=core.features, board=brd, **generate)
+    return cg, compile_firmware(probe, core, brd, probe / "firmware" / "link.ld")
+
+
+def _take_aside(tmp: Path, probe: Path, cg: dict, elf: Path) -> tuple[dict, Path]:
+    """Keep the try compiled in ``probe``: its sources, objects and firmware replace the build's in ``tmp``."""
+    for name in ("src", "obj"):
+        shutil.rmtree(tmp / name, ignore_errors=True)
+        shutil.move(str(probe / name), str(tmp / name))
+    for f in probe.glob("firmware*"):
+        if f.is_file():
+            shutil.move(str(f), str(tmp / f.name))
+    shutil.rmtree(probe)
+    return cg, tmp / elf.name
+
+
 def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codegen: dict, elf: Path,
                                 attempts: int = 3) -> tuple[dict, Path]:
     """--optimize balanced against the default flash goal (kernels/registry.py flash_goal_bytes),
@@ -74,9 +102,6 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
     Allowances that would give a row-fused layer a kernel without row ranges are not tried."""
     goal = kernel_registry.flash_goal_bytes(graph)
 
-    def flash_of(elf_path: Path) -> int:
-        return breakdown(elf_path, tc.section_sizes(elf_path))["flash"]["total"]
-
     def fusable(allowance: int) -> bool:
         return not fusion_refusals(graph, plan, kernels="optimized", features=core.features, board=brd,
                                    optimize="balanced", widen_allowance=allowance)
@@ -86,27 +111,15 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
     lean = False  # the layouts with the fewest flash bytes (codegen._compact_for_flash_goal)
 
     def compile_with(allowance: int, compact: bool):
-        if not (probe / "firmware").is_dir():
-            shutil.copytree(tmp / "firmware", probe / "firmware")
-        shutil.rmtree(probe / "src", ignore_errors=True)
-        (probe / "src").mkdir()
-        cg = generate_c(graph, plan, probe / "src", kernels="optimized", features=core.features, board=brd,
-                        optimize="balanced", widen_allowance=allowance, compact_records=compact, lean=lean)
-        out = compile_firmware(probe, core, brd, probe / "firmware" / "link.ld")
-        return cg, out, flash_of(out) - goal
+        cg, out = _compile_aside(graph, plan, tmp, probe, core, brd, optimize="balanced",
+                                 widen_allowance=allowance, compact_records=compact, lean=lean)
+        return cg, out, _firmware_flash(out) - goal
 
     def take(cg: dict) -> tuple[dict, Path]:
-        for name in ("src", "obj"):
-            shutil.rmtree(tmp / name, ignore_errors=True)
-            shutil.move(str(probe / name), str(tmp / name))
-        for f in probe.glob("firmware*"):
-            if f.is_file():
-                shutil.move(str(f), str(tmp / f.name))
-        shutil.rmtree(probe)
-        return cg, tmp / elf.name
+        return _take_aside(tmp, probe, cg, elf)
 
     try:
-        excess = flash_of(elf) - goal
+        excess = _firmware_flash(elf) - goal
         if excess <= 0:  # within the goal: widen into what it leaves
             best = (codegen, elf)
             allowance = codegen["balanced_widened_bytes"] - excess
@@ -148,28 +161,15 @@ def _size_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codegen: d
     """--optimize size: int8 weights with compact records everywhere; where that still misses the default flash
     goal, the lean layouts balanced takes to meet it (dw3_compact, compact records on every int8 GEMM), compiled
     aside and kept if the firmware is smaller, so size is never larger than balanced."""
-    def flash_of(elf_path: Path) -> int:
-        return breakdown(elf_path, tc.section_sizes(elf_path))["flash"]["total"]
-
-    flash = flash_of(elf)
+    flash = _firmware_flash(elf)
     if flash <= kernel_registry.flash_goal_bytes(graph):
         return codegen, elf
     probe = tmp / "flash-goal-probe"
     try:
-        shutil.copytree(tmp / "firmware", probe / "firmware")
-        (probe / "src").mkdir()
-        cg = generate_c(graph, plan, probe / "src", kernels="optimized", features=core.features, board=brd,
-                        optimize="size", lean=True)
-        out = compile_firmware(probe, core, brd, probe / "firmware" / "link.ld")
-        if flash_of(out) >= flash:
+        cg, out = _compile_aside(graph, plan, tmp, probe, core, brd, optimize="size", lean=True)
+        if _firmware_flash(out) >= flash:
             return codegen, elf
-        for name in ("src", "obj"):
-            shutil.rmtree(tmp / name, ignore_errors=True)
-            shutil.move(str(probe / name), str(tmp / name))
-        for f in probe.glob("firmware*"):
-            if f.is_file():
-                shutil.move(str(f), str(tmp / f.name))
-        return cg, tmp / elf.name
+        return _take_aside(tmp, probe, cg, elf)
     finally:
         shutil.rmtree(probe, ignore_errors=True)
 
