@@ -83,9 +83,10 @@ def pair_columns(g: dict) -> int:
 
 
 def band_bytes(g: dict, bo: int) -> int:
-    """The buffer of a band of ``bo`` output rows: four planes of column-pair words, (bo - 1) sh + 3 rows each (stride 2:
-    two more, read by the junk second row of an odd band's last step)."""
-    return GROUP * 4 * pair_columns(g) * ((bo - 1) * g["sh"] + 3 + 2 * (g["sh"] - 1))
+    """The buffer of a band of ``bo`` output rows: four planes of column-pair words, (bo - 1) sh + 3 rows each (stride 2
+    steps two output rows: an odd band's last step reads two rows more)."""
+    rows = bo + 2 if g["sh"] == 1 else 2 * (bo + bo % 2) + 1
+    return GROUP * 4 * pair_columns(g) * rows
 
 
 def band_rows(g: dict, in_place: bool, fused_rows: int | None) -> int:
