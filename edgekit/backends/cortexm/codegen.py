@@ -172,6 +172,7 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         # 3 pixels at once (conv2d_gemm*.c.j2 calls it where d.im2col3 and one block per step)
         helpers = [f"ek_im2col3_{sel.ctx['ext']}"] if sel.optimized and sel.ctx.get("im2col3") \
             and sel.ctx.get("nblocks", 1) == 1 and sel.ctx.get("ext") else []
+        helpers += list(sel.ctx.get("noinline_helpers", ())) if sel.optimized else []  # e.g. dw3_compact's body
         layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}", "dsp_code": dsp_code,
                        "kernel": sel.describe() if op.packs_weights else "", "name": node.name, "fn": fn,
                        "params": ctx["params"], "helpers": helpers})

@@ -22,9 +22,6 @@ DIMS = ("ih", "iw", "c", "oh", "ow", "sh", "sw", "pad_t", "pad_l", "wq", "lo", "
 HEAD_WORDS = len(DIMS) // 2 + 1
 #: channels per group: one pixel word of int8 input holds four, transposed into four planes at once
 GROUP = 4
-#: output rows of a band at most (EK_DWC_BAND_MAX: the stack array of a column step's sums); a layer in place takes
-#: its whole map as one band, so it has at most this many output rows
-BAND_MAX = 32
 
 
 def half_words(values) -> list[int]:
@@ -84,9 +81,12 @@ def pair_columns(g: dict) -> int:
 
 def band_bytes(g: dict, bo: int) -> int:
     """The buffer of a band of ``bo`` output rows: four planes of column-pair words, (bo - 1) sh + 3 rows each (stride 2
-    steps two output rows: an odd band's last step reads two rows more)."""
-    rows = bo + 2 if g["sh"] == 1 else 2 * (bo + bo % 2) + 1
-    return GROUP * 4 * pair_columns(g) * rows
+    steps two output rows: an odd band's last step reads two rows more), then a channel's sums over the band."""
+    if g["sh"] == 1:
+        rows, sums = bo + 2, 2 * bo * ((g["ow"] + 1) // 2)
+    else:
+        rows, sums = 2 * (bo + bo % 2) + 1, (bo + bo % 2) * g["ow"]
+    return GROUP * 4 * pair_columns(g) * rows + 4 * sums
 
 
 def band_rows(g: dict, in_place: bool, fused_rows: int | None) -> int:
@@ -94,11 +94,11 @@ def band_rows(g: dict, in_place: bool, fused_rows: int | None) -> int:
     would already be overwritten); otherwise the most whose buffer fits in the bytes of the former ring (at least
     one row), the whole map where it fits."""
     if fused_rows is not None:
-        return max(1, min(fused_rows, g["oh"], BAND_MAX))
+        return max(1, min(fused_rows, g["oh"]))
     if in_place:
         return g["oh"]
     budget = max(2 * 3 * ring_columns(g) * g["oc"], band_bytes(g, 1))
-    bo = min(g["oh"], BAND_MAX)
+    bo = g["oh"]
     while bo > 1 and band_bytes(g, bo) > budget:
         bo -= 1
     return bo
@@ -146,8 +146,6 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
         if plan is not None and _overlap(plan, node.inputs[0], node.outputs[0]):
             if not _in_place(node, graph, plan):
                 return "output over part of its input"
-            if g["oh"] > BAND_MAX:
-                return f"in place over {g['oh']} output rows (its whole map is one band of at most {BAND_MAX})"
         rq = a.get("requant")
         if rq is None or compact_dw_constants(requant_ctx(rq, g["oc"]), rq.zero_point) is None:
             return "a requantization other than TFLite's double rounding in its one-multiply form"
@@ -176,8 +174,9 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
         wbytes = np.concatenate([w.reshape(9, oc).T.reshape(-1), np.array(sh)]).astype(np.int8).view(np.uint8)
         words = wbytes.reshape(-1, 4).astype(np.int64) @ np.array([1, 1 << 8, 1 << 16, 1 << 24], np.int64)
         tail = [int(v) for v in bias] + [int(v) for v in m] + [int(v) - (1 << 32) if v >= 1 << 31 else int(v) for v in words]
-        ctx = {"g": g, "band_max": BAND_MAX, "dims": half_words([dims[k] for k in DIMS]), "dim_names": DIMS, "tail": tail,
+        ctx = {"g": g, "dims": half_words([dims[k] for k in DIMS]), "dim_names": DIMS, "tail": tail,
                "uses_bias": False, "scratch_bytes": band_bytes(g, bo),
+               "noinline_helpers": ["ek_dw3c_run"],  # the body every layer calls (ops_dsp/dw3_compact_body.c.j2)
                "summary": f"3x3 stride {g['sh']}x{g['sw']}: bands of {bo} output row(s) x 4 channels transposed to "
                           "int16 (x - zp) column pairs, int8 weights, M and a shift byte per channel, two outputs per "
                           "channel and step, shape-generic code"}
