@@ -55,6 +55,13 @@ def test_dw3_compact_bit_exact_on_random_shapes(seed, target, board, forced, tmp
     rep = verify(tmp_path / "b", count=6)
     assert rep.ok, rep.table()
     assert all(s.mismatches == 0 for s in rep.stages)
+    # every layer calls the one noinline body (ek_dw3c_run): the static stack bound counts its frame, and covers the
+    # stack measured on the board
+    su = (tmp_path / "b" / "obj" / "model.su")
+    frames = {line.split("\t")[0].split(":")[-1]: int(line.split("\t")[1]) for line in su.read_text().splitlines()}
+    static = res.manifest.memory["inference_stack_static_bytes"]
+    body = [b for name, b in frames.items() if name.startswith("ek_dw3c_run")]  # or GCC's clone (.constprop, .isra)
+    assert body and static >= max(body) and static >= rep.memory["inference_stack_bytes"], (static, frames, rep.memory)
     # one body for them (sharing.py: in-place and other layers alike, without restrict; a layer whose buffer found
     # no free arena bytes has it on the stack, its own code)
     src = (tmp_path / "b" / "src" / "model.c").read_text()
