@@ -137,3 +137,23 @@ def test_dw3_compact_compiles_at_every_optimization_level(forced, tmp_path):
     build(model, "cortex-m4", "mps2-an386", tmp_path / "b", optimize="balanced")
     dis = disassembly_at_every_level(tmp_path / "b", tmp_path)
     assert "sxtab16" in dis[("-Os",)] and "smlad" in dis[("-O3",)]
+
+
+@pytest.mark.parametrize("c1,stride", [(16, 2), (8, 1)])
+def test_dw3_compact_row_fused_consumer(c1, stride, forced, tmp_path):
+    """After a stride-2 conv the depthwise layer may run row-fused (its input a ring of rows, whole output rows per
+    call: the stride-2 one here does); it calls the same body with its call's rows. Bit-exact on the board."""
+    rng = np.random.default_rng(5)
+    ch = Chain(rng, (32, 32, 3), zp=-9)
+    ch.conv(c1, 3, stride=2)
+    ch.conv(0, 3, stride=stride, depthwise=True, act=A.RELU6)
+    ch.conv(16, 1)
+    model = tmp_path / "f.tflite"
+    model.write_bytes(ch.dense(3).build())
+    res = build(model, "cortex-m4", "mps2-an386", tmp_path / "b", optimize="balanced")
+    assert res.manifest.kernel_variants["depthwise_conv_2d_1"] == "dw3_compact"
+    src = (tmp_path / "b" / "src" / "model.c").read_text()
+    calls = [line for line in src.splitlines() if "ek_dw3c_run(ek_layer1_depthwise_conv_2d_1_rec" in line]
+    assert calls and (stride == 1 or all("p_begin, p_end" in line for line in calls)), calls
+    rep = verify(tmp_path / "b", count=4)
+    assert rep.ok and all(s.mismatches == 0 for s in rep.stages), rep.table()
