@@ -39,15 +39,60 @@ from ..qat.mixed_precision_alloc import apply_bits
 RESOURCES = ("flash", "instructions", "cycles", "bops")
 
 
-def measure_uniform(model, example: torch.Tensor, target: str, board: str, work: Path, bits: int,
+def binary_kernels() -> set[str]:
+    """The Cortex-M kernel variants that run 1-bit (binary) weights as bits: dense_binary
+    (binary weights x integer inputs), the XNOR kernels (binary weights x -1/+1 inputs)."""
+    from ..backends.cortexm.kernels import binary, mve_xnor
+
+    return {v.name for v in (*binary.VARIANTS, *mve_xnor.VARIANTS)}
+
+
+def distinct_channel_scales(model, example: torch.Tensor) -> None:
+    """Give every per-channel weight-quantized layer per-channel scales that differ, as a
+    trained model's do: each output channel's random weights divided by 1, 2 or 4 (drawn per
+    layer from a fixed seed, so no two layers get the same pattern: the build stores equal
+    requantization arrays once). Calibrated random weights have equal per-channel scales, and
+    the build then stores one shift per layer instead of per-channel requantization records
+    (+840 to +880 B on digits-cnn under the reference kernels): a cost table measured on them
+    would not see what a trained model's build stores."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _, m in quant_layers(model, example):
+            oc = m.weight.shape[0]
+            exponents = torch.randint(0, 3, (oc,), generator=gen)
+            if m.quant_weight().scale.numel() > 1 and oc > 1:
+                exponents[:2] = torch.tensor([0, 1])  # never all equal
+                factor = 2.0 ** -exponents.to(m.weight.dtype)
+                m.weight.mul_(factor.reshape(oc, *([1] * (m.weight.dim() - 1))))
+
+
+def binary_refusal(node, graph) -> str | None:
+    """Why no binary kernel can run this weight layer with 1-bit weights, or None: dense_binary
+    takes dense layers with integer inputs, the XNOR kernels convolutions with -1/+1 inputs."""
+    from ..backends.cortexm.kernels.binary import bipolar_tensor
+
+    if node.op == "dense":
+        return None
+    if node.op == "conv2d" and node.attrs.get("depthwise"):
+        return "depthwise convolution: no binary kernel"
+    if node.op == "conv2d":
+        return None if bipolar_tensor(graph, node.inputs[0]) else \
+            "convolution of integer inputs: the binary convolutions (XNOR) need -1/+1 inputs"
+    return f"{node.op}: no binary kernel"
+
+
+def measure_uniform(model, example: torch.Tensor, target: str, board: str, work: Path, bits: int | list[int],
                     kernels: str | None = None) -> dict:
-    """Build and profile ``model`` with every layer at ``bits``: per-layer and total costs."""
+    """Build and profile ``model`` with every layer at ``bits`` (or ``bits[l]`` for layer l):
+    per-layer and total costs."""
     from ..api import build
     from ..backends.cortexm.profile import profile
     from ..ir.graph import Graph
 
     m = copy.deepcopy(model)
-    apply_bits(m, [bits] * len(quant_layers(m, example)), example)
+    distinct_channel_scales(m, example)
+    n = len(quant_layers(m, example))
+    apply_bits(m, bits if isinstance(bits, list) else [bits] * n, example)
     work.mkdir(parents=True, exist_ok=True)
     onnx = export_qonnx(m, example[:1], work / "model.onnx")
     res = build(onnx, target, board, work / "build", kernels=kernels)
@@ -56,11 +101,13 @@ def measure_uniform(model, example: torch.Tensor, target: str, board: str, work:
     prof = profile(res.out_dir, count=1, write=False).to_json()
     per = {r["name"]: r for r in prof["layers"]}
     macs = {row["name"]: row["macs"] for row in man.layers}
+    nodes = {n.name: n for n in graph.nodes}
     layers = []
     for row in layer_flash(res.out_dir, man, graph):
         n = row["node"]
         layers.append({**row, "instructions": per[n]["instructions"], "cycles": per[n]["est_cycles"],
-                       "macs": macs.get(n, 0)})
+                       "macs": macs.get(n, 0), "kernel": man.kernel_variants.get(n),
+                       "binary_refusal": binary_refusal(nodes[n], graph)})
     return {"bits": bits, "build_dir": str(res.out_dir), "kernel_variants": man.kernel_variants,
             "flash": man.memory["flash_bytes"], "ram": man.memory["ram_bytes"],
             "instructions": prof["total"]["instructions"], "cycles": prof["total"]["est_cycles"],
@@ -151,6 +198,7 @@ def measure_act_costs(model, example: torch.Tensor, target: str, board: str, wor
     for a in act_choices:
         say(f"  measuring every activation at {a} bits: build for {board} and profile")
         m = copy.deepcopy(model)
+        distinct_channel_scales(m, example)
         apply_bits(m, [8] * len(quant_layers(m, example)), example)
         for _, q in act_layers(m, example):
             set_act_bits(q, a)
@@ -180,19 +228,48 @@ def measure_costs(model, example: torch.Tensor, target: str, board: str, work: P
                   bit_choices: tuple[int, ...] = (8, 4, 2), kernels: str | None = None, say=print,
                   act_choices: tuple[int, ...] = ()) -> CostTable:
     """The :class:`CostTable` of ``model`` on ``board`` from one build per width (see the module doc);
-    with ``act_choices`` (e.g. (8, 4), widest first) the activation quantizers' widths too."""
+    with ``act_choices`` (e.g. (8, 4), widest first) the activation quantizers' widths too.
+
+    A width of 1 (binary weights) is offered only to the layers a binary kernel runs: they are
+    built at 1 bit (the others at the widest width) and kept where the build selected a binary
+    kernel (``binary_kernels``); the table's ``allowed`` mask and ``notes["binary"]`` (layer ->
+    the kernel, or why not) say which. 1 is dropped from the choices when no layer takes it."""
     names = [n for n, _ in quant_layers(model, example)]
+    widest = max(bit_choices)
     builds = {}
-    for b in bit_choices:
+    for b in [b for b in bit_choices if b != 1]:
         say(f"  measuring every layer at {b}-bit weights: build for {board} and profile")
         builds[b] = measure_uniform(model, example, target, board, Path(work) / f"uniform-w{b}", b, kernels)
-    ref = builds[max(bit_choices)]
+    ref = builds[widest]
     if len(ref["layers"]) != len(names):
         raise EdgekitError(f"the built model has {len(ref['layers'])} weight layers, the Brevitas model "
                            f"{len(names)}; cannot attribute costs to layers")
     for lay, (name, mod) in zip(ref["layers"], quant_layers(model, example)):
         if lay["params"] != mod.weight.numel():
             raise EdgekitError(f"layer order differs between the build ({lay['node']}) and the model ({name})")
+    binary_notes = {}
+    if 1 in bit_choices:
+        refusals = [lay["binary_refusal"] for lay in ref["layers"]]
+        offered = [r is None for r in refusals]
+        if any(offered):
+            say(f"  measuring {sum(offered)} layer(s) at 1-bit (binary) weights: build for {board} and profile")
+            w1 = measure_uniform(model, example, target, board, Path(work) / "uniform-w1",
+                                 [1 if ok else widest for ok in offered], kernels)
+            kinds = binary_kernels()
+            for i, lay in enumerate(w1["layers"]):
+                if offered[i] and lay["kernel"] not in kinds:
+                    offered[i] = False
+                    refusals[i] = f"the build ran its binary weights on the {lay['kernel']} kernel, not a binary one" \
+                        + (" (--kernels reference)" if (kernels or "optimized") == "reference" else "")
+            builds[1] = {**w1, "layers": [lay if ok else ref["layers"][i] for i, (lay, ok)
+                                          in enumerate(zip(w1["layers"], offered))]}
+        binary_notes = {name: {"node": ref["layers"][i]["node"], "offered": True,
+                               "kernel": builds[1]["layers"][i]["kernel"]} if offered[i] else
+                        {"node": ref["layers"][i]["node"], "offered": False, "reason": refusals[i]}
+                        for i, name in enumerate(names)}
+        if not any(offered):
+            say("  1-bit weights not offered: no layer runs on a binary kernel")
+            bit_choices = tuple(b for b in bit_choices if b != 1)
     per = {r: np.zeros((len(names), len(bit_choices))) for r in RESOURCES}
     for j, b in enumerate(bit_choices):
         for i, lay in enumerate(builds[b]["layers"]):
@@ -200,15 +277,21 @@ def measure_costs(model, example: torch.Tensor, target: str, board: str, work: P
             per["instructions"][i, j] = lay["instructions"]
             per["cycles"][i, j] = lay["cycles"]
             per["bops"][i, j] = lay["macs"] * b * lay["in_bits"]
-    jr = list(bit_choices).index(max(bit_choices))
+    jr = list(bit_choices).index(widest)
     base = {"flash": ref["flash"] - float(per["flash"][:, jr].sum()),
             "instructions": ref["instructions"] - float(per["instructions"][:, jr].sum()),
             "cycles": ref["cycles"] - float(per["cycles"][:, jr].sum()), "bops": 0.0}
     fixed = {"ram": float(max(b["ram"] for b in builds.values()))}
     notes = {"nodes": [lay["node"] for lay in ref["layers"]],
              "uniform": {b: {k: v for k, v in d.items() if k != "layers"} for b, d in builds.items()},
-             "kernels": kernels or "optimized"}
+             "kernels": kernels or "optimized", "scales": scale_granularity(model, example)}
+    if binary_notes:
+        notes["binary"] = binary_notes
     table = CostTable(names, tuple(bit_choices), base, per, fixed, notes)
+    if 1 in bit_choices:
+        allowed = np.ones((len(names), len(bit_choices)), bool)
+        allowed[:, list(bit_choices).index(1)] = offered
+        table.allowed = allowed
     if len(act_choices) > 1:
         act = measure_act_costs(model, example, target, board, Path(work), tuple(act_choices), notes["nodes"],
                                 kernels, say)
@@ -218,3 +301,9 @@ def measure_costs(model, example: torch.Tensor, target: str, board: str, work: P
         table.fixed["ram"] = float(max(table.fixed["ram"], act["ram"]))
         notes["act_producer"] = act["producer"]
     return table
+
+
+def scale_granularity(model, example: torch.Tensor) -> dict[str, str]:
+    """Per weight layer: "per channel" or "per tensor" weight scales."""
+    return {name: "per channel" if m.quant_weight().scale.numel() > 1 else "per tensor"
+            for name, m in quant_layers(model, example)}

@@ -220,7 +220,7 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
         epochs: int = 3, pretrain_epochs: int = 6, probes: int = 16, calibration: int = 512,
         kernels: str | None = None, seed: int = 0, retries: int = 3, pareto_steps: int = 8,
         checkpoint: str | Path | None = None, train_subset: int | None = None, say=print,
-        act_choices: tuple[int, ...] = ()) -> dict:
+        act_choices: tuple[int, ...] = (), bit_choices: tuple[int, ...] = (8, 4, 2)) -> dict:
     import torch
 
     from ..qat import export_qonnx
@@ -245,8 +245,8 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
     out.mkdir(parents=True, exist_ok=True)
     units = ilp_budgets(budgets, b.clock_hz)
     try:
-        costs = measure_costs(model, example, target, board, out / "costs", kernels=kernels, say=say,
-                              act_choices=act_choices)
+        costs = measure_costs(model, example, target, board, out / "costs", bit_choices=bit_choices,
+                              kernels=kernels, say=say, act_choices=act_choices)
         # budgets no assignment meets stop here, before any training (and leave no output behind)
         allocate(np.zeros((len(costs.layers), len(costs.bit_choices))), costs, units)
     except EdgekitError:
@@ -321,9 +321,11 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
         "checkpoint": str(checkpoint) if checkpoint else str(out / "checkpoint-w8.pt"),
         "uniform8_test_accuracy": acc8,
         "layers": [{"module": n, "node": node, "params": t.n_params, "trace": t.trace_mean,
-                    "trace_stderr": t.trace_stderr, "sensitivity": dict(zip(map(str, costs.bit_choices),
-                                                                            omega[i].tolist()))}
+                    "trace_stderr": t.trace_stderr,
+                    "sensitivity": {str(b): float(omega[i, j]) for j, b in enumerate(costs.bit_choices)
+                                    if costs.offered()[i, j]}}
                    for i, (n, node, t) in enumerate(zip(costs.layers, costs.notes["nodes"], traces))],
+        "bit_choices": list(bit_choices), "binary": costs.notes.get("binary", {}),
         "activations": [{"module": n, "elements": t.n_params, "trace": t.trace_mean, "trace_stderr": t.trace_stderr,
                          "sensitivity": dict(zip(map(str, costs.act_choices), omega_act[i].tolist()))}
                         for i, (n, t) in enumerate(zip(costs.act_layers, act_traces or []))],

@@ -21,10 +21,17 @@ def summary_text(s: dict) -> str:
              "budgets: " + (", ".join(f"{k} {v:,.6g}" for k, v in s["budgets"].items() if v is not None) or "none"),
              "", f"{'layer':<14}{'node':<12}{'params':>8}{'Tr(H)':>12}{'+-':>10}   sensitivity at "
              + "/".join(map(str, s["cost_table"]["bit_choices"])) + " bits"]
+    widths = [str(b) for b in s["cost_table"]["bit_choices"]]
     for la in s["layers"]:
-        sens = " ".join(f"{v:.3g}" for v in la["sensitivity"].values())
+        sens = " ".join(f"{la['sensitivity'][b]:.3g}" if b in la["sensitivity"] else "-" for b in widths)
         lines.append(f"{la['module']:<14}{la['node']:<12}{la['params']:>8}{la['trace']:>12.4g}"
                      f"{la['trace_stderr']:>10.2g}   {sens}")
+    if s.get("binary"):
+        lines += ["", "1-bit (binary) weights, offered only where a binary kernel runs the layer:"]
+        lines += [f"  {k} ({v['node']}): " + (f"offered ({v['kernel']})" if v["offered"] else
+                                               f"not offered: {v['reason']}") for k, v in s["binary"].items()]
+    elif 1 in s.get("bit_choices", []):
+        lines += ["", "1-bit (binary) weights: not offered, no layer runs on a binary kernel"]
     if s.get("activations"):
         lines += ["", f"{'activation':<14}{'elements':>10}{'Tr(H)':>12}{'+-':>10}   sensitivity at "
                   + "/".join(s["activations"][0]["sensitivity"]) + " bits"]
@@ -90,7 +97,7 @@ def write_report(s: dict, out: Path) -> None:
         (out / "assignment.json").write_text(json.dumps(
             {"bits": a["bits"], "act_bits": a.get("act_bits", {}),
              "nodes": dict(zip(a["bits"], [la["node"] for la in s["layers"]])),
-             "predicted": a["predicted"], "measured": {k: r["measured"][k] for k in (
+             "binary": s.get("binary", {}), "predicted": a["predicted"], "measured": {k: r["measured"][k] for k in (
                  "flash_bytes", "ram_bytes", "instructions", "latency_ms")}}, indent=1, default=_json_default))
     (out / "pareto.json").write_text(json.dumps(s["pareto"], indent=1, default=_json_default))
     (out / "report.json").write_text(json.dumps(s, indent=1, default=_json_default))
