@@ -147,7 +147,7 @@ def test_cost_table_offers_1_bit_to_the_binary_dense_layer_and_predicts_per_chan
     the build's within a few bytes (per-channel requantization records included; the table
     measured on equal per-channel scales missed them by about 3.6 KB here)."""
     from edgekit.api import build
-    from edgekit.mixedprec.costs import measure_costs
+    from edgekit.mixedprec.costs import for_scales, measure_costs
     from edgekit.mixedprec.flow import load_data, make_model
     from edgekit.qat import export_qonnx
     from edgekit.qat.mixed_precision_alloc import apply_bits
@@ -164,13 +164,21 @@ def test_cost_table_offers_1_bit_to_the_binary_dense_layer_and_predicts_per_chan
     assert set(costs.notes["scales"].values()) == {"per channel"}
     fc_flash = costs.per_layer["flash"][3]
     assert fc_flash[2] < fc_flash[1] < fc_flash[0]  # 1 bit per weight in flash, below the 2-bit layer
+    assert costs.per_layer_equal_scales and np.all(costs.per_layer_equal_scales["flash"] < costs.per_layer["flash"])
     trained = _trained_like(model, ex)
-    for bits in ([8, 2, 8, 1], [2, 2, 2, 2]):
-        m = copy.deepcopy(trained)
+    coincide = _trained_like(model, ex)  # the first layer's channels end up with one scale, the others' differ
+    with torch.no_grad():
+        w0 = quant_layers(coincide, ex)[0][1].weight
+        w0.mul_((w0.abs().amax() / w0.abs().amax(dim=(1, 2, 3))).reshape(-1, 1, 1, 1))
+    for checkpoint, bits in ((trained, [8, 2, 8, 1]), (trained, [2, 2, 2, 2]), (coincide, [8, 2, 8, 1])):
+        table = for_scales(costs, checkpoint, ex)
+        assert table.notes["equal_scales"][0][0] == (checkpoint is coincide)
+        m = copy.deepcopy(checkpoint)
         apply_bits(m, bits, ex)
-        d = tmp_path / "".join(map(str, bits))
+        d = tmp_path / f"{''.join(map(str, bits))}-{checkpoint is coincide}"
         res = build(export_qonnx(m, ex, d / "model.onnx"), "cortex-m4", "mps2-an386", d / "build")
-        predicted = costs.total("flash", [costs.bit_choices.index(b) for b in bits])
+        choice = [costs.bit_choices.index(b) for b in bits]
+        predicted = table.total("flash", choice)
         assert abs(res.manifest.memory["flash_bytes"] - predicted) <= 8, (bits, res.manifest.memory, predicted)
         assert res.manifest.kernel_variants["Gemm_0"] == "dense_binary"  # binary at 1 bit, ternary at 2
 

@@ -60,7 +60,8 @@ def cmd_mixed_precision(args) -> int:
     s = run(args.model, args.dataset, args.board, args.output, budgets, target=args.target, epochs=args.epochs,
             pretrain_epochs=args.pretrain_epochs, probes=args.probes, calibration=args.calibration,
             kernels=args.kernels, seed=args.seed, checkpoint=args.checkpoint,
-            train_subset=args.train_subset, say=say, act_choices=act_choices, bit_choices=bit_choices)
+            train_subset=args.train_subset, say=say, act_choices=act_choices, bit_choices=bit_choices,
+            preset=args.preset)
     if args.json:
         print(json.dumps({k: s[k] for k in ("ok", "budgets", "result", "pareto", "seconds", "layers")}, default=str))
     else:
@@ -94,6 +95,9 @@ def add_parser(sub) -> None:
     p.add_argument("--max-bops", type=int, help="budget on bit operations (MACs x weight bits x input bits)")
     p.add_argument("--bits", default="8,4,2,1", help="weight widths to choose from (8,4,2,1); 1 (binary "
                    "weights) only for the layers a binary kernel runs: dense layers under the optimized kernels")
+    p.add_argument("--preset", default="int8-pow2", choices=["int8-pow2", "int8-pow2-pc"],
+                   help="weight scales of the zoo model: one power of two per tensor (int8-pow2) or per output "
+                   "channel (int8-pow2-pc); the cost table is measured with the same granularity")
     p.add_argument("--act-bits", help="activation widths to choose from per ReLU, e.g. 8,4 (default: 8 only); "
                    "chosen by the ILP with the weights' from the activations' Hessian traces")
     p.add_argument("--kernels", choices=["optimized", "reference"], help="kernels to build with (the build's "

@@ -66,6 +66,19 @@ def distinct_channel_scales(model, example: torch.Tensor) -> None:
                 m.weight.mul_(factor.reshape(oc, *([1] * (m.weight.dim() - 1))))
 
 
+def equalize_channel_scales(model, example: torch.Tensor, bits: list[int]) -> None:
+    """Make every per-channel weight-quantized layer's channel scales equal at its width in
+    ``bits``: each output channel's weights rescaled to the same statistic as its quantizer
+    reads (the largest |w| for integer widths, the mean |w| for binary ones)."""
+    with torch.no_grad():
+        for (_, m), b in zip(quant_layers(model, example), bits):
+            if m.quant_weight().scale.numel() > 1:
+                flat = m.weight.abs().reshape(m.weight.shape[0], -1)
+                stat = flat.mean(dim=1) if b == 1 else flat.amax(dim=1)
+                factor = stat.max() / stat.clamp_min(1e-12)
+                m.weight.mul_(factor.reshape(-1, *([1] * (m.weight.dim() - 1))))
+
+
 def binary_refusal(node, graph) -> str | None:
     """Why no binary kernel can run this weight layer with 1-bit weights, or None: dense_binary
     takes dense layers with integer inputs, the XNOR kernels convolutions with -1/+1 inputs."""
@@ -82,17 +95,22 @@ def binary_refusal(node, graph) -> str | None:
 
 
 def measure_uniform(model, example: torch.Tensor, target: str, board: str, work: Path, bits: int | list[int],
-                    kernels: str | None = None) -> dict:
+                    kernels: str | None = None, distinct_scales: bool = True) -> dict:
     """Build and profile ``model`` with every layer at ``bits`` (or ``bits[l]`` for layer l):
-    per-layer and total costs."""
+    per-layer and total costs; per-channel scales made to differ (``distinct_channel_scales``)
+    unless ``distinct_scales`` is False."""
     from ..api import build
     from ..backends.cortexm.profile import profile
     from ..ir.graph import Graph
 
     m = copy.deepcopy(model)
-    distinct_channel_scales(m, example)
     n = len(quant_layers(m, example))
-    apply_bits(m, bits if isinstance(bits, list) else [bits] * n, example)
+    bits = bits if isinstance(bits, list) else [bits] * n
+    if distinct_scales:
+        distinct_channel_scales(m, example)
+    else:
+        equalize_channel_scales(m, example, bits)
+    apply_bits(m, bits, example)
     work.mkdir(parents=True, exist_ok=True)
     onnx = export_qonnx(m, example[:1], work / "model.onnx")
     res = build(onnx, target, board, work / "build", kernels=kernels)
@@ -224,6 +242,17 @@ def measure_act_costs(model, example: torch.Tensor, target: str, board: str, wor
             "ram": max(v["ram"] for v in measured.values())}
 
 
+def _layer_rows(builds: dict, bit_choices: tuple[int, ...], n: int) -> dict[str, np.ndarray]:
+    per = {r: np.zeros((n, len(bit_choices))) for r in RESOURCES}
+    for j, b in enumerate(bit_choices):
+        for i, lay in enumerate(builds[b]["layers"]):
+            per["flash"][i, j] = lay["weight_bytes"] + lay["code_bytes"]
+            per["instructions"][i, j] = lay["instructions"]
+            per["cycles"][i, j] = lay["cycles"]
+            per["bops"][i, j] = lay["macs"] * b * lay["in_bits"]
+    return per
+
+
 def measure_costs(model, example: torch.Tensor, target: str, board: str, work: Path,
                   bit_choices: tuple[int, ...] = (8, 4, 2), kernels: str | None = None, say=print,
                   act_choices: tuple[int, ...] = ()) -> CostTable:
@@ -233,13 +262,28 @@ def measure_costs(model, example: torch.Tensor, target: str, board: str, work: P
     A width of 1 (binary weights) is offered only to the layers a binary kernel runs: they are
     built at 1 bit (the others at the widest width) and kept where the build selected a binary
     kernel (``binary_kernels``); the table's ``allowed`` mask and ``notes["binary"]`` (layer ->
-    the kernel, or why not) say which. 1 is dropped from the choices when no layer takes it."""
+    the kernel, or why not) say which. 1 is dropped from the choices when no layer takes it.
+
+    With per-channel weight scales every width is built twice: with scales that differ per
+    channel (``per_layer``: the per-channel requantization records a trained layer stores)
+    and with the equal scales of the random weights (``per_layer_equal_scales``: one shift,
+    what a layer whose channels' scales coincide stores); :func:`for_scales` picks per layer
+    and width what a given checkpoint has."""
     names = [n for n, _ in quant_layers(model, example)]
     widest = max(bit_choices)
-    builds = {}
+    per_channel = "per channel" in scale_granularity(model, example).values()
+
+    def measure(tag: str, bits, distinct: bool = True) -> dict:
+        sub = f"uniform-w{tag}" + ("" if distinct else "-equal-scales")
+        return measure_uniform(model, example, target, board, Path(work) / sub, bits, kernels, distinct)
+
+    builds, equal = {}, {}
     for b in [b for b in bit_choices if b != 1]:
-        say(f"  measuring every layer at {b}-bit weights: build for {board} and profile")
-        builds[b] = measure_uniform(model, example, target, board, Path(work) / f"uniform-w{b}", b, kernels)
+        say(f"  measuring every layer at {b}-bit weights: build for {board} and profile"
+            + (" (twice: distinct and equal per-channel scales)" if per_channel else ""))
+        builds[b] = measure(str(b), b)
+        if per_channel:
+            equal[b] = measure(str(b), b, distinct=False)
     ref = builds[widest]
     if len(ref["layers"]) != len(names):
         raise EdgekitError(f"the built model has {len(ref['layers'])} weight layers, the Brevitas model "
@@ -253,14 +297,18 @@ def measure_costs(model, example: torch.Tensor, target: str, board: str, work: P
         offered = [r is None for r in refusals]
         if any(offered):
             say(f"  measuring {sum(offered)} layer(s) at 1-bit (binary) weights: build for {board} and profile")
-            w1 = measure_uniform(model, example, target, board, Path(work) / "uniform-w1",
-                                 [1 if ok else widest for ok in offered], kernels)
+            w1_bits = [1 if ok else widest for ok in offered]
+            w1 = measure("1", w1_bits)
             kinds = binary_kernels()
             for i, lay in enumerate(w1["layers"]):
                 if offered[i] and lay["kernel"] not in kinds:
                     offered[i] = False
                     refusals[i] = f"the build ran its binary weights on the {lay['kernel']} kernel, not a binary one" \
                         + (" (--kernels reference)" if (kernels or "optimized") == "reference" else "")
+            if per_channel and any(offered):
+                eq1 = measure("1", w1_bits, distinct=False)
+                equal[1] = {**eq1, "layers": [lay if ok else equal[widest]["layers"][i] for i, (lay, ok)
+                                              in enumerate(zip(eq1["layers"], offered))]}
             builds[1] = {**w1, "layers": [lay if ok else ref["layers"][i] for i, (lay, ok)
                                           in enumerate(zip(w1["layers"], offered))]}
         binary_notes = {name: {"node": ref["layers"][i]["node"], "offered": True,
@@ -270,24 +318,21 @@ def measure_costs(model, example: torch.Tensor, target: str, board: str, work: P
         if not any(offered):
             say("  1-bit weights not offered: no layer runs on a binary kernel")
             bit_choices = tuple(b for b in bit_choices if b != 1)
-    per = {r: np.zeros((len(names), len(bit_choices))) for r in RESOURCES}
-    for j, b in enumerate(bit_choices):
-        for i, lay in enumerate(builds[b]["layers"]):
-            per["flash"][i, j] = lay["weight_bytes"] + lay["code_bytes"]
-            per["instructions"][i, j] = lay["instructions"]
-            per["cycles"][i, j] = lay["cycles"]
-            per["bops"][i, j] = lay["macs"] * b * lay["in_bits"]
+    per = _layer_rows(builds, bit_choices, len(names))
     jr = list(bit_choices).index(widest)
     base = {"flash": ref["flash"] - float(per["flash"][:, jr].sum()),
             "instructions": ref["instructions"] - float(per["instructions"][:, jr].sum()),
             "cycles": ref["cycles"] - float(per["cycles"][:, jr].sum()), "bops": 0.0}
-    fixed = {"ram": float(max(b["ram"] for b in builds.values()))}
+    fixed = {"ram": float(max(b["ram"] for b in [*builds.values(), *equal.values()]))}
     notes = {"nodes": [lay["node"] for lay in ref["layers"]],
              "uniform": {b: {k: v for k, v in d.items() if k != "layers"} for b, d in builds.items()},
              "kernels": kernels or "optimized", "scales": scale_granularity(model, example)}
     if binary_notes:
         notes["binary"] = binary_notes
     table = CostTable(names, tuple(bit_choices), base, per, fixed, notes)
+    if equal:
+        table.per_layer_equal_scales = _layer_rows(equal, bit_choices, len(names))
+        notes["uniform_equal_scales"] = {b: {k: v for k, v in d.items() if k != "layers"} for b, d in equal.items()}
     if 1 in bit_choices:
         allowed = np.ones((len(names), len(bit_choices)), bool)
         allowed[:, list(bit_choices).index(1)] = offered
@@ -301,6 +346,43 @@ def measure_costs(model, example: torch.Tensor, target: str, board: str, work: P
         table.fixed["ram"] = float(max(table.fixed["ram"], act["ram"]))
         notes["act_producer"] = act["producer"]
     return table
+
+
+def equal_channel_scales(module, bits: int) -> bool:
+    """Whether the layer's weights at ``bits`` have one scale (per tensor, or per channel
+    with every channel's the same)."""
+    from ..qat.hessian import set_weight_bits
+
+    probe = copy.deepcopy(module)
+    set_weight_bits(probe, bits)
+    with torch.no_grad():
+        s = probe.quant_weight().scale.detach().flatten()
+    return bool((s == s[0]).all())
+
+
+def for_scales(table: CostTable, model, example: torch.Tensor) -> CostTable:
+    """``table`` with the costs of the scales ``model`` (a checkpoint) has: for each layer and
+    width whose per-channel scales all coincide, the costs of the equal-scale build (one
+    shift, no per-channel records); the others keep the distinct-scale costs. A table
+    without per-channel rows comes back as it is."""
+    if not table.per_layer_equal_scales:
+        return table
+    equal = np.array([[equal_channel_scales(m, b) for b in table.bit_choices]
+                      for _, m in quant_layers(model, example)])
+    out = copy.copy(table)
+    out.per_layer = {r: np.where(equal, table.per_layer_equal_scales[r], v) for r, v in table.per_layer.items()}
+    out.notes = {**table.notes, "equal_scales": equal.tolist()}
+    return out
+
+
+def cheapest_scales(table: CostTable) -> CostTable:
+    """``table`` with each layer and width at the cheaper of its two scale patterns: what no
+    checkpoint can undercut (for refusing budgets before any training)."""
+    if not table.per_layer_equal_scales:
+        return table
+    out = copy.copy(table)
+    out.per_layer = {r: np.minimum(v, table.per_layer_equal_scales[r]) for r, v in table.per_layer.items()}
+    return out
 
 
 def scale_granularity(model, example: torch.Tensor) -> dict[str, str]:

@@ -55,6 +55,9 @@ class CostTable:
     act_input: list[int | None] = field(default_factory=list)  # per weight layer: the act row feeding it
     macs: list[float] = field(default_factory=list)            # per weight layer
     allowed: np.ndarray | None = None                          # (layers, bit_choices) bool
+    # per-channel weight scales: the layers' costs when their channels' scales coincide (one
+    # shift instead of per-channel records; edgekit.mixedprec.costs.for_scales picks them)
+    per_layer_equal_scales: dict[str, np.ndarray] = field(default_factory=dict)
 
     def offered(self) -> np.ndarray:
         """The (layers, bit_choices) mask of widths each layer may take."""
@@ -93,6 +96,8 @@ class CostTable:
              "notes": self.notes}
         if self.allowed is not None:
             d["allowed"] = self.offered().tolist()
+        if self.per_layer_equal_scales:
+            d["per_layer_equal_scales"] = {k: v.tolist() for k, v in self.per_layer_equal_scales.items()}
         if self.act_layers:
             d.update(act_layers=self.act_layers, act_choices=list(self.act_choices),
                      act_per_layer={k: v.tolist() for k, v in self.act_per_layer.items()},
