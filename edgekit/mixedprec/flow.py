@@ -301,6 +301,10 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
         over = over_budget(meas, budgets)
         attempts.append({"allocation": alloc.to_json(), "measured": meas, "over_budget": over,
                          "effective_budgets": dict(eff)})
+        if costs.per_layer_equal_scales:  # fine-tuning may move a channel's scale across a power of two
+            tuned_costs = for_scales(costs, tuned, example)
+            attempts[-1]["predicted_for_tuned_scales"] = {
+                r: tuned_costs.total(r, alloc.choice, alloc.act_choice) for r in ("flash", "instructions", "cycles")}
         if not meas["bit_exact"]:
             raise EdgekitError(f"the mixed-precision model is not bit-exact on {meas['verified_on']} "
                                f"(see {out / 'verify.txt'})")

@@ -53,9 +53,13 @@ def summary_text(s: dict) -> str:
                   f"measured: flash {m['flash_bytes']:,} B (predicted {a['predicted']['flash']:,.0f}), RAM "
                   f"{m['ram_bytes']:,} B, {m['instructions']:,} instructions (predicted "
                   f"{a['predicted']['instructions']:,.0f}), {m['latency_ms']:.3f} ms at {m['clock_hz'] / 1e6:g} MHz; "
-                  f"bit-exact on {m['verified_on']}: {'yes' if m['bit_exact'] else 'NO'}",
-                  f"test accuracy: {m['int_test_accuracy']:.4f} (integer model = firmware); uniform 8-bit "
-                  f"checkpoint {s['uniform8_test_accuracy']:.4f}"]
+                  f"bit-exact on {m['verified_on']}: {'yes' if m['bit_exact'] else 'NO'}"]
+        if r.get("predicted_for_tuned_scales"):
+            t = r["predicted_for_tuned_scales"]
+            lines.append(f"predicted for the fine-tuned weights' per-channel scales: flash {t['flash']:,.0f} B, "
+                         f"{t['instructions']:,.0f} instructions (above: for the checkpoint's)")
+        lines.append(f"test accuracy: {m['int_test_accuracy']:.4f} (integer model = firmware); uniform 8-bit "
+                     f"checkpoint {s['uniform8_test_accuracy']:.4f}")
     else:
         lines.append("no assignment met the budgets when measured: " + json.dumps(s["attempts"][-1]["over_budget"]))
     lines.append("time: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.0f} s" for k, v in s["seconds"].items()))
