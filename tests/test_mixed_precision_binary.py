@@ -82,7 +82,8 @@ def test_ilp_gives_1_bit_only_where_offered_and_finds_the_brute_force_optimum():
         costs = _table_with_binary(rng)
         # 1 bit is the least sensitive width of every layer here: only the mask keeps it out
         omega = np.sort(rng.random((4, 4)), axis=1)[:, ::-1] * 10
-        budgets = {"flash": 1000 + float(rng.integers(200, 1400)), "instructions": 500 + float(rng.integers(6000, 16000))}
+        budgets = {"flash": 1000 + float(rng.integers(200, 1400)),
+                   "instructions": 500 + float(rng.integers(6000, 16000))}
         best, best_choice = np.inf, None
         for choice in itertools.product(range(4), range(4), range(4), range(4)):
             if any(j == 3 for j in choice[:-1]):
@@ -135,7 +136,8 @@ def _trained_like(model, example, seed=5):
     with torch.no_grad():
         for _, m in quant_layers(out, example):
             oc = m.weight.shape[0]
-            m.weight.mul_((2.0 ** -torch.randint(0, 3, (oc,), generator=g).float()).reshape(oc, *[1] * (m.weight.dim() - 1)))
+            factor = 2.0 ** -torch.randint(0, 3, (oc,), generator=g).float()
+            m.weight.mul_(factor.reshape(oc, *[1] * (m.weight.dim() - 1)))
             m.weight.add_(0.01 * torch.randn(m.weight.shape, generator=g))
     return out
 
