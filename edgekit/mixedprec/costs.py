@@ -294,6 +294,9 @@ def measure_costs(model, example: torch.Tensor, target: str, board: str, work: P
     binary_notes = {}
     if 1 in bit_choices:
         refusals = [lay["binary_refusal"] for lay in ref["layers"]]
+        if (kernels or "optimized") == "reference":  # no build needed to know: every layer gets the reference kernel
+            refusals = [r or "--kernels reference: binary weights would run on the reference kernel as 2-bit codes"
+                        for r in refusals]
         offered = [r is None for r in refusals]
         if any(offered):
             say(f"  measuring {sum(offered)} layer(s) at 1-bit (binary) weights: build for {board} and profile")
