@@ -174,8 +174,6 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         helpers = [f"ek_im2col{2 if sel.ctx.get('im2col2') else 3}_{sel.ctx['ext']}"] if sel.optimized \
             and (sel.ctx.get("im2col3") or sel.ctx.get("im2col2")) and sel.ctx.get("nblocks", 1) == 1 \
             and sel.ctx.get("ext") else []
-        if sel.optimized and sel.ctx.get("mk22"):
-            helpers.append(f"{fn}_pairs")  # conv2d_gemm_2x2's channel-pair loop (conv2d_gemm_2x2_fn.j2)
         layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}", "dsp_code": dsp_code,
                        "kernel": sel.describe() if op.packs_weights else "", "name": node.name, "fn": fn,
                        "params": ctx["params"], "helpers": helpers})

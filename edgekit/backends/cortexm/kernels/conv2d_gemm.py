@@ -42,6 +42,8 @@ PAIR_BASE_CODE_BYTES = 1024
 #: the steps save (ResNet-8 on mps2-an386: K = 72 gains 10-17 k instructions per layer, 72 with the add loses 24 k)
 PAIR_MIN_KWORDS = 48
 PAIR_MIN_KWORDS_RES = 96
+#: ... and at most this many: the assembly steps back over a pair's im2col words (8 K bytes) with one SUBW (imm12)
+PAIR_MAX_KWORDS = 511
 
 
 def speed_unroll(kwords: int) -> int:
@@ -406,9 +408,10 @@ class ConvGemmStraight(ConvGemm):
 
 class ConvGemmPairs(ConvGemm):
     """conv2d_gemm under --optimize speed on pixel pairs (templates/cortexm/ops_dsp/conv2d_gemm.c.j2, its mk22
-    branch): per step two k-pairs of 2 pixels x 2 output channels, one LDM of four im2col words and one of four
-    int16 weight pairs, then eight SMLAD (10 instructions per 16 MACs; the 3x2 kernel's step is 8 per 12). Its
-    14 registers need r7, so the function is compiled with GCC's omit-frame-pointer whatever the build's flags.
+    branch, conv2d_gemm_2x2.j2): per step two k-pairs of 2 pixels x 2 output channels, one LDM of four im2col words
+    and one of four int16 weight pairs, then eight SMLAD (10 instructions per 16 MACs; the 3x2 kernel's step is 8
+    per 12). One asm statement per block runs all channel pairs; its 14 registers include r7, which it saves itself
+    (the frame pointer of -fno-omit-frame-pointer builds).
     All steps straight-line; blocks of 2 pixels leave no idle pixel where the pixel count is even (ResNet-8's
     3k + 1 maps cost the 3x2 kernel a whole block); an odd range's last pixel goes through a 2-pixel tail
     buffer. Requantization (and a fused add) in the assembly (asm_requant) only. Never selected itself: codegen's
@@ -428,7 +431,7 @@ class ConvGemmPairs(ConvGemm):
         d = sel.ctx
         return sel.kind == ConvGemm.name and not d.get("int8_weights") and d.get("nblocks", 1) == 1 \
             and bool(d.get("asm_rq")) and d.get("pixels") == GEMM_PIXELS \
-            and d["kwords"] >= (PAIR_MIN_KWORDS_RES if d["asm_rq"].get("res") else PAIR_MIN_KWORDS)
+            and (PAIR_MIN_KWORDS_RES if d["asm_rq"].get("res") else PAIR_MIN_KWORDS) <= d["kwords"] <= PAIR_MAX_KWORDS
 
     @staticmethod
     def code_bytes(d: dict) -> int:
@@ -450,7 +453,9 @@ class ConvGemmPairs(ConvGemm):
             d = sel.ctx
             sel.kind = cls.name
             # the im2col of both pixels at once where ek_im2col3 would take three (whole words per run)
-            d.update(pixels=2, col_stride=2, mk22=True, im2col2=d.get("im2col3"), im2col3=False, tail_bytes=0,
+            # col: the im2col words and 4 words the assembly reads after them (kpad: 2 k-pairs more)
+            d.update(pixels=2, col_stride=2, kpad=d["kwords"] + 2, mk22=True, im2col2=d.get("im2col3"), im2col3=False,
+                     tail_bytes=0,
                      summary=d["summary"].replace(f"{GEMM_PIXELS}x2 SMLAD micro-kernel",
                                                   "2x2 SMLAD micro-kernel on 2 k-pairs per step (speed)"))
         return budget
