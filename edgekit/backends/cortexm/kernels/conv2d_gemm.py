@@ -42,8 +42,9 @@ PAIR_BASE_CODE_BYTES = 1024
 #: the steps save (ResNet-8 on mps2-an386: K = 72 gains 10-17 k instructions per layer, 72 with the add loses 24 k)
 PAIR_MIN_KWORDS = 48
 PAIR_MIN_KWORDS_RES = 96
-#: ... and at most this many: the assembly steps back over a pair's im2col words (8 K bytes) with one SUBW (imm12)
-PAIR_MAX_KWORDS = 511
+#: ... and at most this many: the assembly steps back over a pair's im2col words (8 K bytes) with one SUBW and keeps
+#: r7 at 8 K + 16 bytes from col (imm12 offsets)
+PAIR_MAX_KWORDS = 509
 
 
 def speed_unroll(kwords: int) -> int:
@@ -410,8 +411,8 @@ class ConvGemmPairs(ConvGemm):
     """conv2d_gemm under --optimize speed on pixel pairs (templates/cortexm/ops_dsp/conv2d_gemm.c.j2, its mk22
     branch, conv2d_gemm_2x2.j2): per step two k-pairs of 2 pixels x 2 output channels, one LDM of four im2col words
     and one of four int16 weight pairs, then eight SMLAD (10 instructions per 16 MACs; the 3x2 kernel's step is 8
-    per 12). One asm statement per block runs all channel pairs; its 14 registers include r7, which it saves itself
-    (the frame pointer of -fno-omit-frame-pointer builds).
+    per 12). One asm statement per block runs all channel pairs; its 14 registers include r7, which it keeps in the
+    im2col buffer meanwhile (the frame pointer of -fno-omit-frame-pointer builds).
     All steps straight-line; blocks of 2 pixels leave no idle pixel where the pixel count is even (ResNet-8's
     3k + 1 maps cost the 3x2 kernel a whole block); an odd range's last pixel goes through a 2-pixel tail
     buffer. Requantization (and a fused add) in the assembly (asm_requant) only. Never selected itself: codegen's
@@ -453,8 +454,8 @@ class ConvGemmPairs(ConvGemm):
             d = sel.ctx
             sel.kind = cls.name
             # the im2col of both pixels at once where ek_im2col3 would take three (whole words per run)
-            # col: the im2col words and 4 words the assembly reads after them (kpad: 2 k-pairs more)
-            d.update(pixels=2, col_stride=2, kpad=d["kwords"] + 2, mk22=True, im2col2=d.get("im2col3"), im2col3=False,
+            # col: the im2col words and 5 words the assembly uses after them (kpad: 3 k-pairs more)
+            d.update(pixels=2, col_stride=2, kpad=d["kwords"] + 3, mk22=True, im2col2=d.get("im2col3"), im2col3=False,
                      tail_bytes=0,
                      summary=d["summary"].replace(f"{GEMM_PIXELS}x2 SMLAD micro-kernel",
                                                   "2x2 SMLAD micro-kernel on 2 k-pairs per step (speed)"))
