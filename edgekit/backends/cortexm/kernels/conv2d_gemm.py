@@ -38,10 +38,11 @@ SPEED_CODE_DEFAULT = 64 * 1024
 PAIR_STEP_CODE_BYTES = 40
 PAIR_BASE_CODE_BYTES = 1024
 #: conv2d_gemm_2x2 only for K of at least this many k-pairs (with a fused add: PAIR_MIN_KWORDS_RES): on shorter K
-#: the requantization per call (4 outputs instead of 6) and the idle pixel of odd row-fused ranges cost more than
-#: the steps save (ResNet-8 on mps2-an386: K = 72 gains 10-17 k instructions per layer, 72 with the add loses 24 k)
-PAIR_MIN_KWORDS = 48
-PAIR_MIN_KWORDS_RES = 96
+#: the requantization per block of 4 outputs instead of 6 costs more than the steps save (measured on mps2-an386
+#: under speed: the VWW stand-in 7,109,354 / 7,086,033 / 7,090,401 instructions from K of 48 / 24 / 16 on, KWS's
+#: K-32 pointwise layers 2,373,597 -> 2,302,453; ResNet-8's K-72 conv with the add 2,041,598 -> 2,009,525)
+PAIR_MIN_KWORDS = 24
+PAIR_MIN_KWORDS_RES = 48
 #: ... and at most this many: the assembly steps back over a pair's im2col words (8 K bytes) with one SUBW and keeps
 #: r7 at 8 K + 16 bytes from col (imm12 offsets)
 PAIR_MAX_KWORDS = 509
