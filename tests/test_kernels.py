@@ -21,7 +21,7 @@ VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "conv2d_gemm_int8_sh
             "dw3_int8_ram", "dw3_compact", "dwk", "dwk_int8", "dense", "dense_int8", "dense_asm", "dense_asm_int8", "mve_gemm",
             "mve_dense", "mve_dw", "mve_dwc", "dense_xnor", "dense_binary", "conv_xnor", "mve_dense_xnor",
             "mve_conv_xnor", "gap_dsp", "conv2d_fewch", "conv2d_fewch_int8",
-            "conv1x1_add", "conv1x1_add_int8", "conv2d_gemm_straight"}
+            "conv1x1_add", "conv1x1_add_int8", "conv2d_gemm_straight", "conv2d_gemm_2x2"}
 VARIANTS |= {"conv2d_gemm_packed", "dense_packed", "mve_gemm_packed", "mve_dense_packed"}  # packed 4- and 2-bit weights (tests/test_kernels_packed.py)
 
 

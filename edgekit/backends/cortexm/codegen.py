@@ -169,9 +169,11 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         calls[node.name] = (fn, args)
         call = f"{fn}({', '.join(args)})"
         # noinline helpers the layer's code calls (the stack analysis adds their frames): the GEMM's im2col of
-        # 3 pixels at once (conv2d_gemm*.c.j2 calls it where d.im2col3 and one block per step)
-        helpers = [f"ek_im2col3_{sel.ctx['ext']}"] if sel.optimized and sel.ctx.get("im2col3") \
-            and sel.ctx.get("nblocks", 1) == 1 and sel.ctx.get("ext") else []
+        # 3 pixels at once (conv2d_gemm*.c.j2 calls it where d.im2col3 and one block per step), of 2 for
+        # conv2d_gemm_2x2 (d.im2col2)
+        helpers = [f"ek_im2col{2 if sel.ctx.get('im2col2') else 3}_{sel.ctx['ext']}"] if sel.optimized \
+            and (sel.ctx.get("im2col3") or sel.ctx.get("im2col2")) and sel.ctx.get("nblocks", 1) == 1 \
+            and sel.ctx.get("ext") else []
         layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}", "dsp_code": dsp_code,
                        "kernel": sel.describe() if op.packs_weights else "", "name": node.name, "fn": fn,
                        "params": ctx["params"], "helpers": helpers})
