@@ -13,10 +13,10 @@ from .conv2d_gemm import (GEMM_PIXELS, IM2COL1_ROW, IM2COL1_TAP, IM2COL1_WORD, I
 from .conv2d_gemm_int8 import ConvGemmInt8, shared_blocks, shared_steps
 from .registry import arena_gap
 
-#: estimated instructions of the widening: per int8 weight word (LDR, two SXTB16, STRD, a quarter of the loop; two
+#: estimated instructions of the widening: per int8 weight word (half an LDRD, two SXTB16, half an STRD, a quarter of the loop; two
 #: more with the doubling SADD16s), per channel pair (biases and requantization records copied, the loop around),
 #: per group (its setup)
-WIDEN_WORD, WIDEN_WORD_DOUBLED, WIDEN_PAIR, WIDEN_GROUP = 5, 7, 16, 30
+WIDEN_WORD, WIDEN_WORD_DOUBLED, WIDEN_PAIR, WIDEN_GROUP = 4, 6, 30, 30
 #: the micro-kernel's instructions per k-pair step: int16 pairs from RAM (LDM, LDRD, six SMLAD) and int8 from flash
 #: (LDM, LDR, two SXTB16, six SMLAD)
 STEP_INT16, STEP_INT8 = 8, 10
