@@ -23,6 +23,7 @@ VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "conv2d_gemm_int8_sh
             "mve_conv_xnor", "gap_dsp", "conv2d_fewch", "conv2d_fewch_int8",
             "conv1x1_add", "conv1x1_add_int8", "conv2d_gemm_straight"}
 VARIANTS |= {"conv2d_gemm_packed", "dense_packed", "mve_gemm_packed", "mve_dense_packed"}  # packed 4- and 2-bit weights (tests/test_kernels_packed.py)
+VARIANTS |= {"conv2d_gemm_widen"}  # int8 weights widened per call into free arena bytes (tests/test_kernels_gemm_widen.py)
 
 
 def _graph(chain: str, seed: int, tmp_path, fuse: bool = True):

@@ -493,6 +493,8 @@ COMPACT_DW = "dw3_compact"
 #: per channel and whose code is specialised per layer) and whose compact records it takes for rows of any length
 COMPACT_GEMM = "conv2d_gemm_int8"
 COMPACT_GEMM_FROM = "conv2d_gemm_int8_shared"
+#: the int8 GEMM widened per call in RAM (kernels/conv2d_gemm_widen.py): its flash stream is COMPACT_GEMM's, records too
+COMPACT_GEMM_WIDEN = "conv2d_gemm_widen"
 
 
 def _compact_for_flash_goal(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str,
@@ -507,10 +509,10 @@ def _compact_for_flash_goal(graph: Graph, plan: MemoryPlan, sel: dict, features,
     if kernels == "optimized" and gemm is not None and gemm.features <= set(features):
         for i, node in enumerate(graph.nodes):
             s = sel[node.name]
-            if not s.optimized or s.kind not in (COMPACT_GEMM, COMPACT_GEMM_FROM):
+            if not s.optimized or s.kind not in (COMPACT_GEMM, COMPACT_GEMM_FROM, COMPACT_GEMM_WIDEN):
                 continue
             alt = s
-            if s.kind != COMPACT_GEMM:  # the shared-widening form: the plain int8 GEMM, where it takes the layer
+            if s.kind == COMPACT_GEMM_FROM:  # the shared-widening form: the plain int8 GEMM, where it takes the layer
                 if gemm.refusal(node, graph, plan):
                     continue
                 alt = _place_scratch(gemm.select(node, graph, plan), plan, i, None)
