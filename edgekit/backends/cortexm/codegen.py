@@ -277,9 +277,13 @@ def optimize_choice(s: Selection) -> str | None:
         return s.ctx["fallback"]
     if "balanced_extra" in s.ctx:
         return f"int16 weights: +{s.ctx['balanced_extra']} B of flash for speed"
+    # int8 weights in flash widened per call into free arena bytes (kernels/conv2d_gemm_widen.py)
+    widen = s.ctx.get("widen") or {}
+    ram = f"widened per call in {widen['bytes']} B of free arena" if "bytes" in widen else ""
     if "balanced_needs" in s.ctx:
-        return f"int8 weights: int16 (+{s.ctx['balanced_needs']} B) would exceed the default flash goal"
-    return None
+        return (f"int8 weights: int16 (+{s.ctx['balanced_needs']} B) would exceed the default flash goal"
+                + (f"; {ram}" if ram else ""))
+    return f"int8 weights {ram}" if ram else None
 
 
 def kernel_fallbacks(graph: Graph, selections: dict) -> list[dict]:

@@ -125,8 +125,8 @@ class ConvGemmWiden(ConvGemmInt8):
         # the micro-kernel reads the widened int16 pairs (LDRD): int8_weights is the flash stream's form only
         d.update(widen=w, scratch_bytes=w["bytes"], acc_doubled=w["double"], int8_weights=False,
                  summary=d["summary"].replace(self.weight_form, f"{self.weight_form} into {w['bytes']} B of free arena "
-                                              f"({w['groups']} group(s) of {2 * w['pairs']} channels"
-                                              + (", doubled)" if w["double"] else ")"), 1))
+                                              f"at {arena_gap(plan, index, w['bytes'])} ({w['groups']} group(s) of "
+                                              f"{2 * w['pairs']} channels" + (", doubled)" if w["double"] else ")"), 1))
         return sel
 
     def instructions_saved_by_int16(self, sel) -> int:
