@@ -488,6 +488,8 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
                 compact(s)
     if lean and optimize in ("balanced", "size"):
         _compact_for_flash_goal(graph, plan, sel, features, kernels, optimize)
+    from .kernels.conv2d_gemm_widen import persist_in_row_fusions
+    persist_in_row_fusions(plan, sel)  # int8 weights widened in RAM once per row fusion where nothing overwrites them
     return sel
 
 

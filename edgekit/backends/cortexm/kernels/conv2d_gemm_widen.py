@@ -142,3 +142,29 @@ class ConvGemmWiden(ConvGemmInt8):
 
 
 VARIANTS = (ConvGemmWiden(),)
+
+
+def persist_in_row_fusions(plan, selections: dict) -> None:
+    """A row-fused layer of this variant in one group widens its weights on its first call only (``widen.persist``:
+    the calls of an inference continue the same pass over the pixels) where the other layer of its fusion, the only
+    code that runs between its calls, never writes the widened weights' bytes (its scratch lies elsewhere or on the
+    stack; the planner keeps every tensor live during the fusion out of both layers' gaps). codegen calls it once
+    the selections and their scratch are final."""
+    for f in getattr(plan, "fused", ()):
+        for me, other in ((f.producer, f.consumer), (f.consumer, f.producer)):
+            s, o = selections[me], selections[other]
+            w = s.ctx.get("widen") if s.optimized and s.kind == ConvGemmWiden.name else None
+            if not w or w["groups"] != 1 or s.scratch is None:
+                continue
+            lo, hi = s.scratch + w["col_bytes"], s.scratch + w["bytes"]
+            need = o.ctx.get("scratch_bytes", 0) if o.optimized else 0
+            if need and o.scratch is not None and o.scratch < hi and lo < o.scratch + need:
+                continue
+            w["persist"] = True
+            s.ctx["summary"] += ", widened on the first step of its row fusion only"
+            # widened once: doubling pays where the layer has more outputs than the SADD16s cost (widen_plan's rule)
+            d = s.ctx
+            if d.get("smmlar") and not w["double"] and \
+                    d["npix"] * d["g"]["oc"] > (WIDEN_WORD_DOUBLED - WIDEN_WORD) * (d["oc_pad"] // 2) * d["kwords"]:
+                w["double"] = d["acc_doubled"] = True
+                d["summary"] = d["summary"].replace(" channels)", " channels, doubled)", 1)
