@@ -178,3 +178,32 @@ def test_compiles_with_any_optimization_and_a_frame_pointer(tmp_path, monkeypatc
     assert WIDEN in json.loads((out / "manifest.json").read_text())["kernel_variants"].values()
     for flags, dis in disassembly_at_every_level(out, tmp_path).items():
         assert ("sxtb16" in dis and "smlad" in dis) == (flags != ("-O0",)), flags
+
+
+def test_row_fused_layer_widens_once_where_its_partner_leaves_the_bytes():
+    """A row-fused layer in one group widens on the fusion's first step only (``persist``) where the other layer's
+    scratch lies outside its widened weights (or on the stack), and then doubles where that pays; several groups, or
+    a partner whose scratch overlaps the weights, widen on every call. (ResNet-8's first 3x3 layer persists:
+    tests/test_tflite.py verifies the MLPerf model against TFLite Micro's goldens.)"""
+    from types import SimpleNamespace
+
+    from edgekit.backends.cortexm.kernels.base import Selection
+
+    def widen_sel(scratch, groups=1):
+        w = {"groups": groups, "col_bytes": 864, "bytes": 864 + 8 * 320, "double": False, "pairs": 8}
+        ctx = {"widen": w, "smmlar": True, "npix": 1024, "g": {"oc": 16}, "oc_pad": 16, "kwords": 72,
+               "acc_doubled": False, "summary": "x (1 group(s) of 16 channels)", "scratch_bytes": w["bytes"]}
+        return Selection(WIDEN, ctx=ctx, scratch=scratch)
+
+    def partner(scratch, need):
+        return Selection("conv2d_gemm", ctx={"scratch_bytes": need, "summary": ""}, scratch=scratch)
+
+    plan = SimpleNamespace(fused=[SimpleNamespace(producer="a", consumer="b")])
+    cases = [(widen_sel(1000), partner(1000, 864), True),        # the partner's col over the producer's col only
+             (widen_sel(1000), partner(None, 4000), True),       # on the stack
+             (widen_sel(1000), partner(1000, 2000), False),      # over the widened weights
+             (widen_sel(1000, groups=2), partner(None, 0), False)]
+    for s, o, persists in cases:
+        gw.persist_in_row_fusions(plan, {"a": s, "b": o})
+        assert bool(s.ctx["widen"].get("persist")) == persists
+        assert s.ctx["acc_doubled"] == persists and ("doubled" in s.ctx["summary"]) == persists
