@@ -2,7 +2,7 @@
 stream of a group of output channel pairs is widened once (SXTB16, SXTB16 ROR #8) into int16 pairs in a free arena
 gap at the node, then conv2d_gemm's im2col and 3 pixel x 2 channel micro-kernel run over every pixel block with one
 LDRD per k-pair step (8 instructions per step against conv2d_gemm_int8's 10). A convolution reuses each weight for
-every output pixel, so the widening (about 5 instructions per 4 weights) is paid once per call instead of once per
+every output pixel, so the widening (about 4 instructions per 4 weights) is paid once per call instead of once per
 block. Where the gap holds only some channel pairs, the layer runs in several groups and each group recomputes the
 im2col of every block (templates/cortexm/ops_dsp/conv2d_gemm.c.j2 with ``widen``; docs/kernels.md)."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ from .conv2d_gemm import (GEMM_PIXELS, IM2COL1_ROW, IM2COL1_TAP, IM2COL1_WORD, I
 from .conv2d_gemm_int8 import ConvGemmInt8, shared_blocks, shared_steps
 from .registry import arena_gap
 
-#: estimated instructions of the widening: per int8 weight word (half an LDRD, two SXTB16, half an STRD, a quarter of the loop; two
-#: more with the doubling SADD16s), per channel pair (biases and requantization records copied, the loop around),
+#: estimated instructions of the widening: per int8 weight word (half an LDRD, two SXTB16, half an STRD, a quarter of
+#: the loop; two more with the doubling SADD16s), per channel pair (biases and requantization records copied, the loop around),
 #: per group (its setup)
 WIDEN_WORD, WIDEN_WORD_DOUBLED, WIDEN_PAIR, WIDEN_GROUP = 4, 6, 30, 30
 #: the micro-kernel's instructions per k-pair step: int16 pairs from RAM (LDM, LDRD, six SMLAD) and int8 from flash
@@ -64,10 +64,10 @@ def widen_plan(d: dict, node, graph, plan, index: int) -> dict | None:
     tail = len(d["w_words"]) // pairs - 2 - kw                   # requantization record words per pair
     pair_words = 2 + 2 * kw + tail
     col = 4 * GEMM_PIXELS * kw
-    fits = [gp for gp in range(pairs, 0, -1) if arena_gap(plan, index, col + 4 * gp * pair_words) is not None]
-    if not fits:
+    most = next((gp for gp in range(pairs, 0, -1) if arena_gap(plan, index, col + 4 * gp * pair_words) is not None), 0)
+    if not most:
         return None
-    groups = -(-pairs // fits[0])
+    groups = -(-pairs // most)
     gp = -(-pairs // groups)
     calls = _calls(plan, node)
     blocks = -(-d["npix"] // GEMM_PIXELS)
