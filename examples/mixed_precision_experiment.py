@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekit.mixedprec.costs import measure_costs
+from edgekit.mixedprec.costs import for_scales, measure_costs
 from edgekit.mixedprec.flow import build_and_check, fine_tune, load_data, make_model, pretrain
 from edgekit.mixedprec.report import accuracy_flash_svg
 from edgekit.qat import evaluate as float_accuracy
@@ -155,6 +155,7 @@ def main() -> int:
             costs = measure_costs(model, torch.as_tensor(data.x_train[:1]), "cortex-m4", results["board"],
                                   out / "costs", kernels=results["kernels"])
             model.load_state_dict(torch.load(results["checkpoint"] or out / "checkpoint-w8.pt", weights_only=True))
+            costs = for_scales(costs, model, torch.as_tensor(data.x_train[:1]))
             zero_shot(model.eval(), data, np.array(results["omega"]), costs, out)
         write_tables(results, out)
         return 0
@@ -175,6 +176,7 @@ def main() -> int:
         pretrain(model, data, args.pretrain_epochs, 0)
         torch.save(model.state_dict(), out / "checkpoint-w8.pt")
     model.eval()
+    costs = for_scales(costs, model, example)  # per-channel presets: the checkpoint's scale pattern per layer and width
     t_pre = time.monotonic() - t
 
     # Hessian traces: independent estimates (own probes, own calibration samples), pooled

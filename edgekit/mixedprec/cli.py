@@ -48,11 +48,20 @@ def cmd_mixed_precision(args) -> int:
             raise EdgekitError(f"--act-bits takes 8, 4 and/or 2 (e.g. 8,4), got '{args.act_bits}'")
         if act_choices[0] != 8:
             raise EdgekitError("--act-bits must include 8 (the starting checkpoint's width), e.g. 8,4")
+    try:
+        bit_choices = tuple(sorted({int(v) for v in args.bits.split(",") if v.strip()}, reverse=True))
+    except ValueError:
+        raise EdgekitError(f"--bits: expected comma-separated widths such as 8,4,2,1, got '{args.bits}'") from None
+    if not bit_choices or set(bit_choices) - {8, 4, 2, 1}:
+        raise EdgekitError(f"--bits takes 8, 4, 2 and/or 1 (e.g. 8,4,2,1), got '{args.bits}'")
+    if bit_choices[0] != 8:
+        raise EdgekitError("--bits must include 8 (the starting checkpoint's width), e.g. 8,4,2")
     say = (lambda *a, **k: None) if args.json else (lambda m: print(m, flush=True))
     s = run(args.model, args.dataset, args.board, args.output, budgets, target=args.target, epochs=args.epochs,
             pretrain_epochs=args.pretrain_epochs, probes=args.probes, calibration=args.calibration,
             kernels=args.kernels, seed=args.seed, checkpoint=args.checkpoint,
-            train_subset=args.train_subset, say=say, act_choices=act_choices)
+            train_subset=args.train_subset, say=say, act_choices=act_choices, bit_choices=bit_choices,
+            preset=args.preset)
     if args.json:
         print(json.dumps({k: s[k] for k in ("ok", "budgets", "result", "pareto", "seconds", "layers")}, default=str))
     else:
@@ -66,9 +75,10 @@ def add_parser(sub) -> None:
     from .flow import DATASETS
 
     p = sub.add_parser(
-        "mixed-precision", help="Hessian-aware per-layer weight widths (8/4/2) under flash, RAM and latency "
+        "mixed-precision", help="Hessian-aware per-layer weight widths (8/4/2/1) under flash, RAM and latency "
         "budgets, fine-tuned, built and verified",
-        description="Measure each layer's flash and instructions at 8/4/2-bit weights on real builds, estimate "
+        description="Measure each layer's flash and instructions at 8/4/2-bit weights (and 1-bit where a binary "
+        "kernel runs the layer) on real builds, estimate "
         "each layer's Hessian trace (Hutchinson) on a QAT 8-bit checkpoint, pick the widths of least HAWQ-V2 "
         "sensitivity within the budgets with an integer linear program (HiGHS), fine-tune with QAT, build for "
         "the board, verify bit-exactly on the emulated core and check the measured flash, RAM and latency. "
@@ -83,6 +93,11 @@ def add_parser(sub) -> None:
     p.add_argument("--max-latency", help="latency budget at the board's clock, e.g. 5ms (the profiler's estimate)")
     p.add_argument("--max-instructions", type=int, help="budget on executed instructions per inference")
     p.add_argument("--max-bops", type=int, help="budget on bit operations (MACs x weight bits x input bits)")
+    p.add_argument("--bits", default="8,4,2,1", help="weight widths to choose from (8,4,2,1); 1 (binary "
+                   "weights) only for the layers a binary kernel runs: dense layers under the optimized kernels")
+    p.add_argument("--preset", default="int8-pow2", choices=["int8-pow2", "int8-pow2-pc"],
+                   help="weight scales of the zoo model: one power of two per tensor (int8-pow2) or per output "
+                   "channel (int8-pow2-pc); the cost table is measured with the same granularity")
     p.add_argument("--act-bits", help="activation widths to choose from per ReLU, e.g. 8,4 (default: 8 only); "
                    "chosen by the ILP with the weights' from the activations' Hessian traces")
     p.add_argument("--kernels", choices=["optimized", "reference"], help="kernels to build with (the build's "

@@ -39,15 +39,78 @@ from ..qat.mixed_precision_alloc import apply_bits
 RESOURCES = ("flash", "instructions", "cycles", "bops")
 
 
-def measure_uniform(model, example: torch.Tensor, target: str, board: str, work: Path, bits: int,
-                    kernels: str | None = None) -> dict:
-    """Build and profile ``model`` with every layer at ``bits``: per-layer and total costs."""
+def binary_kernels() -> set[str]:
+    """The Cortex-M kernel variants that run 1-bit (binary) weights as bits: dense_binary
+    (binary weights x integer inputs), the XNOR kernels (binary weights x -1/+1 inputs)."""
+    from ..backends.cortexm.kernels import binary, mve_xnor
+
+    return {v.name for v in (*binary.VARIANTS, *mve_xnor.VARIANTS)}
+
+
+def distinct_channel_scales(model, example: torch.Tensor) -> None:
+    """Give every per-channel weight-quantized layer per-channel scales that differ, as a
+    trained model's do: each output channel's random weights divided by 1, 2 or 4 (drawn per
+    layer from a fixed seed, so no two layers get the same pattern: the build stores equal
+    requantization arrays once). Calibrated random weights have equal per-channel scales, and
+    the build then stores one shift per layer instead of per-channel requantization records
+    (+840 to +880 B on digits-cnn under the reference kernels): a cost table measured on them
+    would not see what a trained model's build stores."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _, m in quant_layers(model, example):
+            oc = m.weight.shape[0]
+            exponents = torch.randint(0, 3, (oc,), generator=gen)
+            if m.quant_weight().scale.numel() > 1 and oc > 1:
+                exponents[:2] = torch.tensor([0, 1])  # never all equal
+                factor = 2.0 ** -exponents.to(m.weight.dtype)
+                m.weight.mul_(factor.reshape(oc, *([1] * (m.weight.dim() - 1))))
+
+
+def equalize_channel_scales(model, example: torch.Tensor, bits: list[int]) -> None:
+    """Make every per-channel weight-quantized layer's channel scales equal at its width in
+    ``bits``: each output channel's weights rescaled to the same statistic as its quantizer
+    reads (the largest |w| for integer widths, the mean |w| for binary ones)."""
+    with torch.no_grad():
+        for (_, m), b in zip(quant_layers(model, example), bits):
+            if m.quant_weight().scale.numel() > 1:
+                flat = m.weight.abs().reshape(m.weight.shape[0], -1)
+                stat = flat.mean(dim=1) if b == 1 else flat.amax(dim=1)
+                factor = stat.max() / stat.clamp_min(1e-12)
+                m.weight.mul_(factor.reshape(-1, *([1] * (m.weight.dim() - 1))))
+
+
+def binary_refusal(node, graph) -> str | None:
+    """Why no binary kernel can run this weight layer with 1-bit weights, or None: dense_binary
+    takes dense layers with integer inputs, the XNOR kernels convolutions with -1/+1 inputs."""
+    from ..backends.cortexm.kernels.binary import bipolar_tensor
+
+    if node.op == "dense":
+        return None
+    if node.op == "conv2d" and node.attrs.get("depthwise"):
+        return "depthwise convolution: no binary kernel"
+    if node.op == "conv2d":
+        return None if bipolar_tensor(graph, node.inputs[0]) else \
+            "convolution of integer inputs: the binary convolutions (XNOR) need -1/+1 inputs"
+    return f"{node.op}: no binary kernel"
+
+
+def measure_uniform(model, example: torch.Tensor, target: str, board: str, work: Path, bits: int | list[int],
+                    kernels: str | None = None, distinct_scales: bool = True) -> dict:
+    """Build and profile ``model`` with every layer at ``bits`` (or ``bits[l]`` for layer l):
+    per-layer and total costs; per-channel scales made to differ (``distinct_channel_scales``)
+    unless ``distinct_scales`` is False."""
     from ..api import build
     from ..backends.cortexm.profile import profile
     from ..ir.graph import Graph
 
     m = copy.deepcopy(model)
-    apply_bits(m, [bits] * len(quant_layers(m, example)), example)
+    n = len(quant_layers(m, example))
+    bits = bits if isinstance(bits, list) else [bits] * n
+    if distinct_scales:
+        distinct_channel_scales(m, example)
+    else:
+        equalize_channel_scales(m, example, bits)
+    apply_bits(m, bits, example)
     work.mkdir(parents=True, exist_ok=True)
     onnx = export_qonnx(m, example[:1], work / "model.onnx")
     res = build(onnx, target, board, work / "build", kernels=kernels)
@@ -56,11 +119,13 @@ def measure_uniform(model, example: torch.Tensor, target: str, board: str, work:
     prof = profile(res.out_dir, count=1, write=False).to_json()
     per = {r["name"]: r for r in prof["layers"]}
     macs = {row["name"]: row["macs"] for row in man.layers}
+    nodes = {n.name: n for n in graph.nodes}
     layers = []
     for row in layer_flash(res.out_dir, man, graph):
         n = row["node"]
         layers.append({**row, "instructions": per[n]["instructions"], "cycles": per[n]["est_cycles"],
-                       "macs": macs.get(n, 0)})
+                       "macs": macs.get(n, 0), "kernel": man.kernel_variants.get(n),
+                       "binary_refusal": binary_refusal(nodes[n], graph)})
     return {"bits": bits, "build_dir": str(res.out_dir), "kernel_variants": man.kernel_variants,
             "flash": man.memory["flash_bytes"], "ram": man.memory["ram_bytes"],
             "instructions": prof["total"]["instructions"], "cycles": prof["total"]["est_cycles"],
@@ -151,6 +216,7 @@ def measure_act_costs(model, example: torch.Tensor, target: str, board: str, wor
     for a in act_choices:
         say(f"  measuring every activation at {a} bits: build for {board} and profile")
         m = copy.deepcopy(model)
+        distinct_channel_scales(m, example)
         apply_bits(m, [8] * len(quant_layers(m, example)), example)
         for _, q in act_layers(m, example):
             set_act_bits(q, a)
@@ -176,39 +242,104 @@ def measure_act_costs(model, example: torch.Tensor, target: str, board: str, wor
             "ram": max(v["ram"] for v in measured.values())}
 
 
-def measure_costs(model, example: torch.Tensor, target: str, board: str, work: Path,
-                  bit_choices: tuple[int, ...] = (8, 4, 2), kernels: str | None = None, say=print,
-                  act_choices: tuple[int, ...] = ()) -> CostTable:
-    """The :class:`CostTable` of ``model`` on ``board`` from one build per width (see the module doc);
-    with ``act_choices`` (e.g. (8, 4), widest first) the activation quantizers' widths too."""
-    names = [n for n, _ in quant_layers(model, example)]
-    builds = {}
-    for b in bit_choices:
-        say(f"  measuring every layer at {b}-bit weights: build for {board} and profile")
-        builds[b] = measure_uniform(model, example, target, board, Path(work) / f"uniform-w{b}", b, kernels)
-    ref = builds[max(bit_choices)]
-    if len(ref["layers"]) != len(names):
-        raise EdgekitError(f"the built model has {len(ref['layers'])} weight layers, the Brevitas model "
-                           f"{len(names)}; cannot attribute costs to layers")
-    for lay, (name, mod) in zip(ref["layers"], quant_layers(model, example)):
-        if lay["params"] != mod.weight.numel():
-            raise EdgekitError(f"layer order differs between the build ({lay['node']}) and the model ({name})")
-    per = {r: np.zeros((len(names), len(bit_choices))) for r in RESOURCES}
+def _layer_rows(builds: dict, bit_choices: tuple[int, ...], n: int) -> dict[str, np.ndarray]:
+    per = {r: np.zeros((n, len(bit_choices))) for r in RESOURCES}
     for j, b in enumerate(bit_choices):
         for i, lay in enumerate(builds[b]["layers"]):
             per["flash"][i, j] = lay["weight_bytes"] + lay["code_bytes"]
             per["instructions"][i, j] = lay["instructions"]
             per["cycles"][i, j] = lay["cycles"]
             per["bops"][i, j] = lay["macs"] * b * lay["in_bits"]
-    jr = list(bit_choices).index(max(bit_choices))
+    return per
+
+
+def measure_costs(model, example: torch.Tensor, target: str, board: str, work: Path,
+                  bit_choices: tuple[int, ...] = (8, 4, 2), kernels: str | None = None, say=print,
+                  act_choices: tuple[int, ...] = ()) -> CostTable:
+    """The :class:`CostTable` of ``model`` on ``board`` from one build per width (see the module doc);
+    with ``act_choices`` (e.g. (8, 4), widest first) the activation quantizers' widths too.
+
+    A width of 1 (binary weights) is offered only to the layers a binary kernel runs: they are
+    built at 1 bit (the others at the widest width) and kept where the build selected a binary
+    kernel (``binary_kernels``); the table's ``allowed`` mask and ``notes["binary"]`` (layer ->
+    the kernel, or why not) say which. 1 is dropped from the choices when no layer takes it.
+
+    With per-channel weight scales every width is built twice: with scales that differ per
+    channel (``per_layer``: the per-channel requantization records a trained layer stores)
+    and with the equal scales of the random weights (``per_layer_equal_scales``: one shift,
+    what a layer whose channels' scales coincide stores); :func:`for_scales` picks per layer
+    and width what a given checkpoint has."""
+    names = [n for n, _ in quant_layers(model, example)]
+    widest = max(bit_choices)
+    per_channel = "per channel" in scale_granularity(model, example).values()
+
+    def measure(tag: str, bits, distinct: bool = True) -> dict:
+        sub = f"uniform-w{tag}" + ("" if distinct else "-equal-scales")
+        return measure_uniform(model, example, target, board, Path(work) / sub, bits, kernels, distinct)
+
+    builds, equal = {}, {}
+    for b in [b for b in bit_choices if b != 1]:
+        say(f"  measuring every layer at {b}-bit weights: build for {board} and profile"
+            + (" (twice: distinct and equal per-channel scales)" if per_channel else ""))
+        builds[b] = measure(str(b), b)
+        if per_channel:
+            equal[b] = measure(str(b), b, distinct=False)
+    ref = builds[widest]
+    if len(ref["layers"]) != len(names):
+        raise EdgekitError(f"the built model has {len(ref['layers'])} weight layers, the Brevitas model "
+                           f"{len(names)}; cannot attribute costs to layers")
+    for lay, (name, mod) in zip(ref["layers"], quant_layers(model, example)):
+        if lay["params"] != mod.weight.numel():
+            raise EdgekitError(f"layer order differs between the build ({lay['node']}) and the model ({name})")
+    binary_notes = {}
+    if 1 in bit_choices:
+        refusals = [lay["binary_refusal"] for lay in ref["layers"]]
+        if (kernels or "optimized") == "reference":  # no build needed to know: every layer gets the reference kernel
+            refusals = [r or "--kernels reference: binary weights would run on the reference kernel as 2-bit codes"
+                        for r in refusals]
+        offered = [r is None for r in refusals]
+        if any(offered):
+            say(f"  measuring {sum(offered)} layer(s) at 1-bit (binary) weights: build for {board} and profile")
+            w1_bits = [1 if ok else widest for ok in offered]
+            w1 = measure("1", w1_bits)
+            kinds = binary_kernels()
+            for i, lay in enumerate(w1["layers"]):
+                if offered[i] and lay["kernel"] not in kinds:
+                    offered[i] = False
+                    refusals[i] = f"the build ran its binary weights on the {lay['kernel']} kernel, not a binary one" \
+                        + (" (--kernels reference)" if (kernels or "optimized") == "reference" else "")
+            if per_channel and any(offered):
+                eq1 = measure("1", w1_bits, distinct=False)
+                equal[1] = {**eq1, "layers": [lay if ok else equal[widest]["layers"][i] for i, (lay, ok)
+                                              in enumerate(zip(eq1["layers"], offered))]}
+            builds[1] = {**w1, "layers": [lay if ok else ref["layers"][i] for i, (lay, ok)
+                                          in enumerate(zip(w1["layers"], offered))]}
+        binary_notes = {name: {"node": ref["layers"][i]["node"], "offered": True,
+                               "kernel": builds[1]["layers"][i]["kernel"]} if offered[i] else
+                        {"node": ref["layers"][i]["node"], "offered": False, "reason": refusals[i]}
+                        for i, name in enumerate(names)}
+        if not any(offered):
+            say("  1-bit weights not offered: no layer runs on a binary kernel")
+            bit_choices = tuple(b for b in bit_choices if b != 1)
+    per = _layer_rows(builds, bit_choices, len(names))
+    jr = list(bit_choices).index(widest)
     base = {"flash": ref["flash"] - float(per["flash"][:, jr].sum()),
             "instructions": ref["instructions"] - float(per["instructions"][:, jr].sum()),
             "cycles": ref["cycles"] - float(per["cycles"][:, jr].sum()), "bops": 0.0}
-    fixed = {"ram": float(max(b["ram"] for b in builds.values()))}
+    fixed = {"ram": float(max(b["ram"] for b in [*builds.values(), *equal.values()]))}
     notes = {"nodes": [lay["node"] for lay in ref["layers"]],
              "uniform": {b: {k: v for k, v in d.items() if k != "layers"} for b, d in builds.items()},
-             "kernels": kernels or "optimized"}
+             "kernels": kernels or "optimized", "scales": scale_granularity(model, example)}
+    if binary_notes:
+        notes["binary"] = binary_notes
     table = CostTable(names, tuple(bit_choices), base, per, fixed, notes)
+    if equal:
+        table.per_layer_equal_scales = _layer_rows(equal, bit_choices, len(names))
+        notes["uniform_equal_scales"] = {b: {k: v for k, v in d.items() if k != "layers"} for b, d in equal.items()}
+    if 1 in bit_choices:
+        allowed = np.ones((len(names), len(bit_choices)), bool)
+        allowed[:, list(bit_choices).index(1)] = offered
+        table.allowed = allowed
     if len(act_choices) > 1:
         act = measure_act_costs(model, example, target, board, Path(work), tuple(act_choices), notes["nodes"],
                                 kernels, say)
@@ -218,3 +349,46 @@ def measure_costs(model, example: torch.Tensor, target: str, board: str, work: P
         table.fixed["ram"] = float(max(table.fixed["ram"], act["ram"]))
         notes["act_producer"] = act["producer"]
     return table
+
+
+def equal_channel_scales(module, bits: int) -> bool:
+    """Whether the layer's weights at ``bits`` have one scale (per tensor, or per channel
+    with every channel's the same)."""
+    from ..qat.hessian import set_weight_bits
+
+    probe = copy.deepcopy(module)
+    set_weight_bits(probe, bits)
+    with torch.no_grad():
+        s = probe.quant_weight().scale.detach().flatten()
+    return bool((s == s[0]).all())
+
+
+def for_scales(table: CostTable, model, example: torch.Tensor) -> CostTable:
+    """``table`` with the costs of the scales ``model`` (a checkpoint) has: for each layer and
+    width whose per-channel scales all coincide, the costs of the equal-scale build (one
+    shift, no per-channel records); the others keep the distinct-scale costs. A table
+    without per-channel rows comes back as it is."""
+    if not table.per_layer_equal_scales:
+        return table
+    equal = np.array([[equal_channel_scales(m, b) for b in table.bit_choices]
+                      for _, m in quant_layers(model, example)])
+    out = copy.copy(table)
+    out.per_layer = {r: np.where(equal, table.per_layer_equal_scales[r], v) for r, v in table.per_layer.items()}
+    out.notes = {**table.notes, "equal_scales": equal.tolist()}
+    return out
+
+
+def cheapest_scales(table: CostTable) -> CostTable:
+    """``table`` with each layer and width at the cheaper of its two scale patterns: what no
+    checkpoint can undercut (for refusing budgets before any training)."""
+    if not table.per_layer_equal_scales:
+        return table
+    out = copy.copy(table)
+    out.per_layer = {r: np.minimum(v, table.per_layer_equal_scales[r]) for r, v in table.per_layer.items()}
+    return out
+
+
+def scale_granularity(model, example: torch.Tensor) -> dict[str, str]:
+    """Per weight layer: "per channel" or "per tensor" weight scales."""
+    return {name: "per channel" if m.quant_weight().scale.numel() > 1 else "per tensor"
+            for name, m in quant_layers(model, example)}

@@ -220,13 +220,14 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
         epochs: int = 3, pretrain_epochs: int = 6, probes: int = 16, calibration: int = 512,
         kernels: str | None = None, seed: int = 0, retries: int = 3, pareto_steps: int = 8,
         checkpoint: str | Path | None = None, train_subset: int | None = None, say=print,
-        act_choices: tuple[int, ...] = ()) -> dict:
+        act_choices: tuple[int, ...] = (), bit_choices: tuple[int, ...] = (8, 4, 2),
+        preset: str = "int8-pow2") -> dict:
     import torch
 
     from ..qat import export_qonnx
     from ..qat.mixed_precision_alloc import allocate, pareto_sweep
     from ..targets import get_board
-    from .costs import measure_costs
+    from .costs import cheapest_scales, for_scales, measure_costs
     from .report import write_report
 
     t_start = time.monotonic()
@@ -236,7 +237,7 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
         raise EdgekitError(f"board '{b.name}' has a {b.core}, not a {target}")
     out = Path(out_dir)
     data = load_data(dataset, train_subset, seed)
-    model = make_model(model_name, data, seed)
+    model = make_model(model_name, data, seed, preset)
     example = torch.as_tensor(data.x_train[:1])
     times = {}
 
@@ -245,10 +246,10 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
     out.mkdir(parents=True, exist_ok=True)
     units = ilp_budgets(budgets, b.clock_hz)
     try:
-        costs = measure_costs(model, example, target, board, out / "costs", kernels=kernels, say=say,
-                              act_choices=act_choices)
+        costs = measure_costs(model, example, target, board, out / "costs", bit_choices=bit_choices,
+                              kernels=kernels, say=say, act_choices=act_choices)
         # budgets no assignment meets stop here, before any training (and leave no output behind)
-        allocate(np.zeros((len(costs.layers), len(costs.bit_choices))), costs, units)
+        allocate(np.zeros((len(costs.layers), len(costs.bit_choices))), cheapest_scales(costs), units)
     except EdgekitError:
         if created:
             shutil.rmtree(out, ignore_errors=True)
@@ -269,6 +270,7 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
 
     acc8 = evaluate(model, data.x_test, data.y_test)
     times["pretrain_s"] = time.monotonic() - t
+    costs = for_scales(costs, model, example)  # per-channel scales: the checkpoint's, width by width
 
     say(f"  Hessian traces: {probes} Rademacher probes on {min(calibration, len(data.x_train))} training samples")
     t = time.monotonic()
@@ -299,6 +301,10 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
         over = over_budget(meas, budgets)
         attempts.append({"allocation": alloc.to_json(), "measured": meas, "over_budget": over,
                          "effective_budgets": dict(eff)})
+        if costs.per_layer_equal_scales:  # fine-tuning may move a channel's scale across a power of two
+            tuned_costs = for_scales(costs, tuned, example)
+            attempts[-1]["predicted_for_tuned_scales"] = {
+                r: tuned_costs.total(r, alloc.choice, alloc.act_choice) for r in ("flash", "instructions", "cycles")}
         if not meas["bit_exact"]:
             raise EdgekitError(f"the mixed-precision model is not bit-exact on {meas['verified_on']} "
                                f"(see {out / 'verify.txt'})")
@@ -317,13 +323,15 @@ def run(model_name: str, dataset: str, board: str, out_dir: str | Path, budgets:
     summary = {
         "edgekit_mixed_precision": 1, "model": model_name, "dataset": dataset, "dataset_description":
         data.description, "board": b.name, "target": target, "kernels": kernels or "optimized",
-        "budgets": budgets, "epochs": epochs, "pretrain_epochs": 0 if checkpoint else pretrain_epochs,
+        "budgets": budgets, "preset": preset, "epochs": epochs, "pretrain_epochs": 0 if checkpoint else pretrain_epochs,
         "checkpoint": str(checkpoint) if checkpoint else str(out / "checkpoint-w8.pt"),
         "uniform8_test_accuracy": acc8,
         "layers": [{"module": n, "node": node, "params": t.n_params, "trace": t.trace_mean,
-                    "trace_stderr": t.trace_stderr, "sensitivity": dict(zip(map(str, costs.bit_choices),
-                                                                            omega[i].tolist()))}
+                    "trace_stderr": t.trace_stderr,
+                    "sensitivity": {str(b): float(omega[i, j]) for j, b in enumerate(costs.bit_choices)
+                                    if costs.offered()[i, j]}}
                    for i, (n, node, t) in enumerate(zip(costs.layers, costs.notes["nodes"], traces))],
+        "bit_choices": list(bit_choices), "binary": costs.notes.get("binary", {}),
         "activations": [{"module": n, "elements": t.n_params, "trace": t.trace_mean, "trace_stderr": t.trace_stderr,
                          "sensitivity": dict(zip(map(str, costs.act_choices), omega_act[i].tolist()))}
                         for i, (n, t) in enumerate(zip(costs.act_layers, act_traces or []))],

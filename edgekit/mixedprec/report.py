@@ -21,10 +21,17 @@ def summary_text(s: dict) -> str:
              "budgets: " + (", ".join(f"{k} {v:,.6g}" for k, v in s["budgets"].items() if v is not None) or "none"),
              "", f"{'layer':<14}{'node':<12}{'params':>8}{'Tr(H)':>12}{'+-':>10}   sensitivity at "
              + "/".join(map(str, s["cost_table"]["bit_choices"])) + " bits"]
+    widths = [str(b) for b in s["cost_table"]["bit_choices"]]
     for la in s["layers"]:
-        sens = " ".join(f"{v:.3g}" for v in la["sensitivity"].values())
+        sens = " ".join(f"{la['sensitivity'][b]:.3g}" if b in la["sensitivity"] else "-" for b in widths)
         lines.append(f"{la['module']:<14}{la['node']:<12}{la['params']:>8}{la['trace']:>12.4g}"
                      f"{la['trace_stderr']:>10.2g}   {sens}")
+    if s.get("binary"):
+        lines += ["", "1-bit (binary) weights, offered only where a binary kernel runs the layer:"]
+        lines += [f"  {k} ({v['node']}): " + (f"offered ({v['kernel']})" if v["offered"] else
+                                               f"not offered: {v['reason']}") for k, v in s["binary"].items()]
+    elif 1 in s.get("bit_choices", []):
+        lines += ["", "1-bit (binary) weights: not offered, no layer runs on a binary kernel"]
     if s.get("activations"):
         lines += ["", f"{'activation':<14}{'elements':>10}{'Tr(H)':>12}{'+-':>10}   sensitivity at "
                   + "/".join(s["activations"][0]["sensitivity"]) + " bits"]
@@ -46,9 +53,13 @@ def summary_text(s: dict) -> str:
                   f"measured: flash {m['flash_bytes']:,} B (predicted {a['predicted']['flash']:,.0f}), RAM "
                   f"{m['ram_bytes']:,} B, {m['instructions']:,} instructions (predicted "
                   f"{a['predicted']['instructions']:,.0f}), {m['latency_ms']:.3f} ms at {m['clock_hz'] / 1e6:g} MHz; "
-                  f"bit-exact on {m['verified_on']}: {'yes' if m['bit_exact'] else 'NO'}",
-                  f"test accuracy: {m['int_test_accuracy']:.4f} (integer model = firmware); uniform 8-bit "
-                  f"checkpoint {s['uniform8_test_accuracy']:.4f}"]
+                  f"bit-exact on {m['verified_on']}: {'yes' if m['bit_exact'] else 'NO'}"]
+        if r.get("predicted_for_tuned_scales"):
+            t = r["predicted_for_tuned_scales"]
+            lines.append(f"predicted for the fine-tuned weights' per-channel scales: flash {t['flash']:,.0f} B, "
+                         f"{t['instructions']:,.0f} instructions (above: for the checkpoint's)")
+        lines.append(f"test accuracy: {m['int_test_accuracy']:.4f} (integer model = firmware); uniform 8-bit "
+                     f"checkpoint {s['uniform8_test_accuracy']:.4f}")
     else:
         lines.append("no assignment met the budgets when measured: " + json.dumps(s["attempts"][-1]["over_budget"]))
     lines.append("time: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.0f} s" for k, v in s["seconds"].items()))
@@ -90,7 +101,7 @@ def write_report(s: dict, out: Path) -> None:
         (out / "assignment.json").write_text(json.dumps(
             {"bits": a["bits"], "act_bits": a.get("act_bits", {}),
              "nodes": dict(zip(a["bits"], [la["node"] for la in s["layers"]])),
-             "predicted": a["predicted"], "measured": {k: r["measured"][k] for k in (
+             "binary": s.get("binary", {}), "predicted": a["predicted"], "measured": {k: r["measured"][k] for k in (
                  "flash_bytes", "ram_bytes", "instructions", "latency_ms")}}, indent=1, default=_json_default))
     (out / "pareto.json").write_text(json.dumps(s["pareto"], indent=1, default=_json_default))
     (out / "report.json").write_text(json.dumps(s, indent=1, default=_json_default))

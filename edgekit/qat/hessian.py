@@ -66,9 +66,29 @@ def weight_bits(module: nn.Module) -> int:
 
 def set_weight_bits(module: nn.Module, bits: int) -> None:
     """Re-instantiate the layer's weight quantizer at ``bits`` (same quantizer class, scale
-    rule and rounding; the float weights are untouched)."""
+    rule and rounding; the float weights are untouched).
+
+    At 1 bit a signed narrow-range integer would hold only 0, so the layer gets a binary
+    (sign) quantizer instead: Brevitas' ``BinaryQuant`` (``w >= 0 ? +s : -s``, exported as
+    QONNX ``BipolarQuant``) with the layer's scale granularity (per tensor or per channel)
+    and restriction (power of two), the scale from the mean of |W| (the least-squares scale
+    of a sign code, XNOR-Net), rounded to the nearest power of two in the log domain. The
+    integer quantizer is kept on the proxy, so a later call with 2 or more bits restores it."""
+    from brevitas.core.function_wrapper import RoundSte
+    from brevitas.core.stats import StatsOp
+    from brevitas.inject.enum import QuantType
+
     proxy = module.weight_quant
-    proxy.quant_injector = proxy.quant_injector.let(bit_width=int(bits))
+    int_injector = getattr(proxy, "_edgekit_int_injector", None)
+    if int(bits) == 1:
+        if int_injector is None:
+            int_injector = proxy._edgekit_int_injector = proxy.quant_injector
+        proxy.quant_injector = int_injector.let(quant_type=QuantType.BINARY, bit_width=1,
+                                                scaling_stats_op=StatsOp.AVE,
+                                                restrict_value_float_to_int_impl=RoundSte)
+    else:
+        base = int_injector if int_injector is not None else proxy.quant_injector
+        proxy.quant_injector = base.let(bit_width=int(bits))
     proxy.init_tensor_quant()
 
 

@@ -39,7 +39,10 @@ class CostTable:
     quantizer, widths ``act_choices``), add ``act_per_layer[r][a, k]`` to a resource. BOPs
     are bilinear (MACs x weight bits x input bits): a weight layer l whose input is activation
     row ``act_input[l]`` costs ``macs[l] * w * a`` BOPs (linearised exactly in the ILP by
-    product variables), the others ``per_layer["bops"]`` as measured."""
+    product variables), the others ``per_layer["bops"]`` as measured.
+
+    ``allowed[l, j]`` (default: all True) says whether layer l may take ``bit_choices[j]``:
+    1-bit (binary) weights only where a binary kernel runs the layer (edgekit.mixedprec.costs)."""
     layers: list[str]
     bit_choices: tuple[int, ...]
     base: dict[str, float]
@@ -51,6 +54,22 @@ class CostTable:
     act_per_layer: dict[str, np.ndarray] = field(default_factory=dict)
     act_input: list[int | None] = field(default_factory=list)  # per weight layer: the act row feeding it
     macs: list[float] = field(default_factory=list)            # per weight layer
+    allowed: np.ndarray | None = None                          # (layers, bit_choices) bool
+    # per-channel weight scales: the layers' costs when their channels' scales coincide (one
+    # shift instead of per-channel records; edgekit.mixedprec.costs.for_scales picks them)
+    per_layer_equal_scales: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def offered(self) -> np.ndarray:
+        """The (layers, bit_choices) mask of widths each layer may take."""
+        if self.allowed is None:
+            return np.ones((len(self.layers), len(self.bit_choices)), bool)
+        return np.asarray(self.allowed, bool)
+
+    def extreme(self, resource: str, pick) -> float:
+        """The resource's total when every layer takes its cheapest (``pick=np.min``) or
+        dearest (``np.max``) offered width (activations at their widest)."""
+        t = np.where(self.offered(), self.per_layer[resource], np.nan)
+        return float(self.base[resource]) + float(sum(pick(row[~np.isnan(row)]) for row in t))
 
     def _fed(self, i: int) -> int | None:
         return self.act_input[i] if self.act_layers and i < len(self.act_input) else None
@@ -75,6 +94,10 @@ class CostTable:
         d = {"layers": self.layers, "bit_choices": list(self.bit_choices), "base": self.base,
              "per_layer": {k: v.tolist() for k, v in self.per_layer.items()}, "fixed": self.fixed,
              "notes": self.notes}
+        if self.allowed is not None:
+            d["allowed"] = self.offered().tolist()
+        if self.per_layer_equal_scales:
+            d["per_layer_equal_scales"] = {k: v.tolist() for k, v in self.per_layer_equal_scales.items()}
         if self.act_layers:
             d.update(act_layers=self.act_layers, act_choices=list(self.act_choices),
                      act_per_layer={k: v.tolist() for k, v in self.act_per_layer.items()},
@@ -128,10 +151,10 @@ def allocate(omega: np.ndarray, costs: CostTable, budgets: dict[str, float | Non
             ub.append(v - costs.base[r])
     if rows:
         cons.append(LinearConstraint(np.array(rows), -np.inf, np.array(ub)))
-    res = milp(c=omega.reshape(-1), constraints=cons, integrality=np.ones(n_l * n_b), bounds=Bounds(0, 1))
+    res = milp(c=omega.reshape(-1), constraints=cons, integrality=np.ones(n_l * n_b),
+               bounds=Bounds(0, costs.offered().reshape(-1).astype(float)))
     if res.status != 0 or res.x is None:
-        least = {r: costs.base[r] + float(costs.per_layer[r].min(axis=1).sum())
-                 for r in budgets if r in costs.per_layer}
+        least = {r: costs.extreme(r, np.min) for r in budgets if r in costs.per_layer}
         need = ", ".join(f"{_UNITS.get(r, r)} {least[r]:,.0f} (budget {budgets[r]:,.0f})" for r in least)
         raise InfeasibleBudget(f"no assignment of {'/'.join(map(str, costs.bit_choices))}-bit weights meets the "
                                f"budgets together; at its cheapest each resource needs {need}; raise a budget")
@@ -208,8 +231,9 @@ def _allocate_joint(omega: np.ndarray, omega_act: np.ndarray, costs: CostTable, 
                         coef[zi(f, j, k)] = costs.macs[i] * costs.bit_choices[j] * costs.act_choices[k]
         add(coef, -np.inf, v - costs.base[r])
     c = np.concatenate([omega.reshape(-1), omega_act.reshape(-1), np.zeros(nz)])
+    upper = np.concatenate([costs.offered().reshape(-1).astype(float), np.ones(ny + nz)])
     res = milp(c=c, constraints=[LinearConstraint(np.array(rows), np.array(lo), np.array(hi))],
-               integrality=np.ones(n), bounds=Bounds(0, 1))
+               integrality=np.ones(n), bounds=Bounds(0, upper))
     if res.status != 0 or res.x is None:
         raise InfeasibleBudget(f"no assignment of {'/'.join(map(str, costs.bit_choices))}-bit weights and "
                                f"{'/'.join(map(str, costs.act_choices))}-bit activations meets the budgets "
@@ -234,6 +258,8 @@ def _allocation(omega, costs: CostTable, choice: list[int], budgets: dict, omega
 
 def uniform(omega: np.ndarray, costs: CostTable, bits: int) -> Allocation:
     j = list(costs.bit_choices).index(bits)
+    if not costs.offered()[:, j].all():
+        raise ValueError(f"not every layer can take {bits}-bit weights")
     return _allocation(omega, costs, [j] * len(costs.layers), {})
 
 
@@ -242,8 +268,13 @@ def random_assignment(omega: np.ndarray, costs: CostTable, budgets: dict, rng: n
     """A uniformly drawn assignment that meets ``budgets`` (the baseline HAWQ must beat)."""
     budgets = {k: v for k, v in budgets.items() if v is not None and k in costs.per_layer}
     n_l, n_b = omega.shape
+    offered = costs.offered()
+    options = [np.flatnonzero(row) for row in offered]
     for _ in range(tries):
-        choice = [int(v) for v in rng.integers(0, n_b, n_l)]
+        if offered.all():  # the draws of the tables without 1-bit rows, as before
+            choice = [int(v) for v in rng.integers(0, n_b, n_l)]
+        else:
+            choice = [int(o[rng.integers(0, len(o))]) for o in options]
         if all(costs.total(r, choice) <= v for r, v in budgets.items()):
             return _allocation(omega, costs, choice, budgets)
     raise InfeasibleBudget("no random assignment within the budgets was drawn")
@@ -257,13 +288,14 @@ def feasible_assignments(omega: np.ndarray, costs: CostTable, budgets: dict, min
     assignments a budget leaves to choose between."""
     import itertools
 
-    n_l, n_b = omega.shape
-    if n_b ** n_l > limit:
-        raise ValueError(f"{n_b ** n_l:,} assignments are too many to enumerate (limit {limit:,})")
+    options = [np.flatnonzero(row).tolist() for row in costs.offered()]
+    count = int(np.prod([len(o) for o in options]))
+    if count > limit:
+        raise ValueError(f"{count:,} assignments are too many to enumerate (limit {limit:,})")
     budgets = {k: v for k, v in budgets.items() if v is not None and k in costs.per_layer}
     floors = {k: v for k, v in (min_total or {}).items() if v is not None and k in costs.per_layer}
     found = []
-    for choice in itertools.product(range(n_b), repeat=n_l):
+    for choice in itertools.product(*options):
         choice = list(choice)
         if all(costs.total(r, choice) <= v for r, v in budgets.items()) and \
                 all(costs.total(r, choice) >= v for r, v in floors.items()):
@@ -288,9 +320,7 @@ def pareto_sweep(omega: np.ndarray, costs: CostTable, resource: str, budgets: di
     """ILP solutions for ``steps`` budgets on ``resource`` from the smallest to the largest
     assignment (other budgets held), reduced to the Pareto set of (resource, sensitivity)."""
     budgets = dict(budgets or {})
-    t = costs.per_layer[resource]
-    lo = costs.base[resource] + float(t.min(axis=1).sum())
-    hi = costs.base[resource] + float(t.max(axis=1).sum())
+    lo, hi = costs.extreme(resource, np.min), costs.extreme(resource, np.max)
     found: dict[tuple, Allocation] = {}
     for b in np.linspace(lo, hi, steps):
         try:

@@ -33,6 +33,19 @@ SPEED_CODE_SHARE = 0.05
 STEP_CODE_BYTES = 32
 #: the code budget where the board is not known
 SPEED_CODE_DEFAULT = 64 * 1024
+#: conv2d_gemm_2x2 (--optimize speed): code bytes per step of two k-pairs (two LDM, eight SMLAD) and of the rest
+#: of its function (im2col, requantization, tail)
+PAIR_STEP_CODE_BYTES = 40
+PAIR_BASE_CODE_BYTES = 1024
+#: conv2d_gemm_2x2 only for K of at least this many k-pairs (with a fused add: PAIR_MIN_KWORDS_RES): on shorter K
+#: the requantization per block of 4 outputs instead of 6 costs more than the steps save (measured on mps2-an386
+#: under speed: the VWW stand-in 7,109,354 / 7,086,033 / 7,090,401 instructions from K of 48 / 24 / 16 on, KWS's
+#: K-32 pointwise layers 2,373,597 -> 2,302,453; ResNet-8's K-72 conv with the add 2,041,598 -> 2,009,525)
+PAIR_MIN_KWORDS = 24
+PAIR_MIN_KWORDS_RES = 48
+#: ... and at most this many: the assembly steps back over a pair's im2col words (8 K bytes) with one SUBW and keeps
+#: r7 at 8 K + 16 bytes from col (imm12 offsets)
+PAIR_MAX_KWORDS = 509
 
 
 def speed_unroll(kwords: int) -> int:
@@ -314,11 +327,13 @@ class ConvGemm(KernelVariant):
 
     @classmethod
     def speed_pass(cls, selections: list, board) -> None:
-        """--optimize speed (codegen): the conv2d_gemm layers' micro-kernels as straight-line code
-        (conv2d_gemm_straight), those that save the most loop instructions per byte of code first, while the
-        added code stays within SPEED_CODE_SHARE of the board's flash."""
+        """--optimize speed (codegen): the conv2d_gemm layers' micro-kernels as straight-line code: first as
+        conv2d_gemm_2x2 (pixel pairs, two k-pairs per step: 10 instructions per 16 MACs instead of 8 per 12),
+        then the others as conv2d_gemm_straight, those that save the most instructions per byte of code first,
+        while the added code stays within SPEED_CODE_SHARE of the board's flash."""
         flash = getattr(getattr(board, "flash", None), "length", None)
         budget = int(SPEED_CODE_SHARE * flash) if flash else SPEED_CODE_DEFAULT
+        budget = ConvGemmPairs.take(selections, budget)
         gains = []
         for sel in selections:
             d = sel.ctx
@@ -393,7 +408,71 @@ class ConvGemmStraight(ConvGemm):
                       **({"mk_loops8": calls * loops * SPEED_UNROLL // (2 * GEMM_UNROLL)} if loops else {})}
 
 
-VARIANTS = (ConvGemm(), ConvGemmStraight())
+class ConvGemmPairs(ConvGemm):
+    """conv2d_gemm under --optimize speed on pixel pairs (templates/cortexm/ops_dsp/conv2d_gemm.c.j2, its mk22
+    branch, conv2d_gemm_2x2.j2): per step two k-pairs of 2 pixels x 2 output channels, one LDM of four im2col words
+    and one of four int16 weight pairs, then eight SMLAD (10 instructions per 16 MACs; the 3x2 kernel's step is 8
+    per 12). One asm statement per block runs all channel pairs; its 14 registers include r7, which it keeps in the
+    im2col buffer meanwhile (the frame pointer of -fno-omit-frame-pointer builds).
+    All steps straight-line; blocks of 2 pixels leave no idle pixel where the pixel count is even (ResNet-8's
+    3k + 1 maps cost the 3x2 kernel a whole block); an odd range's last pixel goes through a 2-pixel tail
+    buffer. Requantization (and a fused add) in the assembly (asm_requant) only. Never selected itself: codegen's
+    speed pass (ConvGemm.speed_pass, ConvGemmPairs.take) turns conv2d_gemm layers into it."""
+    name = "conv2d_gemm_2x2"
+    modes = frozenset()
+    cost_kinds = {"gemm_2x2": ("im2col_words", "zero_words", "runs", "runs_valid", "tap_iters", "tail_runs",
+                               "partial_elems", "mk_pairs", "mk_rem", "mk_blocks", "outputs", "blocks", "const")}
+    cost_reduced = {"gemm_2x2": ("im2col_words", "mk_pairs", "outputs")}
+    cost_work = {"gemm_2x2": (("mk_pairs", 2 * GEMM_CHANNELS * 2 * 2), ("mk_rem", 2 * GEMM_CHANNELS * 2),
+                              ("outputs", 1))}
+
+    @staticmethod
+    def applies(sel) -> bool:
+        """Whether a conv2d_gemm selection can run on pixel pairs: int16 weights, one block per step, the
+        requantization in the assembly."""
+        d = sel.ctx
+        return sel.kind == ConvGemm.name and not d.get("int8_weights") and d.get("nblocks", 1) == 1 \
+            and bool(d.get("asm_rq")) and d.get("pixels") == GEMM_PIXELS \
+            and (PAIR_MIN_KWORDS_RES if d["asm_rq"].get("res") else PAIR_MIN_KWORDS) <= d["kwords"] <= PAIR_MAX_KWORDS
+
+    @staticmethod
+    def code_bytes(d: dict) -> int:
+        """Code bytes of the pixel-pair kernel beyond those of the looped 3x2 one it replaces."""
+        return PAIR_BASE_CODE_BYTES + PAIR_STEP_CODE_BYTES * -(-d["kwords"] // 2) \
+            - STEP_CODE_BYTES * code_steps(d["kwords"], d["unroll"])
+
+    @classmethod
+    def take(cls, selections: list, budget: int) -> int:
+        """Turn the conv2d_gemm layers of ``selections`` that it applies to into conv2d_gemm_2x2, the largest
+        (most MACs per byte of code) first, within ``budget`` code bytes; the budget left."""
+        cands = [(-(s.ctx["npix"] * s.ctx["oc_pad"] * s.ctx["kwords"]) / max(1, cls.code_bytes(s.ctx)), i, s)
+                 for i, s in enumerate(selections) if cls.applies(s)]
+        for _, _, sel in sorted(cands, key=lambda c: (c[0], c[1])):
+            extra = max(0, cls.code_bytes(sel.ctx))
+            if extra > budget:
+                continue
+            budget -= extra
+            d = sel.ctx
+            sel.kind = cls.name
+            # the im2col of both pixels at once where ek_im2col3 would take three (whole words per run)
+            # col: the im2col words and 5 words the assembly uses after them (kpad: 3 k-pairs more)
+            d.update(pixels=2, col_stride=2, kpad=d["kwords"] + 3, mk22=True, im2col2=d.get("im2col3"), im2col3=False,
+                     tail_bytes=0,
+                     summary=d["summary"].replace(f"{GEMM_PIXELS}x2 SMLAD micro-kernel",
+                                                  "2x2 SMLAD micro-kernel on 2 k-pairs per step (speed)"))
+        return budget
+
+    def cost_features(self, info: dict) -> tuple[str, dict]:
+        f, kwords = im2col_features(info)
+        oc = info["out"][2]
+        npix = info["out"][0] * info["out"][1]
+        blocks = -(-npix // 2)
+        calls = blocks * -(-oc // GEMM_CHANNELS)
+        return "gemm_2x2", {**f, "mk_pairs": calls * (kwords // 2), "mk_rem": calls * (kwords % 2),
+                            "mk_blocks": calls, "outputs": npix * oc, "blocks": blocks, "const": 1}
+
+
+VARIANTS = (ConvGemm(), ConvGemmStraight(), ConvGemmPairs())
 
 
 def residual_table(node, graph, ctx: dict) -> dict:

@@ -1,0 +1,101 @@
+"""conv2d_gemm_2x2 (kernels/conv2d_gemm.py ConvGemmPairs, templates/cortexm/ops_dsp/conv2d_gemm_2x2.j2): under
+--optimize speed the int16 GEMM layers with K of PAIR_MIN_KWORDS k-pairs or more (PAIR_MIN_KWORDS_RES with a fused
+add) run on pixel pairs, two k-pairs per step (LDM of 4 im2col words, LDM of 4 weight pairs, 8 SMLAD), with 14
+registers (r7 kept by the asm in the im2col buffer). Random ResNet-like chains (odd and even K, odd pixel counts that leave one
+pixel for the 2-pixel tail buffer, row-fused ranges, stride 2, a fused add in place over the trunk) are bit-exact on
+the emulated Cortex-M4 and M7 and compile at every optimization level, also with -fno-omit-frame-pointer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit.backends.cortexm.kernels import conv2d_gemm as gemm
+from edgekit.frontends.tflite.writer import tflite
+from helpers.codes import input_codes
+from helpers.compile_levels import disassembly_at_every_level
+from test_kernels_dsp import BOARDS, Chain, _check
+
+
+def chain_pairs(seed: int) -> bytes:
+    """conv 3x3 from 16 or 18 channels (K 72 or 81 k-pairs) to 32 (the trunk) -> conv 3x3 RELU -> conv 3x3 + trunk
+    (K 144, the ADD fused in place) -> conv 3x3/2 -> dense; odd and even map sizes."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.choice([5, 7, 8])), int(rng.choice([5, 7, 9]))
+    ch = Chain(rng, (h, w, int(rng.choice([16, 18]))), zp=int(rng.integers(-60, 60)))
+    ch.conv(32, 3)
+    trunk = (ch.x, ch.scale, ch.zp)
+    ch.conv(32, 3, act=tflite.ActivationFunctionType.RELU).conv(32, 3).add_to(trunk)
+    ch.conv(int(rng.choice([16, 24])), 3, stride=2)
+    return ch.dense(int(rng.choice([5, 7]))).build()
+
+
+@pytest.mark.parametrize("target", sorted(BOARDS))
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_pixel_pair_gemm_bit_exact(seed, target, tmp_path):
+    from edgekit.api import build, verify
+    from edgekit.ir.graph import Graph
+
+    model = tmp_path / f"p{seed}.tflite"
+    model.write_bytes(chain_pairs(seed))
+    out = tmp_path / "b"
+    res = build(model, target, BOARDS[target], out, optimize="speed")
+    m = res.manifest.to_json()
+    variants = m["kernel_variants"]
+    graph = Graph.load(out)
+    convs = [n for n in graph.nodes if n.op == "conv2d"]
+    pairs = [n.name for n in convs if variants[n.name] == gemm.ConvGemmPairs.name]
+    # every 3x3 conv has K >= 72 k-pairs: all of them on pixel pairs, the fused add's (K 144) too
+    assert pairs == [n.name for n in convs], variants
+    assert any(n.attrs.get("residual") for n in convs if n.name in pairs)
+    kernels = {r["name"]: r.get("kernel", "") for r in m["layers"]}
+    assert all("2x2 SMLAD micro-kernel on 2 k-pairs per step" in kernels[n] for n in pairs), kernels
+    t = graph.tensors[graph.inputs[0]]
+    rep = verify(out, codes=input_codes(np.random.default_rng(seed), t.shape, 24, t.zero_point, 10),
+                 stages=("host", "qemu"))
+    _check(out, rep, set(pairs), weights="int16")
+    src = (out / "src" / "model.c").read_text()
+    assert "str r7, [%[xp], #" in src and "ldmia %[wp]!, { %[w0], %[w1], %[w2], %[w3]}" in src
+    if target == "cortex-m4" and seed in (0, 1):
+        for flags, dis in disassembly_at_every_level(out, tmp_path).items():
+            # the pixel pairs' step: LDM of four weight pairs into r0-r3 (the reference kernels at -O0)
+            assert ("ldmia" in dis and "{r0, r1, r2, r3}" in dis) == (flags != ("-O0",)), flags
+
+
+def test_pixel_pairs_cover_odd_k_odd_pixels_and_row_ranges():
+    """The chains above reach the paths the template has: an odd K (81: one single step first), an odd pixel
+    count (the last pixel through tail2) and a row-fused consumer (pixel ranges)."""
+    ks, odd_pix = set(), False
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        h, w, ic = int(rng.choice([5, 7, 8])), int(rng.choice([5, 7, 9])), int(rng.choice([16, 18]))
+        ks.add(3 * -(-3 * ic // 2))
+        odd_pix |= (h * w) % 2 == 1
+    assert ks == {72, 81} and odd_pix
+
+
+def test_short_k_stays_on_the_3x2_kernel():
+    """Below the measured break-even (PAIR_MIN_KWORDS, PAIR_MIN_KWORDS_RES with a fused add) the 3x2 kernel keeps
+    the layer; int8 weights and the C epilogue never take the pixel pairs."""
+    from edgekit.backends.cortexm.kernels.base import Selection
+
+    def sel(kwords, res=False, **kw):
+        d = {"kwords": kwords, "int8_weights": False, "nblocks": 1, "pixels": gemm.GEMM_PIXELS,
+             "asm_rq": {"res": {"m": 1}} if res else {"sat": "ssat"}, "npix": 64,
+             "oc_pad": 16, "summary": "x, 3x2 SMLAD micro-kernel", "im2col3": True, "unroll": 7}
+        d.update(kw)
+        return Selection(gemm.ConvGemm.name, gemm.ConvGemm.template, ctx=d)
+
+    assert gemm.ConvGemmPairs.applies(sel(gemm.PAIR_MIN_KWORDS))
+    assert not gemm.ConvGemmPairs.applies(sel(gemm.PAIR_MIN_KWORDS - 1))
+    assert not gemm.ConvGemmPairs.applies(sel(gemm.PAIR_MIN_KWORDS_RES - 1, res=True))
+    assert gemm.ConvGemmPairs.applies(sel(gemm.PAIR_MIN_KWORDS_RES, res=True))
+    assert not gemm.ConvGemmPairs.applies(sel(200, int8_weights=True))
+    assert not gemm.ConvGemmPairs.applies(sel(200, asm_rq=None))
+    s = sel(144)
+    left = gemm.ConvGemmPairs.take([s], 10**6)
+    assert s.kind == "conv2d_gemm_2x2" and s.ctx["pixels"] == 2 and s.ctx["im2col2"] and not s.ctx["im2col3"]
+    assert left == 10**6 - gemm.ConvGemmPairs.code_bytes({"kwords": 144, "unroll": 7}) > 0
+    # no budget: the layer stays conv2d_gemm
+    s = sel(144)
+    gemm.ConvGemmPairs.take([s], 100)
+    assert s.kind == gemm.ConvGemm.name and s.ctx["pixels"] == gemm.GEMM_PIXELS
