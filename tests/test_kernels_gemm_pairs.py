@@ -61,16 +61,36 @@ def test_pixel_pair_gemm_bit_exact(seed, target, tmp_path):
             assert ("ldmia" in dis and "{r0, r1, r2, r3}" in dis) == (flags != ("-O0",)), flags
 
 
-def test_pixel_pairs_cover_odd_k_odd_pixels_and_row_ranges():
-    """The chains above reach the paths the template has: an odd K (81: one single step first), an odd pixel
-    count (the last pixel through tail2) and a row-fused consumer (pixel ranges)."""
-    ks, odd_pix = set(), False
+def test_pixel_pairs_cover_odd_k_odd_pixels_and_row_ranges(tmp_path):
+    """The chains above reach the paths the template has, read from the imported graphs and their memory plans: an
+    odd K (81: one single step first), an odd pixel count (the last pixel through tail2), a row-fused consumer
+    (pixel ranges) and a fused add, each on a layer that the pixel pairs take (K of PAIR_MIN_KWORDS or more)."""
+    from edgekit.frontends.tflite.importer import import_tflite
+    from edgekit.ir.passes import run_default_passes
+    from edgekit.ir.planner import plan_memory
+
+    ks, seen = set(), set()
     for seed in range(4):
-        rng = np.random.default_rng(seed)
-        h, w, ic = int(rng.choice([5, 7, 8])), int(rng.choice([5, 7, 9])), int(rng.choice([16, 18]))
-        ks.add(3 * -(-3 * ic // 2))
-        odd_pix |= (h * w) % 2 == 1
-    assert ks == {72, 81} and odd_pix
+        path = tmp_path / f"p{seed}.tflite"
+        path.write_bytes(chain_pairs(seed))
+        graph, _ = import_tflite(path)
+        run_default_passes(graph)
+        plan = plan_memory(graph)
+        for node in graph.nodes:
+            if node.op != "conv2d":
+                continue
+            oc, kh, kw, ic = graph.tensors[node.inputs[1]].shape
+            oh, ow, _ = graph.tensors[node.outputs[0]].shape
+            kwords = -(-kh * kw * ic // 2)
+            res = bool(node.attrs.get("residual"))
+            if kwords < (gemm.PAIR_MIN_KWORDS_RES if res else gemm.PAIR_MIN_KWORDS):
+                continue
+            ks.add(kwords)
+            fusion = plan.fusion_of(node.name)
+            seen |= {name for name, reached in (("odd k", kwords % 2), ("odd pixels", (oh * ow) % 2),
+                                                ("row range", fusion is not None and fusion.consumer == node.name),
+                                                ("fused add", res)) if reached}
+    assert {72, 81} <= ks and seen == {"odd k", "odd pixels", "row range", "fused add"}, (ks, seen)
 
 
 def test_short_k_stays_on_the_3x2_kernel():
