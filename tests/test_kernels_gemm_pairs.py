@@ -13,6 +13,7 @@ from edgekit.backends.cortexm.kernels import conv2d_gemm as gemm
 from edgekit.frontends.tflite.writer import tflite
 from helpers.codes import input_codes
 from helpers.compile_levels import disassembly_at_every_level
+from helpers.planned import planned_graph
 from test_kernels_dsp import BOARDS, Chain, _check
 
 
@@ -65,17 +66,9 @@ def test_pixel_pairs_cover_odd_k_odd_pixels_and_row_ranges(tmp_path):
     """The chains above reach the paths the template has, read from the imported graphs and their memory plans: an
     odd K (81: one single step first), an odd pixel count (the last pixel through tail2), a row-fused consumer
     (pixel ranges) and a fused add, each on a layer that the pixel pairs take (K of PAIR_MIN_KWORDS or more)."""
-    from edgekit.frontends.tflite.importer import import_tflite
-    from edgekit.ir.passes import run_default_passes
-    from edgekit.ir.planner import plan_memory
-
     ks, seen = set(), set()
     for seed in range(4):
-        path = tmp_path / f"p{seed}.tflite"
-        path.write_bytes(chain_pairs(seed))
-        graph, _ = import_tflite(path)
-        run_default_passes(graph)
-        plan = plan_memory(graph)
+        graph, plan = planned_graph(chain_pairs(seed), tmp_path, f"p{seed}.tflite")
         for node in graph.nodes:
             if node.op != "conv2d":
                 continue

@@ -15,6 +15,7 @@ import pytest
 from edgekit.backends.cortexm.kernels import conv2d_gemm_int8 as g8
 from edgekit.backends.cortexm.kernels import registry as kernel_registry
 from helpers.codes import input_codes
+from helpers.planned import planned_graph
 from helpers.compile_levels import disassembly_at_every_level
 from test_kernels_dsp import BOARDS, Chain, _check
 
@@ -34,18 +35,6 @@ def chain_shared(seed: int) -> bytes:
     return ch.dense(int(rng.choice([5, 7]))).build()
 
 
-def _graph(model: bytes, tmp_path):
-    from edgekit.frontends.tflite.importer import import_tflite
-    from edgekit.ir.passes import run_default_passes
-    from edgekit.ir.planner import plan_memory
-
-    path = tmp_path / "m.tflite"
-    path.write_bytes(model)
-    graph, _ = import_tflite(path)
-    run_default_passes(graph)
-    return graph, plan_memory(graph)
-
-
 def test_stream_is_the_int8_stream_padded(tmp_path):
     """Per channel pair: the biases and k-pair words of conv2d_gemm_int8, zero words up to the padded K, then the
     requantization records of both channels (per-tensor ones repeated); the passes' step counts and the blocks
@@ -54,7 +43,7 @@ def test_stream_is_the_int8_stream_padded(tmp_path):
     shared, plain = reg.get(SHARED), reg.get("conv2d_gemm_int8")
     seen = 0
     for seed in range(4):
-        graph, plan = _graph(chain_shared(seed), tmp_path)
+        graph, plan = planned_graph(chain_shared(seed), tmp_path)
         for node in graph.nodes:
             if node.op != "conv2d" or shared.refusal(node, graph, plan) is not None:
                 continue
@@ -165,7 +154,7 @@ def test_size_keeps_the_shared_layers_full_records(tmp_path):
     ch.conv(16, 1, per_channel=True)
     model = tmp_path / "k.tflite"
     model.write_bytes(ch.dense(5).build())
-    graph, plan = _graph(model.read_bytes(), tmp_path)
+    graph, plan = planned_graph(model.read_bytes(), tmp_path)
     shared = kernel_registry.registry().get(SHARED)
     node = graph.nodes[0]
     assert shared.refusal(node, graph, plan) is None
@@ -192,7 +181,7 @@ def test_fused_add_reads_its_rescaled_residual_from_a_table(tmp_path):
     reg = kernel_registry.registry()
     seen = 0
     for seed in (2, 3):
-        graph, plan = _graph(chain_b(seed), tmp_path)
+        graph, plan = planned_graph(chain_b(seed), tmp_path)
         for node in graph.nodes:
             if node.op != "conv2d" or not node.attrs.get("residual"):
                 continue

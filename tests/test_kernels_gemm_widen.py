@@ -16,6 +16,7 @@ from edgekit.backends.cortexm import build as cortexm_build
 from edgekit.backends.cortexm.kernels import conv2d_gemm_widen as gw
 from edgekit.backends.cortexm.kernels import registry as kernel_registry
 from helpers.codes import input_codes
+from helpers.planned import planned_graph
 from test_kernels_dsp import BOARDS, Chain, _check
 
 WIDEN = "conv2d_gemm_widen"
@@ -37,18 +38,6 @@ def chain_widen(seed: int) -> bytes:
     return ch.dense(int(rng.choice([5, 7]))).build()
 
 
-def _graph(model: bytes, tmp_path):
-    from edgekit.frontends.tflite.importer import import_tflite
-    from edgekit.ir.passes import run_default_passes
-    from edgekit.ir.planner import plan_memory
-
-    path = tmp_path / "m.tflite"
-    path.write_bytes(model)
-    graph, _ = import_tflite(path)
-    run_default_passes(graph)
-    return graph, plan_memory(graph)
-
-
 def test_groups_fit_the_gap_and_refusals(tmp_path):
     """Each selection's widened groups and im2col block fit a free arena gap at the node and never raise the arena;
     the groups are as few as the gap allows, of equal size; seed 0 takes one group and several, seed 2 several and
@@ -61,7 +50,7 @@ def test_groups_fit_the_gap_and_refusals(tmp_path):
     v = reg.get(WIDEN)
     seen = {"one": 0, "several": 0, "no gap": 0, "in place": 0}
     for seed in (0, 2):
-        graph, plan = _graph(chain_widen(seed), tmp_path)
+        graph, plan = planned_graph(chain_widen(seed), tmp_path)
         names = [n.name for n in graph.nodes]
         sel = _select_kernels(graph, plan, "optimized", ("dsp",), board, "balanced", 0)
         for i, node in enumerate(graph.nodes):
@@ -163,7 +152,7 @@ def test_random_chains_bit_exact(seed, compact, target, tmp_path, monkeypatch):
     src = (out / "src" / "model.c").read_text()
     assert "sxtb16 %[o0], %[v0], ror #8" in src and "ldrd %[wa], %[wb], [%[wp]], #8" in src
     # the widened weights take free arena bytes only: the arena the planner gave the graph before any kernel
-    assert res.manifest.arena_bytes == _graph(chain_widen(seed), tmp_path)[1].arena_bytes
+    assert res.manifest.arena_bytes == planned_graph(chain_widen(seed), tmp_path)[1].arena_bytes
 
 
 def test_compiles_with_any_optimization_and_a_frame_pointer(tmp_path, monkeypatch):
