@@ -95,6 +95,18 @@ def _table(rng, n_layers=4, bits=(8, 4, 2)):
                      {"flash": flash, "instructions": ins}, {"ram": 2048.0})
 
 
+def brute_force_best(omega, costs, budgets, options):
+    """(least sensitivity, choice) over every assignment of the width indices ``options[l]`` to layer l that meets
+    ``budgets``, by enumeration; (inf, None) where none does: what the ILP must find."""
+    best, best_choice = np.inf, None
+    for choice in itertools.product(*options):
+        if all(costs.total(r, list(choice)) <= v for r, v in budgets.items()):
+            s = sum(omega[i, j] for i, j in enumerate(choice))
+            if s < best:
+                best, best_choice = s, choice
+    return best, best_choice
+
+
 def test_ilp_finds_the_brute_force_optimum_within_budgets():
     rng = np.random.default_rng(1)
     for _ in range(12):
@@ -102,12 +114,7 @@ def test_ilp_finds_the_brute_force_optimum_within_budgets():
         omega = np.sort(rng.random((4, 3)), axis=1) * rng.random((4, 1)) * 10
         budgets = {"flash": 1000 + float(rng.integers(300, 1400)),
                    "instructions": 500 + float(rng.integers(6000, 16000))}
-        best, best_choice = np.inf, None
-        for choice in itertools.product(range(3), repeat=4):
-            if all(costs.total(r, list(choice)) <= v for r, v in budgets.items()):
-                s = sum(omega[i, j] for i, j in enumerate(choice))
-                if s < best:
-                    best, best_choice = s, choice
+        best, best_choice = brute_force_best(omega, costs, budgets, [range(3)] * 4)
         if best_choice is None:
             with pytest.raises(InfeasibleBudget):
                 allocate(omega, costs, budgets)

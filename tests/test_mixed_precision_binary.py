@@ -3,7 +3,6 @@ table that sees per-channel scales (issue 15)."""
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 
 import numpy as np
@@ -14,6 +13,7 @@ from torch import nn
 from edgekit.qat.hessian import perturbation, quant_layers, quantized_weight, set_weight_bits, weight_bits
 from edgekit.qat.mixed_precision_alloc import (CostTable, InfeasibleBudget, allocate, feasible_assignments,
                                                pareto_sweep, random_assignment, uniform)
+from test_mixed_precision import brute_force_best
 
 
 def _mlp(weight_quant=None):
@@ -84,14 +84,8 @@ def test_ilp_gives_1_bit_only_where_offered_and_finds_the_brute_force_optimum():
         omega = np.sort(rng.random((4, 4)), axis=1)[:, ::-1] * 10
         budgets = {"flash": 1000 + float(rng.integers(200, 1400)),
                    "instructions": 500 + float(rng.integers(6000, 16000))}
-        best, best_choice = np.inf, None
-        for choice in itertools.product(range(4), range(4), range(4), range(4)):
-            if any(j == 3 for j in choice[:-1]):
-                continue
-            if all(costs.total(r, list(choice)) <= v for r, v in budgets.items()):
-                s = sum(omega[i, j] for i, j in enumerate(choice))
-                if s < best:
-                    best, best_choice = s, choice
+        # 1 bit (index 3) for the last layer only
+        best, best_choice = brute_force_best(omega, costs, budgets, [range(3)] * 3 + [range(4)])
         if best_choice is None:
             with pytest.raises(InfeasibleBudget):
                 allocate(omega, costs, budgets)
