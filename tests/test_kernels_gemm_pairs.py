@@ -112,3 +112,24 @@ def test_short_k_stays_on_the_3x2_kernel():
     s = sel(144)
     gemm.ConvGemmPairs.take([s], 100)
     assert s.kind == gemm.ConvGemm.name and s.ctx["pixels"] == gemm.GEMM_PIXELS
+
+
+def test_speed_pass_breaks_ties_in_graph_order(monkeypatch):
+    """Layers of equal gain per code byte that the budget cannot all take: the first in graph order becomes
+    conv2d_gemm_straight, whatever the objects' addresses (the pass sorted ties by id(), so which layer got the
+    straight-line steps could change from run to run)."""
+    from edgekit.backends.cortexm.kernels.base import Selection
+
+    def sel():
+        d = {"kwords": 60, "int8_weights": False, "nblocks": 1, "pixels": gemm.GEMM_PIXELS, "asm_rq": None,
+             "npix": 64, "oc_pad": 16, "summary": "x", "unroll": gemm.unroll(60, full=True)}
+        return Selection(gemm.ConvGemm.name, gemm.ConvGemm.template, ctx=d)
+
+    d = sel().ctx
+    extra = gemm.STEP_CODE_BYTES * (gemm.code_steps(60, gemm.speed_unroll(60)) - gemm.code_steps(60, d["unroll"]))
+    assert extra > 0
+    monkeypatch.setattr(gemm, "SPEED_CODE_DEFAULT", extra)  # room for one layer's straight-line steps
+    for _ in range(8):
+        layers = [sel() for _ in range(4)]
+        gemm.ConvGemm.speed_pass(layers, None)
+        assert [s.kind for s in layers] == [gemm.ConvGemmStraight.name] + [gemm.ConvGemm.name] * 3

@@ -335,7 +335,7 @@ class ConvGemm(KernelVariant):
         budget = int(SPEED_CODE_SHARE * flash) if flash else SPEED_CODE_DEFAULT
         budget = ConvGemmPairs.take(selections, budget)
         gains = []
-        for sel in selections:
+        for i, sel in enumerate(selections):
             d = sel.ctx
             if sel.kind != ConvGemm.name or d.get("nblocks", 1) > 1:
                 continue
@@ -344,7 +344,7 @@ class ConvGemm(KernelVariant):
             calls = -(-d["npix"] // d["pixels"]) * (d["oc_pad"] // 2)
             saved = 3 * calls * (loop_iterations(kw, d["unroll"]) - loop_iterations(kw, u))
             if saved > 0 and extra > 0:
-                gains.append((-saved / extra, id(sel), sel, u, extra))
+                gains.append((-saved / extra, i, sel, u, extra))  # ties in graph order (not id(): run to run)
         for _, _, sel, u, extra in sorted(gains, key=lambda g: (g[0], g[1])):
             if extra <= budget:
                 budget -= extra
