@@ -176,6 +176,7 @@ def test_row_fused_layer_widens_once_where_its_partner_leaves_the_bytes():
     tests/test_tflite.py verifies the MLPerf model against TFLite Micro's goldens.)"""
     from types import SimpleNamespace
 
+    from edgekit.backends.cortexm.codegen import optimize_choice
     from edgekit.backends.cortexm.kernels.base import Selection
 
     def widen_sel(scratch, groups=1):
@@ -196,3 +197,6 @@ def test_row_fused_layer_widens_once_where_its_partner_leaves_the_bytes():
         gw.persist_in_row_fusions(plan, {"a": s, "b": o})
         assert bool(s.ctx["widen"].get("persist")) == persists
         assert s.ctx["acc_doubled"] == persists and ("doubled" in s.ctx["summary"]) == persists
+        # the report's kernel column says when the weights are widened
+        choice = optimize_choice(s)
+        assert ("once per inference" in choice) == persists and ("per call" in choice) != persists, choice

@@ -282,7 +282,8 @@ def optimize_choice(s: Selection) -> str | None:
         return f"int16 weights: +{s.ctx['balanced_extra']} B of flash for speed"
     # int8 weights in flash widened per call into free arena bytes (kernels/conv2d_gemm_widen.py)
     widen = s.ctx.get("widen") or {}
-    ram = f"widened per call in {widen['bytes']} B of free arena" if "bytes" in widen else ""
+    when = "once per inference, on its row fusion's first step," if widen.get("persist") else "per call"
+    ram = f"widened {when} in {widen['bytes']} B of free arena" if "bytes" in widen else ""
     if "balanced_needs" in s.ctx:
         return (f"int8 weights: int16 (+{s.ctx['balanced_needs']} B) would exceed the default flash goal"
                 + (f"; {ram}" if ram else ""))
