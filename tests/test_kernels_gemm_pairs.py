@@ -6,6 +6,9 @@ pixel for the 2-pixel tail buffer, row-fused ranges, stride 2, a fused add in pl
 the emulated Cortex-M4 and M7 and compile at every optimization level, also with -fno-omit-frame-pointer."""
 from __future__ import annotations
 
+import re
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -138,3 +141,38 @@ def test_speed_pass_breaks_ties_in_graph_order(monkeypatch):
         layers = [sel() for _ in range(4)]
         gemm.ConvGemm.speed_pass(layers, None)
         assert [s.kind for s in layers] == [gemm.ConvGemmStraight.name] + [gemm.ConvGemm.name] * 3
+
+
+def test_pixel_pairs_run_bit_exact_with_a_frame_pointer(tmp_path, monkeypatch):
+    """The assembly's r7 at run time, not only at compile time: the firmware compiled with -fno-omit-frame-pointer
+    (r7 the layer functions' frame pointer, which the asm keeps in the im2col buffer while it uses r7 as the fourth
+    accumulator) at -O2 and -Os gives the simulator's outputs on the emulated M4 (seed 1: odd K, an odd pixel count,
+    a row-fused consumer with the fused add)."""
+    import shutil
+
+    from edgekit.api import build, verify
+    from edgekit.backends.cortexm import toolchain as tc
+    from edgekit.ir.graph import Graph
+    from edgekit.manifest import load_manifest
+    from edgekit.targets import get_core
+
+    model = tmp_path / "p.tflite"
+    model.write_bytes(chain_pairs(1))
+    base = tmp_path / "b"
+    build(model, "cortex-m4", "mps2-an386", base, optimize="speed")
+    manifest = load_manifest(base)
+    assert gemm.ConvGemmPairs.name in manifest.kernel_variants.values()
+    core = get_core(manifest.target)
+    t = Graph.load(base).tensors[Graph.load(base).inputs[0]]
+    codes = input_codes(np.random.default_rng(1), t.shape, 16, t.zero_point, 10)
+    monkeypatch.setattr(tc, "FIRMWARE_CFLAGS", [*tc.FIRMWARE_CFLAGS, "-fno-omit-frame-pointer"])
+    for opt in ("-O2", "-Os"):
+        dest = tmp_path / f"fp{opt}"
+        shutil.copytree(base, dest)
+        objects = tc.compile_objects(dest, core, optimization=opt)
+        tc.link_firmware(dest, core, objects, dest / "firmware" / "link.ld", dest / manifest.firmware)
+        dis = subprocess.run([tc._binutil("objdump"), "-d", str(dest / "obj" / "model.o")], capture_output=True,
+                             text=True, check=True).stdout
+        assert re.search(r"add\s+r7, sp", dis), opt  # the frame pointer is set up
+        rep = verify(dest, codes=codes, stages=("qemu",))
+        assert rep.ok and rep.stages[-1].mismatches == 0, f"{opt}\n{rep.table()}"
