@@ -41,6 +41,21 @@ def operand_table(rq_in, code_lo: int, zp: int) -> np.ndarray:
     return contract.apply_requant(codes - zp, rq_in).astype(np.int64)
 
 
+def _shifted_code(t: np.ndarray, code_lo: int, other: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """(k, other + c) where the table ``t`` of the codes from ``code_lo`` is ``code * 2^k + c`` for every code,
+    so that ``t[code] + other[j] == (code << k) + (other[j] + c)``; None where it is not, or where the shifted
+    code or the folded table leaves int32 (the sum itself is bounded by the caller)."""
+    step = int(t[1] - t[0])
+    if step <= 0 or step & (step - 1) or not np.array_equal(np.diff(t), np.full(t.size - 1, step)):
+        return None
+    k = step.bit_length() - 1
+    c = int(t[0]) - code_lo * step
+    folded = other + c
+    if max(abs(code_lo), abs(code_lo + CODES - 1)) << k >= 2**31 or int(np.abs(folded).max()) >= 2**31:
+        return None
+    return k, folded
+
+
 class Conv1x1Add(ConvGemm):
     name = "conv1x1_add"
     # above the few-channel variants (a 1x1 over 4 channels with an add is both): the add's tables go first
@@ -97,12 +112,25 @@ class Conv1x1Add(ConvGemm):
             d["sum_expr"] = scalar_expr(out, bound)        # one SMLAL, or None: the reference requantization
             if d["sum_expr"]:
                 d["sum_expr"] = d["sum_expr"].format(x="s_")
+        # an operand rescaled by a power of two alone (TFLite's ADD: the larger-scale input, ratio 1/2) is its
+        # code shifted: its table's constant goes into the other table, and the code's shift replaces a load
+        lin_b = _shifted_code(np.roll(tb, -r_lo), r_lo, ta)
+        lin_a = None if lin_b else _shifted_code(ta, y_lo, tb)
+        if lin_b:
+            lin, lin_k, ta = "b", lin_b[0], lin_b[1]
+        elif lin_a:
+            lin, lin_k, tb = "a", lin_a[0], lin_a[1]
+        else:
+            lin, lin_k = None, 0
         (ta_t, ta_k, ta), (tb_t, tb_k, tb) = narrow_table(ta), narrow_table(tb)
-        d.update(ta=ta, tb=tb, ta_t=ta_t, ta_k=ta_k, tb_t=tb_t, tb_k=tb_k, y_lo=y_lo, r_lo=r_lo,
-                 sum_doubled=bool(form.get("smmlar")),
+        d.update(ta=ta, tb=tb, ta_t=ta_t, ta_k=ta_k, tb_t=tb_t, tb_k=tb_k, y_lo=y_lo, r_lo=r_lo, lin=lin,
+                 lin_k=lin_k, sum_doubled=bool(form.get("smmlar")),
                  full_unroll=d["kwords"] <= FULL_UNROLL, pixel_words=graph.tensors[node.inputs[0]].shape[2] // 4)
-        d["summary"] = d["summary"].replace("micro-kernel", "micro-kernel, fused add from two 256-entry tables")
-        sel.weight_bytes += CODES * sum(2 if t == "int16_t" else 4 for t in (ta_t, tb_t))
+        tables = {"a": (tb_t,), "b": (ta_t,), None: (ta_t, tb_t)}[lin]
+        d["summary"] = d["summary"].replace(
+            "micro-kernel", "micro-kernel, fused add from " + ("two 256-entry tables" if lin is None else
+                                                               "a 256-entry table and a shifted code"))
+        sel.weight_bytes += CODES * sum(2 if t == "int16_t" else 4 for t in tables)
         return sel
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
