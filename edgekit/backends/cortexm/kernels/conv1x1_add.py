@@ -56,6 +56,29 @@ def _shifted_code(t: np.ndarray, code_lo: int, other: np.ndarray) -> tuple[int, 
     return k, folded
 
 
+def _asm_epilogue(d: dict, rq, form: dict, lin, lin_k: int, y_lo: int, r_dtype: str, x_shape, oc_pad: int) -> dict | None:
+    """The epilogue in assembly (conv1x1_add.c.j2 asm_rq / asm_add): where the conv's requantization has per-channel
+    SMMLAR records in the weight stream, one operand of the add is a shifted code (``lin``), the sum's
+    requantization is the SMMLAR form and both clamps are 8-bit saturations (the conv's folded into the table
+    where the table takes the conv's code); else None (the C epilogue)."""
+    if not (d.get("fast") and d.get("fast_pc") and d.get("smmlar") and not d.get("rq_table") and form.get("smmlar")
+            and lin):
+        return None
+    sat = {("__ssat(", ", 8)"): "ssat", ("__usat(", ", 8)"): "usat"}
+    sat_o = sat.get((form["clamp_pre"], form["clamp_post"]))
+    e_o = int(form["fsh"][0])
+    if sat_o is None or not 0 <= e_o <= 31:
+        return None
+    sat_y = "ssat" if y_lo < 0 else "usat"
+    if lin == "a" and (rq.lo, rq.hi) != ((-128, 127) if y_lo < 0 else (0, 255)):
+        return None                                        # the shifted code itself must be the clamped one
+    if 2 * oc_pad + 1 > 4095:
+        return None                                        # LDRB/STRB's 12-bit offsets of a block's pixels
+    return {"sat_y": sat_y, "lsl_acc": not d.get("acc_doubled"), "sat_o": sat_o, "e_o": e_o,
+            "ms": int(form["fm"][0]), "hs": int(form["fahi"][0]), "k": lin_k,
+            "ld_res": "ldrsb" if r_dtype == "int8" else "ldrb"}
+
+
 class Conv1x1Add(ConvGemm):
     name = "conv1x1_add"
     # above the few-channel variants (a 1x1 over 4 channels with an add is both): the add's tables go first
@@ -122,7 +145,17 @@ class Conv1x1Add(ConvGemm):
             lin, lin_k, tb = "a", lin_a[0], lin_a[1]
         else:
             lin, lin_k = None, 0
+        asm = _asm_epilogue(d, rq, form, lin, lin_k, y_lo, rt.dtype, graph.tensors[node.inputs[0]].shape, d["oc_pad"])
+        if asm and lin == "b":
+            # the conv's clamp in the table: indexed by the 8-bit saturated code, ta[v] = operand(clamp(v))
+            ta = ta[np.clip(np.arange(y_lo, y_lo + CODES), rq.lo, rq.hi) - y_lo]
         (ta_t, ta_k, ta), (tb_t, tb_k, tb) = narrow_table(ta), narrow_table(tb)
+        if asm and (ta_k if lin == "b" else tb_k):
+            asm = None                                     # a table of shifted entries: the C epilogue
+        if asm:
+            tab_t = ta_t if lin == "b" else tb_t
+            asm["ld_tab"] = ("ldr", 2) if tab_t == "int32_t" else ("ldrsh", 1)
+        d["asm_add"] = asm
         d.update(ta=ta, tb=tb, ta_t=ta_t, ta_k=ta_k, tb_t=tb_t, tb_k=tb_k, y_lo=y_lo, r_lo=r_lo, lin=lin,
                  lin_k=lin_k, sum_doubled=bool(form.get("smmlar")),
                  full_unroll=d["kwords"] <= FULL_UNROLL, pixel_words=graph.tensors[node.inputs[0]].shape[2] // 4)
