@@ -56,25 +56,34 @@ def _shifted_code(t: np.ndarray, code_lo: int, other: np.ndarray) -> tuple[int, 
     return k, folded
 
 
-def _asm_epilogue(d: dict, rq, form: dict, lin, lin_k: int, y_lo: int, r_dtype: str, x_shape, oc_pad: int) -> dict | None:
+def _asm_epilogue(d: dict, rq, node_out_rq, form: dict, lin, lin_k: int, y_lo: int, r_dtype: str,
+                  oc_pad: int) -> dict | None:
     """The epilogue in assembly (conv1x1_add.c.j2 asm_rq / asm_add): where the conv's requantization has per-channel
     SMMLAR records in the weight stream, one operand of the add is a shifted code (``lin``), the sum's
-    requantization is the SMMLAR form and both clamps are 8-bit saturations (the conv's folded into the table
-    where the table takes the conv's code); else None (the C epilogue)."""
+    requantization is the SMMLAR form and both clamps are within 8 bits (the conv's folded into the table where
+    the table takes the conv's code, else an 8-bit saturation exactly; the output's a saturation and compares);
+    else None (the C epilogue)."""
     if not (d.get("fast") and d.get("fast_pc") and d.get("smmlar") and not d.get("rq_table") and form.get("smmlar")
             and lin):
         return None
-    sat = {("__ssat(", ", 8)"): "ssat", ("__usat(", ", 8)"): "usat"}
-    sat_o = sat.get((form["clamp_pre"], form["clamp_post"]))
+    # the output's clamp: an 8-bit saturation, then a compare per bound inside it (a fused ReLU: the low one)
+    out = node_out_rq
+    sat_o = "ssat" if -128 <= out.lo and out.hi <= 127 else "usat" if 0 <= out.lo and out.hi <= 255 else None
     e_o = int(form["fsh"][0])
     if sat_o is None or not 0 <= e_o <= 31:
         return None
+    full = (-128, 127) if sat_o == "ssat" else (0, 255)
+    clamp_lo = out.lo if out.lo > full[0] else None
+    clamp_hi = out.hi if out.hi < full[1] else None
     sat_y = "ssat" if y_lo < 0 else "usat"
-    if lin == "a" and (rq.lo, rq.hi) != ((-128, 127) if y_lo < 0 else (0, 255)):
-        return None                                        # the shifted code itself must be the clamped one
+    # the shifted code (d.lin "a") is clamped by compares inside the saturation (a fused ReLU: the low bound)
+    y_full = (-128, 127) if y_lo < 0 else (0, 255)
+    y_clamp_lo = rq.lo if lin == "a" and rq.lo > y_full[0] else None
+    y_clamp_hi = rq.hi if lin == "a" and rq.hi < y_full[1] else None
     if 2 * oc_pad + 1 > 4095:
         return None                                        # LDRB/STRB's 12-bit offsets of a block's pixels
-    return {"sat_y": sat_y, "lsl_acc": not d.get("acc_doubled"), "sat_o": sat_o, "e_o": e_o,
+    return {"sat_y": sat_y, "lsl_acc": not d.get("acc_doubled"), "sat_o": sat_o, "e_o": e_o, "clamp_lo": clamp_lo,
+            "clamp_hi": clamp_hi, "y_clamp_lo": y_clamp_lo, "y_clamp_hi": y_clamp_hi,
             "ms": int(form["fm"][0]), "hs": int(form["fahi"][0]), "k": lin_k,
             "ld_res": "ldrsb" if r_dtype == "int8" else "ldrb"}
 
@@ -145,7 +154,7 @@ class Conv1x1Add(ConvGemm):
             lin, lin_k, tb = "a", lin_a[0], lin_a[1]
         else:
             lin, lin_k = None, 0
-        asm = _asm_epilogue(d, rq, form, lin, lin_k, y_lo, rt.dtype, graph.tensors[node.inputs[0]].shape, d["oc_pad"])
+        asm = _asm_epilogue(d, rq, out, form, lin, lin_k, y_lo, rt.dtype, d["oc_pad"]) if out is not None else None
         if asm and lin == "b":
             # the conv's clamp in the table: indexed by the 8-bit saturated code, ta[v] = operand(clamp(v))
             ta = ta[np.clip(np.arange(y_lo, y_lo + CODES), rq.lo, rq.hi) - y_lo]
