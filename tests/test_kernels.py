@@ -23,6 +23,7 @@ VARIANTS = {"reference", "conv2d_gemm", "conv2d_gemm_int8", "conv2d_gemm_int8_sh
             "mve_conv_xnor", "gap_dsp", "conv2d_fewch", "conv2d_fewch_int8",
             "conv1x1_add", "conv1x1_add_int8", "conv2d_gemm_straight", "conv2d_gemm_2x2"}
 VARIANTS |= {"conv2d_gemm_packed", "dense_packed", "mve_gemm_packed", "mve_dense_packed"}  # packed 4- and 2-bit weights (tests/test_kernels_packed.py)
+VARIANTS |= {"conv2d_gemm_widen"}  # int8 weights widened per call into free arena bytes (tests/test_kernels_gemm_widen.py)
 
 
 def _graph(chain: str, seed: int, tmp_path, fuse: bool = True):
@@ -147,8 +148,10 @@ def test_selection_by_core_and_the_reasons_for_the_reference(graphs):
         # chain a(0)'s first convolution (3 input channels) runs row-fused with the depthwise after it, on the
         # few-channel kernel over pixel ranges; the depthwise layer: int8 records, widened into the arena where a
         # gap holds them (dw3_int8_ram); dense layers with TFLite's double rounding: the generated assembly loop
-        # (dense_asm_int8)
-        assert dsp[0] == "conv2d_fewch_int8" and dsp[2] == "conv2d_gemm_int8" and dsp[1] in ("dw3_int8", "dw3_int8_ram")
+        # (dense_asm_int8); the 1x1 after it: balanced widens its int8 weights per call into a free arena gap
+        # (conv2d_gemm_widen), size keeps them as they are
+        gemm = "conv2d_gemm_widen" if optimize == "balanced" else "conv2d_gemm_int8"
+        assert dsp[0] == "conv2d_fewch_int8" and dsp[2] == gemm and dsp[1] in ("dw3_int8", "dw3_int8_ram")
         assert dsp[-2:] == ["dense_asm_int8"] * 2
     dsp = [s.kind for s in kinds[("dsp",), "speed"]]
     # the depthwise 3x3 layer (depth multiplier 1, TFLite double rounding): dw3_int8's loop on int16 records

@@ -78,3 +78,25 @@ def test_arrays_become_parameters_and_comments_do_not_matter():
     assert "ek_shared0(in, out, ek_layer1_c1_w, ek_bias1);" in layers[1]["code"]
     assert "static const int32_t ek_layer1_c1_w[2]" in layers[1]["code"]
     assert "ek_shared" not in layers[2]["code"]
+
+
+def test_layers_without_arrays_share_with_their_own_parameters_only(tmp_path):
+    """Two identical layers that name no constant array (two concats of one shape, found by the fuzzer, seed
+    1026): the shared body takes the layer's parameters and nothing more (no trailing comma), and compiles."""
+    def text(i):
+        fn = f"ek_layer{i}_cat{i}"
+        return (f"EK_LAYER void {fn}(const int8_t *restrict in, const int8_t *restrict in1, int8_t *restrict out)\n"
+                f"{{\n    out[0] = in[0];\n    out[1] = in1[0];\n}}\n")
+    params = "const int8_t *restrict in, const int8_t *restrict in1, int8_t *restrict out"
+    layers = [{"name": f"cat{i}", "fn": f"ek_layer{i}_cat{i}", "params": params, "code": text(i), "dsp_code": None}
+              for i in range(2)]
+    assert share_identical_layers(layers, {}) == {"ek_shared0": ("all", ["cat0", "cat1"])}
+    assert f"EK_LAYER void ek_shared0({params})\n" in layers[0]["code"]
+    assert "ek_shared0(in, in1, out); /* shared code */" in layers[1]["code"]
+    source = "#include <stdint.h>\n#define EK_LAYER static\n" + layers[0]["code"] + layers[1]["code"] + (
+        "void run(const int8_t *a, const int8_t *b, int8_t *o);\n"
+        "void run(const int8_t *a, const int8_t *b, int8_t *o) { ek_layer0_cat0(a, b, o); ek_layer1_cat1(a, b, o); }\n")
+    src = tmp_path / "shared.c"
+    src.write_text(source)
+    tc.run_tool([tc.host_cc(), "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", str(src),
+                 "-o", str(tmp_path / "shared.o")], "compiling the shared layers")

@@ -174,6 +174,7 @@ def generate_c(graph: Graph, plan: MemoryPlan, out_dir: Path, *, kernels: str = 
         helpers = [f"ek_im2col{2 if sel.ctx.get('im2col2') else 3}_{sel.ctx['ext']}"] if sel.optimized \
             and (sel.ctx.get("im2col3") or sel.ctx.get("im2col2")) and sel.ctx.get("nblocks", 1) == 1 \
             and sel.ctx.get("ext") else []
+        helpers += list(sel.ctx.get("noinline_helpers", ())) if sel.optimized else []  # e.g. dw3_compact's body
         layers.append({"code": code, "call": call, "comment": f"{node.op} {node.name}", "dsp_code": dsp_code,
                        "kernel": sel.describe() if op.packs_weights else "", "name": node.name, "fn": fn,
                        "params": ctx["params"], "helpers": helpers})
@@ -279,9 +280,13 @@ def optimize_choice(s: Selection) -> str | None:
         return s.ctx["fallback"]
     if "balanced_extra" in s.ctx:
         return f"int16 weights: +{s.ctx['balanced_extra']} B of flash for speed"
+    # int8 weights in flash widened per call into free arena bytes (kernels/conv2d_gemm_widen.py)
+    widen = s.ctx.get("widen") or {}
+    ram = f"widened per call in {widen['bytes']} B of free arena" if "bytes" in widen else ""
     if "balanced_needs" in s.ctx:
-        return f"int8 weights: int16 (+{s.ctx['balanced_needs']} B) would exceed the default flash goal"
-    return None
+        return (f"int8 weights: int16 (+{s.ctx['balanced_needs']} B) would exceed the default flash goal"
+                + (f"; {ram}" if ram else ""))
+    return f"int8 weights {ram}" if ram else None
 
 
 def kernel_fallbacks(graph: Graph, selections: dict) -> list[dict]:
@@ -486,6 +491,8 @@ def _select_kernels(graph: Graph, plan: MemoryPlan, kernels: str, features, boar
                 compact(s)
     if lean and optimize in ("balanced", "size"):
         _compact_for_flash_goal(graph, plan, sel, features, kernels, optimize)
+    from .kernels.conv2d_gemm_widen import persist_in_row_fusions
+    persist_in_row_fusions(plan, sel)  # int8 weights widened in RAM once per row fusion where nothing overwrites them
     return sel
 
 
@@ -495,6 +502,8 @@ COMPACT_DW = "dw3_compact"
 #: per channel and whose code is specialised per layer) and whose compact records it takes for rows of any length
 COMPACT_GEMM = "conv2d_gemm_int8"
 COMPACT_GEMM_FROM = "conv2d_gemm_int8_shared"
+#: the int8 GEMM widened per call in RAM (kernels/conv2d_gemm_widen.py): its flash stream is COMPACT_GEMM's, records too
+COMPACT_GEMM_WIDEN = "conv2d_gemm_widen"
 
 
 def _compact_for_flash_goal(graph: Graph, plan: MemoryPlan, sel: dict, features, kernels: str,
@@ -509,10 +518,10 @@ def _compact_for_flash_goal(graph: Graph, plan: MemoryPlan, sel: dict, features,
     if kernels == "optimized" and gemm is not None and gemm.features <= set(features):
         for i, node in enumerate(graph.nodes):
             s = sel[node.name]
-            if not s.optimized or s.kind not in (COMPACT_GEMM, COMPACT_GEMM_FROM):
+            if not s.optimized or s.kind not in (COMPACT_GEMM, COMPACT_GEMM_FROM, COMPACT_GEMM_WIDEN):
                 continue
             alt = s
-            if s.kind != COMPACT_GEMM:  # the shared-widening form: the plain int8 GEMM, where it takes the layer
+            if s.kind == COMPACT_GEMM_FROM:  # the shared-widening form: the plain int8 GEMM, where it takes the layer
                 if gemm.refusal(node, graph, plan):
                     continue
                 alt = _place_scratch(gemm.select(node, graph, plan), plan, i, None)

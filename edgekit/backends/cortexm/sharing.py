@@ -92,8 +92,9 @@ class _Unit:
         for i, r in sorted(enumerate(self.refs), key=lambda ir: -len(ir[1])):
             body = re.sub(rf"\b{re.escape(r)}\b", args[i], body)
         extra = ", ".join(f"const {t} *restrict {a}" for t, a in zip(self.types, args))
-        body = body.replace(f"EK_LAYER void {self.fn}({self.params})",
-                            f"EK_LAYER void {name}({self.group_params}, {extra})")
+        # layers without constant arrays (two concats of one shape) share their code with no extra parameter
+        params = ", ".join(p for p in (self.group_params, extra) if p)
+        body = body.replace(f"EK_LAYER void {self.fn}({self.params})", f"EK_LAYER void {name}({params})")
         body = body.replace(self.fn, name)
         note = (f"/* {name}: the code of layers {', '.join(members)}, identical but for their constant arrays "
                 "(passed as ek_c0...; backends/cortexm/sharing.py) */\n")

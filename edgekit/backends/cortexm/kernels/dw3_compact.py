@@ -2,25 +2,26 @@
 flash goal): per channel the int8 weights (the model's (kh, kw, channels) layout), the int32 bias, the
 multiplier M and one shift byte, 9 + 4 + 4 + 1 = 18 bytes for a 3 x 3 channel, and one shape-generic C body
 that every layer using it shares (sharing.py): the geometry is a per-layer array of words, not constants
-in the code. Four neighbouring channels per step, one word of input and of weights per tap widened by
-SXTAB16 / SXTB16 (templates/cortexm/ops_dsp/dw3_compact.c.j2, docs/kernels.md)."""
+in the code. Per group of four channels and band of output rows (the whole map where the buffer holds it), the
+band's input rows are transposed into four channel planes of column pairs, then each channel's set-up (its
+weights and requantization constants) is done once per band and its outputs computed two per step
+(templates/cortexm/ops_dsp/dw3_compact.c.j2, docs/kernels.md)."""
 from __future__ import annotations
 
 import numpy as np
 
+from ....ir.planner import DW_STEP_ROWS
 from ....ops.conv2d import conv_geometry, depthwise_inplace_rows
 from .base import KernelVariant, Selection
 from .common import Int8WeightsRefusal, accumulator_bounds, doubled_constants, requant_ctx
 
 #: the geometry of a layer, as int16 halves of words in this order (the low half first), in its record
-DIMS = ("ih", "iw", "c", "oh", "ow", "sh", "sw", "pad_t", "pad_l", "wp", "lo", "hi", "k1", "neg_2zp", "ring_in",
-        "spare")
-#: words of a record before the per-channel arrays: DIMS in halves, then the arena offset of the ring
+DIMS = ("ih", "iw", "c", "oh", "ow", "sh", "sw", "pad_t", "pad_l", "wq", "lo", "hi", "k1", "neg_2zp", "ring_in",
+        "bo")
+#: words of a record before the per-channel arrays: DIMS in halves, then the arena offset of the buffer
 HEAD_WORDS = len(DIMS) // 2 + 1
-#: outputs of one channel row accumulated before their requantization (EK_DWC_CHUNK in the template): 24 covers
-#: the VWW stand-in's widest dw3_compact rows in one chunk; the chunk loop runs outside the channel loop, so a
-#: channel's visit (its set-up) is once per chunk of a row
-CHUNK = 24
+#: channels per group: one pixel word of int8 input holds four, transposed into four planes at once
+GROUP = 4
 
 
 def half_words(values) -> list[int]:
@@ -65,11 +66,42 @@ def _in_place(node, graph, plan) -> bool:
 
 
 def ring_columns(g: dict) -> int:
-    """int16 columns of a ring slot: the padded input row, and the words the last two-output step reads
-    (an odd last output computes one more, not stored); even, for word loads."""
-    odd = g["ow"] % 2  # the last step's second output is not stored, but its words are read
+    """int16 columns of a row of the former ring of 3 rows x all channels (its bytes, 2 x 3 x columns x channels, bound
+    the band buffer of a layer not in place, so it finds free arena bytes where that ring did)."""
+    odd = g["ow"] % 2
     need = max(g["pad_l"] + g["iw"], g["ow"] + 2 + odd if g["sw"] == 1 else 2 * g["ow"] + 2 + 2 * odd)
     return need + need % 2
+
+
+def pair_columns(g: dict) -> int:
+    """Column pairs (words) of a plane row: the pairs the two-output steps read (an odd last output takes a whole
+    step); the input columns beyond them are not read."""
+    return (g["ow"] + 1) // 2 + 1 if g["sw"] == 1 else g["ow"] + 1
+
+
+def band_bytes(g: dict, bo: int) -> int:
+    """The buffer of a band of ``bo`` output rows: four planes of column-pair words, (bo - 1) sh + 3 rows each (stride 2
+    steps two output rows: an odd band's last step reads two rows more), then a channel's sums over the band."""
+    if g["sh"] == 1:
+        rows, sums = bo + 2, 2 * bo * ((g["ow"] + 1) // 2)
+    else:
+        rows, sums = 2 * (bo + bo % 2) + 1, (bo + bo % 2) * g["ow"]
+    return GROUP * 4 * pair_columns(g) * rows + 4 * sums
+
+
+def band_rows(g: dict, in_place: bool, fused_rows: int | None) -> int:
+    """Output rows per band: a row-fused consumer's rows per call; in place the whole map (a later band's input rows
+    would already be overwritten); otherwise the most whose buffer fits in the bytes of the former ring (at least
+    one row), the whole map where it fits."""
+    if fused_rows is not None:
+        return max(1, min(fused_rows, g["oh"]))
+    if in_place:
+        return g["oh"]
+    budget = max(2 * 3 * ring_columns(g) * g["oc"], band_bytes(g, 1))
+    bo = g["oh"]
+    while bo > 1 and band_bytes(g, bo) > budget:
+        bo -= 1
+    return bo
 
 
 class Dw3Compact(Int8WeightsRefusal, KernelVariant):
@@ -108,11 +140,12 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
         fusion = plan.fusion_of(node.name) if plan is not None else None
         if fusion is not None and fusion.producer == node.name:
             return "row-fused as the producer (it computes rows of an input ring, not into an output ring)"
-        if (g["kh"], g["kw"]) != (3, 3) or g["sw"] not in (1, 2) or g["pad_t"] > 2:
-            return "a kernel other than 3 x 3 with horizontal stride 1 or 2"
+        if (g["kh"], g["kw"]) != (3, 3) or g["sw"] not in (1, 2) or g["sh"] != g["sw"] or g["pad_t"] > 2:
+            return "a kernel other than 3 x 3 with stride 1 x 1 or 2 x 2"
         # in place: each input row is in the ring before an output row overwrites it
-        if plan is not None and _overlap(plan, node.inputs[0], node.outputs[0]) and not _in_place(node, graph, plan):
-            return "output over part of its input"
+        if plan is not None and _overlap(plan, node.inputs[0], node.outputs[0]):
+            if not _in_place(node, graph, plan):
+                return "output over part of its input"
         rq = a.get("requant")
         if rq is None or compact_dw_constants(requant_ctx(rq, g["oc"]), rq.zero_point) is None:
             return "a requantization other than TFLite's double rounding in its one-multiply form"
@@ -130,9 +163,10 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
         m, sh = compact_dw_constants(requant_ctx(rq, oc), rq.zero_point)
         if len(m) == 1:
             m, sh = m * oc, sh * oc
-        wp = ring_columns(g)
         fusion = plan.fusion_of(node.name) if plan is not None else None
-        dims = {"ring_in": fusion.ring_rows if fusion is not None else 0, "spare": 0, "wp": wp, "ih": g["ih"], "iw": g["iw"], "c": oc, "oh": g["oh"], "ow": g["ow"], "sh": g["sh"], "sw": g["sw"],
+        in_place = plan is not None and _overlap(plan, node.inputs[0], node.outputs[0])
+        bo = band_rows(g, in_place, DW_STEP_ROWS if fusion is not None else None)
+        dims = {"ring_in": fusion.ring_rows if fusion is not None else 0, "bo": bo, "wq": pair_columns(g), "ih": g["ih"], "iw": g["iw"], "c": oc, "oh": g["oh"], "ow": g["ow"], "sh": g["sh"], "sw": g["sw"],
                 "pad_t": g["pad_t"], "pad_l": g["pad_l"],
                 "lo": rq.lo, "hi": rq.hi, "k1": 1 + 2 * rq.zero_point, "neg_2zp": -2 * x.zero_point}
         # after the geometry and the ring's offset (the template adds it): the biases, the multipliers, then as
@@ -140,10 +174,12 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
         wbytes = np.concatenate([w.reshape(9, oc).T.reshape(-1), np.array(sh)]).astype(np.int8).view(np.uint8)
         words = wbytes.reshape(-1, 4).astype(np.int64) @ np.array([1, 1 << 8, 1 << 16, 1 << 24], np.int64)
         tail = [int(v) for v in bias] + [int(v) for v in m] + [int(v) - (1 << 32) if v >= 1 << 31 else int(v) for v in words]
-        ctx = {"g": g, "chunk": CHUNK, "dims": half_words([dims[k] for k in DIMS]), "dim_names": DIMS, "tail": tail,
-               "uses_bias": False, "scratch_bytes": 2 * 3 * wp * oc,
-               "summary": f"3x3 stride {g['sh']}x{g['sw']}: input rows transposed to int16 2 (x - zp), int8 weights, "
-                          "M and a shift byte per channel, two outputs per channel and step, shape-generic code"}
+        ctx = {"g": g, "dims": half_words([dims[k] for k in DIMS]), "dim_names": DIMS, "tail": tail,
+               "uses_bias": False, "scratch_bytes": band_bytes(g, bo),
+               "noinline_helpers": ["ek_dw3c_run"],  # the body every layer calls (ops_dsp/dw3_compact_body.c.j2)
+               "summary": f"3x3 stride {g['sh']}x{g['sw']}: bands of {bo} output row(s) x 4 channels transposed to "
+                          "int16 (x - zp) column pairs, int8 weights, M and a shift byte per channel, two outputs per "
+                          "channel and step, shape-generic code"}
         nbytes = 4 * (HEAD_WORDS + len(tail))
         return Selection(self.name, self.template, ctx=ctx, weight_bytes=nbytes)
 
@@ -153,18 +189,19 @@ class Dw3Compact(Int8WeightsRefusal, KernelVariant):
                    - graph.constants[node.inputs[2]].nbytes)
 
     def cost_features(self, info: dict) -> tuple[str, dict]:
-        """Trip counts of the ring's zeroing (4 words per step) and fill (four channels of a pixel per step), of the two-output
-        steps per channel and output row, of the chunks of up to CHUNK outputs (the per-channel set-up) and of the
-        outputs (the epilogue)."""
+        """Trip counts of the buffer's zeroing (4 words per step), of the fill (a column pair of four channels per
+        step, per band of the map not in place), of the two-output steps per channel and output row, of the channel
+        visits (the per-channel set-up, once per band) and of the outputs (the epilogue)."""
         ih, iw, ic = info["in"]
         oh, ow, oc = info["out"]
         sh, sw = info["stride"]
         pt, pl = info["pad"][0], info["pad"][1]
-        wp = ring_columns({"pad_l": pl, "iw": iw, "ow": ow, "sw": sw})
-        last = (oh - 1) * sh + 2 - pt
-        rows_loaded = max(0, min(ih - 1, last) + 1)
-        return self.name, {"ring": oc * 3 * wp // 8, "fill": rows_loaded * iw * (oc // 4),
-                           "steps": oh * -(-ow // 2) * oc, "chunks": oh * oc * -(-ow // CHUNK), "outputs": oh * ow * oc,
+        g = {"ih": ih, "iw": iw, "oh": oh, "ow": ow, "oc": oc, "sh": sh, "sw": sw, "pad_t": pt, "pad_l": pl}
+        bo = band_rows(g, False, None)
+        bands = -(-oh // bo)
+        pairs = min(-(-(pl + iw) // 2), pair_columns(g)) - pl // 2
+        return self.name, {"ring": band_bytes(g, bo) // 16, "fill": (oc // GROUP) * (oh - 1 + 3 * bands) * sh * pairs,
+                           "steps": oh * -(-ow // 2) * oc, "chunks": oc * bands, "outputs": oh * ow * oc,
                            "const": 1}
 
 
