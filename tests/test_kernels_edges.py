@@ -128,7 +128,8 @@ FEWCH_CASES = [(0, (21, 10, 1), 8, (10, 4), 2, "SAME", True, False),
                (5, (9, 8, 4), 9, 2, 1, "SAME", True, False),
                (6, (7, 9, 1), 4, 1, 1, "SAME", True, False),   # row-fused with the next 1x1 (a ring of rows)
                (8, (7, 9, 1), 4, (1, 3), 2, "SAME", True, False),
-               (7, (8, 7, 3), 4, 3, 1, "SAME", True, True)]
+               (7, (8, 7, 3), 4, 3, 1, "SAME", True, True),
+               (9, (9, 8, 1), 6, (2, 5), 1, "SAME", True, False)]   # runs of 5 bytes, an even number of rows
 
 
 @pytest.mark.parametrize("target", sorted(BOARDS))
@@ -146,6 +147,9 @@ def test_few_channel_convolutions_bit_exact(case, optimize, target, tmp_path):
     # bytes makes the unfused plan smaller, so the planner keeps the layers whole there
     assert first.endswith(" (row-fused)") or seed != 6 or optimize == "speed", variants
     first = first.removesuffix(" (row-fused)")
+    # runs of 4q + 1 bytes (RGB 3x3: 9, 5x1: 5) share their last bytes' k-pairs two by two (conv2d_fewch.py)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    assert residual or ("an even run's last byte" in src) == (kw * shape[2] % 4 == 1 and kw * shape[2] > 1 and kh > 1)
     assert first == {"speed": "conv2d_fewch", "balanced": "conv2d_fewch_int8", "size": "conv2d_fewch_int8"}[optimize] or (
         optimize == "balanced" and first == "conv2d_fewch"), variants  # balanced may widen a small layer
     assert "ops_dsp/conv2d_fewch.c.j2" in src
