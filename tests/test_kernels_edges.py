@@ -128,7 +128,8 @@ FEWCH_CASES = [(0, (21, 10, 1), 8, (10, 4), 2, "SAME", True, False),
                (5, (9, 8, 4), 9, 2, 1, "SAME", True, False),
                (6, (7, 9, 1), 4, 1, 1, "SAME", True, False),   # row-fused with the next 1x1 (a ring of rows)
                (8, (7, 9, 1), 4, (1, 3), 2, "SAME", True, False),
-               (7, (8, 7, 3), 4, 3, 1, "SAME", True, True)]
+               (7, (8, 7, 3), 4, 3, 1, "SAME", True, True),
+               (9, (9, 8, 1), 6, (2, 5), 1, "SAME", True, False)]   # runs of 5 bytes, an even number of rows
 
 
 @pytest.mark.parametrize("target", sorted(BOARDS))
@@ -146,6 +147,9 @@ def test_few_channel_convolutions_bit_exact(case, optimize, target, tmp_path):
     # bytes makes the unfused plan smaller, so the planner keeps the layers whole there
     assert first.endswith(" (row-fused)") or seed != 6 or optimize == "speed", variants
     first = first.removesuffix(" (row-fused)")
+    # runs of 4q + 1 bytes (RGB 3x3: 9, 5x1: 5) share their last bytes' k-pairs two by two (conv2d_fewch.py)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    assert residual or ("an even run's last byte" in src) == (kw * shape[2] % 4 == 1 and kw * shape[2] > 1 and kh > 1)
     assert first == {"speed": "conv2d_fewch", "balanced": "conv2d_fewch_int8", "size": "conv2d_fewch_int8"}[optimize] or (
         optimize == "balanced" and first == "conv2d_fewch"), variants  # balanced may widen a small layer
     assert "ops_dsp/conv2d_fewch.c.j2" in src
@@ -173,14 +177,15 @@ def test_few_channel_convolution_uint8_qonnx_bit_exact(target, tmp_path):
 # ---------------------------------------------------------------------------------------
 # 1x1 convolutions with a fused residual add
 # ---------------------------------------------------------------------------------------
-def shortcut_chain(seed: int, shape, oc, stride, per_channel=True) -> bytes:
+def shortcut_chain(seed: int, shape, oc, stride, per_channel=True, residual_k=3) -> bytes:
     """A ResNet block's downsampling: x -> conv 3x3 / stride -> a; x -> conv 1x1 / stride (the layer under
-    test), + a (fused into the 1x1, random activation) -> conv 1x1 -> dense."""
+    test), + a (fused into the 1x1, random activation) -> conv 1x1 -> dense. ``residual_k`` 1: a's conv is 1x1,
+    its scale comparable to the layer's (either of the add's operands may be the one rescaled by 1/2)."""
     rng = np.random.default_rng(seed)
     ch = Chain(rng, shape, zp=int(rng.integers(-60, 60)))
     ch.conv(shape[2], 3)
     x = (ch.x, ch.shape, ch.scale, ch.zp)
-    ch.conv(oc, 3, stride=stride)
+    ch.conv(oc, residual_k, stride=stride)
     a = (ch.x, ch.scale, ch.zp)
     ch.x, ch.shape, ch.scale, ch.zp = x
     ch.conv(oc, 1, stride=stride, per_channel=per_channel).add_to(a)
@@ -205,6 +210,22 @@ def test_shortcut_convolutions_with_fused_add_bit_exact(case, optimize, target, 
     assert len(taken) == 1, variants
     assert taken[0] == "conv1x1_add" or optimize == "balanced", variants
     assert "ops_dsp/conv1x1_add.c.j2" in src
+
+
+@pytest.mark.parametrize("target", sorted(BOARDS))
+@pytest.mark.parametrize("optimize", ["balanced", "speed"])
+@pytest.mark.parametrize("seed,shifted", [(5, "conv"), (12, "conv"), (6, "residual")])
+def test_shortcut_epilogue_in_assembly_bit_exact(seed, shifted, optimize, target, tmp_path):
+    """The assembly epilogue with either of the add's operands the shifted code (the other from its table): the
+    residual (ResNet-8's case), or the conv's own code, with (seed 5: a fused ReLU on the conv, compares inside
+    the saturation) and without a clamp of its own (seed 12)."""
+    model = tmp_path / "shortcut.tflite"
+    model.write_bytes(shortcut_chain(seed, (6, 6, 8), 6, 2, True, residual_k=1))
+    variants, src = _build_and_verify(model, target, tmp_path, optimize, seed)
+    assert any(v.startswith("conv1x1_add") for v in variants.values()), variants
+    assert "the epilogue in assembly" in src
+    assert ("this conv's is its code" if shifted == "conv" else "the residual's is its code") in src
+    assert ("_tb[256]" in src) == (shifted == "conv") and ("_ta[256]" in src) == (shifted == "residual")
 
 
 @pytest.mark.parametrize("target", sorted(BOARDS))

@@ -41,6 +41,53 @@ def operand_table(rq_in, code_lo: int, zp: int) -> np.ndarray:
     return contract.apply_requant(codes - zp, rq_in).astype(np.int64)
 
 
+def _shifted_code(t: np.ndarray, code_lo: int, other: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """(k, other + c) where the table ``t`` of the codes from ``code_lo`` is ``code * 2^k + c`` for every code,
+    so that ``t[code] + other[j] == (code << k) + (other[j] + c)``; None where it is not, or where the shifted
+    code or the folded table leaves int32 (the sum itself is bounded by the caller)."""
+    step = int(t[1] - t[0])
+    if step <= 0 or step & (step - 1) or not np.array_equal(np.diff(t), np.full(t.size - 1, step)):
+        return None
+    k = step.bit_length() - 1
+    c = int(t[0]) - code_lo * step
+    folded = other + c
+    if max(abs(code_lo), abs(code_lo + CODES - 1)) << k >= 2**31 or int(np.abs(folded).max()) >= 2**31:
+        return None
+    return k, folded
+
+
+def _asm_epilogue(d: dict, rq, node_out_rq, form: dict, lin, lin_k: int, y_lo: int, r_dtype: str,
+                  oc_pad: int) -> dict | None:
+    """The epilogue in assembly (conv1x1_add.c.j2 asm_rq / asm_add): where the conv's requantization has per-channel
+    SMMLAR records in the weight stream, one operand of the add is a shifted code (``lin``), the sum's
+    requantization is the SMMLAR form and both clamps are within 8 bits (the conv's folded into the table where
+    the table takes the conv's code, else an 8-bit saturation exactly; the output's a saturation and compares);
+    else None (the C epilogue)."""
+    if not (d.get("fast") and d.get("fast_pc") and d.get("smmlar") and not d.get("rq_table") and form.get("smmlar")
+            and lin):
+        return None
+    # the output's clamp: an 8-bit saturation, then a compare per bound inside it (a fused ReLU: the low one)
+    out = node_out_rq
+    sat_o = "ssat" if -128 <= out.lo and out.hi <= 127 else "usat" if 0 <= out.lo and out.hi <= 255 else None
+    e_o = int(form["fsh"][0])
+    if sat_o is None or not 0 <= e_o <= 31:
+        return None
+    full = (-128, 127) if sat_o == "ssat" else (0, 255)
+    clamp_lo = out.lo if out.lo > full[0] else None
+    clamp_hi = out.hi if out.hi < full[1] else None
+    sat_y = "ssat" if y_lo < 0 else "usat"
+    # the shifted code (d.lin "a") is clamped by compares inside the saturation (a fused ReLU: the low bound)
+    y_full = (-128, 127) if y_lo < 0 else (0, 255)
+    y_clamp_lo = rq.lo if lin == "a" and rq.lo > y_full[0] else None
+    y_clamp_hi = rq.hi if lin == "a" and rq.hi < y_full[1] else None
+    if 2 * oc_pad + 1 > 4095:
+        return None                                        # LDRB/STRB's 12-bit offsets of a block's pixels
+    return {"sat_y": sat_y, "lsl_acc": not d.get("acc_doubled"), "sat_o": sat_o, "e_o": e_o, "clamp_lo": clamp_lo,
+            "clamp_hi": clamp_hi, "y_clamp_lo": y_clamp_lo, "y_clamp_hi": y_clamp_hi,
+            "ms": int(form["fm"][0]), "hs": int(form["fahi"][0]), "k": lin_k,
+            "ld_res": "ldrsb" if r_dtype == "int8" else "ldrb"}
+
+
 class Conv1x1Add(ConvGemm):
     name = "conv1x1_add"
     # above the few-channel variants (a 1x1 over 4 channels with an add is both): the add's tables go first
@@ -97,12 +144,35 @@ class Conv1x1Add(ConvGemm):
             d["sum_expr"] = scalar_expr(out, bound)        # one SMLAL, or None: the reference requantization
             if d["sum_expr"]:
                 d["sum_expr"] = d["sum_expr"].format(x="s_")
+        # an operand rescaled by a power of two alone (TFLite's ADD: the larger-scale input, ratio 1/2) is its
+        # code shifted: its table's constant goes into the other table, and the code's shift replaces a load
+        lin_b = _shifted_code(np.roll(tb, -r_lo), r_lo, ta)
+        lin_a = None if lin_b else _shifted_code(ta, y_lo, tb)
+        if lin_b:
+            lin, lin_k, ta = "b", lin_b[0], lin_b[1]
+        elif lin_a:
+            lin, lin_k, tb = "a", lin_a[0], lin_a[1]
+        else:
+            lin, lin_k = None, 0
+        asm = _asm_epilogue(d, rq, out, form, lin, lin_k, y_lo, rt.dtype, d["oc_pad"]) if out is not None else None
+        if asm and lin == "b":
+            # the conv's clamp in the table: indexed by the 8-bit saturated code, ta[v] = operand(clamp(v))
+            ta = ta[np.clip(np.arange(y_lo, y_lo + CODES), rq.lo, rq.hi) - y_lo]
         (ta_t, ta_k, ta), (tb_t, tb_k, tb) = narrow_table(ta), narrow_table(tb)
-        d.update(ta=ta, tb=tb, ta_t=ta_t, ta_k=ta_k, tb_t=tb_t, tb_k=tb_k, y_lo=y_lo, r_lo=r_lo,
-                 sum_doubled=bool(form.get("smmlar")),
+        if asm and (ta_k if lin == "b" else tb_k):
+            asm = None                                     # a table of shifted entries: the C epilogue
+        if asm:
+            tab_t = ta_t if lin == "b" else tb_t
+            asm["ld_tab"] = ("ldr", 2) if tab_t == "int32_t" else ("ldrsh", 1)
+        d["asm_add"] = asm
+        d.update(ta=ta, tb=tb, ta_t=ta_t, ta_k=ta_k, tb_t=tb_t, tb_k=tb_k, y_lo=y_lo, r_lo=r_lo, lin=lin,
+                 lin_k=lin_k, sum_doubled=bool(form.get("smmlar")),
                  full_unroll=d["kwords"] <= FULL_UNROLL, pixel_words=graph.tensors[node.inputs[0]].shape[2] // 4)
-        d["summary"] = d["summary"].replace("micro-kernel", "micro-kernel, fused add from two 256-entry tables")
-        sel.weight_bytes += CODES * sum(2 if t == "int16_t" else 4 for t in (ta_t, tb_t))
+        tables = {"a": (tb_t,), "b": (ta_t,), None: (ta_t, tb_t)}[lin]
+        d["summary"] = d["summary"].replace(
+            "micro-kernel", "micro-kernel, fused add from " + ("two 256-entry tables" if lin is None else
+                                                               "a 256-entry table and a shifted code"))
+        sel.weight_bytes += CODES * sum(2 if t == "int16_t" else 4 for t in tables)
         return sel
 
     def cost_features(self, info: dict) -> tuple[str, dict]:

@@ -62,12 +62,26 @@ class ConvFewChannels(ConvGemm):
             return "in place over its input"
         return None
 
+    def k_pair_order(self, nruns, rp):
+        """Runs of 4q + 1 bytes (3x3 over 3 channels: 9) end in a half pair (last byte, zero): two runs' last
+        bytes share one k-pair instead (a micro-kernel step fewer per two kernel rows, one PKHBT more in the
+        im2col for one store fewer). Order: each run's whole-word pairs, then the merged last bytes."""
+        if len(rp) < 2 or rp[-1][1] != -1 or rp[-1][0] % 4 or nruns < 2:      # a lone last byte after whole words
+            return super().k_pair_order(nruns, rp)
+        full = rp[:-1]
+        last = rp[-1][0]
+        order = [((r, a), (r, b)) for r in range(nruns) for a, b in full]
+        order += [((r, last), (r + 1, last if r + 1 < nruns else -1)) for r in range(0, nruns, 2)]
+        return order
+
     def select(self, node, graph, plan):
         sel = super().select(node, graph, plan)
         d = sel.ctx
         g = conv_geometry(node, graph)
         win = window_geometry(g)
         d.update(win)
+        # last bytes of two runs in one k-pair (k_pair_order): the im2col's layout follows
+        d["merged_tails"] = d["kwords"] < len(d["runs"]) * d["words_per_run"]
         d["full_unroll"] = d["kwords"] <= FULL_UNROLL
         d["run_words"] = d["run_len"] // 4
         d["col_bytes"] = 4 * GEMM_PIXELS * d["kwords"]
@@ -104,7 +118,8 @@ class ConvFewChannels(ConvGemm):
         sw = info["stride"][1]
         g = {"ow": ow, "sw": sw, "kw": kw, "ic": ic, "iw": iw, "pad_l": info["pad"][1]}
         win = window_geometry(g)
-        kwords = kh * len(run_pairs(kw * ic))
+        rp = run_pairs(kw * ic)
+        kwords = len(self.k_pair_order(kh, rp))
         blocks = -(-oh * ow // GEMM_PIXELS)
         pairs = -(-oc // GEMM_CHANNELS)
         return self.cost_kind, {

@@ -224,6 +224,11 @@ class ConvGemm(KernelVariant):
             return f"{x.dtype} input"
         return wider_residual_in_place(node, graph, plan)
 
+    def k_pair_order(self, nruns: int, rp: list[tuple[int, int]]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        """The im2col's k-pairs in column order, each two (run, byte of the run) halves (byte -1: a zero half):
+        run by run, each in ``run_pairs`` order (the template's im2col lays them out so)."""
+        return [((r, a), (r, b)) for r in range(nruns) for a, b in rp]
+
     def select(self, node, graph, plan) -> Selection:
         g = conv_geometry(node, graph)
         x = graph.tensors[node.inputs[0]]
@@ -233,20 +238,21 @@ class ConvGemm(KernelVariant):
         runs, run_len = runs_of(kh, kw, ic, g["dw"])
         rp = run_pairs(run_len)
         words_per_run = len(rp)
-        kwords = len(runs) * words_per_run                           # k-pairs per output pixel
+        k_pairs = self.k_pair_order(len(runs), rp)
+        kwords = len(k_pairs)                                          # k-pairs per output pixel
         flat = w.reshape(oc, -1)                                       # (ky, kx, ic) order
         oc_pad = oc + (oc & 1)
         wp = np.zeros((oc_pad, kwords, 2), np.int64)
-        for r, (ky, kx0) in enumerate(runs):
-            for j, (a, b) in enumerate(rp):
-                for half, e in enumerate((a, b)):
-                    if e < 0:
-                        continue
-                    if g["dw"] == 1:
-                        kx, c = divmod(e, ic)
-                    else:
-                        kx, c = kx0, e
-                    wp[:oc, r * words_per_run + j, half] = flat[:, (ky * kw + kx) * ic + c]
+        for j, halves in enumerate(k_pairs):
+            for half, (r, e) in enumerate(halves):
+                if e < 0:
+                    continue
+                ky, kx0 = runs[r]
+                if g["dw"] == 1:
+                    kx, c = divmod(e, ic)
+                else:
+                    kx, c = kx0, e
+                wp[:oc, j, half] = flat[:, (ky * kw + kx) * ic + c]
         # stream per channel pair: the two biases, the weights of the k-pairs in the order the
         # micro-kernel reads them, then (M, Ahi, e - 1) of both channels for the one-multiply requantization
         rq = node.attrs.get("requant")
