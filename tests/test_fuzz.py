@@ -315,3 +315,16 @@ def test_flash_goal_scale_makes_balanced_take_the_int8_layouts(tmp_path):
     assert registry.FLASH_GOAL_CODE == 24 * 1024  # the tightened goal was only for that build
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["modes"] == {"balanced, flash goal x1": 1} and summary["kernel_variants"]["conv2d_gemm_int8"] == 2
+
+
+def test_wide_draws_tflite_graphs_with_wide_convolutions_and_leaves_the_default_draws():
+    """--wide: TFLite convolutions of 8-64 channels (where the lean layouts pay off); other seeds' graphs
+    and the default draws stay as they were, so saved seeds keep their graphs."""
+    wide = [case_spec(s, 1.0, wide=True) for s in range(40)]
+    outs = [layer["out"] for spec in wide for layer in spec["layers"] if layer["op"] == "conv"]
+    assert outs and set(outs) <= set(tflite_gen.WIDE_CHANNELS) and max(outs) >= 32
+    assert all(check_shapes(spec) is None for spec in wide)
+    assert [case_spec(s) for s in range(20)] == [case_spec(s, wide=False) for s in range(20)]
+    assert case_spec(3, 0.0, wide=True) == case_spec(3, 0.0)  # QONNX graphs are not widened
+    assert max(layer.get("out", 0) for s in range(40) for layer in case_spec(s, 1.0)["layers"]
+               if layer["op"] == "conv") <= 10

@@ -227,7 +227,7 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
                  fpga: bool = False, out: str | Path | None = None, vectors: int = 24, tflite_share: float = 0.25,
                  shrink_budget: int = 40, shrink_per_class: int = 2, max_layers: int = 5, progress=None,
                  seeds: list[int] | None = None, specs: list[dict] | None = None, optimize: str | None = None,
-                 flash_goal_scale: float | None = None) -> Campaign:
+                 flash_goal_scale: float | None = None, wide: bool = False) -> Campaign:
     """Run ``count`` cases (seeds ``seed`` .. ``seed + count - 1``, the given ``seeds``, or the given
     ``specs``, e.g. a saved reproducer's spec.json), built with ``optimize`` (else a spec's own, else
     balanced); ``flash_goal_scale`` F builds each graph at the default flash goal, then again with the goal
@@ -247,7 +247,7 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
     t0 = time.monotonic()
     if specs is None:
         seeds = list(seeds) if seeds is not None else [seed + i for i in range(count)]
-        specs = [case_spec(s, tflite_share, max_layers, fpga) for s in seeds]
+        specs = [case_spec(s, tflite_share, max_layers, fpga, wide) for s in seeds]
     specs = [with_build_mode(s, optimize, flash_goal_scale) for s in specs]
     for s in specs:
         check_build_mode(s, kernels)
@@ -330,7 +330,7 @@ def main(args) -> int:
     specs = [load_spec(p) for p in args.spec] if args.spec else None
     camp = run_campaign(len(specs) if specs else args.count, seed=args.seed, specs=specs, board=args.board,
                         kernels=args.kernels, fpga=args.fpga, optimize=args.optimize,
-                        flash_goal_scale=args.flash_goal_scale,
+                        flash_goal_scale=args.flash_goal_scale, wide=args.wide,
                         out=args.out, vectors=args.vectors, tflite_share=args.tflite_share,
                         shrink_budget=args.shrink_budget, shrink_per_class=args.shrink_per_class,
                         progress=None if args.quiet else print_progress)
@@ -361,6 +361,9 @@ def add_parser(sub) -> None:
                    "small graphs meet the default goal with int16 weights, so this is what makes balanced take the "
                    "int8, compact and lean layouts and conv2d_gemm_widen, and size the lean ones (size and "
                    "balanced only; recorded in the spec)")
+    f.add_argument("--wide", action="store_true", help="draw the TFLite graphs with 8-64 channels per convolution "
+                   "(MobileNet-like layers: with --flash-goal-scale the lean layouts dw3_compact and compact GEMM "
+                   "records, and conv2d_gemm_widen, get taken); use with --tflite-share 1 for only those")
     f.add_argument("--spec", action="append", metavar="FILE", help="run this saved spec.json instead of random "
                    "graphs (repeatable): reruns, and with --out shrinks, a reproducer")
     f.add_argument("--fpga", action="store_true", help="draw QONNX graphs in what the FPGA backend builds (conv, "

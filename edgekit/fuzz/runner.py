@@ -63,14 +63,18 @@ class Outcome:
         return asdict(self)
 
 
-def case_spec(seed: int, tflite_share: float = 0.25, max_layers: int = 5, fpga: bool = False) -> dict:
+def case_spec(seed: int, tflite_share: float = 0.25, max_layers: int = 5, fpga: bool = False,
+              wide: bool = False) -> dict:
     """The spec of case ``seed``: a TFLite graph for a ``tflite_share`` of the seeds, else QONNX;
-    with ``fpga``, a QONNX graph in what the FPGA backend builds."""
+    with ``fpga``, a QONNX graph in what the FPGA backend builds; ``wide``: TFLite graphs with 8-64
+    channels per convolution (tflite_gen.WIDE_CHANNELS)."""
     import random
 
     if fpga:
         return qonnx_gen.random_fpga_spec(seed, max_layers)
     kind = "tflite" if random.Random(seed ^ 0x5EED).random() < tflite_share else "qonnx"
+    if kind == "tflite" and wide:
+        return tflite_gen.random_spec(seed, max_layers, wide=True)
     return GENERATORS[kind].random_spec(seed, max_layers)
 
 
