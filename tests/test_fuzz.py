@@ -328,3 +328,20 @@ def test_wide_draws_tflite_graphs_with_wide_convolutions_and_leaves_the_default_
     assert case_spec(3, 0.0, wide=True) == case_spec(3, 0.0)  # QONNX graphs are not widened
     assert max(layer.get("out", 0) for s in range(40) for layer in case_spec(s, 1.0)["layers"]
                if layer["op"] == "conv") <= 10
+
+
+def test_tflite_reference_stage_grows_the_tflm_arena_for_large_activations(tmp_path):
+    """Found by `edgekit fuzz --wide --optimize speed` (seed 5202, shrunk): TFLM's default arena (10 x the
+    model file) is too small for a model of few weights and a large input, and verify's TFLite reference
+    stage failed with "TFLM failed to allocate tensors" (an internal error); the stage now grows it."""
+    from edgekit.fuzz.runner import run_case
+    from tflite_micro.python.tflite_micro import runtime
+
+    spec = {"kind": "tflite", "seed": 5202, "size": [9, 9], "in_ch": 23, "input": {"scale": 0.02, "zp": 0},
+            "layers": [{"op": "requant", "ratio": 3.0}], "optimize": "speed"}
+    model = tflite_gen.export(spec, tmp_path / "model.tflite")
+    with pytest.raises(RuntimeError, match="allocate"):  # the cause: the interpreter's default arena
+        runtime.Interpreter.from_file(str(model))
+    out = run_case(spec, tmp_path / "case", count=4)
+    assert out.status == "ok", out
+    assert ("tflite reference", 0) == next((s[0], s[1]) for s in out.stages if s[0] == "tflite reference")
