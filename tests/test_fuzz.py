@@ -289,6 +289,10 @@ def test_cli_fuzz_optimize_is_used_recorded_and_rerun_from_the_spec(capsys, tmp_
     size = json.loads(capsys.readouterr().out)["cases"][0]
     assert size["mode"] == "size" and size["build"]["optimize"] == "size"
     assert "conv2d_gemm" not in size["build"]["kernels"] and "conv2d_gemm_int8" in size["build"]["kernels"]
+    assert main(["fuzz", "--count", "1", "--seed", "2", "--wide", "--tflite-share", "1", "--optimize", "speed",
+                 "--quiet", "--json"]) == 0
+    wide = json.loads(capsys.readouterr().out)["cases"][0]
+    assert wide["graph"] == tflite_gen.describe(case_spec(2, 1.0, wide=True)) and wide["graph"].endswith("->32")
     spec.write_text(json.dumps(dict(case_spec(21), optimize="fast")))
     for argv in (["fuzz", "--spec", str(spec)], ["fuzz", "--count", "1", "--flash-goal-scale", "0"],
                  ["fuzz", "--count", "1", "--optimize", "speed", "--flash-goal-scale", "1"],
