@@ -272,3 +272,80 @@ def test_a_case_that_kills_its_process_is_a_crash_and_the_campaign_goes_on(tmp_p
         assert int(first.message.split()[-1]) != os.getpid()
     finally:
         healthy.close()
+
+
+def test_cli_fuzz_optimize_is_used_recorded_and_rerun_from_the_spec(capsys, tmp_path):
+    """--optimize reaches every build; the spec records it, so a --spec rerun builds the same way."""
+    from edgekit.cli import main
+    from edgekit.fuzz.campaign import with_build_mode
+
+    assert main(["fuzz", "--count", "1", "--seed", "21", "--optimize", "speed", "--quiet", "--json"]) == 0
+    speed = json.loads(capsys.readouterr().out)["cases"][0]
+    assert speed["status"] == "ok" and speed["mode"] == "speed" and speed["build"]["optimize"] == "speed"
+    assert "conv2d_gemm" in speed["build"]["kernels"]  # the int16-weight GEMM: speed widens it
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(with_build_mode(case_spec(21), "size", None)))
+    assert main(["fuzz", "--spec", str(spec), "--quiet", "--json"]) == 0
+    size = json.loads(capsys.readouterr().out)["cases"][0]
+    assert size["mode"] == "size" and size["build"]["optimize"] == "size"
+    assert "conv2d_gemm" not in size["build"]["kernels"] and "conv2d_gemm_int8" in size["build"]["kernels"]
+    assert main(["fuzz", "--count", "1", "--seed", "2", "--wide", "--tflite-share", "1", "--optimize", "speed",
+                 "--quiet", "--json"]) == 0
+    wide = json.loads(capsys.readouterr().out)["cases"][0]
+    assert wide["graph"] == tflite_gen.describe(case_spec(2, 1.0, wide=True)) and wide["graph"].endswith("->32")
+    spec.write_text(json.dumps(dict(case_spec(21), optimize="fast")))
+    for argv in (["fuzz", "--spec", str(spec)], ["fuzz", "--count", "1", "--flash-goal-scale", "0"],
+                 ["fuzz", "--count", "1", "--optimize", "speed", "--flash-goal-scale", "1"],
+                 ["fuzz", "--count", "1", "--kernels", "reference", "--flash-goal-scale", "0.9"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+
+
+def test_flash_goal_scale_makes_balanced_take_the_int8_layouts(tmp_path):
+    """Seed 114 (two convs) meets the default flash goal with an int16-weight GEMM; one byte below that
+    firmware, balanced takes int8 weights on both, verified bit-exact, within the tightened goal."""
+    from edgekit.backends.cortexm.kernels import registry
+    from edgekit.fuzz.campaign import _mode
+
+    default = run_campaign(1, seeds=[114], vectors=6)
+    tight = run_campaign(1, seeds=[114], vectors=6, flash_goal_scale=1.0, out=tmp_path)
+    d, t = default.cases[0].outcome, tight.cases[0].outcome
+    assert d.status == t.status == "ok", (d, t)
+    assert d.build["kernels"].get("conv2d_gemm") and d.build["flash_goal"] is None
+    assert t.build["flash_goal"] == d.build["flash"] - 1 and t.build["flash"] <= t.build["flash_goal"]
+    assert "conv2d_gemm" not in t.build["kernels"] and t.build["kernels"]["conv2d_gemm_int8"] == 2
+    assert _mode(tight.cases[0].spec) == "balanced, flash goal x1"
+    assert registry.FLASH_GOAL_CODE == 24 * 1024  # the tightened goal was only for that build
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["modes"] == {"balanced, flash goal x1": 1} and summary["kernel_variants"]["conv2d_gemm_int8"] == 2
+
+
+def test_wide_draws_tflite_graphs_with_wide_convolutions_and_leaves_the_default_draws():
+    """--wide: TFLite convolutions of 8-64 channels (where the lean layouts pay off); other seeds' graphs
+    and the default draws stay as they were, so saved seeds keep their graphs."""
+    wide = [case_spec(s, 1.0, wide=True) for s in range(40)]
+    outs = [layer["out"] for spec in wide for layer in spec["layers"] if layer["op"] == "conv"]
+    assert outs and set(outs) <= set(tflite_gen.WIDE_CHANNELS) and max(outs) >= 32
+    assert all(check_shapes(spec) is None for spec in wide)
+    assert [case_spec(s) for s in range(20)] == [case_spec(s, wide=False) for s in range(20)]
+    assert case_spec(3, 0.0, wide=True) == case_spec(3, 0.0)  # QONNX graphs are not widened
+    assert max(layer.get("out", 0) for s in range(40) for layer in case_spec(s, 1.0)["layers"]
+               if layer["op"] == "conv") <= 10
+
+
+def test_tflite_reference_stage_grows_the_tflm_arena_for_large_activations(tmp_path):
+    """Found by `edgekit fuzz --wide --optimize speed` (seed 5202, shrunk): TFLM's default arena (10 x the
+    model file) is too small for a model of few weights and a large input, and verify's TFLite reference
+    stage failed with "TFLM failed to allocate tensors" (an internal error); the stage now grows it."""
+    from edgekit.fuzz.runner import run_case
+    from tflite_micro.python.tflite_micro import runtime
+
+    spec = {"kind": "tflite", "seed": 5202, "size": [9, 9], "in_ch": 23, "input": {"scale": 0.02, "zp": 0},
+            "layers": [{"op": "requant", "ratio": 3.0}], "optimize": "speed"}
+    model = tflite_gen.export(spec, tmp_path / "model.tflite")
+    with pytest.raises(RuntimeError, match="allocate"):  # the cause: the interpreter's default arena
+        runtime.Interpreter.from_file(str(model))
+    out = run_case(spec, tmp_path / "case", count=4)
+    assert out.status == "ok", out
+    assert ("tflite reference", 0) == next((s[0], s[1]) for s in out.stages if s[0] == "tflite reference")

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .limits import UNDOCUMENTED, documented_limits
-from .runner import (EMULATED_BOARDS, GENERATORS, STATUSES, Outcome, case_spec, check_shapes, describe,
-                     model_file, run_case)
+from .runner import (DEFAULT_OPTIMIZE, EMULATED_BOARDS, GENERATORS, OPTIMIZE_MODES, STATUSES, Outcome, case_spec,
+                     check_shapes, describe, model_file, run_case)
 from .shrink import shrink
 
 
@@ -57,9 +57,11 @@ class CaseResult:
     outcome: Outcome
     saved: str = ""  # folder of the shrunk reproducer, for failures
     shrunk: str = ""  # description of the shrunk graph
+    spec: dict = field(default_factory=dict, repr=False)  # the spec run (its optimize, flash_goal_scale)
 
     def to_json(self) -> dict:
-        return {"index": self.index, "seed": self.seed, "graph": self.description, **self.outcome.to_json(),
+        return {"index": self.index, "seed": self.seed, "graph": self.description, "mode": _mode(self.spec),
+                **self.outcome.to_json(),
                 "saved": self.saved, "shrunk": self.shrunk}
 
 
@@ -75,6 +77,17 @@ class Campaign:
 
     def counts(self) -> Counter:
         return Counter(c.outcome.status for c in self.cases)
+
+    def kernel_variants(self) -> Counter:
+        """Layers per kernel variant over the graphs built: which kernel paths the campaign reached."""
+        total = Counter()
+        for c in self.cases:
+            total.update(c.outcome.build.get("kernels") or {})
+        return total
+
+    def optimize_modes(self) -> Counter:
+        """Graphs per build mode ("balanced", "size, goal x0.97", ...): the mode each spec was built with."""
+        return Counter(_mode(c.spec) for c in self.cases if c.spec)
 
     def classes(self) -> Counter:
         return Counter(c.outcome.key for c in self.cases if c.outcome.status != "ok")
@@ -98,6 +111,7 @@ class Campaign:
                 "seconds": round(self.seconds, 1),
                 "outcomes": dict(self.counts()), "classes": dict(self.classes()),
                 "undocumented_refusals": self.undocumented, "ok": self.ok,
+                "modes": dict(self.optimize_modes()), "kernel_variants": dict(self.kernel_variants()),
                 "cases": [c.to_json() for c in self.cases]}
 
     def table(self) -> str:
@@ -108,6 +122,9 @@ class Campaign:
         lines = [f"edgekit fuzz: {n} graphs ({seeds}) on {self.board} ({EMULATED_BOARDS[self.board]}), "
                  f"{self.kernels} kernels{', hls4ml C-simulation' if self.fpga else ''}, {self.seconds:.0f} s",
                  f"{'outcome':<72}{'graphs':>8}"]
+        modes = self.optimize_modes()
+        if modes:
+            lines.insert(1, "built with --optimize " + ", ".join(f"{m} ({k})" for m, k in sorted(modes.items())))
         for status in STATUSES:
             lines.append(f"{status:<72}{counts.get(status, 0):>8}")
             for key, k in sorted(self.classes().items(), key=lambda kv: (-kv[1], kv[0])):
@@ -126,6 +143,9 @@ class Campaign:
             if k > 3:
                 lines.append(f"  ... and {k - 3} more {key} (seeds "
                              f"{', '.join(str(c.seed) for c in self.failures if c.outcome.key == key)})")
+        variants = self.kernel_variants()
+        if variants:
+            lines.append("kernel variants (layers): " + ", ".join(f"{v} {k}" for v, k in sorted(variants.items())))
         if self.undocumented:
             lines.append(f"{len(self.undocumented)} refusal class(es) not listed as limits in docs/limits.md or "
                          "docs/fuzz.md")
@@ -136,6 +156,40 @@ class Campaign:
         lines.append("PASS: no mismatch, crash or internal error" if self.ok else
                      "FAIL: mismatches, crashes or internal errors (see above)")
         return "\n".join(lines)
+
+
+def _mode(spec: dict) -> str:
+    """A spec's build mode: its --optimize, and the tightened flash goal's scale if any."""
+    mode = spec.get("optimize", DEFAULT_OPTIMIZE)
+    scale = spec.get("flash_goal_scale")
+    return mode if scale is None else f"{mode}, flash goal x{scale:g}"
+
+
+def with_build_mode(spec: dict, optimize: str | None, flash_goal_scale: float | None) -> dict:
+    """``spec`` with the build mode to run it with: the given options, else the spec's own (a saved
+    reproducer's), else balanced at the default flash goal."""
+    spec = dict(spec)
+    if optimize is not None:
+        spec["optimize"] = optimize
+    spec.setdefault("optimize", DEFAULT_OPTIMIZE)
+    if flash_goal_scale is not None:
+        spec["flash_goal_scale"] = flash_goal_scale
+    return spec
+
+
+def check_build_mode(spec: dict, kernels: str, where: str = "--optimize") -> None:
+    from ..errors import TargetError
+
+    optimize, scale = spec.get("optimize", DEFAULT_OPTIMIZE), spec.get("flash_goal_scale")
+    if optimize not in OPTIMIZE_MODES:
+        raise TargetError(f"{where}: optimize '{optimize}': choose one of {', '.join(OPTIMIZE_MODES)}")
+    if scale is None:
+        return
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise TargetError(f"{where}: --flash-goal-scale {scale}: give a factor in (0, 1], e.g. 0.97")
+    if kernels != "optimized" or optimize == "speed":
+        raise TargetError(f"{where}: --flash-goal-scale applies to optimized kernels under --optimize size or "
+                          "balanced (speed and reference kernels ignore the flash goal)")
 
 
 def _save(case: CaseResult, spec: dict, original: dict, work: Path, out: Path, board: str, kernels: str) -> Path:
@@ -151,9 +205,15 @@ def _save(case: CaseResult, spec: dict, original: dict, work: Path, out: Path, b
     (dest / "original_spec.json").write_text(json.dumps(original, indent=1))
     (dest / "outcome.json").write_text(json.dumps(case.to_json(), indent=1))
     core = EMULATED_BOARDS[board]
+    optimize = f" --optimize {spec.get('optimize', DEFAULT_OPTIMIZE)}" if kernels == "optimized" else ""
+    goal = case.outcome.build.get("flash_goal")
     (dest / "README.txt").write_text(
         f"{case.outcome.key}: {case.outcome.message}\n\nreproduce:\n"
-        f"  edgekit build {model.name} --target {core} --board {board} --kernels {kernels} -o build\n"
+        f"  edgekit fuzz --spec spec.json --board {board} --kernels {kernels}   (the spec records its build mode: "
+        f"{_mode(spec)})\n"
+        + (f"  (the flash goal was tightened to {goal} B, {spec.get('flash_goal_scale')} x the default build's "
+           "firmware flash; only `edgekit fuzz --spec` sets it)\n" if goal else "")
+        + f"  edgekit build {model.name} --target {core} --board {board} --kernels {kernels}{optimize} -o build\n"
         f"  edgekit verify build" + (" --inputs inputs.npy" if (dest / "inputs.npy").is_file() else "") + "\n"
         + ("\nverify itself passes: every stage gets the same wrong codes. See them with\n"
            "  python -c \"import numpy as np; from pathlib import Path; from edgekit.ir.graph import Graph; "
@@ -166,9 +226,12 @@ def _save(case: CaseResult, spec: dict, original: dict, work: Path, out: Path, b
 def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: str = "optimized",
                  fpga: bool = False, out: str | Path | None = None, vectors: int = 24, tflite_share: float = 0.25,
                  shrink_budget: int = 40, shrink_per_class: int = 2, max_layers: int = 5, progress=None,
-                 seeds: list[int] | None = None, specs: list[dict] | None = None) -> Campaign:
+                 seeds: list[int] | None = None, specs: list[dict] | None = None, optimize: str | None = None,
+                 flash_goal_scale: float | None = None, wide: bool = False) -> Campaign:
     """Run ``count`` cases (seeds ``seed`` .. ``seed + count - 1``, the given ``seeds``, or the given
-    ``specs``, e.g. a saved reproducer's spec.json). The first
+    ``specs``, e.g. a saved reproducer's spec.json), built with ``optimize`` (else a spec's own, else
+    balanced); ``flash_goal_scale`` F builds each graph at the default flash goal, then again with the goal
+    at F x that firmware's flash (runner.tightened_flash_goal), and verifies the second. The first
     ``shrink_per_class`` failures of each outcome and stage are shrunk (at most ``shrink_budget`` runs)
     and saved in ``out``; later ones of the same class are only counted and listed."""
     from ..errors import TargetError
@@ -184,7 +247,10 @@ def run_campaign(count: int, seed: int = 0, board: str = "mps2-an386", kernels: 
     t0 = time.monotonic()
     if specs is None:
         seeds = list(seeds) if seeds is not None else [seed + i for i in range(count)]
-        specs = [case_spec(s, tflite_share, max_layers, fpga) for s in seeds]
+        specs = [case_spec(s, tflite_share, max_layers, fpga, wide) for s in seeds]
+    specs = [with_build_mode(s, optimize, flash_goal_scale) for s in specs]
+    for s in specs:
+        check_build_mode(s, kernels)
     runner = IsolatedRunner()
     with tempfile.TemporaryDirectory(prefix="edgekit-fuzz-") as tmp:
         try:
@@ -212,7 +278,7 @@ def _run_one(camp: Campaign, index: int, spec: dict, tmp: Path, out_dir: Path | 
     case_seed = spec["seed"]
     work = tmp / f"case{case_seed}"
     outcome = run_case(spec, work, board, kernels, vectors, fpga)
-    case = CaseResult(index, case_seed, describe(spec), outcome)
+    case = CaseResult(index, case_seed, describe(spec), outcome, spec=spec)
     shrunk_before = sum(1 for c in camp.cases if c.saved and c.outcome.key == outcome.key)
     if outcome.failed and out_dir is not None and shrunk_before < shrink_per_class:
         key, attempt = outcome.key, itertools.count()
@@ -253,6 +319,9 @@ def load_spec(path: str | Path) -> dict:
         valid = False
     if not valid:
         raise EdgekitError(f"{path}: not a valid fuzz spec (a spec.json saved by edgekit fuzz)")
+    if spec.get("optimize", DEFAULT_OPTIMIZE) not in OPTIMIZE_MODES:
+        raise EdgekitError(f"{path}: optimize '{spec['optimize']}' is none of {', '.join(OPTIMIZE_MODES)}; fix the "
+                           "spec or pass --optimize")
     return spec
 
 
@@ -260,7 +329,8 @@ def main(args) -> int:
     """``edgekit fuzz``: exit 0 when no graph mismatched, crashed or hit an internal error, else 1."""
     specs = [load_spec(p) for p in args.spec] if args.spec else None
     camp = run_campaign(len(specs) if specs else args.count, seed=args.seed, specs=specs, board=args.board,
-                        kernels=args.kernels, fpga=args.fpga,
+                        kernels=args.kernels, fpga=args.fpga, optimize=args.optimize,
+                        flash_goal_scale=args.flash_goal_scale, wide=args.wide,
                         out=args.out, vectors=args.vectors, tflite_share=args.tflite_share,
                         shrink_budget=args.shrink_budget, shrink_per_class=args.shrink_per_class,
                         progress=None if args.quiet else print_progress)
@@ -284,6 +354,16 @@ def add_parser(sub) -> None:
                    help="emulated board (mps2-an386, Cortex-M4)")
     f.add_argument("--kernels", choices=["optimized", "reference"], default="optimized",
                    help="kernels to build with (optimized)")
+    f.add_argument("--optimize", choices=list(OPTIMIZE_MODES), help="--optimize of every build (balanced; a "
+                   "--spec rerun takes the spec's own unless given)")
+    f.add_argument("--flash-goal-scale", type=float, metavar="F", help="build each graph at the default flash "
+                   "goal, then again with the goal at F x that firmware's flash (0 < F <= 1), and verify the second: "
+                   "small graphs meet the default goal with int16 weights, so this is what makes balanced take the "
+                   "int8, compact and lean layouts and conv2d_gemm_widen, and size the lean ones (size and "
+                   "balanced only; recorded in the spec)")
+    f.add_argument("--wide", action="store_true", help="draw the TFLite graphs with 8-64 channels per convolution "
+                   "(MobileNet-like layers: with --flash-goal-scale the lean layouts dw3_compact and compact GEMM "
+                   "records, and conv2d_gemm_widen, get taken); use with --tflite-share 1 for only those")
     f.add_argument("--spec", action="append", metavar="FILE", help="run this saved spec.json instead of random "
                    "graphs (repeatable): reruns, and with --out shrinks, a reproducer")
     f.add_argument("--fpga", action="store_true", help="draw QONNX graphs in what the FPGA backend builds (conv, "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,11 @@ FPGA_BOARD = "pynq-z2"
 
 STATUSES = ("ok", "refused", "mismatch", "crash", "internal", "generator")
 
+# --optimize objectives of an optimized-kernel build (backends/cortexm/kernels/base.py OPTIMIZE); a spec
+# records its own ("optimize", "flash_goal_scale") so that `edgekit fuzz --spec` rebuilds it the same way.
+OPTIMIZE_MODES = ("size", "balanced", "speed")
+DEFAULT_OPTIMIZE = "balanced"
+
 
 @dataclass
 class Outcome:
@@ -41,6 +47,9 @@ class Outcome:
     message: str = ""
     seconds: float = 0.0
     stages: list = field(default_factory=list)  # (stage, mismatches, elements, must be exact)
+    # how the Cortex-M build was made: optimize, flash_goal (bytes, when tightened), flash (the firmware's
+    # whole flash) and kernels (variant -> layers), so a campaign shows which kernel paths it reached
+    build: dict = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -54,14 +63,18 @@ class Outcome:
         return asdict(self)
 
 
-def case_spec(seed: int, tflite_share: float = 0.25, max_layers: int = 5, fpga: bool = False) -> dict:
+def case_spec(seed: int, tflite_share: float = 0.25, max_layers: int = 5, fpga: bool = False,
+              wide: bool = False) -> dict:
     """The spec of case ``seed``: a TFLite graph for a ``tflite_share`` of the seeds, else QONNX;
-    with ``fpga``, a QONNX graph in what the FPGA backend builds."""
+    with ``fpga``, a QONNX graph in what the FPGA backend builds; ``wide``: TFLite graphs with 8-64
+    channels per convolution (tflite_gen.WIDE_CHANNELS)."""
     import random
 
     if fpga:
         return qonnx_gen.random_fpga_spec(seed, max_layers)
     kind = "tflite" if random.Random(seed ^ 0x5EED).random() < tflite_share else "qonnx"
+    if kind == "tflite" and wide:
+        return tflite_gen.random_spec(seed, max_layers, wide=True)
     return GENERATORS[kind].random_spec(seed, max_layers)
 
 
@@ -107,7 +120,8 @@ def run_case(spec: dict, work: Path, board: str = "mps2-an386", kernels: str = "
     except Exception as e:  # the fuzzer's own graph failed to export
         return Outcome("generator", type(e).__name__, _one_line(e), time.monotonic() - t0)
     try:
-        out = _run_cortexm(model, work, board, kernels, count, spec["seed"])
+        out = _run_cortexm(model, work, board, kernels, count, spec["seed"], spec.get("optimize", DEFAULT_OPTIMIZE),
+                           spec.get("flash_goal_scale"))
         if out.status == "ok" and fpga and spec["kind"] == "qonnx":
             fpga_out = _run_fpga(model, work, count, spec["seed"])
             fpga_out.stages = out.stages + fpga_out.stages
@@ -156,28 +170,68 @@ def _stages_outcome(rep, prefix: str = "") -> Outcome:
     return Outcome("ok", stages=stages)
 
 
-def _run_cortexm(model: Path, work: Path, board: str, kernels: str, count: int, seed: int) -> Outcome:
+@contextmanager
+def tightened_flash_goal(goal_bytes: int, graph):
+    """The default flash goal (backends/cortexm/kernels/registry.py flash_goal_bytes) of ``graph`` set to
+    ``goal_bytes`` while the block runs, by its code allowance (FLASH_GOAL_CODE), as tests/test_flash_goal.py
+    forces it: small fuzz graphs meet the default goal with int16 weights, so without it balanced never takes
+    the int8, compact and lean layouts nor conv2d_gemm_widen, and size never the lean ones."""
+    from ..backends.cortexm.kernels import registry
+
+    saved = registry.FLASH_GOAL_CODE
+    registry.FLASH_GOAL_CODE = goal_bytes - int(registry.FLASH_GOAL_PARAMS * registry.int8_parameter_bytes(graph))
+    try:
+        yield
+    finally:
+        registry.FLASH_GOAL_CODE = saved
+
+
+def _build_facts(result, optimize: str | None, goal: int | None) -> dict:
+    from collections import Counter
+
+    m = result.manifest
+    return {"optimize": optimize, "flash_goal": goal, "flash": (m.memory_breakdown or {}).get("flash", {}).get("total"),
+            "kernels": dict(Counter((m.kernel_variants or {}).values()))}
+
+
+def _run_cortexm(model: Path, work: Path, board: str, kernels: str, count: int, seed: int,
+                 optimize: str = DEFAULT_OPTIMIZE, flash_goal_scale: float | None = None) -> Outcome:
+    """Build (``optimize`` for optimized kernels) and verify. With ``flash_goal_scale`` F the graph is built
+    twice: once at the default flash goal, then with the goal set to F x that firmware's flash; the second
+    build is the one verified."""
     from ..build import build
     from ..ir.graph import Graph
     from ..verify import verify
 
     bdir = work / "build"
+    opt = optimize if kernels == "optimized" else None
+    goal = None
     try:
-        build(model, EMULATED_BOARDS[board], board, bdir, kernels=kernels)
+        result = build(model, EMULATED_BOARDS[board], board, bdir, kernels=kernels, optimize=opt)
+        if flash_goal_scale is not None and opt in ("size", "balanced"):
+            goal = int(flash_goal_scale * result.manifest.memory_breakdown["flash"]["total"]) - 1
+            with tightened_flash_goal(goal, Graph.load(bdir)):
+                result = build(model, EMULATED_BOARDS[board], board, bdir, kernels=kernels, optimize=opt)
     except Exception as e:
-        return _classify_build_error(e, "cortex-m")
+        out = _classify_build_error(e, "cortex-m")
+        out.build = {"optimize": opt, "flash_goal": goal}
+        return out
+    facts = _build_facts(result, opt, goal)
     try:
         graph = Graph.load(bdir)
         x = fuzz_inputs(graph, count, seed)
         np.save(work / "inputs.npy", x)
         rep = verify(bdir, inputs=x)
     except Exception as e:
-        return _classify_verify_error(e, "cortex-m")
+        out = _classify_verify_error(e, "cortex-m")
+        out.build = facts
+        return out
     out = _stages_outcome(rep)
+    out.build = facts
     if out.status == "ok":
         bad = _saturation_error(graph, x)
         if bad:
-            return Outcome("mismatch", "input quantizer (saturation)", bad, stages=out.stages)
+            return Outcome("mismatch", "input quantizer (saturation)", bad, stages=out.stages, build=facts)
     return out
 
 

@@ -20,18 +20,23 @@ from ..frontends.tflite.writer import TfliteBuilder
 ACTS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 
 
-def random_spec(seed: int, max_layers: int = 5) -> dict:
+def random_spec(seed: int, max_layers: int = 5, wide: bool = False) -> dict:
     """A random graph description with valid shapes; deterministic per seed."""
     r = random.Random(seed)
     while True:
-        spec = _draw(r, seed, max_layers)
+        spec = _draw(r, seed, max_layers, wide)
         if check_shapes(spec) is None:
             return spec
 
 
-def _draw(r: random.Random, seed: int, max_layers: int) -> dict:
+# --wide: channel counts of MobileNet-like layers, where the records of a layer outweigh its code, so the lean
+# layouts (dw3_compact, compact GEMM records) and conv2d_gemm_widen get taken (docs/fuzz.md, build modes)
+WIDE_CHANNELS = [8, 12, 16, 24, 32, 48, 64]
+
+
+def _draw(r: random.Random, seed: int, max_layers: int, wide: bool = False) -> dict:
     spec = {"kind": "tflite", "seed": seed, "size": [r.randint(1, 12), r.randint(1, 12)],
-            "in_ch": r.choice([1, 2, 3, 4, 8]),
+            "in_ch": r.choice([3, 8, 16, 24] if wide else [1, 2, 3, 4, 8]),
             "input": {"scale": r.choice([1 / 128, 1 / 255, 0.02, 0.05, 0.1]), "zp": r.choice([0, 0, -128, 7, -20])},
             "layers": []}
     vector = False
@@ -42,7 +47,7 @@ def _draw(r: random.Random, seed: int, max_layers: int) -> dict:
                      "dil": r.choice([1, 1, 1, 2]), "padding": r.choice(["SAME", "VALID"]),
                      "act": r.choice(ACTS), "per_channel": r.random() < 0.7}
             if op == "conv":
-                layer["out"] = r.randint(1, 10)
+                layer["out"] = r.choice(WIDE_CHANNELS) if wide else r.randint(1, 10)
             else:
                 layer["mult"] = r.choice([1, 1, 2, 3])
         elif op == "pool":
