@@ -178,3 +178,19 @@ def test_size_takes_the_lean_layouts_where_int8_misses_the_flash_goal(tmp_path):
     assert all("size:" in L["kernel"] for L in res.manifest.layers if L["name"] in compact)
     rep = verify(tmp_path / "s", count=4)
     assert rep.ok and all(s.mismatches == 0 for s in rep.stages)
+
+
+def test_unreachable_goal_keeps_int16_weights_where_they_are_smaller(tmp_path, monkeypatch):
+    """A goal no layout meets, on layers so small that the int8 kernels' code outweighs the int16 weight bytes it
+    saves (the fuzzer's seed 106: a 3x3 conv on one channel and a 5-channel depthwise): balanced must not end
+    larger than at the default goal (it kept its first, int8 build: 4,155 B against 3,995 B)."""
+    from edgekit.fuzz.runner import case_spec, model_file
+    model = model_file(case_spec(106, tflite_share=0.5), tmp_path)
+    first = build(model, "cortex-m4", "mps2-an386", tmp_path / "default", optimize="balanced")
+    assert set(first.manifest.kernel_variants.values()) >= {"conv2d_fewch", "dw3_wide"}  # int16 weights in flash
+    params = kernel_registry.int8_parameter_bytes(Graph.load(tmp_path / "default"))
+    monkeypatch.setattr(kernel_registry, "FLASH_GOAL_CODE",
+                        _flash(first) - 1 - int(kernel_registry.FLASH_GOAL_PARAMS * params))
+    tight = build(model, "cortex-m4", "mps2-an386", tmp_path / "tight", optimize="balanced")
+    assert _flash(tight) <= _flash(first)
+    assert tight.manifest.kernel_variants == first.manifest.kernel_variants

@@ -85,6 +85,10 @@ def _take_aside(tmp: Path, probe: Path, cg: dict, elf: Path) -> tuple[dict, Path
     return cg, tmp / elf.name
 
 
+#: a widen allowance no model reaches: int16 weights for every layer that has an int16 variant
+WIDEN_ALL = 1 << 40
+
+
 def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codegen: dict, elf: Path,
                                 attempts: int = 3) -> tuple[dict, Path]:
     """--optimize balanced against the default flash goal (kernels/registry.py flash_goal_bytes),
@@ -97,7 +101,9 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
       depthwise layers on dw3_compact's 18 bytes per channel and one shared body); if that meets the
       goal, take it and widen only within the bytes it leaves (cut by any excess, a few times, else
       none), so balanced never exceeds the goal where an int8 layout meets it. If it misses the goal
-      too, the first build stays: narrowing would cost instructions without meeting the goal.
+      too, the first build stays (narrowing would cost instructions without meeting the goal), unless
+      int16 weights on every layer give a firmware no larger (small layers, where the int8 kernels'
+      code outweighs the bytes their weights save).
 
     Allowances that would give a row-fused layer a kernel without row ranges are not tried."""
     goal = kernel_registry.flash_goal_bytes(graph)
@@ -119,7 +125,7 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
         return _take_aside(tmp, probe, cg, elf)
 
     try:
-        excess = _firmware_flash(elf) - goal
+        excess = first_excess = _firmware_flash(elf) - goal
         if excess <= 0:  # within the goal: widen into what it leaves
             best = (codegen, elf)
             allowance = codegen["balanced_widened_bytes"] - excess
@@ -140,8 +146,13 @@ def _balanced_within_flash_goal(graph, plan, tmp: Path, core, brd: Board, codege
         if excess > 0:  # int8 weights and compact records miss it: the leanest layouts and shared code
             lean = True
             narrow, _, excess = compile_with(0, True)
-        if excess > 0:  # unreachable even so: keep the first build
-            return codegen, elf
+        if excess > 0:  # unreachable even so: keep the first build, or int16 weights wherever they go if that
+            # is no larger (on small layers the int8 kernels' code outweighs the int16 weight bytes it saves)
+            if not fusable(WIDEN_ALL):
+                return codegen, elf
+            lean = False
+            wide, _, wide_excess = compile_with(WIDEN_ALL, False)
+            return take(wide) if wide_excess <= first_excess else (codegen, elf)
         allowance, tried = -excess, False
         for _ in range(attempts):
             if allowance <= 0 or not fusable(allowance):
