@@ -49,7 +49,8 @@ DOCUMENTED_ERRORS = {
 }
 # lines that show a command's syntax rather than a command to run
 SYNOPSES = {"edgekit fuzz --count 200 --seed 0 --board mps2-an386 [--kernels reference|optimized] [--fpga] --out DIR "
-            "[--json]", "edgekit nas ... -o nas_out/"}
+            "[--json]", "edgekit fuzz --count 200 --optimize size|balanced|speed [--flash-goal-scale F] [--wide] --out DIR",
+            "edgekit nas ... -o nas_out/"}
 
 
 def _doc_lines(path: Path):

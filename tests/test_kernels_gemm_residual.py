@@ -17,7 +17,7 @@ from edgekit.ir import contract
 from helpers.codes import input_codes
 from helpers.compile_levels import disassembly_at_every_level
 from test_kernels_dsp import BOARDS, Chain, _check
-from test_kernels_gemm_shared import _graph
+from helpers.planned import planned_graph
 
 
 def chain_block(seed: int) -> bytes:
@@ -39,7 +39,7 @@ def test_asm_residual_is_the_add_for_every_code_pair(tmp_path):
     reg = kernel_registry.registry()
     seen = 0
     for seed in range(4):
-        graph, plan = _graph(chain_block(seed), tmp_path)
+        graph, plan = planned_graph(chain_block(seed), tmp_path)
         for node in graph.nodes:
             if node.op != "conv2d" or not node.attrs.get("residual"):
                 continue
@@ -65,7 +65,7 @@ def test_not_taken_where_the_add_rescales_the_conv_output_by_more_than_a_shift(t
     """An add whose rescaling of the conv's code is not a power of two keeps the C epilogue (None)."""
     import dataclasses
 
-    graph, _ = _graph(chain_block(0), tmp_path)
+    graph, _ = planned_graph(chain_block(0), tmp_path)
     node = next(n for n in graph.nodes if n.attrs.get("residual"))
     assert gemm.asm_residual(node, graph) is not None
     ra, rb = node.attrs["residual"]["in_requant"]
