@@ -349,3 +349,23 @@ def test_tflite_reference_stage_grows_the_tflm_arena_for_large_activations(tmp_p
     out = run_case(spec, tmp_path / "case", count=4)
     assert out.status == "ok", out
     assert ("tflite reference", 0) == next((s[0], s[1]) for s in out.stages if s[0] == "tflite reference")
+
+
+#: Found by the fuzzer (`--wide --optimize speed`, mps2-an500, seed 8200003): a dense layer on a 9x10x23 input (2,070
+#: features) under dense_asm rewound its input pointer with `sub rX, rX, #4144` (0x1030), more than SUBW's 12 bits and
+#: no modified immediate: the assembler refused model.c. The rewind is now split into immediates that encode.
+DENSE_REWIND_NOT_AN_IMMEDIATE = {"kind": "tflite", "seed": 8200003, "size": [9, 10], "in_ch": 23,
+                                 "input": {"scale": 0.1, "zp": -128},
+                                 "layers": [{"op": "fc", "out": 1, "per_channel": False, "act": "NONE"}],
+                                 "optimize": "speed"}
+
+
+@pytest.mark.parametrize("board", ["mps2-an386", "mps2-an500"])
+def test_dense_input_rewind_that_no_sub_immediate_encodes_compiles_and_is_exact(tmp_path, board):
+    from edgekit.backends.cortexm.kernels.dense_asm import _sub_immediates, _thumb2_modified_immediate
+    from edgekit.fuzz.runner import run_case
+
+    assert not _thumb2_modified_immediate(4144) and _thumb2_modified_immediate(4096) and _thumb2_modified_immediate(1020)
+    assert _sub_immediates(4144) == [4095, 49] and _sub_immediates(4096) == [4096] and sum(_sub_immediates(9000)) == 9000
+    out = run_case(DENSE_REWIND_NOT_AN_IMMEDIATE, tmp_path, board=board, kernels="optimized")
+    assert out.status == "ok", out

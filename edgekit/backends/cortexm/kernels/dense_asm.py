@@ -310,8 +310,8 @@ def generate(pairs: bool, xsrc: str, ext: str, n_in: int, n_out: int, e_shift: i
         # the first store moves the pointer to the next block: the others at negative offsets
         e.op(f"{store} {t}, [{o}], #{rows * osize}" if r == 0 else f"{store} {t}, [{o}, #-{(rows - r) * osize}]")
     e.op(f"str {o}, %[o]")
-    if xbytes:
-        e.op(f"sub {XP}, {XP}, #{xbytes}")
+    for step in _sub_immediates(xbytes):
+        e.op(f"{'sub' if _thumb2_modified_immediate(step) else 'subw'} {XP}, {XP}, #{step}")
     e.op(f"ldr {t}, %[wend]")
     e.op(f"cmp {WP}, {t}")
     e.op("bne 10b")
@@ -320,6 +320,25 @@ def generate(pairs: bool, xsrc: str, ext: str, n_in: int, n_out: int, e_shift: i
     prog.rows, prog.passes, prog.tokens = rows, passes, tokens
     prog.instructions = per_block * sum(b for _, b in passes)
     return prog
+
+
+def _thumb2_modified_immediate(v: int) -> bool:
+    """Whether ``v`` is a Thumb-2 modified immediate (an 8-bit value, a replicated byte pattern, or a byte with its top
+    bit set rotated): what a plain SUB with an immediate takes."""
+    b = v & 0xFF
+    if v < 256 or v in (b * 0x00010001, b * 0x01000100, b * 0x01010101):
+        return True
+    return any(((v << r) | (v >> (32 - r))) & 0xFFFFFFFF in range(128, 256) for r in range(1, 32))
+
+
+def _sub_immediates(v: int) -> list[int]:
+    """Immediates whose subtraction rewinds the pointer by ``v`` bytes: one modified immediate where it is one,
+    else SUBW's 12-bit ones (a 2,070-feature input read as int16 pairs rewinds by 4,144 B: neither)."""
+    if v <= 0:
+        return []
+    if _thumb2_modified_immediate(v):
+        return [v]
+    return [4095] * (v // 4095) + ([v % 4095] if v % 4095 else [])
 
 
 def widenable_in_place(plan, graph, index: int) -> bool:
